@@ -1,0 +1,15 @@
+// Errors a user can read: every message names what was wrong (the file, flag, field or
+// argument), what was found and what was expected.
+#pragma once
+
+#include <stdexcept>
+#include <string>
+
+namespace quartet {
+
+class Error : public std::runtime_error {
+ public:
+  explicit Error(const std::string& message) : std::runtime_error(message) {}
+};
+
+}  // namespace quartet

@@ -1,0 +1,270 @@
+// The quantizers of numerics.md §5–6, one quantization group at a time, as the exact FP32
+// operation sequences both backends execute. Tensor-level constants (t and the multipliers
+// derived from it) come from the *_tensor_* functions below, so the GPU, which computes
+// them from a device-side amax, uses the same operations too.
+//
+// Conventions:
+//  * y points at one group of already-rotated, finite values; codes receives one unpacked
+//    E2M1 code (0..15) per element.
+//  * "one correctly rounded reciprocal per group, then multiplies": a group's elements are
+//    scaled by r = 1/(s*t), never divided one by one.
+//  * The dequantized value of code q under block scale s and tensor scale t is (q*s)*t: q*s
+//    is exact (numerics.md §1), so only the multiplication by t rounds.
+#pragma once
+
+#include <cstdint>
+
+#include "quartet/numerics/e2m1.h"
+#include "quartet/numerics/e4m3.h"
+#include "quartet/numerics/e8m0.h"
+#include "quartet/numerics/group_math.h"
+#include "quartet/numerics/host_device.h"
+
+namespace quartet {
+
+inline constexpr int kNvGroup = 16;  // NVFP4 elements per E4M3 scale
+inline constexpr int kMxGroup = 32;  // MXFP4 elements per E8M0 scale
+inline constexpr int kEdenBlockGroups = 8;  // MS-EDEN research form: one correction per 128
+
+// An NVFP4 tensor whose amax is below 2^-96 is quantized as if it were all zeros: below that,
+// t * (smallest block scale) is no longer a normal float and 1/(s*t) would overflow.
+inline constexpr float kTinyAmax = 1.26217745e-29f;  // 2^-96
+
+// Per-tensor constants, computed on the host (CPU backend) or by a one-thread step (GPU).
+struct TwoLevelScale {
+  float t = 1.0f;      // FP32 tensor scale (decode)
+  float k_enc = 1.0f;  // block scale before E4M3 rounding = group amax * k_enc
+};
+
+// RTN, square 16x16 and SR: t = amax / (448 V), k_enc = 1 / (V t), V = val_max.
+QUARTET_HD TwoLevelScale rtn_tensor_scale(float amax, float val_max) {
+  TwoLevelScale s;
+  s.t = amax == 0.0f ? 1.0f : fdiv(amax, fmul(kE4M3Max, val_max));
+  s.k_enc = frcp(fmul(val_max, s.t));
+  return s;
+}
+
+// Block scale as an E4M3 value: RNE(m * k_enc), with a scale that rounds to 0 replaced by 1.
+QUARTET_HD float block_scale_rne(float group_amax, float k_enc) {
+  const float s = e4m3_round_rne(fmul(group_amax, k_enc));
+  return s == 0.0f ? 1.0f : s;
+}
+
+QUARTET_HD float code_multiplier(float block_scale, float t) { return frcp(fmul(block_scale, t)); }
+
+QUARTET_HD float dequantize_code(std::uint8_t code, float block_scale, float t) {
+  return fmul(fmul(e2m1_decode(code), block_scale), t);
+}
+
+template <int N>
+QUARTET_HD void encode_group_rne(const float* y, float r, std::uint8_t* codes) {
+  for (int i = 0; i < N; ++i) codes[i] = e2m1_encode_rne(fmul(y[i], r));
+}
+
+template <int N>
+QUARTET_HD void encode_group_sr(const float* y, float r, const std::uint16_t* random_bits,
+                                std::uint8_t* codes) {
+  for (int i = 0; i < N; ++i) codes[i] = e2m1_encode_sr(fmul(y[i], r), random_bits[i]);
+}
+
+// Sum over the group of (y_i - (q_i s) t)^2, in tree order.
+template <int N>
+QUARTET_HD float group_squared_error(const float* y, const std::uint8_t* codes, float s, float t) {
+  float sq[N];
+  for (int i = 0; i < N; ++i) {
+    const float d = fsub(y[i], dequantize_code(codes[i], s, t));
+    sq[i] = fmul(d, d);
+  }
+  return tree_sum<N>(sq);
+}
+
+// RTN (and square 16x16 once the tile amax is known): returns the block scale (E4M3 value).
+QUARTET_HD float rtn_group(const float* y, float group_amax, const TwoLevelScale& ts,
+                           std::uint8_t* codes) {
+  const float s = block_scale_rne(group_amax, ts.k_enc);
+  encode_group_rne<kNvGroup>(y, code_multiplier(s, ts.t), codes);
+  return s;
+}
+
+// SR with headroom: as RTN for the scale, stochastic rounding for the elements. Elements
+// whose scaled magnitude exceeds 6 (possible only by FP32 rounding, or when the block scale
+// is an E4M3 subnormal) saturate.
+QUARTET_HD float sr_group(const float* y, const TwoLevelScale& ts, const std::uint16_t* random_bits,
+                          std::uint8_t* codes) {
+  const float s = block_scale_rne(group_absmax<kNvGroup>(y), ts.k_enc);
+  encode_group_sr<kNvGroup>(y, code_multiplier(s, ts.t), random_bits, codes);
+  return s;
+}
+
+// 4/6: t = amax / (6 * 256); candidate scales for block maxima 6 and 4.
+struct FourOverSixScale {
+  float t = 1.0f;
+  float k6 = 1.0f;  // 1 / (6 t)
+  float k4 = 1.0f;  // 1 / (4 t)
+};
+
+QUARTET_HD FourOverSixScale four_over_six_tensor_scale(float amax) {
+  FourOverSixScale s;
+  s.t = amax == 0.0f ? 1.0f : fdiv(amax, 1536.0f);
+  s.k6 = frcp(fmul(6.0f, s.t));
+  s.k4 = frcp(fmul(4.0f, s.t));
+  return s;
+}
+
+// Quantizes with both candidate scales (RNE) and keeps the 4-scale only if its squared error
+// is strictly smaller. Returns the chosen block scale.
+QUARTET_HD float four_over_six_group(const float* y, const FourOverSixScale& ts, std::uint8_t* codes) {
+  const float m = group_absmax<kNvGroup>(y);
+  const float s6 = block_scale_rne(m, ts.k6);
+  const float s4 = block_scale_rne(m, ts.k4);
+  std::uint8_t codes4[kNvGroup];
+  encode_group_rne<kNvGroup>(y, code_multiplier(s6, ts.t), codes);
+  encode_group_rne<kNvGroup>(y, code_multiplier(s4, ts.t), codes4);
+  const float err6 = group_squared_error<kNvGroup>(y, codes, s6, ts.t);
+  const float err4 = group_squared_error<kNvGroup>(y, codes4, s4, ts.t);
+  if (!(err4 < err6)) return s6;
+  for (int i = 0; i < kNvGroup; ++i) codes[i] = codes4[i];
+  return s4;
+}
+
+// ---- MS-EDEN ----------------------------------------------------------------------------
+
+// Canonical form, pass 1 (per 16-group correction). `eden_scale` is s = 6 (1/h) / clip
+// (6 * 16/17 / 0.93 by default). Returns the provisional corrected scale c_g = sigma4 * S_g
+// in FP32. A group whose sigma4 is not a normal float (only possible for group maxima below
+// about 7.8e-38) is flushed: codes 0, c_g = 0.
+QUARTET_HD float ms_eden_g16_group(const float* y, float eden_scale, std::uint8_t* codes) {
+  const float sigma = fdiv(group_absmax<kNvGroup>(y), eden_scale);
+  const float sigma4 = bits_float(float_bits(sigma) & 0xFFF80000u);  // 4 mantissa bits, RTZ
+  if (sigma4 < kFloatMinNormal) {
+    for (int i = 0; i < kNvGroup; ++i) codes[i] = 0;
+    return 0.0f;
+  }
+  const float r = frcp(sigma4);
+  float vv[kNvGroup], vq[kNvGroup];
+  for (int i = 0; i < kNvGroup; ++i) {
+    const float v = fmul(y[i], r);
+    codes[i] = e2m1_encode_rne(v);
+    vv[i] = fmul(v, v);
+    vq[i] = fmul(v, e2m1_decode(codes[i]));
+  }
+  const float num = tree_sum<kNvGroup>(vv);
+  const float den = tree_sum<kNvGroup>(vq);
+  const float correction = den == 0.0f ? 1.0f : fdiv(num, den);
+  return fmul(sigma4, correction);
+}
+
+// Canonical form, pass 2: t = M / 256 from the largest c_g of the tensor (M = 0 gives t = 1),
+// then each c_g / t is stochastically rounded onto the E4M3 grid, so E[e_g * t] = c_g.
+QUARTET_HD float ms_eden_g16_tensor_scale(float max_corrected_scale) {
+  return max_corrected_scale == 0.0f ? 1.0f : fmul(max_corrected_scale, 1.0f / 256.0f);
+}
+
+QUARTET_HD float ms_eden_g16_scale(float corrected_scale, float t, std::uint16_t random_bits) {
+  return e4m3_round_sr(fdiv(corrected_scale, t), random_bits);
+}
+
+// Research form: t = amax / (255.99 s); sigma_g = E4M3_RNE(m_g / (t s)) (0 -> 1); one EDEN
+// correction per 128 elements (8 groups); each sigma_g * S is stochastically rounded.
+struct EdenResearchScale {
+  float t = 1.0f;
+  float k_enc = 1.0f;  // 1 / (t s)
+};
+
+// t_divisor = 255.99 * s, rounded once to FP32 from double on the host.
+QUARTET_HD EdenResearchScale ms_eden_g128_tensor_scale(float amax, float eden_scale, float t_divisor) {
+  EdenResearchScale s;
+  s.t = amax == 0.0f ? 1.0f : fdiv(amax, t_divisor);
+  s.k_enc = frcp(fmul(s.t, eden_scale));
+  return s;
+}
+
+struct EdenPartialSums {
+  float num = 0.0f;  // sum of v_i^2
+  float den = 0.0f;  // sum of v_i q_i
+};
+
+// Pass 1 for one group: returns sigma_g (E4M3 value), writes codes and the partial sums.
+QUARTET_HD float ms_eden_g128_group(const float* y, const EdenResearchScale& ts, std::uint8_t* codes,
+                                    EdenPartialSums* partial) {
+  const float sigma = block_scale_rne(group_absmax<kNvGroup>(y), ts.k_enc);
+  const float r = code_multiplier(sigma, ts.t);
+  float vv[kNvGroup], vq[kNvGroup];
+  for (int i = 0; i < kNvGroup; ++i) {
+    const float v = fmul(y[i], r);
+    codes[i] = e2m1_encode_rne(v);
+    vv[i] = fmul(v, v);
+    vq[i] = fmul(v, e2m1_decode(codes[i]));
+  }
+  partial->num = tree_sum<kNvGroup>(vv);
+  partial->den = tree_sum<kNvGroup>(vq);
+  return sigma;
+}
+
+// The correction of one 128-block from its 8 groups' partial sums (absent groups of a
+// partial last block contribute zeros), combined in tree order.
+QUARTET_HD float ms_eden_g128_correction(const EdenPartialSums* partials) {
+  float num[kEdenBlockGroups], den[kEdenBlockGroups];
+  for (int g = 0; g < kEdenBlockGroups; ++g) {
+    num[g] = partials[g].num;
+    den[g] = partials[g].den;
+  }
+  const float n = tree_sum<kEdenBlockGroups>(num);
+  const float d = tree_sum<kEdenBlockGroups>(den);
+  return d == 0.0f ? 1.0f : fdiv(n, d);
+}
+
+QUARTET_HD float ms_eden_g128_scale(float sigma, float correction, std::uint16_t random_bits) {
+  return e4m3_round_sr(fmul(sigma, correction), random_bits);
+}
+
+// ---- MXFP4 (Quartet I) ------------------------------------------------------------------
+
+inline constexpr float kQuestClip = 0.48708f;  // 2.92247856 / 6, the MSE-optimal Gaussian clip
+
+// 2^-(e-127) for an E8M0 scale byte: the exact multiplier that maps values to codes.
+QUARTET_HD float e8m0_inverse(std::uint8_t scale) { return e8m0_decode(static_cast<std::uint8_t>(254u - scale)); }
+
+// QuEST forward on one 32-group (already through the fixed Hadamard-32): scale
+// 2^floor(log2(0.48708 sigma + 1e-8)), sigma the population std; codes RNE; trust bit i set
+// iff |y_i / X| < 6. Returns the E8M0 scale byte.
+QUARTET_HD std::uint8_t quest_group(const float* y, std::uint8_t* codes, std::uint32_t* trust_bits) {
+  const float mean = fmul(tree_sum<kMxGroup>(y), 1.0f / 32.0f);
+  float sq[kMxGroup];
+  for (int i = 0; i < kMxGroup; ++i) {
+    const float d = fsub(y[i], mean);
+    sq[i] = fmul(d, d);
+  }
+  const float sigma = fsqrt(fmul(tree_sum<kMxGroup>(sq), 1.0f / 32.0f));
+  const std::uint8_t scale = e8m0_encode_floor(fadd(fmul(kQuestClip, sigma), 1e-8f));
+  const float inv = e8m0_inverse(scale);
+  std::uint32_t trust = 0;
+  for (int i = 0; i < kMxGroup; ++i) {
+    const float v = fmul(y[i], inv);  // exact: a power-of-two scaling
+    codes[i] = e2m1_encode_rne(v);
+    trust |= (fabs_bits(v) < kE2M1Max ? 1u : 0u) << i;
+  }
+  *trust_bits = trust;
+  return scale;
+}
+
+// Quartet I backward quantizer: X = 2^floor(log2 m_g), code = round(3 y / X), tensor factor
+// t = 1/3, so nothing clips. random_bits == nullptr selects RNE, otherwise SR.
+inline constexpr float kMxBackwardTensorScale = 0.333333343f;  // FP32(1/3)
+
+QUARTET_HD std::uint8_t mxfp4_backward_group(const float* y, const std::uint16_t* random_bits,
+                                             std::uint8_t* codes) {
+  const std::uint8_t scale = e8m0_encode_floor(group_absmax<kMxGroup>(y));
+  const float inv = e8m0_inverse(scale);
+  for (int i = 0; i < kMxGroup; ++i) {
+    const float v = fmul(fmul(y[i], inv), 3.0f);
+    codes[i] = random_bits ? e2m1_encode_sr(v, random_bits[i]) : e2m1_encode_rne(v);
+  }
+  return scale;
+}
+
+QUARTET_HD float dequantize_mx_code(std::uint8_t code, std::uint8_t scale, float t) {
+  return fmul(fmul(e2m1_decode(code), e8m0_decode(scale)), t);
+}
+
+}  // namespace quartet

@@ -1,0 +1,17 @@
+// Every subcommand registers its options on the top-level CLI11 app and returns the function
+// that runs it once parsing has succeeded.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <functional>
+
+namespace quartet::cli {
+
+struct Command {
+  CLI::App* app = nullptr;
+  std::function<int()> run;
+};
+
+Command add_quant_error_command(CLI::App& parent);
+
+}  // namespace quartet::cli

@@ -1,0 +1,38 @@
+#include <fmt/format.h>
+
+#include <CLI/CLI.hpp>
+#include <exception>
+#include <vector>
+
+#include "cli/commands.h"
+#include "quartet/error.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"Quartet: pre-training LLMs with every large matrix product in 4-bit floating point"};
+  app.set_version_flag("--version", "quartet 0.1.0");
+  app.require_subcommand(1);
+
+  std::vector<quartet::cli::Command> commands;
+  commands.push_back(quartet::cli::add_quant_error_command(app));
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  try {
+    for (const auto& command : commands) {
+      if (command.app->parsed()) return command.run();
+    }
+  } catch (const quartet::Error& e) {
+    fmt::print(stderr, "quartet: error: {}\n", e.what());
+    return 1;
+  } catch (const std::bad_alloc&) {
+    fmt::print(stderr, "quartet: error: out of memory\n");
+    return 1;
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "quartet: internal error: {}\n", e.what());
+    return 2;
+  }
+  return 1;
+}
