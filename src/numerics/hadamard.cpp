@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include "quartet/error.h"
+#include "numerics/parallel.h"
 
 namespace quartet {
 
@@ -66,7 +67,7 @@ void transform_rows(float* data, std::int64_t rows, std::int64_t cols, std::int6
   const int n = rotation.size;
   if (n == 0) return;
   const double norm = 1.0 / std::sqrt(static_cast<double>(n));
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_parallel(rows * cols))
   for (std::int64_t r = 0; r < rows; ++r) {
     double block[kMaxRotationSize];
     float* row = data + r * ld;

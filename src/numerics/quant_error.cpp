@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include "quartet/error.h"
+#include "numerics/parallel.h"
 
 namespace quartet {
 
@@ -57,7 +58,7 @@ struct RowStats {
 
 RowStats row_stats(const std::vector<float>& x, const std::vector<float>& xhat, std::int64_t rows, std::int64_t cols) {
   RowStats s{std::vector<double>(static_cast<std::size_t>(rows)), std::vector<double>(static_cast<std::size_t>(rows))};
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_parallel(rows * cols))
   for (std::int64_t r = 0; r < rows; ++r) {
     double err = 0, norm = 0, dot = 0;
     for (std::int64_t c = 0; c < cols; ++c) {
@@ -127,7 +128,7 @@ Rotation quant_error_rotation(QuantizerKind kind, std::uint64_t seed, int draw) 
 std::vector<float> make_quant_error_input(std::int64_t rows, std::int64_t cols, Distribution d, std::uint64_t seed) {
   std::vector<float> x(static_cast<std::size_t>(rows * cols));
   const RandomContext ctx{seed, kInputStream, 0};
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_parallel(rows * cols))
   for (std::int64_t r = 0; r < rows; ++r) {
     const double scale = rows > 1 ? std::exp2(8.0 * static_cast<double>(r) / static_cast<double>(rows - 1)) : 1.0;
     for (std::int64_t c = 0; c < cols; ++c) {
@@ -167,7 +168,7 @@ std::vector<QuantErrorResult> run_quant_error(const QuantErrorConfig& config, co
         align_sum[static_cast<std::size_t>(r)] += s.align[static_cast<std::size_t>(r)];
       }
       if (config.draws > 1) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_parallel(static_cast<std::int64_t>(x.size())))
         for (std::int64_t i = 0; i < static_cast<std::int64_t>(x.size()); ++i) {
           mean_reconstruction[static_cast<std::size_t>(i)] += xhat[static_cast<std::size_t>(i)];
         }

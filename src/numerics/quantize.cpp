@@ -5,6 +5,7 @@
 #include "numerics/quantize_impl.h"
 #include "quartet/error.h"
 #include "quartet/numerics/group_quantizers.h"
+#include "numerics/parallel.h"
 
 namespace quartet {
 
@@ -53,7 +54,7 @@ detail::WorkMatrix prepare(ConstMatrixView x, int group, const Rotation& rotatio
   }
   rotate_rows(w.data.data(), w.rows, w.cols, w.padded_cols, rotation);
   float amax = 0.0f;
-#pragma omp parallel for reduction(max : amax) schedule(static)
+#pragma omp parallel for reduction(max : amax) schedule(static) if (worth_parallel(static_cast<std::int64_t>(w.data.size())))
   for (std::int64_t i = 0; i < static_cast<std::int64_t>(w.data.size()); ++i) {
     amax = std::max(amax, std::fabs(w.data[static_cast<std::size_t>(i)]));
   }

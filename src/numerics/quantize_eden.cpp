@@ -6,6 +6,7 @@
 
 #include "numerics/quantize_impl.h"
 #include "quartet/numerics/group_quantizers.h"
+#include "numerics/parallel.h"
 
 namespace quartet::detail {
 
@@ -17,7 +18,7 @@ QuantizedTensor quantize_ms_eden_g16(const WorkMatrix& w, const QuantizerSpec& s
   // Pass 1: codes and provisional FP32 corrected scales c_g.
   std::vector<float> corrected(static_cast<std::size_t>(w.rows * groups));
   float max_corrected = 0.0f;
-#pragma omp parallel for schedule(static) reduction(max : max_corrected)
+#pragma omp parallel for schedule(static) reduction(max : max_corrected) if (worth_parallel(w.rows * w.padded_cols))
   for (std::int64_t r = 0; r < w.rows; ++r) {
     for (std::int64_t g = 0; g < groups; ++g) {
       std::uint8_t codes[kNvGroup];
@@ -30,7 +31,7 @@ QuantizedTensor quantize_ms_eden_g16(const WorkMatrix& w, const QuantizerSpec& s
 
   // Pass 2: post-hoc range alignment, t = M / 256, then SR of c_g / t onto E4M3.
   t.tensor_scale = ms_eden_g16_tensor_scale(max_corrected);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_parallel(w.rows * w.padded_cols))
   for (std::int64_t r = 0; r < w.rows; ++r) {
     std::uint16_t bits[8];
     for (std::int64_t g = 0; g < groups; ++g) {
@@ -49,7 +50,7 @@ QuantizedTensor quantize_ms_eden_g128(const WorkMatrix& w, const QuantizerSpec& 
   const auto t_divisor = static_cast<float>(255.99 * (6.0 / (spec.clip * spec.headroom)));
   const EdenResearchScale ts = ms_eden_g128_tensor_scale(w.amax, eden_scale, t_divisor);
   t.tensor_scale = ts.t;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_parallel(w.rows * w.padded_cols))
   for (std::int64_t r = 0; r < w.rows; ++r) {
     for (std::int64_t g0 = 0; g0 < groups; g0 += kEdenBlockGroups) {
       const int in_block = static_cast<int>(std::min<std::int64_t>(kEdenBlockGroups, groups - g0));

@@ -2,6 +2,7 @@
 // backward quantizer with the x3 range trick (RNE, or SR for the v1 variant).
 #include "numerics/quantize_impl.h"
 #include "quartet/numerics/group_quantizers.h"
+#include "numerics/parallel.h"
 
 namespace quartet::detail {
 
@@ -10,7 +11,7 @@ QuantizedTensor quantize_mxfp4_quest(const WorkMatrix& w) {
   const std::int64_t groups = t.scale_cols();
   const std::int64_t mask_row_bytes = t.padded_cols() / 8;
   t.trust_mask.assign(static_cast<std::size_t>(w.rows * mask_row_bytes), 0);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_parallel(w.rows * w.padded_cols))
   for (std::int64_t r = 0; r < w.rows; ++r) {
     for (std::int64_t g = 0; g < groups; ++g) {
       std::uint8_t codes[kMxGroup];
@@ -29,7 +30,7 @@ QuantizedTensor quantize_mxfp4_backward(const WorkMatrix& w, const RandomContext
   QuantizedTensor t = QuantizedTensor::zeros(ElementFormat::mxfp4, w.rows, w.cols);
   t.tensor_scale = kMxBackwardTensorScale;
   const std::int64_t groups = t.scale_cols();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_parallel(w.rows * w.padded_cols))
   for (std::int64_t r = 0; r < w.rows; ++r) {
     for (std::int64_t g = 0; g < groups; ++g) {
       std::uint16_t bits[kMxGroup];

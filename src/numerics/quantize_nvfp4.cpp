@@ -4,6 +4,7 @@
 
 #include "numerics/quantize_impl.h"
 #include "quartet/numerics/group_quantizers.h"
+#include "numerics/parallel.h"
 
 namespace quartet::detail {
 
@@ -23,7 +24,7 @@ QuantizedTensor quantize_rtn(const WorkMatrix& w, const QuantizerSpec& spec) {
   const TwoLevelScale ts = rtn_tensor_scale(w.amax, spec.val_max());
   QuantizedTensor t = nvfp4_output(w, ts.t);
   const std::int64_t groups = t.scale_cols();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_parallel(w.rows * w.padded_cols))
   for (std::int64_t r = 0; r < w.rows; ++r) {
     for (std::int64_t g = 0; g < groups; ++g) {
       const float* y = w.row(r) + g * kNvGroup;
@@ -40,7 +41,7 @@ QuantizedTensor quantize_four_over_six(const WorkMatrix& w) {
   const FourOverSixScale ts = four_over_six_tensor_scale(w.amax);
   QuantizedTensor t = nvfp4_output(w, ts.t);
   const std::int64_t groups = t.scale_cols();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_parallel(w.rows * w.padded_cols))
   for (std::int64_t r = 0; r < w.rows; ++r) {
     for (std::int64_t g = 0; g < groups; ++g) {
       std::uint8_t codes[kNvGroup];
@@ -60,7 +61,7 @@ QuantizedTensor quantize_square16(const WorkMatrix& w, const QuantizerSpec& spec
   const std::int64_t tile_rows = round_up(w.rows, kNvGroup) / kNvGroup;
   // The amax of each 16 x 16 tile (rows past the end count as zeros).
   std::vector<float> tile_amax(static_cast<std::size_t>(tile_rows * groups), 0.0f);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_parallel(w.rows * w.padded_cols))
   for (std::int64_t tr = 0; tr < tile_rows; ++tr) {
     for (std::int64_t g = 0; g < groups; ++g) {
       float m = 0.0f;
@@ -70,7 +71,7 @@ QuantizedTensor quantize_square16(const WorkMatrix& w, const QuantizerSpec& spec
       tile_amax[static_cast<std::size_t>(tr * groups + g)] = m;
     }
   }
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_parallel(w.rows * w.padded_cols))
   for (std::int64_t r = 0; r < w.rows; ++r) {
     for (std::int64_t g = 0; g < groups; ++g) {
       std::uint8_t codes[kNvGroup];
@@ -87,7 +88,7 @@ QuantizedTensor quantize_sr(const WorkMatrix& w, const QuantizerSpec& spec, cons
   const TwoLevelScale ts = rtn_tensor_scale(w.amax, spec.val_max());
   QuantizedTensor t = nvfp4_output(w, ts.t);
   const std::int64_t groups = t.scale_cols();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_parallel(w.rows * w.padded_cols))
   for (std::int64_t r = 0; r < w.rows; ++r) {
     for (std::int64_t g = 0; g < groups; ++g) {
       std::uint16_t bits[kNvGroup];

@@ -8,6 +8,7 @@
 #include "quartet/numerics/e2m1.h"
 #include "quartet/numerics/e4m3.h"
 #include "quartet/numerics/e8m0.h"
+#include "numerics/parallel.h"
 
 namespace quartet {
 
@@ -157,15 +158,19 @@ std::vector<float> dequantize_impl(const QuantizedTensor& t, std::int64_t width,
   t.validate();
   std::vector<float> out(static_cast<std::size_t>(t.rows * width));
   const int group = t.group_size();
-#pragma omp parallel for schedule(static)
+  const std::int64_t groups = (width + group - 1) / group;
+#pragma omp parallel for schedule(static) if (worth_parallel(t.rows * width))
   for (std::int64_t r = 0; r < t.rows; ++r) {
     const std::uint8_t* code_row = t.codes.data() + r * t.code_row_bytes();
-    for (std::int64_t c = 0; c < width; ++c) {
-      const std::uint8_t byte = code_row[c / 2];
-      const std::uint8_t code = (c % 2 == 0) ? (byte & 0x0Fu) : (byte >> 4);
-      const float block = decode_scale(t.format, t.scales[static_cast<std::size_t>(scale_offset(t, r, c / group))]);
-      const float v = e2m1_decode(code) * block;  // exact
-      out[static_cast<std::size_t>(r * width + c)] = with_tensor_scale ? v * t.tensor_scale : v;
+    float* out_row = out.data() + r * width;
+    for (std::int64_t g = 0; g < groups; ++g) {
+      const float block = decode_scale(t.format, t.scales[static_cast<std::size_t>(scale_offset(t, r, g))]);
+      const std::int64_t end = std::min<std::int64_t>(width, (g + 1) * group);
+      for (std::int64_t c = g * group; c < end; ++c) {
+        const std::uint8_t byte = code_row[c / 2];
+        const float v = e2m1_decode((c % 2 == 0) ? (byte & 0x0Fu) : (byte >> 4)) * block;  // exact
+        out_row[c] = with_tensor_scale ? v * t.tensor_scale : v;
+      }
     }
   }
   return out;

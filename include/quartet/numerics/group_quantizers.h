@@ -67,12 +67,14 @@ QUARTET_HD void encode_group_sr(const float* y, float r, const std::uint16_t* ra
   for (int i = 0; i < N; ++i) codes[i] = e2m1_encode_sr(fmul(y[i], r), random_bits[i]);
 }
 
-// Sum over the group of (y_i - (q_i s) t)^2, in tree order.
+// Sum over the group of (y_i / t - q_i s)^2, in tree order: the squared error in units of the
+// tensor scale t (the ranking of candidate scales is the same as in absolute units, and the
+// squares neither overflow for huge tensors nor underflow for tiny ones).
 template <int N>
-QUARTET_HD float group_squared_error(const float* y, const std::uint8_t* codes, float s, float t) {
+QUARTET_HD float group_squared_error(const float* y, const std::uint8_t* codes, float s, float inv_t) {
   float sq[N];
   for (int i = 0; i < N; ++i) {
-    const float d = fsub(y[i], dequantize_code(codes[i], s, t));
+    const float d = fsub(fmul(y[i], inv_t), fmul(e2m1_decode(codes[i]), s));
     sq[i] = fmul(d, d);
   }
   return tree_sum<N>(sq);
@@ -99,13 +101,15 @@ QUARTET_HD float sr_group(const float* y, const TwoLevelScale& ts, const std::ui
 // 4/6: t = amax / (6 * 256); candidate scales for block maxima 6 and 4.
 struct FourOverSixScale {
   float t = 1.0f;
-  float k6 = 1.0f;  // 1 / (6 t)
-  float k4 = 1.0f;  // 1 / (4 t)
+  float inv_t = 1.0f;  // 1 / t
+  float k6 = 1.0f;     // 1 / (6 t)
+  float k4 = 1.0f;     // 1 / (4 t)
 };
 
 QUARTET_HD FourOverSixScale four_over_six_tensor_scale(float amax) {
   FourOverSixScale s;
   s.t = amax == 0.0f ? 1.0f : fdiv(amax, 1536.0f);
+  s.inv_t = frcp(s.t);
   s.k6 = frcp(fmul(6.0f, s.t));
   s.k4 = frcp(fmul(4.0f, s.t));
   return s;
@@ -120,8 +124,8 @@ QUARTET_HD float four_over_six_group(const float* y, const FourOverSixScale& ts,
   std::uint8_t codes4[kNvGroup];
   encode_group_rne<kNvGroup>(y, code_multiplier(s6, ts.t), codes);
   encode_group_rne<kNvGroup>(y, code_multiplier(s4, ts.t), codes4);
-  const float err6 = group_squared_error<kNvGroup>(y, codes, s6, ts.t);
-  const float err4 = group_squared_error<kNvGroup>(y, codes4, s4, ts.t);
+  const float err6 = group_squared_error<kNvGroup>(y, codes, s6, ts.inv_t);
+  const float err4 = group_squared_error<kNvGroup>(y, codes4, s4, ts.inv_t);
   if (!(err4 < err6)) return s6;
   for (int i = 0; i < kNvGroup; ++i) codes[i] = codes4[i];
   return s4;
@@ -228,14 +232,24 @@ QUARTET_HD float e8m0_inverse(std::uint8_t scale) { return e8m0_decode(static_ca
 // QuEST forward on one 32-group (already through the fixed Hadamard-32): scale
 // 2^floor(log2(0.48708 sigma + 1e-8)), sigma the population std; codes RNE; trust bit i set
 // iff |y_i / X| < 6. Returns the E8M0 scale byte.
+//
+// The mean and spread are computed on the group scaled by the power of two P that brings its
+// maximum into [1, 2): exact scaling, so the result equals the direct formula wherever that
+// neither overflows (groups beyond ~1e19) nor underflows, and stays finite where it would.
 QUARTET_HD std::uint8_t quest_group(const float* y, std::uint8_t* codes, std::uint32_t* trust_bits) {
-  const float mean = fmul(tree_sum<kMxGroup>(y), 1.0f / 32.0f);
+  const float m = group_absmax<kMxGroup>(y);
+  int e = m < kFloatMinNormal ? -126 : floor_log2_normal(m);
+  e = e > 126 ? 126 : e;
+  const float p = pow2_normal(-e);
+  float scaled[kMxGroup];
+  for (int i = 0; i < kMxGroup; ++i) scaled[i] = fmul(y[i], p);
+  const float mean = fmul(tree_sum<kMxGroup>(scaled), 1.0f / 32.0f);
   float sq[kMxGroup];
   for (int i = 0; i < kMxGroup; ++i) {
-    const float d = fsub(y[i], mean);
+    const float d = fsub(scaled[i], mean);
     sq[i] = fmul(d, d);
   }
-  const float sigma = fsqrt(fmul(tree_sum<kMxGroup>(sq), 1.0f / 32.0f));
+  const float sigma = fmul(fsqrt(fmul(tree_sum<kMxGroup>(sq), 1.0f / 32.0f)), pow2_normal(e));
   const std::uint8_t scale = e8m0_encode_floor(fadd(fmul(kQuestClip, sigma), 1e-8f));
   const float inv = e8m0_inverse(scale);
   std::uint32_t trust = 0;
