@@ -2,6 +2,7 @@
 
 #include <CLI/CLI.hpp>
 #include <exception>
+#include <string>
 #include <vector>
 
 #include "cli/commands.h"
@@ -15,6 +16,19 @@ int main(int argc, char** argv) {
   std::vector<quartet::cli::Command> commands;
   commands.push_back(quartet::cli::add_quant_error_command(app));
 
+  // CLI11 reports an unknown command only as "a subcommand is required"; name it instead.
+  if (argc > 1 && argv[1][0] != '-') {
+    std::string known;
+    bool found = false;
+    for (const CLI::App* sub : app.get_subcommands({})) {
+      found |= sub->get_name() == argv[1];
+      known += (known.empty() ? "" : ", ") + sub->get_name();
+    }
+    if (!found) {
+      fmt::print(stderr, "quartet: unknown command '{}'; expected one of: {} (see quartet --help)\n", argv[1], known);
+      return 2;
+    }
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

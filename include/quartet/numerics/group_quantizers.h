@@ -133,6 +133,23 @@ QUARTET_HD float four_over_six_group(const float* y, const FourOverSixScale& ts,
 
 // ---- MS-EDEN ----------------------------------------------------------------------------
 
+struct EdenPartialSums {
+  float num = 0.0f;  // sum of v_i^2
+  float den = 0.0f;  // sum of v_i q_i
+};
+
+// Rounds v_i = y_i r to nearest and returns the sums of the EDEN correction, in tree order.
+QUARTET_HD EdenPartialSums eden_encode_group(const float* y, float r, std::uint8_t* codes) {
+  float vv[kNvGroup], vq[kNvGroup];
+  for (int i = 0; i < kNvGroup; ++i) {
+    const float v = fmul(y[i], r);
+    codes[i] = e2m1_encode_rne(v);
+    vv[i] = fmul(v, v);
+    vq[i] = fmul(v, e2m1_decode(codes[i]));
+  }
+  return EdenPartialSums{tree_sum<kNvGroup>(vv), tree_sum<kNvGroup>(vq)};
+}
+
 // Canonical form, pass 1 (per 16-group correction). `eden_scale` is s = 6 (1/h) / clip
 // (6 * 16/17 / 0.93 by default). Returns the provisional corrected scale c_g = sigma4 * S_g
 // in FP32. A group whose sigma4 is not a normal float (only possible for group maxima below
@@ -144,17 +161,8 @@ QUARTET_HD float ms_eden_g16_group(const float* y, float eden_scale, std::uint8_
     for (int i = 0; i < kNvGroup; ++i) codes[i] = 0;
     return 0.0f;
   }
-  const float r = frcp(sigma4);
-  float vv[kNvGroup], vq[kNvGroup];
-  for (int i = 0; i < kNvGroup; ++i) {
-    const float v = fmul(y[i], r);
-    codes[i] = e2m1_encode_rne(v);
-    vv[i] = fmul(v, v);
-    vq[i] = fmul(v, e2m1_decode(codes[i]));
-  }
-  const float num = tree_sum<kNvGroup>(vv);
-  const float den = tree_sum<kNvGroup>(vq);
-  const float correction = den == 0.0f ? 1.0f : fdiv(num, den);
+  const EdenPartialSums sums = eden_encode_group(y, frcp(sigma4), codes);
+  const float correction = sums.den == 0.0f ? 1.0f : fdiv(sums.num, sums.den);
   return fmul(sigma4, correction);
 }
 
@@ -183,25 +191,11 @@ QUARTET_HD EdenResearchScale ms_eden_g128_tensor_scale(float amax, float eden_sc
   return s;
 }
 
-struct EdenPartialSums {
-  float num = 0.0f;  // sum of v_i^2
-  float den = 0.0f;  // sum of v_i q_i
-};
-
 // Pass 1 for one group: returns sigma_g (E4M3 value), writes codes and the partial sums.
 QUARTET_HD float ms_eden_g128_group(const float* y, const EdenResearchScale& ts, std::uint8_t* codes,
                                     EdenPartialSums* partial) {
   const float sigma = block_scale_rne(group_absmax<kNvGroup>(y), ts.k_enc);
-  const float r = code_multiplier(sigma, ts.t);
-  float vv[kNvGroup], vq[kNvGroup];
-  for (int i = 0; i < kNvGroup; ++i) {
-    const float v = fmul(y[i], r);
-    codes[i] = e2m1_encode_rne(v);
-    vv[i] = fmul(v, v);
-    vq[i] = fmul(v, e2m1_decode(codes[i]));
-  }
-  partial->num = tree_sum<kNvGroup>(vv);
-  partial->den = tree_sum<kNvGroup>(vq);
+  *partial = eden_encode_group(y, code_multiplier(sigma, ts.t), codes);
   return sigma;
 }
 
