@@ -244,7 +244,7 @@ TEST(SpecE4M3, RneOnGridPointsMidpointsAndNeighbours) {
 }
 
 TEST(SpecE4M3, RneSaturatesAt448) {
-  for (float v : {448.0f, 449.0f, 463.99f, 464.0f, 480.0f, 1000.0f, 1e30f, std::numeric_limits<float>::max()}) {
+  for (float v : {448.0f, 449.0f, 463.99f, 464.0f, 475.0f, 479.9f, 480.0f, 1000.0f, 1e30f, std::numeric_limits<float>::max()}) {
     EXPECT_EQ(quartet::e4m3_round_rne(v), 448.0f) << v;
     EXPECT_EQ(quartet::e4m3_encode_rne(v), 0x7E) << v;
     EXPECT_EQ(quartet::e4m3_encode_rne(-v), 0xFE) << -v;

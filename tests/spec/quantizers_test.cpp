@@ -91,10 +91,7 @@ template <typename Grid>
 bool near_mid(const Grid& g, std::size_t n, double a) {
   const Bracket b = bracket(g, n, a);
   if (b.lo == b.hi) return false;
-  const double mid = 0.5 * (b.lo + b.hi);
-  // also the midpoint of the bracket below, in case a sits just above a grid point
-  const bool near_lower_mid = b.index > 0 && std::fabs(a - 0.5 * (g[b.index - 1] + b.lo)) <= kNearTie * a;
-  return std::fabs(a - mid) <= kNearTie * a || near_lower_mid;
+  return std::fabs(a - 0.5 * (b.lo + b.hi)) <= kNearTie * a;
 }
 
 double e2m1_rne(double v) { return std::copysign(rne(kE2M1, 8, std::fabs(v)), v); }
@@ -177,8 +174,7 @@ void check_rne_code(Checker& ck, double v, double got, const std::string& where)
   const double want = e2m1_rne(v);
   if (got == want) return;
   const Bracket b = e2m1_bracket(std::fabs(v));
-  if (e2m1_near_tie(v) && (std::fabs(got) == b.lo || std::fabs(got) == b.hi ||
-                           (b.index > 0 && std::fabs(got) == kE2M1[b.index - 1])) &&
+  if (e2m1_near_tie(v) && (std::fabs(got) == b.lo || std::fabs(got) == b.hi) &&
       (got == 0 || std::signbit(got) == std::signbit(v))) {
     ++ck.accepted_near_ties;
     return;
@@ -224,7 +220,7 @@ void check_sr_code(Checker& ck, double v, double got, std::uint16_t k, const std
 }
 
 // Checks a block scale: `got` must equal E4M3_RNE(a) (a zero result replaced by 1), or the
-// other neighbour when a is near a midpoint. Returns the scale to continue with (got).
+// other neighbour when a is near a midpoint.
 void check_block_scale_rne(Checker& ck, double a, double got, const std::string& where) {
   ++ck.decisions;
   double want = e4m3_rne(a);
@@ -232,7 +228,7 @@ void check_block_scale_rne(Checker& ck, double a, double got, const std::string&
   if (got == want) return;
   const Bracket b = e4m3_bracket(a);
   auto fix = [](double s) { return s == 0 ? 1.0 : s; };
-  if (e4m3_near_tie(a) && (got == fix(b.lo) || got == fix(b.hi) || (b.index > 0 && got == fix(e4m3_grid()[b.index - 1])))) {
+  if (e4m3_near_tie(a) && (got == fix(b.lo) || got == fix(b.hi))) {
     ++ck.accepted_near_ties;
     return;
   }
@@ -432,13 +428,13 @@ void check_sr_scale(Checker& ck, double x, double got, std::uint16_t k, const st
 // Canonical form (g16). Returns the reference corrected scales c_g (rows x groups, in units of
 // the input) so statistical tests can reuse them.
 std::vector<double> check_ms_eden_g16(Checker& ck, const std::vector<float>& y, std::int64_t rows, std::int64_t cols,
-                                      const QuantizedTensor& q, const RandomContext& ctx) {
+                                      const QuantizedTensor& q, const RandomContext& ctx, double eden_s = kEdenS) {
   std::vector<double> corrected;
   check_shape(q, quartet::ElementFormat::nvfp4, rows, cols);
   if (::testing::Test::HasFatalFailure()) return corrected;
   const std::int64_t groups = round_up_to(cols, 16) / 16;
   auto yv = [&](std::int64_t r, std::int64_t c) { return c < cols ? double(y[r * cols + c]) : 0.0; };
-  const float s_f = static_cast<float>(kEdenS);
+  const float s_f = static_cast<float>(eden_s);
   corrected.assign(static_cast<std::size_t>(rows * groups), 0.0);
   for (std::int64_t r = 0; r < rows; ++r)
     for (std::int64_t g = 0; g < groups; ++g) {
@@ -795,6 +791,23 @@ TEST(SpecRtn, AllZeroTensorHasUnitScales) {
   for (float v : quartet::dequantize(q)) EXPECT_EQ(v, 0.0f);
 }
 
+TEST(SpecQuantizers, AllZeroTensor) {
+  // "If amax == 0 then t = 1" (numerics.md §5); everything dequantizes to 0 for every quantizer.
+  const std::vector<float> x(2 * 128, 0.0f);
+  for (QuantizerKind kind : quartet::kAllQuantizers) {
+    const Rotation rot = kind == QuantizerKind::mxfp4_quest ? Rotation::hadamard(32)
+                         : (kind == QuantizerKind::ms_eden_g16 || kind == QuantizerKind::ms_eden_g128)
+                             ? Rotation::random(128, {1u, 0u, 0u})
+                             : Rotation::none();
+    const QuantizedTensor q = run(x, 2, 128, kind, rot, {1u, 0u, 0u});
+    if (quartet::quantizer_format(kind) == quartet::ElementFormat::nvfp4) {
+      EXPECT_EQ(q.tensor_scale, 1.0f) << quartet::quantizer_name(kind);
+    }
+    for (float v : quartet::dequantize(q)) ASSERT_EQ(v, 0.0f) << quartet::quantizer_name(kind);
+    for (float v : quartet::dequantize_unrotated(q, rot)) ASSERT_EQ(v, 0.0f) << quartet::quantizer_name(kind);
+  }
+}
+
 TEST(SpecRtn, RotationIsAppliedBeforeQuantizing) {
   // quantize(x, rtn, H D) quantizes y = H D x: compare with the reference on our own y.
   for (int n : {16, 32, 128}) {
@@ -887,6 +900,36 @@ TEST(SpecSquare16, MatchesDoubleReferenceWithTileScales) {
     for (std::int64_t g = 0; g < 3; ++g) EXPECT_EQ(q.scale_value(r, g), q.scale_value(r / 16 * 16, g)) << at(r, g);
 }
 
+TEST(SpecSquare16, PartialTiles) {
+  // R and C not multiples of 16: a tile is the existing rows of its 16-row band (C is
+  // zero-padded, numerics.md §2, which cannot change a maximum of absolute values). An
+  // implementation may instead refuse such shapes, but only with quartet::Error.
+  const std::int64_t rows = 24, cols = 40;
+  const std::vector<float> x = make_input(rows, cols, 23, 5.0);
+  QuantizedTensor q;
+  try {
+    q = run(x, rows, cols, QuantizerKind::square16);
+  } catch (const quartet::Error&) {
+    SUCCEED() << "square16 refuses rows % 16 != 0";
+    return;
+  }
+  Checker ck{.what = "square16 partial tiles"};
+  check_rtn_family(ck, x, rows, cols, q, 6.0, true, ElementRounding::rne, {});
+  ck.finish();
+  std::vector<float> xt(x.size());
+  for (std::int64_t r = 0; r < rows; ++r)
+    for (std::int64_t c = 0; c < cols; ++c) xt[c * rows + r] = x[r * cols + c];
+  const std::vector<float> d = quartet::dequantize(q), dt = quartet::dequantize(run(xt, cols, rows, QuantizerKind::square16)),
+                           dtq = quartet::dequantize(quartet::transpose_square_blocks(q));
+  ASSERT_EQ(dt.size(), d.size());
+  ASSERT_EQ(dtq.size(), d.size());
+  for (std::int64_t r = 0; r < rows; ++r)
+    for (std::int64_t c = 0; c < cols; ++c) {
+      EXPECT_EQ(dt[c * rows + r], d[r * cols + c]) << at(r, c);
+      EXPECT_EQ(dtq[c * rows + r], d[r * cols + c]) << at(r, c);
+    }
+}
+
 TEST(SpecSquare16, TensorAndTransposeHoldIdenticalValues) {
   const std::int64_t rows = 32, cols = 64;
   const std::vector<float> x = make_input(rows, cols, 22, 5.0);
@@ -924,6 +967,20 @@ TEST(SpecSr, MatchesDoubleReferenceWithDocumentedCoins) {
     check_rtn_family(ck, x, rows, cols, q, 6.0 / (17.0 / 16.0), false, ElementRounding::sr, ctx);
     ck.finish();
   }
+}
+
+TEST(SpecSr, NonDefaultHeadroom) {
+  // h = 1.25: V = 4.8.
+  const std::int64_t rows = 8, cols = 64;
+  const std::vector<float> x = make_input(rows, cols, 34, 3.0);
+  QuantizerSpec spec = QuantizerSpec::defaults(QuantizerKind::sr);
+  spec.headroom = 1.25;
+  EXPECT_FLOAT_EQ(spec.val_max(), 4.8f);
+  const RandomContext ctx{34u, 0u, 0u};
+  const QuantizedTensor q = quartet::quantize(quartet::ConstMatrixView(x.data(), rows, cols), spec, Rotation::none(), ctx);
+  Checker ck{.what = "sr headroom 1.25"};
+  check_rtn_family(ck, x, rows, cols, q, 4.8, false, ElementRounding::sr, ctx);
+  ck.finish();
 }
 
 TEST(SpecSr, SameContextSameBitsAndRowsRoundIndependently) {
@@ -1028,6 +1085,22 @@ TEST(SpecMsEden, CanonicalG16MatchesReference) {
   }
 }
 
+TEST(SpecMsEden, CanonicalG16WithNonDefaultClip) {
+  // s = 6 (1/h) / clip; clip 1 gives s = 6 * 16/17.
+  const std::int64_t rows = 8, cols = 128;
+  const std::vector<float> x = make_input(rows, cols, 45, 4.0);
+  QuantizerSpec spec = QuantizerSpec::defaults(QuantizerKind::ms_eden_g16);
+  spec.clip = 1.0;
+  const double s = 6.0 * (16.0 / 17.0);
+  EXPECT_FLOAT_EQ(spec.val_max(), static_cast<float>(s));
+  const RandomContext ctx{45u, 0u, 0u};
+  const Rotation rot = Rotation::random(128, ctx);
+  const QuantizedTensor q = quartet::quantize(quartet::ConstMatrixView(x.data(), rows, cols), spec, rot, ctx);
+  Checker ck{.what = "ms_eden_g16 clip 1"};
+  check_ms_eden_g16(ck, ref_rotate(x, rows, cols, rot), rows, cols, q, ctx, s);
+  ck.finish();
+}
+
 TEST(SpecMsEden, ResearchG128MatchesReference) {
   for (std::uint32_t seed : {43u, 44u}) {
     const std::int64_t rows = 16, cols = 256;
@@ -1049,7 +1122,10 @@ TEST(SpecMsEden, ResearchG128MatchesReference) {
 void scale_coin_unbiased(QuantizerKind kind) {
   const std::int64_t rows = 4, cols = 128, groups = 8;
   const int N = 2048;
-  const std::vector<float> x = make_input(rows, cols, 51, 3.0);
+  std::vector<float> x = make_input(rows, cols, 51, 3.0);
+  // Row 3 scaled by 2^-16: its c_g / t fall among the E4M3 subnormals (< 2^-6), where SR must
+  // stay unbiased too (numerics.md §1).
+  for (std::int64_t c = 0; c < cols; ++c) x[3 * cols + c] *= std::ldexp(1.0f, -16);
   const Rotation rot = Rotation::random(128, {51u, 0u, 0u});
   const std::vector<float> y = ref_rotate(x, rows, cols, rot);
   std::vector<double> expected;
@@ -1079,13 +1155,17 @@ void scale_coin_unbiased(QuantizerKind kind) {
       for (std::int64_t g = 0; g < groups; ++g) sum[r * groups + g] += double(q.scale_value(r, g)) * q.tensor_scale;
   }
   const double ln = std::log(2.0 / (1e-6 / (rows * groups)));
-  int stochastic = 0;
+  int stochastic = 0, subnormal = 0;
   for (std::size_t i = 0; i < sum.size(); ++i) {
     const double mean = sum[i] / N, D = hi[i] - lo[i];
     EXPECT_NEAR(mean, expected[i], D * std::sqrt(ln / (2.0 * N)) + 1e-5 * expected[i]) << "group " << i;
     stochastic += D > 0;
+    subnormal += D > 0 && hi[i] <= 0.015625 * first.tensor_scale;
   }
   EXPECT_GT(stochastic, int(sum.size()) / 2);
+  if (kind == QuantizerKind::ms_eden_g16) {
+    EXPECT_GE(subnormal, 4) << "the subnormal range was not exercised";
+  }
 }
 
 TEST(SpecMsEden, G16ScaleCoinIsUnbiased) { scale_coin_unbiased(QuantizerKind::ms_eden_g16); }
@@ -1146,8 +1226,43 @@ TEST(SpecMsEden, ErrorOfTheMeanFallsLikeOneOverB) {
 // ---------------------------------------------------------------------------------------
 // MXFP4
 
+TEST(SpecMxfp4, QuestHandWorkedScales) {
+  // After the fixed Hadamard-32, x = a e_1 becomes y_i = a H[i][1] = +-a/sqrt(32): mean 0 and
+  // population std sigma = a/sqrt(32). Group 0: sigma = 2.02, 0.48708 sigma = 0.9839 -> X = 1/2
+  // (a clip of 0.5 would give 1.01 -> X = 1). Group 1: sigma = 2.06 -> 1.0034 -> X = 1.
+  // Group 2: all zero, sigma = 0 -> X = 2^floor(log2(1e-8)) = 2^-27.
+  // Group 3: x = 3 sqrt(32) e_0 + 1.02 sqrt(32) e_1 -> y_i = 3 +- 1.02: mean 3, population std
+  // 1.02 (mean-subtracted!) -> 0.4968 -> X = 1/4; every |y/X| >= 7.9 clips to 6: untrusted.
+  std::vector<float> x(128, 0.0f);
+  x[1] = static_cast<float>(2.02 * std::sqrt(32.0));
+  x[33] = static_cast<float>(2.06 * std::sqrt(32.0));
+  x[96] = static_cast<float>(3.0 * std::sqrt(32.0));
+  x[97] = static_cast<float>(1.02 * std::sqrt(32.0));
+  const QuantizedTensor q = run(x, 1, 128, QuantizerKind::mxfp4_quest, Rotation::hadamard(32));
+  EXPECT_EQ(q.scale_value(0, 0), 0.5f);
+  EXPECT_EQ(q.scale_byte(0, 0), 126);
+  EXPECT_EQ(q.scale_value(0, 1), 1.0f);
+  EXPECT_EQ(q.scale_byte(0, 1), 127);
+  EXPECT_EQ(q.scale_value(0, 2), std::ldexp(1.0f, -27));
+  EXPECT_EQ(q.scale_byte(0, 2), 100);
+  EXPECT_EQ(q.scale_value(0, 3), 0.25f);
+  EXPECT_EQ(q.scale_byte(0, 3), 125);
+  const std::vector<float> d = quartet::dequantize(q);
+  for (int i = 0; i < 32; ++i) {
+    const float sign = (i & 1) ? -1.0f : 1.0f;  // (-1)^popcount(i & 1)
+    EXPECT_EQ(d[i], sign * 2.0f) << i;           // 4.04 -> 4, times 1/2
+    EXPECT_EQ(d[32 + i], sign * 2.0f) << i;      // 2.06 -> 2
+    EXPECT_EQ(d[64 + i], 0.0f) << i;
+    EXPECT_TRUE(q.trusted(0, i));
+    EXPECT_TRUE(q.trusted(0, 32 + i));
+    EXPECT_EQ(d[96 + i], 1.5f) << i;  // 6 * 1/4
+    EXPECT_FALSE(q.trusted(0, 96 + i)) << i;
+  }
+}
+
 TEST(SpecMxfp4, QuestMatchesReference) {
-  const std::int64_t rows = 8, cols = 128;
+  // 32 x 4 = 128 groups: a few percent of groups sit where the clip constant decides X.
+  const std::int64_t rows = 32, cols = 128;
   std::vector<float> x = make_input(rows, cols, 71, 4.0);
   x[2 * cols + 5] = 40.0f;  // an outlier that clips: trust bit 0
   const Rotation rot = Rotation::hadamard(32);
