@@ -1,0 +1,150 @@
+// The operations a model and a trainer need, implemented once per device (architecture.md,
+// "one specification, two backends"). The model, the recipes and the trainer are written
+// against this interface only.
+//
+// Conventions:
+//  * Activations are 2-D [tokens, features], row-major, in activation_dtype(); parameters and
+//    their gradients are in param_dtype(). The CPU backend keeps FP32 and rounds activations
+//    to BF16 wherever the GPU stores BF16, so the quantizers see the same inputs; its
+//    double-precision variant rounds nothing (the reference for gradient checks).
+//  * Operations that produce a parameter gradient accumulate into it (+=), so gradient
+//    accumulation over micro-batches needs no extra pass; everything else overwrites.
+//  * GEMMs follow numerics.md §7: both operands K-contiguous ("TN"), FP32 accumulation.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "quartet/backend/tensor.h"
+#include "quartet/numerics/hadamard.h"
+#include "quartet/numerics/philox.h"
+#include "quartet/numerics/quantized_tensor.h"
+#include "quartet/numerics/quantizer.h"
+
+namespace quartet {
+
+// A quantized GEMM operand owned by a backend (a host QuantizedTensor on the CPU).
+struct QTensor {
+  std::shared_ptr<const void> impl;
+  std::int64_t rows = 0;
+  std::int64_t cols = 0;  // the reduction dimension
+  ElementFormat format = ElementFormat::nvfp4;
+  int rotation_size = 0;
+  bool square_blocks = false;
+  std::size_t bytes = 0;  // memory held: codes + scales + trust mask + tensor scale
+
+  bool defined() const { return impl != nullptr; }
+};
+
+struct AttentionShape {
+  std::int64_t batch = 0;
+  std::int64_t seq = 0;
+  std::int64_t heads = 0;
+  std::int64_t kv_heads = 0;
+  std::int64_t head_dim = 0;
+  double rope_theta = 10000.0;
+
+  std::int64_t tokens() const { return batch * seq; }
+  std::int64_t q_width() const { return heads * head_dim; }
+  std::int64_t qkv_width() const { return (heads + 2 * kv_heads) * head_dim; }
+};
+
+// What attention keeps for its backward pass (backend-specific).
+struct AttentionSaved {
+  std::shared_ptr<void> impl;
+};
+
+struct AdamWParams {
+  double lr = 0;
+  double beta1 = 0.9;
+  double beta2 = 0.95;
+  double eps = 1e-8;
+  double weight_decay = 0;
+  std::int64_t step = 1;  // 1-based, for bias correction
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  virtual std::string name() const = 0;
+  virtual Device device() const = 0;
+  virtual DType activation_dtype() const = 0;
+  virtual DType param_dtype() const = 0;
+
+  // ---- memory ----
+  virtual Tensor empty(const Shape& shape, DType dtype) = 0;
+  Tensor zeros(const Shape& shape, DType dtype);
+  virtual void fill(Tensor& t, double value) = 0;
+  // Host <-> tensor copies convert between double and the tensor's dtype (i32 tensors take
+  // integral values). They are for set-up, tests and checkpoints, not for the step loop.
+  virtual void upload(Tensor& dst, const std::vector<double>& values) = 0;
+  virtual std::vector<double> download(const Tensor& src) = 0;
+  virtual void upload_tokens(Tensor& dst, const std::vector<std::int32_t>& tokens) = 0;
+  virtual void copy(Tensor& dst, const Tensor& src) = 0;
+
+  // ---- model operations ----
+  // out[n] = table[tokens[n]]; dtable[tokens[n]] += dout[n].
+  virtual void embedding_forward(Tensor& out, const Tensor& tokens, const Tensor& table) = 0;
+  virtual void embedding_backward(Tensor& dtable, const Tensor& tokens, const Tensor& dout) = 0;
+
+  // out = x / rms(x) * weight per row, rstd[n] = 1 / sqrt(mean(x^2) + eps).
+  virtual void rmsnorm_forward(Tensor& out, Tensor& rstd, const Tensor& x, const Tensor& weight, double eps) = 0;
+  virtual void rmsnorm_backward(Tensor& dx, Tensor& dweight, const Tensor& dout, const Tensor& x, const Tensor& weight,
+                                const Tensor& rstd) = 0;
+
+  // Causal self-attention with rotary embeddings (rotate-half convention) on a fused
+  // [tokens, (heads + 2 kv_heads) * head_dim] q|k|v input; output [tokens, heads * head_dim].
+  virtual void attention_forward(Tensor& out, AttentionSaved& saved, const Tensor& qkv, const AttentionShape& shape) = 0;
+  virtual void attention_backward(Tensor& dqkv, const Tensor& dout, const Tensor& qkv, const AttentionSaved& saved,
+                                  const AttentionShape& shape) = 0;
+
+  // out = silu(gate) * up with gate_up = [gate | up] along features.
+  virtual void swiglu_forward(Tensor& out, const Tensor& gate_up) = 0;
+  virtual void swiglu_backward(Tensor& dgate_up, const Tensor& dout, const Tensor& gate_up) = 0;
+
+  // a += b (the residual stream).
+  virtual void add_inplace(Tensor& a, const Tensor& b) = 0;
+
+  // Mean softmax cross-entropy over the rows whose target is >= 0. Returns the summed loss of
+  // those rows (in double) and writes dlogits = (softmax - onehot) * grad_scale.
+  virtual double cross_entropy(Tensor& dlogits, const Tensor& logits, const Tensor& targets, double grad_scale) = 0;
+
+  // ---- GEMMs ----
+  // High precision: out[m][n] (+)= sum_k A[m][k] B[n][k], with A given as a [M, K] tensor or,
+  // when a_transposed, as a [K, M] tensor (likewise B). Inputs are rounded to BF16 where the
+  // GPU would run a BF16 GEMM (round_inputs_to_bf16).
+  virtual void gemm(Tensor& out, const Tensor& a, bool a_transposed, const Tensor& b, bool b_transposed,
+                    bool accumulate) = 0;
+
+  // Quantized operands: out (+)= t_A t_B sum_k A[m][k] B[n][k].
+  virtual void gemm_quantized(Tensor& out, const QTensor& a, const QTensor& b, bool accumulate) = 0;
+
+  // Quantize x ([R, C], or its transpose when `transpose`: quantize x^T without
+  // materialising it) along the reduction dimension.
+  virtual QTensor quantize(const Tensor& x, bool transpose, const QuantizerSpec& spec, const Rotation& rotation,
+                           const RandomContext& random) = 0;
+  // Dequantize q (in its rotated domain), transpose, rotate and quantize again (numerics of a
+  // backward operand re-quantized from a forward one).
+  virtual QTensor requantize_transposed(const QTensor& q, const QuantizerSpec& spec, const Rotation& rotation,
+                                        const RandomContext& random) = 0;
+  virtual QTensor transpose_square_blocks(const QTensor& q) = 0;
+  // Quartet I: g <- (g * trust_mask(q)) H^T along the reduction dimension of q.
+  virtual void apply_trust_mask_and_unrotate(Tensor& g, const QTensor& q, const Rotation& rotation) = 0;
+  // Host copy of a quantized operand (tests, inspection).
+  virtual QuantizedTensor download_quantized(const QTensor& q) = 0;
+
+  // ---- optimizer ----
+  virtual double sum_of_squares(const Tensor& t) = 0;
+  virtual bool all_finite(const Tensor& t) = 0;
+  virtual void scale(Tensor& t, double factor) = 0;
+  virtual void adamw_update(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWParams& p) = 0;
+};
+
+// The CPU backends: FP32 with BF16 activation storage (the reference the GPU is compared
+// with), and a double-precision variant without any rounding (gradient checks).
+std::unique_ptr<Backend> make_cpu_backend();
+std::unique_ptr<Backend> make_cpu_reference_backend();
+
+}  // namespace quartet

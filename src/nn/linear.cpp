@@ -1,0 +1,116 @@
+#include "quartet/nn/linear.h"
+
+#include <fmt/format.h>
+
+#include "quartet/error.h"
+
+namespace quartet {
+
+namespace {
+
+enum Operand : std::uint32_t { kFwdX = 0, kFwdW, kDgradE, kDgradWt, kWgradEt, kWgradXt, kBackwardSigns };
+
+RandomContext operand_random(const LinearRandom& r, Operand op, bool fixed_per_run = false) {
+  return RandomContext{r.seed, r.layer * kStreamsPerLinear + op, fixed_per_run ? 0u : r.call};
+}
+
+Rotation forward_rotation(const OperandRule& rule) {
+  return rule.rotation ? Rotation::hadamard(rule.rotation) : Rotation::none();
+}
+
+// The B operand of a backward GEMM that re-uses a forward tensor: X^T or W^T, as the rule says.
+QTensor backward_operand(Backend& backend, const OperandRule& rule, const Tensor& high_precision,
+                         const QTensor& forward_quantized, const Rotation& rotation, const RandomContext& random) {
+  switch (rule.source) {
+    case OperandSource::high_precision:
+      return backend.quantize(high_precision, /*transpose=*/true, *rule.quantizer, rotation, random);
+    case OperandSource::requantized:
+      return backend.requantize_transposed(forward_quantized, *rule.quantizer, rotation, random);
+    case OperandSource::forward_transposed: return backend.transpose_square_blocks(forward_quantized);
+  }
+  throw Error("unknown operand source");
+}
+
+void check_linear_shapes(const Tensor& x, const Tensor& w, const Tensor& y) {
+  if (x.ndim() != 2 || w.ndim() != 2 || y.ndim() != 2 || x.dim(1) != w.dim(1) || y.dim(0) != x.dim(0) ||
+      y.dim(1) != w.dim(0)) {
+    throw Error(fmt::format("linear: X {} W {} Y {} do not fit Y = X W^T", shape_string(x.shape()), shape_string(w.shape()),
+                            shape_string(y.shape())));
+  }
+}
+
+}  // namespace
+
+std::size_t LinearSaved::activation_bytes() const {
+  return (x.defined() ? x.bytes() : 0) + (xq.defined() ? xq.bytes : 0) + (wq.defined() ? wq.bytes : 0);
+}
+
+Rotation backward_rotation(const Recipe& recipe, int size, const LinearRandom& random) {
+  if (size == 0) return Rotation::none();
+  return Rotation::random(size, operand_random(random, kBackwardSigns, recipe.backward_signs == SignPolicy::fixed_per_run));
+}
+
+void linear_forward(Backend& backend, const Recipe& recipe, const Tensor& x, const Tensor& w, Tensor& y,
+                    LinearSaved& saved, const LinearRandom& random) {
+  check_linear_shapes(x, w, y);
+  saved = LinearSaved{};
+  saved.tokens = x.dim(0);
+  if (recipe.fwd_x.quantized()) {
+    const Rotation rot = forward_rotation(recipe.fwd_x);
+    saved.xq = backend.quantize(x, false, *recipe.fwd_x.quantizer, rot, operand_random(random, kFwdX));
+    saved.wq = backend.quantize(w, false, *recipe.fwd_w.quantizer, rot, operand_random(random, kFwdW));
+    backend.gemm_quantized(y, saved.xq, saved.wq, /*accumulate=*/false);
+  } else {
+    backend.gemm(y, x, false, w, false, /*accumulate=*/false);
+  }
+  if (recipe.saves_high_precision_x()) {
+    saved.x = backend.empty(x.shape(), x.dtype());
+    backend.copy(saved.x, x);
+  }
+  // The quantized tensors are needed only where backward re-uses them.
+  const bool need_xq = recipe.wgrad_xt.quantized() && recipe.wgrad_xt.source != OperandSource::high_precision;
+  const bool need_wq = recipe.dgrad_wt.quantized() && recipe.dgrad_wt.source != OperandSource::high_precision;
+  if (!need_xq && !recipe.backward_through_trust_mask) saved.xq = QTensor{};
+  if (!need_wq && !recipe.backward_through_trust_mask) saved.wq = QTensor{};
+}
+
+void linear_backward(Backend& backend, const Recipe& recipe, const Tensor& dy, const Tensor& w, const LinearSaved& saved,
+                     Tensor& dx, Tensor& dw, const LinearRandom& random) {
+  const std::int64_t m = dy.dim(0), n = dy.dim(1), k = w.dim(1);
+  dy.expect("linear backward dY", {saved.tokens, w.dim(0)}, dy.dtype());
+  dx.expect("linear backward dX", {m, k}, dx.dtype());
+  dw.expect("linear backward dW", w.shape(), dw.dtype());
+  const Rotation fwd_rot = forward_rotation(recipe.fwd_x);
+
+  // dgrad: dX = E W, reduction over N. A = E [M, N], B = W^T [K, N].
+  if (recipe.dgrad_e.quantized()) {
+    const Rotation rot = backward_rotation(recipe, recipe.dgrad_e.rotation, random);
+    const QTensor e = backend.quantize(dy, false, *recipe.dgrad_e.quantizer, rot, operand_random(random, kDgradE));
+    const QTensor wt = backward_operand(backend, recipe.dgrad_wt, w, saved.wq, rot, operand_random(random, kDgradWt));
+    backend.gemm_quantized(dx, e, wt, false);
+  } else {
+    backend.gemm(dx, dy, false, w, true, false);
+  }
+  if (recipe.backward_through_trust_mask) backend.apply_trust_mask_and_unrotate(dx, saved.xq, fwd_rot);
+
+  // wgrad: dW += E^T X, reduction over M. A = E^T [N, M], B = X^T [K, M].
+  Tensor contribution = dw;
+  if (recipe.backward_through_trust_mask) contribution = backend.empty(dw.shape(), dw.dtype());
+  const bool accumulate = !recipe.backward_through_trust_mask;
+  if (recipe.wgrad_et.quantized()) {
+    const Rotation rot = backward_rotation(recipe, recipe.wgrad_et.rotation, random);
+    const QTensor et = backend.quantize(dy, true, *recipe.wgrad_et.quantizer, rot, operand_random(random, kWgradEt));
+    const QTensor xt = backward_operand(backend, recipe.wgrad_xt, saved.x, saved.xq, rot, operand_random(random, kWgradXt));
+    backend.gemm_quantized(contribution, et, xt, accumulate);
+  } else {
+    if (!saved.x.defined()) throw Error("linear backward: the forward pass did not keep X");
+    backend.gemm(contribution, dy, true, saved.x, true, accumulate);
+  }
+  if (recipe.backward_through_trust_mask) {
+    backend.apply_trust_mask_and_unrotate(contribution, saved.wq, fwd_rot);
+    backend.add_inplace(dw, contribution);
+  }
+  (void)n;
+}
+
+}  // namespace quartet
