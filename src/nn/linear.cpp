@@ -42,7 +42,7 @@ void check_linear_shapes(const Tensor& x, const Tensor& w, const Tensor& y) {
 }  // namespace
 
 std::size_t LinearSaved::activation_bytes() const {
-  return (x.defined() ? x.bytes() : 0) + (xq.defined() ? xq.bytes : 0) + (wq.defined() ? wq.bytes : 0);
+  return (x.defined() ? x.bytes() : 0) + (xq.defined() ? xq.bytes : 0);
 }
 
 Rotation backward_rotation(const Recipe& recipe, int size, const LinearRandom& random) {

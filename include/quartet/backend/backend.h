@@ -108,7 +108,8 @@ class Backend {
   virtual void add_inplace(Tensor& a, const Tensor& b) = 0;
 
   // Mean softmax cross-entropy over the rows whose target is >= 0. Returns the summed loss of
-  // those rows (in double) and writes dlogits = (softmax - onehot) * grad_scale.
+  // those rows (in double) and writes dlogits = (softmax - onehot) * grad_scale. dlogits may
+  // be the logits tensor itself (the loss gradient overwrites the logits in place).
   virtual double cross_entropy(Tensor& dlogits, const Tensor& logits, const Tensor& targets, double grad_scale) = 0;
 
   // ---- GEMMs ----

@@ -28,9 +28,10 @@ struct LinearSaved {
   QTensor wq;  // forward-quantized W, if quantized
   std::int64_t tokens = 0;
 
-  // Bytes of activation memory held (the quantized W is per step, not per token, but is
-  // counted too).
+  // Bytes held per token of activations (X, quantized or not); the quantized W is a
+  // per-step cost that does not grow with the batch and is reported separately.
   std::size_t activation_bytes() const;
+  std::size_t weight_bytes() const { return wq.defined() ? wq.bytes : 0; }
 };
 
 // y [M, N] = x [M, K] w [N, K]^T under the recipe.

@@ -1,0 +1,101 @@
+// The Llama model (architecture.md): token embedding; N blocks of [RMSNorm -> causal
+// self-attention with RoPE and optional grouped-query heads -> residual -> RMSNorm -> SwiGLU
+// MLP -> residual]; final RMSNorm; untied lm_head; no biases. Inside a block, Q|K|V and
+// gate|up run as fused linear layers; parameter names follow Hugging Face LlamaForCausalLM
+// (the fused weights are split on export). Forward and backward are written by hand, once,
+// against the Backend interface.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "quartet/backend/backend.h"
+#include "quartet/nn/linear.h"
+#include "quartet/nn/recipe.h"
+
+namespace quartet {
+
+struct LlamaConfig {
+  std::string size = "custom";  // the preset it came from
+  std::int64_t vocab_size = 257;
+  std::int64_t d_model = 128;
+  std::int64_t n_layers = 2;
+  std::int64_t n_heads = 4;
+  std::int64_t n_kv_heads = 4;
+  std::int64_t ffn_hidden = 0;  // 0: round_up(8 d / 3, 256)
+  std::int64_t max_seq_len = 256;
+  double rope_theta = 10000.0;
+  double rms_norm_eps = 1e-5;
+  double init_std = 0.02;
+  // NVIDIA's published recipe keeps some blocks in BF16: the first and last this many.
+  std::int64_t bf16_blocks_first = 0;
+  std::int64_t bf16_blocks_last = 0;
+
+  std::int64_t head_dim() const { return d_model / n_heads; }
+  std::int64_t ffn() const;
+  // Parameters excluding the embedding and lm_head (how the paper counts model size).
+  std::int64_t block_parameters() const;
+  std::int64_t total_parameters() const;
+  void validate() const;  // throws Error naming the field
+};
+
+// Named sizes: "tiny" (tests), the paper's "30m", "50m", "100m", "200m", and "124m" (GPT-2
+// small class). Throws Error for an unknown name.
+LlamaConfig llama_preset(const std::string& size, std::int64_t vocab_size);
+const std::vector<std::string>& llama_preset_names();
+
+struct Parameter {
+  std::string name;  // Hugging Face name (fused qkv_proj / gate_up_proj inside blocks)
+  Tensor value;      // FP32 master weight
+  Tensor grad;
+  bool decay = false;  // weight decay applies to matrices only
+};
+
+class LlamaModel {
+ public:
+  // Allocates and initialises the parameters from the seed (normal(0, init_std); the output
+  // projections of each block scaled by 1/sqrt(2 n_layers); norms 1).
+  LlamaModel(Backend& backend, LlamaConfig config, Recipe recipe, std::uint64_t seed);
+
+  const LlamaConfig& config() const { return config_; }
+  const Recipe& recipe() const { return recipe_; }
+  std::vector<Parameter>& parameters() { return params_; }
+  Parameter& parameter(const std::string& name);
+  void zero_grads();
+
+  // One micro-batch: tokens and targets are [batch * seq] i32 (target -1: no loss there).
+  // Accumulates parameter gradients of (summed loss) * grad_scale and returns the summed loss.
+  // `call` numbers the micro-batch: it selects fresh random bits for stochastic quantizers.
+  double forward_backward(const Tensor& tokens, const Tensor& targets, std::int64_t batch, std::int64_t seq,
+                          double grad_scale, std::uint32_t call);
+  // Summed loss without gradients (evaluation).
+  double forward_loss(const Tensor& tokens, const Tensor& targets, std::int64_t batch, std::int64_t seq);
+  // Logits [batch * seq, vocab] (FP32) of a forward pass, for sampling.
+  Tensor forward_logits(const Tensor& tokens, std::int64_t batch, std::int64_t seq);
+
+  // Bytes the linear layers kept for backward in the last forward_backward.
+  std::size_t last_linear_activation_bytes() const { return last_linear_bytes_; }
+
+ private:
+  // Indices into params_ of one block's parameters.
+  struct Layer {
+    std::size_t attn_norm, qkv, o, mlp_norm, gate_up, down;
+  };
+  struct Activations;
+
+  void forward(const Tensor& tokens, std::int64_t batch, std::int64_t seq, std::uint32_t call, Activations& a);
+  const Recipe& recipe_for(std::int64_t layer) const;
+
+  Backend& backend_;
+  LlamaConfig config_;
+  Recipe recipe_;
+  Recipe bf16_recipe_;
+  std::uint64_t seed_;
+  std::vector<Parameter> params_;
+  std::vector<Layer> layers_;
+  std::size_t embed_ = 0, final_norm_ = 0, lm_head_ = 0;  // indices into params_
+  std::size_t last_linear_bytes_ = 0;
+};
+
+}  // namespace quartet

@@ -1,0 +1,130 @@
+#include "quartet/nn/llama.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include "quartet/error.h"
+#include "support/gradcheck.h"
+
+namespace quartet {
+namespace {
+
+LlamaConfig micro_config() {
+  LlamaConfig c;
+  c.size = "micro";
+  c.vocab_size = 11;
+  c.d_model = 8;
+  c.n_layers = 2;
+  c.n_heads = 2;
+  c.n_kv_heads = 1;
+  c.ffn_hidden = 12;
+  c.max_seq_len = 8;
+  c.init_std = 0.5;  // large enough that every part of the network is far from linear
+  return c;
+}
+
+// The whole model's backward against central differences of its loss, in double precision
+// (bf16 recipe: no quantization, no rounding). Every parameter tensor is checked at up to 12
+// entries chosen at random.
+TEST(Llama, WholeModelGradientMatchesFiniteDifferences) {
+  auto be = make_cpu_reference_backend();
+  LlamaModel model(*be, micro_config(), make_recipe("bf16"), 7);
+  const std::int64_t batch = 2, seq = 5;
+  const std::vector<std::int32_t> tok = {1, 4, 2, 9, 0, 3, 3, 7, 10, 5};
+  const std::vector<std::int32_t> tgt = {4, 2, 9, 0, -1, 3, 7, 10, 5, 6};
+  Tensor tokens = be->empty({10}, DType::i32), targets = be->empty({10}, DType::i32);
+  be->upload_tokens(tokens, tok);
+  be->upload_tokens(targets, tgt);
+  const double scale = 1.0 / 9.0;
+  model.zero_grads();
+  const double loss = model.forward_backward(tokens, targets, batch, seq, scale, 1);
+  EXPECT_NEAR(loss, model.forward_loss(tokens, targets, batch, seq), 1e-12);
+  EXPECT_GT(loss / 9, std::log(11.0) * 0.5);
+
+  std::mt19937 gen(3);
+  for (Parameter& p : model.parameters()) {
+    std::vector<double> values = be->download(p.value);
+    const std::vector<double> grad = be->download(p.grad);
+    std::vector<std::size_t> picks(values.size());
+    for (std::size_t i = 0; i < picks.size(); ++i) picks[i] = i;
+    std::shuffle(picks.begin(), picks.end(), gen);
+    picks.resize(std::min<std::size_t>(12, picks.size()));
+    std::vector<double> analytic, numeric;
+    for (std::size_t i : picks) {
+      const auto f = [&](const std::vector<double>& v) {
+        values[i] = v[0];
+        be->upload(p.value, values);
+        return model.forward_loss(tokens, targets, batch, seq) * scale;
+      };
+      const double original = values[i];
+      numeric.push_back(testing::numeric_gradient(f, {original})[0]);
+      values[i] = original;
+      be->upload(p.value, values);
+      analytic.push_back(grad[i]);
+    }
+    testing::expect_gradients_match(analytic, numeric, p.name, 1e-5);
+  }
+}
+
+TEST(Llama, PresetsHaveThePapersShapes) {
+  const LlamaConfig c30 = llama_preset("30m", 50257);
+  EXPECT_EQ(c30.n_layers, 6);
+  EXPECT_EQ(c30.d_model, 640);
+  EXPECT_EQ(c30.n_heads, 5);
+  EXPECT_EQ(c30.ffn(), 1792);  // round_up(8 * 640 / 3, 256)
+  // "30M" counts the blocks without embedding and lm_head.
+  EXPECT_NEAR(static_cast<double>(c30.block_parameters()), 30e6, 3e6);
+  EXPECT_NEAR(static_cast<double>(llama_preset("50m", 50257).block_parameters()), 50e6, 5e6);
+  EXPECT_NEAR(static_cast<double>(llama_preset("100m", 50257).block_parameters()), 100e6, 10e6);
+  EXPECT_NEAR(static_cast<double>(llama_preset("200m", 50257).block_parameters()), 200e6, 20e6);
+  EXPECT_NEAR(static_cast<double>(llama_preset("124m", 50257).total_parameters()), 124e6, 12e6);
+  EXPECT_THROW(llama_preset("7b", 100), Error);
+}
+
+TEST(Llama, ConfigValidationNamesTheField) {
+  LlamaConfig c = micro_config();
+  c.n_heads = 3;
+  EXPECT_THROW(c.validate(), Error);
+  c = micro_config();
+  c.n_kv_heads = 2;
+  c.n_heads = 2;
+  c.d_model = 6;  // head dim 3 is odd
+  EXPECT_THROW(c.validate(), Error);
+  c = micro_config();
+  c.bf16_blocks_first = 2;
+  c.bf16_blocks_last = 1;
+  try {
+    c.validate();
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("bf16 blocks"), std::string::npos);
+  }
+}
+
+TEST(Llama, EveryRecipeRunsAndQuantizedActivationsAreSmall) {
+  auto be = make_cpu_backend();
+  const LlamaConfig c = llama_preset("tiny", 257);
+  std::vector<std::int32_t> tok(256), tgt(256);
+  for (int i = 0; i < 256; ++i) {
+    tok[i] = (i * 37) % 257;
+    tgt[i] = (i * 37 + 1) % 257;
+  }
+  Tensor tokens = be->empty({256}, DType::i32), targets = be->empty({256}, DType::i32);
+  be->upload_tokens(tokens, tok);
+  be->upload_tokens(targets, tgt);
+  std::size_t bf16_bytes = 0, quartet2_bytes = 0;
+  for (const std::string& name : recipe_names()) {
+    LlamaModel model(*be, c, make_recipe(name), 1);
+    const double loss = model.forward_backward(tokens, targets, 2, 128, 1.0 / 256, 1);
+    EXPECT_NEAR(loss / 256, std::log(257.0), 0.1) << name << ": an untrained model predicts uniformly";
+    for (Parameter& p : model.parameters()) EXPECT_TRUE(be->all_finite(p.grad)) << name << " " << p.name;
+    if (name == "bf16") bf16_bytes = model.last_linear_activation_bytes();
+    if (name == "quartet2") quartet2_bytes = model.last_linear_activation_bytes();
+  }
+  EXPECT_LE(static_cast<double>(quartet2_bytes), 0.3 * static_cast<double>(bf16_bytes));
+}
+
+}  // namespace
+}  // namespace quartet
