@@ -9,7 +9,8 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libopenblas-dev
   libcli11-dev nlohmann-json3-dev libfmt-dev
-  zlib1g-dev python3
+  libpcre2-dev zlib1g-dev
+  gnuplot-nox python3
 )
 
 missing=()

@@ -1,0 +1,56 @@
+// A dataset is a train and a validation token stream, each document preceded by
+// <|endoftext|>, plus the name of the tokenizer that made them.
+//
+// Sources: "embedded:austen" (the corpus compiled into the program; tokenized at load), or a
+// folder of llm.c-format shards (*train*.bin, *val*.bin) as written by `quartet prepare`,
+// with a dataset.json naming the tokenizer (folders without one are taken as GPT-2 shards,
+// llm.c's default).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "quartet/data/tokenizer.h"
+
+namespace quartet {
+
+struct Dataset {
+  std::string source;
+  std::string tokenizer;  // "byte" or "gpt2"
+  std::vector<std::uint16_t> train;
+  std::vector<std::uint16_t> val;
+  std::int64_t documents = 0;
+};
+
+// Splits each document: its last val_fraction of tokens (at least one) go to validation.
+Dataset build_dataset(const std::string& source, const std::vector<std::string>& documents, const Tokenizer& tokenizer,
+                      double val_fraction);
+
+// The default embedded corpus' documents (the six novels, in a fixed order).
+std::vector<std::string> embedded_corpus_documents(const std::string& name);
+
+// Loads "embedded:<name>" (tokenized with `tokenizer_name`, default byte) or a shard folder.
+// Throws Error naming the source and what is missing or wrong.
+Dataset load_dataset(const std::string& source, const std::string& tokenizer_name = "");
+
+// Consecutive windows of batch x (seq + 1) tokens over a stream, wrapping at the end (one
+// pass over the stream is an epoch). The position is the whole state (checkpoints keep it).
+class BatchLoader {
+ public:
+  BatchLoader(const std::vector<std::uint16_t>& stream, std::int64_t batch, std::int64_t seq, const std::string& what);
+  // inputs and targets receive batch * seq tokens each (targets are inputs shifted by one).
+  void next(std::vector<std::int32_t>& inputs, std::vector<std::int32_t>& targets);
+  std::int64_t position() const { return position_; }
+  void set_position(std::int64_t position);
+  std::int64_t epoch() const { return epoch_; }
+  void set_epoch(std::int64_t epoch) { epoch_ = epoch; }
+
+ private:
+  const std::vector<std::uint16_t>& stream_;
+  std::int64_t batch_, seq_;
+  std::int64_t position_ = 0;
+  std::int64_t epoch_ = 0;
+};
+
+}  // namespace quartet

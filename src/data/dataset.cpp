@@ -1,0 +1,144 @@
+#include "quartet/data/dataset.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "quartet/data/embedded.h"
+#include "quartet/data/shards.h"
+#include "quartet/error.h"
+#include "quartet/util/files.h"
+
+namespace quartet {
+
+Dataset build_dataset(const std::string& source, const std::vector<std::string>& documents, const Tokenizer& tokenizer,
+                      double val_fraction) {
+  if (!(val_fraction > 0.0) || !(val_fraction < 1.0)) {
+    throw Error(fmt::format("the validation fraction must be in (0, 1), got {}", val_fraction));
+  }
+  if (tokenizer.vocab_size() > 65536) throw Error("the tokenizer's vocabulary does not fit the uint16 shard format");
+  Dataset d;
+  d.source = source;
+  d.tokenizer = tokenizer.name();
+  for (const std::string& doc : documents) {
+    const std::vector<std::int32_t> ids = tokenizer.encode(doc);
+    if (ids.empty()) continue;
+    const auto n_val = std::max<std::size_t>(1, static_cast<std::size_t>(std::llround(val_fraction * static_cast<double>(ids.size()))));
+    const std::size_t n_train = ids.size() > n_val ? ids.size() - n_val : 0;
+    const auto append = [&](std::vector<std::uint16_t>& out, std::size_t from, std::size_t to) {
+      out.push_back(static_cast<std::uint16_t>(tokenizer.eot()));
+      for (std::size_t i = from; i < to; ++i) out.push_back(static_cast<std::uint16_t>(ids[i]));
+    };
+    if (n_train > 0) append(d.train, 0, n_train);
+    append(d.val, n_train, ids.size());
+    ++d.documents;
+  }
+  return d;
+}
+
+std::vector<std::string> embedded_corpus_documents(const std::string& name) {
+  const std::vector<std::string> files = embedded_files("corpus/" + name + "/");
+  if (files.empty()) throw Error(fmt::format("there is no embedded corpus named '{}' (the program embeds 'austen')", name));
+  std::vector<std::string> docs;
+  for (const std::string& f : files) docs.push_back(gunzip(*embedded_file(f), "embedded file " + f));
+  return docs;
+}
+
+namespace {
+
+std::vector<std::uint16_t> read_split(const std::filesystem::path& folder, const std::string& split) {
+  std::vector<std::filesystem::path> shards;
+  for (const auto& entry : std::filesystem::directory_iterator(folder)) {
+    const std::string name = entry.path().filename().string();
+    if (entry.path().extension() == ".bin" && name.find(split) != std::string::npos) shards.push_back(entry.path());
+  }
+  std::sort(shards.begin(), shards.end());
+  if (shards.empty()) {
+    throw Error(fmt::format("{}: no {} shards (files named *{}*.bin); make them with `quartet prepare`", folder.string(),
+                            split, split));
+  }
+  std::vector<std::uint16_t> tokens;
+  for (const auto& s : shards) {
+    const std::vector<std::uint16_t> part = read_shard(s);
+    tokens.insert(tokens.end(), part.begin(), part.end());
+  }
+  return tokens;
+}
+
+}  // namespace
+
+Dataset load_dataset(const std::string& source, const std::string& tokenizer_name) {
+  if (source.rfind("embedded:", 0) == 0) {
+    const std::unique_ptr<Tokenizer> tokenizer = make_tokenizer(tokenizer_name.empty() ? "byte" : tokenizer_name);
+    return build_dataset(source, embedded_corpus_documents(source.substr(9)), *tokenizer, 0.05);
+  }
+  const std::filesystem::path folder(source);
+  if (!std::filesystem::is_directory(folder)) {
+    throw Error(fmt::format("data source '{}' is neither embedded:<name> nor a folder of shards", source));
+  }
+  Dataset d;
+  d.source = source;
+  d.tokenizer = "gpt2";
+  const std::filesystem::path manifest = folder / "dataset.json";
+  if (std::filesystem::exists(manifest)) {
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(read_file(manifest));
+      d.tokenizer = j.at("tokenizer").get<std::string>();
+      d.documents = j.value("documents", std::int64_t{0});
+    } catch (const nlohmann::json::exception& e) {
+      throw Error(fmt::format("{}: not a valid dataset manifest ({})", manifest.string(), e.what()));
+    }
+  }
+  if (!tokenizer_name.empty() && tokenizer_name != d.tokenizer) {
+    throw Error(fmt::format("{} was tokenized with '{}', not '{}'", source, d.tokenizer, tokenizer_name));
+  }
+  d.train = read_split(folder, "train");
+  d.val = read_split(folder, "val");
+  const std::unique_ptr<Tokenizer> tokenizer = make_tokenizer(d.tokenizer);
+  for (const auto* split : {&d.train, &d.val}) {
+    const auto bad = std::find_if(split->begin(), split->end(), [&](std::uint16_t t) { return t >= tokenizer->vocab_size(); });
+    if (bad != split->end()) {
+      throw Error(fmt::format("{}: token {} is outside the {} tokenizer's vocabulary of {}", source, *bad, d.tokenizer,
+                              tokenizer->vocab_size()));
+    }
+  }
+  return d;
+}
+
+BatchLoader::BatchLoader(const std::vector<std::uint16_t>& stream, std::int64_t batch, std::int64_t seq,
+                         const std::string& what)
+    : stream_(stream), batch_(batch), seq_(seq) {
+  if (batch < 1 || seq < 1) throw Error(fmt::format("batch {} and sequence length {} must be positive", batch, seq));
+  if (static_cast<std::int64_t>(stream.size()) < batch * seq + 1) {
+    throw Error(fmt::format("the {} split has {} tokens, fewer than one batch of {} x {} + 1", what, stream.size(), batch,
+                            seq));
+  }
+}
+
+void BatchLoader::set_position(std::int64_t position) {
+  if (position < 0 || position + batch_ * seq_ + 1 > static_cast<std::int64_t>(stream_.size())) {
+    throw Error(fmt::format("data position {} is outside the stream of {} tokens", position, stream_.size()));
+  }
+  position_ = position;
+}
+
+void BatchLoader::next(std::vector<std::int32_t>& inputs, std::vector<std::int32_t>& targets) {
+  const std::int64_t n = batch_ * seq_;
+  if (position_ + n + 1 > static_cast<std::int64_t>(stream_.size())) {
+    position_ = 0;
+    ++epoch_;
+  }
+  inputs.resize(static_cast<std::size_t>(n));
+  targets.resize(static_cast<std::size_t>(n));
+  for (std::int64_t i = 0; i < n; ++i) {
+    inputs[static_cast<std::size_t>(i)] = stream_[static_cast<std::size_t>(position_ + i)];
+    targets[static_cast<std::size_t>(i)] = stream_[static_cast<std::size_t>(position_ + i + 1)];
+  }
+  position_ += n;
+}
+
+}  // namespace quartet

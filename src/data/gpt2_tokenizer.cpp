@@ -1,0 +1,280 @@
+// GPT-2 byte-level BPE, with ids identical to tiktoken's "gpt2" encoding (encode_ordinary:
+// "<|endoftext|>" in the text is ordinary text; documents are separated by inserting the
+// id 50256 explicitly).
+//
+// Text is split by GPT-2's pre-tokenizer regex (PCRE2: it needs Unicode classes and a
+// lookahead); each piece's bytes start as single-byte tokens and the merges of vocab.bpe are
+// applied lowest rank first. Merges are kept as (left id, right id) -> (rank, merged id), so
+// BPE runs on integers. Invalid UTF-8 is replaced by U+FFFD first (as Python's
+// errors="replace" would before tiktoken sees the text).
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <fmt/format.h>
+#include <pcre2.h>
+
+#include <filesystem>
+#include <limits>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <unordered_map>
+
+#include "quartet/data/embedded.h"
+#include "quartet/data/tokenizer.h"
+#include "quartet/error.h"
+#include "quartet/util/files.h"
+
+namespace quartet {
+
+namespace {
+
+constexpr const char* kPattern = R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
+constexpr std::int32_t kEot = 50256;
+
+// GPT-2's reversible byte -> printable code point map (bytes_to_unicode in the reference).
+std::vector<std::uint32_t> byte_to_code_point() {
+  std::vector<std::uint32_t> map(256, 0);
+  std::vector<bool> direct(256, false);
+  for (int b = '!'; b <= '~'; ++b) direct[b] = true;
+  for (int b = 0xA1; b <= 0xAC; ++b) direct[b] = true;
+  for (int b = 0xAE; b <= 0xFF; ++b) direct[b] = true;
+  std::uint32_t next = 256;
+  for (int b = 0; b < 256; ++b) map[b] = direct[b] ? static_cast<std::uint32_t>(b) : next++;
+  return map;
+}
+
+// Decodes the UTF-8 of a mapped token string back to raw bytes.
+std::string unmap(const std::string& s, const std::unordered_map<std::uint32_t, char>& inverse, const std::string& what) {
+  std::string out;
+  for (std::size_t i = 0; i < s.size();) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    std::uint32_t cp;
+    int len;
+    if (c < 0x80) {
+      cp = c, len = 1;
+    } else if ((c >> 5) == 6) {
+      cp = c & 0x1F, len = 2;
+    } else if ((c >> 4) == 14) {
+      cp = c & 0x0F, len = 3;
+    } else {
+      throw Error(fmt::format("{}: unexpected byte in token '{}'", what, s));
+    }
+    if (i + static_cast<std::size_t>(len) > s.size()) throw Error(fmt::format("{}: truncated UTF-8 in token '{}'", what, s));
+    for (int k = 1; k < len; ++k) cp = (cp << 6) | (static_cast<unsigned char>(s[i + static_cast<std::size_t>(k)]) & 0x3F);
+    const auto it = inverse.find(cp);
+    if (it == inverse.end()) throw Error(fmt::format("{}: character U+{:04X} is not in GPT-2's byte map", what, cp));
+    out.push_back(it->second);
+    i += static_cast<std::size_t>(len);
+  }
+  return out;
+}
+
+// Replaces every invalid UTF-8 sequence with U+FFFD.
+std::string sanitize_utf8(std::string_view in) {
+  std::string out;
+  out.reserve(in.size());
+  for (std::size_t i = 0; i < in.size();) {
+    const auto c = static_cast<unsigned char>(in[i]);
+    int len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+    bool ok = len > 0 && i + static_cast<std::size_t>(len) <= in.size();
+    std::uint32_t cp = len == 1 ? c : len == 2 ? (c & 0x1F) : len == 3 ? (c & 0x0F) : (c & 0x07);
+    for (int k = 1; ok && k < len; ++k) {
+      const auto d = static_cast<unsigned char>(in[i + static_cast<std::size_t>(k)]);
+      ok = (d >> 6) == 2;
+      cp = (cp << 6) | (d & 0x3F);
+    }
+    // Overlong forms, surrogates and values past U+10FFFF are invalid too.
+    ok = ok && !(len == 2 && cp < 0x80) && !(len == 3 && cp < 0x800) && !(len == 4 && cp < 0x10000) &&
+         !(cp >= 0xD800 && cp <= 0xDFFF) && cp <= 0x10FFFF;
+    if (ok) {
+      out.append(in.substr(i, static_cast<std::size_t>(len)));
+      i += static_cast<std::size_t>(len);
+    } else {
+      out.append("\xEF\xBF\xBD");
+      ++i;
+    }
+  }
+  return out;
+}
+
+struct PairHash {
+  std::size_t operator()(std::uint64_t v) const { return std::hash<std::uint64_t>()(v * 0x9E3779B97F4A7C15ull); }
+};
+
+class Gpt2Tokenizer final : public Tokenizer {
+ public:
+  Gpt2Tokenizer(const std::string& encoder_json, const std::string& vocab_bpe, const std::string& origin) {
+    const std::vector<std::uint32_t> map = byte_to_code_point();
+    std::unordered_map<std::uint32_t, char> inverse;
+    for (int b = 0; b < 256; ++b) inverse[map[static_cast<std::size_t>(b)]] = static_cast<char>(b);
+
+    nlohmann::json encoder;
+    try {
+      encoder = nlohmann::json::parse(encoder_json);
+    } catch (const nlohmann::json::exception& e) {
+      throw Error(fmt::format("{}/encoder.json is not valid JSON: {}", origin, e.what()));
+    }
+    if (!encoder.is_object() || encoder.size() != 50257) {
+      throw Error(fmt::format("{}/encoder.json should map 50257 tokens, found {}", origin, encoder.size()));
+    }
+    bytes_.resize(50257);
+    for (const auto& [token, id] : encoder.items()) {
+      const int i = id.get<int>();
+      if (i < 0 || i >= 50257) throw Error(fmt::format("{}/encoder.json: id {} out of range", origin, i));
+      if (i == kEot) continue;  // "<|endoftext|>" is special: it is never produced from text
+      bytes_[static_cast<std::size_t>(i)] = unmap(token, inverse, origin + "/encoder.json");
+      ids_[bytes_[static_cast<std::size_t>(i)]] = i;
+    }
+    for (int b = 0; b < 256; ++b) {
+      const auto it = ids_.find(std::string(1, static_cast<char>(b)));
+      if (it == ids_.end()) throw Error(fmt::format("{}/encoder.json lacks the single-byte token {}", origin, b));
+      byte_id_[static_cast<std::size_t>(b)] = it->second;
+    }
+    std::istringstream lines(vocab_bpe);
+    std::string line;
+    std::int32_t rank = 0;
+    while (std::getline(lines, line)) {
+      if (line.empty() || line.rfind("#version", 0) == 0) continue;
+      const std::size_t space = line.find(' ');
+      if (space == std::string::npos) throw Error(fmt::format("{}/vocab.bpe: malformed merge '{}'", origin, line));
+      const std::string a = unmap(line.substr(0, space), inverse, origin + "/vocab.bpe");
+      const std::string b = unmap(line.substr(space + 1), inverse, origin + "/vocab.bpe");
+      const auto ia = ids_.find(a), ib = ids_.find(b), im = ids_.find(a + b);
+      if (ia == ids_.end() || ib == ids_.end() || im == ids_.end()) {
+        throw Error(fmt::format("{}/vocab.bpe: merge '{}' refers to tokens not in encoder.json", origin, line));
+      }
+      merges_[key(ia->second, ib->second)] = {rank++, im->second};
+    }
+    if (rank != 50000) throw Error(fmt::format("{}/vocab.bpe should hold 50000 merges, found {}", origin, rank));
+
+    int error = 0;
+    PCRE2_SIZE offset = 0;
+    regex_ = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(kPattern), PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP, &error,
+                           &offset, nullptr);
+    if (regex_ == nullptr) throw Error("GPT-2 pre-tokenizer pattern failed to compile");
+    jit_ = pcre2_jit_compile(regex_, PCRE2_JIT_COMPLETE) == 0;  // optional: the interpreter is correct too
+  }
+
+  ~Gpt2Tokenizer() override { pcre2_code_free(regex_); }
+  Gpt2Tokenizer(const Gpt2Tokenizer&) = delete;
+  Gpt2Tokenizer& operator=(const Gpt2Tokenizer&) = delete;
+
+  std::string name() const override { return "gpt2"; }
+  std::int64_t vocab_size() const override { return 50257; }
+  std::int32_t eot() const override { return kEot; }
+
+  std::vector<std::int32_t> encode(std::string_view raw) const override {
+    const std::string text = sanitize_utf8(raw);
+    std::vector<std::int32_t> out;
+    pcre2_match_data* match = pcre2_match_data_create_from_pattern(regex_, nullptr);
+    PCRE2_SIZE start = 0;
+    while (start < text.size()) {
+      // The text is valid UTF-8 (sanitized above): skip PCRE2's check of the whole subject on
+      // every call, which would make tokenization quadratic.
+      const int rc = jit_ ? pcre2_jit_match(regex_, reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(), start,
+                                            PCRE2_NO_UTF_CHECK, match, nullptr)
+                          : pcre2_match(regex_, reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(), start,
+                                        PCRE2_NO_UTF_CHECK, match, nullptr);
+      if (rc < 0) break;  // the last alternative, \s+, and the others cover every character
+      const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(match);
+      encode_piece(std::string_view(text).substr(ov[0], ov[1] - ov[0]), out);
+      start = ov[1] > ov[0] ? ov[1] : ov[1] + 1;
+    }
+    pcre2_match_data_free(match);
+    return out;
+  }
+
+  std::string decode(std::span<const std::int32_t> ids) const override {
+    std::string out;
+    for (std::int32_t id : ids) {
+      if (id < 0 || id >= 50257) throw Error(fmt::format("gpt2 tokenizer: id {} is outside the vocabulary of 50257", id));
+      out += bytes_[static_cast<std::size_t>(id)];
+    }
+    return out;
+  }
+
+  std::int64_t token_bytes(std::int32_t id) const override {
+    return static_cast<std::int64_t>(bytes_.at(static_cast<std::size_t>(id)).size());
+  }
+
+ private:
+  static std::uint64_t key(std::int32_t a, std::int32_t b) {
+    return (static_cast<std::uint64_t>(static_cast<std::uint32_t>(a)) << 32) | static_cast<std::uint32_t>(b);
+  }
+
+  void encode_piece(std::string_view piece, std::vector<std::int32_t>& out) const {
+    {
+      std::lock_guard<std::mutex> lock(cache_mutex_);
+      const auto hit = cache_.find(std::string(piece));
+      if (hit != cache_.end()) {
+        out.insert(out.end(), hit->second.begin(), hit->second.end());
+        return;
+      }
+    }
+    std::vector<std::int32_t> word;
+    for (char c : piece) word.push_back(byte_id_[static_cast<unsigned char>(c)]);
+    while (word.size() > 1) {
+      std::int32_t best_rank = std::numeric_limits<std::int32_t>::max(), merged = -1;
+      std::uint64_t best_pair = 0;
+      for (std::size_t i = 0; i + 1 < word.size(); ++i) {
+        const auto it = merges_.find(key(word[i], word[i + 1]));
+        if (it != merges_.end() && it->second.first < best_rank) {
+          best_rank = it->second.first;
+          merged = it->second.second;
+          best_pair = it->first;
+        }
+      }
+      if (merged < 0) break;
+      std::vector<std::int32_t> next;
+      for (std::size_t i = 0; i < word.size(); ++i) {
+        if (i + 1 < word.size() && key(word[i], word[i + 1]) == best_pair) {
+          next.push_back(merged);
+          ++i;
+        } else {
+          next.push_back(word[i]);
+        }
+      }
+      word.swap(next);
+    }
+    out.insert(out.end(), word.begin(), word.end());
+    std::lock_guard<std::mutex> lock(cache_mutex_);
+    if (cache_.size() < 1'000'000) cache_.emplace(std::string(piece), std::move(word));
+  }
+
+  std::vector<std::string> bytes_;
+  std::unordered_map<std::string, std::int32_t> ids_;
+  std::int32_t byte_id_[256] = {};
+  std::unordered_map<std::uint64_t, std::pair<std::int32_t, std::int32_t>, PairHash> merges_;
+  pcre2_code* regex_ = nullptr;
+  bool jit_ = false;
+  mutable std::mutex cache_mutex_;
+  mutable std::unordered_map<std::string, std::vector<std::int32_t>> cache_;
+};
+
+std::string load_vocabulary_file(const std::string& folder, const std::string& name) {
+  if (folder.empty()) {
+    const auto data = embedded_file("tokenizers/gpt2/" + name + ".gz");
+    if (!data) throw Error("the program was built without the GPT-2 vocabulary files");
+    return gunzip(*data, "embedded " + name);
+  }
+  for (const std::string& candidate : {name, name + ".gz"}) {
+    const std::filesystem::path p = std::filesystem::path(folder) / candidate;
+    if (std::filesystem::exists(p)) return read_text_file(p);
+  }
+  throw Error(fmt::format("{}: no {} (or {}.gz) there", folder, name, name));
+}
+
+}  // namespace
+
+std::unique_ptr<Tokenizer> make_gpt2_tokenizer(const std::string& folder) {
+  return std::make_unique<Gpt2Tokenizer>(load_vocabulary_file(folder, "encoder.json"),
+                                         load_vocabulary_file(folder, "vocab.bpe"),
+                                         folder.empty() ? "embedded GPT-2 vocabulary" : folder);
+}
+
+std::unique_ptr<Tokenizer> make_tokenizer(const std::string& name) {
+  if (name == "byte") return make_byte_tokenizer();
+  if (name == "gpt2") return make_gpt2_tokenizer("");
+  throw Error(fmt::format("unknown tokenizer '{}'; expected byte or gpt2", name));
+}
+
+}  // namespace quartet
