@@ -7,7 +7,7 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build pkg-config
   libgtest-dev libgmock-dev libbenchmark-dev
-  libopenblas-dev
+  libopenblas-openmp-dev
   libcli11-dev nlohmann-json3-dev libfmt-dev
   libpcre2-dev zlib1g-dev
   gnuplot-nox python3

@@ -13,5 +13,6 @@ struct Command {
 };
 
 Command add_quant_error_command(CLI::App& parent);
+Command add_train_command(CLI::App& parent);
 
 }  // namespace quartet::cli

@@ -14,6 +14,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
 
   std::vector<quartet::cli::Command> commands;
+  commands.push_back(quartet::cli::add_train_command(app));
   commands.push_back(quartet::cli::add_quant_error_command(app));
 
   // CLI11 reports an unknown command only as "a subcommand is required"; name it instead.

@@ -17,7 +17,7 @@ std::string format_duration(double seconds) {
 ProgressLine::ProgressLine(std::string label)
     : label_(std::move(label)), start_(std::chrono::steady_clock::now()), tty_(isatty(fileno(stderr)) != 0) {}
 
-void ProgressLine::update(long done, long total, const std::string& what) {
+void ProgressLine::update(long done, long total, const std::string& what, bool keep) {
   const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   const double eta = done > 0 ? elapsed * static_cast<double>(total - done) / static_cast<double>(done) : 0.0;
   const std::string line = fmt::format("{} [{}/{}] {}  elapsed {}  eta {}", label_, done, total, what,
@@ -25,8 +25,10 @@ void ProgressLine::update(long done, long total, const std::string& what) {
   if (tty_) {
     fmt::print(stderr, "\r\033[K{}", line);
     open_ = true;
-  } else {
+    if (keep) finish();
+  } else if (keep || done == total || last_logged_ < 0 || (done - last_logged_) * 20 >= total) {
     fmt::print(stderr, "{}\n", line);
+    last_logged_ = done;
   }
   std::fflush(stderr);
 }

@@ -164,12 +164,17 @@ std::vector<float> dequantize_impl(const QuantizedTensor& t, std::int64_t width,
     const std::uint8_t* code_row = t.codes.data() + r * t.code_row_bytes();
     float* out_row = out.data() + r * width;
     for (std::int64_t g = 0; g < groups; ++g) {
+      // The 16 possible values of this group: one exact product per code, then lookups.
       const float block = decode_scale(t.format, t.scales[static_cast<std::size_t>(scale_offset(t, r, g))]);
-      const std::int64_t end = std::min<std::int64_t>(width, (g + 1) * group);
-      for (std::int64_t c = g * group; c < end; ++c) {
+      float lut[16];
+      for (int code = 0; code < 16; ++code) {
+        const float v = e2m1_decode(static_cast<std::uint8_t>(code)) * block;  // exact
+        lut[code] = with_tensor_scale ? v * t.tensor_scale : v;
+      }
+      const std::int64_t begin = g * group, end = std::min<std::int64_t>(width, begin + group);
+      for (std::int64_t c = begin; c < end; ++c) {
         const std::uint8_t byte = code_row[c / 2];
-        const float v = e2m1_decode((c % 2 == 0) ? (byte & 0x0Fu) : (byte >> 4)) * block;  // exact
-        out_row[c] = with_tensor_scale ? v * t.tensor_scale : v;
+        out_row[c] = lut[(c % 2 == 0) ? (byte & 0x0Fu) : (byte >> 4)];
       }
     }
   }

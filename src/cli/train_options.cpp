@@ -1,0 +1,84 @@
+#include "cli/train_options.h"
+
+#include <fmt/format.h>
+
+#include <regex>
+
+#include "quartet/error.h"
+
+namespace quartet::cli {
+
+void add_train_options(CLI::App& app, TrainOptions& o) {
+  TrainConfig& c = o.config;
+  app.add_option("--model", c.model_size, "model size: tiny, 30m, 50m, 100m, 124m, 200m")->capture_default_str();
+  app.add_option("--d-model", c.model_overrides.d_model, "override the model width");
+  app.add_option("--layers", c.model_overrides.n_layers, "override the number of blocks");
+  app.add_option("--heads", c.model_overrides.n_heads, "override the number of attention heads");
+  app.add_option("--kv-heads", c.model_overrides.n_kv_heads, "override the number of key/value heads");
+  app.add_option("--ffn", c.model_overrides.ffn_hidden, "override the SwiGLU hidden size");
+  app.add_option("--bf16-blocks", o.bf16_blocks, "keep blocks in BF16, as 'first:N,last:M' (NVIDIA's published recipe)");
+  app.add_option("--data", c.data, "embedded:austen or a folder of shards made by `quartet prepare`")->capture_default_str();
+  app.add_option("--tokenizer", c.tokenizer, "byte or gpt2 (for the embedded corpus; shard folders name their own)");
+  app.add_option("--steps", c.steps, "optimizer steps")->capture_default_str();
+  app.add_option("--batch", c.batch, "sequences per micro-batch")->capture_default_str();
+  app.add_option("--seq", c.seq, "tokens per sequence")->capture_default_str();
+  app.add_option("--grad-accum", c.grad_accum, "micro-batches per step")->capture_default_str();
+  app.add_option("--lr", c.lr, "peak learning rate (warmup 10%, cosine to lr/10)")->capture_default_str();
+  app.add_option("--weight-decay", c.weight_decay, "AdamW weight decay on matrices")->capture_default_str();
+  app.add_option("--grad-clip", c.grad_clip, "gradient norm clip")->capture_default_str();
+  app.add_option("--seed", c.seed, "seed of initialisation and every random draw")->capture_default_str();
+  app.add_option("--eval-every", c.eval_every, "steps between evaluations (0: only at the end)")->capture_default_str();
+  app.add_option("--eval-batches", c.eval_batches, "validation batches per evaluation")->capture_default_str();
+  app.add_option("--device", c.device, "cpu or cuda")->capture_default_str();
+  app.add_flag("--forward-only", o.forward_only, "ablation: quantize only the forward pass");
+  app.add_flag("--backward-only", o.backward_only, "ablation: quantize only the backward pass");
+  app.add_option("--four-over-six", o.four_over_six, "ablation: 4/6 in the forward pass on or off");
+  app.add_option("--backward-rotation", o.backward_rotation, "ablation: backward RHT size 16, 32 or 128");
+  app.add_option("--eden-group", o.eden_group, "ablation: MS-EDEN correction group 16 (canonical) or 128 (research)");
+  app.add_option("--forward-clip", o.forward_clip, "ablation: RTN clip factor of the forward quantizers");
+  app.add_option("--backward-headroom", o.backward_headroom, "ablation: SR / MS-EDEN headroom");
+  app.add_option("--backward-clip", o.backward_clip, "ablation: MS-EDEN clip");
+  app.add_option("--backward-quantizer", o.backward_quantizer, "research: replace every backward quantizer");
+}
+
+TrainConfig TrainOptions::resolve() const {
+  TrainConfig c = config;
+  if (!bf16_blocks.empty()) {
+    const std::regex pattern(R"(first:(\d+),last:(\d+))");
+    std::smatch m;
+    if (!std::regex_match(bf16_blocks, m, pattern)) {
+      throw Error(fmt::format("--bf16-blocks '{}' is not of the form first:N,last:M", bf16_blocks));
+    }
+    c.model_overrides.bf16_blocks_first = std::stoll(m[1]);
+    c.model_overrides.bf16_blocks_last = std::stoll(m[2]);
+  }
+  RecipeOptions& r = c.recipe_options;
+  if (forward_only && backward_only) throw Error("--forward-only and --backward-only exclude each other");
+  r.quantize_backward = !forward_only;
+  r.quantize_forward = !backward_only;
+  if (!four_over_six.empty()) {
+    if (four_over_six != "on" && four_over_six != "off") {
+      throw Error(fmt::format("--four-over-six must be on or off, got '{}'", four_over_six));
+    }
+    r.four_over_six = four_over_six == "on";
+  }
+  if (backward_rotation) r.backward_rotation = backward_rotation;
+  if (eden_group) r.eden_group = eden_group;
+  if (forward_clip) r.forward_clip = forward_clip;
+  if (backward_headroom) r.backward_headroom = backward_headroom;
+  if (backward_clip) r.backward_clip = backward_clip;
+  if (!backward_quantizer.empty()) r.backward_quantizer = parse_quantizer(backward_quantizer);
+  c.validate();
+  make_recipe(c.recipe, r);  // reject impossible ablations now, before any work
+  return c;
+}
+
+std::string step_summary(const StepMetrics& m) {
+  std::string s = fmt::format("loss {:.4f} | lr {:.2e} | grad {:.3f} | {:.0f} tok/s", m.loss, m.lr, m.grad_norm,
+                              m.tokens_per_second);
+  if (m.skipped) s += fmt::format(" | skipped {}", m.skipped);
+  if (m.val_loss) s += fmt::format(" | val {:.4f} ({:.3f} bpb)", *m.val_loss, *m.val_bpb);
+  return s;
+}
+
+}  // namespace quartet::cli
