@@ -97,6 +97,29 @@ LlamaConfig llama_preset(const std::string& size, std::int64_t vocab_size) {
   return c;
 }
 
+void check_recipe_fits(const LlamaConfig& c, const Recipe& r, std::int64_t tokens) {
+  const std::int64_t hd = c.head_dim();
+  const struct {
+    const char* name;
+    std::int64_t k, n;
+  } linears[] = {{"qkv_proj", c.d_model, (c.n_heads + 2 * c.n_kv_heads) * hd},
+                 {"o_proj", c.n_heads * hd, c.d_model},
+                 {"gate_up_proj", c.d_model, 2 * c.ffn()},
+                 {"down_proj", c.ffn(), c.d_model}};
+  const auto check = [&](const char* layer, const char* gemm, const char* dim, std::int64_t size, int rotation) {
+    if (rotation > 0 && size % rotation != 0) {
+      throw Error(fmt::format("recipe {} rotates the {} GEMM of {} with RHT-{} along {} = {}, which is not a multiple of "
+                              "{}",
+                              r.name, gemm, layer, rotation, dim, size, rotation));
+    }
+  };
+  for (const auto& l : linears) {
+    check(l.name, "forward", "its input features", l.k, r.fwd_x.rotation);
+    check(l.name, "dgrad", "its output features", l.n, r.dgrad_e.rotation);
+    check(l.name, "wgrad", "the tokens per micro-batch (batch x seq)", tokens, r.wgrad_et.rotation);
+  }
+}
+
 struct LlamaModel::Activations {
   struct Block {
     Tensor x_in, rstd_attn, qkv, x_mid, rstd_mlp, gate_up;

@@ -35,7 +35,7 @@ void check_input(ConstMatrixView x, const Rotation& rotation) {
     const float* row = x.data + r * x.ld;
     for (std::int64_t c = 0; c < x.cols; ++c) {
       if (!std::isfinite(row[c])) {
-        throw Error(fmt::format("quantize: input element ({}, {}) of the {} x {} tensor is {}; quantizers need "
+        throw NonFiniteError(fmt::format("quantize: input element ({}, {}) of the {} x {} tensor is {}; quantizers need "
                                 "finite values",
                                 r, c, x.rows, x.cols, row[c]));
       }

@@ -236,6 +236,7 @@ TrainResult run(TrainConfig c, const std::filesystem::path& checkpoint, const nl
   const std::unique_ptr<Tokenizer> tokenizer = make_tokenizer(data.tokenizer);
   const LlamaConfig mc = model_config(c, tokenizer->vocab_size());
   const Recipe recipe = make_recipe(c.recipe, c.recipe_options);
+  check_recipe_fits(mc, recipe, c.batch * c.seq);
   BatchLoader loader(data.train, c.batch, c.seq, "training");
   LlamaModel model(*backend, mc, recipe, c.seed);
   AdamState adam;
@@ -311,23 +312,35 @@ TrainResult run(TrainConfig c, const std::filesystem::path& checkpoint, const nl
     m.lr = learning_rate(c, step);
     model.zero_grads();
     double loss_sum = 0;
+    std::string non_finite;  // why the step cannot be applied, if it cannot
     for (std::int64_t micro = 0; micro < c.grad_accum; ++micro) {
-      loader.next(inputs, targets);
+      loader.next(inputs, targets);  // consumed even by a failing step, so data stays aligned
+      if (!non_finite.empty()) continue;
       backend->upload_tokens(tok, inputs);
       backend->upload_tokens(tgt, targets);
       const auto call = static_cast<std::uint32_t>(step * c.grad_accum + micro + 1);
-      loss_sum += model.forward_backward(tok, tgt, c.batch, c.seq, grad_scale, call);
+      try {
+        loss_sum += model.forward_backward(tok, tgt, c.batch, c.seq, grad_scale, call);
+      } catch (const NonFiniteError& e) {
+        non_finite = e.what();  // a quantizer met an overflowed activation or gradient
+        loss_sum = NAN;
+      }
     }
     tokens_seen += c.tokens_per_step();
     m.loss = loss_sum * grad_scale;
     double sq = 0;
-    for (Parameter& p : model.parameters()) sq += backend->sum_of_squares(p.grad);
-    m.grad_norm = std::sqrt(sq);
+    if (non_finite.empty()) {
+      for (Parameter& p : model.parameters()) sq += backend->sum_of_squares(p.grad);
+    }
+    m.grad_norm = non_finite.empty() ? std::sqrt(sq) : NAN;
     if (!std::isfinite(m.loss) || !std::isfinite(m.grad_norm)) {
       ++skipped;
       m.was_skipped = true;
-      log(fmt::format("step {}: non-finite {} (loss {}, gradient norm {}); the update is skipped ({} skipped so far)",
-                      m.step, std::isfinite(m.loss) ? "gradient" : "loss", m.loss, m.grad_norm, skipped));
+      if (non_finite.empty()) {
+        non_finite = fmt::format("non-finite {} (loss {}, gradient norm {})", std::isfinite(m.loss) ? "gradient" : "loss",
+                                 m.loss, m.grad_norm);
+      }
+      log(fmt::format("step {}: {}; the update is skipped ({} skipped so far)", m.step, non_finite, skipped));
     } else {
       if (m.grad_norm > c.grad_clip) {
         for (Parameter& p : model.parameters()) backend->scale(p.grad, c.grad_clip / m.grad_norm);

@@ -45,6 +45,11 @@ struct LlamaConfig {
 LlamaConfig llama_preset(const std::string& size, std::int64_t vocab_size);
 const std::vector<std::string>& llama_preset_names();
 
+// Checks that every linear layer's GEMMs fit the recipe's rotations (each RHT size must divide
+// its GEMM's reduction dimension: K forward, N for dgrad, the micro-batch's tokens for
+// wgrad). Throws Error naming the layer and the dimension.
+void check_recipe_fits(const LlamaConfig& config, const Recipe& recipe, std::int64_t tokens_per_micro_batch);
+
 struct Parameter {
   std::string name;  // Hugging Face name (fused qkv_proj / gate_up_proj inside blocks)
   Tensor value;      // FP32 master weight

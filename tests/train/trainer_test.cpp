@@ -1,0 +1,193 @@
+#include "quartet/train/trainer.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include "quartet/error.h"
+#include "quartet/train/checkpoint.h"
+#include "quartet/util/files.h"
+#include "support/temp_dir.h"
+
+namespace quartet {
+namespace {
+
+// A run small enough for the test suite: the tiny model on 2 x 64-token sequences (128 tokens
+// per step: the multiple of 128 the RHT-128 along the token dimension needs).
+TrainConfig small_run(const std::string& recipe, std::int64_t steps) {
+  TrainConfig c;
+  c.recipe = recipe;
+  c.steps = steps;
+  c.batch = 2;
+  c.seq = 64;
+  c.lr = 3e-3;
+  c.eval_every = 0;
+  c.eval_batches = 2;
+  c.seed = 11;
+  return c;
+}
+
+double mean_loss(const TrainResult& r, std::size_t from, std::size_t to) {
+  double s = 0;
+  for (std::size_t i = from; i < to; ++i) s += r.history[i].loss;
+  return s / static_cast<double>(to - from);
+}
+
+class EveryRecipe : public ::testing::TestWithParam<std::string> {};
+
+// Every recipe trains: the loss is finite throughout and falls from the uniform ln(257) = 5.55
+// (the first steps) to below 4 within 30 steps (bf16 reaches ~3.3 here).
+TEST_P(EveryRecipe, TrainsATinyModelWithFallingLoss) {
+  const TrainResult r = train(small_run(GetParam(), 30));
+  ASSERT_EQ(r.history.size(), 30u);
+  for (const StepMetrics& m : r.history) {
+    ASSERT_TRUE(std::isfinite(m.loss)) << "step " << m.step;
+    ASSERT_FALSE(m.was_skipped) << "step " << m.step;
+  }
+  EXPECT_NEAR(mean_loss(r, 0, 2), std::log(257.0), 0.3);
+  EXPECT_LT(mean_loss(r, 25, 30), 4.0);
+  EXPECT_LT(mean_loss(r, 25, 30), mean_loss(r, 0, 5) - 1.0);
+  EXPECT_TRUE(std::isfinite(r.final_val_loss));
+  EXPECT_GT(r.final_val_bpb, 0.0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Recipes, EveryRecipe,
+                         ::testing::Values("bf16", "nvidia", "nvidia+4/6", "tetrajet2", "quartet2", "quartet1",
+                                           "quartet1-sr"),
+                         [](const auto& param_info) {
+                           std::string n = param_info.param;
+                           for (char& ch : n) {
+                             if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
+                           }
+                           return n;
+                         });
+
+TEST(Trainer, DeterministicFromTheSeed) {
+  const TrainResult a = train(small_run("quartet2", 4)), b = train(small_run("quartet2", 4));
+  TrainConfig other = small_run("quartet2", 4);
+  other.seed = 12;
+  const TrainResult c = train(other);
+  for (std::size_t i = 0; i < 4; ++i) {
+    EXPECT_EQ(a.history[i].loss, b.history[i].loss);
+    EXPECT_EQ(a.history[i].grad_norm, b.history[i].grad_norm);
+  }
+  EXPECT_NE(a.history[3].loss, c.history[3].loss);
+}
+
+// A run interrupted at a checkpoint and resumed is bitwise the same as one that never stopped:
+// same per-step losses and gradient norms, same final weights and optimizer moments.
+TEST(Trainer, ResumeIsBitwiseIdentical) {
+  testing::TempDir full_dir, part_dir;
+  TrainConfig c = small_run("quartet2", 8);
+  c.grad_accum = 2;
+  c.eval_every = 4;
+  c.out_dir = full_dir.str();
+  const TrainResult full = train(c);
+  c.out_dir = part_dir.str();
+  c.save_every = 3;
+  c.steps = 8;
+  // Stop after step 5 by running to 5 and keeping only the checkpoint of step 3.
+  TrainConfig first = c;
+  first.steps = 8;
+  train(first);
+  const std::string step3 = part_dir.str() + "/checkpoints/step-000003";
+  ASSERT_TRUE(std::filesystem::exists(step3));
+  ResumeOptions o;
+  o.save_every = 0;
+  const TrainResult resumed = resume(step3, o);
+  ASSERT_EQ(resumed.history.size(), 5u);
+  for (std::size_t i = 0; i < 5; ++i) {
+    EXPECT_EQ(resumed.history[i].step, full.history[i + 3].step);
+    EXPECT_EQ(resumed.history[i].loss, full.history[i + 3].loss) << "step " << resumed.history[i].step;
+    EXPECT_EQ(resumed.history[i].grad_norm, full.history[i + 3].grad_norm);
+  }
+  EXPECT_EQ(resumed.final_val_loss, full.final_val_loss);
+  EXPECT_EQ(read_file(full_dir.str() + "/checkpoints/step-000008/model.safetensors"),
+            read_file(part_dir.str() + "/checkpoints/step-000008/model.safetensors"));
+  EXPECT_EQ(read_file(full_dir.str() + "/checkpoints/step-000008/optimizer.safetensors"),
+            read_file(part_dir.str() + "/checkpoints/step-000008/optimizer.safetensors"));
+  // metrics.jsonl was rewound to the checkpoint and continued: one line per step, in order.
+  std::ifstream in(part_dir.str() + "/metrics.jsonl");
+  std::string line;
+  std::int64_t expected = 1;
+  while (std::getline(in, line)) EXPECT_EQ(nlohmann::json::parse(line).at("step").get<std::int64_t>(), expected++);
+  EXPECT_EQ(expected, 9);
+}
+
+TEST(Trainer, MetricsFileHasOneObjectPerStep) {
+  testing::TempDir dir;
+  TrainConfig c = small_run("bf16", 3);
+  c.out_dir = dir.str();
+  train(c);
+  std::ifstream in(dir.str() + "/metrics.jsonl");
+  std::string line;
+  int n = 0;
+  while (std::getline(in, line)) {
+    const auto j = nlohmann::json::parse(line);
+    EXPECT_EQ(j.at("step").get<int>(), ++n);
+    for (const char* key : {"loss", "tokens", "lr", "grad_norm", "tokens_per_s", "skipped"}) EXPECT_TRUE(j.contains(key)) << key;
+  }
+  EXPECT_EQ(n, 3);
+  EXPECT_TRUE(std::filesystem::exists(dir.str() + "/checkpoints/latest"));
+}
+
+// A learning rate that blows the weights up makes later steps non-finite: they are skipped and
+// counted, never applied, and the run goes on.
+TEST(Trainer, NonFiniteStepsAreSkippedAndCounted) {
+  for (const char* recipe : {"bf16", "quartet2"}) {
+    TrainConfig c = small_run(recipe, 4);
+    c.lr = 1e30;
+    c.warmup_fraction = 0;
+    std::vector<std::string> logs;
+    TrainCallbacks cb;
+    cb.log = [&](const std::string& s) { logs.push_back(s); };
+    const TrainResult r = train(c, cb);
+    EXPECT_FALSE(r.history[0].was_skipped) << recipe;
+    EXPECT_GE(r.skipped_steps, 2) << recipe;
+    EXPECT_EQ(r.history.back().skipped, r.skipped_steps);
+    bool logged = false;
+    for (const auto& l : logs) logged |= l.find("skipped") != std::string::npos;
+    EXPECT_TRUE(logged) << recipe;
+  }
+}
+
+TEST(Trainer, LearningRateScheduleWarmsUpAndDecays) {
+  TrainConfig c;
+  c.steps = 1000;
+  c.lr = 1.0;
+  EXPECT_DOUBLE_EQ(learning_rate(c, 0), 0.01);
+  EXPECT_NEAR(learning_rate(c, 50), 0.01 + 0.99 * 0.5, 1e-12);
+  EXPECT_DOUBLE_EQ(learning_rate(c, 100), 1.0);
+  EXPECT_NEAR(learning_rate(c, 999), 0.1, 1e-12);
+  for (std::int64_t s = 100; s < 999; ++s) EXPECT_LE(learning_rate(c, s + 1), learning_rate(c, s));
+}
+
+TEST(Trainer, BadConfigurationsAreRejectedBeforeAnythingIsWritten) {
+  testing::TempDir dir;
+  const auto rejects = [&](auto mutate, const char* fragment) {
+    TrainConfig c = small_run("quartet2", 2);
+    c.out_dir = dir.str() + "/run";
+    mutate(c);
+    try {
+      train(c);
+      ADD_FAILURE() << "expected an error mentioning " << fragment;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
+    }
+    EXPECT_FALSE(std::filesystem::exists(dir.str() + "/run")) << fragment;
+    std::filesystem::remove_all(dir.str() + "/run");
+  };
+  rejects([](TrainConfig& c) { c.steps = 0; }, "--steps");
+  rejects([](TrainConfig& c) { c.recipe = "fp3"; }, "fp3");
+  rejects([](TrainConfig& c) { c.model_size = "7b"; }, "7b");
+  rejects([](TrainConfig& c) { c.data = "/no/such/folder"; }, "/no/such/folder");
+  rejects([](TrainConfig& c) { c.tokenizer = "sentencepiece"; }, "sentencepiece");
+  rejects([](TrainConfig& c) { c.batch = 1000000; }, "fewer than one batch");
+  rejects([](TrainConfig& c) { c.seq = 32; }, "multiple of 128");  // 2 x 32 tokens for RHT-128
+  rejects([](TrainConfig& c) { c.model_overrides.n_heads = 3; }, "n_heads");
+}
+
+}  // namespace
+}  // namespace quartet
