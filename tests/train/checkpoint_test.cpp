@@ -1,0 +1,164 @@
+// Corrupt, truncated or mismatched checkpoints get a clear error naming the file, and a failed
+// resume leaves every file as it was.
+#include "quartet/train/checkpoint.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "quartet/error.h"
+#include "quartet/train/trainer.h"
+#include "quartet/util/files.h"
+#include "quartet/util/safetensors.h"
+#include "support/temp_dir.h"
+
+namespace quartet {
+namespace {
+
+namespace fs = std::filesystem;
+
+class Checkpoints : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new testing::TempDir();
+    TrainConfig c;
+    c.recipe = "bf16";
+    c.steps = 2;
+    c.batch = 2;
+    c.seq = 64;
+    c.eval_batches = 1;
+    c.out_dir = (dir_->path() / "run").string();
+    train(c);
+  }
+  static void TearDownTestSuite() { delete dir_; }
+
+  // A fresh copy of the good run, to corrupt.
+  fs::path copy() {
+    const fs::path to = dir_->path() / ("copy" + std::to_string(n_++));
+    fs::copy(dir_->path() / "run", to, fs::copy_options::recursive);
+    return to;
+  }
+
+  void expect_resume_error(const fs::path& run, const std::string& fragment) {
+    const fs::path ckpt = run / "checkpoints" / "step-000002";
+    std::map<std::string, std::string> before;
+    for (const auto& e : fs::recursive_directory_iterator(run)) {
+      if (e.is_regular_file()) before[e.path().string()] = read_file(e.path());
+    }
+    ResumeOptions o;
+    o.steps = 3;
+    try {
+      resume(run.string(), o);
+      ADD_FAILURE() << "expected an error containing '" << fragment << "'";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
+    }
+    for (const auto& [path, bytes] : before) EXPECT_EQ(read_file(path), bytes) << path << " changed";
+    (void)ckpt;
+  }
+
+  static testing::TempDir* dir_;
+  static inline int n_ = 0;
+};
+
+testing::TempDir* Checkpoints::dir_ = nullptr;
+
+TEST_F(Checkpoints, TheGoodOneResumes) {
+  const fs::path run = copy();
+  EXPECT_EQ(resolve_checkpoint(run), run / "checkpoints" / "step-000002");
+  ResumeOptions o;
+  o.steps = 3;
+  EXPECT_EQ(resume(run.string(), o).history.size(), 1u);
+}
+
+TEST_F(Checkpoints, TruncatedWeights) {
+  const fs::path run = copy();
+  const fs::path f = run / "checkpoints/step-000002/model.safetensors";
+  const std::string bytes = read_file(f);
+  write_file_atomic(f, bytes.substr(0, bytes.size() - 100));
+  expect_resume_error(run, "model.safetensors");
+}
+
+TEST_F(Checkpoints, CorruptHeader) {
+  const fs::path run = copy();
+  const fs::path f = run / "checkpoints/step-000002/optimizer.safetensors";
+  std::string bytes = read_file(f);
+  bytes[8] = '#';  // the header's opening brace
+  write_file_atomic(f, bytes);
+  expect_resume_error(run, "not valid JSON");
+  write_file_atomic(f, std::string("\xff\xff\xff\xff\xff\xff\xff\x7f", 8) + bytes.substr(8));
+  expect_resume_error(run, "header length");
+}
+
+TEST_F(Checkpoints, MissingTensor) {
+  const fs::path run = copy();
+  const fs::path f = run / "checkpoints/step-000002/model.safetensors";
+  SafeTensors t = read_safetensors(f);
+  t.tensors.erase("model.norm.weight");
+  write_safetensors(f, t);
+  expect_resume_error(run, "model.norm.weight");
+}
+
+TEST_F(Checkpoints, MismatchedModelConfiguration) {
+  const fs::path run = copy();
+  const fs::path f = run / "checkpoints/step-000002/state.json";
+  auto state = nlohmann::json::parse(read_file(f));
+  state["config"]["model_overrides"]["ffn_hidden"] = 256;  // the weights were made with 512
+  write_file_atomic(f, state.dump());
+  expect_resume_error(run, "gate_up_proj");
+}
+
+TEST_F(Checkpoints, StateProblems) {
+  const fs::path run = copy();
+  const fs::path f = run / "checkpoints/step-000002/state.json";
+  const std::string good = read_file(f);
+  auto state = nlohmann::json::parse(good);
+  state["version"] = 99;
+  write_file_atomic(f, state.dump());
+  expect_resume_error(run, "version 99");
+  state = nlohmann::json::parse(good);
+  state["data"]["fingerprint"] = "1:0";
+  write_file_atomic(f, state.dump());
+  expect_resume_error(run, "training data differs");
+  write_file_atomic(f, "{");
+  expect_resume_error(run, "state.json");
+  fs::remove(f);
+  expect_resume_error(run, "not a complete checkpoint");
+}
+
+TEST_F(Checkpoints, LatestPointingNowhere) {
+  const fs::path run = copy();
+  write_file_atomic(run / "checkpoints/latest", "step-000099\n");
+  expect_resume_error(run, "step-000099");
+  EXPECT_THROW(resolve_checkpoint(dir_->path() / "nothing-here"), Error);
+}
+
+TEST_F(Checkpoints, NothingLeftToDo) {
+  const fs::path run = copy();
+  ResumeOptions o;
+  o.steps = 2;
+  EXPECT_THROW(resume(run.string(), o), Error);
+}
+
+TEST(SafeTensors, RoundTripAndStrictReading) {
+  testing::TempDir dir;
+  SafeTensors t;
+  t.tensors["a"] = make_f32_tensor({2, 3}, {1, 2, 3, 4, 5, 6.5});
+  t.tensors["b"] = make_f32_tensor({1}, {-1});
+  t.metadata["format"] = "pt";
+  write_safetensors(dir.path() / "x.safetensors", t);
+  const SafeTensors back = read_safetensors(dir.path() / "x.safetensors");
+  EXPECT_EQ(tensor_values(back.get("a", "F32", {2, 3})), (std::vector<double>{1, 2, 3, 4, 5, 6.5}));
+  EXPECT_EQ(back.metadata.at("format"), "pt");
+  EXPECT_THROW(back.get("a", "F32", {3, 2}), Error);
+  EXPECT_THROW(back.get("c", "F32", {1}), Error);
+  // The header length is a multiple of 8 and offsets are contiguous (the format's rules).
+  const std::string bytes = read_file(dir.path() / "x.safetensors");
+  std::uint64_t n;
+  std::memcpy(&n, bytes.data(), 8);
+  EXPECT_EQ(n % 8, 0u);
+  EXPECT_EQ(bytes.size(), 8 + n + 28);
+}
+
+}  // namespace
+}  // namespace quartet
