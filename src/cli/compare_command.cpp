@@ -1,0 +1,186 @@
+// `quartet compare`: train the same model on the same data with the same seed under several
+// recipes, then print a table of final losses and gaps to bf16 and draw the loss curves
+// (gnuplot, PNG).
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "cli/commands.h"
+#include "cli/progress.h"
+#include "cli/train_options.h"
+#include "quartet/error.h"
+#include "quartet/util/files.h"
+
+namespace quartet::cli {
+
+namespace {
+
+struct CompareOptions {
+  TrainOptions train;
+  std::string recipes = "bf16,nvidia,tetrajet2,quartet2";
+  std::string out = "compare";
+  bool no_plot = false;
+  bool quiet = false;
+};
+
+std::string folder_name(const std::string& recipe) {
+  std::string s = recipe;
+  for (char& c : s) {
+    if (c == '/' || c == '+') c = '_';
+  }
+  return s;
+}
+
+bool gnuplot_available() { return std::system("gnuplot --version > /dev/null 2>&1") == 0; }
+
+struct RecipeRun {
+  std::string recipe;
+  TrainResult result;
+};
+
+// Exponential moving average of the training loss, so the curves are readable.
+std::vector<double> smoothed_losses(const TrainResult& r) {
+  std::vector<double> out;
+  double ema = 0;
+  for (std::size_t i = 0; i < r.history.size(); ++i) {
+    ema = i == 0 ? r.history[i].loss : 0.9 * ema + 0.1 * r.history[i].loss;
+    out.push_back(ema);
+  }
+  return out;
+}
+
+void plot(const std::filesystem::path& dir, const std::vector<RecipeRun>& runs, const TrainConfig& c) {
+  std::string curves_all, curves_zoom;
+  double lo = 1e30, hi = -1e30;
+  for (std::size_t k = 0; k < runs.size(); ++k) {
+    const auto& r = runs[k].result;
+    const std::vector<double> ema = smoothed_losses(r);
+    std::ostringstream train_dat, val_dat;
+    for (std::size_t i = 0; i < r.history.size(); ++i) {
+      train_dat << r.history[i].step << " " << r.history[i].loss << " " << ema[i] << "\n";
+      if (r.history[i].val_loss) val_dat << r.history[i].step << " " << *r.history[i].val_loss << "\n";
+      if (i >= r.history.size() / 2) {  // the zoomed panel shows the second half, train and val
+        lo = std::min({lo, ema[i], r.history[i].val_loss.value_or(ema[i])});
+        hi = std::max({hi, ema[i], r.history[i].val_loss.value_or(ema[i])});
+      }
+    }
+    const std::string name = folder_name(runs[k].recipe);
+    write_file_atomic(dir / (name + ".train.dat"), train_dat.str());
+    write_file_atomic(dir / (name + ".val.dat"), val_dat.str());
+    const std::string sep = k == 0 ? "" : ", \\\n  ";
+    const std::string lines = fmt::format(
+        "{}'{}.train.dat' using 1:3 with lines lw 2 lc {} title '{} (train, EMA)', '{}.val.dat' using 1:2 with "
+        "linespoints pt 7 ps 0.8 dt 2 lc {} title '{} (val)'",
+        sep, name, k + 1, runs[k].recipe, name, k + 1, runs[k].recipe);
+    curves_all += lines;
+    curves_zoom += lines;
+  }
+  const double pad = 0.1 * (hi - lo) + 1e-3;
+  const std::string script = fmt::format(
+      "set terminal pngcairo size 1400,600 font ',10'\n"
+      "set output 'loss.png'\n"
+      "set multiplot layout 1,2 title 'quartet compare: model {}, {} steps of {} tokens, seed {}, data {}'\n"
+      "set grid\nset xlabel 'step'\nset ylabel 'loss (nats per token)'\nset key top right\n"
+      "set title 'whole run'\nplot {}\n"
+      "set title 'second half (zoomed)'\nset xrange [{}:*]\nset yrange [{}:{}]\nplot {}\n"
+      "unset multiplot\n",
+      c.model_size, c.steps, c.tokens_per_step(), c.seed, c.data, curves_all, c.steps / 2, lo - pad, hi + pad, curves_zoom);
+  write_file_atomic(dir / "loss.gnuplot", script);
+  const std::string cmd = fmt::format("cd '{}' && gnuplot loss.gnuplot 2>&1", dir.string());
+  if (std::system(cmd.c_str()) != 0) throw Error(fmt::format("gnuplot failed on {}/loss.gnuplot", dir.string()));
+}
+
+}  // namespace
+
+Command add_compare_command(CLI::App& parent) {
+  auto o = std::make_shared<CompareOptions>();
+  CLI::App* app = parent.add_subcommand(
+      "compare", "Train under several recipes with the same seed and data; print a table and plot the loss curves");
+  app->set_config("--config", "", "read options from a TOML file (flags given on the command line override it)");
+  app->add_option("--recipes", o->recipes, "comma-separated recipes")->capture_default_str();
+  add_train_options(*app, o->train);
+  app->add_option("--out", o->out, "folder for the runs, compare.json and loss.png")->capture_default_str();
+  app->add_flag("--no-plot", o->no_plot, "do not draw loss.png (no gnuplot needed)");
+  app->add_flag("--quiet", o->quiet, "no progress line");
+
+  Command command;
+  command.app = app;
+  command.run = [o]() {
+    std::vector<std::string> recipes;
+    std::stringstream ss(o->recipes);
+    for (std::string r; std::getline(ss, r, ',');) {
+      if (r.empty()) throw Error(fmt::format("--recipes '{}' has an empty entry", o->recipes));
+      recipes.push_back(r);
+    }
+    // Validate everything before the first (long) run starts.
+    std::vector<TrainConfig> configs;
+    for (const std::string& r : recipes) {
+      TrainOptions t = o->train;
+      t.config.recipe = r;
+      t.config.out_dir = (std::filesystem::path(o->out) / folder_name(r)).string();
+      configs.push_back(t.resolve());
+    }
+    if (!o->no_plot && !gnuplot_available()) {
+      throw Error("gnuplot is not installed (Debian: apt-get install gnuplot-nox); install it or pass --no-plot");
+    }
+    std::filesystem::create_directories(o->out);
+
+    std::vector<RecipeRun> runs;
+    for (std::size_t i = 0; i < configs.size(); ++i) {
+      fmt::print(stderr, "[{}/{}] recipe {}\n", i + 1, configs.size(), recipes[i]);
+      ProgressLine progress("  " + recipes[i]);
+      TrainCallbacks cb;
+      cb.on_step = [&](const StepMetrics& m) {
+        if (!o->quiet) progress.update(m.step, configs[i].steps, step_summary(m), m.val_loss.has_value());
+      };
+      runs.push_back({recipes[i], train(configs[i], cb)});
+      progress.finish();
+    }
+
+    const RecipeRun* bf16 = nullptr;
+    for (const auto& r : runs) {
+      if (r.recipe == "bf16") bf16 = &r;
+    }
+    nlohmann::json table = nlohmann::json::array();
+    fmt::print("\n{:<14} {:>12} {:>10} {:>10} {:>12} {:>10}\n", "recipe", "train loss", "val loss", "val bpb",
+               "gap to bf16", "tok/s");
+    for (const auto& r : runs) {
+      const auto& h = r.result.history;
+      double train_tail = 0, tps = 0;
+      const std::size_t from = h.size() - std::max<std::size_t>(1, h.size() / 10);
+      for (std::size_t i = from; i < h.size(); ++i) train_tail += h[i].loss / static_cast<double>(h.size() - from);
+      for (const auto& m : h) tps += m.tokens_per_second / static_cast<double>(h.size());
+      const std::string gap = bf16 ? fmt::format("{:+.4f}", r.result.final_val_loss - bf16->result.final_val_loss) : "-";
+      fmt::print("{:<14} {:>12.4f} {:>10.4f} {:>10.4f} {:>12} {:>10.0f}\n", r.recipe, train_tail, r.result.final_val_loss,
+                 r.result.final_val_bpb, gap, tps);
+      nlohmann::json row = {{"recipe", r.recipe},
+                            {"train_loss_last_10pct", train_tail},
+                            {"val_loss", r.result.final_val_loss},
+                            {"val_bpb", r.result.final_val_bpb},
+                            {"tokens_per_s", tps},
+                            {"skipped_steps", r.result.skipped_steps},
+                            {"seconds", r.result.seconds}};
+      if (bf16) row["gap_to_bf16"] = r.result.final_val_loss - bf16->result.final_val_loss;
+      table.push_back(row);
+    }
+    const nlohmann::json report = {{"config", configs.front().to_json()}, {"results", table}};
+    write_file_atomic(std::filesystem::path(o->out) / "compare.json", report.dump(2) + "\n");
+    fmt::print("\n(train loss: mean of the last 10% of steps; val loss and bits per byte: final evaluation)\n");
+    fmt::print("wrote {}/compare.json", o->out);
+    if (!o->no_plot) {
+      plot(o->out, runs, configs.front());
+      fmt::print(" and {}/loss.png", o->out);
+    }
+    fmt::print("\n");
+    return 0;
+  };
+  return command;
+}
+
+}  // namespace quartet::cli
