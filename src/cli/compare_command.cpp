@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "cli/commands.h"
+#include "cli/config_file.h"
 #include "cli/progress.h"
 #include "cli/train_options.h"
 #include "quartet/error.h"
@@ -23,6 +24,7 @@ namespace {
 
 struct CompareOptions {
   TrainOptions train;
+  std::string config_file;
   std::string recipes = "bf16,nvidia,tetrajet2,quartet2";
   std::string out = "compare";
   bool no_plot = false;
@@ -102,7 +104,8 @@ Command add_compare_command(CLI::App& parent) {
   auto o = std::make_shared<CompareOptions>();
   CLI::App* app = parent.add_subcommand(
       "compare", "Train under several recipes with the same seed and data; print a table and plot the loss curves");
-  app->set_config("--config", "", "read options from a TOML file (flags given on the command line override it)");
+  app->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  add_config_option(*app, o->config_file);
   app->add_option("--recipes", o->recipes, "comma-separated recipes")->capture_default_str();
   add_train_options(*app, o->train);
   app->add_option("--out", o->out, "folder for the runs, compare.json and loss.png")->capture_default_str();

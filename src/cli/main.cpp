@@ -1,11 +1,13 @@
 #include <fmt/format.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <exception>
 #include <string>
 #include <vector>
 
 #include "cli/commands.h"
+#include "cli/config_file.h"
 #include "quartet/error.h"
 
 int main(int argc, char** argv) {
@@ -34,9 +36,15 @@ int main(int argc, char** argv) {
     }
   }
   try {
-    app.parse(argc, argv);
+    std::vector<std::string> args(argv + 1, argv + argc);
+    args = quartet::cli::expand_config_files(app, std::move(args));
+    std::reverse(args.begin(), args.end());  // CLI11 takes the arguments in reverse order
+    app.parse(args);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
+  } catch (const quartet::Error& e) {
+    fmt::print(stderr, "quartet: error: {}\n", e.what());
+    return 2;
   }
   try {
     for (const auto& command : commands) {

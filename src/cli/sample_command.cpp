@@ -6,6 +6,7 @@
 #include "cli/commands.h"
 #include "quartet/data/tokenizer.h"
 #include "quartet/error.h"
+#include "quartet/util/text.h"
 #include "quartet/nn/generate.h"
 #include "quartet/train/checkpoint.h"
 #include "quartet/train/trainer.h"
@@ -52,7 +53,8 @@ Command add_sample_command(CLI::App& parent) {
     s.stop_token = tokenizer->eot();
     for (int i = 0; i < o->count; ++i) {
       if (o->count > 1) fmt::print("--- sample {} ---\n", i + 1);
-      fmt::print("{}{}\n", o->prompt, tokenizer->decode(generate(*backend, model, prompt, s)));
+      // A byte-level model can emit bytes that are not UTF-8: print them as U+FFFD.
+      fmt::print("{}{}\n", o->prompt, sanitize_utf8(tokenizer->decode(generate(*backend, model, prompt, s))));
       ++s.seed;
     }
     return 0;

@@ -7,10 +7,12 @@
 #include <memory>
 
 #include "cli/commands.h"
+#include "cli/config_file.h"
 #include "cli/progress.h"
 #include "cli/train_options.h"
 #include "quartet/data/tokenizer.h"
 #include "quartet/error.h"
+#include "quartet/util/text.h"
 #include "quartet/nn/generate.h"
 #include "quartet/train/checkpoint.h"
 
@@ -20,6 +22,7 @@ namespace {
 
 struct TrainCommandOptions {
   TrainOptions train;
+  std::string config_file;
   std::string resume;
   std::int64_t sample_tokens = 200;
   bool quiet = false;
@@ -29,7 +32,8 @@ std::string sample_text(Backend& backend, LlamaModel& model, const Tokenizer& to
   SamplingOptions s;
   s.max_tokens = tokens;
   s.stop_token = tokenizer.eot();
-  return tokenizer.decode(generate(backend, model, {tokenizer.eot()}, s));
+  // A byte-level model can emit bytes that are not UTF-8: print them as U+FFFD.
+  return sanitize_utf8(tokenizer.decode(generate(backend, model, {tokenizer.eot()}, s)));
 }
 
 }  // namespace
@@ -38,7 +42,8 @@ Command add_train_command(CLI::App& parent) {
   auto o = std::make_shared<TrainCommandOptions>();
   CLI::App* app = parent.add_subcommand(
       "train", "Train a Llama model with a 4-bit recipe (default: quartet2, tiny model, embedded corpus)");
-  app->set_config("--config", "", "read options from a TOML file (flags given on the command line override it)");
+  app->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  add_config_option(*app, o->config_file);
   app->add_option("--recipe", o->train.config.recipe,
                   "bf16, nvidia, nvidia+4/6, tetrajet2, quartet2, quartet1 or quartet1-sr")
       ->capture_default_str();

@@ -22,6 +22,7 @@
 #include "quartet/data/tokenizer.h"
 #include "quartet/error.h"
 #include "quartet/util/files.h"
+#include "quartet/util/text.h"
 
 namespace quartet {
 
@@ -64,34 +65,6 @@ std::string unmap(const std::string& s, const std::unordered_map<std::uint32_t, 
     if (it == inverse.end()) throw Error(fmt::format("{}: character U+{:04X} is not in GPT-2's byte map", what, cp));
     out.push_back(it->second);
     i += static_cast<std::size_t>(len);
-  }
-  return out;
-}
-
-// Replaces every invalid UTF-8 sequence with U+FFFD.
-std::string sanitize_utf8(std::string_view in) {
-  std::string out;
-  out.reserve(in.size());
-  for (std::size_t i = 0; i < in.size();) {
-    const auto c = static_cast<unsigned char>(in[i]);
-    int len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-    bool ok = len > 0 && i + static_cast<std::size_t>(len) <= in.size();
-    std::uint32_t cp = len == 1 ? c : len == 2 ? (c & 0x1F) : len == 3 ? (c & 0x0F) : (c & 0x07);
-    for (int k = 1; ok && k < len; ++k) {
-      const auto d = static_cast<unsigned char>(in[i + static_cast<std::size_t>(k)]);
-      ok = (d >> 6) == 2;
-      cp = (cp << 6) | (d & 0x3F);
-    }
-    // Overlong forms, surrogates and values past U+10FFFF are invalid too.
-    ok = ok && !(len == 2 && cp < 0x80) && !(len == 3 && cp < 0x800) && !(len == 4 && cp < 0x10000) &&
-         !(cp >= 0xD800 && cp <= 0xDFFF) && cp <= 0x10FFFF;
-    if (ok) {
-      out.append(in.substr(i, static_cast<std::size_t>(len)));
-      i += static_cast<std::size_t>(len);
-    } else {
-      out.append("\xEF\xBF\xBD");
-      ++i;
-    }
   }
   return out;
 }

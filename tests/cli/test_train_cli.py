@@ -1,0 +1,126 @@
+"""`quartet train`, `sample`, `prepare` and `compare`, run as a user runs them."""
+import gzip
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import unittest
+
+QUARTET = os.environ["QUARTET"]
+SMALL = ["--steps", "4", "--batch", "2", "--seq", "64", "--eval-every", "2", "--eval-batches", "1", "--quiet"]
+
+
+def run(*args, timeout=600):
+    return subprocess.run([QUARTET, *args], capture_output=True, text=True, timeout=timeout)
+
+
+class Commands(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="quartet-cli-")
+
+    def tearDown(self):
+        shutil.rmtree(self.dir)
+
+    def path(self, *parts):
+        return os.path.join(self.dir, *parts)
+
+    def expect_error(self, args, *fragments):
+        p = run(*args)
+        self.assertNotEqual(p.returncode, 0, f"{args} should fail")
+        for f in fragments:
+            self.assertIn(f, p.stderr, p.stderr)
+        return p
+
+    def test_train_writes_metrics_checkpoint_and_a_sample_and_resumes(self):
+        out = self.path("run")
+        p = run("train", *SMALL, "--out", out, "--sample-tokens", "20")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("final: step 4", p.stdout)
+        self.assertIn("bits per byte", p.stdout)
+        self.assertIn("sample:", p.stdout)
+        lines = [json.loads(l) for l in open(os.path.join(out, "metrics.jsonl"))]
+        self.assertEqual([l["step"] for l in lines], [1, 2, 3, 4])
+        self.assertTrue(all("loss" in l for l in lines))
+        self.assertIn("val_loss", lines[1])
+        self.assertTrue(os.path.exists(os.path.join(out, "checkpoints", "step-000004", "model.safetensors")))
+        # Resume to 6 steps: two more lines, same file.
+        p = run("train", "--resume", out, "--steps", "6", "--quiet", "--sample-tokens", "0")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("resumed from", p.stderr)
+        lines = [json.loads(l) for l in open(os.path.join(out, "metrics.jsonl"))]
+        self.assertEqual([l["step"] for l in lines], [1, 2, 3, 4, 5, 6])
+        # Settings that define the run cannot change on resume.
+        self.expect_error(["train", "--resume", out, "--steps", "8", "--recipe", "bf16"], "--recipe", "resuming")
+        # Sampling from the run folder (its latest checkpoint).
+        p = run("sample", out, "--tokens", "10", "--prompt", "Emma", "--seed", "3")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertTrue(p.stdout.startswith("Emma"))
+        self.assertEqual(p.stdout, run("sample", out, "--tokens", "10", "--prompt", "Emma", "--seed", "3").stdout)
+
+    def test_bad_train_input_gets_clear_errors(self):
+        self.expect_error(["train", "--recipe", "fp2"], "fp2", "quartet2")
+        self.expect_error(["train", "--steps", "0"], "--steps")
+        self.expect_error(["train", "--data", self.path("missing")], "missing")
+        self.expect_error(["train", "--device", "tpu"], "--device")
+        self.expect_error(["train", "--device", "cuda"], "CUDA")
+        self.expect_error(["train", "--bf16-blocks", "first2"], "first:N,last:M")
+        self.expect_error(["train", "--model", "huge"], "huge", "30m")
+        self.expect_error(["train", "--four-over-six", "maybe"], "on or off")
+        self.expect_error(["train", "--recipe", "quartet1", "--four-over-six", "on"], "4/6")
+        self.expect_error(["train", "--resume", self.path("nothing")], "not a checkpoint")
+        self.expect_error(["sample", self.path("nothing")], "not a checkpoint")
+        self.assertFalse(os.listdir(self.dir), "failed commands wrote nothing")
+
+    def test_config_file_with_flag_overrides(self):
+        cfg = self.path("run.toml")
+        with open(cfg, "w") as f:
+            f.write('recipe = "bf16"\nsteps = 3\nbatch = 2\nseq = 64\neval-batches = 1\n')
+        p = run("train", "--config", cfg, "--steps", "2", "--quiet", "--sample-tokens", "0")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("final: step 2", p.stdout)
+        self.assertIn("recipe bf16", p.stderr)
+
+    def test_prepare_then_train_on_the_shards(self):
+        a, b = self.path("a.txt"), self.path("b.txt.gz")
+        with open(a, "w") as f:
+            f.write("The quick brown fox jumps over the lazy dog. " * 200)
+        with gzip.open(b, "wt") as f:
+            f.write("It is a truth universally acknowledged. " * 200)
+        out = self.path("shards")
+        p = run("prepare", a, b, "--out", out, "--tokenizer", "byte")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        names = sorted(os.listdir(out))
+        self.assertIn("dataset.json", names)
+        self.assertIn("shards_train_000000.bin", names)
+        self.assertIn("shards_val_000000.bin", names)
+        self.assertEqual(json.load(open(os.path.join(out, "dataset.json")))["documents"], 2)
+        p = run("train", "--data", out, *SMALL, "--recipe", "bf16", "--sample-tokens", "0")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("byte tokenizer", p.stderr)
+        # Existing shards are never replaced silently; a missing input stops before writing.
+        before = {n: open(os.path.join(out, n), "rb").read() for n in names}
+        self.expect_error(["prepare", a, "--out", out], "already holds a dataset", "--force")
+        self.expect_error(["prepare", a, self.path("missing.txt"), "--out", out, "--force"], "missing.txt")
+        self.assertEqual(before, {n: open(os.path.join(out, n), "rb").read() for n in sorted(os.listdir(out))})
+        bad = self.path("bad.gz")
+        with open(bad, "wb") as f:
+            f.write(b"\x1f\x8bnot really gzip")
+        self.expect_error(["prepare", bad, "--out", self.path("x")], "gzip")
+
+    def test_compare_prints_a_table_and_draws_the_curves(self):
+        out = self.path("cmp")
+        p = run("compare", "--recipes", "bf16,quartet2", *SMALL, "--out", out)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("gap to bf16", p.stdout)
+        report = json.load(open(os.path.join(out, "compare.json")))
+        self.assertEqual([r["recipe"] for r in report["results"]], ["bf16", "quartet2"])
+        self.assertEqual(report["results"][0]["gap_to_bf16"], 0)
+        with open(os.path.join(out, "loss.png"), "rb") as f:
+            self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
+        self.expect_error(["compare", "--recipes", "bf16,,quartet2"], "empty entry")
+        self.expect_error(["compare", "--recipes", "bf16,q9"], "q9")
+
+
+if __name__ == "__main__":
+    unittest.main()
