@@ -17,5 +17,6 @@ Command add_train_command(CLI::App& parent);
 Command add_compare_command(CLI::App& parent);
 Command add_sample_command(CLI::App& parent);
 Command add_prepare_command(CLI::App& parent);
+Command add_export_command(CLI::App& parent);
 
 }  // namespace quartet::cli

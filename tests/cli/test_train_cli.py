@@ -57,6 +57,23 @@ class Commands(unittest.TestCase):
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertTrue(p.stdout.startswith("Emma"))
         self.assertEqual(p.stdout, run("sample", out, "--tokens", "10", "--prompt", "Emma", "--seed", "3").stdout)
+        # Export as a Hugging Face folder: split projections, LlamaConfig keys, reference logits.
+        hf = self.path("hf")
+        p = run("export", out, "--out", hf, "--reference")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        config = json.load(open(os.path.join(hf, "config.json")))
+        self.assertEqual(config["architectures"], ["LlamaForCausalLM"])
+        self.assertEqual((config["hidden_size"], config["num_key_value_heads"], config["vocab_size"]), (128, 2, 257))
+        with open(os.path.join(hf, "model.safetensors"), "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(n))
+        self.assertEqual(header["model.layers.0.self_attn.q_proj.weight"]["shape"], [128, 128])
+        self.assertEqual(header["model.layers.0.self_attn.k_proj.weight"]["shape"], [64, 128])
+        self.assertEqual(header["model.layers.1.mlp.up_proj.weight"]["shape"], [512, 128])
+        self.assertNotIn("model.layers.0.self_attn.qkv_proj.weight", header)
+        ref = json.load(open(os.path.join(hf, "quartet_reference.json")))
+        self.assertEqual(len(ref["logits"]), len(ref["tokens"]) * 257)
+        self.expect_error(["export", out, "--out", hf], "already holds a model")
 
     def test_bad_train_input_gets_clear_errors(self):
         self.expect_error(["train", "--recipe", "fp2"], "fp2", "quartet2")

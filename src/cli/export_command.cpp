@@ -1,0 +1,116 @@
+// `quartet export`: a checkpoint as a Hugging Face folder (config.json + model.safetensors with
+// LlamaForCausalLM names; the fused Q|K|V and gate|up weights split), loadable with
+// transformers' LlamaForCausalLM.from_pretrained. With --reference it also writes the logits
+// our FP64 reference backend computes (no quantization, no rounding) for a fixed token
+// sequence, so the export can be checked against transformers.
+#include <fmt/format.h>
+
+#include <filesystem>
+#include <memory>
+#include <nlohmann/json.hpp>
+
+#include "cli/commands.h"
+#include "quartet/data/tokenizer.h"
+#include "quartet/error.h"
+#include "quartet/train/checkpoint.h"
+#include "quartet/train/trainer.h"
+#include "quartet/util/files.h"
+#include "quartet/util/safetensors.h"
+
+namespace quartet::cli {
+
+namespace {
+
+struct ExportOptions {
+  std::string checkpoint;
+  std::string out;
+  bool reference = false;
+  bool force = false;
+};
+
+// Rows [begin, end) of a row-major [rows, cols] F32 tensor.
+SafeTensor row_slice(const SafeTensor& t, std::int64_t begin, std::int64_t end) {
+  const std::int64_t cols = t.shape.at(1);
+  SafeTensor s;
+  s.dtype = t.dtype;
+  s.shape = {end - begin, cols};
+  s.bytes = t.bytes.substr(static_cast<std::size_t>(begin * cols * 4), static_cast<std::size_t>((end - begin) * cols * 4));
+  return s;
+}
+
+}  // namespace
+
+Command add_export_command(CLI::App& parent) {
+  auto o = std::make_shared<ExportOptions>();
+  CLI::App* app = parent.add_subcommand("export", "Write a checkpoint as a Hugging Face LlamaForCausalLM folder");
+  app->add_option("checkpoint", o->checkpoint, "checkpoint folder or run folder")->required();
+  app->add_option("--out", o->out, "output folder")->required();
+  app->add_flag("--reference", o->reference,
+                "also write quartet_reference.json: FP64 logits of a fixed token sequence, for checking the export");
+  app->add_flag("--force", o->force, "replace files already in the output folder");
+
+  Command command;
+  command.app = app;
+  command.run = [o]() {
+    const std::filesystem::path dir = resolve_checkpoint(o->checkpoint);
+    const nlohmann::json state = read_checkpoint_state(dir);
+    const TrainConfig c = TrainConfig::from_json(state.at("config"));
+    const std::unique_ptr<Tokenizer> tokenizer = make_tokenizer(state.at("tokenizer").get<std::string>());
+    const LlamaConfig mc = model_config(c, tokenizer->vocab_size());
+    const std::filesystem::path out(o->out);
+    if (std::filesystem::exists(out / "model.safetensors") && !o->force) {
+      throw Error(fmt::format("{} already holds a model; use --force to replace it", o->out));
+    }
+    {
+      // Every tensor must have the shape the configuration implies (load checks each one).
+      auto backend = make_cpu_backend();
+      LlamaModel model(*backend, mc, make_recipe("bf16"), c.seed);
+      load_checkpoint_tensors(dir, *backend, model, nullptr);
+    }
+    const SafeTensors ours = read_safetensors(dir / "model.safetensors");
+    SafeTensors hf;
+    hf.metadata["format"] = "pt";
+    const std::int64_t hd = mc.head_dim(), q = mc.n_heads * hd, kv = mc.n_kv_heads * hd, f = mc.ffn();
+    for (const auto& [name, t] : ours.tensors) {
+      const auto suffix = [&](const std::string& s) {
+        return name.size() >= s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0;
+      };
+      if (suffix("self_attn.qkv_proj.weight")) {
+        const std::string p = name.substr(0, name.size() - std::string("qkv_proj.weight").size());
+        hf.tensors[p + "q_proj.weight"] = row_slice(t, 0, q);
+        hf.tensors[p + "k_proj.weight"] = row_slice(t, q, q + kv);
+        hf.tensors[p + "v_proj.weight"] = row_slice(t, q + kv, q + 2 * kv);
+      } else if (suffix("mlp.gate_up_proj.weight")) {
+        const std::string p = name.substr(0, name.size() - std::string("gate_up_proj.weight").size());
+        hf.tensors[p + "gate_proj.weight"] = row_slice(t, 0, f);
+        hf.tensors[p + "up_proj.weight"] = row_slice(t, f, 2 * f);
+      } else {
+        hf.tensors[name] = t;
+      }
+    }
+    std::filesystem::create_directories(out);
+    write_safetensors(out / "model.safetensors", hf);
+    nlohmann::json config = llama_config_to_hf_json(mc);
+    config["bos_token_id"] = tokenizer->eot();
+    config["eos_token_id"] = tokenizer->eot();
+    write_file_atomic(out / "config.json", config.dump(2) + "\n");
+
+    if (o->reference) {
+      auto backend = make_cpu_reference_backend();
+      LlamaModel model(*backend, mc, make_recipe("bf16"), c.seed);
+      load_checkpoint_tensors(dir, *backend, model, nullptr);
+      const std::int64_t n = std::min<std::int64_t>(32, mc.max_seq_len);
+      std::vector<std::int32_t> tokens(static_cast<std::size_t>(n));
+      for (std::int64_t i = 0; i < n; ++i) tokens[static_cast<std::size_t>(i)] = static_cast<std::int32_t>((i * 7919 + 13) % mc.vocab_size);
+      Tensor tok = backend->empty({n}, DType::i32);
+      backend->upload_tokens(tok, tokens);
+      const nlohmann::json ref = {{"tokens", tokens}, {"logits", backend->download(model.forward_logits(tok, 1, n))}};
+      write_file_atomic(out / "quartet_reference.json", ref.dump() + "\n");
+    }
+    fmt::print("exported {} ({} tensors, Hugging Face names) to {}\n", dir.string(), hf.tensors.size(), o->out);
+    return 0;
+  };
+  return command;
+}
+
+}  // namespace quartet::cli
