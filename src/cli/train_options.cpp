@@ -28,7 +28,9 @@ void add_train_options(CLI::App& app, TrainOptions& o) {
   app.add_option("--grad-clip", c.grad_clip, "gradient norm clip")->capture_default_str();
   app.add_option("--seed", c.seed, "seed of initialisation and every random draw")->capture_default_str();
   app.add_option("--eval-every", c.eval_every, "steps between evaluations (0: only at the end)")->capture_default_str();
-  app.add_option("--eval-batches", c.eval_batches, "validation batches per evaluation")->capture_default_str();
+  app.add_option("--eval-batches", c.eval_batches, "validation batches per periodic evaluation")->capture_default_str();
+  app.add_option("--final-eval-batches", c.final_eval_batches, "validation batches of the final evaluation")
+      ->capture_default_str();
   app.add_option("--device", c.device, "cpu or cuda")->capture_default_str();
   app.add_flag("--forward-only", o.forward_only, "ablation: quantize only the forward pass");
   app.add_flag("--backward-only", o.backward_only, "ablation: quantize only the backward pass");

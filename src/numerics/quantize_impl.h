@@ -9,6 +9,7 @@
 #include "quartet/numerics/philox.h"
 #include "quartet/numerics/quantized_tensor.h"
 #include "quartet/numerics/quantizer.h"
+#include "numerics/parallel.h"
 
 namespace quartet::detail {
 
@@ -38,6 +39,24 @@ inline void decision_bits_range(const RandomContext& ctx, std::int64_t row, std:
     if (i == 0 || d % 8u == 0) words = philox_block(ctx, static_cast<std::uint32_t>(row), d / 8u);
     out[i] = decision_bits(words, d % 8u);
   }
+}
+
+// Quantizes every group of every row (rows in parallel): scale_byte(r, g, y, codes) writes
+// the group's Group unpacked codes and returns its scale byte (E4M3 or E8M0).
+template <int Group, class GroupFn>
+QuantizedTensor quantize_groups(const WorkMatrix& w, ElementFormat format, float tensor_scale, GroupFn scale_byte) {
+  QuantizedTensor t = QuantizedTensor::zeros(format, w.rows, w.cols);
+  t.tensor_scale = tensor_scale;
+  const std::int64_t groups = t.scale_cols();
+#pragma omp parallel for schedule(static) if (worth_parallel(w.rows * w.padded_cols))
+  for (std::int64_t r = 0; r < w.rows; ++r) {
+    for (std::int64_t g = 0; g < groups; ++g) {
+      std::uint8_t codes[Group];
+      t.scales[static_cast<std::size_t>(r * groups + g)] = scale_byte(r, g, w.row(r) + g * Group, codes);
+      store_codes(t, r, g * Group, codes, Group);
+    }
+  }
+  return t;
 }
 
 QuantizedTensor quantize_rtn(const WorkMatrix& w, const QuantizerSpec& spec);

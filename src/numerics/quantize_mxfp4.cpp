@@ -2,46 +2,32 @@
 // backward quantizer with the x3 range trick (RNE, or SR for the v1 variant).
 #include "numerics/quantize_impl.h"
 #include "quartet/numerics/group_quantizers.h"
-#include "numerics/parallel.h"
 
 namespace quartet::detail {
 
 QuantizedTensor quantize_mxfp4_quest(const WorkMatrix& w) {
-  QuantizedTensor t = QuantizedTensor::zeros(ElementFormat::mxfp4, w.rows, w.cols);
-  const std::int64_t groups = t.scale_cols();
-  const std::int64_t mask_row_bytes = t.padded_cols() / 8;
-  t.trust_mask.assign(static_cast<std::size_t>(w.rows * mask_row_bytes), 0);
-#pragma omp parallel for schedule(static) if (worth_parallel(w.rows * w.padded_cols))
-  for (std::int64_t r = 0; r < w.rows; ++r) {
-    for (std::int64_t g = 0; g < groups; ++g) {
-      std::uint8_t codes[kMxGroup];
-      std::uint32_t trust = 0;
-      const std::uint8_t scale = quest_group(w.row(r) + g * kMxGroup, codes, &trust);
-      store_codes(t, r, g * kMxGroup, codes, kMxGroup);
-      t.scales[static_cast<std::size_t>(r * groups + g)] = scale;
-      std::uint8_t* mask = t.trust_mask.data() + r * mask_row_bytes + g * (kMxGroup / 8);
-      for (int b = 0; b < 4; ++b) mask[b] = static_cast<std::uint8_t>(trust >> (8 * b));
-    }
-  }
+  const std::int64_t mask_row_bytes = round_up(w.cols, kMxGroup) / 8;
+  std::vector<std::uint8_t> mask(static_cast<std::size_t>(w.rows * mask_row_bytes), 0);
+  QuantizedTensor t = quantize_groups<kMxGroup>(
+      w, ElementFormat::mxfp4, 1.0f, [&](std::int64_t r, std::int64_t g, const float* y, std::uint8_t* codes) {
+        std::uint32_t trust = 0;
+        const std::uint8_t scale = quest_group(y, codes, &trust);
+        std::uint8_t* bytes = mask.data() + r * mask_row_bytes + g * (kMxGroup / 8);
+        for (int b = 0; b < 4; ++b) bytes[b] = static_cast<std::uint8_t>(trust >> (8 * b));
+        return scale;
+      });
+  t.trust_mask = std::move(mask);
   return t;
 }
 
 QuantizedTensor quantize_mxfp4_backward(const WorkMatrix& w, const RandomContext* random) {
-  QuantizedTensor t = QuantizedTensor::zeros(ElementFormat::mxfp4, w.rows, w.cols);
-  t.tensor_scale = kMxBackwardTensorScale;
-  const std::int64_t groups = t.scale_cols();
-#pragma omp parallel for schedule(static) if (worth_parallel(w.rows * w.padded_cols))
-  for (std::int64_t r = 0; r < w.rows; ++r) {
-    for (std::int64_t g = 0; g < groups; ++g) {
-      std::uint16_t bits[kMxGroup];
-      if (random) decision_bits_range(*random, r, g * kMxGroup, kMxGroup, bits);  // per element
-      std::uint8_t codes[kMxGroup];
-      const std::uint8_t scale = mxfp4_backward_group(w.row(r) + g * kMxGroup, random ? bits : nullptr, codes);
-      store_codes(t, r, g * kMxGroup, codes, kMxGroup);
-      t.scales[static_cast<std::size_t>(r * groups + g)] = scale;
-    }
-  }
-  return t;
+  return quantize_groups<kMxGroup>(
+      w, ElementFormat::mxfp4, kMxBackwardTensorScale,
+      [&](std::int64_t r, std::int64_t g, const float* y, std::uint8_t* codes) {
+        std::uint16_t bits[kMxGroup];
+        if (random) decision_bits_range(*random, r, g * kMxGroup, kMxGroup, bits);  // per element
+        return mxfp4_backward_group(y, random ? bits : nullptr, codes);
+      });
 }
 
 }  // namespace quartet::detail

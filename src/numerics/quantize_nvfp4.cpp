@@ -4,29 +4,18 @@
 
 #include "numerics/quantize_impl.h"
 #include "quartet/numerics/group_quantizers.h"
-#include "numerics/parallel.h"
 
 namespace quartet::detail {
 
 namespace {
 
-// Quantizes every 16-group of every row: block_scale(r, g, y, codes) writes the group's codes
-// and returns its E4M3 block scale.
+// NVFP4 group loop: fn(r, g, y, codes) returns the E4M3 block scale as a value.
 template <class GroupFn>
 QuantizedTensor quantize_groups(const WorkMatrix& w, float tensor_scale, GroupFn block_scale) {
-  QuantizedTensor t = QuantizedTensor::zeros(ElementFormat::nvfp4, w.rows, w.cols);
-  t.tensor_scale = tensor_scale;
-  const std::int64_t groups = t.scale_cols();
-#pragma omp parallel for schedule(static) if (worth_parallel(w.rows * w.padded_cols))
-  for (std::int64_t r = 0; r < w.rows; ++r) {
-    for (std::int64_t g = 0; g < groups; ++g) {
-      std::uint8_t codes[kNvGroup];
-      const float s = block_scale(r, g, w.row(r) + g * kNvGroup, codes);
-      store_codes(t, r, g * kNvGroup, codes, kNvGroup);
-      t.scales[static_cast<std::size_t>(r * groups + g)] = e4m3_bits_of_grid_value(s);
-    }
-  }
-  return t;
+  return quantize_groups<kNvGroup>(w, ElementFormat::nvfp4, tensor_scale,
+                                   [&](std::int64_t r, std::int64_t g, const float* y, std::uint8_t* codes) {
+                                     return e4m3_bits_of_grid_value(block_scale(r, g, y, codes));
+                                   });
 }
 
 }  // namespace

@@ -29,6 +29,7 @@ void TrainConfig::validate() const {
   if (!(warmup_fraction >= 0) || !(warmup_fraction < 1)) fail(fmt::format("warmup fraction must be in [0, 1), got {}", warmup_fraction));
   if (eval_every < 0 || save_every < 0) fail("--eval-every and --save-every must be non-negative");
   if (eval_batches < 1) fail(fmt::format("--eval-batches must be at least 1, got {}", eval_batches));
+  if (final_eval_batches < 1) fail(fmt::format("--final-eval-batches must be at least 1, got {}", final_eval_batches));
   if (device != "cpu" && device != "cuda") fail(fmt::format("--device must be cpu or cuda, got '{}'", device));
   if (steps * grad_accum >= (std::int64_t{1} << 32)) fail("steps x grad-accum exceeds the random-number call counter");
 }
@@ -85,6 +86,7 @@ nlohmann::json TrainConfig::to_json() const {
           {"seed", seed},
           {"eval_every", eval_every},
           {"eval_batches", eval_batches},
+          {"final_eval_batches", final_eval_batches},
           {"save_every", save_every},
           {"device", device}};
 }
@@ -116,6 +118,7 @@ TrainConfig TrainConfig::from_json(const nlohmann::json& j) {
     c.seed = j.at("seed");
     c.eval_every = j.at("eval_every");
     c.eval_batches = j.at("eval_batches");
+    c.final_eval_batches = j.value("final_eval_batches", c.eval_batches);
     c.save_every = j.at("save_every");
     c.device = j.at("device").get<std::string>();
   } catch (const nlohmann::json::exception& e) {
@@ -175,11 +178,12 @@ struct Evaluation {
   double bpb = 0;   // bits per byte
 };
 
+// The first `max_batches` windows of the validation split (fewer if it is shorter).
 Evaluation evaluate(Backend& backend, LlamaModel& model, const Dataset& data, const Tokenizer& tokenizer,
-                    const TrainConfig& c) {
+                    const TrainConfig& c, std::int64_t max_batches) {
   BatchLoader loader(data.val, c.batch, c.seq, "validation");
   const std::int64_t per_batch = c.batch * c.seq;
-  const std::int64_t batches = std::min<std::int64_t>(c.eval_batches, (static_cast<std::int64_t>(data.val.size()) - 1) / per_batch);
+  const std::int64_t batches = std::min<std::int64_t>(max_batches, (static_cast<std::int64_t>(data.val.size()) - 1) / per_batch);
   std::vector<std::int32_t> inputs, targets;
   Tensor tok = backend.empty({per_batch}, DType::i32), tgt = backend.empty({per_batch}, DType::i32);
   double nats = 0, bytes = 0;
@@ -361,7 +365,7 @@ TrainResult run(TrainConfig c, const std::filesystem::path& checkpoint, const nl
     last = now;
     const bool final_step = step + 1 == c.steps;
     if (final_step || (c.eval_every > 0 && (step + 1) % c.eval_every == 0)) {
-      const Evaluation e = evaluate(*backend, model, data, *tokenizer, c);
+      const Evaluation e = evaluate(*backend, model, data, *tokenizer, c, final_step ? c.final_eval_batches : c.eval_batches);
       m.val_loss = e.loss;
       m.val_bpb = e.bpb;
       result.final_val_loss = e.loss;

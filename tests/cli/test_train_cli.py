@@ -8,7 +8,8 @@ import tempfile
 import unittest
 
 QUARTET = os.environ["QUARTET"]
-SMALL = ["--steps", "4", "--batch", "2", "--seq", "64", "--eval-every", "2", "--eval-batches", "1", "--quiet"]
+SMALL = ["--steps", "4", "--batch", "2", "--seq", "64", "--eval-every", "2", "--eval-batches", "1",
+         "--final-eval-batches", "2", "--quiet"]
 
 
 def run(*args, timeout=600):
@@ -92,7 +93,7 @@ class Commands(unittest.TestCase):
     def test_config_file_with_flag_overrides(self):
         cfg = self.path("run.toml")
         with open(cfg, "w") as f:
-            f.write('recipe = "bf16"\nsteps = 3\nbatch = 2\nseq = 64\neval-batches = 1\n')
+            f.write('recipe = "bf16"\nsteps = 3\nbatch = 2\nseq = 64\neval-batches = 1\nfinal-eval-batches = 1\n')
         p = run("train", "--config", cfg, "--steps", "2", "--quiet", "--sample-tokens", "0")
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertIn("final: step 2", p.stdout)

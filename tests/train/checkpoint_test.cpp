@@ -27,6 +27,7 @@ class Checkpoints : public ::testing::Test {
     c.batch = 2;
     c.seq = 64;
     c.eval_batches = 1;
+    c.final_eval_batches = 1;
     c.out_dir = (dir_->path() / "run").string();
     train(c);
   }

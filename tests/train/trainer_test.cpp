@@ -25,6 +25,7 @@ TrainConfig small_run(const std::string& recipe, std::int64_t steps) {
   c.lr = 3e-3;
   c.eval_every = 0;
   c.eval_batches = 2;
+  c.final_eval_batches = 2;
   c.seed = 11;
   return c;
 }

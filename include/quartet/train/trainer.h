@@ -50,7 +50,8 @@ struct TrainConfig {
   std::uint64_t seed = 1;
   // evaluation, logging, checkpoints
   std::int64_t eval_every = 100;  // 0: only at the end
-  std::int64_t eval_batches = 8;
+  std::int64_t eval_batches = 8;         // per periodic evaluation
+  std::int64_t final_eval_batches = 64;  // the final evaluation (the number a comparison reports)
   std::int64_t save_every = 0;  // 0: only at the end (when out_dir is set)
   std::string out_dir;          // empty: no files written
   std::string device = "cpu";
