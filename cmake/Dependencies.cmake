@@ -33,14 +33,9 @@ find_path(QUARTET_CBLAS_INCLUDE_DIR cblas.h
   PATH_SUFFIXES openblas openblas-openmp openblas-pthread ${CMAKE_LIBRARY_ARCHITECTURE}/openblas-pthread
   REQUIRED)
 
-# The CUDA toolkit is optional. Its cuRAND headers are the known-answer oracle for our
-# Philox implementation; CUDA kernels themselves arrive with the CUDA backend.
+# The CUDA toolkit is optional (cmake/Cuda.cmake). Its cuRAND headers are also the
+# known-answer oracle for our Philox implementation.
 find_package(CUDAToolkit QUIET)
-if(CUDAToolkit_FOUND)
-  message(STATUS "quartet: CUDA toolkit ${CUDAToolkit_VERSION} found at ${CUDAToolkit_BIN_DIR}")
-else()
-  message(STATUS "quartet: no CUDA toolkit found; building the CPU backend only")
-endif()
 
 if(QUARTET_BUILD_TESTS)
   find_package(GTest REQUIRED)

@@ -4,25 +4,14 @@
 #include <fmt/format.h>
 
 #include "quartet/error.h"
+#include "quartet/numerics/rht_block.h"
 #include "numerics/parallel.h"
 
 namespace quartet {
 
 bool is_supported_rotation_size(int n) { return n == 0 || n == 16 || n == 32 || n == 128; }
 
-void fwht(double* v, int n) {
-  // Butterflies with stride 1, 2, 4, ...: the result is H_n v with H_n[i][j] =
-  // (-1)^popcount(i & j), i.e. canonical Sylvester order.
-  for (int h = 1; h < n; h *= 2) {
-    for (int base = 0; base < n; base += 2 * h) {
-      for (int j = base; j < base + h; ++j) {
-        const double a = v[j], b = v[j + h];
-        v[j] = a + b;
-        v[j + h] = a - b;
-      }
-    }
-  }
-}
+void fwht(double* v, int n) { fwht_inplace(v, n); }
 
 Rotation Rotation::none() { return Rotation{}; }
 
@@ -59,26 +48,22 @@ void check_rotation_shape(std::int64_t cols, std::int64_t ld, const Rotation& ro
   if (ld < cols) throw Error(fmt::format("leading dimension {} is smaller than {} columns", ld, cols));
 }
 
-// Transforms each n-block of each row in double and rounds once; `signs_first` selects the
-// forward transform H D x, otherwise the inverse D H y.
-void transform_rows(float* data, std::int64_t rows, std::int64_t cols, std::int64_t ld,
-                    const Rotation& rotation, bool signs_first) {
+// Transforms each n-block of each row (rht_block.h: double, rounded once); `forward` selects
+// H D x, otherwise the inverse D H y.
+void transform_rows(float* data, std::int64_t rows, std::int64_t cols, std::int64_t ld, const Rotation& rotation,
+                    bool forward) {
   check_rotation_shape(cols, ld, rotation);
   const int n = rotation.size;
   if (n == 0) return;
   const double norm = 1.0 / std::sqrt(static_cast<double>(n));
 #pragma omp parallel for schedule(static) if (worth_parallel(rows * cols))
   for (std::int64_t r = 0; r < rows; ++r) {
-    double block[kMaxRotationSize];
     float* row = data + r * ld;
     for (std::int64_t c0 = 0; c0 < cols; c0 += n) {
-      for (int j = 0; j < n; ++j) {
-        block[j] = signs_first ? static_cast<double>(row[c0 + j]) * rotation.signs[j] : row[c0 + j];
-      }
-      fwht(block, n);
-      for (int j = 0; j < n; ++j) {
-        const double y = block[j] * norm;
-        row[c0 + j] = static_cast<float>(signs_first ? y : y * rotation.signs[j]);
+      if (forward) {
+        rht_forward_block(row + c0, rotation.signs.data(), n, norm, row + c0);
+      } else {
+        rht_inverse_block(row + c0, rotation.signs.data(), n, norm, row + c0);
       }
     }
   }

@@ -12,23 +12,9 @@ namespace quartet {
 namespace {
 
 void check_input(ConstMatrixView x, const Rotation& rotation) {
-  if (x.rows < 1 || x.cols < 1) {
-    throw Error(fmt::format("quantize: the input must have at least one row and one column, got {} x {}",
-                            x.rows, x.cols));
-  }
+  check_quantize_shape(x.rows, x.cols, rotation);
   if (x.data == nullptr) throw Error("quantize: the input pointer is null");
   if (x.ld < x.cols) throw Error(fmt::format("quantize: leading dimension {} < {} columns", x.ld, x.cols));
-  if (x.rows >= static_cast<std::int64_t>(kRotationSignRow)) {
-    throw Error(fmt::format("quantize: {} rows is more than the random-number counter can address", x.rows));
-  }
-  if (!is_supported_rotation_size(rotation.size)) {
-    throw Error(fmt::format("quantize: rotation size must be 0, 16, 32 or 128, got {}", rotation.size));
-  }
-  if (rotation.size != 0 && x.cols % rotation.size != 0) {
-    throw Error(fmt::format("quantize: a Hadamard rotation of size {} needs the reduction dimension (columns) "
-                            "to be a multiple of {}, got {}",
-                            rotation.size, rotation.size, x.cols));
-  }
   // Report the first non-finite element by position; a training run must never quantize
   // garbage silently.
   for (std::int64_t r = 0; r < x.rows; ++r) {
@@ -63,6 +49,23 @@ detail::WorkMatrix prepare(ConstMatrixView x, int group, const Rotation& rotatio
 }
 
 }  // namespace
+
+void check_quantize_shape(std::int64_t rows, std::int64_t cols, const Rotation& rotation) {
+  if (rows < 1 || cols < 1) {
+    throw Error(fmt::format("quantize: the input must have at least one row and one column, got {} x {}", rows, cols));
+  }
+  if (rows >= static_cast<std::int64_t>(kRotationSignRow)) {
+    throw Error(fmt::format("quantize: {} rows is more than the random-number counter can address", rows));
+  }
+  if (!is_supported_rotation_size(rotation.size)) {
+    throw Error(fmt::format("quantize: rotation size must be 0, 16, 32 or 128, got {}", rotation.size));
+  }
+  if (rotation.size != 0 && cols % rotation.size != 0) {
+    throw Error(fmt::format("quantize: a Hadamard rotation of size {} needs the reduction dimension (columns) "
+                            "to be a multiple of {}, got {}",
+                            rotation.size, rotation.size, cols));
+  }
+}
 
 QuantizedTensor quantize(ConstMatrixView x, const QuantizerSpec& spec, const Rotation& rotation,
                          const RandomContext& random) {

@@ -33,12 +33,7 @@ inline void store_codes(QuantizedTensor& t, std::int64_t r, std::int64_t c0, con
 // The 16-bit random words of decisions first .. first+count-1 of a row (philox.h layout).
 inline void decision_bits_range(const RandomContext& ctx, std::int64_t row, std::int64_t first, int count,
                                 std::uint16_t* out) {
-  PhiloxWords words;
-  for (int i = 0; i < count; ++i) {
-    const auto d = static_cast<std::uint32_t>(first + i);
-    if (i == 0 || d % 8u == 0) words = philox_block(ctx, static_cast<std::uint32_t>(row), d / 8u);
-    out[i] = decision_bits(words, d % 8u);
-  }
+  random_decision_range(ctx, static_cast<std::uint32_t>(row), static_cast<std::uint32_t>(first), count, out);
 }
 
 // Quantizes every group of every row (rows in parallel): scale_byte(r, g, y, codes) writes

@@ -73,6 +73,17 @@ QUARTET_HD std::uint16_t decision_bits(const PhiloxWords& words, unsigned i) {
   return static_cast<std::uint16_t>(words[(i & 7u) >> 1] >> (16u * (i & 1u)));
 }
 
+// The 16-bit words of decisions first .. first+count-1 of a row, one Philox call per 8.
+QUARTET_HD void random_decision_range(const RandomContext& ctx, std::uint32_t row, std::uint32_t first, int count,
+                                      std::uint16_t* out) {
+  PhiloxWords words;
+  for (int i = 0; i < count; ++i) {
+    const std::uint32_t d = first + static_cast<std::uint32_t>(i);
+    if (i == 0 || d % 8u == 0) words = philox_block(ctx, row, d / 8u);
+    out[i] = decision_bits(words, d % 8u);
+  }
+}
+
 // The 16 bits of decision d of a row (one Philox call; loops should reuse blocks instead).
 QUARTET_HD std::uint16_t random_decision_bits(const RandomContext& ctx, std::uint32_t row,
                                               std::uint32_t decision) {

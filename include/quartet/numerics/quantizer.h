@@ -65,6 +65,10 @@ struct QuantizerSpec {
 QuantizedTensor quantize(ConstMatrixView x, const QuantizerSpec& spec, const Rotation& rotation,
                          const RandomContext& random);
 
+// The shape checks quantize() makes (at least one row and column, a supported rotation size
+// dividing the columns, rows addressable by the random counter); throws Error.
+void check_quantize_shape(std::int64_t rows, std::int64_t cols, const Rotation& rotation);
+
 // Dequantizes and undoes the rotation: an estimate of the original x (rows x cols).
 std::vector<float> dequantize_unrotated(const QuantizedTensor& tensor, const Rotation& rotation);
 

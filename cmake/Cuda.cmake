@@ -1,0 +1,35 @@
+# The CUDA backend is built whenever a CUDA compiler is found (QUARTET_CUDA=AUTO), for Hopper
+# (sm_90a: wgmma and TMA need the "a" target) and Blackwell (sm_100a, sm_120a), so the
+# Blackwell code paths keep compiling on machines without those GPUs. Without nvcc the program
+# is CPU-only and says so when --device cuda is asked for.
+set(QUARTET_CUDA AUTO CACHE STRING "Build the CUDA backend: AUTO (if nvcc is found), ON or OFF")
+set_property(CACHE QUARTET_CUDA PROPERTY STRINGS AUTO ON OFF)
+set(QUARTET_WITH_CUDA OFF)
+if(NOT QUARTET_CUDA STREQUAL "OFF")
+  include(CheckLanguage)
+  if(NOT CMAKE_CUDA_COMPILER)
+    # nvcc is often not on PATH on a fresh machine; /usr/local/cuda is where the toolkit lives.
+    if(EXISTS /usr/local/cuda/bin/nvcc)
+      set(CMAKE_CUDA_COMPILER /usr/local/cuda/bin/nvcc)
+    endif()
+  endif()
+  check_language(CUDA)
+  if(CMAKE_CUDA_COMPILER)
+    if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
+      set(CMAKE_CUDA_ARCHITECTURES 90a 100a 120a)
+    endif()
+    enable_language(CUDA)
+    # CMake 3.25 does not know nvcc's C++20 flag (nvcc 12+ has it): tell it.
+    set(CMAKE_CUDA20_STANDARD_COMPILE_OPTION "-std=c++20")
+    set(CMAKE_CUDA20_EXTENSION_COMPILE_OPTION "-std=c++20")
+    set(CMAKE_CUDA_STANDARD 20)
+    set(CMAKE_CUDA_STANDARD_REQUIRED ON)
+    find_package(CUDAToolkit REQUIRED)
+    set(QUARTET_WITH_CUDA ON)
+    message(STATUS "quartet: CUDA backend ON (${CMAKE_CUDA_COMPILER_VERSION}, architectures ${CMAKE_CUDA_ARCHITECTURES})")
+  elseif(QUARTET_CUDA STREQUAL "ON")
+    message(FATAL_ERROR "QUARTET_CUDA=ON but no CUDA compiler was found")
+  else()
+    message(STATUS "quartet: no CUDA compiler found; the CUDA backend is not built")
+  endif()
+endif()

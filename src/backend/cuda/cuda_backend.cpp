@@ -1,0 +1,292 @@
+// The CUDA backend: device memory, the quantization kernels (quantize.cu), cuBLASLt GEMMs
+// (gemm.cpp) and the element-wise kernels, behind the Backend interface.
+#include <cuda_runtime_api.h>
+#include <fmt/format.h>
+
+#include <cstring>
+
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/device_memory.h"
+#include "backend/cuda/elementwise.h"
+#include "backend/cuda/gemm.h"
+#include "backend/cuda/layers.h"
+#include "backend/cuda/quantize.h"
+#include "quartet/backend/cuda.h"
+#include "quartet/error.h"
+#include "quartet/numerics/bf16.h"
+
+namespace quartet {
+
+namespace cuda {
+namespace {
+
+const DeviceQuantized& unwrap(const QTensor& q) {
+  if (!q.defined()) throw Error("a quantized operand is missing");
+  return *static_cast<const DeviceQuantized*>(q.impl.get());
+}
+
+QTensor wrap(DeviceQuantized d) {
+  QTensor q;
+  q.rows = d.rows;
+  q.cols = d.cols;
+  q.format = d.format;
+  q.rotation_size = d.rotation_size;
+  q.square_blocks = d.square_blocks;
+  q.bytes = d.code_bytes() + d.scale_bytes() + d.mask_bytes() + sizeof(float);
+  q.impl = std::make_shared<const DeviceQuantized>(std::move(d));
+  return q;
+}
+
+void expect_device(const Tensor& t, const char* what) {
+  if (!t.defined()) throw Error(fmt::format("{}: the tensor is undefined", what));
+  if (t.device() != Device::cuda) throw Error(fmt::format("{}: the CUDA backend got a CPU tensor", what));
+}
+
+class CudaBackend final : public Backend {
+ public:
+  CudaBackend() {
+    int device = 0;
+    QUARTET_CUDA_CHECK(cudaGetDevice(&device));
+    cudaDeviceProp prop{};
+    QUARTET_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+    name_ = fmt::format("cuda ({})", prop.name);
+    constants_ = device_alloc(3 * sizeof(float));
+    const float values[3] = {0.0f, 1.0f, 0.0f};
+    QUARTET_CUDA_CHECK(cudaMemcpy(constants_.get(), values, sizeof(values), cudaMemcpyHostToDevice));
+  }
+
+  std::string name() const override { return name_; }
+  Device device() const override { return Device::cuda; }
+  DType activation_dtype() const override { return DType::bf16; }
+  DType param_dtype() const override { return DType::f32; }
+
+  Tensor empty(const Shape& shape, DType dtype) override {
+    for (std::int64_t d : shape) {
+      if (d < 0) throw Error(fmt::format("cannot allocate a tensor of shape {}", shape_string(shape)));
+    }
+    return Tensor(device_alloc(static_cast<std::size_t>(shape_numel(shape)) * dtype_size(dtype)), shape, dtype, Device::cuda);
+  }
+
+  void fill(Tensor& t, double value) override {
+    expect_device(t, "fill");
+    cuda::fill(t.raw(), t.dtype(), t.numel(), static_cast<float>(value), stream_);
+  }
+
+  void upload(Tensor& dst, const std::vector<double>& values) override {
+    expect_device(dst, "upload");
+    if (static_cast<std::int64_t>(values.size()) != dst.numel()) {
+      throw Error(fmt::format("upload: {} values for a tensor of shape {}", values.size(), shape_string(dst.shape())));
+    }
+    std::vector<unsigned char> host(dst.bytes());
+    for (std::size_t i = 0; i < values.size(); ++i) {
+      switch (dst.dtype()) {
+        case DType::f32: reinterpret_cast<float*>(host.data())[i] = static_cast<float>(values[i]); break;
+        case DType::bf16: reinterpret_cast<std::uint16_t*>(host.data())[i] = bf16_bits(static_cast<float>(values[i])); break;
+        case DType::i32: reinterpret_cast<std::int32_t*>(host.data())[i] = static_cast<std::int32_t>(values[i]); break;
+        case DType::u8: host[i] = static_cast<unsigned char>(values[i]); break;
+        case DType::f64: reinterpret_cast<double*>(host.data())[i] = values[i]; break;
+      }
+    }
+    QUARTET_CUDA_CHECK(cudaMemcpy(dst.raw(), host.data(), host.size(), cudaMemcpyHostToDevice));
+  }
+
+  std::vector<double> download(const Tensor& src) override {
+    expect_device(src, "download");
+    std::vector<unsigned char> host(src.bytes());
+    QUARTET_CUDA_CHECK(cudaMemcpy(host.data(), src.raw(), host.size(), cudaMemcpyDeviceToHost));
+    std::vector<double> out(static_cast<std::size_t>(src.numel()));
+    for (std::size_t i = 0; i < out.size(); ++i) {
+      switch (src.dtype()) {
+        case DType::f32: out[i] = reinterpret_cast<const float*>(host.data())[i]; break;
+        case DType::bf16: out[i] = bf16_to_float(reinterpret_cast<const std::uint16_t*>(host.data())[i]); break;
+        case DType::i32: out[i] = reinterpret_cast<const std::int32_t*>(host.data())[i]; break;
+        case DType::u8: out[i] = host[i]; break;
+        case DType::f64: out[i] = reinterpret_cast<const double*>(host.data())[i]; break;
+      }
+    }
+    return out;
+  }
+
+  void upload_tokens(Tensor& dst, const std::vector<std::int32_t>& tokens) override {
+    expect_device(dst, "upload_tokens");
+    dst.expect("upload_tokens", {static_cast<std::int64_t>(tokens.size())}, DType::i32);
+    QUARTET_CUDA_CHECK(cudaMemcpy(dst.raw(), tokens.data(), tokens.size() * sizeof(std::int32_t), cudaMemcpyHostToDevice));
+  }
+
+  void copy(Tensor& dst, const Tensor& src) override {
+    expect_device(dst, "copy");
+    expect_device(src, "copy");
+    if (dst.numel() != src.numel()) {
+      throw Error(fmt::format("copy: shapes {} and {} differ in size", shape_string(dst.shape()), shape_string(src.shape())));
+    }
+    if (dst.dtype() == src.dtype()) {
+      QUARTET_CUDA_CHECK(cudaMemcpyAsync(dst.raw(), src.raw(), src.bytes(), cudaMemcpyDeviceToDevice, stream_));
+    } else {
+      cuda::convert(src.raw(), src.dtype(), dst.raw(), dst.dtype(), src.numel(), stream_);
+    }
+  }
+
+  // ---- model operations (layers.cu) ----
+  void embedding_forward(Tensor& out, const Tensor& tokens, const Tensor& table) override {
+    cuda::embedding_forward(out, tokens, table, stream_);
+  }
+  void embedding_backward(Tensor& dtable, const Tensor& tokens, const Tensor& dout) override {
+    cuda::embedding_backward(dtable, tokens, dout, stream_);
+  }
+  void rmsnorm_forward(Tensor& out, Tensor& rstd, const Tensor& x, const Tensor& weight, double eps) override {
+    cuda::rmsnorm_forward(out, rstd, x, weight, eps, stream_);
+  }
+  void rmsnorm_backward(Tensor& dx, Tensor& dweight, const Tensor& dout, const Tensor& x, const Tensor& weight,
+                        const Tensor& rstd) override {
+    cuda::rmsnorm_backward(dx, dweight, dout, x, weight, rstd, stream_);
+  }
+  void attention_forward(Tensor& out, AttentionSaved& saved, const Tensor& qkv, const AttentionShape& shape) override {
+    cuda::attention_forward(out, saved, qkv, shape, stream_);
+  }
+  void attention_backward(Tensor& dqkv, const Tensor& dout, const Tensor& qkv, const AttentionSaved& saved,
+                          const AttentionShape& shape) override {
+    cuda::attention_backward(dqkv, dout, qkv, saved, shape, stream_);
+  }
+  void swiglu_forward(Tensor& out, const Tensor& gate_up) override { cuda::swiglu_forward(out, gate_up, stream_); }
+  void swiglu_backward(Tensor& dgate_up, const Tensor& dout, const Tensor& gate_up) override {
+    cuda::swiglu_backward(dgate_up, dout, gate_up, stream_);
+  }
+  void add_inplace(Tensor& a, const Tensor& b) override {
+    expect_device(a, "add");
+    expect_device(b, "add");
+    if (a.shape() != b.shape()) {
+      throw Error(fmt::format("add: shapes {} and {} differ", shape_string(a.shape()), shape_string(b.shape())));
+    }
+    cuda::add_inplace(a.raw(), a.dtype(), b.raw(), b.dtype(), a.numel(), stream_);
+  }
+  double cross_entropy(Tensor& dlogits, const Tensor& logits, const Tensor& targets, double grad_scale) override {
+    return cuda::cross_entropy(dlogits, logits, targets, grad_scale, stream_);
+  }
+
+  // ---- GEMMs ----
+  void gemm(Tensor& out, const Tensor& a, bool at, const Tensor& b, bool bt, bool accumulate) override {
+    expect_device(out, "gemm");
+    if (a.ndim() != 2 || b.ndim() != 2 || out.ndim() != 2) throw Error("gemm: operands must be 2-D");
+    const std::int64_t m = at ? a.dim(1) : a.dim(0), k = at ? a.dim(0) : a.dim(1);
+    const std::int64_t n = bt ? b.dim(1) : b.dim(0), kb = bt ? b.dim(0) : b.dim(1);
+    if (k != kb || out.dim(0) != m || out.dim(1) != n) {
+      throw Error(fmt::format("gemm: A {}{} and B {}{} do not give out {}", shape_string(a.shape()), at ? "^T" : "",
+                              shape_string(b.shape()), bt ? "^T" : "", shape_string(out.shape())));
+    }
+    const Tensor a16 = as_bf16(a), b16 = as_bf16(b);
+    gemm_.run(out.raw(), out.dtype(), a16.raw(), at, b16.raw(), bt, m, n, k, one(), accumulate ? one() : zero(), stream_);
+  }
+
+  void gemm_quantized(Tensor& out, const QTensor& a, const QTensor& b, bool accumulate) override {
+    expect_device(out, "quantized gemm");
+    const DeviceQuantized& qa = unwrap(a);
+    const DeviceQuantized& qb = unwrap(b);
+    if (qa.format != qb.format || qa.cols != qb.cols || qa.rotation_size != qb.rotation_size) {
+      throw Error(fmt::format("gemm: operands differ in format, reduction length ({} vs {}) or rotation ({} vs {})",
+                              qa.cols, qb.cols, qa.rotation_size, qb.rotation_size));
+    }
+    out.expect("quantized gemm output", {qa.rows, qb.rows}, out.dtype());
+    // Exact emulation: code x block scale is exact in BF16; alpha = t_A t_B in the epilogue.
+    Tensor da = empty({qa.rows, qa.padded_cols}, DType::bf16), db = empty({qb.rows, qb.padded_cols}, DType::bf16);
+    dequantize_block_scaled_bf16(qa, da.raw(), stream_);
+    dequantize_block_scaled_bf16(qb, db.raw(), stream_);
+    auto alpha = device_alloc(sizeof(float));
+    product(ptr<float>(qa.tensor_scale), ptr<float>(qb.tensor_scale), ptr<float>(alpha), stream_);
+    gemm_.run(out.raw(), out.dtype(), da.raw(), false, db.raw(), false, qa.rows, qb.rows, qa.padded_cols,
+              ptr<float>(alpha), accumulate ? one() : zero(), stream_);
+    QUARTET_CUDA_CHECK(cudaStreamSynchronize(stream_));  // the temporaries are freed on return
+  }
+
+  QTensor quantize(const Tensor& x, bool transpose, const QuantizerSpec& spec, const Rotation& rotation,
+                   const RandomContext& random) override {
+    expect_device(x, "quantize");
+    if (x.ndim() != 2) throw Error(fmt::format("quantize: expected a 2-D tensor, got {}", shape_string(x.shape())));
+    return wrap(cuda::quantize(x.raw(), x.dtype(), x.dim(0), x.dim(1), transpose, spec, rotation, random, stream_));
+  }
+  QTensor requantize_transposed(const QTensor& q, const QuantizerSpec& spec, const Rotation& rotation,
+                                const RandomContext& random) override {
+    return wrap(cuda::requantize_transposed(unwrap(q), spec, rotation, random, stream_));
+  }
+  QTensor transpose_square_blocks(const QTensor& q) override {
+    return wrap(cuda::transpose_square_blocks(unwrap(q), stream_));
+  }
+  void apply_trust_mask_and_unrotate(Tensor& g, const QTensor& q, const Rotation& rotation) override {
+    expect_device(g, "trust mask");
+    const DeviceQuantized& d = unwrap(q);
+    g.expect("trust-mask gradient", {d.rows, d.cols}, g.dtype());
+    cuda::apply_trust_mask_and_unrotate(g.raw(), g.dtype(), d, rotation, stream_);
+  }
+  QuantizedTensor download_quantized(const QTensor& q) override { return cuda::download(unwrap(q)); }
+
+  // ---- optimizer ----
+  double sum_of_squares(const Tensor& t) override {
+    expect_device(t, "sum_of_squares");
+    return cuda::sum_of_squares(t.raw(), t.dtype(), t.numel(), stream_).sum;
+  }
+  bool all_finite(const Tensor& t) override {
+    expect_device(t, "all_finite");
+    return cuda::sum_of_squares(t.raw(), t.dtype(), t.numel(), stream_).non_finite == 0;
+  }
+  void scale(Tensor& t, double factor) override {
+    expect_device(t, "scale");
+    cuda::scale(t.raw(), t.dtype(), t.numel(), static_cast<float>(factor), stream_);
+  }
+  void adamw_update(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWParams& p) override {
+    for (const Tensor* t : {static_cast<const Tensor*>(&param), &grad, static_cast<const Tensor*>(&m), static_cast<const Tensor*>(&v)}) {
+      expect_device(*t, "adamw");
+      if (t->dtype() != DType::f32 || t->shape() != param.shape()) {
+        throw Error(fmt::format("adamw: parameter, gradient and moments must be f32 tensors of shape {}",
+                                shape_string(param.shape())));
+      }
+    }
+    cuda::adamw(static_cast<float*>(param.raw()), static_cast<const float*>(grad.raw()), static_cast<float*>(m.raw()),
+                static_cast<float*>(v.raw()), param.numel(), p, stream_);
+  }
+
+ private:
+  const float* zero() const { return ptr<float>(constants_); }
+  const float* one() const { return ptr<float>(constants_) + 1; }
+
+  // A BF16 view of a GEMM operand: activations already are; FP32 weights are rounded.
+  Tensor as_bf16(const Tensor& t) {
+    expect_device(t, "gemm operand");
+    if (t.dtype() == DType::bf16) return t;
+    Tensor c = empty(t.shape(), DType::bf16);
+    cuda::convert(t.raw(), t.dtype(), c.raw(), DType::bf16, t.numel(), stream_);
+    return c;
+  }
+
+  std::string name_;
+  cudaStream_t stream_ = nullptr;
+  std::shared_ptr<void> constants_;  // 0.0f, 1.0f for alpha and beta
+  Gemm gemm_;
+};
+
+}  // namespace
+}  // namespace cuda
+
+bool cuda_built() { return true; }
+
+bool cuda_available() {
+  int count = 0;
+  return cudaGetDeviceCount(&count) == cudaSuccess && count > 0;
+}
+
+std::string cuda_device_description() {
+  int count = 0;
+  const cudaError_t e = cudaGetDeviceCount(&count);
+  if (e != cudaSuccess || count == 0) {
+    return fmt::format("no usable GPU ({})", e == cudaSuccess ? "no device" : cudaGetErrorString(e));
+  }
+  cudaDeviceProp prop{};
+  if (cudaGetDeviceProperties(&prop, 0) != cudaSuccess) return "a GPU whose properties cannot be read";
+  return fmt::format("{} (sm_{}{}, {} SMs, {:.0f} GiB)", prop.name, prop.major, prop.minor, prop.multiProcessorCount,
+                     static_cast<double>(prop.totalGlobalMem) / (1 << 30));
+}
+
+std::unique_ptr<Backend> make_cuda_backend() {
+  if (!cuda_available()) throw Error("--device cuda: " + cuda_device_description());
+  return std::make_unique<cuda::CudaBackend>();
+}
+
+}  // namespace quartet

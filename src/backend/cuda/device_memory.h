@@ -1,0 +1,16 @@
+// Device allocations owned by shared_ptr (freed with cudaFree), and small helpers.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+
+namespace quartet::cuda {
+
+std::shared_ptr<void> device_alloc(std::size_t bytes);
+
+template <class T>
+T* ptr(const std::shared_ptr<void>& p) {
+  return static_cast<T*>(p.get());
+}
+
+}  // namespace quartet::cuda

@@ -1,0 +1,116 @@
+#include "backend/cuda/gemm.h"
+
+#include <fmt/format.h>
+
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/device_memory.h"
+#include "quartet/error.h"
+
+namespace quartet::cuda {
+
+namespace {
+
+// RAII for the cuBLASLt descriptors of one call.
+struct Descriptors {
+  cublasLtMatmulDesc_t op = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+  cublasLtMatmulPreference_t pref = nullptr;
+  ~Descriptors() {
+    if (pref) cublasLtMatmulPreferenceDestroy(pref);
+    if (c) cublasLtMatrixLayoutDestroy(c);
+    if (b) cublasLtMatrixLayoutDestroy(b);
+    if (a) cublasLtMatrixLayoutDestroy(a);
+    if (op) cublasLtMatmulDescDestroy(op);
+  }
+};
+
+cudaDataType_t cuda_type(DType d) {
+  switch (d) {
+    case DType::f32: return CUDA_R_32F;
+    case DType::bf16: return CUDA_R_16BF;
+    default: throw Error(fmt::format("GEMM output must be f32 or bf16, got {}", dtype_name(d)));
+  }
+}
+
+}  // namespace
+
+Gemm::Gemm() {
+  QUARTET_CUBLAS_CHECK(cublasLtCreate(&handle_));
+  workspace_ = device_alloc(workspace_bytes_);
+}
+
+Gemm::~Gemm() {
+  if (handle_) cublasLtDestroy(handle_);
+}
+
+void Gemm::run(void* out, DType out_dtype, const void* a, bool at, const void* b, bool bt, std::int64_t m,
+               std::int64_t n, std::int64_t k, const float* alpha, const float* beta, cudaStream_t stream) {
+  // Column-major view: D (n x m, ld n) = op(B) (n x k) * op(A) (k x m).
+  Descriptors d;
+  const cublasOperation_t op_first = bt ? CUBLAS_OP_N : CUBLAS_OP_T;
+  const cublasOperation_t op_second = at ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasLtPointerMode_t mode = CUBLASLT_POINTER_MODE_DEVICE;
+  QUARTET_CUBLAS_CHECK(cublasLtMatmulDescCreate(&d.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  QUARTET_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_TRANSA, &op_first, sizeof(op_first)));
+  QUARTET_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_TRANSB, &op_second, sizeof(op_second)));
+  QUARTET_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_POINTER_MODE, &mode, sizeof(mode)));
+  QUARTET_CUBLAS_CHECK(bt ? cublasLtMatrixLayoutCreate(&d.a, CUDA_R_16BF, static_cast<std::uint64_t>(n), static_cast<std::uint64_t>(k), n)
+                          : cublasLtMatrixLayoutCreate(&d.a, CUDA_R_16BF, static_cast<std::uint64_t>(k), static_cast<std::uint64_t>(n), k));
+  QUARTET_CUBLAS_CHECK(at ? cublasLtMatrixLayoutCreate(&d.b, CUDA_R_16BF, static_cast<std::uint64_t>(m), static_cast<std::uint64_t>(k), m)
+                          : cublasLtMatrixLayoutCreate(&d.b, CUDA_R_16BF, static_cast<std::uint64_t>(k), static_cast<std::uint64_t>(m), k));
+  QUARTET_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&d.c, cuda_type(out_dtype), static_cast<std::uint64_t>(n),
+                                                  static_cast<std::uint64_t>(m), n));
+  const Key key{m, n, k, at, bt, static_cast<int>(out_dtype)};
+  auto it = algos_.find(key);
+  if (it == algos_.end()) {
+    QUARTET_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&d.pref));
+    QUARTET_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(d.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                              &workspace_bytes_, sizeof(workspace_bytes_)));
+    cublasLtMatmulHeuristicResult_t result{};
+    int found = 0;
+    QUARTET_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(handle_, d.op, d.a, d.b, d.c, d.c, d.pref, 1, &result, &found));
+    if (found == 0) throw Error(fmt::format("cuBLASLt has no algorithm for a {} x {} x {} GEMM", m, n, k));
+    it = algos_.emplace(key, result.algo).first;
+  }
+  QUARTET_CUBLAS_CHECK(cublasLtMatmul(handle_, d.op, alpha, b, d.a, a, d.b, beta, out, d.c, out, d.c, &it->second,
+                                      workspace_.get(), workspace_bytes_, stream));
+}
+
+bool Gemm::native_nvfp4() {
+  if (native_ >= 0) return native_ == 1;
+  // A 128 x 128 x 128 block-scaled FP4 problem; only the heuristic query is made.
+  Descriptors d;
+  const std::int64_t s = 128;
+  const cublasOperation_t t = CUBLAS_OP_T, nt = CUBLAS_OP_N;
+  const cublasLtMatmulMatrixScale_t vec16 = CUBLASLT_MATMUL_MATRIX_SCALE_VEC16_UE4M3;
+  auto scales = device_alloc(2 * 128 * 8);
+  void* sa = scales.get();
+  void* sb = static_cast<char*>(scales.get()) + 1024;
+  cublasStatus_t status = cublasLtMatmulDescCreate(&d.op, CUBLAS_COMPUTE_32F, CUDA_R_32F);
+  if (status == CUBLAS_STATUS_SUCCESS) {
+    cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_TRANSA, &t, sizeof(t));
+    cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_TRANSB, &nt, sizeof(nt));
+    cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &vec16, sizeof(vec16));
+    cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &vec16, sizeof(vec16));
+    cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &sa, sizeof(sa));
+    cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &sb, sizeof(sb));
+    cublasLtMatrixLayoutCreate(&d.a, CUDA_R_4F_E2M1, s, s, s);
+    cublasLtMatrixLayoutCreate(&d.b, CUDA_R_4F_E2M1, s, s, s);
+    cublasLtMatrixLayoutCreate(&d.c, CUDA_R_16BF, s, s, s);
+    cublasLtMatmulPreferenceCreate(&d.pref);
+    cublasLtMatmulPreferenceSetAttribute(d.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace_bytes_,
+                                         sizeof(workspace_bytes_));
+    cublasLtMatmulHeuristicResult_t result{};
+    int found = 0;
+    status = cublasLtMatmulAlgoGetHeuristic(handle_, d.op, d.a, d.b, d.c, d.c, d.pref, 1, &result, &found);
+    if (status == CUBLAS_STATUS_SUCCESS && found == 0) status = CUBLAS_STATUS_NOT_SUPPORTED;
+  }
+  native_ = status == CUBLAS_STATUS_SUCCESS ? 1 : 0;
+  native_status_ = native_ ? "cuBLASLt NVFP4 (CUDA_R_4F_E2M1, VEC16_UE4M3) supported: native block-scaled GEMM"
+                           : fmt::format("cuBLASLt NVFP4 GEMM answered status {} (NOT_SUPPORTED is 15): exact "
+                                         "emulation through BF16 tensor cores",
+                                         static_cast<int>(status));
+  return native_ == 1;
+}
+
+}  // namespace quartet::cuda

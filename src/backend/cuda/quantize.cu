@@ -1,0 +1,551 @@
+// Quantization kernels (see quantize.h): prepare (pad, rotate in double, check finiteness),
+// amax, tensor constants, one thread per quantization group calling the shared group
+// functions, and the requant / transpose / dequantize / trust-mask helpers.
+#include <cuda_bf16.h>
+
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/device_memory.h"
+#include "backend/cuda/message.h"
+#include "backend/cuda/device_real.cuh"
+#include "backend/cuda/quantize.h"
+#include "quartet/error.h"
+#include "quartet/numerics/group_quantizers.h"
+#include "quartet/numerics/philox.h"
+#include "quartet/numerics/rht_block.h"
+
+namespace quartet::cuda {
+
+namespace {
+
+constexpr int kThreads = 256;
+
+unsigned blocks_for(std::int64_t n) { return static_cast<unsigned>((n + kThreads - 1) / kThreads); }
+
+// The logical input: element (r, c) of x, or of x^T when transposed.
+struct Input {
+  const void* x;
+  bool bf16;
+  bool transpose;
+  std::int64_t x_cols;
+  std::int64_t rows, cols;
+
+  __device__ float at(std::int64_t r, std::int64_t c) const {
+    const std::int64_t i = transpose ? c * x_cols + r : r * x_cols + c;
+    return bf16 ? __bfloat162float(static_cast<const __nv_bfloat16*>(x)[i]) : static_cast<const float*>(x)[i];
+  }
+};
+
+struct RotationArgs {
+  int size;
+  double norm;
+  float signs[kMaxRhtBlock];
+};
+
+RotationArgs rotation_args(const Rotation& r) {
+  RotationArgs a{};
+  a.size = r.size;
+  a.norm = r.size ? 1.0 / std::sqrt(static_cast<double>(r.size)) : 1.0;
+  for (int j = 0; j < kMaxRhtBlock; ++j) a.signs[j] = r.signs[static_cast<std::size_t>(j)];
+  return a;
+}
+
+__device__ void note_non_finite(float v, std::int64_t r, std::int64_t c, std::int64_t cols,
+                                unsigned long long* first_bad) {
+  if (!isfinite(v)) atomicMin(first_bad, static_cast<unsigned long long>(r * cols + c));
+}
+
+// work[r][c] = input (zero-padded to padded_cols), one thread per element.
+__global__ void prepare_plain_kernel(Input in, float* work, std::int64_t padded_cols, unsigned long long* first_bad) {
+  const std::int64_t n = in.rows * padded_cols;
+  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    const std::int64_t r = i / padded_cols, c = i % padded_cols;
+    float v = 0.0f;
+    if (c < in.cols) {
+      v = in.at(r, c);
+      note_non_finite(v, r, c, in.cols, first_bad);
+    }
+    work[i] = v;
+  }
+}
+
+// One thread per (row, rotation block): y = H D x in double, rounded once (rht_block.h). The
+// padding columns past cols were zeroed beforehand.
+__global__ void prepare_rotated_kernel(Input in, RotationArgs rot, float* work, std::int64_t padded_cols,
+                                       unsigned long long* first_bad) {
+  const std::int64_t blocks_per_row = in.cols / rot.size;
+  const std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= in.rows * blocks_per_row) return;
+  const std::int64_t r = i / blocks_per_row, c0 = (i % blocks_per_row) * rot.size;
+  float x[kMaxRhtBlock];
+  for (int j = 0; j < rot.size; ++j) {
+    x[j] = in.at(r, c0 + j);
+    note_non_finite(x[j], r, c0 + j, in.cols, first_bad);
+  }
+  rht_forward_block(x, rot.signs, rot.size, rot.norm, work + r * padded_cols + c0);
+}
+
+__global__ void amax_kernel(const float* work, std::int64_t n, unsigned* amax_bits) {
+  float m = 0.0f;
+  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    m = fmax2(m, fabs_bits(work[i]));
+  }
+  for (int off = 16; off > 0; off /= 2) m = fmax2(m, __shfl_xor_sync(0xFFFFFFFFu, m, off));
+  if ((threadIdx.x & 31) == 0) atomicMax(amax_bits, __float_as_uint(m));  // non-negative floats order as uints
+}
+
+// Per-tensor constants, computed by the same functions the CPU calls.
+struct Constants {
+  float t, k_enc, inv_t, k6, k4;
+  int zero;  // an NVFP4 tensor below the tiny-amax threshold quantizes as zeros
+};
+
+struct ConstantsArgs {
+  QuantizerKind kind;
+  bool nvfp4;
+  float val_max;    // V (or s for MS-EDEN)
+  float t_divisor;  // MS-EDEN research form
+};
+
+__global__ void constants_kernel(const unsigned* amax_bits, ConstantsArgs a, Constants* out, float* tensor_scale) {
+  float amax = __uint_as_float(*amax_bits);
+  Constants k{1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 0};
+  if (a.nvfp4 && amax < kTinyAmax) {
+    k.zero = 1;
+    amax = 0.0f;
+  }
+  switch (a.kind) {
+    case QuantizerKind::rtn:
+    case QuantizerKind::square16:
+    case QuantizerKind::sr: {
+      const TwoLevelScale s = rtn_tensor_scale(amax, a.val_max);
+      k.t = s.t;
+      k.k_enc = s.k_enc;
+      break;
+    }
+    case QuantizerKind::four_over_six: {
+      const FourOverSixScale s = four_over_six_tensor_scale(amax);
+      k.t = s.t;
+      k.inv_t = s.inv_t;
+      k.k6 = s.k6;
+      k.k4 = s.k4;
+      break;
+    }
+    case QuantizerKind::ms_eden_g128: {
+      const EdenResearchScale s = ms_eden_g128_tensor_scale(amax, a.val_max, a.t_divisor);
+      k.t = s.t;
+      k.k_enc = s.k_enc;
+      break;
+    }
+    case QuantizerKind::mxfp4_rtn:
+    case QuantizerKind::mxfp4_sr: k.t = kMxBackwardTensorScale; break;
+    default: break;  // ms_eden_g16 sets t after its first pass; QuEST has t = 1
+  }
+  *out = k;
+  *tensor_scale = k.t;
+}
+
+template <int N>
+__device__ void load_group(const float* work, const Constants& k, float* y) {
+  for (int i = 0; i < N; ++i) y[i] = k.zero ? 0.0f : work[i];
+}
+
+template <int N>
+__device__ void store_group_codes(std::uint8_t* codes, const std::uint8_t* c) {
+  for (int i = 0; i < N / 2; ++i) codes[i] = static_cast<std::uint8_t>(c[2 * i] | (c[2 * i + 1] << 4));
+}
+
+struct NvGroupArgs {
+  QuantizerKind kind;
+  const float* work;
+  std::int64_t rows, padded_cols, groups;
+  const Constants* constants;
+  RandomContext random;
+  float eden_scale;
+  const float* tile_amax;      // square16
+  float* corrected;            // ms_eden_g16 pass 1
+  unsigned* max_corrected;     // ms_eden_g16 pass 1
+  std::uint8_t* codes;
+  std::uint8_t* scales;
+};
+
+// One thread per NVFP4 group of 16: rtn, four_over_six, square16, sr, ms_eden_g16 (pass 1).
+__global__ void nv_group_kernel(NvGroupArgs a) {
+  const std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= a.rows * a.groups) return;
+  const std::int64_t r = i / a.groups, g = i % a.groups;
+  const Constants k = *a.constants;
+  float y[kNvGroup];
+  load_group<kNvGroup>(a.work + r * a.padded_cols + g * kNvGroup, k, y);
+  std::uint8_t codes[kNvGroup];
+  float s = 1.0f;
+  const TwoLevelScale two{k.t, k.k_enc};
+  switch (a.kind) {
+    case QuantizerKind::rtn: s = rtn_group(y, group_absmax<kNvGroup>(y), two, codes); break;
+    case QuantizerKind::square16: s = rtn_group(y, a.tile_amax[(r / kNvGroup) * a.groups + g], two, codes); break;
+    case QuantizerKind::four_over_six: s = four_over_six_group(y, FourOverSixScale{k.t, k.inv_t, k.k6, k.k4}, codes); break;
+    case QuantizerKind::sr: {
+      std::uint16_t bits[kNvGroup];
+      random_decision_range(a.random, static_cast<std::uint32_t>(r), static_cast<std::uint32_t>(g * kNvGroup), kNvGroup, bits);
+      s = sr_group(y, two, bits, codes);
+      break;
+    }
+    case QuantizerKind::ms_eden_g16: {
+      const float c = ms_eden_g16_group(y, a.eden_scale, codes);
+      a.corrected[i] = c;
+      atomicMax(a.max_corrected, __float_as_uint(c));
+      break;
+    }
+    default: break;
+  }
+  store_group_codes<kNvGroup>(a.codes + r * (a.padded_cols / 2) + g * (kNvGroup / 2), codes);
+  if (a.kind != QuantizerKind::ms_eden_g16) a.scales[i] = e4m3_bits_of_grid_value(s);
+}
+
+__global__ void tile_amax_kernel(const float* work, std::int64_t rows, std::int64_t padded_cols, std::int64_t groups,
+                                 const Constants* constants, float* tile_amax) {
+  const std::int64_t tile_rows = (rows + kNvGroup - 1) / kNvGroup;
+  const std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= tile_rows * groups) return;
+  const std::int64_t tr = i / groups, g = i % groups;
+  float m = 0.0f;
+  if (!constants->zero) {
+    for (std::int64_t r = tr * kNvGroup; r < rows && r < (tr + 1) * kNvGroup; ++r) {
+      m = fmax2(m, group_absmax<kNvGroup>(work + r * padded_cols + g * kNvGroup));
+    }
+  }
+  tile_amax[i] = m;
+}
+
+__global__ void eden_g16_tensor_scale_kernel(const unsigned* max_corrected, float* tensor_scale) {
+  *tensor_scale = ms_eden_g16_tensor_scale(__uint_as_float(*max_corrected));
+}
+
+// MS-EDEN canonical form, pass 2: decision index = the group's index in its row.
+__global__ void eden_g16_scales_kernel(const float* corrected, std::int64_t rows, std::int64_t groups,
+                                       const float* tensor_scale, RandomContext random, std::uint8_t* scales) {
+  const std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= rows * groups) return;
+  const std::int64_t r = i / groups, g = i % groups;
+  const std::uint16_t bits = random_decision_bits(random, static_cast<std::uint32_t>(r), static_cast<std::uint32_t>(g));
+  scales[i] = e4m3_bits_of_grid_value(ms_eden_g16_scale(corrected[i], *tensor_scale, bits));
+}
+
+// MS-EDEN research form: one thread per 128-element block (8 groups, one correction).
+__global__ void eden_g128_kernel(const float* work, std::int64_t rows, std::int64_t padded_cols, std::int64_t groups,
+                                 const Constants* constants, RandomContext random, std::uint8_t* codes,
+                                 std::uint8_t* scales) {
+  const std::int64_t blocks = (groups + kEdenBlockGroups - 1) / kEdenBlockGroups;
+  const std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= rows * blocks) return;
+  const std::int64_t r = i / blocks, g0 = (i % blocks) * kEdenBlockGroups;
+  const Constants k = *constants;
+  const EdenResearchScale ts{k.t, k.k_enc};
+  const int in_block = static_cast<int>(groups - g0 < kEdenBlockGroups ? groups - g0 : kEdenBlockGroups);
+  EdenPartialSums partials[kEdenBlockGroups] = {};
+  float sigma[kEdenBlockGroups] = {};
+  for (int j = 0; j < in_block; ++j) {
+    float y[kNvGroup];
+    std::uint8_t c[kNvGroup];
+    load_group<kNvGroup>(work + r * padded_cols + (g0 + j) * kNvGroup, k, y);
+    sigma[j] = ms_eden_g128_group(y, ts, c, &partials[j]);
+    store_group_codes<kNvGroup>(codes + r * (padded_cols / 2) + (g0 + j) * (kNvGroup / 2), c);
+  }
+  const float correction = ms_eden_g128_correction(partials);
+  std::uint16_t bits[kEdenBlockGroups];
+  random_decision_range(random, static_cast<std::uint32_t>(r), static_cast<std::uint32_t>(g0), in_block, bits);
+  for (int j = 0; j < in_block; ++j) {
+    scales[r * groups + g0 + j] = e4m3_bits_of_grid_value(ms_eden_g128_scale(sigma[j], correction, bits[j]));
+  }
+}
+
+// One thread per MXFP4 group of 32: QuEST (with trust mask) or the backward quantizer.
+__global__ void mx_group_kernel(QuantizerKind kind, const float* work, std::int64_t rows, std::int64_t padded_cols,
+                                std::int64_t groups, const Constants* constants, RandomContext random,
+                                std::uint8_t* codes, std::uint8_t* scales, std::uint8_t* trust_mask) {
+  const std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= rows * groups) return;
+  const std::int64_t r = i / groups, g = i % groups;
+  float y[kMxGroup];
+  load_group<kMxGroup>(work + r * padded_cols + g * kMxGroup, *constants, y);
+  std::uint8_t c[kMxGroup];
+  std::uint8_t scale;
+  if (kind == QuantizerKind::mxfp4_quest) {
+    std::uint32_t trust = 0;
+    scale = quest_group(y, c, &trust);
+    std::uint8_t* mask = trust_mask + r * (padded_cols / 8) + g * (kMxGroup / 8);
+    for (int b = 0; b < 4; ++b) mask[b] = static_cast<std::uint8_t>(trust >> (8 * b));
+  } else if (kind == QuantizerKind::mxfp4_sr) {
+    std::uint16_t bits[kMxGroup];
+    random_decision_range(random, static_cast<std::uint32_t>(r), static_cast<std::uint32_t>(g * kMxGroup), kMxGroup, bits);
+    scale = mxfp4_backward_group(y, bits, c);
+  } else {
+    scale = mxfp4_backward_group(y, nullptr, c);
+  }
+  store_group_codes<kMxGroup>(codes + r * (padded_cols / 2) + g * (kMxGroup / 2), c);
+  scales[i] = scale;
+}
+
+__device__ std::uint8_t code_at(const std::uint8_t* codes, std::int64_t padded_cols, std::int64_t r, std::int64_t c) {
+  const std::uint8_t byte = codes[r * (padded_cols / 2) + c / 2];
+  return (c % 2 == 0) ? (byte & 0x0Fu) : (byte >> 4);
+}
+
+__device__ float decode_scale(ElementFormat f, std::uint8_t b) { return f == ElementFormat::nvfp4 ? e4m3_decode(b) : e8m0_decode(b); }
+
+// out[c][r] = (e2m1 * scale) * t for c < cols: the dequantized tensor, transposed.
+__global__ void dequantize_transposed_kernel(const std::uint8_t* codes, const std::uint8_t* scales,
+                                             const float* tensor_scale, ElementFormat format, std::int64_t rows,
+                                             std::int64_t cols, std::int64_t padded_cols, float* out) {
+  const std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= rows * cols) return;
+  const std::int64_t r = i / cols, c = i % cols;
+  const int group = format == ElementFormat::nvfp4 ? kNvGroup : kMxGroup;
+  const float s = decode_scale(format, scales[r * (padded_cols / group) + c / group]);
+  out[c * rows + r] = fmul(fmul(e2m1_decode(code_at(codes, padded_cols, r, c)), s), *tensor_scale);
+}
+
+__global__ void dequantize_bf16_kernel(const std::uint8_t* codes, const std::uint8_t* scales, ElementFormat format,
+                                       std::int64_t rows, std::int64_t padded_cols, __nv_bfloat16* out) {
+  const std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= rows * padded_cols) return;
+  const std::int64_t r = i / padded_cols, c = i % padded_cols;
+  const int group = format == ElementFormat::nvfp4 ? kNvGroup : kMxGroup;
+  const float v = fmul(e2m1_decode(code_at(codes, padded_cols, r, c)), decode_scale(format, scales[r * (padded_cols / group) + c / group]));
+  out[i] = __float2bfloat16_rn(v);  // exact: at most 6 significant bits
+}
+
+// Transpose of a 16x16-square-block tensor: out is [cols][round_up(rows, 16)].
+__global__ void transpose_square_kernel(const std::uint8_t* codes, const std::uint8_t* scales, std::int64_t rows,
+                                        std::int64_t padded_cols, std::int64_t out_rows, std::int64_t out_padded,
+                                        std::uint8_t* out_codes, std::uint8_t* out_scales) {
+  const std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
+  const std::int64_t bytes_per_row = out_padded / 2;
+  if (i < out_rows * bytes_per_row) {  // one output byte: elements (r', 2j) and (r', 2j+1)
+    const std::int64_t r = i / bytes_per_row, j = i % bytes_per_row;
+    const std::uint8_t lo = 2 * j < rows ? code_at(codes, padded_cols, 2 * j, r) : 0;
+    const std::uint8_t hi = 2 * j + 1 < rows ? code_at(codes, padded_cols, 2 * j + 1, r) : 0;
+    out_codes[i] = static_cast<std::uint8_t>(lo | (hi << 4));
+  }
+  const std::int64_t out_groups = out_padded / kNvGroup, groups = padded_cols / kNvGroup;
+  if (i < out_rows * out_groups) {
+    const std::int64_t r = i / out_groups, g = i % out_groups;
+    const std::int64_t src_row = g * kNvGroup < rows ? g * kNvGroup : rows - 1;
+    out_scales[i] = scales[src_row * groups + r / kNvGroup];
+  }
+}
+
+// One thread per (row, rotation block): mask by the trust bits, then D H (rht_block.h).
+__global__ void trust_mask_unrotate_kernel(void* g, bool bf16, std::int64_t rows, std::int64_t cols,
+                                           std::int64_t padded_cols, const std::uint8_t* mask, RotationArgs rot) {
+  const int n = rot.size ? rot.size : 1;
+  const std::int64_t blocks_per_row = cols / n;
+  const std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= rows * blocks_per_row) return;
+  const std::int64_t r = i / blocks_per_row, c0 = (i % blocks_per_row) * n;
+  float v[kMaxRhtBlock];
+  for (int j = 0; j < n; ++j) {
+    const std::int64_t c = c0 + j;
+    const bool trusted = (mask[r * (padded_cols / 8) + c / 8] >> (c % 8)) & 1u;
+    v[j] = trusted ? load_real(g, bf16, r * cols + c) : 0.0f;
+  }
+  if (rot.size) rht_inverse_block(v, rot.signs, n, rot.norm, v);
+  for (int j = 0; j < n; ++j) store_real(g, bf16, r * cols + c0 + j, v[j]);
+}
+
+unsigned grid_stride_blocks(std::int64_t n) {
+  const std::int64_t b = (n + kThreads - 1) / kThreads;
+  return static_cast<unsigned>(b < 4096 ? (b > 0 ? b : 1) : 4096);
+}
+
+}  // namespace
+
+DeviceQuantized quantize(const void* x, DType dtype, std::int64_t x_rows, std::int64_t x_cols, bool transpose,
+                         const QuantizerSpec& spec, const Rotation& rotation, const RandomContext& random,
+                         cudaStream_t stream) {
+  spec.validate();
+  if (dtype != DType::f32 && dtype != DType::bf16) {
+    throw Error(message("quantize on the GPU takes f32 or bf16 tensors, got ", dtype_name(dtype)));
+  }
+  const std::int64_t rows = transpose ? x_cols : x_rows, cols = transpose ? x_rows : x_cols;
+  check_quantize_shape(rows, cols, rotation);
+  DeviceQuantized q;
+  q.format = quantizer_format(spec.kind);
+  q.rows = rows;
+  q.cols = cols;
+  q.padded_cols = round_up(cols, q.group());
+  q.rotation_size = rotation.size;
+  q.square_blocks = spec.kind == QuantizerKind::square16;
+  const std::int64_t groups = q.padded_cols / q.group();
+
+  const Input in{x, dtype == DType::bf16, transpose, x_cols, rows, cols};
+  auto work = device_alloc(static_cast<std::size_t>(rows * q.padded_cols) * sizeof(float));
+  auto scratch = device_alloc(64);  // [0]: first non-finite index, [8]: amax bits, [12]: max corrected, [16..]: constants
+  auto* first_bad = reinterpret_cast<unsigned long long*>(ptr<char>(scratch));
+  auto* amax_bits = reinterpret_cast<unsigned*>(ptr<char>(scratch) + 8);
+  auto* max_corrected = reinterpret_cast<unsigned*>(ptr<char>(scratch) + 12);
+  auto* constants = reinterpret_cast<Constants*>(ptr<char>(scratch) + 16);
+  QUARTET_CUDA_CHECK(cudaMemsetAsync(scratch.get(), 0xFF, 8, stream));
+  QUARTET_CUDA_CHECK(cudaMemsetAsync(ptr<char>(scratch) + 8, 0, 8, stream));
+  if (rotation.size) {
+    QUARTET_CUDA_CHECK(cudaMemsetAsync(work.get(), 0, static_cast<std::size_t>(rows * q.padded_cols) * sizeof(float), stream));
+    prepare_rotated_kernel<<<blocks_for(rows * (cols / rotation.size)), kThreads, 0, stream>>>(
+        in, rotation_args(rotation), ptr<float>(work), q.padded_cols, first_bad);
+  } else {
+    prepare_plain_kernel<<<grid_stride_blocks(rows * q.padded_cols), kThreads, 0, stream>>>(in, ptr<float>(work),
+                                                                                             q.padded_cols, first_bad);
+  }
+  QUARTET_CUDA_LAUNCHED();
+  unsigned long long bad = 0;
+  QUARTET_CUDA_CHECK(cudaMemcpyAsync(&bad, first_bad, 8, cudaMemcpyDeviceToHost, stream));
+  QUARTET_CUDA_CHECK(cudaStreamSynchronize(stream));
+  if (bad != ~0ull) {
+    const auto r = static_cast<std::int64_t>(bad) / cols, c = static_cast<std::int64_t>(bad) % cols;
+    const std::int64_t index = transpose ? c * x_cols + r : r * x_cols + c;
+    float value = 0;
+    if (dtype == DType::bf16) {
+      std::uint16_t h = 0;
+      QUARTET_CUDA_CHECK(cudaMemcpy(&h, static_cast<const std::uint16_t*>(x) + index, 2, cudaMemcpyDeviceToHost));
+      const std::uint32_t bits = static_cast<std::uint32_t>(h) << 16;
+      std::memcpy(&value, &bits, 4);
+    } else {
+      QUARTET_CUDA_CHECK(cudaMemcpy(&value, static_cast<const float*>(x) + index, 4, cudaMemcpyDeviceToHost));
+    }
+    throw NonFiniteError(message("quantize: input element (", r, ", ", c, ") of the ", rows, " x ", cols, " tensor is ", value, "; quantizers need finite values"));
+  }
+
+  amax_kernel<<<grid_stride_blocks(rows * q.padded_cols), kThreads, 0, stream>>>(ptr<float>(work), rows * q.padded_cols, amax_bits);
+  QUARTET_CUDA_LAUNCHED();
+  q.tensor_scale = device_alloc(sizeof(float));
+  const ConstantsArgs ca{spec.kind, q.format == ElementFormat::nvfp4, spec.val_max(),
+                         static_cast<float>(255.99 * (6.0 / (spec.clip * spec.headroom)))};
+  constants_kernel<<<1, 1, 0, stream>>>(amax_bits, ca, constants, ptr<float>(q.tensor_scale));
+  QUARTET_CUDA_LAUNCHED();
+
+  q.codes = device_alloc(q.code_bytes());
+  q.scales = device_alloc(q.scale_bytes());
+  if (q.format == ElementFormat::mxfp4) {
+    if (spec.kind == QuantizerKind::mxfp4_quest) q.trust_mask = device_alloc(static_cast<std::size_t>(rows * q.padded_cols / 8));
+    mx_group_kernel<<<blocks_for(rows * groups), kThreads, 0, stream>>>(
+        spec.kind, ptr<float>(work), rows, q.padded_cols, groups, constants, random, ptr<std::uint8_t>(q.codes),
+        ptr<std::uint8_t>(q.scales), q.trust_mask ? ptr<std::uint8_t>(q.trust_mask) : nullptr);
+    QUARTET_CUDA_LAUNCHED();
+  } else if (spec.kind == QuantizerKind::ms_eden_g128) {
+    eden_g128_kernel<<<blocks_for(rows * ((groups + 7) / 8)), kThreads, 0, stream>>>(
+        ptr<float>(work), rows, q.padded_cols, groups, constants, random, ptr<std::uint8_t>(q.codes),
+        ptr<std::uint8_t>(q.scales));
+    QUARTET_CUDA_LAUNCHED();
+  } else {
+    NvGroupArgs a{};
+    a.kind = spec.kind;
+    a.work = ptr<float>(work);
+    a.rows = rows;
+    a.padded_cols = q.padded_cols;
+    a.groups = groups;
+    a.constants = constants;
+    a.random = random;
+    a.eden_scale = spec.val_max();
+    a.codes = ptr<std::uint8_t>(q.codes);
+    a.scales = ptr<std::uint8_t>(q.scales);
+    std::shared_ptr<void> tiles, corrected;
+    if (spec.kind == QuantizerKind::square16) {
+      const std::int64_t tile_rows = (rows + kNvGroup - 1) / kNvGroup;
+      tiles = device_alloc(static_cast<std::size_t>(tile_rows * groups) * sizeof(float));
+      tile_amax_kernel<<<blocks_for(tile_rows * groups), kThreads, 0, stream>>>(ptr<float>(work), rows, q.padded_cols,
+                                                                                groups, constants, ptr<float>(tiles));
+      QUARTET_CUDA_LAUNCHED();
+      a.tile_amax = ptr<float>(tiles);
+    }
+    if (spec.kind == QuantizerKind::ms_eden_g16) {
+      corrected = device_alloc(static_cast<std::size_t>(rows * groups) * sizeof(float));
+      a.corrected = ptr<float>(corrected);
+      a.max_corrected = max_corrected;
+    }
+    nv_group_kernel<<<blocks_for(rows * groups), kThreads, 0, stream>>>(a);
+    QUARTET_CUDA_LAUNCHED();
+    if (spec.kind == QuantizerKind::ms_eden_g16) {
+      eden_g16_tensor_scale_kernel<<<1, 1, 0, stream>>>(max_corrected, ptr<float>(q.tensor_scale));
+      QUARTET_CUDA_LAUNCHED();
+      eden_g16_scales_kernel<<<blocks_for(rows * groups), kThreads, 0, stream>>>(
+          ptr<float>(corrected), rows, groups, ptr<float>(q.tensor_scale), random, ptr<std::uint8_t>(q.scales));
+      QUARTET_CUDA_LAUNCHED();
+    }
+    QUARTET_CUDA_CHECK(cudaStreamSynchronize(stream));  // tiles / corrected are freed on return
+  }
+  QUARTET_CUDA_CHECK(cudaStreamSynchronize(stream));  // the work buffer is freed on return
+  return q;
+}
+
+DeviceQuantized requantize_transposed(const DeviceQuantized& q, const QuantizerSpec& spec, const Rotation& rotation,
+                                      const RandomContext& random, cudaStream_t stream) {
+  auto values = device_alloc(static_cast<std::size_t>(q.rows * q.cols) * sizeof(float));
+  dequantize_transposed_kernel<<<blocks_for(q.rows * q.cols), kThreads, 0, stream>>>(
+      ptr<std::uint8_t>(q.codes), ptr<std::uint8_t>(q.scales), ptr<float>(q.tensor_scale), q.format, q.rows, q.cols,
+      q.padded_cols, ptr<float>(values));
+  QUARTET_CUDA_LAUNCHED();
+  return quantize(values.get(), DType::f32, q.cols, q.rows, false, spec, rotation, random, stream);
+}
+
+DeviceQuantized transpose_square_blocks(const DeviceQuantized& q, cudaStream_t stream) {
+  if (!q.square_blocks || q.format != ElementFormat::nvfp4) {
+    throw Error("only NVFP4 tensors quantized with 16x16 square blocks can be transposed exactly");
+  }
+  if (q.rotation_size != 0) throw Error("a rotated tensor cannot be transposed: its rotation runs along the other dimension");
+  DeviceQuantized t;
+  t.format = q.format;
+  t.rows = q.cols;
+  t.cols = q.rows;
+  t.padded_cols = round_up(q.rows, kNvGroup);
+  t.square_blocks = true;
+  t.tensor_scale = device_alloc(sizeof(float));
+  QUARTET_CUDA_CHECK(cudaMemcpyAsync(t.tensor_scale.get(), q.tensor_scale.get(), sizeof(float), cudaMemcpyDeviceToDevice, stream));
+  t.codes = device_alloc(t.code_bytes());
+  t.scales = device_alloc(t.scale_bytes());
+  transpose_square_kernel<<<blocks_for(t.rows * t.padded_cols / 2), kThreads, 0, stream>>>(
+      ptr<std::uint8_t>(q.codes), ptr<std::uint8_t>(q.scales), q.rows, q.padded_cols, t.rows, t.padded_cols,
+      ptr<std::uint8_t>(t.codes), ptr<std::uint8_t>(t.scales));
+  QUARTET_CUDA_LAUNCHED();
+  return t;
+}
+
+void dequantize_block_scaled_bf16(const DeviceQuantized& q, void* out, cudaStream_t stream) {
+  dequantize_bf16_kernel<<<blocks_for(q.rows * q.padded_cols), kThreads, 0, stream>>>(
+      ptr<std::uint8_t>(q.codes), ptr<std::uint8_t>(q.scales), q.format, q.rows, q.padded_cols,
+      static_cast<__nv_bfloat16*>(out));
+  QUARTET_CUDA_LAUNCHED();
+}
+
+void apply_trust_mask_and_unrotate(void* g, DType dtype, const DeviceQuantized& q, const Rotation& rotation,
+                                   cudaStream_t stream) {
+  if (!q.trust_mask) throw Error("trust mask: the operand has none (only QuEST-quantized tensors do)");
+  if (q.rotation_size != rotation.size) {
+    throw Error(message("trust mask: the operand was rotated with size ", q.rotation_size, ", not ", rotation.size));
+  }
+  if (dtype != DType::f32 && dtype != DType::bf16) throw Error("trust mask: gradients must be f32 or bf16");
+  const std::int64_t n = rotation.size ? rotation.size : 1;
+  trust_mask_unrotate_kernel<<<blocks_for(q.rows * (q.cols / n)), kThreads, 0, stream>>>(
+      g, dtype == DType::bf16, q.rows, q.cols, q.padded_cols, ptr<std::uint8_t>(q.trust_mask), rotation_args(rotation));
+  QUARTET_CUDA_LAUNCHED();
+}
+
+QuantizedTensor download(const DeviceQuantized& q) {
+  QuantizedTensor t = QuantizedTensor::zeros(q.format, q.rows, q.cols);
+  t.square_blocks = q.square_blocks;
+  t.rotation_size = q.rotation_size;
+  QUARTET_CUDA_CHECK(cudaDeviceSynchronize());
+  QUARTET_CUDA_CHECK(cudaMemcpy(t.codes.data(), q.codes.get(), q.code_bytes(), cudaMemcpyDeviceToHost));
+  QUARTET_CUDA_CHECK(cudaMemcpy(t.scales.data(), q.scales.get(), q.scale_bytes(), cudaMemcpyDeviceToHost));
+  QUARTET_CUDA_CHECK(cudaMemcpy(&t.tensor_scale, q.tensor_scale.get(), sizeof(float), cudaMemcpyDeviceToHost));
+  if (q.trust_mask) {
+    t.trust_mask.resize(q.mask_bytes());
+    QUARTET_CUDA_CHECK(cudaMemcpy(t.trust_mask.data(), q.trust_mask.get(), q.mask_bytes(), cudaMemcpyDeviceToHost));
+  }
+  return t;
+}
+
+}  // namespace quartet::cuda

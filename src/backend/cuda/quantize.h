@@ -1,0 +1,65 @@
+// Quantization on the GPU: the quantizers of numerics.md as kernels that call the very group
+// functions the CPU reference calls (include/quartet/numerics/group_quantizers.h), with the
+// randomized Hadamard transform computed in double and rounded once, exactly as the CPU does.
+// Given the same input, codes, scales and tensor scales are therefore identical bit for bit.
+//
+// This is the reference-correct GPU path (one thread per group, FP64 rotation); the fused,
+// bandwidth-bound kernels of kernels.md replace its pieces without changing its results,
+// except for the FP32 tensor-core rotation, whose tolerance its tests state.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+
+#include <cuda_runtime_api.h>
+
+#include "quartet/backend/tensor.h"
+#include "quartet/numerics/hadamard.h"
+#include "quartet/numerics/philox.h"
+#include "quartet/numerics/quantized_tensor.h"
+#include "quartet/numerics/quantizer.h"
+
+namespace quartet::cuda {
+
+// A quantized tensor in device memory: linear scale layout, the tensor scale as a device FP32.
+struct DeviceQuantized {
+  ElementFormat format = ElementFormat::nvfp4;
+  std::int64_t rows = 0, cols = 0, padded_cols = 0;
+  int rotation_size = 0;
+  bool square_blocks = false;
+  std::shared_ptr<void> codes;        // uint8 [rows][padded_cols / 2]
+  std::shared_ptr<void> scales;       // uint8 [rows][padded_cols / group]
+  std::shared_ptr<void> tensor_scale; // float [1]
+  std::shared_ptr<void> trust_mask;   // uint8 [rows][padded_cols / 8] or null
+
+  int group() const { return format_group_size(format); }
+  std::size_t code_bytes() const { return static_cast<std::size_t>(rows * padded_cols / 2); }
+  std::size_t scale_bytes() const { return static_cast<std::size_t>(rows * padded_cols / group()); }
+  std::size_t mask_bytes() const { return trust_mask ? static_cast<std::size_t>(rows * padded_cols / 8) : 0; }
+};
+
+// x: a device matrix [x_rows, x_cols] of f32 or bf16 (row-major). With `transpose` its
+// transpose is quantized (rows = x_cols), without materialising it. Throws NonFiniteError
+// naming the first non-finite element, Error for shapes the rotation does not fit.
+DeviceQuantized quantize(const void* x, DType dtype, std::int64_t x_rows, std::int64_t x_cols, bool transpose,
+                         const QuantizerSpec& spec, const Rotation& rotation, const RandomContext& random,
+                         cudaStream_t stream);
+
+// Dequantize (values e2m1 * scale * t, in the tensor's rotated domain), transpose, and quantize
+// again.
+DeviceQuantized requantize_transposed(const DeviceQuantized& q, const QuantizerSpec& spec, const Rotation& rotation,
+                                      const RandomContext& random, cudaStream_t stream);
+
+DeviceQuantized transpose_square_blocks(const DeviceQuantized& q, cudaStream_t stream);
+
+// out: bf16 [rows][padded_cols], e2m1 * block scale (exact in BF16), without t.
+void dequantize_block_scaled_bf16(const DeviceQuantized& q, void* out, cudaStream_t stream);
+
+// g (f32 or bf16 [rows][cols]) <- (g masked by q's trust mask) H^T along the rows.
+void apply_trust_mask_and_unrotate(void* g, DType dtype, const DeviceQuantized& q, const Rotation& rotation,
+                                   cudaStream_t stream);
+
+// A host copy with the same layout as the CPU backend's (linear scales).
+QuantizedTensor download(const DeviceQuantized& q);
+
+}  // namespace quartet::cuda

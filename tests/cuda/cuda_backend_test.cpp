@@ -1,0 +1,341 @@
+// The CUDA backend against the CPU backend on fresh random inputs (run on the GPU machine;
+// every test skips without a GPU).
+//
+// Bitwise: quantized codes, block scales, tensor scales and trust masks (the kernels call the
+// CPU's group functions, and the RHT is computed in double exactly as on the CPU), requant,
+// square-block transposes, embeddings and element-wise adds.
+// Tolerances, where the summation order differs:
+//  * GEMMs accumulate K products in FP32 in another order: |gpu - cpu| <= 2 K 2^-24 sum|a b|
+//    per output (each side within K 2^-24 sum|a b| of the exact value), plus one BF16 ulp
+//    (2^-8 relative) when the output is stored in BF16;
+//  * exp/log (libdevice vs glibc) differ by an ulp: softmax-based outputs within 1e-5
+//    relative, and BF16 outputs within one BF16 ulp.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include "quartet/backend/cuda.h"
+#include "quartet/error.h"
+#include "quartet/nn/linear.h"
+#include "quartet/nn/llama.h"
+
+namespace quartet {
+namespace {
+
+std::vector<double> random_values(std::size_t n, std::uint64_t seed, double scale = 1.0, bool row_scales = false,
+                                  std::size_t cols = 1) {
+  std::mt19937_64 gen(seed);
+  std::normal_distribution<double> normal(0.0, scale);
+  std::vector<double> v(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    v[i] = normal(gen);
+    if (row_scales) v[i] *= std::exp2(8.0 * static_cast<double>(i / cols % 17) / 16.0);
+  }
+  return v;
+}
+
+class Cuda : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!cuda_available()) GTEST_SKIP() << cuda_device_description();
+    gpu = make_cuda_backend();
+    cpu = make_cpu_backend();
+  }
+
+  // The same values on both backends.
+  std::pair<Tensor, Tensor> pair(const Shape& shape, DType dtype, const std::vector<double>& values) {
+    Tensor a = cpu->empty(shape, dtype), b = gpu->empty(shape, dtype);
+    cpu->upload(a, values);
+    gpu->upload(b, cpu->download(a));  // after the CPU's BF16 rounding: identical inputs
+    return {a, b};
+  }
+
+  std::unique_ptr<Backend> gpu, cpu;
+};
+
+void expect_same_quantized(const QuantizedTensor& a, const QuantizedTensor& b, const std::string& what) {
+  ASSERT_EQ(a.rows, b.rows) << what;
+  ASSERT_EQ(a.cols, b.cols) << what;
+  EXPECT_EQ(a.tensor_scale, b.tensor_scale) << what;
+  EXPECT_EQ(a.rotation_size, b.rotation_size) << what;
+  std::size_t code_diff = 0, scale_diff = 0;
+  for (std::size_t i = 0; i < a.codes.size(); ++i) code_diff += a.codes[i] != b.codes[i];
+  for (std::size_t i = 0; i < a.scales.size(); ++i) scale_diff += a.scales[i] != b.scales[i];
+  EXPECT_EQ(code_diff, 0u) << what << ": code bytes differ";
+  EXPECT_EQ(scale_diff, 0u) << what << ": scale bytes differ";
+  EXPECT_EQ(a.trust_mask, b.trust_mask) << what;
+}
+
+struct QuantCase {
+  QuantizerKind kind;
+  int rotation;
+};
+
+const QuantCase kQuantCases[] = {
+    {QuantizerKind::rtn, 0},           {QuantizerKind::four_over_six, 0}, {QuantizerKind::square16, 0},
+    {QuantizerKind::sr, 0},            {QuantizerKind::sr, 16},           {QuantizerKind::sr, 32},
+    {QuantizerKind::ms_eden_g16, 128}, {QuantizerKind::ms_eden_g128, 128}, {QuantizerKind::mxfp4_quest, 32},
+    {QuantizerKind::mxfp4_rtn, 32},    {QuantizerKind::mxfp4_sr, 32},     {QuantizerKind::rtn, 128},
+};
+
+TEST_F(Cuda, QuantizersAreBitwiseIdenticalToTheCpu) {
+  for (const QuantCase& qc : kQuantCases) {
+    for (bool transpose : {false, true}) {
+      for (DType dtype : {DType::bf16, DType::f32}) {
+        const std::int64_t rows = 128, cols = 256;  // transposed, 128 rows meet RHT-128 too
+        auto [x_cpu, x_gpu] = pair({rows, cols}, dtype, random_values(rows * cols, 7 + qc.rotation, 1.0, true, cols));
+        const QuantizerSpec spec = QuantizerSpec::defaults(qc.kind);
+        const Rotation rot = qc.rotation ? Rotation::random(qc.rotation, {3, 4, 5}) : Rotation::none();
+        const RandomContext rng{11, 12, 13};
+        const std::string what = std::string(quantizer_name(qc.kind)) + " RHT-" + std::to_string(qc.rotation) +
+                                 (transpose ? " transposed " : " ") + dtype_name(dtype);
+        expect_same_quantized(cpu->download_quantized(cpu->quantize(x_cpu, transpose, spec, rot, rng)),
+                              gpu->download_quantized(gpu->quantize(x_gpu, transpose, spec, rot, rng)), what);
+      }
+    }
+  }
+}
+
+TEST_F(Cuda, PaddedShapesTinyTensorsAndZeros) {
+  for (QuantizerKind kind : kAllQuantizers) {
+    for (auto [rows, cols, scale] : {std::tuple{37, 80, 1.0}, std::tuple{5, 40, 1e-31}, std::tuple{3, 64, 0.0}}) {
+      auto [x_cpu, x_gpu] = pair({rows, cols}, DType::bf16, random_values(static_cast<std::size_t>(rows * cols), 9, std::max(scale, 1e-300)));
+      if (scale == 0.0) {
+        cpu->fill(x_cpu, 0.0);
+        gpu->fill(x_gpu, 0.0);
+      }
+      const QuantizerSpec spec = QuantizerSpec::defaults(kind);
+      expect_same_quantized(cpu->download_quantized(cpu->quantize(x_cpu, false, spec, Rotation::none(), {1, 2, 3})),
+                            gpu->download_quantized(gpu->quantize(x_gpu, false, spec, Rotation::none(), {1, 2, 3})),
+                            std::string(quantizer_name(kind)) + " " + std::to_string(rows) + "x" + std::to_string(cols));
+    }
+  }
+}
+
+TEST_F(Cuda, RequantAndSquareTransposeAreBitwiseIdentical) {
+  const std::int64_t rows = 128, cols = 256;
+  auto [x_cpu, x_gpu] = pair({rows, cols}, DType::bf16, random_values(rows * cols, 21, 1.0, true, cols));
+  for (auto [fwd, bwd, rot] : {std::tuple{QuantizerKind::four_over_six, QuantizerKind::ms_eden_g16, 128},
+                               std::tuple{QuantizerKind::rtn, QuantizerKind::sr, 32},
+                               std::tuple{QuantizerKind::mxfp4_quest, QuantizerKind::mxfp4_rtn, 32}}) {
+    const Rotation r = Rotation::random(rot, {5, 6, 7});
+    const QuantizerSpec f = QuantizerSpec::defaults(fwd), b = QuantizerSpec::defaults(bwd);
+    const QTensor qc = cpu->quantize(x_cpu, false, f, Rotation::none(), {1, 1, 1});
+    const QTensor qg = gpu->quantize(x_gpu, false, f, Rotation::none(), {1, 1, 1});
+    expect_same_quantized(cpu->download_quantized(cpu->requantize_transposed(qc, b, r, {2, 2, 2})),
+                          gpu->download_quantized(gpu->requantize_transposed(qg, b, r, {2, 2, 2})),
+                          std::string("requant ") + std::string(quantizer_name(fwd)) + " -> " + std::string(quantizer_name(bwd)));
+  }
+  auto [w_cpu, w_gpu] = pair({40, 48}, DType::f32, random_values(40 * 48, 22));
+  const QuantizerSpec sq = QuantizerSpec::defaults(QuantizerKind::square16);
+  expect_same_quantized(
+      cpu->download_quantized(cpu->transpose_square_blocks(cpu->quantize(w_cpu, false, sq, Rotation::none(), {}))),
+      gpu->download_quantized(gpu->transpose_square_blocks(gpu->quantize(w_gpu, false, sq, Rotation::none(), {}))),
+      "square transpose");
+}
+
+TEST_F(Cuda, NonFiniteInputIsReportedLikeOnTheCpu) {
+  std::vector<double> v = random_values(4 * 32, 3);
+  v[2 * 32 + 7] = NAN;
+  auto [x_cpu, x_gpu] = pair({4, 32}, DType::bf16, v);
+  const QuantizerSpec spec = QuantizerSpec::defaults(QuantizerKind::rtn);
+  std::string cpu_msg, gpu_msg;
+  try {
+    cpu->quantize(x_cpu, false, spec, Rotation::none(), {});
+  } catch (const NonFiniteError& e) {
+    cpu_msg = e.what();
+  }
+  try {
+    gpu->quantize(x_gpu, false, spec, Rotation::none(), {});
+  } catch (const NonFiniteError& e) {
+    gpu_msg = e.what();
+  }
+  EXPECT_NE(gpu_msg.find("(2, 7)"), std::string::npos) << gpu_msg;
+  EXPECT_EQ(cpu_msg, gpu_msg);
+}
+
+// |gpu - cpu| <= 2 K 2^-24 sum|a b| + (bf16 ? 2^-8 |cpu| : 0), per element.
+void expect_gemm_close(const std::vector<double>& g, const std::vector<double>& c, const std::vector<double>& bound,
+                       bool bf16, const std::string& what) {
+  ASSERT_EQ(g.size(), c.size());
+  int bad = 0;
+  for (std::size_t i = 0; i < g.size(); ++i) {
+    const double tol = bound[i] + (bf16 ? std::ldexp(std::fabs(c[i]), -8) : 0.0) + 1e-30;
+    if (std::fabs(g[i] - c[i]) > tol && ++bad <= 3) {
+      ADD_FAILURE() << what << "[" << i << "]: gpu " << g[i] << " cpu " << c[i] << " tolerance " << tol;
+    }
+  }
+  EXPECT_EQ(bad, 0) << what;
+}
+
+TEST_F(Cuda, QuantizedGemmMatchesTheCpu) {
+  const std::int64_t m = 64, n = 48, k = 256;
+  for (QuantizerKind kind : {QuantizerKind::rtn, QuantizerKind::mxfp4_rtn}) {
+    auto [a_cpu, a_gpu] = pair({m, k}, DType::bf16, random_values(m * k, 31));
+    auto [b_cpu, b_gpu] = pair({n, k}, DType::f32, random_values(n * k, 32));
+    const QuantizerSpec s = QuantizerSpec::defaults(kind);
+    const QTensor qa = cpu->quantize(a_cpu, false, s, Rotation::none(), {}), qb = cpu->quantize(b_cpu, false, s, Rotation::none(), {});
+    Tensor oc = cpu->empty({m, n}, DType::f32), og = gpu->empty({m, n}, DType::f32);
+    cpu->gemm_quantized(oc, qa, qb, false);
+    gpu->gemm_quantized(og, gpu->quantize(a_gpu, false, s, Rotation::none(), {}), gpu->quantize(b_gpu, false, s, Rotation::none(), {}), false);
+    const QuantizedTensor ha = cpu->download_quantized(qa), hb = cpu->download_quantized(qb);
+    std::vector<double> bound(static_cast<std::size_t>(m * n));
+    for (std::int64_t i = 0; i < m; ++i)
+      for (std::int64_t j = 0; j < n; ++j) {
+        double s_abs = 0;
+        for (std::int64_t l = 0; l < k; ++l) s_abs += std::fabs(static_cast<double>(ha.value(i, l)) * hb.value(j, l));
+        bound[static_cast<std::size_t>(i * n + j)] = 2.0 * static_cast<double>(k) * std::ldexp(s_abs, -24);
+      }
+    expect_gemm_close(gpu->download(og), cpu->download(oc), bound, false, std::string(quantizer_name(kind)));
+  }
+}
+
+TEST_F(Cuda, HighPrecisionGemmEveryTransposition) {
+  const std::int64_t m = 33, n = 20, k = 64;
+  for (bool at : {false, true})
+    for (bool bt : {false, true})
+      for (bool acc : {false, true}) {
+        auto [a_cpu, a_gpu] = pair(at ? Shape{k, m} : Shape{m, k}, DType::bf16, random_values(m * k, 41));
+        auto [b_cpu, b_gpu] = pair(bt ? Shape{k, n} : Shape{n, k}, DType::f32, random_values(n * k, 42));
+        auto [o_cpu, o_gpu] = pair({m, n}, DType::f32, random_values(m * n, 43));
+        cpu->gemm(o_cpu, a_cpu, at, b_cpu, bt, acc);
+        gpu->gemm(o_gpu, a_gpu, at, b_gpu, bt, acc);
+        const auto c = cpu->download(o_cpu), g = gpu->download(o_gpu);
+        std::vector<double> bound(c.size(), 2.0 * k * std::ldexp(16.0 * k, -24));  // |a b| < 16 for N(0,1) pairs, loosely
+        expect_gemm_close(g, c, bound, false, "gemm " + std::to_string(at) + std::to_string(bt) + std::to_string(acc));
+      }
+}
+
+void expect_close(const std::vector<double>& g, const std::vector<double>& c, double rel, double abs,
+                  const std::string& what) {
+  ASSERT_EQ(g.size(), c.size()) << what;
+  int bad = 0;
+  for (std::size_t i = 0; i < g.size(); ++i) {
+    if (std::fabs(g[i] - c[i]) > rel * std::fabs(c[i]) + abs && ++bad <= 3) {
+      ADD_FAILURE() << what << "[" << i << "]: gpu " << g[i] << " cpu " << c[i];
+    }
+  }
+  EXPECT_EQ(bad, 0) << what;
+}
+
+TEST_F(Cuda, LayersMatchTheCpu) {
+  const std::int64_t n = 64, c = 48, v = 37;
+  std::vector<std::int32_t> ids(static_cast<std::size_t>(n));
+  for (std::int64_t i = 0; i < n; ++i) ids[static_cast<std::size_t>(i)] = static_cast<std::int32_t>((i * 7) % v);
+  Tensor tok_c = cpu->empty({n}, DType::i32), tok_g = gpu->empty({n}, DType::i32);
+  cpu->upload_tokens(tok_c, ids);
+  gpu->upload_tokens(tok_g, ids);
+  auto [table_c, table_g] = pair({v, c}, DType::f32, random_values(v * c, 51));
+  Tensor ec = cpu->empty({n, c}, DType::bf16), eg = gpu->empty({n, c}, DType::bf16);
+  cpu->embedding_forward(ec, tok_c, table_c);
+  gpu->embedding_forward(eg, tok_g, table_g);
+  EXPECT_EQ(cpu->download(ec), gpu->download(eg));
+  auto [dt_c, dt_g] = pair({v, c}, DType::f32, random_values(v * c, 52));
+  cpu->embedding_backward(dt_c, tok_c, ec);
+  gpu->embedding_backward(dt_g, tok_g, eg);
+  EXPECT_EQ(cpu->download(dt_c), gpu->download(dt_g)) << "same additions in the same order";
+
+  auto [w_c, w_g] = pair({c}, DType::f32, random_values(c, 53));
+  Tensor yc = cpu->empty({n, c}, DType::bf16), yg = gpu->empty({n, c}, DType::bf16);
+  Tensor rc = cpu->empty({n}, DType::f32), rg = gpu->empty({n}, DType::f32);
+  cpu->rmsnorm_forward(yc, rc, ec, w_c, 1e-5);
+  gpu->rmsnorm_forward(yg, rg, eg, w_g, 1e-5);
+  EXPECT_EQ(cpu->download(yc), gpu->download(yg)) << "the CPU's sequential sums, unfused";
+  Tensor dxc = cpu->empty({n, c}, DType::bf16), dxg = gpu->empty({n, c}, DType::bf16);
+  auto [dw_c, dw_g] = pair({c}, DType::f32, std::vector<double>(static_cast<std::size_t>(c), 0.0));
+  cpu->rmsnorm_backward(dxc, dw_c, yc, ec, w_c, rc);
+  gpu->rmsnorm_backward(dxg, dw_g, yg, eg, w_g, rg);
+  EXPECT_EQ(cpu->download(dxc), gpu->download(dxg));
+  EXPECT_EQ(cpu->download(dw_c), gpu->download(dw_g));
+
+  auto [gu_c, gu_g] = pair({n, 2 * c}, DType::bf16, random_values(n * 2 * c, 54, 2.0));
+  Tensor sc = cpu->empty({n, c}, DType::bf16), sg = gpu->empty({n, c}, DType::bf16);
+  cpu->swiglu_forward(sc, gu_c);
+  gpu->swiglu_forward(sg, gu_g);
+  expect_close(gpu->download(sg), cpu->download(sc), 0x1p-7, 1e-30, "swiglu (exp may differ by an ulp: one BF16 ulp)");
+  Tensor dgc = cpu->empty({n, 2 * c}, DType::bf16), dgg = gpu->empty({n, 2 * c}, DType::bf16);
+  cpu->swiglu_backward(dgc, sc, gu_c);
+  gpu->swiglu_backward(dgg, sg, gu_g);
+  expect_close(gpu->download(dgg), cpu->download(dgc), 0x1p-6, 1e-30, "swiglu backward");
+
+  auto [l_c, l_g] = pair({n, v}, DType::f32, random_values(n * v, 55, 3.0));
+  std::vector<std::int32_t> tg = ids;
+  tg[3] = -1;
+  Tensor tc = cpu->empty({n}, DType::i32), tgt = gpu->empty({n}, DType::i32);
+  cpu->upload_tokens(tc, tg);
+  gpu->upload_tokens(tgt, tg);
+  Tensor dc = cpu->empty({n, v}, DType::f32), dg = gpu->empty({n, v}, DType::f32);
+  const double loss_c = cpu->cross_entropy(dc, l_c, tc, 0.01), loss_g = gpu->cross_entropy(dg, l_g, tgt, 0.01);
+  EXPECT_NEAR(loss_g, loss_c, 1e-9 * loss_c);
+  expect_close(gpu->download(dg), cpu->download(dc), 1e-6, 1e-12, "cross-entropy gradient");
+}
+
+TEST_F(Cuda, AttentionMatchesTheCpu) {
+  AttentionShape s{2, 33, 4, 2, 16};
+  auto [q_c, q_g] = pair({s.tokens(), s.qkv_width()}, DType::bf16, random_values(s.tokens() * s.qkv_width(), 61));
+  Tensor oc = cpu->empty({s.tokens(), s.q_width()}, DType::bf16), og = gpu->empty({s.tokens(), s.q_width()}, DType::bf16);
+  AttentionSaved sc, sg;
+  cpu->attention_forward(oc, sc, q_c, s);
+  gpu->attention_forward(og, sg, q_g, s);
+  expect_close(gpu->download(og), cpu->download(oc), 0x1p-7, 1e-6, "attention (expf: one BF16 ulp)");
+  Tensor dc = cpu->empty(q_c.shape(), DType::bf16), dg = gpu->empty(q_g.shape(), DType::bf16);
+  cpu->attention_backward(dc, oc, q_c, sc, s);
+  gpu->attention_backward(dg, og, q_g, sg, s);
+  expect_close(gpu->download(dg), cpu->download(dc), 0x1p-5, 1e-4, "attention backward");
+}
+
+// The linear layer of every recipe: forward and backward on the GPU against the CPU. Quantized
+// operands are identical; the GEMMs' summation order differs (see the header), and a BF16
+// output may round the other way: within two BF16 ulps plus the accumulation bound.
+TEST_F(Cuda, LinearLayerOfEveryRecipe) {
+  const std::int64_t M = 128, K = 128, N = 256;
+  for (const std::string& name : recipe_names()) {
+    const Recipe r = make_recipe(name);
+    auto [x_c, x_g] = pair({M, K}, DType::bf16, random_values(M * K, 71));
+    auto [w_c, w_g] = pair({N, K}, DType::f32, random_values(N * K, 72, 0.05));
+    auto [dy_c, dy_g] = pair({M, N}, DType::bf16, random_values(M * N, 73));
+    Tensor y_c = cpu->empty({M, N}, DType::bf16), y_g = gpu->empty({M, N}, DType::bf16);
+    LinearSaved s_c, s_g;
+    const LinearRandom rnd{5, 1, 9};
+    linear_forward(*cpu, r, x_c, w_c, y_c, s_c, rnd);
+    linear_forward(*gpu, r, x_g, w_g, y_g, s_g, rnd);
+    expect_close(gpu->download(y_g), cpu->download(y_c), 0x1p-7, 1e-3, name + " forward");
+    // Backward from the same dY on both sides.
+    Tensor dx_c = cpu->empty({M, K}, DType::bf16), dx_g = gpu->empty({M, K}, DType::bf16);
+    auto [dw_c, dw_g] = pair({N, K}, DType::f32, std::vector<double>(static_cast<std::size_t>(N * K), 0.0));
+    linear_backward(*cpu, r, dy_c, w_c, s_c, dx_c, dw_c, rnd);
+    linear_backward(*gpu, r, dy_g, w_g, s_g, dx_g, dw_g, rnd);
+    expect_close(gpu->download(dx_g), cpu->download(dx_c), 0x1p-7, 1e-2, name + " dgrad");
+    expect_close(gpu->download(dw_g), cpu->download(dw_c), 1e-4, 1e-2, name + " wgrad");
+  }
+}
+
+// A few training steps of the tiny model: the same losses to within the GEMMs' rounding.
+TEST_F(Cuda, TrainingStepsTrackTheCpu) {
+  for (const char* recipe : {"bf16", "quartet2"}) {
+    const LlamaConfig c = llama_preset("tiny", 257);
+    LlamaModel mc(*cpu, c, make_recipe(recipe), 3), mg(*gpu, c, make_recipe(recipe), 3);
+    std::vector<std::int32_t> tok(256), tgt(256);
+    for (int i = 0; i < 256; ++i) {
+      tok[static_cast<std::size_t>(i)] = (i * 31 + 7) % 257;
+      tgt[static_cast<std::size_t>(i)] = (i * 31 + 8) % 257;
+    }
+    Tensor tc = cpu->empty({256}, DType::i32), tgc = cpu->empty({256}, DType::i32);
+    Tensor tg = gpu->empty({256}, DType::i32), tgg = gpu->empty({256}, DType::i32);
+    cpu->upload_tokens(tc, tok);
+    cpu->upload_tokens(tgc, tgt);
+    gpu->upload_tokens(tg, tok);
+    gpu->upload_tokens(tgg, tgt);
+    const double lc = mc.forward_backward(tc, tgc, 2, 128, 1.0 / 256, 1);
+    const double lg = mg.forward_backward(tg, tgg, 2, 128, 1.0 / 256, 1);
+    EXPECT_NEAR(lg, lc, 1e-3 * lc) << recipe;
+    double gc = 0, gg = 0;
+    for (Parameter& p : mc.parameters()) gc += cpu->sum_of_squares(p.grad);
+    for (Parameter& p : mg.parameters()) gg += gpu->sum_of_squares(p.grad);
+    EXPECT_NEAR(std::sqrt(gg), std::sqrt(gc), 0.02 * std::sqrt(gc)) << recipe;
+  }
+}
+
+}  // namespace
+}  // namespace quartet
