@@ -31,7 +31,7 @@ void add_train_options(CLI::App& app, TrainOptions& o) {
   app.add_option("--eval-batches", c.eval_batches, "validation batches per periodic evaluation")->capture_default_str();
   app.add_option("--final-eval-batches", c.final_eval_batches, "validation batches of the final evaluation")
       ->capture_default_str();
-  app.add_option("--device", c.device, "cpu or cuda")->capture_default_str();
+  app.add_option("--device", c.device, "auto (the GPU if there is one), cpu or cuda")->capture_default_str();
   app.add_flag("--forward-only", o.forward_only, "ablation: quantize only the forward pass");
   app.add_flag("--backward-only", o.backward_only, "ablation: quantize only the backward pass");
   app.add_option("--four-over-six", o.four_over_six, "ablation: 4/6 in the forward pass on or off");

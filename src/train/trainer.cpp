@@ -8,6 +8,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "quartet/backend/cuda.h"
 #include "quartet/data/dataset.h"
 #include "quartet/error.h"
 #include "quartet/train/checkpoint.h"
@@ -30,7 +31,9 @@ void TrainConfig::validate() const {
   if (eval_every < 0 || save_every < 0) fail("--eval-every and --save-every must be non-negative");
   if (eval_batches < 1) fail(fmt::format("--eval-batches must be at least 1, got {}", eval_batches));
   if (final_eval_batches < 1) fail(fmt::format("--final-eval-batches must be at least 1, got {}", final_eval_batches));
-  if (device != "cpu" && device != "cuda") fail(fmt::format("--device must be cpu or cuda, got '{}'", device));
+  if (device != "auto" && device != "cpu" && device != "cuda") {
+    fail(fmt::format("--device must be auto, cpu or cuda, got '{}'", device));
+  }
   if (steps * grad_accum >= (std::int64_t{1} << 32)) fail("steps x grad-accum exceeds the random-number call counter");
 }
 
@@ -231,11 +234,8 @@ TrainResult run(TrainConfig c, const std::filesystem::path& checkpoint, const nl
     if (cb.log) cb.log(s);
   };
   c.validate();
-  if (c.device == "cuda") {
-    throw Error("train: this build has no CUDA backend yet (it arrives with the GPU work); use --device cpu");
-  }
-
-  auto backend = make_cpu_backend();
+  const bool gpu = c.device == "cuda" || (c.device == "auto" && cuda_available());
+  std::unique_ptr<Backend> backend = gpu ? make_cuda_backend() : make_cpu_backend();  // cuda: throws if unavailable
   const Dataset data = load_dataset(c.data, c.tokenizer);
   const std::unique_ptr<Tokenizer> tokenizer = make_tokenizer(data.tokenizer);
   const LlamaConfig mc = model_config(c, tokenizer->vocab_size());
@@ -263,6 +263,7 @@ TrainResult run(TrainConfig c, const std::filesystem::path& checkpoint, const nl
     loader.set_epoch(resume_state.at("data").at("epoch"));
     log(fmt::format("resumed from {} at step {}", checkpoint.string(), start_step));
   }
+  log(fmt::format("device {}", backend->name()));
   log(fmt::format("model {}: {} layers, d {}, {} heads ({} kv), ffn {}, vocab {}: {:.2f}M parameters ({:.2f}M in blocks)",
                   mc.size, mc.n_layers, mc.d_model, mc.n_heads, mc.n_kv_heads, mc.ffn(), mc.vocab_size,
                   static_cast<double>(mc.total_parameters()) / 1e6, static_cast<double>(mc.block_parameters()) / 1e6));

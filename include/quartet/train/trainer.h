@@ -54,7 +54,7 @@ struct TrainConfig {
   std::int64_t final_eval_batches = 64;  // the final evaluation (the number a comparison reports)
   std::int64_t save_every = 0;  // 0: only at the end (when out_dir is set)
   std::string out_dir;          // empty: no files written
-  std::string device = "cpu";
+  std::string device = "auto";  // auto: the GPU if there is one, else the CPU
 
   std::int64_t tokens_per_step() const { return batch * seq * grad_accum; }
   void validate() const;  // throws Error naming the option
