@@ -18,5 +18,6 @@ Command add_compare_command(CLI::App& parent);
 Command add_sample_command(CLI::App& parent);
 Command add_prepare_command(CLI::App& parent);
 Command add_export_command(CLI::App& parent);
+Command add_bench_command(CLI::App& parent);
 
 }  // namespace quartet::cli

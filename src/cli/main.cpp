@@ -21,6 +21,7 @@ int main(int argc, char** argv) {
   commands.push_back(quartet::cli::add_sample_command(app));
   commands.push_back(quartet::cli::add_prepare_command(app));
   commands.push_back(quartet::cli::add_export_command(app));
+  commands.push_back(quartet::cli::add_bench_command(app));
   commands.push_back(quartet::cli::add_quant_error_command(app));
 
   // CLI11 reports an unknown command only as "a subcommand is required"; name it instead.

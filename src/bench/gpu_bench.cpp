@@ -1,0 +1,195 @@
+// The GPU benchmark suite behind `quartet bench` (performance.md, "Protocol"): every case
+// against a ceiling measured in the same run (device-to-device copy for the quantizers, cuBLAS
+// BF16 for the GEMMs and linear layers). Medians of repeated runs after a warm-up, random
+// inputs, several inputs rotated so no case runs from L2.
+#include "bench/gpu_bench.h"
+
+#include <cuda_runtime_api.h>
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <functional>
+#include <random>
+
+#include "quartet/backend/cuda.h"
+#include "quartet/error.h"
+#include "quartet/nn/linear.h"
+
+namespace quartet {
+
+namespace {
+
+void sync() {
+  if (cudaDeviceSynchronize() != cudaSuccess) throw Error("benchmark: the GPU reported an error");
+}
+
+// Median milliseconds of `fn` (which synchronises): warm-up, then repetitions until both
+// min_reps are done and about `budget_s` seconds are spent (at most max_reps).
+double median_ms(const std::function<void(int)>& fn, int min_reps, int max_reps, double budget_s) {
+  fn(0);
+  sync();
+  std::vector<double> times;
+  double spent = 0;
+  for (int i = 0; i < max_reps && (i < min_reps || spent < budget_s); ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    fn(i + 1);
+    sync();
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    times.push_back(s * 1e3);
+    spent += s;
+  }
+  std::sort(times.begin(), times.end());
+  return times[times.size() / 2];
+}
+
+std::vector<double> random_values(std::int64_t n, std::uint64_t seed) {
+  std::mt19937_64 gen(seed);
+  std::normal_distribution<double> normal(0.0, 1.0);
+  std::vector<double> v(static_cast<std::size_t>(n));
+  for (double& x : v) x = normal(gen);
+  return v;
+}
+
+struct ShapeSet {
+  std::string name;
+  std::int64_t d, ffn;
+};
+
+}  // namespace
+
+nlohmann::json run_gpu_benchmarks(const GpuBenchOptions& o, const std::function<void(const std::string&)>& progress) {
+  if (!cuda_available()) throw Error("bench: " + cuda_device_description());
+  auto be = make_cuda_backend();
+  nlohmann::json rows = nlohmann::json::array();
+  const auto note = [&](const nlohmann::json& row) {
+    rows.push_back(row);
+    if (progress) progress(row.dump());
+  };
+  const int min_reps = o.quick ? 3 : 20, max_reps = o.quick ? 5 : 50;
+  const double budget = o.quick ? 0.5 : 3.0;
+
+  // Copy ceiling: bytes read + written per second.
+  const std::int64_t copy_n = std::int64_t{1} << 28;  // 512 MiB of bf16
+  Tensor src = be->empty({copy_n}, DType::bf16), dst = be->empty({copy_n}, DType::bf16);
+  be->fill(src, 1.0);
+  const double copy_ms = median_ms([&](int) { be->copy(dst, src); }, min_reps, max_reps, budget);
+  const double copy_tbps = 2.0 * static_cast<double>(copy_n) * 2.0 / (copy_ms * 1e-3) / 1e12;
+  note({{"case", "copy/device_to_device"}, {"median_ms", copy_ms}, {"tbps", copy_tbps}});
+
+  // Quantizers: a bf16 [16384, 8192] input (268 MB, far above L2), bytes = 2 in + 0.5625 out.
+  const std::int64_t qr = o.quick ? 4096 : 16384, qc = 8192;
+  std::vector<Tensor> inputs;
+  for (int i = 0; i < 2; ++i) {
+    inputs.push_back(be->empty({qr, qc}, DType::bf16));
+    be->upload(inputs.back(), random_values(qr * qc, 100 + static_cast<std::uint64_t>(i)));
+  }
+  const double quant_bytes = static_cast<double>(qr * qc) * (2.0 + 0.5 + 1.0 / 16.0);
+  const struct {
+    QuantizerKind kind;
+    int rotation;
+  } quantizers[] = {{QuantizerKind::rtn, 0},          {QuantizerKind::four_over_six, 0}, {QuantizerKind::sr, 0},
+                    {QuantizerKind::ms_eden_g16, 128}, {QuantizerKind::ms_eden_g128, 128}, {QuantizerKind::mxfp4_quest, 32},
+                    {QuantizerKind::mxfp4_rtn, 32}};
+  for (const auto& q : quantizers) {
+    const QuantizerSpec spec = QuantizerSpec::defaults(q.kind);
+    const Rotation rot = q.rotation ? Rotation::random(q.rotation, {1, 2, 3}) : Rotation::none();
+    for (bool transpose : {false, true}) {
+      const double ms = median_ms(
+          [&](int i) { be->quantize(inputs[static_cast<std::size_t>(i % 2)], transpose, spec, rot, {1, 1, static_cast<std::uint32_t>(i)}); },
+          min_reps, max_reps, budget);
+      const double tbps = quant_bytes / (ms * 1e-3) / 1e12;
+      note({{"case", fmt::format("quantize/{}/{}", quantizer_name(q.kind), transpose ? "transposed" : "rowwise")},
+            {"median_ms", ms}, {"tbps", tbps}, {"copy_tbps", copy_tbps}, {"rotation", q.rotation},
+            {"shape", {qr, qc}}});
+    }
+  }
+  {
+    const QuantizerSpec fwd = QuantizerSpec::defaults(QuantizerKind::four_over_six);
+    const QuantizerSpec bwd = QuantizerSpec::defaults(QuantizerKind::ms_eden_g16);
+    const QTensor q0 = be->quantize(inputs[0], false, fwd, Rotation::none(), {});
+    const double ms = median_ms(
+        [&](int i) { be->requantize_transposed(q0, bwd, Rotation::random(128, {1, 2, 3}), {1, 3, static_cast<std::uint32_t>(i)}); },
+        min_reps, max_reps, budget);
+    const double bytes = static_cast<double>(qr * qc) * 2.0 * (0.5 + 1.0 / 16.0);  // FP4 in, FP4 out
+    note({{"case", "requant/four_over_six->ms_eden_g16/transposed"}, {"median_ms", ms},
+          {"tbps", bytes / (ms * 1e-3) / 1e12}, {"copy_tbps", copy_tbps}, {"shape", {qr, qc}}});
+  }
+  inputs.clear();
+
+  // GEMM: emulated NVFP4 (dequantize + BF16 tensor cores) against cuBLAS BF16, same shape.
+  const std::int64_t gm = o.quick ? 4096 : 16384, gn = o.quick ? 2816 : 11008, gk = 4096;
+  {
+    Tensor a = be->empty({gm, gk}, DType::bf16), b = be->empty({gn, gk}, DType::bf16), out = be->empty({gm, gn}, DType::bf16);
+    be->upload(a, random_values(gm * gk, 7));
+    be->upload(b, random_values(gn * gk, 8));
+    const double flops = 2.0 * static_cast<double>(gm) * static_cast<double>(gn) * static_cast<double>(gk);
+    const double bf16_ms = median_ms([&](int) { be->gemm(out, a, false, b, false, false); }, min_reps, max_reps, budget);
+    const double bf16_tflops = flops / (bf16_ms * 1e-3) / 1e12;
+    note({{"case", fmt::format("gemm_bf16/{}x{}x{}", gm, gn, gk)}, {"median_ms", bf16_ms}, {"tflops", bf16_tflops}});
+    const QuantizerSpec spec = QuantizerSpec::defaults(QuantizerKind::rtn);
+    const QTensor qa = be->quantize(a, false, spec, Rotation::none(), {}), qb = be->quantize(b, false, spec, Rotation::none(), {});
+    const double ms = median_ms([&](int) { be->gemm_quantized(out, qa, qb, false); }, min_reps, max_reps, budget);
+    note({{"case", fmt::format("gemm/{}x{}x{}", gm, gn, gk)}, {"median_ms", ms}, {"tflops", flops / (ms * 1e-3) / 1e12},
+          {"bf16_tflops", bf16_tflops}, {"path", "emulated: dequantize to BF16 + cuBLASLt BF16"}});
+  }
+
+  // The linear layers of one transformer block, forward and forward+backward, per recipe.
+  const std::int64_t tokens = o.quick ? 4096 : 16384;
+  const std::vector<ShapeSet> sets = {{"800M", 2048, 5632}, {"7B", 4096, 11008}};
+  for (const ShapeSet& set : sets) {
+    const std::pair<std::int64_t, std::int64_t> linears[] = {
+        {set.d, 3 * set.d}, {set.d, set.d}, {set.d, 2 * set.ffn}, {set.ffn, set.d}};  // (in K, out N)
+    struct Layer {
+      Tensor x, w, y, dy, dx, dw;
+      LinearSaved saved;
+    };
+    std::vector<Layer> layers;
+    for (auto [k, n] : linears) {
+      Layer l;
+      l.x = be->empty({tokens, k}, DType::bf16);
+      l.w = be->empty({n, k}, DType::f32);
+      l.y = be->empty({tokens, n}, DType::bf16);
+      l.dy = be->empty({tokens, n}, DType::bf16);
+      l.dx = be->empty({tokens, k}, DType::bf16);
+      l.dw = be->zeros({n, k}, DType::f32);
+      be->upload(l.x, random_values(tokens * k, 11));
+      be->upload(l.w, random_values(n * k, 12));
+      be->upload(l.dy, random_values(tokens * n, 13));
+      layers.push_back(std::move(l));
+    }
+    double bf16_fwd = 0, bf16_fwdbwd = 0;
+    for (const std::string& name : o.recipes) {
+      const Recipe r = make_recipe(name);
+      const auto forward = [&](int i) {
+        for (std::size_t j = 0; j < layers.size(); ++j) {
+          linear_forward(*be, r, layers[j].x, layers[j].w, layers[j].y, layers[j].saved,
+                         {1, static_cast<std::uint32_t>(j), static_cast<std::uint32_t>(i)});
+        }
+      };
+      const auto forward_backward = [&](int i) {
+        forward(i);
+        for (std::size_t j = 0; j < layers.size(); ++j) {
+          linear_backward(*be, r, layers[j].dy, layers[j].w, layers[j].saved, layers[j].dx, layers[j].dw,
+                          {1, static_cast<std::uint32_t>(j), static_cast<std::uint32_t>(i)});
+        }
+      };
+      const double fwd = median_ms(forward, min_reps, max_reps, budget);
+      const double fwdbwd = median_ms(forward_backward, min_reps, max_reps, budget);
+      if (name == "bf16") {
+        bf16_fwd = fwd;
+        bf16_fwdbwd = fwdbwd;
+      }
+      for (auto [pass, ms, base] : {std::tuple{"fwd", fwd, bf16_fwd}, std::tuple{"fwdbwd", fwdbwd, bf16_fwdbwd}}) {
+        nlohmann::json row = {{"case", fmt::format("linear/{}/{}/{}", name, set.name, pass)}, {"median_ms", ms},
+                              {"tokens", tokens}, {"d", set.d}, {"ffn", set.ffn}};
+        if (base > 0) row["ratio_to_bf16"] = ms / base;
+        note(row);
+      }
+    }
+  }
+  return rows;
+}
+
+}  // namespace quartet

@@ -1,0 +1,23 @@
+// `quartet bench`: the GPU performance suite (quantizers in TB/s next to the copy ceiling,
+// GEMMs in TFLOP/s next to cuBLAS BF16, the linear layers of a transformer block per recipe as
+// a ratio to BF16 at performance.md's "800M" and "7B" shape sets).
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace quartet {
+
+struct GpuBenchOptions {
+  bool quick = false;  // smaller shapes and fewer repetitions (a smoke test, not a measurement)
+  std::vector<std::string> recipes = {"bf16", "nvidia", "tetrajet2", "quartet2", "quartet1"};
+};
+
+// One JSON object per case (at least "case" and "median_ms", and "tbps"/"copy_tbps",
+// "tflops"/"bf16_tflops" or "ratio_to_bf16"). Throws Error without a usable GPU.
+nlohmann::json run_gpu_benchmarks(const GpuBenchOptions& options, const std::function<void(const std::string&)>& progress);
+
+}  // namespace quartet

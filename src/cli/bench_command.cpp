@@ -1,0 +1,69 @@
+// `quartet bench`: the GPU benchmark suite; prints one line per case and, with --json FILE,
+// writes {"device", "commit", ..., "results": [...]}.
+#include <fmt/format.h>
+
+#include <chrono>
+#include <ctime>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "bench/gpu_bench.h"
+#include "cli/commands.h"
+#include "quartet/backend/cuda.h"
+#include "quartet/error.h"
+#include "quartet/util/files.h"
+
+#ifndef QUARTET_GIT_COMMIT
+#define QUARTET_GIT_COMMIT "unknown"
+#endif
+
+namespace quartet::cli {
+
+namespace {
+
+struct BenchOptions {
+  GpuBenchOptions bench;
+  std::string json;
+  std::string recipes;
+};
+
+}  // namespace
+
+Command add_bench_command(CLI::App& parent) {
+  auto o = std::make_shared<BenchOptions>();
+  CLI::App* app = parent.add_subcommand("bench", "GPU performance suite: quantizers, GEMMs and linear layers per recipe");
+  app->add_option("--json", o->json, "write the results as JSON to this file");
+  app->add_flag("--quick", o->bench.quick, "small shapes, few repetitions: a smoke test, not a measurement");
+  app->add_option("--recipes", o->recipes, "comma-separated recipes for the linear-layer cases (bf16 is always included)");
+
+  Command command;
+  command.app = app;
+  command.run = [o]() {
+    if (!o->recipes.empty()) {
+      o->bench.recipes = {"bf16"};
+      std::stringstream ss(o->recipes);
+      for (std::string r; std::getline(ss, r, ',');) {
+        if (r.empty()) throw Error(fmt::format("--recipes '{}' has an empty entry", o->recipes));
+        if (r != "bf16") o->bench.recipes.push_back(r);
+      }
+    }
+    const std::string device = cuda_device_description();
+    fmt::print("device: {}\n", device);
+    const nlohmann::json rows = run_gpu_benchmarks(o->bench, [](const std::string& line) { fmt::print("{}\n", line); });
+    if (!o->json.empty()) {
+      const auto now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+      char when[32];
+      std::strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
+      const nlohmann::json report = {{"device", device},     {"commit", QUARTET_GIT_COMMIT},
+                                     {"date", when},         {"quick", o->bench.quick},
+                                     {"results", rows}};
+      write_file_atomic(o->json, report.dump(2) + "\n");
+      fmt::print("wrote {}\n", o->json);
+    }
+    return 0;
+  };
+  return command;
+}
+
+}  // namespace quartet::cli
