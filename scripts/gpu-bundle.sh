@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Builds the CUDA-enabled programs here and bundles them, with the shared libraries the GPU
+# machine lacks (its OS has no OpenBLAS OpenMP build nor the headers to build the project),
+# into .gpu/ (git-ignored), to be carried to the GPU machine:
+#   scripts/gpu-bundle.sh && <run there>: bash .gpu/gpu-run-tests.sh [sanitize]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+grep -qx "/.gpu/" .git/info/exclude 2>/dev/null || { mkdir -p .git/info; echo "/.gpu/" >> .git/info/exclude; }
+cmake --preset release > /dev/null
+cmake --build --preset release --target quartet cuda_tests
+rm -rf .gpu && mkdir -p .gpu/lib
+cp build/release/quartet build/release/tests/cuda_tests scripts/gpu-run-tests.sh .gpu/
+for lib in $(ldd build/release/tests/cuda_tests build/release/quartet | awk '/=>/ {print $3}' | sort -u); do
+  case "$(basename "$lib")" in
+    libopenblas*|libgfortran*|libquadmath*|libfmt*|libpcre2*) cp -L "$lib" .gpu/lib/ ;;
+  esac
+done
+du -sh .gpu
