@@ -2,7 +2,7 @@
 # Builds the CUDA-enabled programs here and bundles them, with the shared libraries the GPU
 # machine lacks (its OS has no OpenBLAS OpenMP build nor the headers to build the project),
 # into .gpu/ (git-ignored), to be carried to the GPU machine:
-#   scripts/gpu-bundle.sh && <run there>: bash .gpu/gpu-run-tests.sh [sanitize]
+#   scripts/gpu-bundle.sh && <run there>: bash .gpu/gpu-run-tests.sh [sanitize] [bench]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 grep -qx "/.gpu/" .git/info/exclude 2>/dev/null || { mkdir -p .git/info; echo "/.gpu/" >> .git/info/exclude; }
@@ -15,4 +15,8 @@ for lib in $(ldd build/release/tests/cuda_tests build/release/quartet | awk '/=>
     libopenblas*|libgfortran*|libquadmath*|libfmt*|libpcre2*) cp -L "$lib" .gpu/lib/ ;;
   esac
 done
+strip .gpu/quartet .gpu/cuda_tests
+# Compressed to fit the transfer to the GPU machine; gpu-run-tests.sh and gpu-bench.sh unpack.
+gzip -9 .gpu/lib/libopenblas.so.0 .gpu/quartet .gpu/cuda_tests
+cp scripts/gpu-bench.sh .gpu/
 du -sh .gpu

@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <functional>
@@ -25,21 +26,30 @@ void sync() {
   if (cudaDeviceSynchronize() != cudaSuccess) throw Error("benchmark: the GPU reported an error");
 }
 
-// Median milliseconds of `fn` (which synchronises): warm-up, then repetitions until both
-// min_reps are done and about `budget_s` seconds are spent (at most max_reps).
+// Median milliseconds of `fn` on the device, timed with CUDA events around each repetition:
+// a warm-up, then repetitions until both min_reps are done and about `budget_s` seconds are
+// spent (at most max_reps).
 double median_ms(const std::function<void(int)>& fn, int min_reps, int max_reps, double budget_s) {
   fn(0);
   sync();
+  cudaEvent_t start = nullptr, stop = nullptr;
+  if (cudaEventCreate(&start) != cudaSuccess || cudaEventCreate(&stop) != cudaSuccess) {
+    throw Error("benchmark: cannot create CUDA events");
+  }
   std::vector<double> times;
   double spent = 0;
   for (int i = 0; i < max_reps && (i < min_reps || spent < budget_s); ++i) {
-    const auto t0 = std::chrono::steady_clock::now();
+    cudaEventRecord(start, nullptr);
     fn(i + 1);
+    cudaEventRecord(stop, nullptr);
     sync();
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    times.push_back(s * 1e3);
-    spent += s;
+    float ms = 0;
+    cudaEventElapsedTime(&ms, start, stop);
+    times.push_back(ms);
+    spent += ms * 1e-3;
   }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
   std::sort(times.begin(), times.end());
   return times[times.size() / 2];
 }
@@ -78,6 +88,7 @@ nlohmann::json run_gpu_benchmarks(const GpuBenchOptions& o, const std::function<
   const double copy_tbps = 2.0 * static_cast<double>(copy_n) * 2.0 / (copy_ms * 1e-3) / 1e12;
   note({{"case", "copy/device_to_device"}, {"median_ms", copy_ms}, {"tbps", copy_tbps}});
 
+  if (o.wants("quantize")) {
   // Quantizers: a bf16 [16384, 8192] input (268 MB, far above L2), bytes = 2 in + 0.5625 out.
   const std::int64_t qr = o.quick ? 4096 : 16384, qc = 8192;
   std::vector<Tensor> inputs;
@@ -89,7 +100,8 @@ nlohmann::json run_gpu_benchmarks(const GpuBenchOptions& o, const std::function<
   const struct {
     QuantizerKind kind;
     int rotation;
-  } quantizers[] = {{QuantizerKind::rtn, 0},          {QuantizerKind::four_over_six, 0}, {QuantizerKind::sr, 0},
+  } quantizers[] = {{QuantizerKind::rtn, 0},           {QuantizerKind::four_over_six, 0}, {QuantizerKind::sr, 0},
+                    {QuantizerKind::rtn, 16},          {QuantizerKind::sr, 16},           {QuantizerKind::sr, 32},
                     {QuantizerKind::ms_eden_g16, 128}, {QuantizerKind::ms_eden_g128, 128}, {QuantizerKind::mxfp4_quest, 32},
                     {QuantizerKind::mxfp4_rtn, 32}};
   for (const auto& q : quantizers) {
@@ -100,27 +112,41 @@ nlohmann::json run_gpu_benchmarks(const GpuBenchOptions& o, const std::function<
           [&](int i) { be->quantize(inputs[static_cast<std::size_t>(i % 2)], transpose, spec, rot, {1, 1, static_cast<std::uint32_t>(i)}); },
           min_reps, max_reps, budget);
       const double tbps = quant_bytes / (ms * 1e-3) / 1e12;
-      note({{"case", fmt::format("quantize/{}/{}", quantizer_name(q.kind), transpose ? "transposed" : "rowwise")},
-            {"median_ms", ms}, {"tbps", tbps}, {"copy_tbps", copy_tbps}, {"rotation", q.rotation},
-            {"shape", {qr, qc}}});
+      note({{"case", fmt::format("quantize/{}{}/{}", quantizer_name(q.kind), q.rotation ? fmt::format("+rht{}", q.rotation) : "",
+                                 transpose ? "transposed" : "rowwise")},
+            {"median_ms", ms}, {"tbps", tbps}, {"copy_tbps", copy_tbps}, {"ratio_to_copy", tbps / copy_tbps},
+            {"rotation", q.rotation}, {"shape", {qr, qc}}, {"bytes_per_element", 2.5625}});
     }
   }
-  {
-    const QuantizerSpec fwd = QuantizerSpec::defaults(QuantizerKind::four_over_six);
-    const QuantizerSpec bwd = QuantizerSpec::defaults(QuantizerKind::ms_eden_g16);
-    const QTensor q0 = be->quantize(inputs[0], false, fwd, Rotation::none(), {});
+  // Requant: FP4 in, FP4 out (0.5625 bytes per element each way).
+  const struct {
+    QuantizerKind forward, backward;
+    int rotation;
+  } requants[] = {{QuantizerKind::four_over_six, QuantizerKind::ms_eden_g16, 128}, {QuantizerKind::rtn, QuantizerKind::sr, 32}};
+  for (const auto& rq : requants) {
+    const QTensor q0 = be->quantize(inputs[0], false, QuantizerSpec::defaults(rq.forward), Rotation::none(), {});
+    const QTensor q1 = be->quantize(inputs[1], false, QuantizerSpec::defaults(rq.forward), Rotation::none(), {});
+    const QuantizerSpec bwd = QuantizerSpec::defaults(rq.backward);
+    const Rotation rot = Rotation::random(rq.rotation, {1, 2, 3});
     const double ms = median_ms(
-        [&](int i) { be->requantize_transposed(q0, bwd, Rotation::random(128, {1, 2, 3}), {1, 3, static_cast<std::uint32_t>(i)}); },
+        [&](int i) { be->requantize_transposed(i % 2 ? q1 : q0, bwd, rot, {1, 3, static_cast<std::uint32_t>(i)}); },
         min_reps, max_reps, budget);
-    const double bytes = static_cast<double>(qr * qc) * 2.0 * (0.5 + 1.0 / 16.0);  // FP4 in, FP4 out
-    note({{"case", "requant/four_over_six->ms_eden_g16/transposed"}, {"median_ms", ms},
-          {"tbps", bytes / (ms * 1e-3) / 1e12}, {"copy_tbps", copy_tbps}, {"shape", {qr, qc}}});
+    const double tbps = static_cast<double>(qr * qc) * 2.0 * (0.5 + 1.0 / 16.0) / (ms * 1e-3) / 1e12;
+    note({{"case", fmt::format("requant/{}->{}+rht{}/transposed", quantizer_name(rq.forward), quantizer_name(rq.backward), rq.rotation)},
+          {"median_ms", ms}, {"tbps", tbps}, {"copy_tbps", copy_tbps}, {"ratio_to_copy", tbps / copy_tbps},
+          {"shape", {qr, qc}}, {"bytes_per_element", 1.125}});
   }
   inputs.clear();
+  }
 
-  // GEMM: emulated NVFP4 (dequantize + BF16 tensor cores) against cuBLAS BF16, same shape.
-  const std::int64_t gm = o.quick ? 4096 : 16384, gn = o.quick ? 2816 : 11008, gk = 4096;
-  {
+  if (o.wants("gemm")) {
+  // GEMM: emulated NVFP4 (dequantize + BF16 tensor cores) against cuBLAS BF16, same shape;
+  // the linear layers' largest shapes (tokens x out x in).
+  const std::int64_t gm = o.quick ? 4096 : 16384;
+  const std::vector<std::array<std::int64_t, 2>> gemm_shapes =
+      o.quick ? std::vector<std::array<std::int64_t, 2>>{{2816, 1024}}
+              : std::vector<std::array<std::int64_t, 2>>{{11008, 4096}, {4096, 11008}, {12288, 4096}, {6144, 2048}};
+  for (const auto& [gn, gk] : gemm_shapes) {
     Tensor a = be->empty({gm, gk}, DType::bf16), b = be->empty({gn, gk}, DType::bf16), out = be->empty({gm, gn}, DType::bf16);
     be->upload(a, random_values(gm * gk, 7));
     be->upload(b, random_values(gn * gk, 8));
@@ -131,10 +157,14 @@ nlohmann::json run_gpu_benchmarks(const GpuBenchOptions& o, const std::function<
     const QuantizerSpec spec = QuantizerSpec::defaults(QuantizerKind::rtn);
     const QTensor qa = be->quantize(a, false, spec, Rotation::none(), {}), qb = be->quantize(b, false, spec, Rotation::none(), {});
     const double ms = median_ms([&](int) { be->gemm_quantized(out, qa, qb, false); }, min_reps, max_reps, budget);
-    note({{"case", fmt::format("gemm/{}x{}x{}", gm, gn, gk)}, {"median_ms", ms}, {"tflops", flops / (ms * 1e-3) / 1e12},
-          {"bf16_tflops", bf16_tflops}, {"path", "emulated: dequantize to BF16 + cuBLASLt BF16"}});
+    const double tflops = flops / (ms * 1e-3) / 1e12;
+    note({{"case", fmt::format("gemm/{}x{}x{}", gm, gn, gk)}, {"median_ms", ms}, {"tflops", tflops},
+          {"bf16_tflops", bf16_tflops}, {"ratio_to_bf16", tflops / bf16_tflops},
+          {"path", "emulated: dequantize to BF16 + cuBLASLt BF16"}});
   }
 
+  }
+  if (o.wants("linear")) {
   // The linear layers of one transformer block, forward and forward+backward, per recipe.
   const std::int64_t tokens = o.quick ? 4096 : 16384;
   const std::vector<ShapeSet> sets = {{"800M", 2048, 5632}, {"7B", 4096, 11008}};
@@ -159,7 +189,7 @@ nlohmann::json run_gpu_benchmarks(const GpuBenchOptions& o, const std::function<
       be->upload(l.dy, random_values(tokens * n, 13));
       layers.push_back(std::move(l));
     }
-    double bf16_fwd = 0, bf16_fwdbwd = 0;
+    double bf16_fwd = 0, bf16_fwdbwd = 0, bf16_saved = 0;
     for (const std::string& name : o.recipes) {
       const Recipe r = make_recipe(name);
       const auto forward = [&](int i) {
@@ -177,17 +207,23 @@ nlohmann::json run_gpu_benchmarks(const GpuBenchOptions& o, const std::function<
       };
       const double fwd = median_ms(forward, min_reps, max_reps, budget);
       const double fwdbwd = median_ms(forward_backward, min_reps, max_reps, budget);
+      // What the forward pass keeps for backward (activations of the four layers).
+      double saved = 0;
+      for (const Layer& l : layers) saved += static_cast<double>(l.saved.activation_bytes());
       if (name == "bf16") {
         bf16_fwd = fwd;
         bf16_fwdbwd = fwdbwd;
+        bf16_saved = saved;
       }
       for (auto [pass, ms, base] : {std::tuple{"fwd", fwd, bf16_fwd}, std::tuple{"fwdbwd", fwdbwd, bf16_fwdbwd}}) {
         nlohmann::json row = {{"case", fmt::format("linear/{}/{}/{}", name, set.name, pass)}, {"median_ms", ms},
-                              {"tokens", tokens}, {"d", set.d}, {"ffn", set.ffn}};
+                              {"tokens", tokens}, {"d", set.d}, {"ffn", set.ffn}, {"saved_activation_bytes", saved}};
         if (base > 0) row["ratio_to_bf16"] = ms / base;
+        if (bf16_saved > 0) row["saved_activation_ratio_to_bf16"] = saved / bf16_saved;
         note(row);
       }
     }
+  }
   }
   return rows;
 }

@@ -14,6 +14,17 @@ namespace quartet {
 struct GpuBenchOptions {
   bool quick = false;  // smaller shapes and fewer repetitions (a smoke test, not a measurement)
   std::vector<std::string> recipes = {"bf16", "nvidia", "tetrajet2", "quartet2", "quartet1"};
+  // Sections to run ("quantize" (with requant), "gemm", "linear"); empty: all. The copy
+  // ceiling always runs.
+  std::vector<std::string> only;
+
+  bool wants(const std::string& section) const {
+    if (only.empty()) return true;
+    for (const std::string& s : only) {
+      if (s == section) return true;
+    }
+    return false;
+  }
 };
 
 // One JSON object per case (at least "case" and "median_ms", and "tbps"/"copy_tbps",

@@ -26,6 +26,7 @@ struct BenchOptions {
   GpuBenchOptions bench;
   std::string json;
   std::string recipes;
+  std::string only;
 };
 
 }  // namespace
@@ -35,6 +36,7 @@ Command add_bench_command(CLI::App& parent) {
   CLI::App* app = parent.add_subcommand("bench", "GPU performance suite: quantizers, GEMMs and linear layers per recipe");
   app->add_option("--json", o->json, "write the results as JSON to this file");
   app->add_flag("--quick", o->bench.quick, "small shapes, few repetitions: a smoke test, not a measurement");
+  app->add_option("--only", o->only, "comma-separated sections to run: quantize, gemm, linear (default: all)");
   app->add_option("--recipes", o->recipes, "comma-separated recipes for the linear-layer cases (bf16 is always included)");
 
   Command command;
@@ -46,6 +48,15 @@ Command add_bench_command(CLI::App& parent) {
       for (std::string r; std::getline(ss, r, ',');) {
         if (r.empty()) throw Error(fmt::format("--recipes '{}' has an empty entry", o->recipes));
         if (r != "bf16") o->bench.recipes.push_back(r);
+      }
+    }
+    if (!o->only.empty()) {
+      std::stringstream ss(o->only);
+      for (std::string section; std::getline(ss, section, ',');) {
+        if (section != "quantize" && section != "gemm" && section != "linear") {
+          throw Error(fmt::format("--only: unknown section '{}' (expected quantize, gemm or linear)", section));
+        }
+        o->bench.only.push_back(section);
       }
     }
     const std::string device = cuda_device_description();

@@ -292,13 +292,16 @@ double LlamaModel::forward_backward(const Tensor& tokens, const Tensor& targets,
     backend_.add_inplace(dx, dnorm);  // d(x_in)
   }
   backend_.embedding_backward(params_[embed_].grad, tokens, dx);
+  backend_.raise_pending_errors();
   return loss;
 }
 
 double LlamaModel::forward_loss(const Tensor& tokens, const Tensor& targets, std::int64_t batch, std::int64_t seq) {
   Activations a;
   forward(tokens, batch, seq, 0, a);
-  return backend_.cross_entropy(a.logits, a.logits, targets, 0.0);
+  const double loss = backend_.cross_entropy(a.logits, a.logits, targets, 0.0);
+  backend_.raise_pending_errors();
+  return loss;
 }
 
 Tensor LlamaModel::forward_logits(const Tensor& tokens, std::int64_t batch, std::int64_t seq) {

@@ -48,22 +48,21 @@ void check_rotation_shape(std::int64_t cols, std::int64_t ld, const Rotation& ro
   if (ld < cols) throw Error(fmt::format("leading dimension {} is smaller than {} columns", ld, cols));
 }
 
-// Transforms each n-block of each row (rht_block.h: double, rounded once); `forward` selects
+// Transforms each n-block of each row (rht_block.h: FP32 butterflies); `forward` selects
 // H D x, otherwise the inverse D H y.
 void transform_rows(float* data, std::int64_t rows, std::int64_t cols, std::int64_t ld, const Rotation& rotation,
                     bool forward) {
   check_rotation_shape(cols, ld, rotation);
   const int n = rotation.size;
   if (n == 0) return;
-  const double norm = 1.0 / std::sqrt(static_cast<double>(n));
 #pragma omp parallel for schedule(static) if (worth_parallel(rows * cols))
   for (std::int64_t r = 0; r < rows; ++r) {
     float* row = data + r * ld;
     for (std::int64_t c0 = 0; c0 < cols; c0 += n) {
       if (forward) {
-        rht_forward_block(row + c0, rotation.signs.data(), n, norm, row + c0);
+        rht_forward_block(row + c0, rotation.signs.data(), n, row + c0);
       } else {
-        rht_inverse_block(row + c0, rotation.signs.data(), n, norm, row + c0);
+        rht_inverse_block(row + c0, rotation.signs.data(), n, row + c0);
       }
     }
   }

@@ -195,7 +195,11 @@ Evaluation evaluate(Backend& backend, LlamaModel& model, const Dataset& data, co
     loader.next(inputs, targets);
     backend.upload_tokens(tok, inputs);
     backend.upload_tokens(tgt, targets);
-    nats += model.forward_loss(tok, tgt, c.batch, c.seq);
+    try {
+      nats += model.forward_loss(tok, tgt, c.batch, c.seq);
+    } catch (const NonFiniteError&) {
+      return Evaluation{NAN, NAN};  // a diverged model: report it, do not stop the run
+    }
     for (std::int32_t t : targets) bytes += static_cast<double>(tokenizer.token_bytes(t));
     tokens += per_batch;
   }

@@ -43,6 +43,29 @@ TEST(E2M1, RneMatchesExactReferenceForEveryFloatInZeroToEight) {
   EXPECT_EQ(mismatches, 0) << "e.g. at bits 0x" << std::hex << first_bad;
 }
 
+// e2m1_round_rne returns the code and its decoded value together: both must be what
+// e2m1_encode_rne and e2m1_decode give, bit for bit (signs and -0 included), on a sweep of
+// every 61st FP32 pattern of [-8, 8] plus the grid points and ties.
+TEST(E2M1, RoundRneGivesTheEncodedCodeAndItsDecodedValue) {
+  const std::uint32_t last = testing::bits_from_float(8.0f);
+  std::int64_t mismatches = 0;
+  for (std::uint32_t b = 0; b <= last; b += 61) {
+    for (std::uint32_t sign : {0u, 0x80000000u}) {
+      const float v = testing::float_from_bits(b | sign);
+      std::uint8_t code = 0xFF;
+      const float q = e2m1_round_rne(v, &code);
+      mismatches += code != e2m1_encode_rne(v) || testing::bits_from_float(q) != testing::bits_from_float(e2m1_decode(code));
+    }
+  }
+  for (float v : {0.0f, -0.0f, 0.25f, -0.25f, 0.75f, 1.25f, 1.75f, 2.5f, -3.5f, 5.0f, 6.0f, -6.0f, 7.0f}) {
+    std::uint8_t code = 0xFF;
+    const float q = e2m1_round_rne(v, &code);
+    EXPECT_EQ(code, e2m1_encode_rne(v)) << v;
+    EXPECT_EQ(testing::bits_from_float(q), testing::bits_from_float(e2m1_decode(code))) << v;
+  }
+  EXPECT_EQ(mismatches, 0);
+}
+
 TEST(E2M1, RneTiesGoToTheEvenCode) {
   // midpoint, the code below it, the expected code at the tie (the even one of the two)
   const struct { float mid; int below; int at_tie; } ties[] = {

@@ -136,6 +136,11 @@ class Backend {
   // Host copy of a quantized operand (tests, inspection).
   virtual QuantizedTensor download_quantized(const QTensor& q) = 0;
 
+  // Non-finite inputs met by asynchronous operations since the last call (a GPU's quantizers
+  // record them on the device rather than synchronising every call) are thrown here as
+  // NonFiniteError. Synchronous backends throw at once and have nothing pending.
+  virtual void raise_pending_errors() {}
+
   // ---- optimizer ----
   virtual double sum_of_squares(const Tensor& t) = 0;
   virtual bool all_finite(const Tensor& t) = 0;

@@ -14,31 +14,55 @@ namespace quartet {
 
 inline constexpr float kE2M1Max = 6.0f;
 
-// Magnitude of a 3-bit code (0..7), built from its exponent and mantissa fields.
+// Magnitude of a 3-bit code (0..7), built from its exponent and mantissa fields without a
+// branch (selects only): code 1 is the subnormal 0.5.
 QUARTET_HD float e2m1_magnitude(std::uint32_t code3) {
   const std::uint32_t e = (code3 >> 1) & 3u;
   const std::uint32_t m = code3 & 1u;
-  if (e == 0) return m ? 0.5f : 0.0f;
-  return bits_float(((e - 1u + 127u) << 23) | (m << 22));
+  const std::uint32_t normal = ((e + 126u) << 23) | (m << 22);
+  return bits_float(e != 0u ? normal : (m != 0u ? 0x3F000000u : 0u));
 }
 
+// The sign is bit 3; code 8 decodes to -0.0 (which equals 0).
 QUARTET_HD float e2m1_decode(std::uint8_t code) {
-  const float mag = e2m1_magnitude(code & 7u);
-  return (code & 8u) ? -mag : mag;
+  return bits_float(float_bits(e2m1_magnitude(code & 7u)) | (static_cast<std::uint32_t>(code & 8u) << 28));
 }
 
-// Round-to-nearest, ties to the even code, saturating at 6: a compare ladder whose '>' and
-// '>=' encode the tie direction at each midpoint (0.25->0, 0.75->1, 1.25->1, 1.75->2,
-// 2.5->2, 3.5->4, 5->4). Exact for every float; +inf gives 6, NaN gives 0 (inputs are
-// validated finite before any quantizer runs).
+// Round-to-nearest of a magnitude a >= 0 onto the E2M1 grid, ties to the even code,
+// saturating at 6 (+inf and NaN give 6; inputs are validated finite before any quantizer
+// runs). With E = max(2^floor(log2 a), 1) and c = E * 2^22, the FP32 sum a + c has ulp E/2,
+// the E2M1 spacing in a's binade, so (a + c) - c is a rounded to the grid with the FP32
+// adder's ties-to-even, which is the even code (kernels.md); the subtraction is exact.
+// Checked against an exact reference for every float in [0, 8] (tests/numerics/e2m1_test.cpp).
+QUARTET_HD float e2m1_round_magnitude_rne(float a) {
+  const std::uint32_t b = float_bits(a) < 0x40C00000u ? float_bits(a) : 0x40C00000u;  // min(a, 6)
+  const std::uint32_t binade = b & 0x7F800000u;
+  const float c = bits_float((binade > (127u << 23) ? binade : (127u << 23)) + (22u << 23));
+  return fsub(fadd(bits_float(b), c), c);
+}
+
+// The code (0..7) of a magnitude on the grid: from 1 up, exponent and mantissa bit read off
+// the FP32 bits; below, 0.5 -> 1 and 0 -> 0.
+QUARTET_HD std::uint32_t e2m1_magnitude_code_of_grid_value(float r) {
+  const std::uint32_t b = float_bits(r);
+  return b >= 0x3F800000u ? (b >> 22) - 252u : (b >> 29);
+}
+
 QUARTET_HD std::uint8_t e2m1_magnitude_code_rne(float a) {
-  return static_cast<std::uint8_t>((a > 0.25f) + (a >= 0.75f) + (a > 1.25f) + (a >= 1.75f) +
-                                   (a > 2.5f) + (a >= 3.5f) + (a > 5.0f));
+  return static_cast<std::uint8_t>(e2m1_magnitude_code_of_grid_value(e2m1_round_magnitude_rne(a)));
 }
 
 QUARTET_HD std::uint8_t e2m1_encode_rne(float v) {
   const std::uint32_t sign = float_bits(v) >> 31;
   return static_cast<std::uint8_t>((sign << 3) | e2m1_magnitude_code_rne(fabs_bits(v)));
+}
+
+// RNE of v with its code and its decoded value (e2m1_decode(*code), bit for bit) in one go.
+QUARTET_HD float e2m1_round_rne(float v, std::uint8_t* code) {
+  const std::uint32_t sign = float_bits(v) & 0x80000000u;
+  const float r = e2m1_round_magnitude_rne(fabs_bits(v));
+  *code = static_cast<std::uint8_t>((sign >> 28) | e2m1_magnitude_code_of_grid_value(r));
+  return bits_float(float_bits(r) | sign);
 }
 
 // Stochastic rounding of a magnitude onto the E2M1 grid: with lo <= a < hi adjacent grid

@@ -143,9 +143,9 @@ QUARTET_HD EdenPartialSums eden_encode_group(const float* y, float r, std::uint8
   float vv[kNvGroup], vq[kNvGroup];
   for (int i = 0; i < kNvGroup; ++i) {
     const float v = fmul(y[i], r);
-    codes[i] = e2m1_encode_rne(v);
+    const float q = e2m1_round_rne(v, &codes[i]);  // q = e2m1_decode(codes[i])
     vv[i] = fmul(v, v);
-    vq[i] = fmul(v, e2m1_decode(codes[i]));
+    vq[i] = fmul(v, q);
   }
   return EdenPartialSums{tree_sum<kNvGroup>(vv), tree_sum<kNvGroup>(vq)};
 }

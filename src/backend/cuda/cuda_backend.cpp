@@ -50,6 +50,7 @@ class CudaBackend final : public Backend {
     cudaDeviceProp prop{};
     QUARTET_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
     name_ = fmt::format("cuda ({})", prop.name);
+    keep_freed_memory_pooled();
     constants_ = device_alloc(3 * sizeof(float));
     const float values[3] = {0.0f, 1.0f, 0.0f};
     QUARTET_CUDA_CHECK(cudaMemcpy(constants_.get(), values, sizeof(values), cudaMemcpyHostToDevice));
@@ -194,7 +195,6 @@ class CudaBackend final : public Backend {
     product(ptr<float>(qa.tensor_scale), ptr<float>(qb.tensor_scale), ptr<float>(alpha), stream_);
     gemm_.run(out.raw(), out.dtype(), da.raw(), false, db.raw(), false, qa.rows, qb.rows, qa.padded_cols,
               ptr<float>(alpha), accumulate ? one() : zero(), stream_);
-    QUARTET_CUDA_CHECK(cudaStreamSynchronize(stream_));  // the temporaries are freed on return
   }
 
   QTensor quantize(const Tensor& x, bool transpose, const QuantizerSpec& spec, const Rotation& rotation,
@@ -217,6 +217,7 @@ class CudaBackend final : public Backend {
     cuda::apply_trust_mask_and_unrotate(g.raw(), g.dtype(), d, rotation, stream_);
   }
   QuantizedTensor download_quantized(const QTensor& q) override { return cuda::download(unwrap(q)); }
+  void raise_pending_errors() override { cuda::raise_pending_errors(); }
 
   // ---- optimizer ----
   double sum_of_squares(const Tensor& t) override {

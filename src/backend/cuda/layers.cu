@@ -375,7 +375,6 @@ void embedding_backward(Tensor& dtable, const Tensor& tokens, const Tensor& dout
       ptr<std::int32_t>(d_distinct), ptr<std::int32_t>(d_offsets), ptr<std::int32_t>(d_positions), nd, dout.raw(),
       is_bf16(dout), static_cast<float*>(dtable.raw()), c);
   QUARTET_CUDA_LAUNCHED();
-  QUARTET_CUDA_CHECK(cudaStreamSynchronize(stream));
 }
 
 void rmsnorm_forward(Tensor& out, Tensor& rstd, const Tensor& x, const Tensor& weight, double eps, cudaStream_t stream) {
@@ -403,7 +402,6 @@ void rmsnorm_backward(Tensor& dx, Tensor& dweight, const Tensor& dout, const Ten
   QUARTET_CUDA_LAUNCHED();
   column_accumulate_kernel<<<blocks_for(c), kThreads, 0, stream>>>(ptr<float>(rows), n, c, static_cast<float*>(dweight.raw()));
   QUARTET_CUDA_LAUNCHED();
-  QUARTET_CUDA_CHECK(cudaStreamSynchronize(stream));
 }
 
 void swiglu_forward(Tensor& out, const Tensor& gate_up, cudaStream_t stream) {
@@ -519,7 +517,6 @@ void attention_backward(Tensor& dqkv, const Tensor& dout, const Tensor& qkv, con
   merge_unrope_kernel<<<blocks_for(d.B * d.T * (d.H + 2 * d.KV)), kThreads, 0, stream>>>(
       d, ptr<float>(dq), ptr<float>(dk), ptr<float>(dv), ptr<float>(st.cos), ptr<float>(st.sin), dqkv.raw(), is_bf16(dqkv));
   QUARTET_CUDA_LAUNCHED();
-  QUARTET_CUDA_CHECK(cudaStreamSynchronize(stream));
 }
 
 }  // namespace quartet::cuda

@@ -3,8 +3,11 @@
 // functions, and the requant / transpose / dequantize / trust-mask helpers.
 #include <cuda_bf16.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <map>
+#include <type_traits>
 #include <vector>
 
 #include "backend/cuda/cuda_check.h"
@@ -41,25 +44,27 @@ struct Input {
 
 struct RotationArgs {
   int size;
-  double norm;
   float signs[kMaxRhtBlock];
 };
 
 RotationArgs rotation_args(const Rotation& r) {
   RotationArgs a{};
   a.size = r.size;
-  a.norm = r.size ? 1.0 / std::sqrt(static_cast<double>(r.size)) : 1.0;
   for (int j = 0; j < kMaxRhtBlock; ++j) a.signs[j] = r.signs[static_cast<std::size_t>(j)];
   return a;
 }
 
-__device__ void note_non_finite(float v, std::int64_t r, std::int64_t c, std::int64_t cols,
-                                unsigned long long* first_bad) {
-  if (!isfinite(v)) atomicMin(first_bad, static_cast<unsigned long long>(r * cols + c));
+// Non-finite inputs are recorded on the device, not checked with a synchronisation per call:
+// the key is (call sequence << 40) | element index, so atomicMin keeps the first element of the
+// first offending call. raise_pending_errors() turns it into a NonFiniteError.
+__device__ unsigned long long g_first_non_finite = ~0ull;
+
+__device__ void note_non_finite(float v, std::int64_t r, std::int64_t c, std::int64_t cols, unsigned long long seq) {
+  if (!isfinite(v)) atomicMin(&g_first_non_finite, (seq << 40) | static_cast<unsigned long long>(r * cols + c));
 }
 
 // work[r][c] = input (zero-padded to padded_cols), one thread per element.
-__global__ void prepare_plain_kernel(Input in, float* work, std::int64_t padded_cols, unsigned long long* first_bad) {
+__global__ void prepare_plain_kernel(Input in, float* work, std::int64_t padded_cols, unsigned long long seq) {
   const std::int64_t n = in.rows * padded_cols;
   for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
@@ -67,16 +72,16 @@ __global__ void prepare_plain_kernel(Input in, float* work, std::int64_t padded_
     float v = 0.0f;
     if (c < in.cols) {
       v = in.at(r, c);
-      note_non_finite(v, r, c, in.cols, first_bad);
+      note_non_finite(v, r, c, in.cols, seq);
     }
     work[i] = v;
   }
 }
 
-// One thread per (row, rotation block): y = H D x in double, rounded once (rht_block.h). The
-// padding columns past cols were zeroed beforehand.
+// One thread per (row, rotation block): y = H D x (rht_block.h), as on the CPU. The padding
+// columns past cols were zeroed beforehand. (The fused kernels spread a block over lanes.)
 __global__ void prepare_rotated_kernel(Input in, RotationArgs rot, float* work, std::int64_t padded_cols,
-                                       unsigned long long* first_bad) {
+                                       unsigned long long seq) {
   const std::int64_t blocks_per_row = in.cols / rot.size;
   const std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
   if (i >= in.rows * blocks_per_row) return;
@@ -84,9 +89,9 @@ __global__ void prepare_rotated_kernel(Input in, RotationArgs rot, float* work, 
   float x[kMaxRhtBlock];
   for (int j = 0; j < rot.size; ++j) {
     x[j] = in.at(r, c0 + j);
-    note_non_finite(x[j], r, c0 + j, in.cols, first_bad);
+    note_non_finite(x[j], r, c0 + j, in.cols, seq);
   }
-  rht_forward_block(x, rot.signs, rot.size, rot.norm, work + r * padded_cols + c0);
+  rht_forward_block(x, rot.signs, rot.size, work + r * padded_cols + c0);
 }
 
 __global__ void amax_kernel(const float* work, std::int64_t n, unsigned* amax_bits) {
@@ -97,6 +102,58 @@ __global__ void amax_kernel(const float* work, std::int64_t n, unsigned* amax_bi
   }
   for (int off = 16; off > 0; off /= 2) m = fmax2(m, __shfl_xor_sync(0xFFFFFFFFu, m, off));
   if ((threadIdx.x & 31) == 0) atomicMax(amax_bits, __float_as_uint(m));  // non-negative floats order as uints
+}
+
+// Where the group kernels read their input: the zero-padded FP32 work matrix, or directly the
+// row-major input when it needs neither rotation, transposition nor padding (ld = columns).
+struct GroupSource {
+  const float* work;
+  const void* x;
+  bool bf16;
+  std::int64_t ld;
+
+  template <int N>
+  __device__ void load(std::int64_t r, std::int64_t c0, float* y) const {
+    const std::int64_t base = r * ld + c0;
+    if (work) {
+      const float4* p = reinterpret_cast<const float4*>(work + base);
+      for (int i = 0; i < N / 4; ++i) {
+        const float4 q = p[i];
+        y[4 * i] = q.x, y[4 * i + 1] = q.y, y[4 * i + 2] = q.z, y[4 * i + 3] = q.w;
+      }
+    } else if (bf16) {
+      const uint4* p = reinterpret_cast<const uint4*>(static_cast<const __nv_bfloat16*>(x) + base);
+      for (int i = 0; i < N / 8; ++i) {
+        const uint4 q = p[i];
+        const std::uint32_t w[4] = {q.x, q.y, q.z, q.w};
+        for (int k = 0; k < 4; ++k) {
+          y[8 * i + 2 * k] = __uint_as_float(w[k] << 16);
+          y[8 * i + 2 * k + 1] = __uint_as_float(w[k] & 0xFFFF0000u);
+        }
+      }
+    } else {
+      const float4* p = reinterpret_cast<const float4*>(static_cast<const float*>(x) + base);
+      for (int i = 0; i < N / 4; ++i) {
+        const float4 q = p[i];
+        y[4 * i] = q.x, y[4 * i + 1] = q.y, y[4 * i + 2] = q.z, y[4 * i + 3] = q.w;
+      }
+    }
+  }
+};
+
+// amax of the input read directly, with the non-finite check.
+__global__ void amax_input_kernel(Input in, unsigned* amax_bits, unsigned long long seq) {
+  float m = 0.0f;
+  const std::int64_t n = in.rows * in.cols;
+  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    const std::int64_t r = i / in.cols, c = i % in.cols;
+    const float v = in.at(r, c);
+    note_non_finite(v, r, c, in.cols, seq);
+    m = fmax2(m, fabs_bits(v));
+  }
+  for (int off = 16; off > 0; off /= 2) m = fmax2(m, __shfl_xor_sync(0xFFFFFFFFu, m, off));
+  if ((threadIdx.x & 31) == 0) atomicMax(amax_bits, __float_as_uint(m));
 }
 
 // Per-tensor constants, computed by the same functions the CPU calls.
@@ -151,8 +208,11 @@ __global__ void constants_kernel(const unsigned* amax_bits, ConstantsArgs a, Con
 }
 
 template <int N>
-__device__ void load_group(const float* work, const Constants& k, float* y) {
-  for (int i = 0; i < N; ++i) y[i] = k.zero ? 0.0f : work[i];
+__device__ void load_group(const GroupSource& source, std::int64_t r, std::int64_t c0, const Constants& k, float* y) {
+  source.load<N>(r, c0, y);
+  if (k.zero) {
+    for (int i = 0; i < N; ++i) y[i] = 0.0f;
+  }
 }
 
 template <int N>
@@ -162,7 +222,7 @@ __device__ void store_group_codes(std::uint8_t* codes, const std::uint8_t* c) {
 
 struct NvGroupArgs {
   QuantizerKind kind;
-  const float* work;
+  GroupSource source;
   std::int64_t rows, padded_cols, groups;
   const Constants* constants;
   RandomContext random;
@@ -181,7 +241,7 @@ __global__ void nv_group_kernel(NvGroupArgs a) {
   const std::int64_t r = i / a.groups, g = i % a.groups;
   const Constants k = *a.constants;
   float y[kNvGroup];
-  load_group<kNvGroup>(a.work + r * a.padded_cols + g * kNvGroup, k, y);
+  load_group<kNvGroup>(a.source, r, g * kNvGroup, k, y);
   std::uint8_t codes[kNvGroup];
   float s = 1.0f;
   const TwoLevelScale two{k.t, k.k_enc};
@@ -207,7 +267,7 @@ __global__ void nv_group_kernel(NvGroupArgs a) {
   if (a.kind != QuantizerKind::ms_eden_g16) a.scales[i] = e4m3_bits_of_grid_value(s);
 }
 
-__global__ void tile_amax_kernel(const float* work, std::int64_t rows, std::int64_t padded_cols, std::int64_t groups,
+__global__ void tile_amax_kernel(GroupSource source, std::int64_t rows, std::int64_t padded_cols, std::int64_t groups,
                                  const Constants* constants, float* tile_amax) {
   const std::int64_t tile_rows = (rows + kNvGroup - 1) / kNvGroup;
   const std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
@@ -216,7 +276,9 @@ __global__ void tile_amax_kernel(const float* work, std::int64_t rows, std::int6
   float m = 0.0f;
   if (!constants->zero) {
     for (std::int64_t r = tr * kNvGroup; r < rows && r < (tr + 1) * kNvGroup; ++r) {
-      m = fmax2(m, group_absmax<kNvGroup>(work + r * padded_cols + g * kNvGroup));
+      float y[kNvGroup];
+      source.load<kNvGroup>(r, g * kNvGroup, y);
+      m = fmax2(m, group_absmax<kNvGroup>(y));
     }
   }
   tile_amax[i] = m;
@@ -237,7 +299,7 @@ __global__ void eden_g16_scales_kernel(const float* corrected, std::int64_t rows
 }
 
 // MS-EDEN research form: one thread per 128-element block (8 groups, one correction).
-__global__ void eden_g128_kernel(const float* work, std::int64_t rows, std::int64_t padded_cols, std::int64_t groups,
+__global__ void eden_g128_kernel(GroupSource source, std::int64_t rows, std::int64_t padded_cols, std::int64_t groups,
                                  const Constants* constants, RandomContext random, std::uint8_t* codes,
                                  std::uint8_t* scales) {
   const std::int64_t blocks = (groups + kEdenBlockGroups - 1) / kEdenBlockGroups;
@@ -252,7 +314,7 @@ __global__ void eden_g128_kernel(const float* work, std::int64_t rows, std::int6
   for (int j = 0; j < in_block; ++j) {
     float y[kNvGroup];
     std::uint8_t c[kNvGroup];
-    load_group<kNvGroup>(work + r * padded_cols + (g0 + j) * kNvGroup, k, y);
+    load_group<kNvGroup>(source, r, (g0 + j) * kNvGroup, k, y);
     sigma[j] = ms_eden_g128_group(y, ts, c, &partials[j]);
     store_group_codes<kNvGroup>(codes + r * (padded_cols / 2) + (g0 + j) * (kNvGroup / 2), c);
   }
@@ -265,14 +327,14 @@ __global__ void eden_g128_kernel(const float* work, std::int64_t rows, std::int6
 }
 
 // One thread per MXFP4 group of 32: QuEST (with trust mask) or the backward quantizer.
-__global__ void mx_group_kernel(QuantizerKind kind, const float* work, std::int64_t rows, std::int64_t padded_cols,
+__global__ void mx_group_kernel(QuantizerKind kind, GroupSource source, std::int64_t rows, std::int64_t padded_cols,
                                 std::int64_t groups, const Constants* constants, RandomContext random,
                                 std::uint8_t* codes, std::uint8_t* scales, std::uint8_t* trust_mask) {
   const std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
   if (i >= rows * groups) return;
   const std::int64_t r = i / groups, g = i % groups;
   float y[kMxGroup];
-  load_group<kMxGroup>(work + r * padded_cols + g * kMxGroup, *constants, y);
+  load_group<kMxGroup>(source, r, g * kMxGroup, *constants, y);
   std::uint8_t c[kMxGroup];
   std::uint8_t scale;
   if (kind == QuantizerKind::mxfp4_quest) {
@@ -310,14 +372,23 @@ __global__ void dequantize_transposed_kernel(const std::uint8_t* codes, const st
   out[c * rows + r] = fmul(fmul(e2m1_decode(code_at(codes, padded_cols, r, c)), s), *tensor_scale);
 }
 
+// One thread per group: its block scale decoded once, 16 or 32 exact BF16 products written.
 __global__ void dequantize_bf16_kernel(const std::uint8_t* codes, const std::uint8_t* scales, ElementFormat format,
                                        std::int64_t rows, std::int64_t padded_cols, __nv_bfloat16* out) {
-  const std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
-  if (i >= rows * padded_cols) return;
-  const std::int64_t r = i / padded_cols, c = i % padded_cols;
   const int group = format == ElementFormat::nvfp4 ? kNvGroup : kMxGroup;
-  const float v = fmul(e2m1_decode(code_at(codes, padded_cols, r, c)), decode_scale(format, scales[r * (padded_cols / group) + c / group]));
-  out[i] = __float2bfloat16_rn(v);  // exact: at most 6 significant bits
+  const std::int64_t groups = padded_cols / group;
+  const std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= rows * groups) return;
+  const std::int64_t r = i / groups, g = i % groups;
+  const float s = decode_scale(format, scales[i]);
+  float lut[16];
+  for (int c = 0; c < 16; ++c) lut[c] = fmul(e2m1_decode(static_cast<std::uint8_t>(c)), s);  // exact
+  const std::uint8_t* src = codes + r * (padded_cols / 2) + g * (group / 2);
+  __nv_bfloat162* dst = reinterpret_cast<__nv_bfloat162*>(out + r * padded_cols + g * group);
+  for (int b = 0; b < group / 2; ++b) {
+    const std::uint8_t byte = src[b];
+    dst[b] = __floats2bfloat162_rn(lut[byte & 0x0Fu], lut[byte >> 4]);
+  }
 }
 
 // Transpose of a 16x16-square-block tensor: out is [cols][round_up(rows, 16)].
@@ -354,7 +425,7 @@ __global__ void trust_mask_unrotate_kernel(void* g, bool bf16, std::int64_t rows
     const bool trusted = (mask[r * (padded_cols / 8) + c / 8] >> (c % 8)) & 1u;
     v[j] = trusted ? load_real(g, bf16, r * cols + c) : 0.0f;
   }
-  if (rot.size) rht_inverse_block(v, rot.signs, n, rot.norm, v);
+  if (rot.size) rht_inverse_block(v, rot.signs, n, v);
   for (int j = 0; j < n; ++j) store_real(g, bf16, r * cols + c0 + j, v[j]);
 }
 
@@ -364,6 +435,177 @@ unsigned grid_stride_blocks(std::int64_t n) {
 }
 
 }  // namespace
+}  // namespace quartet::cuda
+
+// The fused kernels use the constants, the non-finite record and the group functions above.
+#include "backend/cuda/fused_quantize.cuh"
+
+namespace quartet::cuda {
+
+namespace {
+
+// A persistent grid: as many blocks as fit on the device at once, at most `work`.
+template <class Kernel>
+unsigned resident_blocks(Kernel kernel, std::int64_t work) {
+  static std::map<const void*, std::int64_t> capacity;
+  auto it = capacity.find(reinterpret_cast<const void*>(kernel));
+  if (it == capacity.end()) {
+    int device = 0, sms = 0, per_sm = 0;
+    QUARTET_CUDA_CHECK(cudaGetDevice(&device));
+    QUARTET_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+    QUARTET_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kFusedThreads, 0));
+    it = capacity.emplace(reinterpret_cast<const void*>(kernel), std::int64_t{sms} * (per_sm > 0 ? per_sm : 1)).first;
+  }
+  return static_cast<unsigned>(std::max<std::int64_t>(1, std::min(work, it->second)));
+}
+
+// The NVFP4 quantizers the fused kernels cover (square 16x16 blocks need a tile amax first and
+// keep the reference path).
+bool fused_kind(QuantizerKind kind) {
+  return quantizer_format(kind) == ElementFormat::nvfp4 && kind != QuantizerKind::square16;
+}
+
+// Calls f with the quantizer as a compile-time constant (one kernel per quantizer keeps each
+// kernel's registers to what that quantizer needs).
+template <class F>
+void with_fused_kind(QuantizerKind kind, F&& f) {
+  switch (kind) {
+    case QuantizerKind::rtn: f(std::integral_constant<QuantizerKind, QuantizerKind::rtn>{}); return;
+    case QuantizerKind::four_over_six: f(std::integral_constant<QuantizerKind, QuantizerKind::four_over_six>{}); return;
+    case QuantizerKind::sr: f(std::integral_constant<QuantizerKind, QuantizerKind::sr>{}); return;
+    case QuantizerKind::ms_eden_g16: f(std::integral_constant<QuantizerKind, QuantizerKind::ms_eden_g16>{}); return;
+    case QuantizerKind::ms_eden_g128: f(std::integral_constant<QuantizerKind, QuantizerKind::ms_eden_g128>{}); return;
+    default: throw Error(message("quantizer ", quantizer_name(kind), " has no fused kernel"));
+  }
+}
+
+template <class Kernel, class... Args>
+void launch_persistent(Kernel kernel, std::int64_t work_blocks, cudaStream_t stream, Args... args) {
+  kernel<<<resident_blocks(kernel, work_blocks), kFusedThreads, 0, stream>>>(args...);
+  QUARTET_CUDA_LAUNCHED();
+}
+
+// Calls f with the rotation size as a compile-time constant (0, 16, 32 or 128).
+template <class F>
+void with_rotation(int size, F&& f) {
+  switch (size) {
+    case 0: f(std::integral_constant<int, 0>{}); return;
+    case 16: f(std::integral_constant<int, 16>{}); return;
+    case 32: f(std::integral_constant<int, 32>{}); return;
+    case 128: f(std::integral_constant<int, 128>{}); return;
+    default: throw Error(message("rotation size ", size, " has no fused kernel"));
+  }
+}
+
+// One pass of the row-wise kernel: the amax pass (the same for every quantizer) or the
+// quantizing pass of a.kind, for a.rotation.
+template <class T>
+void launch_rowwise(bool amax_pass, const FusedArgs& a, const void* x, cudaStream_t stream) {
+  const std::int64_t items = a.rows * ((a.groups + kGroupsPerItem - 1) / kGroupsPerItem);
+  const std::int64_t blocks = (items + kFusedThreads / kGroupsPerItem - 1) / (kFusedThreads / kGroupsPerItem);
+  const T* input = static_cast<const T*>(x);
+  with_rotation(a.rotation, [&](auto rot) {
+    if (amax_pass) {
+      launch_persistent(fused_rowwise_kernel<true, QuantizerKind::rtn, rot.value, T>, blocks, stream, a, input);
+      return;
+    }
+    with_fused_kind(a.kind, [&](auto kind) {
+      launch_persistent(fused_rowwise_kernel<false, kind.value, rot.value, T>, blocks, stream, a, input);
+    });
+  });
+}
+
+template <class Tile>
+void launch_tiles(bool amax_pass, const FusedArgs& a, const Tile& tile, cudaStream_t stream) {
+  const std::int64_t tiles = ((a.rows + kTileR - 1) / kTileR) * ((a.groups * kNvGroup + kTileC - 1) / kTileC);
+  with_rotation(a.rotation, [&](auto rot) {
+    if (amax_pass) {
+      launch_persistent(fused_tile_kernel<true, QuantizerKind::rtn, rot.value, Tile>, tiles, stream, a, tile);
+      return;
+    }
+    with_fused_kind(a.kind, [&](auto kind) {
+      launch_persistent(fused_tile_kernel<false, kind.value, rot.value, Tile>, tiles, stream, a, tile);
+    });
+  });
+}
+
+// Fills q (shape set, NVFP4) with the fused kernels: `launch(amax_pass, args)` starts one pass.
+// MS-EDEN g16 needs one heavy pass and the small scale pass; the others an amax pass, the
+// one-thread constants step and the quantizing pass. Nothing synchronises the host.
+template <class Launch>
+void run_fused(DeviceQuantized& q, const QuantizerSpec& spec, const Rotation& rotation, const RandomContext& random,
+               bool check_finite, unsigned long long sequence, cudaStream_t stream, Launch launch) {
+  const std::int64_t groups = q.padded_cols / kNvGroup;
+  q.codes = device_alloc(q.code_bytes());
+  q.scales = device_alloc(q.scale_bytes());
+  q.tensor_scale = device_alloc(sizeof(float));
+  auto scratch = device_alloc(64);  // [0]: amax bits, [4]: max corrected, [16..]: constants
+  auto* amax_bits = reinterpret_cast<unsigned*>(ptr<char>(scratch));
+  auto* max_corrected = reinterpret_cast<unsigned*>(ptr<char>(scratch) + 4);
+  auto* constants = reinterpret_cast<Constants*>(ptr<char>(scratch) + 16);
+  QUARTET_CUDA_CHECK(cudaMemsetAsync(scratch.get(), 0, 16, stream));
+  FusedArgs a;
+  a.kind = spec.kind;
+  a.rows = q.rows;
+  a.groups = groups;
+  a.rotation = rotation.size;
+  a.signs = sign_bits(rotation);
+  a.random = random;
+  a.eden_scale = spec.val_max();
+  a.codes = ptr<std::uint8_t>(q.codes);
+  a.scales = ptr<std::uint8_t>(q.scales);
+  a.logical_cols = q.cols;
+  a.check_finite = check_finite;
+  a.sequence = sequence;
+  a.amax_bits = amax_bits;
+  if (spec.kind == QuantizerKind::ms_eden_g16) {
+    auto corrected = device_alloc(static_cast<std::size_t>(q.rows * groups) * sizeof(float));
+    a.corrected = ptr<float>(corrected);
+    a.max_corrected = max_corrected;
+    launch(false, a);
+    const std::int64_t threads = q.rows * ((groups + 7) / 8);
+    eden_g16_finish_kernel<<<blocks_for(threads), kThreads, 0, stream>>>(ptr<float>(corrected), q.rows, groups, amax_bits,
+                                                                         max_corrected, random, ptr<float>(q.tensor_scale),
+                                                                         ptr<std::uint8_t>(q.scales), ptr<std::uint8_t>(q.codes));
+    QUARTET_CUDA_LAUNCHED();
+    return;  // the temporaries are released in stream order
+  }
+  launch(true, a);
+  const ConstantsArgs ca{spec.kind, true, spec.val_max(), static_cast<float>(255.99 * (6.0 / (spec.clip * spec.headroom)))};
+  constants_kernel<<<1, 1, 0, stream>>>(amax_bits, ca, constants, ptr<float>(q.tensor_scale));
+  QUARTET_CUDA_LAUNCHED();
+  a.check_finite = false;
+  a.amax_bits = nullptr;
+  a.constants = constants;
+  launch(false, a);
+}
+
+}  // namespace
+
+namespace {
+
+// Shapes of quantize calls whose non-finite inputs are still unchecked, by call sequence.
+std::map<unsigned long long, std::pair<std::int64_t, std::int64_t>> g_pending_shapes;
+unsigned long long g_next_sequence = 1;
+
+}  // namespace
+
+void raise_pending_errors() {
+  if (g_pending_shapes.empty()) return;
+  unsigned long long key = 0;
+  QUARTET_CUDA_CHECK(cudaMemcpyFromSymbol(&key, g_first_non_finite, sizeof(key)));
+  const auto shapes = std::move(g_pending_shapes);
+  g_pending_shapes.clear();
+  if (key == ~0ull) return;
+  const unsigned long long reset = ~0ull;
+  QUARTET_CUDA_CHECK(cudaMemcpyToSymbol(g_first_non_finite, &reset, sizeof(reset)));
+  const auto it = shapes.find(key >> 40);
+  const std::int64_t index = static_cast<std::int64_t>(key & ((1ull << 40) - 1));
+  if (it == shapes.end()) throw NonFiniteError("quantize: a non-finite input element (position unknown)");
+  const auto [rows, cols] = it->second;
+  throw NonFiniteError(message("quantize: input element (", index / cols, ", ", index % cols, ") of the ", rows, " x ",
+                               cols, " tensor is not finite; quantizers need finite values"));
+}
 
 DeviceQuantized quantize(const void* x, DType dtype, std::int64_t x_rows, std::int64_t x_cols, bool transpose,
                          const QuantizerSpec& spec, const Rotation& rotation, const RandomContext& random,
@@ -374,6 +616,7 @@ DeviceQuantized quantize(const void* x, DType dtype, std::int64_t x_rows, std::i
   }
   const std::int64_t rows = transpose ? x_cols : x_rows, cols = transpose ? x_rows : x_cols;
   check_quantize_shape(rows, cols, rotation);
+  if (rows * cols >= (std::int64_t{1} << 40)) throw Error("quantize: tensors above 2^40 elements are not supported");
   DeviceQuantized q;
   q.format = quantizer_format(spec.kind);
   q.rows = rows;
@@ -382,44 +625,54 @@ DeviceQuantized quantize(const void* x, DType dtype, std::int64_t x_rows, std::i
   q.rotation_size = rotation.size;
   q.square_blocks = spec.kind == QuantizerKind::square16;
   const std::int64_t groups = q.padded_cols / q.group();
+  const unsigned long long seq = g_next_sequence++ & ((1ull << 23) - 1);
+  g_pending_shapes[seq] = {rows, cols};
 
+  if (fused_kind(spec.kind) && !transpose && cols % kNvGroup == 0) {
+    run_fused(q, spec, rotation, random, true, seq, stream, [&](bool amax_pass, const FusedArgs& a) {
+      if (dtype == DType::bf16) {
+        launch_rowwise<__nv_bfloat16>(amax_pass, a, x, stream);
+      } else {
+        launch_rowwise<float>(amax_pass, a, x, stream);
+      }
+    });
+    return q;
+  }
+  if (fused_kind(spec.kind) && transpose && dtype == DType::bf16 && x_cols % 8 == 0) {
+    const TransposedBf16Tile tile{static_cast<const __nv_bfloat16*>(x), x_rows, x_cols};
+    run_fused(q, spec, rotation, random, true, seq, stream,
+              [&](bool amax_pass, const FusedArgs& a) { launch_tiles(amax_pass, a, tile, stream); });
+    return q;
+  }
+
+  // The reference path: the remaining quantizers and layouts.
   const Input in{x, dtype == DType::bf16, transpose, x_cols, rows, cols};
-  auto work = device_alloc(static_cast<std::size_t>(rows * q.padded_cols) * sizeof(float));
-  auto scratch = device_alloc(64);  // [0]: first non-finite index, [8]: amax bits, [12]: max corrected, [16..]: constants
-  auto* first_bad = reinterpret_cast<unsigned long long*>(ptr<char>(scratch));
-  auto* amax_bits = reinterpret_cast<unsigned*>(ptr<char>(scratch) + 8);
-  auto* max_corrected = reinterpret_cast<unsigned*>(ptr<char>(scratch) + 12);
+  // The group kernels read a zero-padded FP32 matrix: the rotated input, or (transposed or
+  // padded) the plain input. A row-major input whose width needs no padding is read directly.
+  const bool direct = !rotation.size && !transpose && cols == q.padded_cols;
+  std::shared_ptr<void> work;
+  GroupSource source{nullptr, x, dtype == DType::bf16, q.padded_cols};
+  auto scratch = device_alloc(64);  // [0]: amax bits, [4]: max corrected, [16..]: constants
+  auto* amax_bits = reinterpret_cast<unsigned*>(ptr<char>(scratch));
+  auto* max_corrected = reinterpret_cast<unsigned*>(ptr<char>(scratch) + 4);
   auto* constants = reinterpret_cast<Constants*>(ptr<char>(scratch) + 16);
-  QUARTET_CUDA_CHECK(cudaMemsetAsync(scratch.get(), 0xFF, 8, stream));
-  QUARTET_CUDA_CHECK(cudaMemsetAsync(ptr<char>(scratch) + 8, 0, 8, stream));
-  if (rotation.size) {
-    QUARTET_CUDA_CHECK(cudaMemsetAsync(work.get(), 0, static_cast<std::size_t>(rows * q.padded_cols) * sizeof(float), stream));
-    prepare_rotated_kernel<<<blocks_for(rows * (cols / rotation.size)), kThreads, 0, stream>>>(
-        in, rotation_args(rotation), ptr<float>(work), q.padded_cols, first_bad);
+  QUARTET_CUDA_CHECK(cudaMemsetAsync(scratch.get(), 0, 16, stream));
+  if (direct) {
+    amax_input_kernel<<<grid_stride_blocks(rows * cols), kThreads, 0, stream>>>(in, amax_bits, seq);
   } else {
-    prepare_plain_kernel<<<grid_stride_blocks(rows * q.padded_cols), kThreads, 0, stream>>>(in, ptr<float>(work),
-                                                                                             q.padded_cols, first_bad);
-  }
-  QUARTET_CUDA_LAUNCHED();
-  unsigned long long bad = 0;
-  QUARTET_CUDA_CHECK(cudaMemcpyAsync(&bad, first_bad, 8, cudaMemcpyDeviceToHost, stream));
-  QUARTET_CUDA_CHECK(cudaStreamSynchronize(stream));
-  if (bad != ~0ull) {
-    const auto r = static_cast<std::int64_t>(bad) / cols, c = static_cast<std::int64_t>(bad) % cols;
-    const std::int64_t index = transpose ? c * x_cols + r : r * x_cols + c;
-    float value = 0;
-    if (dtype == DType::bf16) {
-      std::uint16_t h = 0;
-      QUARTET_CUDA_CHECK(cudaMemcpy(&h, static_cast<const std::uint16_t*>(x) + index, 2, cudaMemcpyDeviceToHost));
-      const std::uint32_t bits = static_cast<std::uint32_t>(h) << 16;
-      std::memcpy(&value, &bits, 4);
+    work = device_alloc(static_cast<std::size_t>(rows * q.padded_cols) * sizeof(float));
+    source.work = ptr<float>(work);
+    if (rotation.size) {
+      QUARTET_CUDA_CHECK(cudaMemsetAsync(work.get(), 0, static_cast<std::size_t>(rows * q.padded_cols) * sizeof(float), stream));
+      prepare_rotated_kernel<<<blocks_for(rows * (cols / rotation.size)), kThreads, 0, stream>>>(
+          in, rotation_args(rotation), ptr<float>(work), q.padded_cols, seq);
     } else {
-      QUARTET_CUDA_CHECK(cudaMemcpy(&value, static_cast<const float*>(x) + index, 4, cudaMemcpyDeviceToHost));
+      prepare_plain_kernel<<<grid_stride_blocks(rows * q.padded_cols), kThreads, 0, stream>>>(in, ptr<float>(work),
+                                                                                               q.padded_cols, seq);
     }
-    throw NonFiniteError(message("quantize: input element (", r, ", ", c, ") of the ", rows, " x ", cols, " tensor is ", value, "; quantizers need finite values"));
+    QUARTET_CUDA_LAUNCHED();
+    amax_kernel<<<grid_stride_blocks(rows * q.padded_cols), kThreads, 0, stream>>>(ptr<float>(work), rows * q.padded_cols, amax_bits);
   }
-
-  amax_kernel<<<grid_stride_blocks(rows * q.padded_cols), kThreads, 0, stream>>>(ptr<float>(work), rows * q.padded_cols, amax_bits);
   QUARTET_CUDA_LAUNCHED();
   q.tensor_scale = device_alloc(sizeof(float));
   const ConstantsArgs ca{spec.kind, q.format == ElementFormat::nvfp4, spec.val_max(),
@@ -432,18 +685,17 @@ DeviceQuantized quantize(const void* x, DType dtype, std::int64_t x_rows, std::i
   if (q.format == ElementFormat::mxfp4) {
     if (spec.kind == QuantizerKind::mxfp4_quest) q.trust_mask = device_alloc(static_cast<std::size_t>(rows * q.padded_cols / 8));
     mx_group_kernel<<<blocks_for(rows * groups), kThreads, 0, stream>>>(
-        spec.kind, ptr<float>(work), rows, q.padded_cols, groups, constants, random, ptr<std::uint8_t>(q.codes),
+        spec.kind, source, rows, q.padded_cols, groups, constants, random, ptr<std::uint8_t>(q.codes),
         ptr<std::uint8_t>(q.scales), q.trust_mask ? ptr<std::uint8_t>(q.trust_mask) : nullptr);
     QUARTET_CUDA_LAUNCHED();
   } else if (spec.kind == QuantizerKind::ms_eden_g128) {
     eden_g128_kernel<<<blocks_for(rows * ((groups + 7) / 8)), kThreads, 0, stream>>>(
-        ptr<float>(work), rows, q.padded_cols, groups, constants, random, ptr<std::uint8_t>(q.codes),
-        ptr<std::uint8_t>(q.scales));
+        source, rows, q.padded_cols, groups, constants, random, ptr<std::uint8_t>(q.codes), ptr<std::uint8_t>(q.scales));
     QUARTET_CUDA_LAUNCHED();
   } else {
     NvGroupArgs a{};
     a.kind = spec.kind;
-    a.work = ptr<float>(work);
+    a.source = source;
     a.rows = rows;
     a.padded_cols = q.padded_cols;
     a.groups = groups;
@@ -456,8 +708,8 @@ DeviceQuantized quantize(const void* x, DType dtype, std::int64_t x_rows, std::i
     if (spec.kind == QuantizerKind::square16) {
       const std::int64_t tile_rows = (rows + kNvGroup - 1) / kNvGroup;
       tiles = device_alloc(static_cast<std::size_t>(tile_rows * groups) * sizeof(float));
-      tile_amax_kernel<<<blocks_for(tile_rows * groups), kThreads, 0, stream>>>(ptr<float>(work), rows, q.padded_cols,
-                                                                                groups, constants, ptr<float>(tiles));
+      tile_amax_kernel<<<blocks_for(tile_rows * groups), kThreads, 0, stream>>>(source, rows, q.padded_cols, groups,
+                                                                                constants, ptr<float>(tiles));
       QUARTET_CUDA_LAUNCHED();
       a.tile_amax = ptr<float>(tiles);
     }
@@ -475,14 +727,27 @@ DeviceQuantized quantize(const void* x, DType dtype, std::int64_t x_rows, std::i
           ptr<float>(corrected), rows, groups, ptr<float>(q.tensor_scale), random, ptr<std::uint8_t>(q.scales));
       QUARTET_CUDA_LAUNCHED();
     }
-    QUARTET_CUDA_CHECK(cudaStreamSynchronize(stream));  // tiles / corrected are freed on return
   }
-  QUARTET_CUDA_CHECK(cudaStreamSynchronize(stream));  // the work buffer is freed on return
-  return q;
+  return q;  // temporaries are released in stream order (device_alloc uses the stream-ordered allocator)
 }
 
 DeviceQuantized requantize_transposed(const DeviceQuantized& q, const QuantizerSpec& spec, const Rotation& rotation,
                                       const RandomContext& random, cudaStream_t stream) {
+  if (q.format == ElementFormat::nvfp4 && fused_kind(spec.kind) && q.padded_cols % kTileR == 0) {
+    spec.validate();
+    check_quantize_shape(q.cols, q.rows, rotation);
+    DeviceQuantized out;
+    out.format = ElementFormat::nvfp4;
+    out.rows = q.cols;
+    out.cols = q.rows;
+    out.padded_cols = round_up(q.rows, kNvGroup);
+    out.rotation_size = rotation.size;
+    const RequantTile tile{ptr<std::uint8_t>(q.codes), ptr<std::uint8_t>(q.scales), ptr<float>(q.tensor_scale), q.rows,
+                           q.padded_cols};
+    run_fused(out, spec, rotation, random, false, 0, stream,
+              [&](bool amax_pass, const FusedArgs& a) { launch_tiles(amax_pass, a, tile, stream); });
+    return out;
+  }
   auto values = device_alloc(static_cast<std::size_t>(q.rows * q.cols) * sizeof(float));
   dequantize_transposed_kernel<<<blocks_for(q.rows * q.cols), kThreads, 0, stream>>>(
       ptr<std::uint8_t>(q.codes), ptr<std::uint8_t>(q.scales), ptr<float>(q.tensor_scale), q.format, q.rows, q.cols,
@@ -514,7 +779,15 @@ DeviceQuantized transpose_square_blocks(const DeviceQuantized& q, cudaStream_t s
 }
 
 void dequantize_block_scaled_bf16(const DeviceQuantized& q, void* out, cudaStream_t stream) {
-  dequantize_bf16_kernel<<<blocks_for(q.rows * q.padded_cols), kThreads, 0, stream>>>(
+  if (q.format == ElementFormat::nvfp4) {
+    const std::int64_t groups = q.rows * (q.padded_cols / kNvGroup);
+    dequantize_nvfp4_bf16_kernel<<<resident_blocks(dequantize_nvfp4_bf16_kernel, (groups + kFusedThreads - 1) / kFusedThreads),
+                                   kFusedThreads, 0, stream>>>(ptr<std::uint8_t>(q.codes), ptr<std::uint8_t>(q.scales), groups,
+                                                               static_cast<__nv_bfloat16*>(out));
+    QUARTET_CUDA_LAUNCHED();
+    return;
+  }
+  dequantize_bf16_kernel<<<blocks_for(q.rows * (q.padded_cols / q.group())), kThreads, 0, stream>>>(
       ptr<std::uint8_t>(q.codes), ptr<std::uint8_t>(q.scales), q.format, q.rows, q.padded_cols,
       static_cast<__nv_bfloat16*>(out));
   QUARTET_CUDA_LAUNCHED();

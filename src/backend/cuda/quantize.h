@@ -59,6 +59,10 @@ void dequantize_block_scaled_bf16(const DeviceQuantized& q, void* out, cudaStrea
 void apply_trust_mask_and_unrotate(void* g, DType dtype, const DeviceQuantized& q, const Rotation& rotation,
                                    cudaStream_t stream);
 
+// Throws NonFiniteError if a quantize call since the last check met a non-finite input (the
+// kernels record it on the device instead of synchronising every call).
+void raise_pending_errors();
+
 // A host copy with the same layout as the CPU backend's (linear scales).
 QuantizedTensor download(const DeviceQuantized& q);
 

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# On the GPU machine, from a .gpu/ bundle: the full benchmark suite into $OUT/bench.json, then
+# a short table of the headline figures.
+cd "$(dirname "$0")"
+for f in lib/libopenblas.so.0 quartet cuda_tests; do [ -f "$f.gz" ] && gunzip -f "$f.gz" && chmod +x "$f"; done
+export LD_LIBRARY_PATH=$PWD/lib:${LD_LIBRARY_PATH:-}
+OUT=${OUT:-.}
+./quartet bench --json "$OUT/bench.json" ${QUARTET_BENCH_ARGS:-} > "$OUT/bench.log" 2>&1 || { tail -20 "$OUT/bench.log"; exit 1; }
+python3 - "$OUT/bench.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+print(r["device"], r["commit"])
+for row in r["results"]:
+    extra = ""
+    for k in ("ratio_to_copy", "ratio_to_bf16", "tbps", "tflops"):
+        if k in row:
+            extra += f" {k}={row[k]:.3f}"
+    print(f'{row["case"]:<55} {row["median_ms"]:9.3f} ms{extra}')
+PY

@@ -1,0 +1,492 @@
+// Fused NVFP4 quantization kernels (kernels.md, "Recipes that worked"): the input is read
+// with 16-byte loads, rotated in registers and quantized in one pass that writes packed codes
+// and scales; the per-tensor amax, where a quantizer needs it before its scales, is a second
+// pass of the same kernel that reduces instead of writing. Included by quantize.cu, which
+// owns the device-side constants, the non-finite record and the dispatch.
+//
+// Thread layout, the same for every kernel here: one thread holds one 16-element group along
+// the reduction dimension of one output row; eight consecutive lanes (an "item") hold the
+// eight consecutive groups of one 128-element span of that row, so lane & 7 is the group's
+// position in its RHT-128 block (lane & 1 for RHT-32; RHT-16 stays inside the thread). Every
+// result lands where the thread already is: amax, scales, the MS-EDEN sums and the packed
+// codes need no shared memory, and the only cross-lane traffic is three butterfly stages of
+// the RHT-128 and the three-step sum of the research-form EDEN correction.
+//
+// Bitwise agreement with the CPU: the rotation performs exactly the FP32 operations of
+// rht_forward_block (rht_block.h) in the same order (stages h = 1..8 inside the thread, then
+// h = 16, 32, 64 across lanes, lower lane a + b, upper lane a - b, then the multiplication by
+// fl(1/sqrt(n))); the quantizers are the shared group functions; the lane butterfly of the
+// EDEN sums is tree_sum's pairwise order. Codes and scales are therefore the CPU's bit for
+// bit, which the GPU tests check.
+#pragma once
+
+#include <cuda_bf16.h>
+
+#include <cstdint>
+#include <utility>
+
+namespace quartet::cuda {
+namespace {
+
+constexpr int kFusedThreads = 256;
+constexpr int kGroupsPerItem = 8;
+
+// The 128 rotation signs as bits (bit j set: sign j is -1), read by a thread as the 16 bits
+// of its group's position in the rotation block. Flipping the FP32 sign bit is the CPU's
+// multiplication by -1, exactly.
+struct SignBits {
+  std::uint32_t word[4];
+};
+
+SignBits sign_bits(const Rotation& r) {
+  SignBits s{};
+  for (int j = 0; j < r.size; ++j) {
+    if (r.signs[static_cast<std::size_t>(j)] < 0.0f) s.word[j / 32] |= 1u << (j % 32);
+  }
+  return s;
+}
+
+struct FusedArgs {
+  QuantizerKind kind;
+  std::int64_t rows = 0;    // output rows
+  std::int64_t groups = 0;  // 16-groups per output row (padded_cols / 16)
+  int rotation = 0;         // 0, 16, 32 or 128 (the kernels take it as a template argument too)
+  SignBits signs{};
+  const Constants* constants = nullptr;  // quantize pass of the two-pass kinds
+  unsigned* amax_bits = nullptr;         // amax pass; ms_eden_g16 (tiny-tensor detection)
+  RandomContext random{};
+  float eden_scale = 1.0f;
+  float* corrected = nullptr;            // ms_eden_g16: provisional FP32 scales c_g
+  unsigned* max_corrected = nullptr;     // ms_eden_g16: max c_g
+  std::uint8_t* codes = nullptr;
+  std::uint8_t* scales = nullptr;
+  std::int64_t logical_cols = 0;         // for the position of a non-finite input
+  bool check_finite = false;
+  unsigned long long sequence = 0;
+};
+
+template <int kRotation>
+__device__ __forceinline__ std::uint32_t group_sign_bits(const SignBits& s, int lane_in_item) {
+  const int base = (lane_in_item * kNvGroup) & (kRotation - 1);
+  const int w = base >> 5;
+  const std::uint32_t word = w == 0 ? s.word[0] : (w == 1 ? s.word[1] : (w == 2 ? s.word[2] : s.word[3]));
+  return (word >> (base & 31)) & 0xFFFFu;
+}
+
+// One butterfly stage of fwht_inplace_f32 inside the thread's 16 elements (compile-time
+// indices keep v in registers).
+template <int H>
+__device__ __forceinline__ void butterfly_stage(float* v) {
+#pragma unroll
+  for (int base = 0; base < kNvGroup; base += 2 * H) {
+#pragma unroll
+    for (int j = base; j < base + H; ++j) {
+      const float p = v[j], q = v[j + H];
+      v[j] = fadd(p, q);
+      v[j + H] = fsub(p, q);
+    }
+  }
+}
+
+// x <- H D x / sqrt(n) on this thread's 16 elements of an n-block spread over n/16 lanes:
+// rht_forward_block's operations, the stages h >= 16 by lane shuffles (the lower lane of a
+// pair holds a and computes a + b, the upper holds b and computes a - b).
+template <int kRotation>
+__device__ __forceinline__ void rotate_group(float* x, const SignBits& sign_words, int lane_in_item) {
+  const std::uint32_t signs = group_sign_bits<kRotation>(sign_words, lane_in_item);
+#pragma unroll
+  for (int i = 0; i < kNvGroup; ++i) x[i] = __uint_as_float(__float_as_uint(x[i]) ^ (((signs >> i) & 1u) << 31));
+  butterfly_stage<1>(x);
+  butterfly_stage<2>(x);
+  butterfly_stage<4>(x);
+  butterfly_stage<8>(x);
+#pragma unroll
+  for (int h = kNvGroup; h < kRotation; h *= 2) {
+    const int partner = h / kNvGroup;
+    const bool upper = (lane_in_item & partner) != 0;
+#pragma unroll
+    for (int i = 0; i < kNvGroup; ++i) {
+      const float other = __shfl_xor_sync(0xFFFFFFFFu, x[i], partner);
+      x[i] = upper ? fsub(other, x[i]) : fadd(x[i], other);
+    }
+  }
+  const float norm = rht_norm(kRotation);
+#pragma unroll
+  for (int i = 0; i < kNvGroup; ++i) x[i] = fmul(x[i], norm);
+}
+
+// A NaN or infinity has the largest magnitude bit patterns: one integer max per group finds
+// any; only then are the elements looked at one by one.
+__device__ __forceinline__ void check_group_finite(const FusedArgs& a, const float* x, std::int64_t r, std::int64_t c0) {
+  std::uint32_t m = 0;
+#pragma unroll
+  for (int i = 0; i < kNvGroup; ++i) m = max(m, __float_as_uint(x[i]) & 0x7FFFFFFFu);
+  if (m >= 0x7F800000u) {
+    for (int i = 0; i < kNvGroup; ++i) note_non_finite(x[i], r, c0 + i, a.logical_cols, a.sequence);
+  }
+}
+
+__device__ __forceinline__ void store_packed_codes(std::uint8_t* dst, const std::uint8_t* c) {
+  uint2 packed;
+  packed.x = static_cast<std::uint32_t>(c[0] | (c[1] << 4) | (c[2] << 8) | (c[3] << 12) | (c[4] << 16) | (c[5] << 20) |
+                                        (c[6] << 24)) | (static_cast<std::uint32_t>(c[7]) << 28);
+  packed.y = static_cast<std::uint32_t>(c[8] | (c[9] << 4) | (c[10] << 8) | (c[11] << 12) | (c[12] << 16) |
+                                        (c[13] << 20) | (c[14] << 24)) | (static_cast<std::uint32_t>(c[15]) << 28);
+  *reinterpret_cast<uint2*>(dst) = packed;
+}
+
+// What a thread carries across the groups it handles, reduced over the block at the end.
+struct RunningMax {
+  float amax = 0.0f;
+  float corrected = 0.0f;
+};
+
+// The pass's work on one rotated group: the amax pass (kAmaxPass) reduces, the quantizing pass
+// of quantizer K writes. Every lane of the warp calls this together (the research-form EDEN
+// correction sums over lanes); `valid` says whether the group exists.
+template <bool kAmaxPass, QuantizerKind K>
+__device__ __forceinline__ void finish_group(const FusedArgs& a, const Constants& k, std::int64_t r, std::int64_t g,
+                                             bool valid, float* y, RunningMax& run) {
+  if constexpr (kAmaxPass) {
+    if (valid) run.amax = fmax2(run.amax, group_absmax<kNvGroup>(y));
+    return;
+  } else {
+    if (k.zero) {
+#pragma unroll
+      for (int i = 0; i < kNvGroup; ++i) y[i] = 0.0f;
+    }
+    std::uint8_t codes[kNvGroup];
+    float s = 1.0f;
+    const TwoLevelScale two{k.t, k.k_enc};
+    if constexpr (K == QuantizerKind::rtn) {
+      s = rtn_group(y, group_absmax<kNvGroup>(y), two, codes);
+    } else if constexpr (K == QuantizerKind::four_over_six) {
+      s = four_over_six_group(y, FourOverSixScale{k.t, k.inv_t, k.k6, k.k4}, codes);
+    } else if constexpr (K == QuantizerKind::sr) {
+      std::uint16_t bits[kNvGroup];
+      random_decision_range(a.random, static_cast<std::uint32_t>(r), static_cast<std::uint32_t>(g * kNvGroup), kNvGroup, bits);
+      s = sr_group(y, two, bits, codes);
+    } else if constexpr (K == QuantizerKind::ms_eden_g16) {
+      const float c = ms_eden_g16_group(y, a.eden_scale, codes);
+      if (valid) {
+        a.corrected[r * a.groups + g] = c;
+        run.corrected = fmax2(run.corrected, c);
+        run.amax = fmax2(run.amax, group_absmax<kNvGroup>(y));
+      }
+    } else if constexpr (K == QuantizerKind::ms_eden_g128) {
+      EdenPartialSums p{};
+      const float sigma = ms_eden_g128_group(y, EdenResearchScale{k.t, k.k_enc}, codes, &p);
+      float num = valid ? p.num : 0.0f, den = valid ? p.den : 0.0f;  // absent groups add zeros
+#pragma unroll
+      for (int off = 1; off < kEdenBlockGroups; off *= 2) {  // tree_sum<8> over the item's lanes
+        num = fadd(num, __shfl_xor_sync(0xFFFFFFFFu, num, off));
+        den = fadd(den, __shfl_xor_sync(0xFFFFFFFFu, den, off));
+      }
+      const float correction = den == 0.0f ? 1.0f : fdiv(num, den);  // ms_eden_g128_correction
+      const std::uint16_t bits = random_decision_bits(a.random, static_cast<std::uint32_t>(r), static_cast<std::uint32_t>(g));
+      s = ms_eden_g128_scale(sigma, correction, bits);
+    } else {
+      static_assert(K == QuantizerKind::rtn, "not a fused quantizer");
+    }
+    if (!valid) return;
+    store_packed_codes(a.codes + r * (a.groups * kNvGroup / 2) + g * (kNvGroup / 2), codes);
+    if constexpr (K != QuantizerKind::ms_eden_g16) a.scales[r * a.groups + g] = e4m3_bits_of_grid_value(s);
+  }
+}
+
+__device__ __forceinline__ void reduce_running_max(const FusedArgs& a, RunningMax run) {
+  __shared__ float warp_amax[kFusedThreads / 32], warp_corrected[kFusedThreads / 32];
+  for (int off = 16; off > 0; off /= 2) {
+    run.amax = fmax2(run.amax, __shfl_xor_sync(0xFFFFFFFFu, run.amax, off));
+    run.corrected = fmax2(run.corrected, __shfl_xor_sync(0xFFFFFFFFu, run.corrected, off));
+  }
+  const int warp = static_cast<int>(threadIdx.x / 32);
+  if ((threadIdx.x & 31) == 0) {
+    warp_amax[warp] = run.amax;
+    warp_corrected[warp] = run.corrected;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    float m = 0.0f, c = 0.0f;
+    for (int w = 0; w < kFusedThreads / 32; ++w) {
+      m = fmax2(m, warp_amax[w]);
+      c = fmax2(c, warp_corrected[w]);
+    }
+    // Non-negative floats order as their bit patterns.
+    if (a.amax_bits) atomicMax(a.amax_bits, __float_as_uint(m));
+    if (a.max_corrected) atomicMax(a.max_corrected, __float_as_uint(c));
+  }
+}
+
+// ---- row-wise: the reduction dimension is the input's contiguous one ----------------------
+
+// The raw bytes of one group (two 16-byte loads of bf16, four of f32), loaded one iteration
+// ahead of their use so that each thread keeps a load in flight while it computes.
+template <class T>
+struct RawGroup {
+  uint4 v[sizeof(T) * kNvGroup / 16];
+};
+
+template <class T>
+__device__ __forceinline__ void load_raw(const T* p, RawGroup<T>& raw) {
+  const uint4* q = reinterpret_cast<const uint4*>(p);
+#pragma unroll
+  for (int k = 0; k < static_cast<int>(sizeof(raw.v) / sizeof(uint4)); ++k) raw.v[k] = q[k];
+}
+
+template <class T>
+__device__ __forceinline__ void unpack_raw(const RawGroup<T>& raw, float* y) {
+  if constexpr (sizeof(T) == 2) {
+#pragma unroll
+    for (int k = 0; k < 2; ++k) {
+      const std::uint32_t w[4] = {raw.v[k].x, raw.v[k].y, raw.v[k].z, raw.v[k].w};
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        y[8 * k + 2 * i] = __uint_as_float(w[i] << 16);
+        y[8 * k + 2 * i + 1] = __uint_as_float(w[i] & 0xFFFF0000u);
+      }
+    }
+  } else {
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      y[4 * k] = __uint_as_float(raw.v[k].x), y[4 * k + 1] = __uint_as_float(raw.v[k].y);
+      y[4 * k + 2] = __uint_as_float(raw.v[k].z), y[4 * k + 3] = __uint_as_float(raw.v[k].w);
+    }
+  }
+}
+
+// Where iteration `base` of a warp puts this lane: its row, group and whether it exists.
+struct RowSlot {
+  std::int64_t r, g;
+  bool valid;
+};
+
+__device__ __forceinline__ RowSlot row_slot(std::int64_t base, int lane, std::int64_t items, std::int64_t items_per_row,
+                                            std::int64_t groups) {
+  const std::int64_t item = base + lane / kGroupsPerItem;
+  RowSlot s;
+  // 32-bit division where it suffices (a 64-bit one is a long software sequence).
+  s.r = item < 0xFFFFFFFFll ? static_cast<std::uint32_t>(item) / static_cast<std::uint32_t>(items_per_row) : item / items_per_row;
+  s.g = (item - s.r * items_per_row) * kGroupsPerItem + (lane & 7);
+  s.valid = item < items && s.g < groups;
+  return s;
+}
+
+// x: [rows][groups * 16], row-major. A grid-stride loop over warps of four items keeps every
+// lane of a warp in the same iteration (the shuffles need the whole warp).
+template <bool kAmaxPass, QuantizerKind K, int kRotation, class T>
+__global__ void __launch_bounds__(kFusedThreads, 2) fused_rowwise_kernel(FusedArgs a, const T* x) {
+  const int lane = static_cast<int>(threadIdx.x & 31), lane_in_item = lane & 7;
+  const std::int64_t items_per_row = (a.groups + kGroupsPerItem - 1) / kGroupsPerItem;
+  const std::int64_t items = a.rows * items_per_row;
+  const std::int64_t warp = (static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
+  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x / 32 * 4;
+  Constants k{1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 0};
+  if (!kAmaxPass && a.constants) k = *a.constants;
+  RunningMax run;
+  std::int64_t base = warp * 4;
+  RowSlot slot = row_slot(base, lane, items, items_per_row, a.groups);
+  RawGroup<T> raw{};
+  if (slot.valid) load_raw(x + slot.r * a.groups * kNvGroup + slot.g * kNvGroup, raw);
+  for (; base < items; base += stride) {
+    const RowSlot cur = slot;
+    float y[kNvGroup];
+    unpack_raw(raw, y);
+    if (!cur.valid) {
+#pragma unroll
+      for (int i = 0; i < kNvGroup; ++i) y[i] = 0.0f;
+    }
+    slot = row_slot(base + stride, lane, items, items_per_row, a.groups);
+    if (slot.valid) load_raw(x + slot.r * a.groups * kNvGroup + slot.g * kNvGroup, raw);
+    if (a.check_finite && cur.valid) check_group_finite(a, y, cur.r, cur.g * kNvGroup);
+    if constexpr (kRotation != 0) rotate_group<kRotation>(y, a.signs, lane_in_item);
+    finish_group<kAmaxPass, K>(a, k, cur.r, cur.g, cur.valid, y, run);
+  }
+  reduce_running_max(a, run);
+}
+
+// ---- transposed and requant: 2-D tiles through shared memory ------------------------------
+//
+// A tile is 128 reduction indices c by 64 output rows r, held as bf16 pairs: word (c, w) holds
+// rows r0 + 2w (low half) and r0 + 2w + 1. Its 16-byte quarter-rows are stored XOR-swizzled by
+// c's 16-group, so that the read phase (thread (g, w) reads word (16 g + j, w) for j = 0..15)
+// hits 32 distinct banks. Each thread then quantizes two output rows, one after the other.
+constexpr int kTileC = 128, kTileR = 64, kTileWords = kTileR / 2;
+
+__device__ __forceinline__ int swizzled_quad(int c_local, int quad) {
+  return c_local * (kTileWords / 4) + (quad ^ ((c_local >> 4) & 7));
+}
+
+// Tile sources fetch their part of a tile into registers (`fetch`, issued one tile ahead so the
+// loads overlap the computation on the current tile) and then write it to shared memory
+// (`store`).
+
+// x^T of a row-major bf16 [x_rows][x_cols] (x_cols % 8 == 0): c = input row, r = input column.
+struct TransposedBf16Tile {
+  const __nv_bfloat16* x;
+  std::int64_t x_rows, x_cols;
+  static constexpr bool kCheckFinite = true;
+  struct Regs {
+    uint4 v[4];
+  };
+
+  __device__ float factor() const { return 1.0f; }
+  __device__ void fetch(std::int64_t c0, std::int64_t r0, Regs& regs) const {
+    const int quad = static_cast<int>(threadIdx.x & 7);
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      const std::int64_t c = c0 + static_cast<int>(threadIdx.x >> 3) + 32 * k, r = r0 + 8 * quad;
+      regs.v[k] = make_uint4(0, 0, 0, 0);
+      if (c < x_rows && r < x_cols) regs.v[k] = *reinterpret_cast<const uint4*>(x + c * x_cols + r);
+    }
+  }
+  __device__ void store(uint4* tile, const Regs& regs) const {
+    const int quad = static_cast<int>(threadIdx.x & 7);
+#pragma unroll
+    for (int k = 0; k < 4; ++k) tile[swizzled_quad(static_cast<int>(threadIdx.x >> 3) + 32 * k, quad)] = regs.v[k];
+  }
+};
+
+// The dequantized transpose of an NVFP4 tensor q ([q_rows][q_padded], linear scales,
+// q_padded % 64 == 0): c = q's row, r = q's column. A tile word holds e2m1 * block scale
+// (exact in BF16); the tensor scale t multiplies it in FP32 when read, as dequantize_code
+// does.
+struct RequantTile {
+  const std::uint8_t* codes;
+  const std::uint8_t* scales;
+  const float* tensor_scale;
+  std::int64_t q_rows, q_padded;
+  static constexpr bool kCheckFinite = false;  // dequantized codes are finite
+  struct Regs {
+    uint4 codes;
+    std::uint32_t scales;  // two E4M3 bytes
+  };
+
+  __device__ float factor() const { return *tensor_scale; }
+  __device__ void fetch(std::int64_t c0, std::int64_t r0, Regs& regs) const {
+    const std::int64_t c = c0 + static_cast<int>(threadIdx.x >> 1), r = r0 + 32 * static_cast<int>(threadIdx.x & 1);
+    regs.codes = make_uint4(0, 0, 0, 0);
+    regs.scales = 0;
+    if (c < q_rows) {
+      regs.codes = *reinterpret_cast<const uint4*>(codes + c * (q_padded / 2) + r / 2);
+      const std::uint8_t* srow = scales + c * (q_padded / kNvGroup) + r / kNvGroup;
+      regs.scales = srow[0] | (static_cast<std::uint32_t>(srow[1]) << 8);
+    }
+  }
+  __device__ void store(uint4* tile, const Regs& regs) const {
+    const int c_local = static_cast<int>(threadIdx.x >> 1), half = static_cast<int>(threadIdx.x & 1);
+    const float s[2] = {e4m3_decode(static_cast<std::uint8_t>(regs.scales & 0xFFu)),
+                        e4m3_decode(static_cast<std::uint8_t>(regs.scales >> 8))};
+    const std::uint32_t bytes[4] = {regs.codes.x, regs.codes.y, regs.codes.z, regs.codes.w};
+    std::uint32_t w[16];
+#pragma unroll
+    for (int b = 0; b < 16; ++b) {
+      const std::uint32_t byte = (bytes[b / 4] >> (8 * (b % 4))) & 0xFFu;
+      const float lo = fmul(e2m1_decode(static_cast<std::uint8_t>(byte & 15u)), s[b / 8]);
+      const float hi = fmul(e2m1_decode(static_cast<std::uint8_t>(byte >> 4)), s[b / 8]);
+      w[b] = (__float_as_uint(lo) >> 16) | (__float_as_uint(hi) & 0xFFFF0000u);  // exact in BF16
+    }
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+      tile[swizzled_quad(c_local, 4 * half + u)] = make_uint4(w[4 * u], w[4 * u + 1], w[4 * u + 2], w[4 * u + 3]);
+    }
+  }
+};
+
+template <bool kAmaxPass, QuantizerKind K, int kRotation, class Tile>
+__global__ void __launch_bounds__(kFusedThreads, 2) fused_tile_kernel(FusedArgs a, Tile src) {
+  __shared__ uint4 tile[kTileC * kTileWords / 4];
+  const int lane = static_cast<int>(threadIdx.x & 31), g_local = lane & 7;
+  const int pair = lane / 8 + 4 * static_cast<int>(threadIdx.x / 32);  // 0..31: rows r0 + 2 pair, + 1
+  const std::int64_t row_tiles = (a.rows + kTileR - 1) / kTileR;
+  const std::int64_t tiles = row_tiles * ((a.groups * kNvGroup + kTileC - 1) / kTileC);
+  Constants k{1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 0};
+  if (!kAmaxPass && a.constants) k = *a.constants;
+  const float factor = src.factor();
+  RunningMax run;
+  const std::uint32_t* words = reinterpret_cast<const std::uint32_t*>(tile);
+  typename Tile::Regs regs;
+  const auto origin = [&](std::int64_t t) {  // (c0, r0) of tile t; neighbours in r are neighbours in memory
+    const std::int64_t ct = t / row_tiles;
+    return std::pair<std::int64_t, std::int64_t>{ct * kTileC, (t - ct * row_tiles) * kTileR};
+  };
+  if (blockIdx.x < tiles) src.fetch(origin(blockIdx.x).first, origin(blockIdx.x).second, regs);
+  for (std::int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
+    const auto [c0, r0] = origin(t);
+    __syncthreads();  // the previous tile has been read
+    src.store(tile, regs);
+    __syncthreads();
+    if (t + gridDim.x < tiles) src.fetch(origin(t + gridDim.x).first, origin(t + gridDim.x).second, regs);
+    std::uint32_t w[kNvGroup];
+#pragma unroll
+    for (int j = 0; j < kNvGroup; ++j) w[j] = words[(kNvGroup * g_local + j) * kTileWords + (pair ^ (4 * g_local))];
+    const std::int64_t g = c0 / kNvGroup + g_local;
+#pragma unroll 1
+    for (int half = 0; half < 2; ++half) {
+      const std::int64_t r = r0 + 2 * pair + half;
+      const bool valid = r < a.rows && g < a.groups;
+      float y[kNvGroup];
+#pragma unroll
+      for (int j = 0; j < kNvGroup; ++j) {
+        const float v = __uint_as_float(half ? (w[j] & 0xFFFF0000u) : (w[j] << 16));
+        y[j] = Tile::kCheckFinite ? v : fmul(v, factor);
+      }
+      if (Tile::kCheckFinite && a.check_finite && valid) check_group_finite(a, y, r, g * kNvGroup);
+      if constexpr (kRotation != 0) rotate_group<kRotation>(y, a.signs, g_local);
+      finish_group<kAmaxPass, K>(a, k, r, g, valid, y, run);
+    }
+  }
+  reduce_running_max(a, run);
+}
+
+// ---- MS-EDEN canonical form, pass 2, and dequantization -----------------------------------
+
+// One thread per eight groups of a row (one Philox call): t = M / 256, e_g = SR(c_g / t). A
+// tensor below the tiny-amax threshold is all zeros on the CPU (codes 0, scales 0, t = 1):
+// its codes are cleared here, which only that case pays for.
+__global__ void eden_g16_finish_kernel(const float* corrected, std::int64_t rows, std::int64_t groups,
+                                       const unsigned* amax_bits, const unsigned* max_corrected, RandomContext random,
+                                       float* tensor_scale, std::uint8_t* scales, std::uint8_t* codes) {
+  const bool tiny = __uint_as_float(*amax_bits) < kTinyAmax;
+  const float t = tiny ? 1.0f : ms_eden_g16_tensor_scale(__uint_as_float(*max_corrected));
+  const std::int64_t blocks_per_row = (groups + 7) / 8;
+  const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i == 0) *tensor_scale = t;
+  if (i >= rows * blocks_per_row) return;
+  const std::int64_t r = i / blocks_per_row, g0 = (i - r * blocks_per_row) * 8;
+  const PhiloxWords words = philox_block(random, static_cast<std::uint32_t>(r), static_cast<std::uint32_t>(g0 / 8));
+  for (int k = 0; k < 8 && g0 + k < groups; ++k) {
+    const std::int64_t idx = r * groups + g0 + k;
+    if (tiny) {
+      scales[idx] = 0;
+      *reinterpret_cast<uint2*>(codes + idx * (kNvGroup / 2)) = make_uint2(0, 0);
+    } else {
+      scales[idx] = e4m3_bits_of_grid_value(ms_eden_g16_scale(corrected[idx], t, decision_bits(words, static_cast<unsigned>(k))));
+    }
+  }
+}
+
+// NVFP4 -> BF16 (e2m1 x block scale, exact), one thread per group: 8 code bytes and one scale
+// in, 32 bytes out.
+__global__ void dequantize_nvfp4_bf16_kernel(const std::uint8_t* codes, const std::uint8_t* scales, std::int64_t groups,
+                                             __nv_bfloat16* out) {
+  for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < groups;
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    const uint2 c = reinterpret_cast<const uint2*>(codes)[i];
+    const float s = e4m3_decode(scales[i]);
+    std::uint32_t w[8];
+#pragma unroll
+    for (int b = 0; b < 8; ++b) {
+      const std::uint32_t byte = ((b < 4 ? c.x : c.y) >> (8 * (b % 4))) & 0xFFu;
+      const float lo = fmul(e2m1_decode(static_cast<std::uint8_t>(byte & 15u)), s);
+      const float hi = fmul(e2m1_decode(static_cast<std::uint8_t>(byte >> 4)), s);
+      w[b] = (__float_as_uint(lo) >> 16) | (__float_as_uint(hi) & 0xFFFF0000u);
+    }
+    uint4* dst = reinterpret_cast<uint4*>(out + i * kNvGroup);
+    dst[0] = make_uint4(w[0], w[1], w[2], w[3]);
+    dst[1] = make_uint4(w[4], w[5], w[6], w[7]);
+  }
+}
+
+}  // namespace
+}  // namespace quartet::cuda
