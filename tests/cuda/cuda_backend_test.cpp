@@ -10,6 +10,7 @@
 //    (2^-8 relative) when the output is stored in BF16;
 //  * exp/log (libdevice vs glibc) differ by an ulp: softmax-based outputs within 1e-5
 //    relative, and BF16 outputs within one BF16 ulp.
+#include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -173,6 +174,29 @@ TEST_F(Cuda, RequantAndSquareTransposeAreBitwiseIdentical) {
       cpu->download_quantized(cpu->transpose_square_blocks(cpu->quantize(w_cpu, false, sq, Rotation::none(), {}))),
       gpu->download_quantized(gpu->transpose_square_blocks(gpu->quantize(w_gpu, false, sq, Rotation::none(), {}))),
       "square transpose");
+}
+
+// The native Blackwell GEMM reads the codes tested above and the scales in the 128x4-tiled
+// layout: those bytes too are the CPU's (padding rows and groups included). On this Hopper
+// machine cuBLASLt has no FP4 GEMM, and the backend says it emulates.
+TEST_F(Cuda, TiledScalesForTheNativeFp4GemmMatchTheCpu) {
+  for (auto [rows, cols] : {std::pair{200, 264}, std::pair{128, 512}, std::pair{33, 48}}) {
+    auto [x_cpu, x_gpu] = pair({rows, cols}, DType::bf16, random_values(static_cast<std::size_t>(rows * cols), 29, 1.0, true, cols));
+    const QuantizerSpec spec = QuantizerSpec::defaults(QuantizerKind::four_over_six);
+    const QuantizedTensor c = cpu->download_quantized(cpu->quantize(x_cpu, false, spec, Rotation::none(), {}), ScaleLayout::tiled);
+    const QuantizedTensor g = gpu->download_quantized(gpu->quantize(x_gpu, false, spec, Rotation::none(), {}), ScaleLayout::tiled);
+    EXPECT_EQ(g.scale_layout, ScaleLayout::tiled);
+    EXPECT_EQ(c.scales.size(), static_cast<std::size_t>(((rows + 127) / 128 * 128) * ((cols / 16 + 3) / 4 * 4)));
+    EXPECT_EQ(c.scales, g.scales) << rows << "x" << cols;
+    EXPECT_EQ(c.codes, g.codes) << rows << "x" << cols;
+  }
+  int device = 0, major = 0;
+  cudaGetDevice(&device);
+  cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
+  if (major == 9) {
+    EXPECT_NE(gpu->name().find("NVFP4 GEMM: exact emulation"), std::string::npos) << gpu->name();
+  }
+  EXPECT_NE(gpu->name().find("NVFP4 GEMM: "), std::string::npos) << gpu->name();
 }
 
 TEST_F(Cuda, NonFiniteInputIsReportedLikeOnTheCpu) {

@@ -133,8 +133,9 @@ class Backend {
   virtual QTensor transpose_square_blocks(const QTensor& q) = 0;
   // Quartet I: g <- (g * trust_mask(q)) H^T along the reduction dimension of q.
   virtual void apply_trust_mask_and_unrotate(Tensor& g, const QTensor& q, const Rotation& rotation) = 0;
-  // Host copy of a quantized operand (tests, inspection).
-  virtual QuantizedTensor download_quantized(const QTensor& q) = 0;
+  // Host copy of a quantized operand (tests, inspection), with its scales in `layout` (tiled:
+  // the bytes a native block-scaled FP4 GEMM reads).
+  virtual QuantizedTensor download_quantized(const QTensor& q, ScaleLayout layout = ScaleLayout::linear) = 0;
 
   // Non-finite inputs met by asynchronous operations since the last call (a GPU's quantizers
   // record them on the device rather than synchronising every call) are thrown here as

@@ -28,41 +28,44 @@ QUARTET_HD float e2m1_decode(std::uint8_t code) {
   return bits_float(float_bits(e2m1_magnitude(code & 7u)) | (static_cast<std::uint32_t>(code & 8u) << 28));
 }
 
-// Round-to-nearest of a magnitude a >= 0 onto the E2M1 grid, ties to the even code,
-// saturating at 6 (+inf and NaN give 6; inputs are validated finite before any quantizer
-// runs). With E = max(2^floor(log2 a), 1) and c = E * 2^22, the FP32 sum a + c has ulp E/2,
-// the E2M1 spacing in a's binade, so (a + c) - c is a rounded to the grid with the FP32
-// adder's ties-to-even, which is the even code (kernels.md); the subtraction is exact.
-// Checked against an exact reference for every float in [0, 8] (tests/numerics/e2m1_test.cpp).
-QUARTET_HD float e2m1_round_magnitude_rne(float a) {
-  const std::uint32_t b = float_bits(a) < 0x40C00000u ? float_bits(a) : 0x40C00000u;  // min(a, 6)
+// Round-to-nearest onto the E2M1 grid, ties to the even code, saturating at 6 (+inf and NaN
+// give 6; inputs are validated finite before any quantizer runs). The add trick (kernels.md):
+// with a = min(|v|, 6), E = max(2^floor(log2 a), 1) and c = E * 2^22, the FP32 sum s = a + c
+// has ulp E/2, the E2M1 spacing in a's binade, so the adder rounds a to the grid with ties to
+// even, which is the even code. s = c + k E/2 with k = 0..4 (E = 1), 2..4 (E = 2) or 2..3
+// (E = 4): the code is k + 2 log2 E, read from s's low mantissa bits, and the rounded value
+// is s - c (exact). Checked against an exact reference for every float in [0, 8]
+// (tests/numerics/e2m1_test.cpp).
+struct E2M1Sum {
+  float s;                // a + c
+  float c;                // E * 2^22
+  std::uint32_t code3;    // magnitude code 0..7
+};
+
+QUARTET_HD E2M1Sum e2m1_rne_sum(float magnitude) {
+  const std::uint32_t b = float_bits(magnitude) < 0x40C00000u ? float_bits(magnitude) : 0x40C00000u;  // min(a, 6)
   const std::uint32_t binade = b & 0x7F800000u;
-  const float c = bits_float((binade > (127u << 23) ? binade : (127u << 23)) + (22u << 23));
-  return fsub(fadd(bits_float(b), c), c);
+  const std::uint32_t e = binade > (127u << 23) ? binade : (127u << 23);  // E >= 1
+  E2M1Sum r;
+  r.c = bits_float(e + (22u << 23));
+  r.s = fadd(bits_float(b), r.c);
+  r.code3 = (float_bits(r.s) & 7u) + (e >> 22) - 254u;  // k + 2 log2 E
+  return r;
 }
 
-// The code (0..7) of a magnitude on the grid: from 1 up, exponent and mantissa bit read off
-// the FP32 bits; below, 0.5 -> 1 and 0 -> 0.
-QUARTET_HD std::uint32_t e2m1_magnitude_code_of_grid_value(float r) {
-  const std::uint32_t b = float_bits(r);
-  return b >= 0x3F800000u ? (b >> 22) - 252u : (b >> 29);
-}
-
-QUARTET_HD std::uint8_t e2m1_magnitude_code_rne(float a) {
-  return static_cast<std::uint8_t>(e2m1_magnitude_code_of_grid_value(e2m1_round_magnitude_rne(a)));
-}
+QUARTET_HD std::uint8_t e2m1_magnitude_code_rne(float a) { return static_cast<std::uint8_t>(e2m1_rne_sum(a).code3); }
 
 QUARTET_HD std::uint8_t e2m1_encode_rne(float v) {
   const std::uint32_t sign = float_bits(v) >> 31;
-  return static_cast<std::uint8_t>((sign << 3) | e2m1_magnitude_code_rne(fabs_bits(v)));
+  return static_cast<std::uint8_t>((sign << 3) | e2m1_rne_sum(fabs_bits(v)).code3);
 }
 
 // RNE of v with its code and its decoded value (e2m1_decode(*code), bit for bit) in one go.
 QUARTET_HD float e2m1_round_rne(float v, std::uint8_t* code) {
   const std::uint32_t sign = float_bits(v) & 0x80000000u;
-  const float r = e2m1_round_magnitude_rne(fabs_bits(v));
-  *code = static_cast<std::uint8_t>((sign >> 28) | e2m1_magnitude_code_of_grid_value(r));
-  return bits_float(float_bits(r) | sign);
+  const E2M1Sum r = e2m1_rne_sum(fabs_bits(v));
+  *code = static_cast<std::uint8_t>((sign >> 28) | r.code3);
+  return bits_float(float_bits(fsub(r.s, r.c)) | sign);
 }
 
 // Stochastic rounding of a magnitude onto the E2M1 grid: with lo <= a < hi adjacent grid

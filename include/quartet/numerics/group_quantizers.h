@@ -67,19 +67,6 @@ QUARTET_HD void encode_group_sr(const float* y, float r, const std::uint16_t* ra
   for (int i = 0; i < N; ++i) codes[i] = e2m1_encode_sr(fmul(y[i], r), random_bits[i]);
 }
 
-// Sum over the group of (y_i / t - q_i s)^2, in tree order: the squared error in units of the
-// tensor scale t (the ranking of candidate scales is the same as in absolute units, and the
-// squares neither overflow for huge tensors nor underflow for tiny ones).
-template <int N>
-QUARTET_HD float group_squared_error(const float* y, const std::uint8_t* codes, float s, float inv_t) {
-  float sq[N];
-  for (int i = 0; i < N; ++i) {
-    const float d = fsub(fmul(y[i], inv_t), fmul(e2m1_decode(codes[i]), s));
-    sq[i] = fmul(d, d);
-  }
-  return tree_sum<N>(sq);
-}
-
 // RTN (and square 16x16 once the tile amax is known): returns the block scale (E4M3 value).
 QUARTET_HD float rtn_group(const float* y, float group_amax, const TwoLevelScale& ts,
                            std::uint8_t* codes) {
@@ -115,17 +102,33 @@ QUARTET_HD FourOverSixScale four_over_six_tensor_scale(float amax) {
   return s;
 }
 
+// One candidate scale s of 4/6: codes RNE under r = 1/(s t), and the squared error
+// sum (y_i / t - q_i s)^2 in tree order: the error in units of the tensor scale t (the ranking
+// of candidate scales is the same as in absolute units, and the squares neither overflow for
+// huge tensors nor underflow for tiny ones). y_over_t holds the y_i / t both candidates share;
+// q_i comes with its code from e2m1_round_rne.
+QUARTET_HD float four_over_six_candidate(const float* y, const float* y_over_t, float s, float t, std::uint8_t* codes) {
+  const float r = code_multiplier(s, t);
+  float sq[kNvGroup];
+  for (int i = 0; i < kNvGroup; ++i) {
+    const float q = e2m1_round_rne(fmul(y[i], r), &codes[i]);
+    const float d = fsub(y_over_t[i], fmul(q, s));
+    sq[i] = fmul(d, d);
+  }
+  return tree_sum<kNvGroup>(sq);
+}
+
 // Quantizes with both candidate scales (RNE) and keeps the 4-scale only if its squared error
 // is strictly smaller. Returns the chosen block scale.
 QUARTET_HD float four_over_six_group(const float* y, const FourOverSixScale& ts, std::uint8_t* codes) {
   const float m = group_absmax<kNvGroup>(y);
   const float s6 = block_scale_rne(m, ts.k6);
   const float s4 = block_scale_rne(m, ts.k4);
+  float y_over_t[kNvGroup];
+  for (int i = 0; i < kNvGroup; ++i) y_over_t[i] = fmul(y[i], ts.inv_t);
   std::uint8_t codes4[kNvGroup];
-  encode_group_rne<kNvGroup>(y, code_multiplier(s6, ts.t), codes);
-  encode_group_rne<kNvGroup>(y, code_multiplier(s4, ts.t), codes4);
-  const float err6 = group_squared_error<kNvGroup>(y, codes, s6, ts.inv_t);
-  const float err4 = group_squared_error<kNvGroup>(y, codes4, s4, ts.inv_t);
+  const float err6 = four_over_six_candidate(y, y_over_t, s6, ts.t, codes);
+  const float err4 = four_over_six_candidate(y, y_over_t, s4, ts.t, codes4);
   if (!(err4 < err6)) return s6;
   for (int i = 0; i < kNvGroup; ++i) codes[i] = codes4[i];
   return s4;
@@ -154,8 +157,8 @@ QUARTET_HD EdenPartialSums eden_encode_group(const float* y, float r, std::uint8
 // (6 * 16/17 / 0.93 by default). Returns the provisional corrected scale c_g = sigma4 * S_g
 // in FP32. A group whose sigma4 is not a normal float (only possible for group maxima below
 // about 7.8e-38) is flushed: codes 0, c_g = 0.
-QUARTET_HD float ms_eden_g16_group(const float* y, float eden_scale, std::uint8_t* codes) {
-  const float sigma = fdiv(group_absmax<kNvGroup>(y), eden_scale);
+QUARTET_HD float ms_eden_g16_group(const float* y, float group_amax, float eden_scale, std::uint8_t* codes) {
+  const float sigma = fdiv(group_amax, eden_scale);
   const float sigma4 = bits_float(float_bits(sigma) & 0xFFF80000u);  // 4 mantissa bits, RTZ
   if (sigma4 < kFloatMinNormal) {
     for (int i = 0; i < kNvGroup; ++i) codes[i] = 0;
@@ -164,6 +167,10 @@ QUARTET_HD float ms_eden_g16_group(const float* y, float eden_scale, std::uint8_
   const EdenPartialSums sums = eden_encode_group(y, frcp(sigma4), codes);
   const float correction = sums.den == 0.0f ? 1.0f : fdiv(sums.num, sums.den);
   return fmul(sigma4, correction);
+}
+
+QUARTET_HD float ms_eden_g16_group(const float* y, float eden_scale, std::uint8_t* codes) {
+  return ms_eden_g16_group(y, group_absmax<kNvGroup>(y), eden_scale, codes);
 }
 
 // Canonical form, pass 2: t = M / 256 from the largest c_g of the tensor (M = 0 gives t = 1),

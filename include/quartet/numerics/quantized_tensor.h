@@ -15,6 +15,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "quartet/numerics/host_device.h"
+
 namespace quartet {
 
 enum class ElementFormat : std::uint8_t { nvfp4, mxfp4 };
@@ -28,7 +30,7 @@ std::int64_t round_up(std::int64_t value, std::int64_t multiple);
 
 // Offset of the scale of row r, group g in the 128x4-tiled layout; padded_groups is the
 // number of scale columns padded to a multiple of 4.
-inline std::int64_t tiled_scale_offset(std::int64_t r, std::int64_t g, std::int64_t padded_groups) {
+QUARTET_HD std::int64_t tiled_scale_offset(std::int64_t r, std::int64_t g, std::int64_t padded_groups) {
   return ((r / 128) * (padded_groups / 4) + g / 4) * 512 + (r % 32) * 16 + ((r / 32) % 4) * 4 + (g % 4);
 }
 

@@ -141,7 +141,9 @@ class CpuBackend final : public Backend {
   void apply_trust_mask_and_unrotate(Tensor& g, const QTensor& q, const Rotation& rotation) override {
     cpu::apply_trust_mask_and_unrotate<Real>(g, q, rotation);
   }
-  QuantizedTensor download_quantized(const QTensor& q) override { return host_quantized(q); }
+  QuantizedTensor download_quantized(const QTensor& q, ScaleLayout layout) override {
+    return with_scale_layout(host_quantized(q), layout);
+  }
 
   double sum_of_squares(const Tensor& t) override { return cpu::sum_of_squares<Real>(t); }
   bool all_finite(const Tensor& t) override { return cpu::all_finite<Real>(t); }

@@ -3,6 +3,7 @@
 #include <cuda_runtime_api.h>
 #include <fmt/format.h>
 
+#include <cstdlib>
 #include <cstring>
 
 #include "backend/cuda/cuda_check.h"
@@ -49,8 +50,12 @@ class CudaBackend final : public Backend {
     QUARTET_CUDA_CHECK(cudaGetDevice(&device));
     cudaDeviceProp prop{};
     QUARTET_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
-    name_ = fmt::format("cuda ({})", prop.name);
     keep_freed_memory_pooled();
+    // The NVFP4 GEMM path is chosen once, by asking cuBLASLt (numerics.md §7), and named in
+    // the backend's name, which the trainer logs.
+    native_fp4_ = gemm_.native_nvfp4() && std::getenv("QUARTET_EMULATE_FP4_GEMM") == nullptr;
+    name_ = fmt::format("cuda ({}; NVFP4 GEMM: {})", prop.name,
+                        native_fp4_ ? "native cuBLASLt block-scaled FP4" : "exact emulation, BF16 tensor cores");
     constants_ = device_alloc(3 * sizeof(float));
     const float values[3] = {0.0f, 1.0f, 0.0f};
     QUARTET_CUDA_CHECK(cudaMemcpy(constants_.get(), values, sizeof(values), cudaMemcpyHostToDevice));
@@ -187,12 +192,20 @@ class CudaBackend final : public Backend {
                               qa.cols, qb.cols, qa.rotation_size, qb.rotation_size));
     }
     out.expect("quantized gemm output", {qa.rows, qb.rows}, out.dtype());
+    auto alpha = device_alloc(sizeof(float));
+    product(ptr<float>(qa.tensor_scale), ptr<float>(qb.tensor_scale), ptr<float>(alpha), stream_);
+    if (native_fp4_ && qa.format == ElementFormat::nvfp4 && qa.padded_cols % 32 == 0) {
+      // The bytes the Hopper path is tested on: the same codes, the scales re-laid out.
+      const auto sa = tiled_scales(qa, stream_), sb = tiled_scales(qb, stream_);
+      if (gemm_.run_nvfp4(out.raw(), out.dtype(), qa.codes.get(), sa.get(), qb.codes.get(), sb.get(), qa.rows, qb.rows,
+                          qa.padded_cols, ptr<float>(alpha), accumulate ? one() : zero(), stream_)) {
+        return;
+      }
+    }
     // Exact emulation: code x block scale is exact in BF16; alpha = t_A t_B in the epilogue.
     Tensor da = empty({qa.rows, qa.padded_cols}, DType::bf16), db = empty({qb.rows, qb.padded_cols}, DType::bf16);
     dequantize_block_scaled_bf16(qa, da.raw(), stream_);
     dequantize_block_scaled_bf16(qb, db.raw(), stream_);
-    auto alpha = device_alloc(sizeof(float));
-    product(ptr<float>(qa.tensor_scale), ptr<float>(qb.tensor_scale), ptr<float>(alpha), stream_);
     gemm_.run(out.raw(), out.dtype(), da.raw(), false, db.raw(), false, qa.rows, qb.rows, qa.padded_cols,
               ptr<float>(alpha), accumulate ? one() : zero(), stream_);
   }
@@ -216,7 +229,9 @@ class CudaBackend final : public Backend {
     g.expect("trust-mask gradient", {d.rows, d.cols}, g.dtype());
     cuda::apply_trust_mask_and_unrotate(g.raw(), g.dtype(), d, rotation, stream_);
   }
-  QuantizedTensor download_quantized(const QTensor& q) override { return cuda::download(unwrap(q)); }
+  QuantizedTensor download_quantized(const QTensor& q, ScaleLayout layout) override {
+    return cuda::download(unwrap(q), layout);
+  }
   void raise_pending_errors() override { cuda::raise_pending_errors(); }
 
   // ---- optimizer ----
@@ -261,6 +276,7 @@ class CudaBackend final : public Backend {
   cudaStream_t stream_ = nullptr;
   std::shared_ptr<void> constants_;  // 0.0f, 1.0f for alpha and beta
   Gemm gemm_;
+  bool native_fp4_ = false;
 };
 
 }  // namespace

@@ -104,10 +104,11 @@ __device__ __forceinline__ void rotate_group(float* x, const SignBits& sign_word
   for (int h = kNvGroup; h < kRotation; h *= 2) {
     const int partner = h / kNvGroup;
     const bool upper = (lane_in_item & partner) != 0;
+    const std::uint32_t flip = upper ? 0x80000000u : 0u;  // a - b is a + (-b), exactly
 #pragma unroll
     for (int i = 0; i < kNvGroup; ++i) {
       const float other = __shfl_xor_sync(0xFFFFFFFFu, x[i], partner);
-      x[i] = upper ? fsub(other, x[i]) : fadd(x[i], other);
+      x[i] = fadd(__uint_as_float(__float_as_uint(x[i]) ^ flip), other);
     }
   }
   const float norm = rht_norm(kRotation);
@@ -167,11 +168,12 @@ __device__ __forceinline__ void finish_group(const FusedArgs& a, const Constants
       random_decision_range(a.random, static_cast<std::uint32_t>(r), static_cast<std::uint32_t>(g * kNvGroup), kNvGroup, bits);
       s = sr_group(y, two, bits, codes);
     } else if constexpr (K == QuantizerKind::ms_eden_g16) {
-      const float c = ms_eden_g16_group(y, a.eden_scale, codes);
+      const float m = group_absmax<kNvGroup>(y);
+      const float c = ms_eden_g16_group(y, m, a.eden_scale, codes);
       if (valid) {
         a.corrected[r * a.groups + g] = c;
         run.corrected = fmax2(run.corrected, c);
-        run.amax = fmax2(run.amax, group_absmax<kNvGroup>(y));
+        run.amax = fmax2(run.amax, m);
       }
     } else if constexpr (K == QuantizerKind::ms_eden_g128) {
       EdenPartialSums p{};
@@ -466,25 +468,27 @@ __global__ void eden_g16_finish_kernel(const float* corrected, std::int64_t rows
   }
 }
 
-// NVFP4 -> BF16 (e2m1 x block scale, exact), one thread per group: 8 code bytes and one scale
-// in, 32 bytes out.
-__global__ void dequantize_nvfp4_bf16_kernel(const std::uint8_t* codes, const std::uint8_t* scales, std::int64_t groups,
+// NVFP4 -> BF16 (e2m1 x block scale, exact), one thread per two groups: 16 code bytes and two
+// scales in, 64 bytes out. `pairs` = groups / 2 (the caller handles an odd last group).
+__global__ void dequantize_nvfp4_bf16_kernel(const std::uint8_t* codes, const std::uint8_t* scales, std::int64_t pairs,
                                              __nv_bfloat16* out) {
-  for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < groups;
+  for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < pairs;
        i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
-    const uint2 c = reinterpret_cast<const uint2*>(codes)[i];
-    const float s = e4m3_decode(scales[i]);
-    std::uint32_t w[8];
+    const uint4 c = reinterpret_cast<const uint4*>(codes)[i];
+    const std::uint32_t sc = reinterpret_cast<const std::uint16_t*>(scales)[i];
+    const float s[2] = {e4m3_decode(static_cast<std::uint8_t>(sc & 0xFFu)), e4m3_decode(static_cast<std::uint8_t>(sc >> 8))};
+    const std::uint32_t bytes[4] = {c.x, c.y, c.z, c.w};
+    std::uint32_t w[16];
 #pragma unroll
-    for (int b = 0; b < 8; ++b) {
-      const std::uint32_t byte = ((b < 4 ? c.x : c.y) >> (8 * (b % 4))) & 0xFFu;
-      const float lo = fmul(e2m1_decode(static_cast<std::uint8_t>(byte & 15u)), s);
-      const float hi = fmul(e2m1_decode(static_cast<std::uint8_t>(byte >> 4)), s);
+    for (int b = 0; b < 16; ++b) {
+      const std::uint32_t byte = (bytes[b / 4] >> (8 * (b % 4))) & 0xFFu;
+      const float lo = fmul(e2m1_decode(static_cast<std::uint8_t>(byte & 15u)), s[b / 8]);
+      const float hi = fmul(e2m1_decode(static_cast<std::uint8_t>(byte >> 4)), s[b / 8]);
       w[b] = (__float_as_uint(lo) >> 16) | (__float_as_uint(hi) & 0xFFFF0000u);
     }
-    uint4* dst = reinterpret_cast<uint4*>(out + i * kNvGroup);
-    dst[0] = make_uint4(w[0], w[1], w[2], w[3]);
-    dst[1] = make_uint4(w[4], w[5], w[6], w[7]);
+    uint4* dst = reinterpret_cast<uint4*>(out + i * 2 * kNvGroup);
+#pragma unroll
+    for (int u = 0; u < 4; ++u) dst[u] = make_uint4(w[4 * u], w[4 * u + 1], w[4 * u + 2], w[4 * u + 3]);
   }
 }
 

@@ -76,6 +76,44 @@ void Gemm::run(void* out, DType out_dtype, const void* a, bool at, const void* b
                                       workspace_.get(), workspace_bytes_, stream));
 }
 
+bool Gemm::run_nvfp4(void* out, DType out_dtype, const void* a, const void* a_scales, const void* b, const void* b_scales,
+                     std::int64_t m, std::int64_t n, std::int64_t k, const float* alpha, const float* beta,
+                     cudaStream_t stream) {
+  // Column-major view as in run(): D (n x m) = B^T-stored (k x n, op T) times A (k x m, op N);
+  // cuBLASLt's "A" is our B, so its scales are B's.
+  Descriptors d;
+  const cublasOperation_t t = CUBLAS_OP_T, nt = CUBLAS_OP_N;
+  const cublasLtPointerMode_t mode = CUBLASLT_POINTER_MODE_DEVICE;
+  const cublasLtMatmulMatrixScale_t vec16 = CUBLASLT_MATMUL_MATRIX_SCALE_VEC16_UE4M3;
+  QUARTET_CUBLAS_CHECK(cublasLtMatmulDescCreate(&d.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  QUARTET_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_TRANSA, &t, sizeof(t)));
+  QUARTET_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_TRANSB, &nt, sizeof(nt)));
+  QUARTET_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_POINTER_MODE, &mode, sizeof(mode)));
+  QUARTET_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &vec16, sizeof(vec16)));
+  QUARTET_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &vec16, sizeof(vec16)));
+  QUARTET_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &b_scales, sizeof(b_scales)));
+  QUARTET_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &a_scales, sizeof(a_scales)));
+  const auto u = [](std::int64_t v) { return static_cast<std::uint64_t>(v); };
+  QUARTET_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&d.a, CUDA_R_4F_E2M1, u(k), u(n), k));
+  QUARTET_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&d.b, CUDA_R_4F_E2M1, u(k), u(m), k));
+  QUARTET_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&d.c, cuda_type(out_dtype), u(n), u(m), n));
+  const Key key{m, n, k, false, false, static_cast<int>(out_dtype)};
+  auto it = fp4_algos_.find(key);
+  if (it == fp4_algos_.end()) {
+    QUARTET_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&d.pref));
+    QUARTET_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(d.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                              &workspace_bytes_, sizeof(workspace_bytes_)));
+    cublasLtMatmulHeuristicResult_t result{};
+    int found = 0;
+    QUARTET_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(handle_, d.op, d.a, d.b, d.c, d.c, d.pref, 1, &result, &found));
+    if (found == 0) return false;
+    it = fp4_algos_.emplace(key, result.algo).first;
+  }
+  QUARTET_CUBLAS_CHECK(cublasLtMatmul(handle_, d.op, alpha, b, d.a, a, d.b, beta, out, d.c, out, d.c, &it->second,
+                                      workspace_.get(), workspace_bytes_, stream));
+  return true;
+}
+
 bool Gemm::native_nvfp4() {
   if (native_ >= 0) return native_ == 1;
   // A 128 x 128 x 128 block-scaled FP4 problem; only the heuristic query is made.

@@ -30,6 +30,13 @@ class Gemm {
   void run(void* out, DType out_dtype, const void* a, bool a_transposed, const void* b, bool b_transposed,
            std::int64_t m, std::int64_t n, std::int64_t k, const float* alpha, const float* beta, cudaStream_t stream);
 
+  // Native block-scaled NVFP4 (Blackwell): out[m][n] (+)= alpha sum_k A[m][k] B[n][k] with
+  // a, b packed E2M1 codes [m or n][k/2] and their E4M3 scales in the 128x4-tiled layout
+  // (k a multiple of 32; cuBLASLt needs TN, which this is). Returns false, doing nothing, when
+  // cuBLASLt has no algorithm for the shape.
+  bool run_nvfp4(void* out, DType out_dtype, const void* a, const void* a_scales, const void* b, const void* b_scales,
+                 std::int64_t m, std::int64_t n, std::int64_t k, const float* alpha, const float* beta, cudaStream_t stream);
+
   // Whether cuBLASLt runs a block-scaled NVFP4 GEMM (CUDA_R_4F_E2M1, VEC16_UE4M3 scales) on
   // this GPU: it answers NOT_SUPPORTED on Hopper. Probed once.
   bool native_nvfp4();
@@ -41,6 +48,7 @@ class Gemm {
   std::shared_ptr<void> workspace_;
   std::size_t workspace_bytes_ = 32u << 20;
   std::map<Key, cublasLtMatmulAlgo_t> algos_;
+  std::map<Key, cublasLtMatmulAlgo_t> fp4_algos_;
   int native_ = -1;  // -1 not probed, 0 no, 1 yes
   std::string native_status_ = "not probed";
 };

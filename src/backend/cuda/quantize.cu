@@ -381,13 +381,11 @@ __global__ void dequantize_bf16_kernel(const std::uint8_t* codes, const std::uin
   if (i >= rows * groups) return;
   const std::int64_t r = i / groups, g = i % groups;
   const float s = decode_scale(format, scales[i]);
-  float lut[16];
-  for (int c = 0; c < 16; ++c) lut[c] = fmul(e2m1_decode(static_cast<std::uint8_t>(c)), s);  // exact
   const std::uint8_t* src = codes + r * (padded_cols / 2) + g * (group / 2);
   __nv_bfloat162* dst = reinterpret_cast<__nv_bfloat162*>(out + r * padded_cols + g * group);
   for (int b = 0; b < group / 2; ++b) {
     const std::uint8_t byte = src[b];
-    dst[b] = __floats2bfloat162_rn(lut[byte & 0x0Fu], lut[byte >> 4]);
+    dst[b] = __floats2bfloat162_rn(fmul(e2m1_decode(byte & 0x0Fu), s), fmul(e2m1_decode(byte >> 4), s));  // exact
   }
 }
 
@@ -427,6 +425,16 @@ __global__ void trust_mask_unrotate_kernel(void* g, bool bf16, std::int64_t rows
   }
   if (rot.size) rht_inverse_block(v, rot.signs, n, v);
   for (int j = 0; j < n; ++j) store_real(g, bf16, r * cols + c0 + j, v[j]);
+}
+
+// Linear [rows][groups] scales to the 128x4-tiled layout, one thread per tiled byte (padding
+// rows and groups get 0).
+__global__ void tile_scales_kernel(const std::uint8_t* scales, std::int64_t rows, std::int64_t groups,
+                                   std::int64_t padded_rows, std::int64_t padded_groups, std::uint8_t* out) {
+  const std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= padded_rows * padded_groups) return;
+  const std::int64_t r = i / padded_groups, g = i % padded_groups;
+  out[tiled_scale_offset(r, g, padded_groups)] = r < rows && g < groups ? scales[r * groups + g] : 0;
 }
 
 unsigned grid_stride_blocks(std::int64_t n) {
@@ -779,12 +787,11 @@ DeviceQuantized transpose_square_blocks(const DeviceQuantized& q, cudaStream_t s
 }
 
 void dequantize_block_scaled_bf16(const DeviceQuantized& q, void* out, cudaStream_t stream) {
-  if (q.format == ElementFormat::nvfp4) {
-    const std::int64_t groups = q.rows * (q.padded_cols / kNvGroup);
-    dequantize_nvfp4_bf16_kernel<<<resident_blocks(dequantize_nvfp4_bf16_kernel, (groups + kFusedThreads - 1) / kFusedThreads),
-                                   kFusedThreads, 0, stream>>>(ptr<std::uint8_t>(q.codes), ptr<std::uint8_t>(q.scales), groups,
-                                                               static_cast<__nv_bfloat16*>(out));
-    QUARTET_CUDA_LAUNCHED();
+  const std::int64_t groups = q.rows * (q.padded_cols / kNvGroup);
+  if (q.format == ElementFormat::nvfp4 && groups % 2 == 0) {
+    const std::int64_t pairs = groups / 2;
+    launch_persistent(dequantize_nvfp4_bf16_kernel, (pairs + kFusedThreads - 1) / kFusedThreads, stream,
+                      ptr<std::uint8_t>(q.codes), ptr<std::uint8_t>(q.scales), pairs, static_cast<__nv_bfloat16*>(out));
     return;
   }
   dequantize_bf16_kernel<<<blocks_for(q.rows * (q.padded_cols / q.group())), kThreads, 0, stream>>>(
@@ -806,12 +813,35 @@ void apply_trust_mask_and_unrotate(void* g, DType dtype, const DeviceQuantized& 
   QUARTET_CUDA_LAUNCHED();
 }
 
-QuantizedTensor download(const DeviceQuantized& q) {
+std::size_t tiled_scale_bytes(const DeviceQuantized& q) {
+  return static_cast<std::size_t>(round_up(q.rows, 128) * round_up(q.padded_cols / q.group(), 4));
+}
+
+std::shared_ptr<void> tiled_scales(const DeviceQuantized& q, cudaStream_t stream) {
+  if (q.format != ElementFormat::nvfp4) throw Error("tiled scales: only NVFP4 tensors feed the block-scaled FP4 GEMM");
+  const std::int64_t groups = q.padded_cols / kNvGroup;
+  const std::int64_t padded_rows = round_up(q.rows, 128), padded_groups = round_up(groups, 4);
+  auto out = device_alloc(tiled_scale_bytes(q));
+  tile_scales_kernel<<<blocks_for(padded_rows * padded_groups), kThreads, 0, stream>>>(
+      ptr<std::uint8_t>(q.scales), q.rows, groups, padded_rows, padded_groups, ptr<std::uint8_t>(out));
+  QUARTET_CUDA_LAUNCHED();
+  return out;
+}
+
+QuantizedTensor download(const DeviceQuantized& q, ScaleLayout layout) {
   QuantizedTensor t = QuantizedTensor::zeros(q.format, q.rows, q.cols);
   t.square_blocks = q.square_blocks;
   t.rotation_size = q.rotation_size;
   QUARTET_CUDA_CHECK(cudaDeviceSynchronize());
   QUARTET_CUDA_CHECK(cudaMemcpy(t.codes.data(), q.codes.get(), q.code_bytes(), cudaMemcpyDeviceToHost));
+  if (layout == ScaleLayout::tiled) {
+    const auto tiled = tiled_scales(q, nullptr);
+    t.scale_layout = ScaleLayout::tiled;
+    t.scales.assign(tiled_scale_bytes(q), 0);
+    QUARTET_CUDA_CHECK(cudaMemcpy(t.scales.data(), tiled.get(), t.scales.size(), cudaMemcpyDeviceToHost));
+    QUARTET_CUDA_CHECK(cudaMemcpy(&t.tensor_scale, q.tensor_scale.get(), sizeof(float), cudaMemcpyDeviceToHost));
+    return t;
+  }
   QUARTET_CUDA_CHECK(cudaMemcpy(t.scales.data(), q.scales.get(), q.scale_bytes(), cudaMemcpyDeviceToHost));
   QUARTET_CUDA_CHECK(cudaMemcpy(&t.tensor_scale, q.tensor_scale.get(), sizeof(float), cudaMemcpyDeviceToHost));
   if (q.trust_mask) {

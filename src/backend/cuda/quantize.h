@@ -63,7 +63,12 @@ void apply_trust_mask_and_unrotate(void* g, DType dtype, const DeviceQuantized& 
 // kernels record it on the device instead of synchronising every call).
 void raise_pending_errors();
 
-// A host copy with the same layout as the CPU backend's (linear scales).
-QuantizedTensor download(const DeviceQuantized& q);
+// The scales of an NVFP4 tensor in the 128x4-tiled layout that block-scaled FP4 GEMMs read
+// (numerics.md §2): uint8 [round_up(rows, 128) * round_up(groups, 4)], padding bytes 0.
+std::shared_ptr<void> tiled_scales(const DeviceQuantized& q, cudaStream_t stream);
+std::size_t tiled_scale_bytes(const DeviceQuantized& q);
+
+// A host copy with the same layout as the CPU backend's (linear scales, or tiled).
+QuantizedTensor download(const DeviceQuantized& q, ScaleLayout layout = ScaleLayout::linear);
 
 }  // namespace quartet::cuda
