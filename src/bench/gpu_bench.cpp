@@ -160,7 +160,7 @@ nlohmann::json run_gpu_benchmarks(const GpuBenchOptions& o, const std::function<
     const double tflops = flops / (ms * 1e-3) / 1e12;
     note({{"case", fmt::format("gemm/{}x{}x{}", gm, gn, gk)}, {"median_ms", ms}, {"tflops", tflops},
           {"bf16_tflops", bf16_tflops}, {"ratio_to_bf16", tflops / bf16_tflops},
-          {"path", "emulated: dequantize to BF16 + cuBLASLt BF16"}});
+          {"path", be->name()}});  // the backend names its NVFP4 GEMM path (native or emulated)
   }
 
   }

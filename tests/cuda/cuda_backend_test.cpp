@@ -186,7 +186,7 @@ TEST_F(Cuda, TiledScalesForTheNativeFp4GemmMatchTheCpu) {
     const QuantizedTensor c = cpu->download_quantized(cpu->quantize(x_cpu, false, spec, Rotation::none(), {}), ScaleLayout::tiled);
     const QuantizedTensor g = gpu->download_quantized(gpu->quantize(x_gpu, false, spec, Rotation::none(), {}), ScaleLayout::tiled);
     EXPECT_EQ(g.scale_layout, ScaleLayout::tiled);
-    EXPECT_EQ(c.scales.size(), static_cast<std::size_t>(((rows + 127) / 128 * 128) * ((cols / 16 + 3) / 4 * 4)));
+    EXPECT_EQ(c.scales.size(), static_cast<std::size_t>(((rows + 127) / 128 * 128) * (((cols + 15) / 16 + 3) / 4 * 4)));
     EXPECT_EQ(c.scales, g.scales) << rows << "x" << cols;
     EXPECT_EQ(c.codes, g.codes) << rows << "x" << cols;
   }

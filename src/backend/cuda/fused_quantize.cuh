@@ -468,27 +468,40 @@ __global__ void eden_g16_finish_kernel(const float* corrected, std::int64_t rows
   }
 }
 
-// NVFP4 -> BF16 (e2m1 x block scale, exact), one thread per two groups: 16 code bytes and two
-// scales in, 64 bytes out. `pairs` = groups / 2 (the caller handles an odd last group).
-__global__ void dequantize_nvfp4_bf16_kernel(const std::uint8_t* codes, const std::uint8_t* scales, std::int64_t pairs,
+// NVFP4 -> BF16 (e2m1 x block scale, exact). The unit is half a group: 4 code bytes in, one
+// 16-byte store of 8 BF16 out, consecutive lanes on consecutive units, so every load and store
+// instruction of a warp covers one contiguous span (128 bytes of codes, 512 bytes of output).
+// Each thread keeps four units in flight.
+constexpr int kDequantUnroll = 4;
+
+__global__ void dequantize_nvfp4_bf16_kernel(const std::uint8_t* codes, const std::uint8_t* scales, std::int64_t halves,
                                              __nv_bfloat16* out) {
-  for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < pairs;
-       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
-    const uint4 c = reinterpret_cast<const uint4*>(codes)[i];
-    const std::uint32_t sc = reinterpret_cast<const std::uint16_t*>(scales)[i];
-    const float s[2] = {e4m3_decode(static_cast<std::uint8_t>(sc & 0xFFu)), e4m3_decode(static_cast<std::uint8_t>(sc >> 8))};
-    const std::uint32_t bytes[4] = {c.x, c.y, c.z, c.w};
-    std::uint32_t w[16];
+  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
+  for (std::int64_t base = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; base < halves;
+       base += stride * kDequantUnroll) {
+    std::uint32_t c[kDequantUnroll];
+    std::uint8_t sb[kDequantUnroll];
 #pragma unroll
-    for (int b = 0; b < 16; ++b) {
-      const std::uint32_t byte = (bytes[b / 4] >> (8 * (b % 4))) & 0xFFu;
-      const float lo = fmul(e2m1_decode(static_cast<std::uint8_t>(byte & 15u)), s[b / 8]);
-      const float hi = fmul(e2m1_decode(static_cast<std::uint8_t>(byte >> 4)), s[b / 8]);
-      w[b] = (__float_as_uint(lo) >> 16) | (__float_as_uint(hi) & 0xFFFF0000u);
+    for (int u = 0; u < kDequantUnroll; ++u) {
+      const std::int64_t h = base + u * stride;
+      c[u] = h < halves ? reinterpret_cast<const std::uint32_t*>(codes)[h] : 0u;
+      sb[u] = h < halves ? scales[h / 2] : 0;
     }
-    uint4* dst = reinterpret_cast<uint4*>(out + i * 2 * kNvGroup);
 #pragma unroll
-    for (int u = 0; u < 4; ++u) dst[u] = make_uint4(w[4 * u], w[4 * u + 1], w[4 * u + 2], w[4 * u + 3]);
+    for (int u = 0; u < kDequantUnroll; ++u) {
+      const std::int64_t h = base + u * stride;
+      if (h >= halves) break;
+      const float s = e4m3_decode(sb[u]);
+      std::uint32_t w[4];
+#pragma unroll
+      for (int b = 0; b < 4; ++b) {
+        const std::uint32_t byte = (c[u] >> (8 * b)) & 0xFFu;
+        const float lo = fmul(e2m1_decode(static_cast<std::uint8_t>(byte & 15u)), s);
+        const float hi = fmul(e2m1_decode(static_cast<std::uint8_t>(byte >> 4)), s);
+        w[b] = (__float_as_uint(lo) >> 16) | (__float_as_uint(hi) & 0xFFFF0000u);
+      }
+      reinterpret_cast<uint4*>(out)[h] = make_uint4(w[0], w[1], w[2], w[3]);
+    }
   }
 }
 

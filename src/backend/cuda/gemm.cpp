@@ -8,10 +8,8 @@
 
 namespace quartet::cuda {
 
-namespace {
-
 // RAII for the cuBLASLt descriptors of one call.
-struct Descriptors {
+struct Gemm::Descriptors {
   cublasLtMatmulDesc_t op = nullptr;
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
   cublasLtMatmulPreference_t pref = nullptr;
@@ -24,6 +22,8 @@ struct Descriptors {
   }
 };
 
+namespace {
+
 cudaDataType_t cuda_type(DType d) {
   switch (d) {
     case DType::f32: return CUDA_R_32F;
@@ -33,6 +33,24 @@ cudaDataType_t cuda_type(DType d) {
 }
 
 }  // namespace
+
+// The heuristic's first algorithm for the problem in `d`, looked up once per shape and kept, so
+// repeated GEMMs of one shape run the same kernel; null when cuBLASLt has none.
+const cublasLtMatmulAlgo_t* Gemm::cached_algo(std::map<Key, cublasLtMatmulAlgo_t>& cache, const Key& key,
+                                              Descriptors& d) {
+  auto it = cache.find(key);
+  if (it == cache.end()) {
+    QUARTET_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&d.pref));
+    QUARTET_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(d.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                              &workspace_bytes_, sizeof(workspace_bytes_)));
+    cublasLtMatmulHeuristicResult_t result{};
+    int found = 0;
+    QUARTET_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(handle_, d.op, d.a, d.b, d.c, d.c, d.pref, 1, &result, &found));
+    if (found == 0) return nullptr;
+    it = cache.emplace(key, result.algo).first;
+  }
+  return &it->second;
+}
 
 Gemm::Gemm() {
   QUARTET_CUBLAS_CHECK(cublasLtCreate(&handle_));
@@ -60,19 +78,9 @@ void Gemm::run(void* out, DType out_dtype, const void* a, bool at, const void* b
                           : cublasLtMatrixLayoutCreate(&d.b, CUDA_R_16BF, static_cast<std::uint64_t>(k), static_cast<std::uint64_t>(m), k));
   QUARTET_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&d.c, cuda_type(out_dtype), static_cast<std::uint64_t>(n),
                                                   static_cast<std::uint64_t>(m), n));
-  const Key key{m, n, k, at, bt, static_cast<int>(out_dtype)};
-  auto it = algos_.find(key);
-  if (it == algos_.end()) {
-    QUARTET_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&d.pref));
-    QUARTET_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(d.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                                                              &workspace_bytes_, sizeof(workspace_bytes_)));
-    cublasLtMatmulHeuristicResult_t result{};
-    int found = 0;
-    QUARTET_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(handle_, d.op, d.a, d.b, d.c, d.c, d.pref, 1, &result, &found));
-    if (found == 0) throw Error(fmt::format("cuBLASLt has no algorithm for a {} x {} x {} GEMM", m, n, k));
-    it = algos_.emplace(key, result.algo).first;
-  }
-  QUARTET_CUBLAS_CHECK(cublasLtMatmul(handle_, d.op, alpha, b, d.a, a, d.b, beta, out, d.c, out, d.c, &it->second,
+  const cublasLtMatmulAlgo_t* algo = cached_algo(algos_, Key{m, n, k, at, bt, static_cast<int>(out_dtype)}, d);
+  if (algo == nullptr) throw Error(fmt::format("cuBLASLt has no algorithm for a {} x {} x {} GEMM", m, n, k));
+  QUARTET_CUBLAS_CHECK(cublasLtMatmul(handle_, d.op, alpha, b, d.a, a, d.b, beta, out, d.c, out, d.c, algo,
                                       workspace_.get(), workspace_bytes_, stream));
 }
 
@@ -97,19 +105,9 @@ bool Gemm::run_nvfp4(void* out, DType out_dtype, const void* a, const void* a_sc
   QUARTET_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&d.a, CUDA_R_4F_E2M1, u(k), u(n), k));
   QUARTET_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&d.b, CUDA_R_4F_E2M1, u(k), u(m), k));
   QUARTET_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&d.c, cuda_type(out_dtype), u(n), u(m), n));
-  const Key key{m, n, k, false, false, static_cast<int>(out_dtype)};
-  auto it = fp4_algos_.find(key);
-  if (it == fp4_algos_.end()) {
-    QUARTET_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&d.pref));
-    QUARTET_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(d.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                                                              &workspace_bytes_, sizeof(workspace_bytes_)));
-    cublasLtMatmulHeuristicResult_t result{};
-    int found = 0;
-    QUARTET_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(handle_, d.op, d.a, d.b, d.c, d.c, d.pref, 1, &result, &found));
-    if (found == 0) return false;
-    it = fp4_algos_.emplace(key, result.algo).first;
-  }
-  QUARTET_CUBLAS_CHECK(cublasLtMatmul(handle_, d.op, alpha, b, d.a, a, d.b, beta, out, d.c, out, d.c, &it->second,
+  const cublasLtMatmulAlgo_t* algo = cached_algo(fp4_algos_, Key{m, n, k, false, false, static_cast<int>(out_dtype)}, d);
+  if (algo == nullptr) return false;
+  QUARTET_CUBLAS_CHECK(cublasLtMatmul(handle_, d.op, alpha, b, d.a, a, d.b, beta, out, d.c, out, d.c, algo,
                                       workspace_.get(), workspace_bytes_, stream));
   return true;
 }

@@ -44,6 +44,8 @@ class Gemm {
 
  private:
   using Key = std::tuple<std::int64_t, std::int64_t, std::int64_t, bool, bool, int>;
+  struct Descriptors;
+  const cublasLtMatmulAlgo_t* cached_algo(std::map<Key, cublasLtMatmulAlgo_t>& cache, const Key& key, Descriptors& d);
   cublasLtHandle_t handle_ = nullptr;
   std::shared_ptr<void> workspace_;
   std::size_t workspace_bytes_ = 32u << 20;

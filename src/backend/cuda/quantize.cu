@@ -787,11 +787,10 @@ DeviceQuantized transpose_square_blocks(const DeviceQuantized& q, cudaStream_t s
 }
 
 void dequantize_block_scaled_bf16(const DeviceQuantized& q, void* out, cudaStream_t stream) {
-  const std::int64_t groups = q.rows * (q.padded_cols / kNvGroup);
-  if (q.format == ElementFormat::nvfp4 && groups % 2 == 0) {
-    const std::int64_t pairs = groups / 2;
-    launch_persistent(dequantize_nvfp4_bf16_kernel, (pairs + kFusedThreads - 1) / kFusedThreads, stream,
-                      ptr<std::uint8_t>(q.codes), ptr<std::uint8_t>(q.scales), pairs, static_cast<__nv_bfloat16*>(out));
+  if (q.format == ElementFormat::nvfp4) {
+    const std::int64_t halves = 2 * q.rows * (q.padded_cols / kNvGroup);
+    launch_persistent(dequantize_nvfp4_bf16_kernel, (halves + kFusedThreads * kDequantUnroll - 1) / (kFusedThreads * kDequantUnroll),
+                      stream, ptr<std::uint8_t>(q.codes), ptr<std::uint8_t>(q.scales), halves, static_cast<__nv_bfloat16*>(out));
     return;
   }
   dequantize_bf16_kernel<<<blocks_for(q.rows * (q.padded_cols / q.group())), kThreads, 0, stream>>>(

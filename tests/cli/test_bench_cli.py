@@ -1,0 +1,35 @@
+"""The `quartet bench` command's argument checks, run as a user runs it (QUARTET names the
+binary). The measurements themselves need a GPU and run on the GPU machine
+(scripts/gpu-run-tests.sh bench); without one the command must say so and fail."""
+import os
+import subprocess
+import unittest
+
+QUARTET = os.environ["QUARTET"]
+
+
+def run(*args):
+    return subprocess.run([QUARTET, *args], capture_output=True, text=True, timeout=120)
+
+
+class BenchCommand(unittest.TestCase):
+    def test_unknown_section_is_named(self):
+        p = run("bench", "--only", "quantize,matmul")
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("unknown section 'matmul'", p.stderr)
+
+    def test_empty_recipe_entry_is_refused(self):
+        p = run("bench", "--recipes", "quartet2,,nvidia")
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("empty entry", p.stderr)
+
+    def test_without_a_gpu_it_fails_and_says_why(self):
+        if os.path.exists("/dev/nvidia0"):
+            self.skipTest("a GPU is present: the benchmark would run")
+        p = run("bench", "--quick", "--only", "quantize")
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("bench:", p.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()
