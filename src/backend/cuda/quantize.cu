@@ -1,6 +1,7 @@
-// Quantization kernels (see quantize.h): prepare (pad, rotate in double, check finiteness),
-// amax, tensor constants, one thread per quantization group calling the shared group
-// functions, and the requant / transpose / dequantize / trust-mask helpers.
+// Quantization (see quantize.h): the dispatch to the fused kernels (fused_quantize.cuh), and
+// the reference path for everything else: prepare (pad, rotate, check finiteness), amax,
+// tensor constants, one thread per quantization group calling the shared group functions;
+// the requant / transpose / dequantize / tiled-scale / trust-mask helpers.
 #include <cuda_bf16.h>
 
 #include <algorithm>

@@ -1,11 +1,10 @@
 // Quantization on the GPU: the quantizers of numerics.md as kernels that call the very group
 // functions the CPU reference calls (include/quartet/numerics/group_quantizers.h), with the
-// randomized Hadamard transform computed in double and rounded once, exactly as the CPU does.
-// Given the same input, codes, scales and tensor scales are therefore identical bit for bit.
+// randomized Hadamard transform's FP32 operations in the CPU's order (rht_block.h). Given the
+// same input, codes, scales and tensor scales are therefore identical bit for bit.
 //
-// This is the reference-correct GPU path (one thread per group, FP64 rotation); the fused,
-// bandwidth-bound kernels of kernels.md replace its pieces without changing its results,
-// except for the FP32 tensor-core rotation, whose tolerance its tests state.
+// The fused kernels (fused_quantize.cuh) handle the NVFP4 quantizers row-wise, transposed and
+// from FP4 (requant); the reference kernels (one thread per group) the rest. docs/cuda.md.
 #pragma once
 
 #include <cstdint>
