@@ -89,141 +89,141 @@ nlohmann::json run_gpu_benchmarks(const GpuBenchOptions& o, const std::function<
   note({{"case", "copy/device_to_device"}, {"median_ms", copy_ms}, {"tbps", copy_tbps}});
 
   if (o.wants("quantize")) {
-  // Quantizers: a bf16 [16384, 8192] input (268 MB, far above L2), bytes = 2 in + 0.5625 out.
-  const std::int64_t qr = o.quick ? 4096 : 16384, qc = 8192;
-  std::vector<Tensor> inputs;
-  for (int i = 0; i < 2; ++i) {
-    inputs.push_back(be->empty({qr, qc}, DType::bf16));
-    be->upload(inputs.back(), random_values(qr * qc, 100 + static_cast<std::uint64_t>(i)));
-  }
-  const double quant_bytes = static_cast<double>(qr * qc) * (2.0 + 0.5 + 1.0 / 16.0);
-  const struct {
-    QuantizerKind kind;
-    int rotation;
-  } quantizers[] = {{QuantizerKind::rtn, 0},           {QuantizerKind::four_over_six, 0}, {QuantizerKind::sr, 0},
-                    {QuantizerKind::rtn, 16},          {QuantizerKind::sr, 16},           {QuantizerKind::sr, 32},
-                    {QuantizerKind::ms_eden_g16, 128}, {QuantizerKind::ms_eden_g128, 128}, {QuantizerKind::mxfp4_quest, 32},
-                    {QuantizerKind::mxfp4_rtn, 32}};
-  for (const auto& q : quantizers) {
-    const QuantizerSpec spec = QuantizerSpec::defaults(q.kind);
-    const Rotation rot = q.rotation ? Rotation::random(q.rotation, {1, 2, 3}) : Rotation::none();
-    for (bool transpose : {false, true}) {
-      const double ms = median_ms(
-          [&](int i) { be->quantize(inputs[static_cast<std::size_t>(i % 2)], transpose, spec, rot, {1, 1, static_cast<std::uint32_t>(i)}); },
-          min_reps, max_reps, budget);
-      const double tbps = quant_bytes / (ms * 1e-3) / 1e12;
-      note({{"case", fmt::format("quantize/{}{}/{}", quantizer_name(q.kind), q.rotation ? fmt::format("+rht{}", q.rotation) : "",
-                                 transpose ? "transposed" : "rowwise")},
-            {"median_ms", ms}, {"tbps", tbps}, {"copy_tbps", copy_tbps}, {"ratio_to_copy", tbps / copy_tbps},
-            {"rotation", q.rotation}, {"shape", {qr, qc}}, {"bytes_per_element", 2.5625}});
+    // Quantizers: a bf16 [16384, 8192] input (268 MB, far above L2), bytes = 2 in + 0.5625 out.
+    const std::int64_t qr = o.quick ? 4096 : 16384, qc = 8192;
+    std::vector<Tensor> inputs;
+    for (int i = 0; i < 2; ++i) {
+      inputs.push_back(be->empty({qr, qc}, DType::bf16));
+      be->upload(inputs.back(), random_values(qr * qc, 100 + static_cast<std::uint64_t>(i)));
     }
-  }
-  // Requant: FP4 in, FP4 out (0.5625 bytes per element each way).
-  const struct {
-    QuantizerKind forward, backward;
-    int rotation;
-  } requants[] = {{QuantizerKind::four_over_six, QuantizerKind::ms_eden_g16, 128}, {QuantizerKind::rtn, QuantizerKind::sr, 32}};
-  for (const auto& rq : requants) {
-    const QTensor q0 = be->quantize(inputs[0], false, QuantizerSpec::defaults(rq.forward), Rotation::none(), {});
-    const QTensor q1 = be->quantize(inputs[1], false, QuantizerSpec::defaults(rq.forward), Rotation::none(), {});
-    const QuantizerSpec bwd = QuantizerSpec::defaults(rq.backward);
-    const Rotation rot = Rotation::random(rq.rotation, {1, 2, 3});
-    const double ms = median_ms(
-        [&](int i) { be->requantize_transposed(i % 2 ? q1 : q0, bwd, rot, {1, 3, static_cast<std::uint32_t>(i)}); },
-        min_reps, max_reps, budget);
-    const double tbps = static_cast<double>(qr * qc) * 2.0 * (0.5 + 1.0 / 16.0) / (ms * 1e-3) / 1e12;
-    note({{"case", fmt::format("requant/{}->{}+rht{}/transposed", quantizer_name(rq.forward), quantizer_name(rq.backward), rq.rotation)},
-          {"median_ms", ms}, {"tbps", tbps}, {"copy_tbps", copy_tbps}, {"ratio_to_copy", tbps / copy_tbps},
-          {"shape", {qr, qc}}, {"bytes_per_element", 1.125}});
-  }
-  inputs.clear();
+    const double quant_bytes = static_cast<double>(qr * qc) * (2.0 + 0.5 + 1.0 / 16.0);
+    const struct {
+      QuantizerKind kind;
+      int rotation;
+    } quantizers[] = {{QuantizerKind::rtn, 0},           {QuantizerKind::four_over_six, 0}, {QuantizerKind::sr, 0},
+                      {QuantizerKind::rtn, 16},          {QuantizerKind::sr, 16},           {QuantizerKind::sr, 32},
+                      {QuantizerKind::ms_eden_g16, 128}, {QuantizerKind::ms_eden_g128, 128}, {QuantizerKind::mxfp4_quest, 32},
+                      {QuantizerKind::mxfp4_rtn, 32}};
+    for (const auto& q : quantizers) {
+      const QuantizerSpec spec = QuantizerSpec::defaults(q.kind);
+      const Rotation rot = q.rotation ? Rotation::random(q.rotation, {1, 2, 3}) : Rotation::none();
+      for (bool transpose : {false, true}) {
+        const double ms = median_ms(
+            [&](int i) { be->quantize(inputs[static_cast<std::size_t>(i % 2)], transpose, spec, rot, {1, 1, static_cast<std::uint32_t>(i)}); },
+            min_reps, max_reps, budget);
+        const double tbps = quant_bytes / (ms * 1e-3) / 1e12;
+        note({{"case", fmt::format("quantize/{}{}/{}", quantizer_name(q.kind), q.rotation ? fmt::format("+rht{}", q.rotation) : "",
+                                   transpose ? "transposed" : "rowwise")},
+              {"median_ms", ms}, {"tbps", tbps}, {"copy_tbps", copy_tbps}, {"ratio_to_copy", tbps / copy_tbps},
+              {"rotation", q.rotation}, {"shape", {qr, qc}}, {"bytes_per_element", 2.5625}});
+      }
+    }
+    // Requant: FP4 in, FP4 out (0.5625 bytes per element each way).
+    const struct {
+      QuantizerKind forward, backward;
+      int rotation;
+    } requants[] = {{QuantizerKind::four_over_six, QuantizerKind::ms_eden_g16, 128}, {QuantizerKind::rtn, QuantizerKind::sr, 32}};
+    for (const auto& rq : requants) {
+      const QTensor q0 = be->quantize(inputs[0], false, QuantizerSpec::defaults(rq.forward), Rotation::none(), {});
+      const QTensor q1 = be->quantize(inputs[1], false, QuantizerSpec::defaults(rq.forward), Rotation::none(), {});
+      const QuantizerSpec bwd = QuantizerSpec::defaults(rq.backward);
+      const Rotation rot = Rotation::random(rq.rotation, {1, 2, 3});
+      const double ms = median_ms(
+          [&](int i) { be->requantize_transposed(i % 2 ? q1 : q0, bwd, rot, {1, 3, static_cast<std::uint32_t>(i)}); },
+          min_reps, max_reps, budget);
+      const double tbps = static_cast<double>(qr * qc) * 2.0 * (0.5 + 1.0 / 16.0) / (ms * 1e-3) / 1e12;
+      note({{"case", fmt::format("requant/{}->{}+rht{}/transposed", quantizer_name(rq.forward), quantizer_name(rq.backward), rq.rotation)},
+            {"median_ms", ms}, {"tbps", tbps}, {"copy_tbps", copy_tbps}, {"ratio_to_copy", tbps / copy_tbps},
+            {"shape", {qr, qc}}, {"bytes_per_element", 1.125}});
+    }
+    inputs.clear();
   }
 
   if (o.wants("gemm")) {
-  // GEMM: emulated NVFP4 (dequantize + BF16 tensor cores) against cuBLAS BF16, same shape;
-  // the linear layers' largest shapes (tokens x out x in).
-  const std::int64_t gm = o.quick ? 4096 : 16384;
-  const std::vector<std::array<std::int64_t, 2>> gemm_shapes =
-      o.quick ? std::vector<std::array<std::int64_t, 2>>{{2816, 1024}}
-              : std::vector<std::array<std::int64_t, 2>>{{11008, 4096}, {4096, 11008}, {12288, 4096}, {6144, 2048}};
-  for (const auto& [gn, gk] : gemm_shapes) {
-    Tensor a = be->empty({gm, gk}, DType::bf16), b = be->empty({gn, gk}, DType::bf16), out = be->empty({gm, gn}, DType::bf16);
-    be->upload(a, random_values(gm * gk, 7));
-    be->upload(b, random_values(gn * gk, 8));
-    const double flops = 2.0 * static_cast<double>(gm) * static_cast<double>(gn) * static_cast<double>(gk);
-    const double bf16_ms = median_ms([&](int) { be->gemm(out, a, false, b, false, false); }, min_reps, max_reps, budget);
-    const double bf16_tflops = flops / (bf16_ms * 1e-3) / 1e12;
-    note({{"case", fmt::format("gemm_bf16/{}x{}x{}", gm, gn, gk)}, {"median_ms", bf16_ms}, {"tflops", bf16_tflops}});
-    const QuantizerSpec spec = QuantizerSpec::defaults(QuantizerKind::rtn);
-    const QTensor qa = be->quantize(a, false, spec, Rotation::none(), {}), qb = be->quantize(b, false, spec, Rotation::none(), {});
-    const double ms = median_ms([&](int) { be->gemm_quantized(out, qa, qb, false); }, min_reps, max_reps, budget);
-    const double tflops = flops / (ms * 1e-3) / 1e12;
-    note({{"case", fmt::format("gemm/{}x{}x{}", gm, gn, gk)}, {"median_ms", ms}, {"tflops", tflops},
-          {"bf16_tflops", bf16_tflops}, {"ratio_to_bf16", tflops / bf16_tflops},
-          {"path", be->name()}});  // the backend names its NVFP4 GEMM path (native or emulated)
-  }
+    // GEMM: emulated NVFP4 (dequantize + BF16 tensor cores) against cuBLAS BF16, same shape;
+    // the linear layers' largest shapes (tokens x out x in).
+    const std::int64_t gm = o.quick ? 4096 : 16384;
+    const std::vector<std::array<std::int64_t, 2>> gemm_shapes =
+        o.quick ? std::vector<std::array<std::int64_t, 2>>{{2816, 1024}}
+                : std::vector<std::array<std::int64_t, 2>>{{11008, 4096}, {4096, 11008}, {12288, 4096}, {6144, 2048}};
+    for (const auto& [gn, gk] : gemm_shapes) {
+      Tensor a = be->empty({gm, gk}, DType::bf16), b = be->empty({gn, gk}, DType::bf16), out = be->empty({gm, gn}, DType::bf16);
+      be->upload(a, random_values(gm * gk, 7));
+      be->upload(b, random_values(gn * gk, 8));
+      const double flops = 2.0 * static_cast<double>(gm) * static_cast<double>(gn) * static_cast<double>(gk);
+      const double bf16_ms = median_ms([&](int) { be->gemm(out, a, false, b, false, false); }, min_reps, max_reps, budget);
+      const double bf16_tflops = flops / (bf16_ms * 1e-3) / 1e12;
+      note({{"case", fmt::format("gemm_bf16/{}x{}x{}", gm, gn, gk)}, {"median_ms", bf16_ms}, {"tflops", bf16_tflops}});
+      const QuantizerSpec spec = QuantizerSpec::defaults(QuantizerKind::rtn);
+      const QTensor qa = be->quantize(a, false, spec, Rotation::none(), {}), qb = be->quantize(b, false, spec, Rotation::none(), {});
+      const double ms = median_ms([&](int) { be->gemm_quantized(out, qa, qb, false); }, min_reps, max_reps, budget);
+      const double tflops = flops / (ms * 1e-3) / 1e12;
+      note({{"case", fmt::format("gemm/{}x{}x{}", gm, gn, gk)}, {"median_ms", ms}, {"tflops", tflops},
+            {"bf16_tflops", bf16_tflops}, {"ratio_to_bf16", tflops / bf16_tflops},
+            {"path", be->name()}});  // the backend names its NVFP4 GEMM path (native or emulated)
+    }
 
   }
   if (o.wants("linear")) {
-  // The linear layers of one transformer block, forward and forward+backward, per recipe.
-  const std::int64_t tokens = o.quick ? 4096 : 16384;
-  const std::vector<ShapeSet> sets = {{"800M", 2048, 5632}, {"7B", 4096, 11008}};
-  for (const ShapeSet& set : sets) {
-    const std::pair<std::int64_t, std::int64_t> linears[] = {
-        {set.d, 3 * set.d}, {set.d, set.d}, {set.d, 2 * set.ffn}, {set.ffn, set.d}};  // (in K, out N)
-    struct Layer {
-      Tensor x, w, y, dy, dx, dw;
-      LinearSaved saved;
-    };
-    std::vector<Layer> layers;
-    for (auto [k, n] : linears) {
-      Layer l;
-      l.x = be->empty({tokens, k}, DType::bf16);
-      l.w = be->empty({n, k}, DType::f32);
-      l.y = be->empty({tokens, n}, DType::bf16);
-      l.dy = be->empty({tokens, n}, DType::bf16);
-      l.dx = be->empty({tokens, k}, DType::bf16);
-      l.dw = be->zeros({n, k}, DType::f32);
-      be->upload(l.x, random_values(tokens * k, 11));
-      be->upload(l.w, random_values(n * k, 12));
-      be->upload(l.dy, random_values(tokens * n, 13));
-      layers.push_back(std::move(l));
-    }
-    double bf16_fwd = 0, bf16_fwdbwd = 0, bf16_saved = 0;
-    for (const std::string& name : o.recipes) {
-      const Recipe r = make_recipe(name);
-      const auto forward = [&](int i) {
-        for (std::size_t j = 0; j < layers.size(); ++j) {
-          linear_forward(*be, r, layers[j].x, layers[j].w, layers[j].y, layers[j].saved,
-                         {1, static_cast<std::uint32_t>(j), static_cast<std::uint32_t>(i)});
-        }
+    // The linear layers of one transformer block, forward and forward+backward, per recipe.
+    const std::int64_t tokens = o.quick ? 4096 : 16384;
+    const std::vector<ShapeSet> sets = {{"800M", 2048, 5632}, {"7B", 4096, 11008}};
+    for (const ShapeSet& set : sets) {
+      const std::pair<std::int64_t, std::int64_t> linears[] = {
+          {set.d, 3 * set.d}, {set.d, set.d}, {set.d, 2 * set.ffn}, {set.ffn, set.d}};  // (in K, out N)
+      struct Layer {
+        Tensor x, w, y, dy, dx, dw;
+        LinearSaved saved;
       };
-      const auto forward_backward = [&](int i) {
-        forward(i);
-        for (std::size_t j = 0; j < layers.size(); ++j) {
-          linear_backward(*be, r, layers[j].dy, layers[j].w, layers[j].saved, layers[j].dx, layers[j].dw,
-                          {1, static_cast<std::uint32_t>(j), static_cast<std::uint32_t>(i)});
-        }
-      };
-      const double fwd = median_ms(forward, min_reps, max_reps, budget);
-      const double fwdbwd = median_ms(forward_backward, min_reps, max_reps, budget);
-      // What the forward pass keeps for backward (activations of the four layers).
-      double saved = 0;
-      for (const Layer& l : layers) saved += static_cast<double>(l.saved.activation_bytes());
-      if (name == "bf16") {
-        bf16_fwd = fwd;
-        bf16_fwdbwd = fwdbwd;
-        bf16_saved = saved;
+      std::vector<Layer> layers;
+      for (auto [k, n] : linears) {
+        Layer l;
+        l.x = be->empty({tokens, k}, DType::bf16);
+        l.w = be->empty({n, k}, DType::f32);
+        l.y = be->empty({tokens, n}, DType::bf16);
+        l.dy = be->empty({tokens, n}, DType::bf16);
+        l.dx = be->empty({tokens, k}, DType::bf16);
+        l.dw = be->zeros({n, k}, DType::f32);
+        be->upload(l.x, random_values(tokens * k, 11));
+        be->upload(l.w, random_values(n * k, 12));
+        be->upload(l.dy, random_values(tokens * n, 13));
+        layers.push_back(std::move(l));
       }
-      for (auto [pass, ms, base] : {std::tuple{"fwd", fwd, bf16_fwd}, std::tuple{"fwdbwd", fwdbwd, bf16_fwdbwd}}) {
-        nlohmann::json row = {{"case", fmt::format("linear/{}/{}/{}", name, set.name, pass)}, {"median_ms", ms},
-                              {"tokens", tokens}, {"d", set.d}, {"ffn", set.ffn}, {"saved_activation_bytes", saved}};
-        if (base > 0) row["ratio_to_bf16"] = ms / base;
-        if (bf16_saved > 0) row["saved_activation_ratio_to_bf16"] = saved / bf16_saved;
-        note(row);
+      double bf16_fwd = 0, bf16_fwdbwd = 0, bf16_saved = 0;
+      for (const std::string& name : o.recipes) {
+        const Recipe r = make_recipe(name);
+        const auto forward = [&](int i) {
+          for (std::size_t j = 0; j < layers.size(); ++j) {
+            linear_forward(*be, r, layers[j].x, layers[j].w, layers[j].y, layers[j].saved,
+                           {1, static_cast<std::uint32_t>(j), static_cast<std::uint32_t>(i)});
+          }
+        };
+        const auto forward_backward = [&](int i) {
+          forward(i);
+          for (std::size_t j = 0; j < layers.size(); ++j) {
+            linear_backward(*be, r, layers[j].dy, layers[j].w, layers[j].saved, layers[j].dx, layers[j].dw,
+                            {1, static_cast<std::uint32_t>(j), static_cast<std::uint32_t>(i)});
+          }
+        };
+        const double fwd = median_ms(forward, min_reps, max_reps, budget);
+        const double fwdbwd = median_ms(forward_backward, min_reps, max_reps, budget);
+        // What the forward pass keeps for backward (activations of the four layers).
+        double saved = 0;
+        for (const Layer& l : layers) saved += static_cast<double>(l.saved.activation_bytes());
+        if (name == "bf16") {
+          bf16_fwd = fwd;
+          bf16_fwdbwd = fwdbwd;
+          bf16_saved = saved;
+        }
+        for (auto [pass, ms, base] : {std::tuple{"fwd", fwd, bf16_fwd}, std::tuple{"fwdbwd", fwdbwd, bf16_fwdbwd}}) {
+          nlohmann::json row = {{"case", fmt::format("linear/{}/{}/{}", name, set.name, pass)}, {"median_ms", ms},
+                                {"tokens", tokens}, {"d", set.d}, {"ffn", set.ffn}, {"saved_activation_bytes", saved}};
+          if (base > 0) row["ratio_to_bf16"] = ms / base;
+          if (bf16_saved > 0) row["saved_activation_ratio_to_bf16"] = saved / bf16_saved;
+          note(row);
+        }
       }
     }
-  }
   }
   return rows;
 }

@@ -307,6 +307,7 @@ double LlamaModel::forward_loss(const Tensor& tokens, const Tensor& targets, std
 Tensor LlamaModel::forward_logits(const Tensor& tokens, std::int64_t batch, std::int64_t seq) {
   Activations a;
   forward(tokens, batch, seq, 0, a);
+  backend_.raise_pending_errors();  // sampling must not go on from non-finite activations either
   return a.logits;
 }
 

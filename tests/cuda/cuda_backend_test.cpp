@@ -14,6 +14,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
+#include <functional>
 #include <random>
 
 #include "quartet/backend/cuda.h"
@@ -103,14 +105,17 @@ TEST_F(Cuda, QuantizersAreBitwiseIdenticalToTheCpu) {
   }
 }
 
-// The fused kernels' grid-stride loops, partial tiles (transposed inputs whose width is not a
-// multiple of the 64-row tile, reductions that are not a multiple of 128) and padded
-// reductions, on larger inputs than above: still bitwise the CPU's.
-TEST_F(Cuda, FusedKernelsOnLargerAndRaggedShapes) {
+void expect_gemm_close(const std::vector<double>& g, const std::vector<double>& c, const std::vector<double>& bound,
+                       bool bf16, const std::string& what);
+
+// Every fused quantizer (row-wise, transposed, each rotation the reduction fits, requant) on
+// the given shapes against the CPU, bitwise.
+void expect_fused_kernels_match(Backend& cpu, Backend& gpu, const std::vector<std::pair<std::int64_t, std::int64_t>>& shapes,
+                                const std::function<std::pair<Tensor, Tensor>(const Shape&, const std::vector<double>&)>& pair) {
   const QuantizerKind kinds[] = {QuantizerKind::rtn, QuantizerKind::four_over_six, QuantizerKind::sr,
                                  QuantizerKind::ms_eden_g16, QuantizerKind::ms_eden_g128};
-  for (auto [rows, cols] : {std::pair{384, 1024}, std::pair{200, 264}, std::pair{136, 384}}) {
-    auto [x_cpu, x_gpu] = pair({rows, cols}, DType::bf16, random_values(static_cast<std::size_t>(rows * cols), 17, 1.0, true, cols));
+  for (auto [rows, cols] : shapes) {
+    auto [x_cpu, x_gpu] = pair({rows, cols}, random_values(static_cast<std::size_t>(rows * cols), 17, 1.0, true, cols));
     for (QuantizerKind kind : kinds) {
       for (bool transpose : {false, true}) {
         const std::int64_t reduction = transpose ? rows : cols;
@@ -119,22 +124,57 @@ TEST_F(Cuda, FusedKernelsOnLargerAndRaggedShapes) {
           const Rotation r = rot ? Rotation::random(rot, {8, 9, 10}) : Rotation::none();
           const QuantizerSpec spec = QuantizerSpec::defaults(kind);
           const RandomContext rng{21, 22, 23};
-          expect_same_quantized(cpu->download_quantized(cpu->quantize(x_cpu, transpose, spec, r, rng)),
-                                gpu->download_quantized(gpu->quantize(x_gpu, transpose, spec, r, rng)),
+          expect_same_quantized(cpu.download_quantized(cpu.quantize(x_cpu, transpose, spec, r, rng)),
+                                gpu.download_quantized(gpu.quantize(x_gpu, transpose, spec, r, rng)),
                                 fmt_case(kind, rot, transpose, rows, cols));
         }
       }
     }
     // Requant from the forward 4/6 tensor, as quartet2's backward does.
-    const QTensor qc = cpu->quantize(x_cpu, false, QuantizerSpec::defaults(QuantizerKind::four_over_six), Rotation::none(), {1, 1, 1});
-    const QTensor qg = gpu->quantize(x_gpu, false, QuantizerSpec::defaults(QuantizerKind::four_over_six), Rotation::none(), {1, 1, 1});
+    const QTensor qc = cpu.quantize(x_cpu, false, QuantizerSpec::defaults(QuantizerKind::four_over_six), Rotation::none(), {1, 1, 1});
+    const QTensor qg = gpu.quantize(x_gpu, false, QuantizerSpec::defaults(QuantizerKind::four_over_six), Rotation::none(), {1, 1, 1});
     for (QuantizerKind kind : {QuantizerKind::ms_eden_g16, QuantizerKind::sr}) {
       const Rotation r = rows % 128 == 0 ? Rotation::random(128, {4, 4, 4}) : Rotation::none();
-      expect_same_quantized(cpu->download_quantized(cpu->requantize_transposed(qc, QuantizerSpec::defaults(kind), r, {3, 3, 3})),
-                            gpu->download_quantized(gpu->requantize_transposed(qg, QuantizerSpec::defaults(kind), r, {3, 3, 3})),
+      expect_same_quantized(cpu.download_quantized(cpu.requantize_transposed(qc, QuantizerSpec::defaults(kind), r, {3, 3, 3})),
+                            gpu.download_quantized(gpu.requantize_transposed(qg, QuantizerSpec::defaults(kind), r, {3, 3, 3})),
                             "requant " + fmt_case(kind, r.size, true, rows, cols));
     }
   }
+}
+
+// The fused kernels' partial tiles (transposed inputs whose width is not a multiple of the
+// 64-row tile, reductions that are not a multiple of 128) and padded reductions, on larger
+// inputs than above: still bitwise the CPU's.
+TEST_F(Cuda, FusedKernelsOnLargerAndRaggedShapes) {
+  expect_fused_kernels_match(*cpu, *gpu, {{384, 1024}, {200, 264}, {136, 384}},
+                             [&](const Shape& s, const std::vector<double>& v) { return pair(s, DType::bf16, v); });
+}
+
+// The same with the grid capped at two blocks (QUARTET_CUDA_MAX_BLOCKS), so every kernel runs
+// many iterations of its grid-stride loop: the prefetch of the next group or tile, the
+// barrier before a tile is reused, the dequantization's unrolled loop (through a GEMM).
+TEST_F(Cuda, FusedKernelsAcrossGridStrideIterations) {
+  setenv("QUARTET_CUDA_MAX_BLOCKS", "2", 1);
+  expect_fused_kernels_match(*cpu, *gpu, {{384, 1024}, {200, 264}},
+                             [&](const Shape& s, const std::vector<double>& v) { return pair(s, DType::bf16, v); });
+  const std::int64_t m = 256, n = 48, k = 512;
+  auto [a_cpu, a_gpu] = pair({m, k}, DType::bf16, random_values(m * k, 33));
+  auto [b_cpu, b_gpu] = pair({n, k}, DType::f32, random_values(n * k, 34));
+  const QuantizerSpec s = QuantizerSpec::defaults(QuantizerKind::four_over_six);
+  const QTensor qa = cpu->quantize(a_cpu, false, s, Rotation::none(), {}), qb = cpu->quantize(b_cpu, false, s, Rotation::none(), {});
+  Tensor oc = cpu->empty({m, n}, DType::f32), og = gpu->empty({m, n}, DType::f32);
+  cpu->gemm_quantized(oc, qa, qb, false);
+  gpu->gemm_quantized(og, gpu->quantize(a_gpu, false, s, Rotation::none(), {}), gpu->quantize(b_gpu, false, s, Rotation::none(), {}), false);
+  unsetenv("QUARTET_CUDA_MAX_BLOCKS");
+  const QuantizedTensor ha = cpu->download_quantized(qa), hb = cpu->download_quantized(qb);
+  std::vector<double> bound(static_cast<std::size_t>(m * n));
+  for (std::int64_t i = 0; i < m; ++i)
+    for (std::int64_t j = 0; j < n; ++j) {
+      double s_abs = 0;
+      for (std::int64_t l = 0; l < k; ++l) s_abs += std::fabs(static_cast<double>(ha.value(i, l)) * hb.value(j, l));
+      bound[static_cast<std::size_t>(i * n + j)] = 2.0 * static_cast<double>(k) * std::ldexp(s_abs, -24);
+    }
+  expect_gemm_close(gpu->download(og), cpu->download(oc), bound, false, "4/6 GEMM, two blocks");
 }
 
 TEST_F(Cuda, PaddedShapesTinyTensorsAndZeros) {

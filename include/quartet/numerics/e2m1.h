@@ -42,6 +42,7 @@ struct E2M1Sum {
   std::uint32_t code3;    // magnitude code 0..7
 };
 
+// `magnitude` must be >= 0 (a sign bit would read as a huge value and give code 7).
 QUARTET_HD E2M1Sum e2m1_rne_sum(float magnitude) {
   const std::uint32_t b = float_bits(magnitude) < 0x40C00000u ? float_bits(magnitude) : 0x40C00000u;  // min(a, 6)
   const std::uint32_t binade = b & 0x7F800000u;
@@ -53,6 +54,7 @@ QUARTET_HD E2M1Sum e2m1_rne_sum(float magnitude) {
   return r;
 }
 
+// The magnitude code of a >= 0.
 QUARTET_HD std::uint8_t e2m1_magnitude_code_rne(float a) { return static_cast<std::uint8_t>(e2m1_rne_sum(a).code3); }
 
 QUARTET_HD std::uint8_t e2m1_encode_rne(float v) {

@@ -7,6 +7,9 @@
 
 namespace quartet::cuda {
 
+// Stream-ordered on the legacy default stream, the only stream the backend launches on: a
+// buffer freed while kernels that use it are still queued is reused only after them. A
+// backend that adds streams must pass its stream here.
 std::shared_ptr<void> device_alloc(std::size_t bytes);
 
 // Keep memory freed to the stream-ordered pool for reuse instead of returning it to the driver.

@@ -268,7 +268,9 @@ __device__ __forceinline__ RowSlot row_slot(std::int64_t base, int lane, std::in
   const std::int64_t item = base + lane / kGroupsPerItem;
   RowSlot s;
   // 32-bit division where it suffices (a 64-bit one is a long software sequence).
-  s.r = item < 0xFFFFFFFFll ? static_cast<std::uint32_t>(item) / static_cast<std::uint32_t>(items_per_row) : item / items_per_row;
+  s.r = item < 0xFFFFFFFFll && items_per_row < 0xFFFFFFFFll
+            ? static_cast<std::uint32_t>(item) / static_cast<std::uint32_t>(items_per_row)
+            : item / items_per_row;
   s.g = (item - s.r * items_per_row) * kGroupsPerItem + (lane & 7);
   s.valid = item < items && s.g < groups;
   return s;

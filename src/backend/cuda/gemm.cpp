@@ -35,9 +35,11 @@ cudaDataType_t cuda_type(DType d) {
 }  // namespace
 
 // The heuristic's first algorithm for the problem in `d`, looked up once per shape and kept, so
-// repeated GEMMs of one shape run the same kernel; null when cuBLASLt has none.
-const cublasLtMatmulAlgo_t* Gemm::cached_algo(std::map<Key, cublasLtMatmulAlgo_t>& cache, const Key& key,
-                                              Descriptors& d) {
+// repeated GEMMs of one shape run the same kernel. Null when cuBLASLt has none: it answers
+// such shapes with NOT_SUPPORTED (low-precision types need aligned dimensions) or with no
+// result; that answer is kept too, and `status` receives it.
+const cublasLtMatmulAlgo_t* Gemm::cached_algo(std::map<Key, std::optional<cublasLtMatmulAlgo_t>>& cache, const Key& key,
+                                              Descriptors& d, cublasStatus_t* status) {
   auto it = cache.find(key);
   if (it == cache.end()) {
     QUARTET_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&d.pref));
@@ -45,11 +47,11 @@ const cublasLtMatmulAlgo_t* Gemm::cached_algo(std::map<Key, cublasLtMatmulAlgo_t
                                                               &workspace_bytes_, sizeof(workspace_bytes_)));
     cublasLtMatmulHeuristicResult_t result{};
     int found = 0;
-    QUARTET_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(handle_, d.op, d.a, d.b, d.c, d.c, d.pref, 1, &result, &found));
-    if (found == 0) return nullptr;
-    it = cache.emplace(key, result.algo).first;
+    *status = cublasLtMatmulAlgoGetHeuristic(handle_, d.op, d.a, d.b, d.c, d.c, d.pref, 1, &result, &found);
+    const bool usable = *status == CUBLAS_STATUS_SUCCESS && found > 0;
+    it = cache.emplace(key, usable ? std::optional<cublasLtMatmulAlgo_t>(result.algo) : std::nullopt).first;
   }
-  return &it->second;
+  return it->second ? &*it->second : nullptr;
 }
 
 Gemm::Gemm() {
@@ -78,8 +80,12 @@ void Gemm::run(void* out, DType out_dtype, const void* a, bool at, const void* b
                           : cublasLtMatrixLayoutCreate(&d.b, CUDA_R_16BF, static_cast<std::uint64_t>(k), static_cast<std::uint64_t>(m), k));
   QUARTET_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&d.c, cuda_type(out_dtype), static_cast<std::uint64_t>(n),
                                                   static_cast<std::uint64_t>(m), n));
-  const cublasLtMatmulAlgo_t* algo = cached_algo(algos_, Key{m, n, k, at, bt, static_cast<int>(out_dtype)}, d);
-  if (algo == nullptr) throw Error(fmt::format("cuBLASLt has no algorithm for a {} x {} x {} GEMM", m, n, k));
+  cublasStatus_t status = CUBLAS_STATUS_SUCCESS;
+  const cublasLtMatmulAlgo_t* algo = cached_algo(algos_, Key{m, n, k, at, bt, static_cast<int>(out_dtype)}, d, &status);
+  if (algo == nullptr) {
+    throw Error(fmt::format("cuBLASLt has no algorithm for a {} x {} x {} BF16 GEMM (status {})", m, n, k,
+                            static_cast<int>(status)));
+  }
   QUARTET_CUBLAS_CHECK(cublasLtMatmul(handle_, d.op, alpha, b, d.a, a, d.b, beta, out, d.c, out, d.c, algo,
                                       workspace_.get(), workspace_bytes_, stream));
 }
@@ -105,8 +111,9 @@ bool Gemm::run_nvfp4(void* out, DType out_dtype, const void* a, const void* a_sc
   QUARTET_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&d.a, CUDA_R_4F_E2M1, u(k), u(n), k));
   QUARTET_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&d.b, CUDA_R_4F_E2M1, u(k), u(m), k));
   QUARTET_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&d.c, cuda_type(out_dtype), u(n), u(m), n));
-  const cublasLtMatmulAlgo_t* algo = cached_algo(fp4_algos_, Key{m, n, k, false, false, static_cast<int>(out_dtype)}, d);
-  if (algo == nullptr) return false;
+  cublasStatus_t status = CUBLAS_STATUS_SUCCESS;
+  const cublasLtMatmulAlgo_t* algo = cached_algo(fp4_algos_, Key{m, n, k, false, false, static_cast<int>(out_dtype)}, d, &status);
+  if (algo == nullptr) return false;  // the caller emulates this shape
   QUARTET_CUBLAS_CHECK(cublasLtMatmul(handle_, d.op, alpha, b, d.a, a, d.b, beta, out, d.c, out, d.c, algo,
                                       workspace_.get(), workspace_bytes_, stream));
   return true;

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <tuple>
 
@@ -33,7 +34,7 @@ class Gemm {
   // Native block-scaled NVFP4 (Blackwell): out[m][n] (+)= alpha sum_k A[m][k] B[n][k] with
   // a, b packed E2M1 codes [m or n][k/2] and their E4M3 scales in the 128x4-tiled layout
   // (k a multiple of 32; cuBLASLt needs TN, which this is). Returns false, doing nothing, when
-  // cuBLASLt has no algorithm for the shape.
+  // cuBLASLt has no algorithm for the shape (NOT_SUPPORTED, e.g. unaligned dimensions).
   bool run_nvfp4(void* out, DType out_dtype, const void* a, const void* a_scales, const void* b, const void* b_scales,
                  std::int64_t m, std::int64_t n, std::int64_t k, const float* alpha, const float* beta, cudaStream_t stream);
 
@@ -45,12 +46,13 @@ class Gemm {
  private:
   using Key = std::tuple<std::int64_t, std::int64_t, std::int64_t, bool, bool, int>;
   struct Descriptors;
-  const cublasLtMatmulAlgo_t* cached_algo(std::map<Key, cublasLtMatmulAlgo_t>& cache, const Key& key, Descriptors& d);
+  const cublasLtMatmulAlgo_t* cached_algo(std::map<Key, std::optional<cublasLtMatmulAlgo_t>>& cache, const Key& key,
+                                          Descriptors& d, cublasStatus_t* status);
   cublasLtHandle_t handle_ = nullptr;
   std::shared_ptr<void> workspace_;
   std::size_t workspace_bytes_ = 32u << 20;
-  std::map<Key, cublasLtMatmulAlgo_t> algos_;
-  std::map<Key, cublasLtMatmulAlgo_t> fp4_algos_;
+  std::map<Key, std::optional<cublasLtMatmulAlgo_t>> algos_;
+  std::map<Key, std::optional<cublasLtMatmulAlgo_t>> fp4_algos_;
   int native_ = -1;  // -1 not probed, 0 no, 1 yes
   std::string native_status_ = "not probed";
 };

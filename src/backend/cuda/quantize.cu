@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <type_traits>
@@ -465,7 +466,11 @@ unsigned resident_blocks(Kernel kernel, std::int64_t work) {
     QUARTET_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kFusedThreads, 0));
     it = capacity.emplace(reinterpret_cast<const void*>(kernel), std::int64_t{sms} * (per_sm > 0 ? per_sm : 1)).first;
   }
-  return static_cast<unsigned>(std::max<std::int64_t>(1, std::min(work, it->second)));
+  // QUARTET_CUDA_MAX_BLOCKS caps the grid, so that tests run the grid-stride loops (and the
+  // prefetch across iterations) on small inputs.
+  std::int64_t cap = it->second;
+  if (const char* env = std::getenv("QUARTET_CUDA_MAX_BLOCKS")) cap = std::min<std::int64_t>(cap, std::max(1L, std::atol(env)));
+  return static_cast<unsigned>(std::max<std::int64_t>(1, std::min(work, cap)));
 }
 
 // The NVFP4 quantizers the fused kernels cover (square 16x16 blocks need a tile amax first and
@@ -634,6 +639,9 @@ DeviceQuantized quantize(const void* x, DType dtype, std::int64_t x_rows, std::i
   q.rotation_size = rotation.size;
   q.square_blocks = spec.kind == QuantizerKind::square16;
   const std::int64_t groups = q.padded_cols / q.group();
+  // Callers that never check (benchmarks, inference loops) must not grow the record without
+  // bound, nor let the 23-bit sequence wrap onto a stale entry: check every 2^16 calls.
+  if (g_pending_shapes.size() >= (std::size_t{1} << 16)) raise_pending_errors();
   const unsigned long long seq = g_next_sequence++ & ((1ull << 23) - 1);
   g_pending_shapes[seq] = {rows, cols};
 
