@@ -107,6 +107,8 @@ TEST_F(Cuda, QuantizersAreBitwiseIdenticalToTheCpu) {
 
 void expect_gemm_close(const std::vector<double>& g, const std::vector<double>& c, const std::vector<double>& bound,
                        bool bf16, const std::string& what);
+void expect_quantized_gemm_matches(Backend& cpu, Backend& gpu, const Tensor& a_cpu, const Tensor& a_gpu, const Tensor& b_cpu,
+                                   const Tensor& b_gpu, const QuantizerSpec& s, const std::string& what);
 
 // Every fused quantizer (row-wise, transposed, each rotation the reduction fits, requant) on
 // the given shapes against the CPU, bitwise.
@@ -160,21 +162,9 @@ TEST_F(Cuda, FusedKernelsAcrossGridStrideIterations) {
   const std::int64_t m = 256, n = 48, k = 512;
   auto [a_cpu, a_gpu] = pair({m, k}, DType::bf16, random_values(m * k, 33));
   auto [b_cpu, b_gpu] = pair({n, k}, DType::f32, random_values(n * k, 34));
-  const QuantizerSpec s = QuantizerSpec::defaults(QuantizerKind::four_over_six);
-  const QTensor qa = cpu->quantize(a_cpu, false, s, Rotation::none(), {}), qb = cpu->quantize(b_cpu, false, s, Rotation::none(), {});
-  Tensor oc = cpu->empty({m, n}, DType::f32), og = gpu->empty({m, n}, DType::f32);
-  cpu->gemm_quantized(oc, qa, qb, false);
-  gpu->gemm_quantized(og, gpu->quantize(a_gpu, false, s, Rotation::none(), {}), gpu->quantize(b_gpu, false, s, Rotation::none(), {}), false);
+  expect_quantized_gemm_matches(*cpu, *gpu, a_cpu, a_gpu, b_cpu, b_gpu, QuantizerSpec::defaults(QuantizerKind::four_over_six),
+                                "4/6 GEMM, two blocks");
   unsetenv("QUARTET_CUDA_MAX_BLOCKS");
-  const QuantizedTensor ha = cpu->download_quantized(qa), hb = cpu->download_quantized(qb);
-  std::vector<double> bound(static_cast<std::size_t>(m * n));
-  for (std::int64_t i = 0; i < m; ++i)
-    for (std::int64_t j = 0; j < n; ++j) {
-      double s_abs = 0;
-      for (std::int64_t l = 0; l < k; ++l) s_abs += std::fabs(static_cast<double>(ha.value(i, l)) * hb.value(j, l));
-      bound[static_cast<std::size_t>(i * n + j)] = 2.0 * static_cast<double>(k) * std::ldexp(s_abs, -24);
-    }
-  expect_gemm_close(gpu->download(og), cpu->download(oc), bound, false, "4/6 GEMM, two blocks");
 }
 
 TEST_F(Cuda, PaddedShapesTinyTensorsAndZeros) {
@@ -277,25 +267,33 @@ void expect_gemm_close(const std::vector<double>& g, const std::vector<double>& 
   EXPECT_EQ(bad, 0) << what;
 }
 
+// Both operands quantized with `s` on each backend, then the quantized GEMM: the quantized
+// values are identical, so the outputs differ only by the FP32 accumulation order.
+void expect_quantized_gemm_matches(Backend& cpu, Backend& gpu, const Tensor& a_cpu, const Tensor& a_gpu, const Tensor& b_cpu,
+                                   const Tensor& b_gpu, const QuantizerSpec& s, const std::string& what) {
+  const std::int64_t m = a_cpu.dim(0), n = b_cpu.dim(0), k = a_cpu.dim(1);
+  const QTensor qa = cpu.quantize(a_cpu, false, s, Rotation::none(), {}), qb = cpu.quantize(b_cpu, false, s, Rotation::none(), {});
+  Tensor oc = cpu.empty({m, n}, DType::f32), og = gpu.empty({m, n}, DType::f32);
+  cpu.gemm_quantized(oc, qa, qb, false);
+  gpu.gemm_quantized(og, gpu.quantize(a_gpu, false, s, Rotation::none(), {}), gpu.quantize(b_gpu, false, s, Rotation::none(), {}), false);
+  const QuantizedTensor ha = cpu.download_quantized(qa), hb = cpu.download_quantized(qb);
+  std::vector<double> bound(static_cast<std::size_t>(m * n));
+  for (std::int64_t i = 0; i < m; ++i)
+    for (std::int64_t j = 0; j < n; ++j) {
+      double s_abs = 0;
+      for (std::int64_t l = 0; l < k; ++l) s_abs += std::fabs(static_cast<double>(ha.value(i, l)) * hb.value(j, l));
+      bound[static_cast<std::size_t>(i * n + j)] = 2.0 * static_cast<double>(k) * std::ldexp(s_abs, -24);
+    }
+  expect_gemm_close(gpu.download(og), cpu.download(oc), bound, false, what);
+}
+
 TEST_F(Cuda, QuantizedGemmMatchesTheCpu) {
   const std::int64_t m = 64, n = 48, k = 256;
   for (QuantizerKind kind : {QuantizerKind::rtn, QuantizerKind::mxfp4_rtn}) {
     auto [a_cpu, a_gpu] = pair({m, k}, DType::bf16, random_values(m * k, 31));
     auto [b_cpu, b_gpu] = pair({n, k}, DType::f32, random_values(n * k, 32));
-    const QuantizerSpec s = QuantizerSpec::defaults(kind);
-    const QTensor qa = cpu->quantize(a_cpu, false, s, Rotation::none(), {}), qb = cpu->quantize(b_cpu, false, s, Rotation::none(), {});
-    Tensor oc = cpu->empty({m, n}, DType::f32), og = gpu->empty({m, n}, DType::f32);
-    cpu->gemm_quantized(oc, qa, qb, false);
-    gpu->gemm_quantized(og, gpu->quantize(a_gpu, false, s, Rotation::none(), {}), gpu->quantize(b_gpu, false, s, Rotation::none(), {}), false);
-    const QuantizedTensor ha = cpu->download_quantized(qa), hb = cpu->download_quantized(qb);
-    std::vector<double> bound(static_cast<std::size_t>(m * n));
-    for (std::int64_t i = 0; i < m; ++i)
-      for (std::int64_t j = 0; j < n; ++j) {
-        double s_abs = 0;
-        for (std::int64_t l = 0; l < k; ++l) s_abs += std::fabs(static_cast<double>(ha.value(i, l)) * hb.value(j, l));
-        bound[static_cast<std::size_t>(i * n + j)] = 2.0 * static_cast<double>(k) * std::ldexp(s_abs, -24);
-      }
-    expect_gemm_close(gpu->download(og), cpu->download(oc), bound, false, std::string(quantizer_name(kind)));
+    expect_quantized_gemm_matches(*cpu, *gpu, a_cpu, a_gpu, b_cpu, b_gpu, QuantizerSpec::defaults(kind),
+                                  std::string(quantizer_name(kind)));
   }
 }
 
