@@ -153,6 +153,9 @@ QUARTET_HD EdenPartialSums eden_encode_group(const float* y, float r, std::uint8
   return EdenPartialSums{tree_sum<kNvGroup>(vv), tree_sum<kNvGroup>(vq)};
 }
 
+// The EDEN correction S = sum v^2 / sum v q from its two sums (1 when the denominator is 0).
+QUARTET_HD float eden_correction(float num, float den) { return den == 0.0f ? 1.0f : fdiv(num, den); }
+
 // Canonical form, pass 1 (per 16-group correction). `eden_scale` is s = 6 (1/h) / clip
 // (6 * 16/17 / 0.93 by default). Returns the provisional corrected scale c_g = sigma4 * S_g
 // in FP32. A group whose sigma4 is not a normal float (only possible for group maxima below
@@ -165,8 +168,7 @@ QUARTET_HD float ms_eden_g16_group(const float* y, float group_amax, float eden_
     return 0.0f;
   }
   const EdenPartialSums sums = eden_encode_group(y, frcp(sigma4), codes);
-  const float correction = sums.den == 0.0f ? 1.0f : fdiv(sums.num, sums.den);
-  return fmul(sigma4, correction);
+  return fmul(sigma4, eden_correction(sums.num, sums.den));
 }
 
 QUARTET_HD float ms_eden_g16_group(const float* y, float eden_scale, std::uint8_t* codes) {
@@ -214,9 +216,7 @@ QUARTET_HD float ms_eden_g128_correction(const EdenPartialSums* partials) {
     num[g] = partials[g].num;
     den[g] = partials[g].den;
   }
-  const float n = tree_sum<kEdenBlockGroups>(num);
-  const float d = tree_sum<kEdenBlockGroups>(den);
-  return d == 0.0f ? 1.0f : fdiv(n, d);
+  return eden_correction(tree_sum<kEdenBlockGroups>(num), tree_sum<kEdenBlockGroups>(den));
 }
 
 QUARTET_HD float ms_eden_g128_scale(float sigma, float correction, std::uint16_t random_bits) {

@@ -184,7 +184,7 @@ __device__ __forceinline__ void finish_group(const FusedArgs& a, const Constants
         num = fadd(num, __shfl_xor_sync(0xFFFFFFFFu, num, off));
         den = fadd(den, __shfl_xor_sync(0xFFFFFFFFu, den, off));
       }
-      const float correction = den == 0.0f ? 1.0f : fdiv(num, den);  // ms_eden_g128_correction
+      const float correction = eden_correction(num, den);  // as ms_eden_g128_correction
       const std::uint16_t bits = random_decision_bits(a.random, static_cast<std::uint32_t>(r), static_cast<std::uint32_t>(g));
       s = ms_eden_g128_scale(sigma, correction, bits);
     } else {

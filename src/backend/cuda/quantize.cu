@@ -286,20 +286,6 @@ __global__ void tile_amax_kernel(GroupSource source, std::int64_t rows, std::int
   tile_amax[i] = m;
 }
 
-__global__ void eden_g16_tensor_scale_kernel(const unsigned* max_corrected, float* tensor_scale) {
-  *tensor_scale = ms_eden_g16_tensor_scale(__uint_as_float(*max_corrected));
-}
-
-// MS-EDEN canonical form, pass 2: decision index = the group's index in its row.
-__global__ void eden_g16_scales_kernel(const float* corrected, std::int64_t rows, std::int64_t groups,
-                                       const float* tensor_scale, RandomContext random, std::uint8_t* scales) {
-  const std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
-  if (i >= rows * groups) return;
-  const std::int64_t r = i / groups, g = i % groups;
-  const std::uint16_t bits = random_decision_bits(random, static_cast<std::uint32_t>(r), static_cast<std::uint32_t>(g));
-  scales[i] = e4m3_bits_of_grid_value(ms_eden_g16_scale(corrected[i], *tensor_scale, bits));
-}
-
 // MS-EDEN research form: one thread per 128-element block (8 groups, one correction).
 __global__ void eden_g128_kernel(GroupSource source, std::int64_t rows, std::int64_t padded_cols, std::int64_t groups,
                                  const Constants* constants, RandomContext random, std::uint8_t* codes,
@@ -469,7 +455,14 @@ unsigned resident_blocks(Kernel kernel, std::int64_t work) {
   // QUARTET_CUDA_MAX_BLOCKS caps the grid, so that tests run the grid-stride loops (and the
   // prefetch across iterations) on small inputs.
   std::int64_t cap = it->second;
-  if (const char* env = std::getenv("QUARTET_CUDA_MAX_BLOCKS")) cap = std::min<std::int64_t>(cap, std::max(1L, std::atol(env)));
+  if (const char* env = std::getenv("QUARTET_CUDA_MAX_BLOCKS")) {
+    char* end = nullptr;
+    const long blocks = std::strtol(env, &end, 10);
+    if (end == env || *end != '\0' || blocks < 1) {
+      throw Error(message("QUARTET_CUDA_MAX_BLOCKS must be a positive integer, got '", env, "'"));
+    }
+    cap = std::min<std::int64_t>(cap, blocks);
+  }
   return static_cast<unsigned>(std::max<std::int64_t>(1, std::min(work, cap)));
 }
 
@@ -479,36 +472,30 @@ bool fused_kind(QuantizerKind kind) {
   return quantizer_format(kind) == ElementFormat::nvfp4 && kind != QuantizerKind::square16;
 }
 
-// Calls f with the quantizer as a compile-time constant (one kernel per quantizer keeps each
-// kernel's registers to what that quantizer needs).
+// Calls f with v as a compile-time constant (std::integral_constant) if v is one of Values; one
+// kernel per constant keeps each kernel's registers to what its quantizer and rotation need.
+template <auto... Values, class V, class F>
+bool with_constant(V v, F&& f) {
+  return ((v == Values && (f(std::integral_constant<decltype(Values), Values>{}), true)) || ...);
+}
+
 template <class F>
 void with_fused_kind(QuantizerKind kind, F&& f) {
-  switch (kind) {
-    case QuantizerKind::rtn: f(std::integral_constant<QuantizerKind, QuantizerKind::rtn>{}); return;
-    case QuantizerKind::four_over_six: f(std::integral_constant<QuantizerKind, QuantizerKind::four_over_six>{}); return;
-    case QuantizerKind::sr: f(std::integral_constant<QuantizerKind, QuantizerKind::sr>{}); return;
-    case QuantizerKind::ms_eden_g16: f(std::integral_constant<QuantizerKind, QuantizerKind::ms_eden_g16>{}); return;
-    case QuantizerKind::ms_eden_g128: f(std::integral_constant<QuantizerKind, QuantizerKind::ms_eden_g128>{}); return;
-    default: throw Error(message("quantizer ", quantizer_name(kind), " has no fused kernel"));
+  using K = QuantizerKind;
+  if (!with_constant<K::rtn, K::four_over_six, K::sr, K::ms_eden_g16, K::ms_eden_g128>(kind, f)) {
+    throw Error(message("quantizer ", quantizer_name(kind), " has no fused kernel"));
   }
+}
+
+template <class F>
+void with_rotation(int size, F&& f) {
+  if (!with_constant<0, 16, 32, 128>(size, f)) throw Error(message("rotation size ", size, " has no fused kernel"));
 }
 
 template <class Kernel, class... Args>
 void launch_persistent(Kernel kernel, std::int64_t work_blocks, cudaStream_t stream, Args... args) {
   kernel<<<resident_blocks(kernel, work_blocks), kFusedThreads, 0, stream>>>(args...);
   QUARTET_CUDA_LAUNCHED();
-}
-
-// Calls f with the rotation size as a compile-time constant (0, 16, 32 or 128).
-template <class F>
-void with_rotation(int size, F&& f) {
-  switch (size) {
-    case 0: f(std::integral_constant<int, 0>{}); return;
-    case 16: f(std::integral_constant<int, 16>{}); return;
-    case 32: f(std::integral_constant<int, 32>{}); return;
-    case 128: f(std::integral_constant<int, 128>{}); return;
-    default: throw Error(message("rotation size ", size, " has no fused kernel"));
-  }
 }
 
 // One pass of the row-wise kernel: the amax pass (the same for every quantizer) or the
@@ -541,6 +528,16 @@ void launch_tiles(bool amax_pass, const FusedArgs& a, const Tile& tile, cudaStre
       launch_persistent(fused_tile_kernel<false, kind.value, rot.value, Tile>, tiles, stream, a, tile);
     });
   });
+}
+
+// MS-EDEN canonical form, pass 2 (after either path's pass 1): q's tensor scale and scales.
+void finish_eden_g16(DeviceQuantized& q, const float* corrected, const unsigned* amax_bits, const unsigned* max_corrected,
+                     const RandomContext& random, cudaStream_t stream) {
+  const std::int64_t groups = q.padded_cols / kNvGroup;
+  eden_g16_finish_kernel<<<blocks_for(q.rows * ((groups + 7) / 8)), kThreads, 0, stream>>>(
+      corrected, q.rows, groups, amax_bits, max_corrected, random, ptr<float>(q.tensor_scale), ptr<std::uint8_t>(q.scales),
+      ptr<std::uint8_t>(q.codes));
+  QUARTET_CUDA_LAUNCHED();
 }
 
 // Fills q (shape set, NVFP4) with the fused kernels: `launch(amax_pass, args)` starts one pass.
@@ -577,11 +574,7 @@ void run_fused(DeviceQuantized& q, const QuantizerSpec& spec, const Rotation& ro
     a.corrected = ptr<float>(corrected);
     a.max_corrected = max_corrected;
     launch(false, a);
-    const std::int64_t threads = q.rows * ((groups + 7) / 8);
-    eden_g16_finish_kernel<<<blocks_for(threads), kThreads, 0, stream>>>(ptr<float>(corrected), q.rows, groups, amax_bits,
-                                                                         max_corrected, random, ptr<float>(q.tensor_scale),
-                                                                         ptr<std::uint8_t>(q.scales), ptr<std::uint8_t>(q.codes));
-    QUARTET_CUDA_LAUNCHED();
+    finish_eden_g16(q, ptr<float>(corrected), amax_bits, max_corrected, random, stream);
     return;  // the temporaries are released in stream order
   }
   launch(true, a);
@@ -737,13 +730,7 @@ DeviceQuantized quantize(const void* x, DType dtype, std::int64_t x_rows, std::i
     }
     nv_group_kernel<<<blocks_for(rows * groups), kThreads, 0, stream>>>(a);
     QUARTET_CUDA_LAUNCHED();
-    if (spec.kind == QuantizerKind::ms_eden_g16) {
-      eden_g16_tensor_scale_kernel<<<1, 1, 0, stream>>>(max_corrected, ptr<float>(q.tensor_scale));
-      QUARTET_CUDA_LAUNCHED();
-      eden_g16_scales_kernel<<<blocks_for(rows * groups), kThreads, 0, stream>>>(
-          ptr<float>(corrected), rows, groups, ptr<float>(q.tensor_scale), random, ptr<std::uint8_t>(q.scales));
-      QUARTET_CUDA_LAUNCHED();
-    }
+    if (spec.kind == QuantizerKind::ms_eden_g16) finish_eden_g16(q, ptr<float>(corrected), amax_bits, max_corrected, random, stream);
   }
   return q;  // temporaries are released in stream order (device_alloc uses the stream-ordered allocator)
 }
@@ -842,15 +829,13 @@ QuantizedTensor download(const DeviceQuantized& q, ScaleLayout layout) {
   t.rotation_size = q.rotation_size;
   QUARTET_CUDA_CHECK(cudaDeviceSynchronize());
   QUARTET_CUDA_CHECK(cudaMemcpy(t.codes.data(), q.codes.get(), q.code_bytes(), cudaMemcpyDeviceToHost));
+  std::shared_ptr<void> scales = q.scales;
   if (layout == ScaleLayout::tiled) {
-    const auto tiled = tiled_scales(q, nullptr);
+    scales = tiled_scales(q, nullptr);
     t.scale_layout = ScaleLayout::tiled;
     t.scales.assign(tiled_scale_bytes(q), 0);
-    QUARTET_CUDA_CHECK(cudaMemcpy(t.scales.data(), tiled.get(), t.scales.size(), cudaMemcpyDeviceToHost));
-    QUARTET_CUDA_CHECK(cudaMemcpy(&t.tensor_scale, q.tensor_scale.get(), sizeof(float), cudaMemcpyDeviceToHost));
-    return t;
   }
-  QUARTET_CUDA_CHECK(cudaMemcpy(t.scales.data(), q.scales.get(), q.scale_bytes(), cudaMemcpyDeviceToHost));
+  QUARTET_CUDA_CHECK(cudaMemcpy(t.scales.data(), scales.get(), t.scales.size(), cudaMemcpyDeviceToHost));
   QUARTET_CUDA_CHECK(cudaMemcpy(&t.tensor_scale, q.tensor_scale.get(), sizeof(float), cudaMemcpyDeviceToHost));
   if (q.trust_mask) {
     t.trust_mask.resize(q.mask_bytes());
