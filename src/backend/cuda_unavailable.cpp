@@ -7,7 +7,7 @@ namespace quartet {
 bool cuda_built() { return false; }
 bool cuda_available() { return false; }
 std::string cuda_device_description() { return "this build has no CUDA backend (no CUDA compiler was found)"; }
-std::unique_ptr<Backend> make_cuda_backend() {
+std::unique_ptr<Backend> make_cuda_backend(const CudaBackendOptions&) {
   throw Error("this build of quartet has no CUDA backend: rebuild on a machine with the CUDA toolkit (nvcc)");
 }
 

@@ -17,6 +17,8 @@ struct GpuBenchOptions {
   // Sections to run ("quantize" (with requant), "gemm", "linear"); empty: all. The copy
   // ceiling always runs.
   std::vector<std::string> only;
+  // Shape sets of the linear-layer cases (performance.md): "800M", "7B".
+  std::vector<std::string> sets = {"800M", "7B"};
 
   bool wants(const std::string& section) const {
     if (only.empty()) return true;

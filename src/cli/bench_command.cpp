@@ -27,6 +27,7 @@ struct BenchOptions {
   std::string json;
   std::string recipes;
   std::string only;
+  std::string sets;
 };
 
 }  // namespace
@@ -38,6 +39,7 @@ Command add_bench_command(CLI::App& parent) {
   app->add_flag("--quick", o->bench.quick, "small shapes, few repetitions: a smoke test, not a measurement");
   app->add_option("--only", o->only, "comma-separated sections to run: quantize, gemm, linear (default: all)");
   app->add_option("--recipes", o->recipes, "comma-separated recipes for the linear-layer cases (bf16 is always included)");
+  app->add_option("--sets", o->sets, "comma-separated shape sets for the linear-layer cases: 800M, 7B (default: both)");
 
   Command command;
   command.app = app;
@@ -57,6 +59,14 @@ Command add_bench_command(CLI::App& parent) {
           throw Error(fmt::format("--only: unknown section '{}' (expected quantize, gemm or linear)", section));
         }
         o->bench.only.push_back(section);
+      }
+    }
+    if (!o->sets.empty()) {
+      o->bench.sets.clear();
+      std::stringstream ss(o->sets);
+      for (std::string set; std::getline(ss, set, ',');) {
+        if (set != "800M" && set != "7B") throw Error(fmt::format("--sets: unknown shape set '{}' (expected 800M or 7B)", set));
+        o->bench.sets.push_back(set);
       }
     }
     const std::string device = cuda_device_description();

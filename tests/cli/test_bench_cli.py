@@ -23,6 +23,11 @@ class BenchCommand(unittest.TestCase):
         self.assertNotEqual(p.returncode, 0)
         self.assertIn("empty entry", p.stderr)
 
+    def test_unknown_shape_set_is_named(self):
+        p = run("bench", "--only", "linear", "--sets", "7B,13B")
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("unknown shape set '13B'", p.stderr)
+
     def test_without_a_gpu_it_fails_and_says_why(self):
         if os.path.exists("/dev/nvidia0"):
             self.skipTest("a GPU is present: the benchmark would run")

@@ -289,11 +289,51 @@ void expect_quantized_gemm_matches(Backend& cpu, Backend& gpu, const Tensor& a_c
 
 TEST_F(Cuda, QuantizedGemmMatchesTheCpu) {
   const std::int64_t m = 64, n = 48, k = 256;
-  for (QuantizerKind kind : {QuantizerKind::rtn, QuantizerKind::mxfp4_rtn}) {
+  for (QuantizerKind kind : {QuantizerKind::rtn, QuantizerKind::four_over_six, QuantizerKind::mxfp4_rtn}) {
     auto [a_cpu, a_gpu] = pair({m, k}, DType::bf16, random_values(m * k, 31));
     auto [b_cpu, b_gpu] = pair({n, k}, DType::f32, random_values(n * k, 32));
     expect_quantized_gemm_matches(*cpu, *gpu, a_cpu, a_gpu, b_cpu, b_gpu, QuantizerSpec::defaults(kind),
                                   std::string(quantizer_name(kind)));
+  }
+}
+
+// On Hopper the forward quantizers write their operand in BF16 for the emulated GEMM, which
+// then skips its dequantization pass. That copy must be the dequantization pass's output bit
+// for bit: the GEMM (one cuBLASLt algorithm per shape, so deterministic) gives the same bits
+// with it as on a backend without it, and again once the copy is used up (a second GEMM
+// dequantizes). Row-wise from bf16 and f32, transposed, and padded reductions.
+TEST_F(Cuda, FusedDequantizedOperandsGiveTheGemmOfTheDequantizationPass) {
+  auto plain = make_cuda_backend(CudaBackendOptions{.fused_dequantize = false});
+  const std::int64_t m = 96, n = 80;
+  for (QuantizerKind kind : {QuantizerKind::rtn, QuantizerKind::four_over_six}) {
+    for (bool transpose : {false, true}) {
+      for (DType dtype : {DType::bf16, DType::f32}) {
+        for (std::int64_t k : {std::int64_t{256}, std::int64_t{192}}) {
+          const Shape sa = transpose ? Shape{k, m} : Shape{m, k}, sb = transpose ? Shape{k, n} : Shape{n, k};
+          const std::vector<double> va = random_values(static_cast<std::size_t>(m * k), 41, 1.0, true, k);
+          const std::vector<double> vb = random_values(static_cast<std::size_t>(n * k), 42);
+          Tensor a = gpu->empty(sa, dtype), b = gpu->empty(sb, dtype), a2 = plain->empty(sa, dtype), b2 = plain->empty(sb, dtype);
+          gpu->upload(a, va), gpu->upload(b, vb), plain->upload(a2, va), plain->upload(b2, vb);
+          const QuantizerSpec spec = QuantizerSpec::defaults(kind);
+          const QTensor qa = gpu->quantize(a, transpose, spec, Rotation::none(), {}), qb = gpu->quantize(b, transpose, spec, Rotation::none(), {});
+          Tensor fused = gpu->empty({m, n}, DType::f32), again = gpu->empty({m, n}, DType::f32), reference = plain->empty({m, n}, DType::f32);
+          gpu->gemm_quantized(fused, qa, qb, false);
+          gpu->gemm_quantized(again, qa, qb, false);
+          plain->gemm_quantized(reference, plain->quantize(a2, transpose, spec, Rotation::none(), {}),
+                                plain->quantize(b2, transpose, spec, Rotation::none(), {}), false);
+          const std::string what = std::string(quantizer_name(kind)) + (transpose ? " transposed " : " ") + dtype_name(dtype) +
+                                   " K=" + std::to_string(k);
+          const std::vector<double> f = gpu->download(fused), g = gpu->download(again), r = plain->download(reference);
+          std::size_t differ = 0, differ_again = 0;
+          for (std::size_t i = 0; i < r.size(); ++i) {
+            differ += f[i] != r[i];
+            differ_again += g[i] != r[i];
+          }
+          EXPECT_EQ(differ, 0u) << what << ": GEMM outputs from the fused BF16 operand differ";
+          EXPECT_EQ(differ_again, 0u) << what << ": GEMM outputs after the BF16 operand was used up differ";
+        }
+      }
+    }
   }
 }
 

@@ -66,6 +66,27 @@ TEST(E2M1, RoundRneGivesTheEncodedCodeAndItsDecodedValue) {
   EXPECT_EQ(mismatches, 0);
 }
 
+// The split form 4/6 uses (round to a grid magnitude, encode the kept one later) gives the
+// decoded value and code of the one-step encoder, for |v| on the same sweep; the code of every
+// grid magnitude is its index.
+TEST(E2M1, MagnitudeRoundingAndCodeOfMagnitudeAgreeWithTheEncoder) {
+  for (int code = 0; code < 8; ++code) {
+    EXPECT_EQ(e2m1_code_of_magnitude(static_cast<float>(kE2M1Grid[code])), static_cast<std::uint32_t>(code)) << code;
+  }
+  const std::uint32_t last = testing::bits_from_float(8.0f);
+  std::int64_t mismatches = 0;
+  for (std::uint32_t b = 0; b <= last; b += 61) {
+    for (std::uint32_t sign : {0u, 0x80000000u}) {
+      const float v = testing::float_from_bits(b | sign);
+      const float q = e2m1_round_magnitude(v);
+      const std::uint8_t code = e2m1_encode_rne(v);
+      mismatches += testing::bits_from_float(q) != testing::bits_from_float(e2m1_decode(code & 7u)) ||
+                    (e2m1_sign_code_bit(v) | e2m1_code_of_magnitude(q)) != code;
+    }
+  }
+  EXPECT_EQ(mismatches, 0);
+}
+
 TEST(E2M1, RneTiesGoToTheEvenCode) {
   // midpoint, the code below it, the expected code at the tie (the even one of the two)
   const struct { float mid; int below; int at_tie; } ties[] = {

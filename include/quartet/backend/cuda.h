@@ -14,7 +14,15 @@ bool cuda_built();
 bool cuda_available();
 // "NVIDIA H100 80GB HBM3 (sm_90, 132 SMs)" or why there is none.
 std::string cuda_device_description();
+struct CudaBackendOptions {
+  // Where the NVFP4 GEMM is emulated (Hopper), quantizers whose block scales are final in their
+  // one pass over the data (rtn, four_over_six: the forward operands) also write the operand
+  // dequantized to BF16, so the GEMM that reads it next skips its dequantization pass. Off
+  // only to measure the quantizers alone.
+  bool fused_dequantize = true;
+};
+
 // Throws Error if there is no usable GPU or the build has no CUDA backend.
-std::unique_ptr<Backend> make_cuda_backend();
+std::unique_ptr<Backend> make_cuda_backend(const CudaBackendOptions& options = {});
 
 }  // namespace quartet

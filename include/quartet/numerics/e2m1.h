@@ -42,9 +42,20 @@ struct E2M1Sum {
   std::uint32_t code3;    // magnitude code 0..7
 };
 
-// `magnitude` must be >= 0 (a sign bit would read as a huge value and give code 7).
-QUARTET_HD E2M1Sum e2m1_rne_sum(float magnitude) {
-  const std::uint32_t b = float_bits(magnitude) < 0x40C00000u ? float_bits(magnitude) : 0x40C00000u;  // min(a, 6)
+// |v| clamped to 6, as bits: on the device one FMNMX with the |.| modifier; a NaN gives 6,
+// as the integer clamp of the bits would.
+QUARTET_HD std::uint32_t e2m1_clamped_magnitude_bits(float v) {
+#if defined(__CUDA_ARCH__)
+  return float_bits(fminf(fabsf(v), kE2M1Max));
+#else
+  const std::uint32_t b = float_bits(v) & 0x7FFFFFFFu;
+  return b < 0x40C00000u ? b : 0x40C00000u;
+#endif
+}
+
+// The add trick on |v| (the sign of v is ignored).
+QUARTET_HD E2M1Sum e2m1_rne_sum(float v) {
+  const std::uint32_t b = e2m1_clamped_magnitude_bits(v);
   const std::uint32_t binade = b & 0x7F800000u;
   const std::uint32_t e = binade > (127u << 23) ? binade : (127u << 23);  // E >= 1
   E2M1Sum r;
@@ -57,17 +68,34 @@ QUARTET_HD E2M1Sum e2m1_rne_sum(float magnitude) {
 // The magnitude code of a >= 0.
 QUARTET_HD std::uint8_t e2m1_magnitude_code_rne(float a) { return static_cast<std::uint8_t>(e2m1_rne_sum(a).code3); }
 
+// The sign bit of v as the code's bit 3.
+QUARTET_HD std::uint32_t e2m1_sign_code_bit(float v) { return (float_bits(v) >> 28) & 8u; }
+
 QUARTET_HD std::uint8_t e2m1_encode_rne(float v) {
-  const std::uint32_t sign = float_bits(v) >> 31;
-  return static_cast<std::uint8_t>((sign << 3) | e2m1_rne_sum(fabs_bits(v)).code3);
+  return static_cast<std::uint8_t>(e2m1_sign_code_bit(v) | e2m1_rne_sum(v).code3);
 }
 
 // RNE of v with its code and its decoded value (e2m1_decode(*code), bit for bit) in one go.
 QUARTET_HD float e2m1_round_rne(float v, std::uint8_t* code) {
   const std::uint32_t sign = float_bits(v) & 0x80000000u;
-  const E2M1Sum r = e2m1_rne_sum(fabs_bits(v));
+  const E2M1Sum r = e2m1_rne_sum(v);
   *code = static_cast<std::uint8_t>((sign >> 28) | r.code3);
   return bits_float(float_bits(fsub(r.s, r.c)) | sign);
+}
+
+// The grid magnitude RNE(|v|) alone (0, 0.5, ..., 6), for callers that decide on the code
+// later (4/6 encodes only the candidate it keeps).
+QUARTET_HD float e2m1_round_magnitude(float v) {
+  const E2M1Sum r = e2m1_rne_sum(v);
+  return fsub(r.s, r.c);
+}
+
+// The magnitude code (0..7) of a grid magnitude q, from its bits: q >> 22 is 0 for 0, 252
+// for 0.5 and 252 + code for 1 .. 6.
+QUARTET_HD std::uint32_t e2m1_code_of_magnitude(float q) {
+  const std::uint32_t t = float_bits(q) >> 22;
+  const std::uint32_t c = (t > 253u ? t : 253u) - 252u;
+  return t != 0u ? c : 0u;
 }
 
 // Stochastic rounding of a magnitude onto the E2M1 grid: with lo <= a < hi adjacent grid

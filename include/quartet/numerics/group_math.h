@@ -24,7 +24,7 @@ QUARTET_HD float tree_sum(const float* v) {
 template <int N>
 QUARTET_HD float group_absmax(const float* v) {
   float m = 0.0f;
-  for (int i = 0; i < N; ++i) m = fmax2(m, fabs_bits(v[i]));
+  for (int i = 0; i < N; ++i) m = fmax_abs(m, v[i]);
   return m;
 }
 

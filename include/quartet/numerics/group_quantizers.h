@@ -68,10 +68,15 @@ QUARTET_HD void encode_group_sr(const float* y, float r, const std::uint16_t* ra
 }
 
 // RTN (and square 16x16 once the tile amax is known): returns the block scale (E4M3 value).
-QUARTET_HD float rtn_group(const float* y, float group_amax, const TwoLevelScale& ts,
-                           std::uint8_t* codes) {
+// block_values, when given, receives each element's e2m1 value times that scale (exact).
+QUARTET_HD float rtn_group(const float* y, float group_amax, const TwoLevelScale& ts, std::uint8_t* codes,
+                           float* block_values = nullptr) {
   const float s = block_scale_rne(group_amax, ts.k_enc);
-  encode_group_rne<kNvGroup>(y, code_multiplier(s, ts.t), codes);
+  const float r = code_multiplier(s, ts.t);
+  for (int i = 0; i < kNvGroup; ++i) {
+    const float q = e2m1_round_rne(fmul(y[i], r), &codes[i]);
+    if (block_values) block_values[i] = fmul(q, s);
+  }
   return s;
 }
 
@@ -102,36 +107,45 @@ QUARTET_HD FourOverSixScale four_over_six_tensor_scale(float amax) {
   return s;
 }
 
-// One candidate scale s of 4/6: codes RNE under r = 1/(s t), and the squared error
-// sum (y_i / t - q_i s)^2 in tree order: the error in units of the tensor scale t (the ranking
-// of candidate scales is the same as in absolute units, and the squares neither overflow for
-// huge tensors nor underflow for tiny ones). y_over_t holds the y_i / t both candidates share;
-// q_i comes with its code from e2m1_round_rne.
-QUARTET_HD float four_over_six_candidate(const float* y, const float* y_over_t, float s, float t, std::uint8_t* codes) {
+// One candidate scale s of 4/6: the RNE grid magnitudes q_i of |y_i| r, r = 1/(s t), and the
+// squared error sum (|y_i| / t - q_i s)^2 in tree order: the error in units of the tensor scale
+// t (the ranking of candidate scales is the same as in absolute units, and the squares neither
+// overflow for huge tensors nor underflow for tiny ones). Signs are left out: y_i / t and its
+// rounding share one, and RNE is symmetric, so every difference is the signed one up to its
+// sign and the squares are the same bit for bit. abs_y_over_t holds the |y_i| / t both
+// candidates share.
+QUARTET_HD float four_over_six_candidate(const float* y, const float* abs_y_over_t, float s, float t, float* q) {
   const float r = code_multiplier(s, t);
   float sq[kNvGroup];
   for (int i = 0; i < kNvGroup; ++i) {
-    const float q = e2m1_round_rne(fmul(y[i], r), &codes[i]);
-    const float d = fsub(y_over_t[i], fmul(q, s));
+    q[i] = e2m1_round_magnitude(fmul(fabs_bits(y[i]), r));
+    const float d = fsub(abs_y_over_t[i], fmul(q[i], s));
     sq[i] = fmul(d, d);
   }
   return tree_sum<kNvGroup>(sq);
 }
 
 // Quantizes with both candidate scales (RNE) and keeps the 4-scale only if its squared error
-// is strictly smaller. Returns the chosen block scale.
-QUARTET_HD float four_over_six_group(const float* y, const FourOverSixScale& ts, std::uint8_t* codes) {
+// is strictly smaller; only the kept candidate is encoded. Returns the chosen block scale.
+// block_values, when given, receives each element's e2m1 value times that scale (exact).
+QUARTET_HD float four_over_six_group(const float* y, const FourOverSixScale& ts, std::uint8_t* codes,
+                                     float* block_values = nullptr) {
   const float m = group_absmax<kNvGroup>(y);
   const float s6 = block_scale_rne(m, ts.k6);
   const float s4 = block_scale_rne(m, ts.k4);
-  float y_over_t[kNvGroup];
-  for (int i = 0; i < kNvGroup; ++i) y_over_t[i] = fmul(y[i], ts.inv_t);
-  std::uint8_t codes4[kNvGroup];
-  const float err6 = four_over_six_candidate(y, y_over_t, s6, ts.t, codes);
-  const float err4 = four_over_six_candidate(y, y_over_t, s4, ts.t, codes4);
-  if (!(err4 < err6)) return s6;
-  for (int i = 0; i < kNvGroup; ++i) codes[i] = codes4[i];
-  return s4;
+  float abs_y_over_t[kNvGroup];
+  for (int i = 0; i < kNvGroup; ++i) abs_y_over_t[i] = fmul(fabs_bits(y[i]), ts.inv_t);
+  float q6[kNvGroup], q4[kNvGroup];
+  const float err6 = four_over_six_candidate(y, abs_y_over_t, s6, ts.t, q6);
+  const float err4 = four_over_six_candidate(y, abs_y_over_t, s4, ts.t, q4);
+  const bool four = err4 < err6;
+  const float s = four ? s4 : s6;
+  for (int i = 0; i < kNvGroup; ++i) {
+    const float q = four ? q4[i] : q6[i];
+    codes[i] = static_cast<std::uint8_t>(e2m1_sign_code_bit(y[i]) | e2m1_code_of_magnitude(q));
+    if (block_values) block_values[i] = bits_float(float_bits(fmul(q, s)) | (float_bits(y[i]) & 0x80000000u));
+  }
+  return s;
 }
 
 // ---- MS-EDEN ----------------------------------------------------------------------------
@@ -145,10 +159,12 @@ struct EdenPartialSums {
 QUARTET_HD EdenPartialSums eden_encode_group(const float* y, float r, std::uint8_t* codes) {
   float vv[kNvGroup], vq[kNvGroup];
   for (int i = 0; i < kNvGroup; ++i) {
-    const float v = fmul(y[i], r);
-    const float q = e2m1_round_rne(v, &codes[i]);  // q = e2m1_decode(codes[i])
+    // |v| and the grid magnitude of its rounding: v q = |v| |q| and v^2 = |v|^2 bit for bit.
+    const float v = fmul(fabs_bits(y[i]), r);
+    const E2M1Sum rounded = e2m1_rne_sum(v);
+    codes[i] = static_cast<std::uint8_t>(e2m1_sign_code_bit(y[i]) | rounded.code3);
     vv[i] = fmul(v, v);
-    vq[i] = fmul(v, q);
+    vq[i] = fmul(v, fsub(rounded.s, rounded.c));
   }
   return EdenPartialSums{tree_sum<kNvGroup>(vv), tree_sum<kNvGroup>(vq)};
 }

@@ -100,6 +100,18 @@ QUARTET_HD float fabs_bits(float a) { return bits_float(float_bits(a) & 0x7FFFFF
 // before any quantizer runs.
 QUARTET_HD float fmax2(float a, float b) { return a > b ? a : b; }
 
+// max(|a|, m) for m >= 0 and min(|a|, 6)-style clamps: on the device one FMNMX with the |.|
+// operand modifier. For non-NaN operands these equal fmax2 / the integer clamp of the bits
+// exactly (the maximum of two non-negative floats is the same number whichever instruction
+// finds it), and a NaN never reaches them (inputs are validated finite).
+QUARTET_HD float fmax_abs(float m, float a) {
+#if defined(__CUDA_ARCH__)
+  return fmaxf(m, fabsf(a));
+#else
+  return fmax2(m, fabs_bits(a));
+#endif
+}
+
 // 2^e as a float for e in [-126, 127] (normal range), built from the bits.
 QUARTET_HD float pow2_normal(int e) { return bits_float(static_cast<std::uint32_t>(e + 127) << 23); }
 

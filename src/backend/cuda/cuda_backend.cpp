@@ -5,6 +5,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <utility>
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/device_memory.h"
@@ -45,7 +46,7 @@ void expect_device(const Tensor& t, const char* what) {
 
 class CudaBackend final : public Backend {
  public:
-  CudaBackend() {
+  explicit CudaBackend(const CudaBackendOptions& options) {
     int device = 0;
     QUARTET_CUDA_CHECK(cudaGetDevice(&device));
     cudaDeviceProp prop{};
@@ -54,6 +55,7 @@ class CudaBackend final : public Backend {
     // The NVFP4 GEMM path is chosen once, by asking cuBLASLt (numerics.md §7), and named in
     // the backend's name, which the trainer logs.
     native_fp4_ = gemm_.native_nvfp4() && std::getenv("QUARTET_EMULATE_FP4_GEMM") == nullptr;
+    fused_dequantize_ = options.fused_dequantize && !native_fp4_;
     name_ = fmt::format("cuda ({}; NVFP4 GEMM: {})", prop.name,
                         native_fp4_ ? "native cuBLASLt block-scaled FP4" : "exact emulation, BF16 tensor cores");
     constants_ = device_alloc(3 * sizeof(float));
@@ -203,10 +205,9 @@ class CudaBackend final : public Backend {
       }
     }
     // Exact emulation: code x block scale is exact in BF16; alpha = t_A t_B in the epilogue.
-    Tensor da = empty({qa.rows, qa.padded_cols}, DType::bf16), db = empty({qb.rows, qb.padded_cols}, DType::bf16);
-    dequantize_block_scaled_bf16(qa, da.raw(), stream_);
-    dequantize_block_scaled_bf16(qb, db.raw(), stream_);
-    gemm_.run(out.raw(), out.dtype(), da.raw(), false, db.raw(), false, qa.rows, qb.rows, qa.padded_cols,
+    // An operand whose quantizer already wrote it in BF16 is taken from there (and released).
+    const std::shared_ptr<void> da = take_dequantized(qa), db = take_dequantized(qb);
+    gemm_.run(out.raw(), out.dtype(), da.get(), false, db.get(), false, qa.rows, qb.rows, qa.padded_cols,
               ptr<float>(alpha), accumulate ? one() : zero(), stream_);
   }
 
@@ -214,7 +215,8 @@ class CudaBackend final : public Backend {
                    const RandomContext& random) override {
     expect_device(x, "quantize");
     if (x.ndim() != 2) throw Error(fmt::format("quantize: expected a 2-D tensor, got {}", shape_string(x.shape())));
-    return wrap(cuda::quantize(x.raw(), x.dtype(), x.dim(0), x.dim(1), transpose, spec, rotation, random, stream_));
+    return wrap(cuda::quantize(x.raw(), x.dtype(), x.dim(0), x.dim(1), transpose, spec, rotation, random, stream_,
+                               fused_dequantize_));
   }
   QTensor requantize_transposed(const QTensor& q, const QuantizerSpec& spec, const Rotation& rotation,
                                 const RandomContext& random) override {
@@ -272,11 +274,20 @@ class CudaBackend final : public Backend {
     return c;
   }
 
+  // The operand as BF16 e2m1 x block scale: what its quantizer wrote, or a dequantization pass.
+  std::shared_ptr<void> take_dequantized(const DeviceQuantized& q) {
+    if (q.dequantized) return std::exchange(q.dequantized, nullptr);
+    auto values = device_alloc(static_cast<std::size_t>(q.rows * q.padded_cols) * sizeof(std::uint16_t));
+    dequantize_block_scaled_bf16(q, values.get(), stream_);
+    return values;
+  }
+
   std::string name_;
   cudaStream_t stream_ = nullptr;
   std::shared_ptr<void> constants_;  // 0.0f, 1.0f for alpha and beta
   Gemm gemm_;
   bool native_fp4_ = false;
+  bool fused_dequantize_ = false;  // quantizers write BF16 operands for the emulated GEMM
 };
 
 }  // namespace
@@ -301,9 +312,9 @@ std::string cuda_device_description() {
                      static_cast<double>(prop.totalGlobalMem) / (1 << 30));
 }
 
-std::unique_ptr<Backend> make_cuda_backend() {
+std::unique_ptr<Backend> make_cuda_backend(const CudaBackendOptions& options) {
   if (!cuda_available()) throw Error("--device cuda: " + cuda_device_description());
-  return std::make_unique<cuda::CudaBackend>();
+  return std::make_unique<cuda::CudaBackend>(options);
 }
 
 }  // namespace quartet

@@ -22,6 +22,8 @@
 
 #include <cuda_bf16.h>
 
+#include "quartet/numerics/divide_u32.h"
+
 #include <cstdint>
 #include <utility>
 
@@ -50,6 +52,7 @@ struct FusedArgs {
   QuantizerKind kind;
   std::int64_t rows = 0;    // output rows
   std::int64_t groups = 0;  // 16-groups per output row (padded_cols / 16)
+  DivideU32 by_items_per_row{};  // row-wise kernel: division by ceil(groups / 8)
   int rotation = 0;         // 0, 16, 32 or 128 (the kernels take it as a template argument too)
   SignBits signs{};
   const Constants* constants = nullptr;  // quantize pass of the two-pass kinds
@@ -60,6 +63,7 @@ struct FusedArgs {
   unsigned* max_corrected = nullptr;     // ms_eden_g16: max c_g
   std::uint8_t* codes = nullptr;
   std::uint8_t* scales = nullptr;
+  __nv_bfloat16* dequantized = nullptr;  // rtn, four_over_six: e2m1 x block scale for the GEMM, or null
   std::int64_t logical_cols = 0;         // for the position of a non-finite input
   bool check_finite = false;
   unsigned long long sequence = 0;
@@ -103,12 +107,13 @@ __device__ __forceinline__ void rotate_group(float* x, const SignBits& sign_word
 #pragma unroll
   for (int h = kNvGroup; h < kRotation; h *= 2) {
     const int partner = h / kNvGroup;
-    const bool upper = (lane_in_item & partner) != 0;
-    const std::uint32_t flip = upper ? 0x80000000u : 0u;  // a - b is a + (-b), exactly
+    // a - b is (-b) + a: one FMA by -1 or +1, whose product is exact, so it rounds as the
+    // CPU's subtraction or addition does.
+    const float sign = (lane_in_item & partner) != 0 ? -1.0f : 1.0f;
 #pragma unroll
     for (int i = 0; i < kNvGroup; ++i) {
       const float other = __shfl_xor_sync(0xFFFFFFFFu, x[i], partner);
-      x[i] = fadd(__uint_as_float(__float_as_uint(x[i]) ^ flip), other);
+      x[i] = __fmaf_rn(x[i], sign, other);
     }
   }
   const float norm = rht_norm(kRotation);
@@ -136,6 +141,19 @@ __device__ __forceinline__ void store_packed_codes(std::uint8_t* dst, const std:
   *reinterpret_cast<uint2*>(dst) = packed;
 }
 
+// A group's e2m1 x block scale values as BF16 (exact: at most five significant bits).
+__device__ __forceinline__ void store_bf16_group(__nv_bfloat16* dst, const float* v) {
+  std::uint32_t w[kNvGroup / 2];
+#pragma unroll
+  for (int i = 0; i < kNvGroup / 2; ++i) {
+    const __nv_bfloat162 pair = __floats2bfloat162_rn(v[2 * i], v[2 * i + 1]);
+    w[i] = *reinterpret_cast<const std::uint32_t*>(&pair);
+  }
+  uint4* out = reinterpret_cast<uint4*>(dst);
+  out[0] = make_uint4(w[0], w[1], w[2], w[3]);
+  out[1] = make_uint4(w[4], w[5], w[6], w[7]);
+}
+
 // What a thread carries across the groups it handles, reduced over the block at the end.
 struct RunningMax {
   float amax = 0.0f;
@@ -159,10 +177,11 @@ __device__ __forceinline__ void finish_group(const FusedArgs& a, const Constants
     std::uint8_t codes[kNvGroup];
     float s = 1.0f;
     const TwoLevelScale two{k.t, k.k_enc};
+    float values[kNvGroup];
     if constexpr (K == QuantizerKind::rtn) {
-      s = rtn_group(y, group_absmax<kNvGroup>(y), two, codes);
+      s = rtn_group(y, group_absmax<kNvGroup>(y), two, codes, a.dequantized ? values : nullptr);
     } else if constexpr (K == QuantizerKind::four_over_six) {
-      s = four_over_six_group(y, FourOverSixScale{k.t, k.inv_t, k.k6, k.k4}, codes);
+      s = four_over_six_group(y, FourOverSixScale{k.t, k.inv_t, k.k6, k.k4}, codes, a.dequantized ? values : nullptr);
     } else if constexpr (K == QuantizerKind::sr) {
       std::uint16_t bits[kNvGroup];
       random_decision_range(a.random, static_cast<std::uint32_t>(r), static_cast<std::uint32_t>(g * kNvGroup), kNvGroup, bits);
@@ -192,6 +211,9 @@ __device__ __forceinline__ void finish_group(const FusedArgs& a, const Constants
     }
     if (!valid) return;
     store_packed_codes(a.codes + r * (a.groups * kNvGroup / 2) + g * (kNvGroup / 2), codes);
+    if constexpr (K == QuantizerKind::rtn || K == QuantizerKind::four_over_six) {
+      if (a.dequantized) store_bf16_group(a.dequantized + (r * a.groups + g) * kNvGroup, values);
+    }
     if constexpr (K != QuantizerKind::ms_eden_g16) a.scales[r * a.groups + g] = e4m3_bits_of_grid_value(s);
   }
 }
@@ -264,13 +286,12 @@ struct RowSlot {
 };
 
 __device__ __forceinline__ RowSlot row_slot(std::int64_t base, int lane, std::int64_t items, std::int64_t items_per_row,
-                                            std::int64_t groups) {
+                                            const DivideU32& by_items_per_row, std::int64_t groups) {
   const std::int64_t item = base + lane / kGroupsPerItem;
   RowSlot s;
-  // 32-bit division where it suffices (a 64-bit one is a long software sequence).
-  s.r = item < 0xFFFFFFFFll && items_per_row < 0xFFFFFFFFll
-            ? static_cast<std::uint32_t>(item) / static_cast<std::uint32_t>(items_per_row)
-            : item / items_per_row;
+  // A multiply-shift division where 32 bits suffice (a 64-bit one is a long software sequence).
+  s.r = item <= 0xFFFFFFFFll && items_per_row <= 0xFFFFFFFFll ? by_items_per_row.divide(static_cast<std::uint32_t>(item))
+                                                              : item / items_per_row;
   s.g = (item - s.r * items_per_row) * kGroupsPerItem + (lane & 7);
   s.valid = item < items && s.g < groups;
   return s;
@@ -289,22 +310,32 @@ __global__ void __launch_bounds__(kFusedThreads, 2) fused_rowwise_kernel(FusedAr
   if (!kAmaxPass && a.constants) k = *a.constants;
   RunningMax run;
   std::int64_t base = warp * 4;
-  RowSlot slot = row_slot(base, lane, items, items_per_row, a.groups);
+  RowSlot slot = row_slot(base, lane, items, items_per_row, a.by_items_per_row, a.groups);
   RawGroup<T> raw{};
   if (slot.valid) load_raw(x + slot.r * a.groups * kNvGroup + slot.g * kNvGroup, raw);
   for (; base < items; base += stride) {
     const RowSlot cur = slot;
     float y[kNvGroup];
-    unpack_raw(raw, y);
-    if (!cur.valid) {
-#pragma unroll
-      for (int i = 0; i < kNvGroup; ++i) y[i] = 0.0f;
+    unpack_raw(raw, y);  // zeros for an absent group
+    slot = row_slot(base + stride, lane, items, items_per_row, a.by_items_per_row, a.groups);
+    if (slot.valid) {
+      load_raw(x + slot.r * a.groups * kNvGroup + slot.g * kNvGroup, raw);
+    } else {
+      raw = RawGroup<T>{};
     }
-    slot = row_slot(base + stride, lane, items, items_per_row, a.groups);
-    if (slot.valid) load_raw(x + slot.r * a.groups * kNvGroup + slot.g * kNvGroup, raw);
-    if (a.check_finite && cur.valid) check_group_finite(a, y, cur.r, cur.g * kNvGroup);
-    if constexpr (kRotation != 0) rotate_group<kRotation>(y, a.signs, lane_in_item);
-    finish_group<kAmaxPass, K>(a, k, cur.r, cur.g, cur.valid, y, run);
+    if constexpr (kAmaxPass && kRotation == 0) {
+      // One integer maximum of the magnitude bits is the group's amax and, at or above the
+      // infinity pattern, the sign of a non-finite element.
+      std::uint32_t m = 0;
+#pragma unroll
+      for (int i = 0; i < kNvGroup; ++i) m = max(m, __float_as_uint(y[i]) & 0x7FFFFFFFu);
+      if (a.check_finite && cur.valid && m >= 0x7F800000u) check_group_finite(a, y, cur.r, cur.g * kNvGroup);
+      run.amax = fmax2(run.amax, __uint_as_float(m));
+    } else {
+      if (a.check_finite && cur.valid) check_group_finite(a, y, cur.r, cur.g * kNvGroup);
+      if constexpr (kRotation != 0) rotate_group<kRotation>(y, a.signs, lane_in_item);
+      finish_group<kAmaxPass, K>(a, k, cur.r, cur.g, cur.valid, y, run);
+    }
   }
   reduce_running_max(a, run);
 }

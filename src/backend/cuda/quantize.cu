@@ -501,8 +501,10 @@ void launch_persistent(Kernel kernel, std::int64_t work_blocks, cudaStream_t str
 // One pass of the row-wise kernel: the amax pass (the same for every quantizer) or the
 // quantizing pass of a.kind, for a.rotation.
 template <class T>
-void launch_rowwise(bool amax_pass, const FusedArgs& a, const void* x, cudaStream_t stream) {
-  const std::int64_t items = a.rows * ((a.groups + kGroupsPerItem - 1) / kGroupsPerItem);
+void launch_rowwise(bool amax_pass, FusedArgs a, const void* x, cudaStream_t stream) {
+  const std::int64_t items_per_row = (a.groups + kGroupsPerItem - 1) / kGroupsPerItem;
+  const std::int64_t items = a.rows * items_per_row;
+  if (items_per_row <= 0xFFFFFFFFll) a.by_items_per_row = DivideU32::by(static_cast<std::uint32_t>(items_per_row));
   const std::int64_t blocks = (items + kFusedThreads / kGroupsPerItem - 1) / (kFusedThreads / kGroupsPerItem);
   const T* input = static_cast<const T*>(x);
   with_rotation(a.rotation, [&](auto rot) {
@@ -545,7 +547,7 @@ void finish_eden_g16(DeviceQuantized& q, const float* corrected, const unsigned*
 // one-thread constants step and the quantizing pass. Nothing synchronises the host.
 template <class Launch>
 void run_fused(DeviceQuantized& q, const QuantizerSpec& spec, const Rotation& rotation, const RandomContext& random,
-               bool check_finite, unsigned long long sequence, cudaStream_t stream, Launch launch) {
+               bool check_finite, unsigned long long sequence, bool emit_dequantized, cudaStream_t stream, Launch launch) {
   const std::int64_t groups = q.padded_cols / kNvGroup;
   q.codes = device_alloc(q.code_bytes());
   q.scales = device_alloc(q.scale_bytes());
@@ -576,6 +578,10 @@ void run_fused(DeviceQuantized& q, const QuantizerSpec& spec, const Rotation& ro
     launch(false, a);
     finish_eden_g16(q, ptr<float>(corrected), amax_bits, max_corrected, random, stream);
     return;  // the temporaries are released in stream order
+  }
+  if (emit_dequantized && (spec.kind == QuantizerKind::rtn || spec.kind == QuantizerKind::four_over_six)) {
+    q.dequantized = device_alloc(static_cast<std::size_t>(q.rows * q.padded_cols) * sizeof(__nv_bfloat16));
+    a.dequantized = ptr<__nv_bfloat16>(q.dequantized);
   }
   launch(true, a);
   const ConstantsArgs ca{spec.kind, true, spec.val_max(), static_cast<float>(255.99 * (6.0 / (spec.clip * spec.headroom)))};
@@ -616,7 +622,7 @@ void raise_pending_errors() {
 
 DeviceQuantized quantize(const void* x, DType dtype, std::int64_t x_rows, std::int64_t x_cols, bool transpose,
                          const QuantizerSpec& spec, const Rotation& rotation, const RandomContext& random,
-                         cudaStream_t stream) {
+                         cudaStream_t stream, bool emit_dequantized) {
   spec.validate();
   if (dtype != DType::f32 && dtype != DType::bf16) {
     throw Error(message("quantize on the GPU takes f32 or bf16 tensors, got ", dtype_name(dtype)));
@@ -639,7 +645,7 @@ DeviceQuantized quantize(const void* x, DType dtype, std::int64_t x_rows, std::i
   g_pending_shapes[seq] = {rows, cols};
 
   if (fused_kind(spec.kind) && !transpose && cols % kNvGroup == 0) {
-    run_fused(q, spec, rotation, random, true, seq, stream, [&](bool amax_pass, const FusedArgs& a) {
+    run_fused(q, spec, rotation, random, true, seq, emit_dequantized, stream, [&](bool amax_pass, const FusedArgs& a) {
       if (dtype == DType::bf16) {
         launch_rowwise<__nv_bfloat16>(amax_pass, a, x, stream);
       } else {
@@ -650,7 +656,7 @@ DeviceQuantized quantize(const void* x, DType dtype, std::int64_t x_rows, std::i
   }
   if (fused_kind(spec.kind) && transpose && dtype == DType::bf16 && x_cols % 8 == 0) {
     const TransposedBf16Tile tile{static_cast<const __nv_bfloat16*>(x), x_rows, x_cols};
-    run_fused(q, spec, rotation, random, true, seq, stream,
+    run_fused(q, spec, rotation, random, true, seq, emit_dequantized, stream,
               [&](bool amax_pass, const FusedArgs& a) { launch_tiles(amax_pass, a, tile, stream); });
     return q;
   }
@@ -748,7 +754,7 @@ DeviceQuantized requantize_transposed(const DeviceQuantized& q, const QuantizerS
     out.rotation_size = rotation.size;
     const RequantTile tile{ptr<std::uint8_t>(q.codes), ptr<std::uint8_t>(q.scales), ptr<float>(q.tensor_scale), q.rows,
                            q.padded_cols};
-    run_fused(out, spec, rotation, random, false, 0, stream,
+    run_fused(out, spec, rotation, random, false, 0, false, stream,
               [&](bool amax_pass, const FusedArgs& a) { launch_tiles(amax_pass, a, tile, stream); });
     return out;
   }

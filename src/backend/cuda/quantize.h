@@ -30,6 +30,11 @@ struct DeviceQuantized {
   std::shared_ptr<void> scales;       // uint8 [rows][padded_cols / group]
   std::shared_ptr<void> tensor_scale; // float [1]
   std::shared_ptr<void> trust_mask;   // uint8 [rows][padded_cols / 8] or null
+  // bf16 [rows][padded_cols], e2m1 x block scale, or null: written by a quantizer whose block
+  // scales are final in its one pass over the data (rtn, four_over_six) when asked to, so the
+  // emulated GEMM that reads the operand next needs no dequantization pass; that GEMM takes it
+  // (releases it), so a tensor kept for backward keeps only its codes and scales.
+  mutable std::shared_ptr<void> dequantized;
 
   int group() const { return format_group_size(format); }
   std::size_t code_bytes() const { return static_cast<std::size_t>(rows * padded_cols / 2); }
@@ -40,9 +45,10 @@ struct DeviceQuantized {
 // x: a device matrix [x_rows, x_cols] of f32 or bf16 (row-major). With `transpose` its
 // transpose is quantized (rows = x_cols), without materialising it. Throws NonFiniteError
 // naming the first non-finite element, Error for shapes the rotation does not fit.
+// With `emit_dequantized` the fused rtn and four_over_six kernels also fill `dequantized`.
 DeviceQuantized quantize(const void* x, DType dtype, std::int64_t x_rows, std::int64_t x_cols, bool transpose,
                          const QuantizerSpec& spec, const Rotation& rotation, const RandomContext& random,
-                         cudaStream_t stream);
+                         cudaStream_t stream, bool emit_dequantized = false);
 
 // Dequantize (values e2m1 * scale * t, in the tensor's rotated domain), transpose, and quantize
 // again.
