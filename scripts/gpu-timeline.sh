@@ -28,7 +28,31 @@ for r in body[:40]:
 PY
   rm -f "$OUT/timeline.nsys-rep" "$OUT/timeline.sqlite"
 else
-  echo "no nsys on this machine"
+  # Without Nsight Systems: Nsight Compute times every launch of a run with one repetition
+  # per case (kernels serialised, so the sum is an upper bound of the pipelined time).
+  NCU=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
+  "$NCU" --clock-control none --metrics gpu__time_duration.sum --csv \
+    ./quartet bench --only linear --recipes "$recipes" --sets "$sets" --reps 1 > "$OUT/timeline-ncu.csv" 2> "$OUT/timeline-ncu.err"
+  python3 - "$OUT/timeline-ncu.csv" <<'PY'
+import csv, sys, collections
+lines = [l for l in open(sys.argv[1]) if l.startswith('"')]
+rows = list(csv.reader(lines))
+head, body = rows[0], rows[1:]
+col = {n: i for i, n in enumerate(head)}
+total, calls = collections.defaultdict(float), collections.Counter()
+for r in body:
+    if r[col["Metric Name"]] != "gpu__time_duration.sum":
+        continue
+    name = r[col["Kernel Name"]]
+    v = float(r[col["Metric Value"]].replace(",", ""))
+    unit = r[col["Metric Unit"]]
+    us = {"ns": v / 1000, "nsecond": v / 1000, "ms": v * 1000, "msecond": v * 1000}.get(unit, v)
+    total[name] += us
+    calls[name] += 1
+print("%10s %6s %9s  %s" % ("total us", "calls", "mean us", "kernel"))
+for name, us in sorted(total.items(), key=lambda kv: -kv[1])[:45]:
+    print("%10.1f %6d %9.1f  %s" % (us, calls[name], us / calls[name], name[:120]))
+PY
 fi
 CUOBJDUMP=$(command -v cuobjdump || echo /usr/local/cuda/bin/cuobjdump)
 "$CUOBJDUMP" -sass -arch sm_90a ./quartet > "$OUT/sass-all.txt" 2>&1 || echo "cuobjdump failed"

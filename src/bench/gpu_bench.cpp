@@ -76,7 +76,7 @@ nlohmann::json run_gpu_benchmarks(const GpuBenchOptions& o, const std::function<
     rows.push_back(row);
     if (progress) progress(row.dump());
   };
-  const int min_reps = o.quick ? 3 : 20, max_reps = o.quick ? 5 : 50;
+  const int min_reps = o.reps > 0 ? o.reps : (o.quick ? 3 : 20), max_reps = o.reps > 0 ? o.reps : (o.quick ? 5 : 50);
   const double budget = o.quick ? 0.5 : 3.0;
 
   // Copy ceiling: bytes read + written per second.
@@ -121,13 +121,17 @@ nlohmann::json run_gpu_benchmarks(const GpuBenchOptions& o, const std::function<
       }
     }
     if (be->name().find("emulation") != std::string::npos) {
-      for (QuantizerKind kind : {QuantizerKind::rtn, QuantizerKind::four_over_six}) {
+      const std::pair<QuantizerKind, int> with_bf16[] = {
+          {QuantizerKind::rtn, 0}, {QuantizerKind::four_over_six, 0}, {QuantizerKind::ms_eden_g16, 128}};
+      for (auto [kind, rotation] : with_bf16) {
         const QuantizerSpec spec = QuantizerSpec::defaults(kind);
+        const Rotation rot = rotation ? Rotation::random(rotation, {1, 2, 3}) : Rotation::none();
         const double ms = median_ms(
-            [&](int i) { be->quantize(inputs[static_cast<std::size_t>(i % 2)], false, spec, Rotation::none(), {}); },
+            [&](int i) { be->quantize(inputs[static_cast<std::size_t>(i % 2)], false, spec, rot, {1, 1, static_cast<std::uint32_t>(i)}); },
             min_reps, max_reps, budget);
         const double tbps = static_cast<double>(qr * qc) * 4.5625 / (ms * 1e-3) / 1e12;
-        note({{"case", fmt::format("quantize/{}/rowwise_with_bf16", quantizer_name(kind))}, {"median_ms", ms}, {"tbps", tbps},
+        note({{"case", fmt::format("quantize/{}{}/rowwise_with_bf16", quantizer_name(kind), rotation ? fmt::format("+rht{}", rotation) : "")},
+              {"median_ms", ms}, {"tbps", tbps},
               {"copy_tbps", copy_tbps}, {"ratio_to_copy", tbps / copy_tbps}, {"shape", {qr, qc}}, {"bytes_per_element", 4.5625}});
       }
     }

@@ -13,6 +13,7 @@ namespace quartet {
 
 struct GpuBenchOptions {
   bool quick = false;  // smaller shapes and fewer repetitions (a smoke test, not a measurement)
+  int reps = 0;        // > 0: exactly this many timed repetitions per case (after one warm-up), for profilers
   std::vector<std::string> recipes = {"bf16", "nvidia", "tetrajet2", "quartet2", "quartet1"};
   // Sections to run ("quantize" (with requant), "gemm", "linear"); empty: all. The copy
   // ceiling always runs.

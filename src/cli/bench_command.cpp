@@ -39,6 +39,8 @@ Command add_bench_command(CLI::App& parent) {
   app->add_flag("--quick", o->bench.quick, "small shapes, few repetitions: a smoke test, not a measurement");
   app->add_option("--only", o->only, "comma-separated sections to run: quantize, gemm, linear (default: all)");
   app->add_option("--recipes", o->recipes, "comma-separated recipes for the linear-layer cases (bf16 is always included)");
+  app->add_option("--reps", o->bench.reps, "exactly this many timed repetitions per case after one warm-up (for profilers)")
+      ->check(CLI::Range(1, 1000000));
   app->add_option("--sets", o->sets, "comma-separated shape sets for the linear-layer cases: 800M, 7B (default: both)");
 
   Command command;

@@ -28,6 +28,11 @@ class BenchCommand(unittest.TestCase):
         self.assertNotEqual(p.returncode, 0)
         self.assertIn("unknown shape set '13B'", p.stderr)
 
+    def test_repetitions_must_be_positive(self):
+        p = run("bench", "--reps", "0")
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("--reps", p.stderr)
+
     def test_without_a_gpu_it_fails_and_says_why(self):
         if os.path.exists("/dev/nvidia0"):
             self.skipTest("a GPU is present: the benchmark would run")

@@ -297,44 +297,64 @@ TEST_F(Cuda, QuantizedGemmMatchesTheCpu) {
   }
 }
 
-// On Hopper the forward quantizers write their operand in BF16 for the emulated GEMM, which
-// then skips its dequantization pass. That copy must be the dequantization pass's output bit
-// for bit: the GEMM (one cuBLASLt algorithm per shape, so deterministic) gives the same bits
-// with it as on a backend without it, and again once the copy is used up (a second GEMM
-// dequantizes). Row-wise from bf16 and f32, transposed, and padded reductions.
+// On Hopper the quantizers of quartet2's operands write them in BF16 for the emulated GEMM,
+// which then skips its dequantization pass (rtn and 4/6 in their pass, MS-EDEN g16 in its scale
+// pass). That copy must be the dequantization pass's output bit for bit: the GEMM (one
+// cuBLASLt algorithm per shape, so deterministic) gives the same bits with it as on a backend
+// without it, and again once the copy is used up (a second GEMM dequantizes). Row-wise from
+// bf16 and f32, transposed, padded reductions, rotated MS-EDEN and requant.
 TEST_F(Cuda, FusedDequantizedOperandsGiveTheGemmOfTheDequantizationPass) {
   auto plain = make_cuda_backend(CudaBackendOptions{.fused_dequantize = false});
+  // make(backend, a, b) quantizes the two operands on `backend` (inputs uploaded to it).
+  using Make = std::function<std::pair<QTensor, QTensor>(Backend&, const Tensor&, const Tensor&)>;
+  const auto check = [&](const Shape& sa, const Shape& sb, DType dtype, std::int64_t m, std::int64_t n, const Make& make,
+                         const std::string& what) {
+    const std::vector<double> va = random_values(static_cast<std::size_t>(shape_numel(sa)), 41, 1.0, true, sa[1]);
+    const std::vector<double> vb = random_values(static_cast<std::size_t>(shape_numel(sb)), 42);
+    Tensor a = gpu->empty(sa, dtype), b = gpu->empty(sb, dtype), a2 = plain->empty(sa, dtype), b2 = plain->empty(sb, dtype);
+    gpu->upload(a, va), gpu->upload(b, vb), plain->upload(a2, va), plain->upload(b2, vb);
+    const auto [qa, qb] = make(*gpu, a, b);
+    const auto [ra, rb] = make(*plain, a2, b2);
+    Tensor fused = gpu->empty({m, n}, DType::f32), again = gpu->empty({m, n}, DType::f32), reference = plain->empty({m, n}, DType::f32);
+    gpu->gemm_quantized(fused, qa, qb, false);
+    gpu->gemm_quantized(again, qa, qb, false);
+    plain->gemm_quantized(reference, ra, rb, false);
+    const std::vector<double> f = gpu->download(fused), g = gpu->download(again), r = plain->download(reference);
+    std::size_t differ = 0, differ_again = 0;
+    for (std::size_t i = 0; i < r.size(); ++i) {
+      differ += f[i] != r[i];
+      differ_again += g[i] != r[i];
+    }
+    EXPECT_EQ(differ, 0u) << what << ": GEMM outputs from the fused BF16 operands differ";
+    EXPECT_EQ(differ_again, 0u) << what << ": GEMM outputs after the BF16 operands were used up differ";
+  };
   const std::int64_t m = 96, n = 80;
-  for (QuantizerKind kind : {QuantizerKind::rtn, QuantizerKind::four_over_six}) {
+  for (QuantizerKind kind : {QuantizerKind::rtn, QuantizerKind::four_over_six, QuantizerKind::ms_eden_g16}) {
     for (bool transpose : {false, true}) {
       for (DType dtype : {DType::bf16, DType::f32}) {
         for (std::int64_t k : {std::int64_t{256}, std::int64_t{192}}) {
-          const Shape sa = transpose ? Shape{k, m} : Shape{m, k}, sb = transpose ? Shape{k, n} : Shape{n, k};
-          const std::vector<double> va = random_values(static_cast<std::size_t>(m * k), 41, 1.0, true, k);
-          const std::vector<double> vb = random_values(static_cast<std::size_t>(n * k), 42);
-          Tensor a = gpu->empty(sa, dtype), b = gpu->empty(sb, dtype), a2 = plain->empty(sa, dtype), b2 = plain->empty(sb, dtype);
-          gpu->upload(a, va), gpu->upload(b, vb), plain->upload(a2, va), plain->upload(b2, vb);
+          const Rotation rot = kind == QuantizerKind::ms_eden_g16 && k % 128 == 0 ? Rotation::random(128, {5, 6, 7}) : Rotation::none();
           const QuantizerSpec spec = QuantizerSpec::defaults(kind);
-          const QTensor qa = gpu->quantize(a, transpose, spec, Rotation::none(), {}), qb = gpu->quantize(b, transpose, spec, Rotation::none(), {});
-          Tensor fused = gpu->empty({m, n}, DType::f32), again = gpu->empty({m, n}, DType::f32), reference = plain->empty({m, n}, DType::f32);
-          gpu->gemm_quantized(fused, qa, qb, false);
-          gpu->gemm_quantized(again, qa, qb, false);
-          plain->gemm_quantized(reference, plain->quantize(a2, transpose, spec, Rotation::none(), {}),
-                                plain->quantize(b2, transpose, spec, Rotation::none(), {}), false);
-          const std::string what = std::string(quantizer_name(kind)) + (transpose ? " transposed " : " ") + dtype_name(dtype) +
-                                   " K=" + std::to_string(k);
-          const std::vector<double> f = gpu->download(fused), g = gpu->download(again), r = plain->download(reference);
-          std::size_t differ = 0, differ_again = 0;
-          for (std::size_t i = 0; i < r.size(); ++i) {
-            differ += f[i] != r[i];
-            differ_again += g[i] != r[i];
-          }
-          EXPECT_EQ(differ, 0u) << what << ": GEMM outputs from the fused BF16 operand differ";
-          EXPECT_EQ(differ_again, 0u) << what << ": GEMM outputs after the BF16 operand was used up differ";
+          check(transpose ? Shape{k, m} : Shape{m, k}, transpose ? Shape{k, n} : Shape{n, k}, dtype, m, n,
+                [&](Backend& be, const Tensor& a, const Tensor& b) {
+                  return std::pair{be.quantize(a, transpose, spec, rot, {1, 2, 3}), be.quantize(b, transpose, spec, rot, {1, 2, 4})};
+                },
+                std::string(quantizer_name(kind)) + (transpose ? " transposed " : " ") + dtype_name(dtype) + " K=" + std::to_string(k));
         }
       }
     }
   }
+  // quartet2's backward operands: the forward 4/6 tensors requantized with RHT-128 + MS-EDEN.
+  const std::int64_t tokens = 256, k1 = 128, k2 = 192;
+  check({tokens, k1}, {tokens, k2}, DType::bf16, k1, k2,
+        [&](Backend& be, const Tensor& a, const Tensor& b) {
+          const QuantizerSpec fwd = QuantizerSpec::defaults(QuantizerKind::four_over_six);
+          const QuantizerSpec bwd = QuantizerSpec::defaults(QuantizerKind::ms_eden_g16);
+          const Rotation rot = Rotation::random(128, {8, 8, 8});
+          const QTensor fa = be.quantize(a, false, fwd, Rotation::none(), {}), fb = be.quantize(b, false, fwd, Rotation::none(), {});
+          return std::pair{be.requantize_transposed(fa, bwd, rot, {2, 2, 2}), be.requantize_transposed(fb, bwd, rot, {2, 2, 3})};
+        },
+        "requant 4/6 -> MS-EDEN RHT-128");
 }
 
 TEST_F(Cuda, HighPrecisionGemmEveryTransposition) {

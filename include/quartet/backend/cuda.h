@@ -15,10 +15,10 @@ bool cuda_available();
 // "NVIDIA H100 80GB HBM3 (sm_90, 132 SMs)" or why there is none.
 std::string cuda_device_description();
 struct CudaBackendOptions {
-  // Where the NVFP4 GEMM is emulated (Hopper), quantizers whose block scales are final in their
-  // one pass over the data (rtn, four_over_six: the forward operands) also write the operand
-  // dequantized to BF16, so the GEMM that reads it next skips its dequantization pass. Off
-  // only to measure the quantizers alone.
+  // Where the NVFP4 GEMM is emulated (Hopper), the quantizers of quartet2's operands also write
+  // the operand dequantized to BF16, so the GEMM that reads it next skips its dequantization
+  // pass: rtn and four_over_six in their one pass over the data, MS-EDEN g16 in its scale pass.
+  // Off only to measure the quantizers alone.
   bool fused_dequantize = true;
 };
 

@@ -220,7 +220,7 @@ class CudaBackend final : public Backend {
   }
   QTensor requantize_transposed(const QTensor& q, const QuantizerSpec& spec, const Rotation& rotation,
                                 const RandomContext& random) override {
-    return wrap(cuda::requantize_transposed(unwrap(q), spec, rotation, random, stream_));
+    return wrap(cuda::requantize_transposed(unwrap(q), spec, rotation, random, stream_, fused_dequantize_));
   }
   QTensor transpose_square_blocks(const QTensor& q) override {
     return wrap(cuda::transpose_square_blocks(unwrap(q), stream_));

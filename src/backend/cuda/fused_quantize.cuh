@@ -356,6 +356,35 @@ __device__ __forceinline__ int swizzled_quad(int c_local, int quad) {
 // loads overlap the computation on the current tile) and then write it to shared memory
 // (`store`).
 
+// Eight E2M1 codes (code i in bits 4i..4i+3 of w) times a block scale, as eight BF16 in four
+// words (element 2j in the low half of word j), exactly: e2m1 x E4M3 has at most six
+// significant bits. The magnitudes' BF16 bytes come from two byte-permute table lookups
+// (high bytes 00 3F 3F 3F 40 40 40 40, low bytes 00 00 80 C0 00 40 80 C0 for codes 0..7),
+// the signs are moved to bits 15 and 31 by one multiply, and one packed BF16 multiply applies
+// the scale: a few instructions per element instead of a decode each.
+__device__ __forceinline__ void e2m1x8_times_scale_bf16(std::uint32_t w, __nv_bfloat162 scale, std::uint32_t* out) {
+  constexpr std::uint32_t kHiA = 0x3F3F3F00u, kHiB = 0x40404040u, kLoA = 0xC0800000u, kLoB = 0xC0804000u;
+  const std::uint32_t magnitude = w & 0x77777777u, sign = w & 0x88888888u;
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const std::uint32_t sel = magnitude >> (16 * h);
+    const std::uint32_t hi = __byte_perm(kHiA, kHiB, sel), lo = __byte_perm(kLoA, kLoB, sel);
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+      // sign bits 3 and 7 of this pair's byte -> bits 15 and 31
+      const std::uint32_t pair_signs = (((sign >> (16 * h + 8 * j)) & 0x88u) * 0x01001000u) & 0x80008000u;
+      std::uint32_t v = __byte_perm(lo, hi, j ? 0x7362u : 0x5140u) | pair_signs;
+      __nv_bfloat162 x = *reinterpret_cast<const __nv_bfloat162*>(&v);
+      x = __hmul2(x, scale);
+      out[2 * h + j] = *reinterpret_cast<const std::uint32_t*>(&x);
+    }
+  }
+}
+
+__device__ __forceinline__ __nv_bfloat162 e4m3_scale_bf16x2(std::uint8_t scale) {
+  return __float2bfloat162_rn(e4m3_decode(scale));  // exact: four significant bits
+}
+
 // x^T of a row-major bf16 [x_rows][x_cols] (x_cols % 8 == 0): c = input row, r = input column.
 struct TransposedBf16Tile {
   const __nv_bfloat16* x;
@@ -410,17 +439,12 @@ struct RequantTile {
   }
   __device__ void store(uint4* tile, const Regs& regs) const {
     const int c_local = static_cast<int>(threadIdx.x >> 1), half = static_cast<int>(threadIdx.x & 1);
-    const float s[2] = {e4m3_decode(static_cast<std::uint8_t>(regs.scales & 0xFFu)),
-                        e4m3_decode(static_cast<std::uint8_t>(regs.scales >> 8))};
-    const std::uint32_t bytes[4] = {regs.codes.x, regs.codes.y, regs.codes.z, regs.codes.w};
+    const __nv_bfloat162 s[2] = {e4m3_scale_bf16x2(static_cast<std::uint8_t>(regs.scales & 0xFFu)),
+                                 e4m3_scale_bf16x2(static_cast<std::uint8_t>(regs.scales >> 8))};
+    const std::uint32_t words[4] = {regs.codes.x, regs.codes.y, regs.codes.z, regs.codes.w};
     std::uint32_t w[16];
 #pragma unroll
-    for (int b = 0; b < 16; ++b) {
-      const std::uint32_t byte = (bytes[b / 4] >> (8 * (b % 4))) & 0xFFu;
-      const float lo = fmul(e2m1_decode(static_cast<std::uint8_t>(byte & 15u)), s[b / 8]);
-      const float hi = fmul(e2m1_decode(static_cast<std::uint8_t>(byte >> 4)), s[b / 8]);
-      w[b] = (__float_as_uint(lo) >> 16) | (__float_as_uint(hi) & 0xFFFF0000u);  // exact in BF16
-    }
+    for (int b = 0; b < 4; ++b) e2m1x8_times_scale_bf16(words[b], s[b / 2], w + 4 * b);
 #pragma unroll
     for (int u = 0; u < 4; ++u) {
       tile[swizzled_quad(c_local, 4 * half + u)] = make_uint4(w[4 * u], w[4 * u + 1], w[4 * u + 2], w[4 * u + 3]);
@@ -501,6 +525,40 @@ __global__ void eden_g16_finish_kernel(const float* corrected, std::int64_t rows
   }
 }
 
+// Pass 2 for an operand that an emulated GEMM reads next: the scale pass above and the
+// dequantization below in one kernel, in the dequantization's units (half a group per thread,
+// consecutive lanes on consecutive halves). Both halves of a group compute its scale with the
+// same operations (so the same bits; Philox is cheap next to a launch) and the first writes it.
+__global__ void eden_g16_finish_dequantize_kernel(const float* corrected, std::int64_t rows, std::int64_t groups,
+                                                  DivideU32 by_groups, const unsigned* amax_bits,
+                                                  const unsigned* max_corrected, RandomContext random, float* tensor_scale,
+                                                  std::uint8_t* scales, std::uint8_t* codes, __nv_bfloat16* out) {
+  const bool tiny = __uint_as_float(*amax_bits) < kTinyAmax;
+  const float t = tiny ? 1.0f : ms_eden_g16_tensor_scale(__uint_as_float(*max_corrected));
+  const std::int64_t halves = 2 * rows * groups;
+  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
+  const bool small = rows * groups <= 0xFFFFFFFFll;
+  std::int64_t h = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (h == 0) *tensor_scale = t;
+  for (; h < halves; h += stride) {
+    const std::int64_t idx = h / 2;
+    const std::int64_t r = small ? by_groups.divide(static_cast<std::uint32_t>(idx)) : idx / groups, g = idx - r * groups;
+    std::uint32_t c = reinterpret_cast<const std::uint32_t*>(codes)[h];
+    float e = 0.0f;
+    if (tiny) {
+      c = 0;
+      reinterpret_cast<std::uint32_t*>(codes)[h] = 0;
+    } else {
+      const PhiloxWords words = philox_block(random, static_cast<std::uint32_t>(r), static_cast<std::uint32_t>(g / 8));
+      e = ms_eden_g16_scale(corrected[idx], t, decision_bits(words, static_cast<unsigned>(g % 8)));
+    }
+    if ((h & 1) == 0) scales[idx] = tiny ? 0 : e4m3_bits_of_grid_value(e);
+    std::uint32_t w[4];
+    e2m1x8_times_scale_bf16(c, __float2bfloat162_rn(e), w);  // e is an E4M3 value: exact in BF16
+    reinterpret_cast<uint4*>(out)[h] = make_uint4(w[0], w[1], w[2], w[3]);
+  }
+}
+
 // NVFP4 -> BF16 (e2m1 x block scale, exact). The unit is half a group: 4 code bytes in, one
 // 16-byte store of 8 BF16 out, consecutive lanes on consecutive units, so every load and store
 // instruction of a warp covers one contiguous span (128 bytes of codes, 512 bytes of output).
@@ -524,15 +582,8 @@ __global__ void dequantize_nvfp4_bf16_kernel(const std::uint8_t* codes, const st
     for (int u = 0; u < kDequantUnroll; ++u) {
       const std::int64_t h = base + u * stride;
       if (h >= halves) break;
-      const float s = e4m3_decode(sb[u]);
       std::uint32_t w[4];
-#pragma unroll
-      for (int b = 0; b < 4; ++b) {
-        const std::uint32_t byte = (c[u] >> (8 * b)) & 0xFFu;
-        const float lo = fmul(e2m1_decode(static_cast<std::uint8_t>(byte & 15u)), s);
-        const float hi = fmul(e2m1_decode(static_cast<std::uint8_t>(byte >> 4)), s);
-        w[b] = (__float_as_uint(lo) >> 16) | (__float_as_uint(hi) & 0xFFFF0000u);
-      }
+      e2m1x8_times_scale_bf16(c[u], e4m3_scale_bf16x2(sb[u]), w);
       reinterpret_cast<uint4*>(out)[h] = make_uint4(w[0], w[1], w[2], w[3]);
     }
   }

@@ -576,10 +576,20 @@ void run_fused(DeviceQuantized& q, const QuantizerSpec& spec, const Rotation& ro
     a.corrected = ptr<float>(corrected);
     a.max_corrected = max_corrected;
     launch(false, a);
-    finish_eden_g16(q, ptr<float>(corrected), amax_bits, max_corrected, random, stream);
+    if (emit_dequantized) {
+      q.dequantized = device_alloc(static_cast<std::size_t>(q.rows * q.padded_cols) * sizeof(__nv_bfloat16));
+      const DivideU32 by_groups = DivideU32::by(static_cast<std::uint32_t>(std::min<std::int64_t>(groups, 0xFFFFFFFFll)));
+      launch_persistent(eden_g16_finish_dequantize_kernel, (2 * q.rows * groups + kFusedThreads - 1) / kFusedThreads, stream,
+                        static_cast<const float*>(ptr<float>(corrected)), q.rows, groups, by_groups,
+                        static_cast<const unsigned*>(amax_bits), static_cast<const unsigned*>(max_corrected), random,
+                        ptr<float>(q.tensor_scale), ptr<std::uint8_t>(q.scales), ptr<std::uint8_t>(q.codes),
+                        ptr<__nv_bfloat16>(q.dequantized));
+    } else {
+      finish_eden_g16(q, ptr<float>(corrected), amax_bits, max_corrected, random, stream);
+    }
     return;  // the temporaries are released in stream order
   }
-  if (emit_dequantized && (spec.kind == QuantizerKind::rtn || spec.kind == QuantizerKind::four_over_six)) {
+  if (emit_dequantized && (spec.kind == QuantizerKind::rtn || spec.kind == QuantizerKind::four_over_six)) {  // in the pass
     q.dequantized = device_alloc(static_cast<std::size_t>(q.rows * q.padded_cols) * sizeof(__nv_bfloat16));
     a.dequantized = ptr<__nv_bfloat16>(q.dequantized);
   }
@@ -742,7 +752,7 @@ DeviceQuantized quantize(const void* x, DType dtype, std::int64_t x_rows, std::i
 }
 
 DeviceQuantized requantize_transposed(const DeviceQuantized& q, const QuantizerSpec& spec, const Rotation& rotation,
-                                      const RandomContext& random, cudaStream_t stream) {
+                                      const RandomContext& random, cudaStream_t stream, bool emit_dequantized) {
   if (q.format == ElementFormat::nvfp4 && fused_kind(spec.kind) && q.padded_cols % kTileR == 0) {
     spec.validate();
     check_quantize_shape(q.cols, q.rows, rotation);
@@ -754,7 +764,7 @@ DeviceQuantized requantize_transposed(const DeviceQuantized& q, const QuantizerS
     out.rotation_size = rotation.size;
     const RequantTile tile{ptr<std::uint8_t>(q.codes), ptr<std::uint8_t>(q.scales), ptr<float>(q.tensor_scale), q.rows,
                            q.padded_cols};
-    run_fused(out, spec, rotation, random, false, 0, false, stream,
+    run_fused(out, spec, rotation, random, false, 0, emit_dequantized, stream,
               [&](bool amax_pass, const FusedArgs& a) { launch_tiles(amax_pass, a, tile, stream); });
     return out;
   }
@@ -763,7 +773,7 @@ DeviceQuantized requantize_transposed(const DeviceQuantized& q, const QuantizerS
       ptr<std::uint8_t>(q.codes), ptr<std::uint8_t>(q.scales), ptr<float>(q.tensor_scale), q.format, q.rows, q.cols,
       q.padded_cols, ptr<float>(values));
   QUARTET_CUDA_LAUNCHED();
-  return quantize(values.get(), DType::f32, q.cols, q.rows, false, spec, rotation, random, stream);
+  return quantize(values.get(), DType::f32, q.cols, q.rows, false, spec, rotation, random, stream, emit_dequantized);
 }
 
 DeviceQuantized transpose_square_blocks(const DeviceQuantized& q, cudaStream_t stream) {
