@@ -19,16 +19,20 @@ kernels=(
   "ms_eden_g16_rht128_rowwise:fused_rowwise_kernelILb0ELNS_13QuantizerKindE4ELi128E13__nv_bfloat16"
   "ms_eden_g16_rht128_transposed:fused_tile_kernelILb0ELNS_13QuantizerKindE4ELi128ENS1_18TransposedBf16Tile"
   "ms_eden_g16_rht128_requant:fused_tile_kernelILb0ELNS_13QuantizerKindE4ELi128ENS1_11RequantTile"
+  "eden_g16_finish_dequantize:eden_g16_finish_dequantize_kernel"
+  "dequantize_nvfp4_bf16:dequantize_nvfp4_bf16_kernel:$((4096 * 1024 / 16))"
 )
 printf '%-32s %10s %8s %8s %8s %10s\n' kernel us dram% sm% occ% inst/group
 for entry in "${kernels[@]}"; do
   name=${entry%%:*}
   regex=${entry#*:}
+  entry_groups=$groups
+  case "$regex" in *:*) entry_groups=${regex#*:}; regex=${regex%%:*} ;; esac
   report="$OUT/ncu-$name.txt"
   timeout 120 "$NCU" --clock-control none --kernel-name-base mangled -k "regex:$regex" -c 1 \
     --section SpeedOfLight --section Occupancy --section InstructionStats \
-    ./quartet bench --quick --only quantize > "$report" 2>&1
-  python3 - "$report" "$name" "$groups" <<'PY'
+    ./quartet bench --quick --only quantize,gemm > "$report" 2>&1
+  python3 - "$report" "$name" "$entry_groups" <<'PY'
 import re, sys
 text, name, groups = open(sys.argv[1]).read(), sys.argv[2], int(sys.argv[3])
 def grab(label):

@@ -526,36 +526,50 @@ __global__ void eden_g16_finish_kernel(const float* corrected, std::int64_t rows
 }
 
 // Pass 2 for an operand that an emulated GEMM reads next: the scale pass above and the
-// dequantization below in one kernel, in the dequantization's units (half a group per thread,
-// consecutive lanes on consecutive halves). Both halves of a group compute its scale with the
-// same operations (so the same bits; Philox is cheap next to a launch) and the first writes it.
-__global__ void eden_g16_finish_dequantize_kernel(const float* corrected, std::int64_t rows, std::int64_t groups,
-                                                  DivideU32 by_groups, const unsigned* amax_bits,
-                                                  const unsigned* max_corrected, RandomContext random, float* tensor_scale,
-                                                  std::uint8_t* scales, std::uint8_t* codes, __nv_bfloat16* out) {
+// dequantization below in one kernel (rows of whole 8-group Philox blocks, groups % 8 == 0).
+// A block takes a chunk of 256 Philox blocks (2048 groups) at a time: first each thread
+// computes the eight scales of one Philox block, as eden_g16_finish_kernel does, into shared
+// memory; then the block dequantizes the chunk in the dequantization kernel's order (half a
+// group per thread, consecutive lanes on consecutive halves).
+constexpr int kFinishChunkGroups = kFusedThreads * 8;
+
+__global__ void __launch_bounds__(kFusedThreads) eden_g16_finish_dequantize_kernel(
+    const float* corrected, std::int64_t rows, std::int64_t groups, const unsigned* amax_bits, const unsigned* max_corrected,
+    RandomContext random, float* tensor_scale, std::uint8_t* scales, std::uint8_t* codes, __nv_bfloat16* out) {
+  __shared__ float chunk_scales[kFinishChunkGroups];
   const bool tiny = __uint_as_float(*amax_bits) < kTinyAmax;
   const float t = tiny ? 1.0f : ms_eden_g16_tensor_scale(__uint_as_float(*max_corrected));
-  const std::int64_t halves = 2 * rows * groups;
-  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
-  const bool small = rows * groups <= 0xFFFFFFFFll;
-  std::int64_t h = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (h == 0) *tensor_scale = t;
-  for (; h < halves; h += stride) {
-    const std::int64_t idx = h / 2;
-    const std::int64_t r = small ? by_groups.divide(static_cast<std::uint32_t>(idx)) : idx / groups, g = idx - r * groups;
-    std::uint32_t c = reinterpret_cast<const std::uint32_t*>(codes)[h];
-    float e = 0.0f;
-    if (tiny) {
-      c = 0;
-      reinterpret_cast<std::uint32_t*>(codes)[h] = 0;
-    } else {
-      const PhiloxWords words = philox_block(random, static_cast<std::uint32_t>(r), static_cast<std::uint32_t>(g / 8));
-      e = ms_eden_g16_scale(corrected[idx], t, decision_bits(words, static_cast<unsigned>(g % 8)));
+  if (blockIdx.x == 0 && threadIdx.x == 0) *tensor_scale = t;
+  const std::int64_t total = rows * groups, blocks_per_row = groups / 8;
+  const std::int64_t chunks = (total + kFinishChunkGroups - 1) / kFinishChunkGroups;
+  for (std::int64_t chunk = blockIdx.x; chunk < chunks; chunk += gridDim.x) {
+    const std::int64_t first = chunk * kFinishChunkGroups;
+    const std::int64_t block = first / 8 + threadIdx.x;  // this thread's Philox block
+    if (block * 8 < total) {
+      const std::int64_t r = block / blocks_per_row, g0 = (block - r * blocks_per_row) * 8;
+      const PhiloxWords words = philox_block(random, static_cast<std::uint32_t>(r), static_cast<std::uint32_t>(g0 / 8));
+#pragma unroll
+      for (int k = 0; k < 8; ++k) {
+        const std::int64_t idx = block * 8 + k;
+        const float e = tiny ? 0.0f : ms_eden_g16_scale(corrected[idx], t, decision_bits(words, static_cast<unsigned>(k)));
+        scales[idx] = tiny ? 0 : e4m3_bits_of_grid_value(e);
+        chunk_scales[threadIdx.x * 8 + k] = e;
+      }
     }
-    if ((h & 1) == 0) scales[idx] = tiny ? 0 : e4m3_bits_of_grid_value(e);
-    std::uint32_t w[4];
-    e2m1x8_times_scale_bf16(c, __float2bfloat162_rn(e), w);  // e is an E4M3 value: exact in BF16
-    reinterpret_cast<uint4*>(out)[h] = make_uint4(w[0], w[1], w[2], w[3]);
+    __syncthreads();
+    const std::int64_t halves = 2 * std::min<std::int64_t>(kFinishChunkGroups, total - first);
+    for (std::int64_t j = threadIdx.x; j < halves; j += kFusedThreads) {
+      const std::int64_t h = 2 * first + j;
+      std::uint32_t c = reinterpret_cast<const std::uint32_t*>(codes)[h];
+      if (tiny) {  // the CPU's all-zero tensor (codes 0, scales 0, t = 1)
+        c = 0;
+        reinterpret_cast<std::uint32_t*>(codes)[h] = 0;
+      }
+      std::uint32_t w[4];
+      e2m1x8_times_scale_bf16(c, __float2bfloat162_rn(chunk_scales[j / 2]), w);  // an E4M3 value: exact in BF16
+      reinterpret_cast<uint4*>(out)[h] = make_uint4(w[0], w[1], w[2], w[3]);
+    }
+    __syncthreads();  // the chunk's scales have been read
   }
 }
 

@@ -576,11 +576,10 @@ void run_fused(DeviceQuantized& q, const QuantizerSpec& spec, const Rotation& ro
     a.corrected = ptr<float>(corrected);
     a.max_corrected = max_corrected;
     launch(false, a);
-    if (emit_dequantized) {
+    if (emit_dequantized && groups % 8 == 0) {
       q.dequantized = device_alloc(static_cast<std::size_t>(q.rows * q.padded_cols) * sizeof(__nv_bfloat16));
-      const DivideU32 by_groups = DivideU32::by(static_cast<std::uint32_t>(std::min<std::int64_t>(groups, 0xFFFFFFFFll)));
-      launch_persistent(eden_g16_finish_dequantize_kernel, (2 * q.rows * groups + kFusedThreads - 1) / kFusedThreads, stream,
-                        static_cast<const float*>(ptr<float>(corrected)), q.rows, groups, by_groups,
+      launch_persistent(eden_g16_finish_dequantize_kernel, (q.rows * groups + kFinishChunkGroups - 1) / kFinishChunkGroups,
+                        stream, static_cast<const float*>(ptr<float>(corrected)), q.rows, groups,
                         static_cast<const unsigned*>(amax_bits), static_cast<const unsigned*>(max_corrected), random,
                         ptr<float>(q.tensor_scale), ptr<std::uint8_t>(q.scales), ptr<std::uint8_t>(q.codes),
                         ptr<__nv_bfloat16>(q.dequantized));
