@@ -25,32 +25,46 @@ void sync() {
   if (cudaDeviceSynchronize() != cudaSuccess) throw Error("benchmark: the GPU reported an error");
 }
 
-// Median milliseconds of `fn` on the device, timed with CUDA events around each repetition:
-// a warm-up, then repetitions until both min_reps are done and about `budget_s` seconds are
-// spent (at most max_reps).
-double median_ms(const std::function<void(int)>& fn, int min_reps, int max_reps, double budget_s) {
-  fn(0);
+// Median milliseconds of each of `fns` on the device, timed with CUDA events around each
+// repetition: a warm-up, then repetitions until both min_reps are done and about `budget_s`
+// seconds are spent (at most max_reps). The cases run interleaved, in alternating order, so that
+// a drift of the GPU's clocks over the run (power, temperature) weighs on all of them alike: a
+// case and its baseline measured this way compare fairly.
+std::vector<double> interleaved_median_ms(const std::vector<std::function<void(int)>>& fns, int min_reps, int max_reps,
+                                          double budget_s) {
+  for (const auto& fn : fns) fn(0);
   sync();
   cudaEvent_t start = nullptr, stop = nullptr;
   if (cudaEventCreate(&start) != cudaSuccess || cudaEventCreate(&stop) != cudaSuccess) {
     throw Error("benchmark: cannot create CUDA events");
   }
-  std::vector<double> times;
+  std::vector<std::vector<double>> times(fns.size());
   double spent = 0;
   for (int i = 0; i < max_reps && (i < min_reps || spent < budget_s); ++i) {
-    cudaEventRecord(start, nullptr);
-    fn(i + 1);
-    cudaEventRecord(stop, nullptr);
-    sync();
-    float ms = 0;
-    cudaEventElapsedTime(&ms, start, stop);
-    times.push_back(ms);
-    spent += ms * 1e-3;
+    for (std::size_t j = 0; j < fns.size(); ++j) {
+      const std::size_t f = i % 2 ? fns.size() - 1 - j : j;
+      cudaEventRecord(start, nullptr);
+      fns[f](i + 1);
+      cudaEventRecord(stop, nullptr);
+      sync();
+      float ms = 0;
+      cudaEventElapsedTime(&ms, start, stop);
+      times[f].push_back(ms);
+      spent += ms * 1e-3;
+    }
   }
   cudaEventDestroy(start);
   cudaEventDestroy(stop);
-  std::sort(times.begin(), times.end());
-  return times[times.size() / 2];
+  std::vector<double> medians;
+  for (auto& t : times) {
+    std::sort(t.begin(), t.end());
+    medians.push_back(t[t.size() / 2]);
+  }
+  return medians;
+}
+
+double median_ms(const std::function<void(int)>& fn, int min_reps, int max_reps, double budget_s) {
+  return interleaved_median_ms({fn}, min_reps, max_reps, budget_s)[0];
 }
 
 std::vector<double> random_values(std::int64_t n, std::uint64_t seed) {
@@ -168,12 +182,16 @@ nlohmann::json run_gpu_benchmarks(const GpuBenchOptions& o, const std::function<
       be->upload(a, random_values(gm * gk, 7));
       be->upload(b, random_values(gn * gk, 8));
       const double flops = 2.0 * static_cast<double>(gm) * static_cast<double>(gn) * static_cast<double>(gk);
-      const double bf16_ms = median_ms([&](int) { be->gemm(out, a, false, b, false, false); }, min_reps, max_reps, budget);
-      const double bf16_tflops = flops / (bf16_ms * 1e-3) / 1e12;
-      note({{"case", fmt::format("gemm_bf16/{}x{}x{}", gm, gn, gk)}, {"median_ms", bf16_ms}, {"tflops", bf16_tflops}});
+      // Quantized once: all but the warm-up dequantize (the quantizer's BF16 copy, where it
+      // wrote one, is used up by the first GEMM), so this is the standalone emulated GEMM.
       const QuantizerSpec spec = QuantizerSpec::defaults(QuantizerKind::rtn);
       const QTensor qa = be->quantize(a, false, spec, Rotation::none(), {}), qb = be->quantize(b, false, spec, Rotation::none(), {});
-      const double ms = median_ms([&](int) { be->gemm_quantized(out, qa, qb, false); }, min_reps, max_reps, budget);
+      const std::vector<double> medians = interleaved_median_ms(
+          {[&](int) { be->gemm(out, a, false, b, false, false); }, [&](int) { be->gemm_quantized(out, qa, qb, false); }},
+          min_reps, max_reps, budget);
+      const double bf16_ms = medians[0], ms = medians[1];
+      const double bf16_tflops = flops / (bf16_ms * 1e-3) / 1e12;
+      note({{"case", fmt::format("gemm_bf16/{}x{}x{}", gm, gn, gk)}, {"median_ms", bf16_ms}, {"tflops", bf16_tflops}});
       const double tflops = flops / (ms * 1e-3) / 1e12;
       note({{"case", fmt::format("gemm/{}x{}x{}", gm, gn, gk)}, {"median_ms", ms}, {"tflops", tflops},
             {"bf16_tflops", bf16_tflops}, {"ratio_to_bf16", tflops / bf16_tflops},
@@ -208,6 +226,7 @@ nlohmann::json run_gpu_benchmarks(const GpuBenchOptions& o, const std::function<
         layers.push_back(std::move(l));
       }
       double bf16_fwd = 0, bf16_fwdbwd = 0, bf16_saved = 0;
+      const Recipe bf16 = make_recipe("bf16");
       for (const std::string& name : o.recipes) {
         const Recipe r = make_recipe(name);
         const auto forward = [&](int i) {
@@ -223,8 +242,30 @@ nlohmann::json run_gpu_benchmarks(const GpuBenchOptions& o, const std::function<
                             {1, static_cast<std::uint32_t>(j), static_cast<std::uint32_t>(i)});
           }
         };
-        const double fwd = median_ms(forward, min_reps, max_reps, budget);
-        const double fwdbwd = median_ms(forward_backward, min_reps, max_reps, budget);
+        // Each recipe is timed interleaved with BF16, and its ratio taken to that paired BF16
+        // median (reported as bf16_ms); the bf16 rows are BF16 timed alone.
+        double fwd = 0, fwdbwd = 0, pair_fwd = 0, pair_fwdbwd = 0;
+        if (name == "bf16") {
+          fwd = median_ms(forward, min_reps, max_reps, budget);
+          fwdbwd = median_ms(forward_backward, min_reps, max_reps, budget);
+        } else {
+          const auto bf16_forward = [&](int i) {
+            for (std::size_t j = 0; j < layers.size(); ++j) {
+              linear_forward(*be, bf16, layers[j].x, layers[j].w, layers[j].y, layers[j].saved,
+                             {1, static_cast<std::uint32_t>(j), static_cast<std::uint32_t>(i)});
+            }
+          };
+          const auto bf16_forward_backward = [&](int i) {
+            bf16_forward(i);
+            for (std::size_t j = 0; j < layers.size(); ++j) {
+              linear_backward(*be, bf16, layers[j].dy, layers[j].w, layers[j].saved, layers[j].dx, layers[j].dw,
+                              {1, static_cast<std::uint32_t>(j), static_cast<std::uint32_t>(i)});
+            }
+          };
+          const std::vector<double> f = interleaved_median_ms({bf16_forward, forward}, min_reps, max_reps, budget);
+          const std::vector<double> fb = interleaved_median_ms({bf16_forward_backward, forward_backward}, min_reps, max_reps, budget);
+          pair_fwd = f[0], fwd = f[1], pair_fwdbwd = fb[0], fwdbwd = fb[1];
+        }
         // What the forward pass keeps for backward (activations of the four layers).
         double saved = 0;
         for (const Layer& l : layers) saved += static_cast<double>(l.saved.activation_bytes());
@@ -233,10 +274,14 @@ nlohmann::json run_gpu_benchmarks(const GpuBenchOptions& o, const std::function<
           bf16_fwdbwd = fwdbwd;
           bf16_saved = saved;
         }
-        for (auto [pass, ms, base] : {std::tuple{"fwd", fwd, bf16_fwd}, std::tuple{"fwdbwd", fwdbwd, bf16_fwdbwd}}) {
+        for (auto [pass, ms, base] : {std::tuple{"fwd", fwd, name == "bf16" ? bf16_fwd : pair_fwd},
+                                      std::tuple{"fwdbwd", fwdbwd, name == "bf16" ? bf16_fwdbwd : pair_fwdbwd}}) {
           nlohmann::json row = {{"case", fmt::format("linear/{}/{}/{}", name, set.name, pass)}, {"median_ms", ms},
                                 {"tokens", tokens}, {"d", set.d}, {"ffn", set.ffn}, {"saved_activation_bytes", saved}};
-          if (base > 0) row["ratio_to_bf16"] = ms / base;
+          if (base > 0) {
+            row["ratio_to_bf16"] = ms / base;
+            row["bf16_ms"] = base;
+          }
           if (bf16_saved > 0) row["saved_activation_ratio_to_bf16"] = saved / bf16_saved;
           note(row);
         }
