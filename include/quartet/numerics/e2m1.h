@@ -61,10 +61,7 @@ QUARTET_HD E2M1Sum e2m1_rne_sum(float v) {
   E2M1Sum r;
   r.c = bits_float(e + (22u << 23));
   r.s = fadd(bits_float(b), r.c);
-  // k + 2 log2 E, with k = bits(s) - bits(c): s stays in c's binade (s <= c + 2E < 2c), where
-  // consecutive floats are E/2 apart. Written so that it is one three-input add and one
-  // shift-add (the sum wraps around 2^32 and back).
-  r.code3 = (float_bits(r.s) - float_bits(r.c) - 254u) + (e >> 22);
+  r.code3 = (float_bits(r.s) & 7u) + (e >> 22) - 254u;  // k + 2 log2 E
   return r;
 }
 

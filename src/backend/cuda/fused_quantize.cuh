@@ -95,15 +95,11 @@ __device__ __forceinline__ void butterfly_stage(float* v) {
 // x <- H D x / sqrt(n) on this thread's 16 elements of an n-block spread over n/16 lanes:
 // rht_forward_block's operations, the stages h >= 16 by lane shuffles (the lower lane of a
 // pair holds a and computes a + b, the upper holds b and computes a - b).
-// kSignsApplied: the caller has flipped the signs already (row-wise BF16 input, on its packed
-// words: one XOR per two elements).
-template <int kRotation, bool kSignsApplied = false>
+template <int kRotation>
 __device__ __forceinline__ void rotate_group(float* x, const SignBits& sign_words, int lane_in_item) {
-  if constexpr (!kSignsApplied) {
-    const std::uint32_t signs = group_sign_bits<kRotation>(sign_words, lane_in_item);
+  const std::uint32_t signs = group_sign_bits<kRotation>(sign_words, lane_in_item);
 #pragma unroll
-    for (int i = 0; i < kNvGroup; ++i) x[i] = __uint_as_float(__float_as_uint(x[i]) ^ (((signs >> i) & 1u) << 31));
-  }
+  for (int i = 0; i < kNvGroup; ++i) x[i] = __uint_as_float(__float_as_uint(x[i]) ^ (((signs >> i) & 1u) << 31));
   butterfly_stage<1>(x);
   butterfly_stage<2>(x);
   butterfly_stage<4>(x);
@@ -314,35 +310,16 @@ __global__ void __launch_bounds__(kFusedThreads, 2) fused_rowwise_kernel(FusedAr
   if (!kAmaxPass && a.constants) k = *a.constants;
   RunningMax run;
   std::int64_t base = warp * 4;
-  // BF16 input: the rotation's sign flips as XOR masks on the packed words (bit 15 flips the
-  // low element of a word, bit 31 the high one), applied as each group is loaded.
-  constexpr bool kPackedSigns = kRotation != 0 && sizeof(T) == 2;
-  std::uint32_t sign_mask[kNvGroup / 2] = {};
-  if constexpr (kPackedSigns) {
-    const std::uint32_t signs = group_sign_bits<kRotation>(a.signs, lane_in_item);
-#pragma unroll
-    for (int j = 0; j < kNvGroup / 2; ++j) sign_mask[j] = (((signs >> (2 * j)) & 1u) << 15) | (((signs >> (2 * j + 1)) & 1u) << 31);
-  }
-  const auto load = [&](const RowSlot& at, RawGroup<T>& raw) {
-    load_raw(x + at.r * a.groups * kNvGroup + at.g * kNvGroup, raw);
-    if constexpr (kPackedSigns) {
-#pragma unroll
-      for (int k = 0; k < 2; ++k) {
-        raw.v[k].x ^= sign_mask[4 * k], raw.v[k].y ^= sign_mask[4 * k + 1];
-        raw.v[k].z ^= sign_mask[4 * k + 2], raw.v[k].w ^= sign_mask[4 * k + 3];
-      }
-    }
-  };
   RowSlot slot = row_slot(base, lane, items, items_per_row, a.by_items_per_row, a.groups);
   RawGroup<T> raw{};
-  if (slot.valid) load(slot, raw);
+  if (slot.valid) load_raw(x + slot.r * a.groups * kNvGroup + slot.g * kNvGroup, raw);
   for (; base < items; base += stride) {
     const RowSlot cur = slot;
     float y[kNvGroup];
     unpack_raw(raw, y);  // zeros for an absent group
     slot = row_slot(base + stride, lane, items, items_per_row, a.by_items_per_row, a.groups);
     if (slot.valid) {
-      load(slot, raw);
+      load_raw(x + slot.r * a.groups * kNvGroup + slot.g * kNvGroup, raw);
     } else {
       raw = RawGroup<T>{};
     }
@@ -356,7 +333,7 @@ __global__ void __launch_bounds__(kFusedThreads, 2) fused_rowwise_kernel(FusedAr
       run.amax = fmax2(run.amax, __uint_as_float(m));
     } else {
       if (a.check_finite && cur.valid) check_group_finite(a, y, cur.r, cur.g * kNvGroup);
-      if constexpr (kRotation != 0) rotate_group<kRotation, kPackedSigns>(y, a.signs, lane_in_item);
+      if constexpr (kRotation != 0) rotate_group<kRotation>(y, a.signs, lane_in_item);
       finish_group<kAmaxPass, K>(a, k, cur.r, cur.g, cur.valid, y, run);
     }
   }
