@@ -67,9 +67,12 @@ Command add_bench_command(CLI::App& parent) {
       o->bench.sets.clear();
       std::stringstream ss(o->sets);
       for (std::string set; std::getline(ss, set, ',');) {
+        if (set.empty()) throw Error(fmt::format("--sets '{}' has an empty entry", o->sets));
         if (set != "800M" && set != "7B") throw Error(fmt::format("--sets: unknown shape set '{}' (expected 800M or 7B)", set));
         o->bench.sets.push_back(set);
       }
+      if (o->sets.back() == ',') throw Error(fmt::format("--sets '{}' has an empty entry", o->sets));
+      if (!o->bench.wants("linear")) throw Error("--sets chooses the linear-layer cases, which --only leaves out");
     }
     const std::string device = cuda_device_description();
     fmt::print("device: {}\n", device);

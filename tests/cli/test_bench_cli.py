@@ -28,6 +28,14 @@ class BenchCommand(unittest.TestCase):
         self.assertNotEqual(p.returncode, 0)
         self.assertIn("unknown shape set '13B'", p.stderr)
 
+    def test_empty_or_unused_shape_set_is_refused(self):
+        p = run("bench", "--sets", ",7B")
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("empty entry", p.stderr)
+        p = run("bench", "--only", "quantize", "--sets", "7B")
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("--only leaves out", p.stderr)
+
     def test_repetitions_must_be_positive(self):
         p = run("bench", "--reps", "0")
         self.assertNotEqual(p.returncode, 0)

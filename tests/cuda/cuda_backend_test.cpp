@@ -18,6 +18,7 @@
 #include <functional>
 #include <random>
 
+#include "backend/cuda/quantize.h"
 #include "quartet/backend/cuda.h"
 #include "quartet/error.h"
 #include "quartet/nn/linear.h"
@@ -299,26 +300,36 @@ TEST_F(Cuda, QuantizedGemmMatchesTheCpu) {
 
 // On Hopper the quantizers of quartet2's operands write them in BF16 for the emulated GEMM,
 // which then skips its dequantization pass (rtn and 4/6 in their pass, MS-EDEN g16 in its scale
-// pass). That copy must be the dequantization pass's output bit for bit: the GEMM (one
-// cuBLASLt algorithm per shape, so deterministic) gives the same bits with it as on a backend
-// without it, and again once the copy is used up (a second GEMM dequantizes). Row-wise from
-// bf16 and f32, transposed, padded reductions, rotated MS-EDEN and requant.
+// pass). That copy must exist where promised (no dequantization pass runs for the first GEMM)
+// and be the dequantization pass's output bit for bit: the GEMM (one cuBLASLt algorithm per
+// shape, so deterministic) gives the same bits with it as on a backend without it, and again
+// once the copy is used up (the second GEMM dequantizes both operands). Row-wise from bf16 and
+// f32, transposed, padded reductions, a tiny (all-zero) tensor, rotated MS-EDEN, MS-EDEN's
+// scale pass over several chunks per block, and requant.
 TEST_F(Cuda, FusedDequantizedOperandsGiveTheGemmOfTheDequantizationPass) {
   auto plain = make_cuda_backend(CudaBackendOptions{.fused_dequantize = false});
+  const bool emulated = gpu->name().find("emulation") != std::string::npos;
   // make(backend, a, b) quantizes the two operands on `backend` (inputs uploaded to it).
   using Make = std::function<std::pair<QTensor, QTensor>(Backend&, const Tensor&, const Tensor&)>;
-  const auto check = [&](const Shape& sa, const Shape& sb, DType dtype, std::int64_t m, std::int64_t n, const Make& make,
-                         const std::string& what) {
-    const std::vector<double> va = random_values(static_cast<std::size_t>(shape_numel(sa)), 41, 1.0, true, sa[1]);
-    const std::vector<double> vb = random_values(static_cast<std::size_t>(shape_numel(sb)), 42);
+  const auto check = [&](const Shape& sa, const Shape& sb, DType dtype, std::int64_t m, std::int64_t n, double scale,
+                         bool expect_copy, const Make& make, const std::string& what) {
+    const std::vector<double> va = random_values(static_cast<std::size_t>(shape_numel(sa)), 41, scale, true, sa[1]);
+    const std::vector<double> vb = random_values(static_cast<std::size_t>(shape_numel(sb)), 42, scale);
     Tensor a = gpu->empty(sa, dtype), b = gpu->empty(sb, dtype), a2 = plain->empty(sa, dtype), b2 = plain->empty(sb, dtype);
     gpu->upload(a, va), gpu->upload(b, vb), plain->upload(a2, va), plain->upload(b2, vb);
     const auto [qa, qb] = make(*gpu, a, b);
     const auto [ra, rb] = make(*plain, a2, b2);
     Tensor fused = gpu->empty({m, n}, DType::f32), again = gpu->empty({m, n}, DType::f32), reference = plain->empty({m, n}, DType::f32);
+    const std::uint64_t before = cuda::dequantization_passes();
     gpu->gemm_quantized(fused, qa, qb, false);
+    const std::uint64_t first = cuda::dequantization_passes() - before;
     gpu->gemm_quantized(again, qa, qb, false);
+    const std::uint64_t second = cuda::dequantization_passes() - before - first;
     plain->gemm_quantized(reference, ra, rb, false);
+    if (emulated) {
+      EXPECT_EQ(first, expect_copy ? 0u : 2u) << what << ": dequantization passes of the first GEMM";
+      EXPECT_EQ(second, 2u) << what << ": dequantization passes of the second GEMM";
+    }
     const std::vector<double> f = gpu->download(fused), g = gpu->download(again), r = plain->download(reference);
     std::size_t differ = 0, differ_again = 0;
     for (std::size_t i = 0; i < r.size(); ++i) {
@@ -332,21 +343,41 @@ TEST_F(Cuda, FusedDequantizedOperandsGiveTheGemmOfTheDequantizationPass) {
   for (QuantizerKind kind : {QuantizerKind::rtn, QuantizerKind::four_over_six, QuantizerKind::ms_eden_g16}) {
     for (bool transpose : {false, true}) {
       for (DType dtype : {DType::bf16, DType::f32}) {
-        for (std::int64_t k : {std::int64_t{256}, std::int64_t{192}}) {
-          const Rotation rot = kind == QuantizerKind::ms_eden_g16 && k % 128 == 0 ? Rotation::random(128, {5, 6, 7}) : Rotation::none();
+        for (std::int64_t k : {std::int64_t{256}, std::int64_t{192}, std::int64_t{200}}) {
+          const bool eden = kind == QuantizerKind::ms_eden_g16;
+          const Rotation rot = eden && k % 128 == 0 ? Rotation::random(128, {5, 6, 7}) : Rotation::none();
           const QuantizerSpec spec = QuantizerSpec::defaults(kind);
-          check(transpose ? Shape{k, m} : Shape{m, k}, transpose ? Shape{k, n} : Shape{n, k}, dtype, m, n,
-                [&](Backend& be, const Tensor& a, const Tensor& b) {
-                  return std::pair{be.quantize(a, transpose, spec, rot, {1, 2, 3}), be.quantize(b, transpose, spec, rot, {1, 2, 4})};
-                },
-                std::string(quantizer_name(kind)) + (transpose ? " transposed " : " ") + dtype_name(dtype) + " K=" + std::to_string(k));
+          // The fused kernels: row-wise with a reduction of whole groups, transposed from bf16;
+          // MS-EDEN's fused scale pass needs whole Philox blocks (groups % 8 == 0).
+          const std::int64_t groups = (k + 15) / 16;
+          const bool copy = (transpose ? dtype == DType::bf16 : k % 16 == 0) && (!eden || groups % 8 == 0);
+          for (double scale : {1.0, 1e-31}) {
+            if (scale != 1.0 && (transpose || dtype != DType::bf16 || k != 256)) continue;
+            check(transpose ? Shape{k, m} : Shape{m, k}, transpose ? Shape{k, n} : Shape{n, k}, dtype, m, n, scale, copy,
+                  [&](Backend& be, const Tensor& a, const Tensor& b) {
+                    return std::pair{be.quantize(a, transpose, spec, rot, {1, 2, 3}), be.quantize(b, transpose, spec, rot, {1, 2, 4})};
+                  },
+                  std::string(quantizer_name(kind)) + (transpose ? " transposed " : " ") + dtype_name(dtype) +
+                      " K=" + std::to_string(k) + (scale != 1.0 ? " tiny" : ""));
+          }
         }
       }
     }
   }
+  // MS-EDEN's scale pass with the grid capped at one block: 192 x 16 groups are two chunks of
+  // 2,048, so the block reuses its shared scales behind the barrier.
+  setenv("QUARTET_CUDA_MAX_BLOCKS", "1", 1);
+  check({192, 256}, {80, 256}, DType::bf16, 192, 80, 1.0, true,
+        [&](Backend& be, const Tensor& a, const Tensor& b) {
+          const QuantizerSpec spec = QuantizerSpec::defaults(QuantizerKind::ms_eden_g16);
+          const Rotation rot = Rotation::random(128, {6, 6, 6});
+          return std::pair{be.quantize(a, false, spec, rot, {4, 4, 4}), be.quantize(b, false, spec, rot, {4, 4, 5})};
+        },
+        "ms_eden_g16, one block, two chunks");
+  unsetenv("QUARTET_CUDA_MAX_BLOCKS");
   // quartet2's backward operands: the forward 4/6 tensors requantized with RHT-128 + MS-EDEN.
   const std::int64_t tokens = 256, k1 = 128, k2 = 192;
-  check({tokens, k1}, {tokens, k2}, DType::bf16, k1, k2,
+  check({tokens, k1}, {tokens, k2}, DType::bf16, k1, k2, 1.0, true,
         [&](Backend& be, const Tensor& a, const Tensor& b) {
           const QuantizerSpec fwd = QuantizerSpec::defaults(QuantizerKind::four_over_six);
           const QuantizerSpec bwd = QuantizerSpec::defaults(QuantizerKind::ms_eden_g16);

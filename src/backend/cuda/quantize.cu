@@ -797,7 +797,14 @@ DeviceQuantized transpose_square_blocks(const DeviceQuantized& q, cudaStream_t s
   return t;
 }
 
+namespace {
+std::uint64_t g_dequantization_passes = 0;
+}  // namespace
+
+std::uint64_t dequantization_passes() { return g_dequantization_passes; }
+
 void dequantize_block_scaled_bf16(const DeviceQuantized& q, void* out, cudaStream_t stream) {
+  ++g_dequantization_passes;
   if (q.format == ElementFormat::nvfp4) {
     const std::int64_t halves = 2 * q.rows * (q.padded_cols / kNvGroup);
     launch_persistent(dequantize_nvfp4_bf16_kernel, (halves + kFusedThreads * kDequantUnroll - 1) / (kFusedThreads * kDequantUnroll),

@@ -61,6 +61,9 @@ DeviceQuantized transpose_square_blocks(const DeviceQuantized& q, cudaStream_t s
 
 // out: bf16 [rows][padded_cols], e2m1 * block scale (exact in BF16), without t.
 void dequantize_block_scaled_bf16(const DeviceQuantized& q, void* out, cudaStream_t stream);
+// How many times the process has run dequantize_block_scaled_bf16 (tests: a GEMM whose operands
+// came with their BF16 copies runs none).
+std::uint64_t dequantization_passes();
 
 // g (f32 or bf16 [rows][cols]) <- (g masked by q's trust mask) H^T along the rows.
 void apply_trust_mask_and_unrotate(void* g, DType dtype, const DeviceQuantized& q, const Rotation& rotation,
