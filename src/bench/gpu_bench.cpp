@@ -13,6 +13,7 @@
 #include <functional>
 #include <random>
 
+#include "bench/gpu_clocks.h"
 #include "quartet/backend/cuda.h"
 #include "quartet/error.h"
 #include "quartet/nn/linear.h"
@@ -87,7 +88,13 @@ nlohmann::json run_gpu_benchmarks(const GpuBenchOptions& o, const std::function<
   if (!cuda_available()) throw Error("bench: " + cuda_device_description());
   auto be = make_cuda_backend();
   nlohmann::json rows = nlohmann::json::array();
-  const auto note = [&](const nlohmann::json& row) {
+  // Each row records the clocks when its case has finished (still under its load).
+  const GpuClockReader clocks;
+  const auto note = [&](nlohmann::json row) {
+    if (const auto c = clocks.read()) {
+      row["sm_clock_mhz"] = c->sm_mhz;
+      row["memory_clock_mhz"] = c->memory_mhz;
+    }
     rows.push_back(row);
     if (progress) progress(row.dump());
   };
