@@ -77,10 +77,9 @@ QUARTET_HD std::uint8_t e2m1_encode_rne(float v) {
 
 // RNE of v with its code and its decoded value (e2m1_decode(*code), bit for bit) in one go.
 QUARTET_HD float e2m1_round_rne(float v, std::uint8_t* code) {
-  const std::uint32_t sign = float_bits(v) & 0x80000000u;
   const E2M1Sum r = e2m1_rne_sum(v);
-  *code = static_cast<std::uint8_t>((sign >> 28) | r.code3);
-  return bits_float(float_bits(fsub(r.s, r.c)) | sign);
+  *code = static_cast<std::uint8_t>(e2m1_sign_code_bit(v) | r.code3);
+  return bits_float(float_bits(fsub(r.s, r.c)) | (float_bits(v) & 0x80000000u));
 }
 
 // The grid magnitude RNE(|v|) alone (0, 0.5, ..., 6), for callers that decide on the code

@@ -57,11 +57,6 @@ QUARTET_HD float dequantize_code(std::uint8_t code, float block_scale, float t) 
 }
 
 template <int N>
-QUARTET_HD void encode_group_rne(const float* y, float r, std::uint8_t* codes) {
-  for (int i = 0; i < N; ++i) codes[i] = e2m1_encode_rne(fmul(y[i], r));
-}
-
-template <int N>
 QUARTET_HD void encode_group_sr(const float* y, float r, const std::uint16_t* random_bits,
                                 std::uint8_t* codes) {
   for (int i = 0; i < N; ++i) codes[i] = e2m1_encode_sr(fmul(y[i], r), random_bits[i]);

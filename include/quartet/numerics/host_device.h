@@ -100,10 +100,9 @@ QUARTET_HD float fabs_bits(float a) { return bits_float(float_bits(a) & 0x7FFFFF
 // before any quantizer runs.
 QUARTET_HD float fmax2(float a, float b) { return a > b ? a : b; }
 
-// max(|a|, m) for m >= 0 and min(|a|, 6)-style clamps: on the device one FMNMX with the |.|
-// operand modifier. For non-NaN operands these equal fmax2 / the integer clamp of the bits
-// exactly (the maximum of two non-negative floats is the same number whichever instruction
-// finds it), and a NaN never reaches them (inputs are validated finite).
+// max(m, |a|) for m >= 0: on the device one FMNMX with the |.| operand modifier. For non-NaN
+// operands it equals fmax2 exactly (the maximum of two non-negative floats is the same number
+// whichever instruction finds it), and a NaN never reaches it (inputs are validated finite).
 QUARTET_HD float fmax_abs(float m, float a) {
 #if defined(__CUDA_ARCH__)
   return fmaxf(m, fabsf(a));

@@ -542,6 +542,12 @@ void finish_eden_g16(DeviceQuantized& q, const float* corrected, const unsigned*
   QUARTET_CUDA_LAUNCHED();
 }
 
+// Room for q's BF16 copy (DeviceQuantized::dequantized).
+__nv_bfloat16* allocate_dequantized(DeviceQuantized& q) {
+  q.dequantized = device_alloc(static_cast<std::size_t>(q.rows * q.padded_cols) * sizeof(__nv_bfloat16));
+  return ptr<__nv_bfloat16>(q.dequantized);
+}
+
 // Fills q (shape set, NVFP4) with the fused kernels: `launch(amax_pass, args)` starts one pass.
 // MS-EDEN g16 needs one heavy pass and the small scale pass; the others an amax pass, the
 // one-thread constants step and the quantizing pass. Nothing synchronises the host.
@@ -577,20 +583,18 @@ void run_fused(DeviceQuantized& q, const QuantizerSpec& spec, const Rotation& ro
     a.max_corrected = max_corrected;
     launch(false, a);
     if (emit_dequantized && groups % 8 == 0) {
-      q.dequantized = device_alloc(static_cast<std::size_t>(q.rows * q.padded_cols) * sizeof(__nv_bfloat16));
+      __nv_bfloat16* const dequantized = allocate_dequantized(q);
       launch_persistent(eden_g16_finish_dequantize_kernel, (q.rows * groups + kFinishChunkGroups - 1) / kFinishChunkGroups,
                         stream, static_cast<const float*>(ptr<float>(corrected)), q.rows, groups,
                         static_cast<const unsigned*>(amax_bits), static_cast<const unsigned*>(max_corrected), random,
-                        ptr<float>(q.tensor_scale), ptr<std::uint8_t>(q.scales), ptr<std::uint8_t>(q.codes),
-                        ptr<__nv_bfloat16>(q.dequantized));
+                        ptr<float>(q.tensor_scale), ptr<std::uint8_t>(q.scales), ptr<std::uint8_t>(q.codes), dequantized);
     } else {
       finish_eden_g16(q, ptr<float>(corrected), amax_bits, max_corrected, random, stream);
     }
     return;  // the temporaries are released in stream order
   }
-  if (emit_dequantized && (spec.kind == QuantizerKind::rtn || spec.kind == QuantizerKind::four_over_six)) {  // in the pass
-    q.dequantized = device_alloc(static_cast<std::size_t>(q.rows * q.padded_cols) * sizeof(__nv_bfloat16));
-    a.dequantized = ptr<__nv_bfloat16>(q.dequantized);
+  if (emit_dequantized && (spec.kind == QuantizerKind::rtn || spec.kind == QuantizerKind::four_over_six)) {
+    a.dequantized = allocate_dequantized(q);  // written by the quantizing pass
   }
   launch(true, a);
   const ConstantsArgs ca{spec.kind, true, spec.val_max(), static_cast<float>(255.99 * (6.0 / (spec.clip * spec.headroom)))};
