@@ -20,7 +20,7 @@ kernels=(
   "ms_eden_g16_rht128_transposed:fused_tile_kernelILb0ELNS_13QuantizerKindE4ELi128ENS1_18TransposedBf16Tile"
   "ms_eden_g16_rht128_requant:fused_tile_kernelILb0ELNS_13QuantizerKindE4ELi128ENS1_11RequantTile"
   "eden_g16_finish_dequantize:eden_g16_finish_dequantize_kernel"
-  "dequantize_nvfp4_bf16:dequantize_nvfp4_bf16_kernel:$((4096 * 1024 / 16))"
+  "dequantize_nvfp4_bf16:dequantize_bf16_kernelILNS_13ElementFormatE0E:$((4096 * 1024 / 16))"
 )
 printf '%-32s %10s %8s %8s %8s %10s\n' kernel us dram% sm% occ% inst/group
 for entry in "${kernels[@]}"; do

@@ -63,7 +63,7 @@ funcs = re.split(r"\n\s*Function : ", text)
 wanted = {"fused_rowwise_kernelILb0ELNS_13QuantizerKindE1ELi0E13__nv_bfloat16": "four_over_six_rowwise",
           "fused_rowwise_kernelILb0ELNS_13QuantizerKindE4ELi128E13__nv_bfloat16": "eden_g16_rht128_rowwise",
           "fused_rowwise_kernelILb1ELNS_13QuantizerKindE0ELi0E13__nv_bfloat16": "amax_rowwise",
-          "dequantize_nvfp4_bf16_kernel": "dequant"}
+          "dequantize_bf16_kernelILNS_13ElementFormatE0E": "dequant"}
 for f in funcs:
     name = f.split("\n", 1)[0]
     for key, short in wanted.items():

@@ -115,14 +115,18 @@ void expect_quantized_gemm_matches(Backend& cpu, Backend& gpu, const Tensor& a_c
 // the given shapes against the CPU, bitwise.
 void expect_fused_kernels_match(Backend& cpu, Backend& gpu, const std::vector<std::pair<std::int64_t, std::int64_t>>& shapes,
                                 const std::function<std::pair<Tensor, Tensor>(const Shape&, const std::vector<double>&)>& pair) {
-  const QuantizerKind kinds[] = {QuantizerKind::rtn, QuantizerKind::four_over_six, QuantizerKind::sr,
-                                 QuantizerKind::ms_eden_g16, QuantizerKind::ms_eden_g128};
+  const QuantizerKind kinds[] = {QuantizerKind::rtn,         QuantizerKind::four_over_six, QuantizerKind::sr,
+                                 QuantizerKind::ms_eden_g16, QuantizerKind::ms_eden_g128,  QuantizerKind::mxfp4_quest,
+                                 QuantizerKind::mxfp4_rtn,   QuantizerKind::mxfp4_sr};
   for (auto [rows, cols] : shapes) {
     auto [x_cpu, x_gpu] = pair({rows, cols}, random_values(static_cast<std::size_t>(rows * cols), 17, 1.0, true, cols));
     for (QuantizerKind kind : kinds) {
+      // MXFP4's fused kernels take Quartet I's rotations (none, 32); the others all sizes.
+      const bool mx = quantizer_format(kind) == ElementFormat::mxfp4;
+      const std::vector<int> rotations = mx ? std::vector<int>{0, 32} : std::vector<int>{0, 16, 128};
       for (bool transpose : {false, true}) {
         const std::int64_t reduction = transpose ? rows : cols;
-        for (int rot : {0, 16, 128}) {
+        for (int rot : rotations) {
           if (rot && reduction % rot) continue;
           const Rotation r = rot ? Rotation::random(rot, {8, 9, 10}) : Rotation::none();
           const QuantizerSpec spec = QuantizerSpec::defaults(kind);
@@ -141,6 +145,17 @@ void expect_fused_kernels_match(Backend& cpu, Backend& gpu, const std::vector<st
       expect_same_quantized(cpu.download_quantized(cpu.requantize_transposed(qc, QuantizerSpec::defaults(kind), r, {3, 3, 3})),
                             gpu.download_quantized(gpu.requantize_transposed(qg, QuantizerSpec::defaults(kind), r, {3, 3, 3})),
                             "requant " + fmt_case(kind, r.size, true, rows, cols));
+    }
+    // Requant from the forward QuEST tensor (fixed Hadamard-32), as quartet1's backward does.
+    const QuantizerSpec quest = QuantizerSpec::defaults(QuantizerKind::mxfp4_quest);
+    const Rotation h32 = cols % 32 == 0 ? Rotation::hadamard(32) : Rotation::none();
+    const QTensor mc = cpu.quantize(x_cpu, false, quest, h32, {1, 1, 1});
+    const QTensor mg = gpu.quantize(x_gpu, false, quest, h32, {1, 1, 1});
+    for (QuantizerKind kind : {QuantizerKind::mxfp4_rtn, QuantizerKind::mxfp4_sr}) {
+      const Rotation r = rows % 32 == 0 ? Rotation::random(32, {4, 4, 4}) : Rotation::none();
+      expect_same_quantized(cpu.download_quantized(cpu.requantize_transposed(mc, QuantizerSpec::defaults(kind), r, {3, 3, 3})),
+                            gpu.download_quantized(gpu.requantize_transposed(mg, QuantizerSpec::defaults(kind), r, {3, 3, 3})),
+                            "requant QuEST -> " + fmt_case(kind, r.size, true, rows, cols));
     }
   }
 }
@@ -198,6 +213,21 @@ TEST_F(Cuda, RequantAndSquareTransposeAreBitwiseIdentical) {
     expect_same_quantized(cpu->download_quantized(cpu->requantize_transposed(qc, b, r, {2, 2, 2})),
                           gpu->download_quantized(gpu->requantize_transposed(qg, b, r, {2, 2, 2})),
                           std::string("requant ") + std::string(quantizer_name(fwd)) + " -> " + std::string(quantizer_name(bwd)));
+  }
+  // MXFP4 near the ends of the E8M0 range: block scales down to 2^-127 with products that are
+  // FP32 (and BF16) subnormals in the requant's BF16 tile, and large scales (the largest inputs
+  // whose row factors, up to 2^8, and unnormalised Hadamard sums, up to 32x, stay finite).
+  for (double scale : {3e-38, 1e-36, 1e33}) {
+    auto [t_cpu, t_gpu] = pair({rows, cols}, DType::f32, random_values(rows * cols, 23, scale, true, cols));
+    const QuantizerSpec f = QuantizerSpec::defaults(QuantizerKind::mxfp4_quest);
+    const QuantizerSpec b = QuantizerSpec::defaults(QuantizerKind::mxfp4_rtn);
+    const QTensor qc = cpu->quantize(t_cpu, false, f, Rotation::hadamard(32), {1, 1, 1});
+    const QTensor qg = gpu->quantize(t_gpu, false, f, Rotation::hadamard(32), {1, 1, 1});
+    const std::string what = "MXFP4 at scale " + std::to_string(scale);
+    expect_same_quantized(cpu->download_quantized(qc), gpu->download_quantized(qg), what);
+    expect_same_quantized(cpu->download_quantized(cpu->requantize_transposed(qc, b, Rotation::random(32, {5, 6, 7}), {2, 2, 2})),
+                          gpu->download_quantized(gpu->requantize_transposed(qg, b, Rotation::random(32, {5, 6, 7}), {2, 2, 2})),
+                          "requant " + what);
   }
   auto [w_cpu, w_gpu] = pair({40, 48}, DType::f32, random_values(40 * 48, 22));
   const QuantizerSpec sq = QuantizerSpec::defaults(QuantizerKind::square16);
@@ -340,17 +370,20 @@ TEST_F(Cuda, FusedDequantizedOperandsGiveTheGemmOfTheDequantizationPass) {
     EXPECT_EQ(differ_again, 0u) << what << ": GEMM outputs after the BF16 operands were used up differ";
   };
   const std::int64_t m = 96, n = 80;
-  for (QuantizerKind kind : {QuantizerKind::rtn, QuantizerKind::four_over_six, QuantizerKind::ms_eden_g16}) {
+  for (QuantizerKind kind : {QuantizerKind::rtn, QuantizerKind::four_over_six, QuantizerKind::ms_eden_g16,
+                            QuantizerKind::mxfp4_quest, QuantizerKind::mxfp4_rtn}) {
     for (bool transpose : {false, true}) {
       for (DType dtype : {DType::bf16, DType::f32}) {
         for (std::int64_t k : {std::int64_t{256}, std::int64_t{192}, std::int64_t{200}}) {
           const bool eden = kind == QuantizerKind::ms_eden_g16;
-          const Rotation rot = eden && k % 128 == 0 ? Rotation::random(128, {5, 6, 7}) : Rotation::none();
+          const bool mx = quantizer_format(kind) == ElementFormat::mxfp4;
+          Rotation rot = eden && k % 128 == 0 ? Rotation::random(128, {5, 6, 7}) : Rotation::none();
+          if (mx && k % 32 == 0) rot = Rotation::random(32, {5, 6, 7});
           const QuantizerSpec spec = QuantizerSpec::defaults(kind);
           // The fused kernels: row-wise with a reduction of whole groups, transposed from bf16;
           // MS-EDEN's fused scale pass needs whole Philox blocks (groups % 8 == 0).
-          const std::int64_t groups = (k + 15) / 16;
-          const bool copy = (transpose ? dtype == DType::bf16 : k % 16 == 0) && (!eden || groups % 8 == 0);
+          const std::int64_t group = mx ? 32 : 16, groups = (k + 15) / 16;
+          const bool copy = (transpose ? dtype == DType::bf16 : k % group == 0) && (!eden || groups % 8 == 0);
           for (double scale : {1.0, 1e-31}) {
             if (scale != 1.0 && (transpose || dtype != DType::bf16 || k != 256)) continue;
             check(transpose ? Shape{k, m} : Shape{m, k}, transpose ? Shape{k, n} : Shape{n, k}, dtype, m, n, scale, copy,
@@ -386,6 +419,16 @@ TEST_F(Cuda, FusedDequantizedOperandsGiveTheGemmOfTheDequantizationPass) {
           return std::pair{be.requantize_transposed(fa, bwd, rot, {2, 2, 2}), be.requantize_transposed(fb, bwd, rot, {2, 2, 3})};
         },
         "requant 4/6 -> MS-EDEN RHT-128");
+  // quartet1's: the forward QuEST tensors requantized with RHT-32 + the MXFP4 backward quantizer.
+  check({tokens, k1}, {tokens, k2}, DType::bf16, k1, k2, 1.0, true,
+        [&](Backend& be, const Tensor& a, const Tensor& b) {
+          const QuantizerSpec fwd = QuantizerSpec::defaults(QuantizerKind::mxfp4_quest);
+          const QuantizerSpec bwd = QuantizerSpec::defaults(QuantizerKind::mxfp4_rtn);
+          const Rotation rot = Rotation::random(32, {8, 8, 8});
+          const QTensor fa = be.quantize(a, false, fwd, Rotation::hadamard(32), {}), fb = be.quantize(b, false, fwd, Rotation::hadamard(32), {});
+          return std::pair{be.requantize_transposed(fa, bwd, rot, {2, 2, 2}), be.requantize_transposed(fb, bwd, rot, {2, 2, 3})};
+        },
+        "requant QuEST -> MXFP4 RTN RHT-32");
 }
 
 TEST_F(Cuda, HighPrecisionGemmEveryTransposition) {

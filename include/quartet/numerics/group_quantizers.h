@@ -248,29 +248,65 @@ QUARTET_HD float e8m0_inverse(std::uint8_t scale) { return e8m0_decode(static_ca
 // The mean and spread are computed on the group scaled by the power of two P that brings its
 // maximum into [1, 2): exact scaling, so the result equals the direct formula wherever that
 // neither overflows (groups beyond ~1e19) nor underflows, and stays finite where it would.
-QUARTET_HD std::uint8_t quest_group(const float* y, std::uint8_t* codes, std::uint32_t* trust_bits) {
-  const float m = group_absmax<kMxGroup>(y);
-  int e = m < kFloatMinNormal ? -126 : floor_log2_normal(m);
-  e = e > 126 ? 126 : e;
+//
+// The steps are separate functions so that a GPU layout holding the group in two threads (16
+// elements each) performs the same operations: each half's tree_sum<16>, then one addition of
+// the two halves, is tree_sum<32>'s order.
+
+// floor(log2 m) for the group maximum m, bounded to the exponents whose power of two is a
+// normal float in both directions.
+QUARTET_HD int quest_exponent(float group_amax) {
+  const int e = group_amax < kFloatMinNormal ? -126 : floor_log2_normal(group_amax);
+  return e > 126 ? 126 : e;
+}
+
+// Sum of N elements of the group scaled by 2^-e (the mean's numerator, or part of it).
+template <int N>
+QUARTET_HD float quest_scaled_sum(const float* y, int e) {
   const float p = pow2_normal(-e);
-  float scaled[kMxGroup];
-  for (int i = 0; i < kMxGroup; ++i) scaled[i] = fmul(y[i], p);
-  const float mean = fmul(tree_sum<kMxGroup>(scaled), 1.0f / 32.0f);
-  float sq[kMxGroup];
-  for (int i = 0; i < kMxGroup; ++i) {
-    const float d = fsub(scaled[i], mean);
+  float scaled[N];
+  for (int i = 0; i < N; ++i) scaled[i] = fmul(y[i], p);
+  return tree_sum<N>(scaled);
+}
+
+// Sum of squared deviations from the group mean (mean = scaled sum / 32) of N elements.
+template <int N>
+QUARTET_HD float quest_scaled_square_sum(const float* y, int e, float mean) {
+  const float p = pow2_normal(-e);
+  float sq[N];
+  for (int i = 0; i < N; ++i) {
+    const float d = fsub(fmul(y[i], p), mean);
     sq[i] = fmul(d, d);
   }
-  const float sigma = fmul(fsqrt(fmul(tree_sum<kMxGroup>(sq), 1.0f / 32.0f)), pow2_normal(e));
-  const std::uint8_t scale = e8m0_encode_floor(fadd(fmul(kQuestClip, sigma), 1e-8f));
+  return tree_sum<N>(sq);
+}
+
+QUARTET_HD float quest_mean(float scaled_sum) { return fmul(scaled_sum, 1.0f / 32.0f); }
+
+// The E8M0 scale from the whole group's sum of squared (scaled) deviations.
+QUARTET_HD std::uint8_t quest_scale(float scaled_square_sum, int e) {
+  const float sigma = fmul(fsqrt(fmul(scaled_square_sum, 1.0f / 32.0f)), pow2_normal(e));
+  return e8m0_encode_floor(fadd(fmul(kQuestClip, sigma), 1e-8f));
+}
+
+// Codes of N elements under the scale, and their trust bits (bit i for element i).
+template <int N>
+QUARTET_HD std::uint32_t quest_encode(const float* y, std::uint8_t scale, std::uint8_t* codes) {
   const float inv = e8m0_inverse(scale);
   std::uint32_t trust = 0;
-  for (int i = 0; i < kMxGroup; ++i) {
+  for (int i = 0; i < N; ++i) {
     const float v = fmul(y[i], inv);  // exact: a power-of-two scaling
     codes[i] = e2m1_encode_rne(v);
     trust |= (fabs_bits(v) < kE2M1Max ? 1u : 0u) << i;
   }
-  *trust_bits = trust;
+  return trust;
+}
+
+QUARTET_HD std::uint8_t quest_group(const float* y, std::uint8_t* codes, std::uint32_t* trust_bits) {
+  const int e = quest_exponent(group_absmax<kMxGroup>(y));
+  const float mean = quest_mean(quest_scaled_sum<kMxGroup>(y, e));
+  const std::uint8_t scale = quest_scale(quest_scaled_square_sum<kMxGroup>(y, e, mean), e);
+  *trust_bits = quest_encode<kMxGroup>(y, scale, codes);
   return scale;
 }
 
@@ -278,14 +314,23 @@ QUARTET_HD std::uint8_t quest_group(const float* y, std::uint8_t* codes, std::ui
 // t = 1/3, so nothing clips. random_bits == nullptr selects RNE, otherwise SR.
 inline constexpr float kMxBackwardTensorScale = 0.333333343f;  // FP32(1/3)
 
-QUARTET_HD std::uint8_t mxfp4_backward_group(const float* y, const std::uint16_t* random_bits,
-                                             std::uint8_t* codes) {
-  const std::uint8_t scale = e8m0_encode_floor(group_absmax<kMxGroup>(y));
+QUARTET_HD std::uint8_t mxfp4_backward_scale(float group_amax) { return e8m0_encode_floor(group_amax); }
+
+// Codes of N elements of a group under its scale.
+template <int N>
+QUARTET_HD void mxfp4_backward_encode(const float* y, std::uint8_t scale, const std::uint16_t* random_bits,
+                                      std::uint8_t* codes) {
   const float inv = e8m0_inverse(scale);
-  for (int i = 0; i < kMxGroup; ++i) {
+  for (int i = 0; i < N; ++i) {
     const float v = fmul(fmul(y[i], inv), 3.0f);
     codes[i] = random_bits ? e2m1_encode_sr(v, random_bits[i]) : e2m1_encode_rne(v);
   }
+}
+
+QUARTET_HD std::uint8_t mxfp4_backward_group(const float* y, const std::uint16_t* random_bits,
+                                             std::uint8_t* codes) {
+  const std::uint8_t scale = mxfp4_backward_scale(group_absmax<kMxGroup>(y));
+  mxfp4_backward_encode<kMxGroup>(y, scale, random_bits, codes);
   return scale;
 }
 

@@ -7,7 +7,9 @@
 // Thread layout, the same for every kernel here: one thread holds one 16-element group along
 // the reduction dimension of one output row; eight consecutive lanes (an "item") hold the
 // eight consecutive groups of one 128-element span of that row, so lane & 7 is the group's
-// position in its RHT-128 block (lane & 1 for RHT-32; RHT-16 stays inside the thread). Every
+// position in its RHT-128 block (lane & 1 for RHT-32; RHT-16 stays inside the thread). An
+// MXFP4 group of 32 is the two threads of a lane pair (lane & 1 says which half): they swap
+// their halves' maximum and partial sums with one shuffle each. Every
 // result lands where the thread already is: amax, scales, the MS-EDEN sums and the packed
 // codes need no shared memory, and the only cross-lane traffic is three butterfly stages of
 // the RHT-128 and the three-step sum of the research-form EDEN correction.
@@ -51,7 +53,7 @@ SignBits sign_bits(const Rotation& r) {
 struct FusedArgs {
   QuantizerKind kind;
   std::int64_t rows = 0;    // output rows
-  std::int64_t groups = 0;  // 16-groups per output row (padded_cols / 16)
+  std::int64_t groups = 0;  // 16-groups per output row (padded_cols / 16; MXFP4 groups are two of them)
   DivideU32 by_items_per_row{};  // row-wise kernel: division by ceil(groups / 8)
   int rotation = 0;         // 0, 16, 32 or 128 (the kernels take it as a template argument too)
   SignBits signs{};
@@ -63,7 +65,8 @@ struct FusedArgs {
   unsigned* max_corrected = nullptr;     // ms_eden_g16: max c_g
   std::uint8_t* codes = nullptr;
   std::uint8_t* scales = nullptr;
-  __nv_bfloat16* dequantized = nullptr;  // rtn, four_over_six: e2m1 x block scale for the GEMM, or null
+  std::uint8_t* trust_mask = nullptr;    // mxfp4_quest
+  __nv_bfloat16* dequantized = nullptr;  // rtn, four_over_six, MXFP4: e2m1 x block scale for the GEMM, or null
   std::int64_t logical_cols = 0;         // for the position of a non-finite input
   bool check_finite = false;
   unsigned long long sequence = 0;
@@ -163,12 +166,61 @@ struct RunningMax {
 // The pass's work on one rotated group: the amax pass (kAmaxPass) reduces, the quantizing pass
 // of quantizer K writes. Every lane of the warp calls this together (the research-form EDEN
 // correction sums over lanes); `valid` says whether the group exists.
+constexpr bool is_mx_kind(QuantizerKind k) {
+  return k == QuantizerKind::mxfp4_quest || k == QuantizerKind::mxfp4_rtn || k == QuantizerKind::mxfp4_sr;
+}
+
+// The sum of the two halves of an MXFP4 group, on both lanes of the pair: tree_sum<32>'s last
+// addition (the same on both, as addition commutes).
+__device__ __forceinline__ float pair_sum(float half) { return fadd(half, __shfl_xor_sync(0xFFFFFFFFu, half, 1)); }
+
+// MXFP4 (Quartet I) on this thread's half of a 32-group, g its first 16-group: the shared group
+// functions on the half, the maximum and sums completed over the lane pair. Writes the codes,
+// and from the even lane the E8M0 scale; QuEST also writes the half's 16 trust bits.
+template <QuantizerKind K>
+__device__ __forceinline__ void finish_mx_half(const FusedArgs& a, std::int64_t r, std::int64_t g, bool valid,
+                                               const float* y) {
+  const float own_max = group_absmax<kNvGroup>(y);
+  const float m = fmax2(own_max, __shfl_xor_sync(0xFFFFFFFFu, own_max, 1));
+  std::uint8_t codes[kNvGroup];
+  std::uint8_t scale;
+  std::uint32_t trust = 0;
+  if constexpr (K == QuantizerKind::mxfp4_quest) {
+    const int e = quest_exponent(m);
+    const float mean = quest_mean(pair_sum(quest_scaled_sum<kNvGroup>(y, e)));
+    scale = quest_scale(pair_sum(quest_scaled_square_sum<kNvGroup>(y, e, mean)), e);
+    trust = quest_encode<kNvGroup>(y, scale, codes);
+  } else {
+    scale = mxfp4_backward_scale(m);
+    std::uint16_t bits[kNvGroup];
+    if constexpr (K == QuantizerKind::mxfp4_sr) {
+      random_decision_range(a.random, static_cast<std::uint32_t>(r), static_cast<std::uint32_t>(g * kNvGroup), kNvGroup, bits);
+    }
+    mxfp4_backward_encode<kNvGroup>(y, scale, K == QuantizerKind::mxfp4_sr ? bits : nullptr, codes);
+  }
+  if (!valid) return;
+  store_packed_codes(a.codes + r * (a.groups * kNvGroup / 2) + g * (kNvGroup / 2), codes);
+  if ((g & 1) == 0) a.scales[r * (a.groups / 2) + g / 2] = scale;
+  if constexpr (K == QuantizerKind::mxfp4_quest) {
+    *reinterpret_cast<std::uint16_t*>(a.trust_mask + r * (a.groups * 2) + g * 2) = static_cast<std::uint16_t>(trust);
+  }
+  if (a.dequantized) {
+    const float s = e8m0_decode(scale);
+    float values[kNvGroup];
+#pragma unroll
+    for (int i = 0; i < kNvGroup; ++i) values[i] = fmul(e2m1_decode(codes[i]), s);  // exact, as the dequantization
+    store_bf16_group(a.dequantized + (r * a.groups + g) * kNvGroup, values);
+  }
+}
+
 template <bool kAmaxPass, QuantizerKind K>
 __device__ __forceinline__ void finish_group(const FusedArgs& a, const Constants& k, std::int64_t r, std::int64_t g,
                                              bool valid, float* y, RunningMax& run) {
   if constexpr (kAmaxPass) {
     if (valid) run.amax = fmax2(run.amax, group_absmax<kNvGroup>(y));
     return;
+  } else if constexpr (is_mx_kind(K)) {
+    finish_mx_half<K>(a, r, g, valid, y);
   } else {
     if (k.zero) {
 #pragma unroll
@@ -411,19 +463,26 @@ struct TransposedBf16Tile {
   }
 };
 
-// The dequantized transpose of an NVFP4 tensor q ([q_rows][q_padded], linear scales,
-// q_padded % 64 == 0): c = q's row, r = q's column. A tile word holds e2m1 * block scale
-// (exact in BF16); the tensor scale t multiplies it in FP32 when read, as dequantize_code
-// does.
+// E8M0 scale bytes as BF16 (exact: BF16 has FP32's exponent range, 2^-127 as a subnormal).
+__device__ __forceinline__ __nv_bfloat162 e8m0_scale_bf16x2(std::uint8_t scale) {
+  return __float2bfloat162_rn(e8m0_decode(scale));
+}
+
+// The dequantized transpose of a block-scaled tensor q ([q_rows][q_padded], linear scales,
+// q_padded % 64 == 0) in format F (NVFP4: an E4M3 scale per 16; MXFP4: an E8M0 scale per 32):
+// c = q's row, r = q's column. A tile word holds e2m1 * block scale (exact in BF16); the
+// tensor scale t multiplies it in FP32 when read, as dequantize_code does.
+template <ElementFormat F>
 struct RequantTile {
   const std::uint8_t* codes;
   const std::uint8_t* scales;
   const float* tensor_scale;
   std::int64_t q_rows, q_padded;
   static constexpr bool kCheckFinite = false;  // dequantized codes are finite
+  static constexpr int kGroup = F == ElementFormat::nvfp4 ? kNvGroup : kMxGroup;
   struct Regs {
     uint4 codes;
-    std::uint32_t scales;  // two E4M3 bytes
+    std::uint32_t scales;  // the 32 codes' scale bytes: two E4M3 or one E8M0
   };
 
   __device__ float factor() const { return *tensor_scale; }
@@ -433,14 +492,19 @@ struct RequantTile {
     regs.scales = 0;
     if (c < q_rows) {
       regs.codes = *reinterpret_cast<const uint4*>(codes + c * (q_padded / 2) + r / 2);
-      const std::uint8_t* srow = scales + c * (q_padded / kNvGroup) + r / kNvGroup;
-      regs.scales = srow[0] | (static_cast<std::uint32_t>(srow[1]) << 8);
+      const std::uint8_t* srow = scales + c * (q_padded / kGroup) + r / kGroup;
+      regs.scales = F == ElementFormat::nvfp4 ? srow[0] | (static_cast<std::uint32_t>(srow[1]) << 8) : srow[0];
     }
   }
   __device__ void store(uint4* tile, const Regs& regs) const {
     const int c_local = static_cast<int>(threadIdx.x >> 1), half = static_cast<int>(threadIdx.x & 1);
-    const __nv_bfloat162 s[2] = {e4m3_scale_bf16x2(static_cast<std::uint8_t>(regs.scales & 0xFFu)),
-                                 e4m3_scale_bf16x2(static_cast<std::uint8_t>(regs.scales >> 8))};
+    __nv_bfloat162 s[2];
+    if constexpr (F == ElementFormat::nvfp4) {
+      s[0] = e4m3_scale_bf16x2(static_cast<std::uint8_t>(regs.scales & 0xFFu));
+      s[1] = e4m3_scale_bf16x2(static_cast<std::uint8_t>(regs.scales >> 8));
+    } else {
+      s[0] = s[1] = e8m0_scale_bf16x2(static_cast<std::uint8_t>(regs.scales));
+    }
     const std::uint32_t words[4] = {regs.codes.x, regs.codes.y, regs.codes.z, regs.codes.w};
     std::uint32_t w[16];
 #pragma unroll
@@ -573,31 +637,34 @@ __global__ void __launch_bounds__(kFusedThreads) eden_g16_finish_dequantize_kern
   }
 }
 
-// NVFP4 -> BF16 (e2m1 x block scale, exact). The unit is half a group: 4 code bytes in, one
-// 16-byte store of 8 BF16 out, consecutive lanes on consecutive units, so every load and store
-// instruction of a warp covers one contiguous span (128 bytes of codes, 512 bytes of output).
-// Each thread keeps four units in flight.
+// NVFP4 or MXFP4 -> BF16 (e2m1 x block scale, exact). The unit is eight codes (half an NVFP4
+// group, a quarter of an MXFP4 one): 4 code bytes in, one 16-byte store of 8 BF16 out,
+// consecutive lanes on consecutive units, so every load and store instruction of a warp covers
+// one contiguous span (128 bytes of codes, 512 bytes of output). Each thread keeps four units
+// in flight.
 constexpr int kDequantUnroll = 4;
 
-__global__ void dequantize_nvfp4_bf16_kernel(const std::uint8_t* codes, const std::uint8_t* scales, std::int64_t halves,
-                                             __nv_bfloat16* out) {
+template <ElementFormat F>
+__global__ void dequantize_bf16_kernel(const std::uint8_t* codes, const std::uint8_t* scales, std::int64_t units,
+                                       __nv_bfloat16* out) {
+  constexpr int kUnitsPerGroup = F == ElementFormat::nvfp4 ? 2 : 4;
   const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
-  for (std::int64_t base = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; base < halves;
+  for (std::int64_t base = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; base < units;
        base += stride * kDequantUnroll) {
     std::uint32_t c[kDequantUnroll];
     std::uint8_t sb[kDequantUnroll];
 #pragma unroll
     for (int u = 0; u < kDequantUnroll; ++u) {
       const std::int64_t h = base + u * stride;
-      c[u] = h < halves ? reinterpret_cast<const std::uint32_t*>(codes)[h] : 0u;
-      sb[u] = h < halves ? scales[h / 2] : 0;
+      c[u] = h < units ? reinterpret_cast<const std::uint32_t*>(codes)[h] : 0u;
+      sb[u] = h < units ? scales[h / kUnitsPerGroup] : 0;
     }
 #pragma unroll
     for (int u = 0; u < kDequantUnroll; ++u) {
       const std::int64_t h = base + u * stride;
-      if (h >= halves) break;
+      if (h >= units) break;
       std::uint32_t w[4];
-      e2m1x8_times_scale_bf16(c[u], e4m3_scale_bf16x2(sb[u]), w);
+      e2m1x8_times_scale_bf16(c[u], F == ElementFormat::nvfp4 ? e4m3_scale_bf16x2(sb[u]) : e8m0_scale_bf16x2(sb[u]), w);
       reinterpret_cast<uint4*>(out)[h] = make_uint4(w[0], w[1], w[2], w[3]);
     }
   }

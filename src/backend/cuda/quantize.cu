@@ -360,23 +360,6 @@ __global__ void dequantize_transposed_kernel(const std::uint8_t* codes, const st
   out[c * rows + r] = fmul(fmul(e2m1_decode(code_at(codes, padded_cols, r, c)), s), *tensor_scale);
 }
 
-// One thread per group: its block scale decoded once, 16 or 32 exact BF16 products written.
-__global__ void dequantize_bf16_kernel(const std::uint8_t* codes, const std::uint8_t* scales, ElementFormat format,
-                                       std::int64_t rows, std::int64_t padded_cols, __nv_bfloat16* out) {
-  const int group = format == ElementFormat::nvfp4 ? kNvGroup : kMxGroup;
-  const std::int64_t groups = padded_cols / group;
-  const std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
-  if (i >= rows * groups) return;
-  const std::int64_t r = i / groups, g = i % groups;
-  const float s = decode_scale(format, scales[i]);
-  const std::uint8_t* src = codes + r * (padded_cols / 2) + g * (group / 2);
-  __nv_bfloat162* dst = reinterpret_cast<__nv_bfloat162*>(out + r * padded_cols + g * group);
-  for (int b = 0; b < group / 2; ++b) {
-    const std::uint8_t byte = src[b];
-    dst[b] = __floats2bfloat162_rn(fmul(e2m1_decode(byte & 0x0Fu), s), fmul(e2m1_decode(byte >> 4), s));  // exact
-  }
-}
-
 // Transpose of a 16x16-square-block tensor: out is [cols][round_up(rows, 16)].
 __global__ void transpose_square_kernel(const std::uint8_t* codes, const std::uint8_t* scales, std::int64_t rows,
                                         std::int64_t padded_cols, std::int64_t out_rows, std::int64_t out_padded,
@@ -468,8 +451,12 @@ unsigned resident_blocks(Kernel kernel, std::int64_t work) {
 
 // The NVFP4 quantizers the fused kernels cover (square 16x16 blocks need a tile amax first and
 // keep the reference path).
-bool fused_kind(QuantizerKind kind) {
-  return quantizer_format(kind) == ElementFormat::nvfp4 && kind != QuantizerKind::square16;
+// The quantizers and rotations the fused kernels cover: every NVFP4 quantizer but square
+// 16x16 blocks (which need a tile amax first and keep the reference path) with any rotation,
+// and the MXFP4 ones with the rotations Quartet I uses (none or 32).
+bool fused_kind(QuantizerKind kind, int rotation) {
+  if (quantizer_format(kind) == ElementFormat::mxfp4) return rotation == 0 || rotation == 32;
+  return kind != QuantizerKind::square16;
 }
 
 // Calls f with v as a compile-time constant (std::integral_constant) if v is one of Values; one
@@ -480,16 +467,30 @@ bool with_constant(V v, F&& f) {
 }
 
 template <class F>
-void with_fused_kind(QuantizerKind kind, F&& f) {
-  using K = QuantizerKind;
-  if (!with_constant<K::rtn, K::four_over_six, K::sr, K::ms_eden_g16, K::ms_eden_g128>(kind, f)) {
-    throw Error(message("quantizer ", quantizer_name(kind), " has no fused kernel"));
-  }
-}
-
-template <class F>
 void with_rotation(int size, F&& f) {
   if (!with_constant<0, 16, 32, 128>(size, f)) throw Error(message("rotation size ", size, " has no fused kernel"));
+}
+
+// Calls f(kind, rotation) with both as compile-time constants, for the pairs fused_kind covers
+// whose format a kernel takes (kNv, kMx): one kernel is instantiated per pair, no more.
+template <bool kNv, bool kMx, class F>
+void with_fused_kind_and_rotation(QuantizerKind kind, int rotation, F&& f) {
+  using K = QuantizerKind;
+  const bool mx = quantizer_format(kind) == ElementFormat::mxfp4;
+  bool known = false;
+  if (kNv && !mx) {
+    known = with_constant<K::rtn, K::four_over_six, K::sr, K::ms_eden_g16, K::ms_eden_g128>(kind, [&](auto k) {
+      with_rotation(rotation, [&](auto r) { f(k, r); });
+    });
+  }
+  if (kMx && mx) {
+    known = with_constant<K::mxfp4_quest, K::mxfp4_rtn, K::mxfp4_sr>(kind, [&](auto k) {
+      if (!with_constant<0, 32>(rotation, [&](auto r) { f(k, r); })) {
+        throw Error(message("rotation size ", rotation, " has no fused MXFP4 kernel"));
+      }
+    });
+  }
+  if (!known) throw Error(message("quantizer ", quantizer_name(kind), " has no fused kernel here"));
 }
 
 template <class Kernel, class... Args>
@@ -507,28 +508,32 @@ void launch_rowwise(bool amax_pass, FusedArgs a, const void* x, cudaStream_t str
   if (items_per_row <= 0xFFFFFFFFll) a.by_items_per_row = DivideU32::by(static_cast<std::uint32_t>(items_per_row));
   const std::int64_t blocks = (items + kFusedThreads / kGroupsPerItem - 1) / (kFusedThreads / kGroupsPerItem);
   const T* input = static_cast<const T*>(x);
-  with_rotation(a.rotation, [&](auto rot) {
-    if (amax_pass) {
+  if (amax_pass) {
+    with_rotation(a.rotation, [&](auto rot) {
       launch_persistent(fused_rowwise_kernel<true, QuantizerKind::rtn, rot.value, T>, blocks, stream, a, input);
-      return;
-    }
-    with_fused_kind(a.kind, [&](auto kind) {
-      launch_persistent(fused_rowwise_kernel<false, kind.value, rot.value, T>, blocks, stream, a, input);
     });
+    return;
+  }
+  with_fused_kind_and_rotation<true, true>(a.kind, a.rotation, [&](auto kind, auto rot) {
+    launch_persistent(fused_rowwise_kernel<false, kind.value, rot.value, T>, blocks, stream, a, input);
   });
 }
 
-template <class Tile>
+// kNv, kMx: the formats of the quantizers this tile source is combined with.
+template <bool kNv, bool kMx, class Tile>
 void launch_tiles(bool amax_pass, const FusedArgs& a, const Tile& tile, cudaStream_t stream) {
   const std::int64_t tiles = ((a.rows + kTileR - 1) / kTileR) * ((a.groups * kNvGroup + kTileC - 1) / kTileC);
-  with_rotation(a.rotation, [&](auto rot) {
-    if (amax_pass) {
-      launch_persistent(fused_tile_kernel<true, QuantizerKind::rtn, rot.value, Tile>, tiles, stream, a, tile);
+  if (amax_pass) {
+    if constexpr (kNv) {  // the MXFP4 quantizers have fixed tensor scales: no amax pass
+      with_rotation(a.rotation, [&](auto rot) {
+        launch_persistent(fused_tile_kernel<true, QuantizerKind::rtn, rot.value, Tile>, tiles, stream, a, tile);
+      });
       return;
     }
-    with_fused_kind(a.kind, [&](auto kind) {
-      launch_persistent(fused_tile_kernel<false, kind.value, rot.value, Tile>, tiles, stream, a, tile);
-    });
+    throw Error("an MXFP4 quantizer has no amax pass");
+  }
+  with_fused_kind_and_rotation<kNv, kMx>(a.kind, a.rotation, [&](auto kind, auto rot) {
+    launch_persistent(fused_tile_kernel<false, kind.value, rot.value, Tile>, tiles, stream, a, tile);
   });
 }
 
@@ -577,6 +582,23 @@ void run_fused(DeviceQuantized& q, const QuantizerSpec& spec, const Rotation& ro
   a.check_finite = check_finite;
   a.sequence = sequence;
   a.amax_bits = amax_bits;
+  const ConstantsArgs ca{spec.kind, q.format == ElementFormat::nvfp4, spec.val_max(),
+                         static_cast<float>(255.99 * (6.0 / (spec.clip * spec.headroom)))};
+  if (q.format == ElementFormat::mxfp4) {
+    // Fixed tensor scales (QuEST 1, the backward quantizer 1/3): one pass, which also checks
+    // that the input is finite.
+    if (spec.kind == QuantizerKind::mxfp4_quest) {
+      q.trust_mask = device_alloc(static_cast<std::size_t>(q.rows * q.padded_cols / 8));
+      a.trust_mask = ptr<std::uint8_t>(q.trust_mask);
+    }
+    if (emit_dequantized) a.dequantized = allocate_dequantized(q);
+    constants_kernel<<<1, 1, 0, stream>>>(amax_bits, ca, constants, ptr<float>(q.tensor_scale));
+    QUARTET_CUDA_LAUNCHED();
+    a.amax_bits = nullptr;
+    a.constants = constants;
+    launch(false, a);
+    return;
+  }
   if (spec.kind == QuantizerKind::ms_eden_g16) {
     auto corrected = device_alloc(static_cast<std::size_t>(q.rows * groups) * sizeof(float));
     a.corrected = ptr<float>(corrected);
@@ -597,7 +619,6 @@ void run_fused(DeviceQuantized& q, const QuantizerSpec& spec, const Rotation& ro
     a.dequantized = allocate_dequantized(q);  // written by the quantizing pass
   }
   launch(true, a);
-  const ConstantsArgs ca{spec.kind, true, spec.val_max(), static_cast<float>(255.99 * (6.0 / (spec.clip * spec.headroom)))};
   constants_kernel<<<1, 1, 0, stream>>>(amax_bits, ca, constants, ptr<float>(q.tensor_scale));
   QUARTET_CUDA_LAUNCHED();
   a.check_finite = false;
@@ -657,7 +678,7 @@ DeviceQuantized quantize(const void* x, DType dtype, std::int64_t x_rows, std::i
   const unsigned long long seq = g_next_sequence++ & ((1ull << 23) - 1);
   g_pending_shapes[seq] = {rows, cols};
 
-  if (fused_kind(spec.kind) && !transpose && cols % kNvGroup == 0) {
+  if (fused_kind(spec.kind, rotation.size) && !transpose && cols % q.group() == 0) {
     run_fused(q, spec, rotation, random, true, seq, emit_dequantized, stream, [&](bool amax_pass, const FusedArgs& a) {
       if (dtype == DType::bf16) {
         launch_rowwise<__nv_bfloat16>(amax_pass, a, x, stream);
@@ -667,10 +688,10 @@ DeviceQuantized quantize(const void* x, DType dtype, std::int64_t x_rows, std::i
     });
     return q;
   }
-  if (fused_kind(spec.kind) && transpose && dtype == DType::bf16 && x_cols % 8 == 0) {
+  if (fused_kind(spec.kind, rotation.size) && transpose && dtype == DType::bf16 && x_cols % 8 == 0) {
     const TransposedBf16Tile tile{static_cast<const __nv_bfloat16*>(x), x_rows, x_cols};
     run_fused(q, spec, rotation, random, true, seq, emit_dequantized, stream,
-              [&](bool amax_pass, const FusedArgs& a) { launch_tiles(amax_pass, a, tile, stream); });
+              [&](bool amax_pass, const FusedArgs& a) { launch_tiles<true, true>(amax_pass, a, tile, stream); });
     return q;
   }
 
@@ -756,19 +777,30 @@ DeviceQuantized quantize(const void* x, DType dtype, std::int64_t x_rows, std::i
 
 DeviceQuantized requantize_transposed(const DeviceQuantized& q, const QuantizerSpec& spec, const Rotation& rotation,
                                       const RandomContext& random, cudaStream_t stream, bool emit_dequantized) {
-  if (q.format == ElementFormat::nvfp4 && fused_kind(spec.kind) && q.padded_cols % kTileR == 0) {
+  // The fused requant reads a tensor of the format it writes (the recipes' pairs: NVFP4 to
+  // NVFP4, Quartet I's MXFP4 to MXFP4).
+  const ElementFormat out_format = quantizer_format(spec.kind);
+  if (q.format == out_format && fused_kind(spec.kind, rotation.size) && q.padded_cols % kTileR == 0) {
     spec.validate();
     check_quantize_shape(q.cols, q.rows, rotation);
     DeviceQuantized out;
-    out.format = ElementFormat::nvfp4;
+    out.format = out_format;
     out.rows = q.cols;
     out.cols = q.rows;
-    out.padded_cols = round_up(q.rows, kNvGroup);
+    out.padded_cols = round_up(q.rows, format_group_size(out_format));
     out.rotation_size = rotation.size;
-    const RequantTile tile{ptr<std::uint8_t>(q.codes), ptr<std::uint8_t>(q.scales), ptr<float>(q.tensor_scale), q.rows,
-                           q.padded_cols};
-    run_fused(out, spec, rotation, random, false, 0, emit_dequantized, stream,
-              [&](bool amax_pass, const FusedArgs& a) { launch_tiles(amax_pass, a, tile, stream); });
+    const auto run = [&](const auto& tile) {
+      constexpr bool kNv = std::decay_t<decltype(tile)>::kGroup == kNvGroup;
+      run_fused(out, spec, rotation, random, false, 0, emit_dequantized, stream,
+                [&](bool amax_pass, const FusedArgs& a) { launch_tiles<kNv, !kNv>(amax_pass, a, tile, stream); });
+    };
+    const std::uint8_t* codes = ptr<std::uint8_t>(q.codes);
+    const std::uint8_t* scales = ptr<std::uint8_t>(q.scales);
+    if (q.format == ElementFormat::nvfp4) {
+      run(RequantTile<ElementFormat::nvfp4>{codes, scales, ptr<float>(q.tensor_scale), q.rows, q.padded_cols});
+    } else {
+      run(RequantTile<ElementFormat::mxfp4>{codes, scales, ptr<float>(q.tensor_scale), q.rows, q.padded_cols});
+    }
     return out;
   }
   auto values = device_alloc(static_cast<std::size_t>(q.rows * q.cols) * sizeof(float));
@@ -809,16 +841,12 @@ std::uint64_t dequantization_passes() { return g_dequantization_passes; }
 
 void dequantize_block_scaled_bf16(const DeviceQuantized& q, void* out, cudaStream_t stream) {
   ++g_dequantization_passes;
-  if (q.format == ElementFormat::nvfp4) {
-    const std::int64_t halves = 2 * q.rows * (q.padded_cols / kNvGroup);
-    launch_persistent(dequantize_nvfp4_bf16_kernel, (halves + kFusedThreads * kDequantUnroll - 1) / (kFusedThreads * kDequantUnroll),
-                      stream, ptr<std::uint8_t>(q.codes), ptr<std::uint8_t>(q.scales), halves, static_cast<__nv_bfloat16*>(out));
-    return;
-  }
-  dequantize_bf16_kernel<<<blocks_for(q.rows * (q.padded_cols / q.group())), kThreads, 0, stream>>>(
-      ptr<std::uint8_t>(q.codes), ptr<std::uint8_t>(q.scales), q.format, q.rows, q.padded_cols,
-      static_cast<__nv_bfloat16*>(out));
-  QUARTET_CUDA_LAUNCHED();
+  const std::int64_t units = q.rows * q.padded_cols / 8;  // eight codes each
+  const std::int64_t blocks = (units + kFusedThreads * kDequantUnroll - 1) / (kFusedThreads * kDequantUnroll);
+  const auto kernel = q.format == ElementFormat::nvfp4 ? dequantize_bf16_kernel<ElementFormat::nvfp4>
+                                                       : dequantize_bf16_kernel<ElementFormat::mxfp4>;
+  launch_persistent(kernel, blocks, stream, ptr<std::uint8_t>(q.codes), ptr<std::uint8_t>(q.scales), units,
+                    static_cast<__nv_bfloat16*>(out));
 }
 
 void apply_trust_mask_and_unrotate(void* g, DType dtype, const DeviceQuantized& q, const Rotation& rotation,
