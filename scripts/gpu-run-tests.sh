@@ -14,7 +14,7 @@ for arg in "$@"; do
     sanitize)
       SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
       "$SAN" --tool memcheck --leak-check full ./cuda_tests \
-        --gtest_filter='Cuda.Quantizers*:Cuda.Requant*:Cuda.Padded*:Cuda.Fused*:Cuda.Layers*:Cuda.Attention*' 2>&1 |
+        --gtest_filter='Cuda.Quantizers*:Cuda.Requant*:Cuda.Padded*:Cuda.Fused*:Cuda.TrustMask*:Cuda.Layers*:Cuda.Attention*' 2>&1 |
         tail -15 | tee "$OUT/sanitizer.log" ;;
     bench)
       [ "$status" -eq 0 ] || { echo "tests failed: no benchmark"; exit 1; }

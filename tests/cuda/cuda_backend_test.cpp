@@ -237,6 +237,48 @@ TEST_F(Cuda, RequantAndSquareTransposeAreBitwiseIdentical) {
       "square transpose");
 }
 
+// Quartet I's backward step after each GEMM: the trust mask of a QuEST tensor, then D H / sqrt(n)
+// per block, in place on a bf16 or f32 gradient. The same FP32 operations as the CPU, so the
+// same bits: with the Hadamard-32 of the recipe, a random-sign RHT-32, no rotation, a width
+// the fused kernel does not take (40: the one-thread-per-block kernel), and the grid capped
+// at one block (the grid-stride loop).
+TEST_F(Cuda, TrustMaskAndUnrotateAreBitwiseIdentical) {
+  struct Case {
+    std::int64_t rows, cols;
+    Rotation rotation;
+    const char* max_blocks;
+  };
+  const Case cases[] = {{64, 256, Rotation::hadamard(32), nullptr},      {40, 96, Rotation::random(32, {3, 1, 4}), nullptr},
+                        {24, 80, Rotation::none(), nullptr},             {24, 40, Rotation::none(), nullptr},
+                        {96, 128, Rotation::random(32, {2, 7, 1}), "1"}};
+  for (const Case& c : cases) {
+    if (c.max_blocks) setenv("QUARTET_CUDA_MAX_BLOCKS", c.max_blocks, 1);
+    const QuantizerSpec quest = QuantizerSpec::defaults(QuantizerKind::mxfp4_quest);
+    auto [x_cpu, x_gpu] = pair({c.rows, c.cols}, DType::bf16, random_values(static_cast<std::size_t>(c.rows * c.cols), 51, 1.0, true, c.cols));
+    const QTensor qc = cpu->quantize(x_cpu, false, quest, c.rotation, {1, 1, 1});
+    const QTensor qg = gpu->quantize(x_gpu, false, quest, c.rotation, {1, 1, 1});
+    for (DType dtype : {DType::bf16, DType::f32}) {
+      auto [g_cpu, g_gpu] = pair({c.rows, c.cols}, dtype, random_values(static_cast<std::size_t>(c.rows * c.cols), 52, 1.0, true, c.cols));
+      cpu->apply_trust_mask_and_unrotate(g_cpu, qc, c.rotation);
+      gpu->apply_trust_mask_and_unrotate(g_gpu, qg, c.rotation);
+      const std::vector<double> a = cpu->download(g_cpu), b = gpu->download(g_gpu);
+      std::size_t differ = 0, zeros = 0;
+      for (std::size_t i = 0; i < a.size(); ++i) {
+        differ += a[i] != b[i];
+        zeros += a[i] == 0.0;
+      }
+      const std::string what = std::to_string(c.rows) + "x" + std::to_string(c.cols) + " RHT-" + std::to_string(c.rotation.size) +
+                               " " + dtype_name(dtype);
+      EXPECT_EQ(differ, 0u) << what << ": elements differ";
+      // Without a rotation the untrusted elements stay zero: the mask was applied at all.
+      if (!c.rotation.size) {
+        EXPECT_GT(zeros, 0u) << what;
+      }
+    }
+    if (c.max_blocks) unsetenv("QUARTET_CUDA_MAX_BLOCKS");
+  }
+}
+
 // The native Blackwell GEMM reads the codes tested above and the scales in the 128x4-tiled
 // layout: those bytes too are the CPU's (padding rows and groups included). On this Hopper
 // machine cuBLASLt has no FP4 GEMM, and the backend says it emulates.

@@ -95,14 +95,16 @@ __device__ __forceinline__ void butterfly_stage(float* v) {
   }
 }
 
-// x <- H D x / sqrt(n) on this thread's 16 elements of an n-block spread over n/16 lanes:
-// rht_forward_block's operations, the stages h >= 16 by lane shuffles (the lower lane of a
-// pair holds a and computes a + b, the upper holds b and computes a - b).
-template <int kRotation>
-__device__ __forceinline__ void rotate_group(float* x, const SignBits& sign_words, int lane_in_item) {
-  const std::uint32_t signs = group_sign_bits<kRotation>(sign_words, lane_in_item);
+__device__ __forceinline__ void flip_signs(float* x, std::uint32_t signs) {
 #pragma unroll
   for (int i = 0; i < kNvGroup; ++i) x[i] = __uint_as_float(__float_as_uint(x[i]) ^ (((signs >> i) & 1u) << 31));
+}
+
+// x <- H x (unnormalised) on this thread's 16 elements of an n-block spread over n/16 lanes:
+// fwht_inplace_f32's butterflies, the stages h >= 16 by lane shuffles (the lower lane of a
+// pair holds a and computes a + b, the upper holds b and computes a - b).
+template <int kRotation>
+__device__ __forceinline__ void walsh_hadamard_group(float* x, int lane_in_item) {
   butterfly_stage<1>(x);
   butterfly_stage<2>(x);
   butterfly_stage<4>(x);
@@ -119,9 +121,27 @@ __device__ __forceinline__ void rotate_group(float* x, const SignBits& sign_word
       x[i] = __fmaf_rn(x[i], sign, other);
     }
   }
+}
+
+// x <- H D x / sqrt(n): rht_forward_block's operations.
+template <int kRotation>
+__device__ __forceinline__ void rotate_group(float* x, const SignBits& sign_words, int lane_in_item) {
+  flip_signs(x, group_sign_bits<kRotation>(sign_words, lane_in_item));
+  walsh_hadamard_group<kRotation>(x, lane_in_item);
   const float norm = rht_norm(kRotation);
 #pragma unroll
   for (int i = 0; i < kNvGroup; ++i) x[i] = fmul(x[i], norm);
+}
+
+// x <- D H x / sqrt(n): rht_inverse_block's operations (the multiplication by a sign is the
+// flip of the sign bit).
+template <int kRotation>
+__device__ __forceinline__ void unrotate_group(float* x, const SignBits& sign_words, int lane_in_item) {
+  walsh_hadamard_group<kRotation>(x, lane_in_item);
+  const float norm = rht_norm(kRotation);
+#pragma unroll
+  for (int i = 0; i < kNvGroup; ++i) x[i] = fmul(x[i], norm);
+  flip_signs(x, group_sign_bits<kRotation>(sign_words, lane_in_item));
 }
 
 // A NaN or infinity has the largest magnitude bit patterns: one integer max per group finds
@@ -666,6 +686,47 @@ __global__ void dequantize_bf16_kernel(const std::uint8_t* codes, const std::uin
       std::uint32_t w[4];
       e2m1x8_times_scale_bf16(c[u], F == ElementFormat::nvfp4 ? e4m3_scale_bf16x2(sb[u]) : e8m0_scale_bf16x2(sb[u]), w);
       reinterpret_cast<uint4*>(out)[h] = make_uint4(w[0], w[1], w[2], w[3]);
+    }
+  }
+}
+
+
+// ---- Quartet I's backward: the trust mask, then the inverse rotation ---------------------
+
+// g[r][c] <- (D H (M ⊙ g[r]) / sqrt(n))[c] per n-block, in place (g: [rows][cols], cols % 16 == 0
+// and a multiple of n). One thread per 16 elements, eight lanes per 128 (the quantizers'
+// layout), so the rotation is unrotate_group's; the whole warp runs every iteration (the
+// shuffles need it), absent units with zeros. Rounded to g's type once, as on the CPU.
+template <int kRotation, class T>
+__global__ void __launch_bounds__(kFusedThreads) trust_mask_unrotate_fused_kernel(T* g, std::int64_t rows, std::int64_t cols,
+                                                                                  std::int64_t mask_row_bytes,
+                                                                                  const std::uint8_t* mask, SignBits signs) {
+  const std::int64_t units_per_row = cols / kNvGroup, units = rows * units_per_row;
+  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
+  for (std::int64_t u = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; u - static_cast<int>(threadIdx.x & 31) < units;
+       u += stride) {
+    const bool valid = u < units;
+    const std::int64_t r = valid ? u / units_per_row : 0, c0 = valid ? (u - r * units_per_row) * kNvGroup : 0;
+    RawGroup<T> raw{};
+    std::uint32_t trusted = 0;
+    if (valid) {
+      load_raw(g + r * cols + c0, raw);
+      trusted = *reinterpret_cast<const std::uint16_t*>(mask + r * mask_row_bytes + c0 / 8);
+    }
+    float y[kNvGroup];
+    unpack_raw(raw, y);
+#pragma unroll
+    for (int i = 0; i < kNvGroup; ++i) y[i] = ((trusted >> i) & 1u) ? y[i] : 0.0f;
+    // u - lane is a multiple of 32 and a row has a multiple of n / 16 units: lane & 7 is the
+    // unit's position in its rotation block, as in the quantizers.
+    if constexpr (kRotation != 0) unrotate_group<kRotation>(y, signs, static_cast<int>(threadIdx.x & 7));
+    if (!valid) continue;
+    if constexpr (sizeof(T) == 2) {
+      store_bf16_group(reinterpret_cast<__nv_bfloat16*>(g + r * cols + c0), y);
+    } else {
+      float4* out = reinterpret_cast<float4*>(g + r * cols + c0);
+#pragma unroll
+      for (int k = 0; k < 4; ++k) out[k] = make_float4(y[4 * k], y[4 * k + 1], y[4 * k + 2], y[4 * k + 3]);
     }
   }
 }

@@ -857,6 +857,22 @@ void apply_trust_mask_and_unrotate(void* g, DType dtype, const DeviceQuantized& 
   }
   if (dtype != DType::f32 && dtype != DType::bf16) throw Error("trust mask: gradients must be f32 or bf16");
   const std::int64_t n = rotation.size ? rotation.size : 1;
+  if (q.cols % std::max<std::int64_t>(n, kNvGroup) == 0) {
+    const std::int64_t units = q.rows * q.cols / kNvGroup;
+    const std::int64_t blocks = (units + kFusedThreads - 1) / kFusedThreads;
+    with_rotation(rotation.size, [&](auto rot) {
+      const auto* mask = ptr<std::uint8_t>(q.trust_mask);
+      const std::int64_t mask_row_bytes = q.padded_cols / 8;
+      if (dtype == DType::bf16) {
+        launch_persistent(trust_mask_unrotate_fused_kernel<rot.value, __nv_bfloat16>, blocks, stream,
+                          static_cast<__nv_bfloat16*>(g), q.rows, q.cols, mask_row_bytes, mask, sign_bits(rotation));
+      } else {
+        launch_persistent(trust_mask_unrotate_fused_kernel<rot.value, float>, blocks, stream, static_cast<float*>(g), q.rows,
+                          q.cols, mask_row_bytes, mask, sign_bits(rotation));
+      }
+    });
+    return;
+  }
   trust_mask_unrotate_kernel<<<blocks_for(q.rows * (q.cols / n)), kThreads, 0, stream>>>(
       g, dtype == DType::bf16, q.rows, q.cols, q.padded_cols, ptr<std::uint8_t>(q.trust_mask), rotation_args(rotation));
   QUARTET_CUDA_LAUNCHED();
