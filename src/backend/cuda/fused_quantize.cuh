@@ -598,6 +598,20 @@ __global__ void eden_g16_finish_kernel(const float* corrected, std::int64_t rows
   if (i >= rows * blocks_per_row) return;
   const std::int64_t r = i / blocks_per_row, g0 = (i - r * blocks_per_row) * 8;
   const PhiloxWords words = philox_block(random, static_cast<std::uint32_t>(r), static_cast<std::uint32_t>(g0 / 8));
+  if (groups % 8 == 0 && !tiny) {  // whole, aligned Philox blocks: two 16-byte loads, one 8-byte store
+    const std::int64_t idx = r * groups + g0;
+    const float4* c8 = reinterpret_cast<const float4*>(corrected + idx);
+    const float4 lo = c8[0], hi = c8[1];
+    const float cg[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
+    std::uint32_t packed[2] = {0, 0};
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+      const float e = ms_eden_g16_scale(cg[k], t, decision_bits(words, static_cast<unsigned>(k)));
+      packed[k / 4] |= static_cast<std::uint32_t>(e4m3_bits_of_grid_value(e)) << (8 * (k % 4));
+    }
+    *reinterpret_cast<uint2*>(scales + idx) = make_uint2(packed[0], packed[1]);
+    return;
+  }
   for (int k = 0; k < 8 && g0 + k < groups; ++k) {
     const std::int64_t idx = r * groups + g0 + k;
     if (tiny) {
@@ -616,6 +630,7 @@ __global__ void eden_g16_finish_kernel(const float* corrected, std::int64_t rows
 // memory; then the block dequantizes the chunk in the dequantization kernel's order (half a
 // group per thread, consecutive lanes on consecutive halves).
 constexpr int kFinishChunkGroups = kFusedThreads * 8;
+constexpr int kFinishUnitsPerThread = 2 * kFinishChunkGroups / kFusedThreads;  // half-group code words
 
 __global__ void __launch_bounds__(kFusedThreads) eden_g16_finish_dequantize_kernel(
     const float* corrected, std::int64_t rows, std::int64_t groups, const unsigned* amax_bits, const unsigned* max_corrected,
@@ -628,29 +643,42 @@ __global__ void __launch_bounds__(kFusedThreads) eden_g16_finish_dequantize_kern
   const std::int64_t chunks = (total + kFinishChunkGroups - 1) / kFinishChunkGroups;
   for (std::int64_t chunk = blockIdx.x; chunk < chunks; chunk += gridDim.x) {
     const std::int64_t first = chunk * kFinishChunkGroups;
+    const std::int64_t halves = 2 * std::min<std::int64_t>(kFinishChunkGroups, total - first);
+    // The chunk's code words are loaded first, so that their latency overlaps the Philox work.
+    std::uint32_t c[kFinishUnitsPerThread];
+#pragma unroll
+    for (int u = 0; u < kFinishUnitsPerThread; ++u) {
+      const std::int64_t j = threadIdx.x + u * kFusedThreads;
+      c[u] = j < halves ? reinterpret_cast<const std::uint32_t*>(codes)[2 * first + j] : 0u;
+    }
     const std::int64_t block = first / 8 + threadIdx.x;  // this thread's Philox block
     if (block * 8 < total) {
       const std::int64_t r = block / blocks_per_row, g0 = (block - r * blocks_per_row) * 8;
+      const float4* c8 = reinterpret_cast<const float4*>(corrected + block * 8);
+      const float4 lo = c8[0], hi = c8[1];
+      const float cg[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
       const PhiloxWords words = philox_block(random, static_cast<std::uint32_t>(r), static_cast<std::uint32_t>(g0 / 8));
+      std::uint32_t packed[2] = {0, 0};
 #pragma unroll
       for (int k = 0; k < 8; ++k) {
-        const std::int64_t idx = block * 8 + k;
-        const float e = tiny ? 0.0f : ms_eden_g16_scale(corrected[idx], t, decision_bits(words, static_cast<unsigned>(k)));
-        scales[idx] = tiny ? 0 : e4m3_bits_of_grid_value(e);
+        const float e = tiny ? 0.0f : ms_eden_g16_scale(cg[k], t, decision_bits(words, static_cast<unsigned>(k)));
+        packed[k / 4] |= static_cast<std::uint32_t>(tiny ? 0 : e4m3_bits_of_grid_value(e)) << (8 * (k % 4));
         chunk_scales[threadIdx.x * 8 + k] = e;
       }
+      *reinterpret_cast<uint2*>(scales + block * 8) = make_uint2(packed[0], packed[1]);
     }
     __syncthreads();
-    const std::int64_t halves = 2 * std::min<std::int64_t>(kFinishChunkGroups, total - first);
-    for (std::int64_t j = threadIdx.x; j < halves; j += kFusedThreads) {
+#pragma unroll
+    for (int u = 0; u < kFinishUnitsPerThread; ++u) {
+      const std::int64_t j = threadIdx.x + u * kFusedThreads;
+      if (j >= halves) break;
       const std::int64_t h = 2 * first + j;
-      std::uint32_t c = reinterpret_cast<const std::uint32_t*>(codes)[h];
       if (tiny) {  // the CPU's all-zero tensor (codes 0, scales 0, t = 1)
-        c = 0;
+        c[u] = 0;
         reinterpret_cast<std::uint32_t*>(codes)[h] = 0;
       }
       std::uint32_t w[4];
-      e2m1x8_times_scale_bf16(c, __float2bfloat162_rn(chunk_scales[j / 2]), w);  // an E4M3 value: exact in BF16
+      e2m1x8_times_scale_bf16(c[u], __float2bfloat162_rn(chunk_scales[j / 2]), w);  // an E4M3 value: exact in BF16
       reinterpret_cast<uint4*>(out)[h] = make_uint4(w[0], w[1], w[2], w[3]);
     }
     __syncthreads();  // the chunk's scales have been read
