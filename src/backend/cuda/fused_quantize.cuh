@@ -183,9 +183,6 @@ struct RunningMax {
   float corrected = 0.0f;
 };
 
-// The pass's work on one rotated group: the amax pass (kAmaxPass) reduces, the quantizing pass
-// of quantizer K writes. Every lane of the warp calls this together (the research-form EDEN
-// correction sums over lanes); `valid` says whether the group exists.
 constexpr bool is_mx_kind(QuantizerKind k) {
   return k == QuantizerKind::mxfp4_quest || k == QuantizerKind::mxfp4_rtn || k == QuantizerKind::mxfp4_sr;
 }
@@ -233,6 +230,9 @@ __device__ __forceinline__ void finish_mx_half(const FusedArgs& a, std::int64_t 
   }
 }
 
+// The pass's work on one rotated group: the amax pass (kAmaxPass) reduces, the quantizing pass
+// of quantizer K writes. Every lane of the warp calls this together (the research-form EDEN
+// correction and the MXFP4 pair sums use shuffles); `valid` says whether the group exists.
 template <bool kAmaxPass, QuantizerKind K>
 __device__ __forceinline__ void finish_group(const FusedArgs& a, const Constants& k, std::int64_t r, std::int64_t g,
                                              bool valid, float* y, RunningMax& run) {

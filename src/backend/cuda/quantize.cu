@@ -449,8 +449,6 @@ unsigned resident_blocks(Kernel kernel, std::int64_t work) {
   return static_cast<unsigned>(std::max<std::int64_t>(1, std::min(work, cap)));
 }
 
-// The NVFP4 quantizers the fused kernels cover (square 16x16 blocks need a tile amax first and
-// keep the reference path).
 // The quantizers and rotations the fused kernels cover: every NVFP4 quantizer but square
 // 16x16 blocks (which need a tile amax first and keep the reference path) with any rotation,
 // and the MXFP4 ones with the rotations Quartet I uses (none or 32).
@@ -478,13 +476,13 @@ void with_fused_kind_and_rotation(QuantizerKind kind, int rotation, F&& f) {
   using K = QuantizerKind;
   const bool mx = quantizer_format(kind) == ElementFormat::mxfp4;
   bool known = false;
-  if (kNv && !mx) {
-    known = with_constant<K::rtn, K::four_over_six, K::sr, K::ms_eden_g16, K::ms_eden_g128>(kind, [&](auto k) {
+  if constexpr (kNv) {
+    if (!mx) known = with_constant<K::rtn, K::four_over_six, K::sr, K::ms_eden_g16, K::ms_eden_g128>(kind, [&](auto k) {
       with_rotation(rotation, [&](auto r) { f(k, r); });
     });
   }
-  if (kMx && mx) {
-    known = with_constant<K::mxfp4_quest, K::mxfp4_rtn, K::mxfp4_sr>(kind, [&](auto k) {
+  if constexpr (kMx) {
+    if (mx) known = with_constant<K::mxfp4_quest, K::mxfp4_rtn, K::mxfp4_sr>(kind, [&](auto k) {
       if (!with_constant<0, 32>(rotation, [&](auto r) { f(k, r); })) {
         throw Error(message("rotation size ", rotation, " has no fused MXFP4 kernel"));
       }
