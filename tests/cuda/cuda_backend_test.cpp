@@ -371,8 +371,8 @@ TEST_F(Cuda, QuantizedGemmMatchesTheCpu) {
   }
 }
 
-// On Hopper the quantizers of quartet2's operands write them in BF16 for the emulated GEMM,
-// which then skips its dequantization pass (rtn and 4/6 in their pass, MS-EDEN g16 in its scale
+// On Hopper the fused quantizers write their operands in BF16 for the emulated GEMM, which then
+// skips its dequantization pass (rtn, 4/6, sr and MXFP4 in their pass, MS-EDEN g16 in its scale
 // pass). That copy must exist where promised (no dequantization pass runs for the first GEMM)
 // and be the dequantization pass's output bit for bit: the GEMM (one cuBLASLt algorithm per
 // shape, so deterministic) gives the same bits with it as on a backend without it, and again
@@ -413,7 +413,7 @@ TEST_F(Cuda, FusedDequantizedOperandsGiveTheGemmOfTheDequantizationPass) {
     EXPECT_EQ(differ_again, 0u) << what << ": GEMM outputs after the BF16 operands were used up differ";
   };
   const std::int64_t m = 96, n = 80;
-  for (QuantizerKind kind : {QuantizerKind::rtn, QuantizerKind::four_over_six, QuantizerKind::ms_eden_g16,
+  for (QuantizerKind kind : {QuantizerKind::rtn, QuantizerKind::four_over_six, QuantizerKind::sr, QuantizerKind::ms_eden_g16,
                             QuantizerKind::mxfp4_quest, QuantizerKind::mxfp4_rtn}) {
     for (bool transpose : {false, true}) {
       for (DType dtype : {DType::bf16, DType::f32}) {
@@ -472,6 +472,16 @@ TEST_F(Cuda, FusedDequantizedOperandsGiveTheGemmOfTheDequantizationPass) {
           return std::pair{be.requantize_transposed(fa, bwd, rot, {2, 2, 2}), be.requantize_transposed(fb, bwd, rot, {2, 2, 3})};
         },
         "requant QuEST -> MXFP4 RTN RHT-32");
+  // tetrajet2's: the forward RTN tensors requantized with RHT-32 + SR.
+  check({tokens, k1}, {tokens, k2}, DType::bf16, k1, k2, 1.0, true,
+        [&](Backend& be, const Tensor& a, const Tensor& b) {
+          const QuantizerSpec fwd = QuantizerSpec::defaults(QuantizerKind::rtn);
+          const QuantizerSpec bwd = QuantizerSpec::defaults(QuantizerKind::sr);
+          const Rotation rot = Rotation::random(32, {9, 9, 9});
+          const QTensor fa = be.quantize(a, false, fwd, Rotation::none(), {}), fb = be.quantize(b, false, fwd, Rotation::none(), {});
+          return std::pair{be.requantize_transposed(fa, bwd, rot, {2, 2, 2}), be.requantize_transposed(fb, bwd, rot, {2, 2, 3})};
+        },
+        "requant RTN -> SR RHT-32");
 }
 
 TEST_F(Cuda, HighPrecisionGemmEveryTransposition) {

@@ -66,7 +66,7 @@ struct FusedArgs {
   std::uint8_t* codes = nullptr;
   std::uint8_t* scales = nullptr;
   std::uint8_t* trust_mask = nullptr;    // mxfp4_quest
-  __nv_bfloat16* dequantized = nullptr;  // rtn, four_over_six, MXFP4: e2m1 x block scale for the GEMM, or null
+  __nv_bfloat16* dequantized = nullptr;  // rtn, four_over_six, sr, MXFP4: e2m1 x block scale for the GEMM, or null
   std::int64_t logical_cols = 0;         // for the position of a non-finite input
   bool check_finite = false;
   unsigned long long sequence = 0;
@@ -258,6 +258,10 @@ __device__ __forceinline__ void finish_group(const FusedArgs& a, const Constants
       std::uint16_t bits[kNvGroup];
       random_decision_range(a.random, static_cast<std::uint32_t>(r), static_cast<std::uint32_t>(g * kNvGroup), kNvGroup, bits);
       s = sr_group(y, two, bits, codes);
+      if (a.dequantized) {
+#pragma unroll
+        for (int i = 0; i < kNvGroup; ++i) values[i] = fmul(e2m1_decode(codes[i]), s);  // exact, as the dequantization
+      }
     } else if constexpr (K == QuantizerKind::ms_eden_g16) {
       const float m = group_absmax<kNvGroup>(y);
       const float c = ms_eden_g16_group(y, m, a.eden_scale, codes);
@@ -283,7 +287,7 @@ __device__ __forceinline__ void finish_group(const FusedArgs& a, const Constants
     }
     if (!valid) return;
     store_packed_codes(a.codes + r * (a.groups * kNvGroup / 2) + g * (kNvGroup / 2), codes);
-    if constexpr (K == QuantizerKind::rtn || K == QuantizerKind::four_over_six) {
+    if constexpr (K == QuantizerKind::rtn || K == QuantizerKind::four_over_six || K == QuantizerKind::sr) {
       if (a.dequantized) store_bf16_group(a.dequantized + (r * a.groups + g) * kNvGroup, values);
     }
     if constexpr (K != QuantizerKind::ms_eden_g16) a.scales[r * a.groups + g] = e4m3_bits_of_grid_value(s);

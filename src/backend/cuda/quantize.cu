@@ -613,7 +613,8 @@ void run_fused(DeviceQuantized& q, const QuantizerSpec& spec, const Rotation& ro
     }
     return;  // the temporaries are released in stream order
   }
-  if (emit_dequantized && (spec.kind == QuantizerKind::rtn || spec.kind == QuantizerKind::four_over_six)) {
+  if (emit_dequantized &&
+      (spec.kind == QuantizerKind::rtn || spec.kind == QuantizerKind::four_over_six || spec.kind == QuantizerKind::sr)) {
     a.dequantized = allocate_dequantized(q);  // written by the quantizing pass
   }
   launch(true, a);

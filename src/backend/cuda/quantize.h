@@ -31,8 +31,8 @@ struct DeviceQuantized {
   std::shared_ptr<void> tensor_scale; // float [1]
   std::shared_ptr<void> trust_mask;   // uint8 [rows][padded_cols / 8] or null
   // bf16 [rows][padded_cols], e2m1 x block scale, or null: written when asked to by a fused
-  // quantizer whose block scales are final in its pass over the data (rtn, four_over_six, the
-  // MXFP4 ones) or
+  // quantizer whose block scales are final in its pass over the data (rtn, four_over_six, sr,
+  // the MXFP4 ones) or
   // by MS-EDEN g16's scale pass (fused with the dequantization), so the
   // emulated GEMM that reads the operand next needs no dequantization pass; that GEMM takes it
   // (releases it), so a tensor kept for backward keeps only its codes and scales.
@@ -47,7 +47,7 @@ struct DeviceQuantized {
 // x: a device matrix [x_rows, x_cols] of f32 or bf16 (row-major). With `transpose` its
 // transpose is quantized (rows = x_cols), without materialising it. Throws NonFiniteError
 // naming the first non-finite element, Error for shapes the rotation does not fit.
-// With `emit_dequantized` the fused rtn, four_over_six and MXFP4 kernels also fill
+// With `emit_dequantized` the fused rtn, four_over_six, sr and MXFP4 kernels also fill
 // `dequantized`, and
 // so does MS-EDEN g16's scale pass (fused with the dequantization).
 DeviceQuantized quantize(const void* x, DType dtype, std::int64_t x_rows, std::int64_t x_cols, bool transpose,
