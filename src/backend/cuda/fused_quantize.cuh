@@ -250,10 +250,14 @@ __device__ __forceinline__ void finish_group(const FusedArgs& a, const Constants
     float s = 1.0f;
     const TwoLevelScale two{k.t, k.k_enc};
     float values[kNvGroup];
+    // Each call gets a pointer known at compile time (values or null): a pointer chosen at run
+    // time put `values` in local memory (a 64-byte stack frame, ptxas -v).
     if constexpr (K == QuantizerKind::rtn) {
-      s = rtn_group(y, group_absmax<kNvGroup>(y), two, codes, a.dequantized ? values : nullptr);
+      const float m = group_absmax<kNvGroup>(y);
+      s = a.dequantized ? rtn_group(y, m, two, codes, values) : rtn_group(y, m, two, codes, nullptr);
     } else if constexpr (K == QuantizerKind::four_over_six) {
-      s = four_over_six_group(y, FourOverSixScale{k.t, k.inv_t, k.k6, k.k4}, codes, a.dequantized ? values : nullptr);
+      const FourOverSixScale fs{k.t, k.inv_t, k.k6, k.k4};
+      s = a.dequantized ? four_over_six_group(y, fs, codes, values) : four_over_six_group(y, fs, codes, nullptr);
     } else if constexpr (K == QuantizerKind::sr) {
       std::uint16_t bits[kNvGroup];
       random_decision_range(a.random, static_cast<std::uint32_t>(r), static_cast<std::uint32_t>(g * kNvGroup), kNvGroup, bits);
