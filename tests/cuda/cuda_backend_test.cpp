@@ -86,6 +86,7 @@ const QuantCase kQuantCases[] = {
     {QuantizerKind::sr, 0},            {QuantizerKind::sr, 16},           {QuantizerKind::sr, 32},
     {QuantizerKind::ms_eden_g16, 128}, {QuantizerKind::ms_eden_g128, 128}, {QuantizerKind::mxfp4_quest, 32},
     {QuantizerKind::mxfp4_rtn, 32},    {QuantizerKind::mxfp4_sr, 32},     {QuantizerKind::rtn, 128},
+    {QuantizerKind::mxfp4_quest, 0},   {QuantizerKind::mxfp4_rtn, 0},
 };
 
 TEST_F(Cuda, QuantizersAreBitwiseIdenticalToTheCpu) {
@@ -230,6 +231,31 @@ TEST_F(Cuda, RequantAndSquareTransposeAreBitwiseIdentical) {
                           gpu->download_quantized(gpu->requantize_transposed(qg, b, Rotation::random(32, {5, 6, 7}), {2, 2, 2})),
                           "requant " + what);
   }
+  // The MXFP4 backward quantizer near both ends of the E8M0 range (its scale has no floor):
+  // scale bytes 0..3 with subnormal inputs and products (2e-39, 1e-37), and bytes near 254 with
+  // elements whose dequantized value (4 x 2^126 and up) overflows FP32 as on the CPU (1e35, rows
+  // up to 2^8 larger). Row-wise
+  // from f32 and bf16, transposed, and the requant of that tensor (an MXFP4 source tile with
+  // such scales).
+  for (double scale : {2e-39, 1e-37, 1e35}) {
+    for (DType dtype : {DType::f32, DType::bf16}) {
+      auto [t_cpu, t_gpu] = pair({rows, cols}, dtype, random_values(rows * cols, 24, scale, true, cols));
+      for (QuantizerKind kind : {QuantizerKind::mxfp4_rtn, QuantizerKind::mxfp4_sr}) {
+        const QuantizerSpec b = QuantizerSpec::defaults(kind);
+        for (bool transpose : {false, true}) {
+          const std::string what = std::string(quantizer_name(kind)) + (transpose ? " transposed " : " ") + dtype_name(dtype) +
+                                   " at scale " + std::to_string(scale);
+          const QTensor qc = cpu->quantize(t_cpu, transpose, b, Rotation::none(), {3, 1, 4});
+          const QTensor qg = gpu->quantize(t_gpu, transpose, b, Rotation::none(), {3, 1, 4});
+          expect_same_quantized(cpu->download_quantized(qc), gpu->download_quantized(qg), what);
+          if (scale > 1.0) continue;  // a requant of overflowed (infinite) values has no finite input
+          expect_same_quantized(cpu->download_quantized(cpu->requantize_transposed(qc, b, Rotation::random(32, {1, 6, 1}), {2, 7, 2})),
+                                gpu->download_quantized(gpu->requantize_transposed(qg, b, Rotation::random(32, {1, 6, 1}), {2, 7, 2})),
+                                "requant " + what);
+        }
+      }
+    }
+  }
   auto [w_cpu, w_gpu] = pair({40, 48}, DType::f32, random_values(40 * 48, 22));
   const QuantizerSpec sq = QuantizerSpec::defaults(QuantizerKind::square16);
   expect_same_quantized(
@@ -251,7 +277,9 @@ TEST_F(Cuda, TrustMaskAndUnrotateAreBitwiseIdentical) {
   };
   const Case cases[] = {{64, 256, Rotation::hadamard(32), nullptr},      {40, 96, Rotation::random(32, {3, 1, 4}), nullptr},
                         {24, 80, Rotation::none(), nullptr},             {24, 40, Rotation::none(), nullptr},
-                        {96, 128, Rotation::random(32, {2, 7, 1}), "1"}};
+                        {96, 128, Rotation::random(32, {2, 7, 1}), "1"},
+                        // Ablations: RHT-16 and RHT-128 (QuEST through the reference kernels)
+                        {32, 64, Rotation::random(16, {9, 2, 6}), nullptr},  {32, 256, Rotation::random(128, {5, 3, 5}), nullptr}};
   for (const Case& c : cases) {
     if (c.max_blocks) setenv("QUARTET_CUDA_MAX_BLOCKS", c.max_blocks, 1);
     const QuantizerSpec quest = QuantizerSpec::defaults(QuantizerKind::mxfp4_quest);
@@ -384,10 +412,12 @@ TEST_F(Cuda, FusedDequantizedOperandsGiveTheGemmOfTheDequantizationPass) {
   const bool emulated = gpu->name().find("emulation") != std::string::npos;
   // make(backend, a, b) quantizes the two operands on `backend` (inputs uploaded to it).
   using Make = std::function<std::pair<QTensor, QTensor>(Backend&, const Tensor&, const Tensor&)>;
+  // scale_b (0: scale) lets one operand sit at the bottom of the E8M0 range while the products
+  // stay normal FP32 numbers, so that the GEMM sees every bit of the tiny operand's copy.
   const auto check = [&](const Shape& sa, const Shape& sb, DType dtype, std::int64_t m, std::int64_t n, double scale,
-                         bool expect_copy, const Make& make, const std::string& what) {
+                         bool expect_copy, const Make& make, const std::string& what, double scale_b = 0.0) {
     const std::vector<double> va = random_values(static_cast<std::size_t>(shape_numel(sa)), 41, scale, true, sa[1]);
-    const std::vector<double> vb = random_values(static_cast<std::size_t>(shape_numel(sb)), 42, scale);
+    const std::vector<double> vb = random_values(static_cast<std::size_t>(shape_numel(sb)), 42, scale_b > 0 ? scale_b : scale);
     Tensor a = gpu->empty(sa, dtype), b = gpu->empty(sb, dtype), a2 = plain->empty(sa, dtype), b2 = plain->empty(sb, dtype);
     gpu->upload(a, va), gpu->upload(b, vb), plain->upload(a2, va), plain->upload(b2, vb);
     const auto [qa, qb] = make(*gpu, a, b);
@@ -414,7 +444,7 @@ TEST_F(Cuda, FusedDequantizedOperandsGiveTheGemmOfTheDequantizationPass) {
   };
   const std::int64_t m = 96, n = 80;
   for (QuantizerKind kind : {QuantizerKind::rtn, QuantizerKind::four_over_six, QuantizerKind::sr, QuantizerKind::ms_eden_g16,
-                            QuantizerKind::mxfp4_quest, QuantizerKind::mxfp4_rtn}) {
+                            QuantizerKind::mxfp4_quest, QuantizerKind::mxfp4_rtn, QuantizerKind::mxfp4_sr}) {
     for (bool transpose : {false, true}) {
       for (DType dtype : {DType::bf16, DType::f32}) {
         for (std::int64_t k : {std::int64_t{256}, std::int64_t{192}, std::int64_t{200}}) {
@@ -482,6 +512,19 @@ TEST_F(Cuda, FusedDequantizedOperandsGiveTheGemmOfTheDequantizationPass) {
           return std::pair{be.requantize_transposed(fa, bwd, rot, {2, 2, 2}), be.requantize_transposed(fb, bwd, rot, {2, 2, 3})};
         },
         "requant RTN -> SR RHT-32");
+  // The MXFP4 backward quantizer (scale 2^floor(log2 amax), no floor) at the bottom of the E8M0
+  // range: scale bytes 0 and 1, e2m1 x 2^-127 products that are BF16 subnormals in the copy.
+  for (QuantizerKind kind : {QuantizerKind::mxfp4_rtn, QuantizerKind::mxfp4_sr}) {
+    for (bool transpose : {false, true}) {
+      check(transpose ? Shape{256, m} : Shape{m, 256}, transpose ? Shape{256, n} : Shape{n, 256}, DType::bf16, m, n, 2e-39, true,
+            [&](Backend& be, const Tensor& a, const Tensor& b) {
+              const QuantizerSpec spec = QuantizerSpec::defaults(kind);
+              return std::pair{be.quantize(a, transpose, spec, Rotation::none(), {1, 2, 3}),
+                               be.quantize(b, transpose, spec, Rotation::none(), {1, 2, 4})};
+            },
+            std::string(quantizer_name(kind)) + (transpose ? " transposed" : "") + " at 2e-39", 1e30);
+    }
+  }
 }
 
 TEST_F(Cuda, HighPrecisionGemmEveryTransposition) {
