@@ -33,6 +33,15 @@ namespace quartet::cuda {
 namespace {
 
 constexpr int kFusedThreads = 256;
+
+// Blocks of the quantizing kernels that must fit on one SM at once, which caps their registers
+// (2: up to 128 per thread). A build-time knob for occupancy experiments, e.g.
+// `cmake --preset release -DCMAKE_CUDA_FLAGS=-DQUARTET_FUSED_MIN_BLOCKS=4` (64 registers, some
+// spills: scripts/ptxas-report.sh shows them); the default is what the results files measure.
+#ifndef QUARTET_FUSED_MIN_BLOCKS
+#define QUARTET_FUSED_MIN_BLOCKS 2
+#endif
+constexpr int kFusedMinBlocks = QUARTET_FUSED_MIN_BLOCKS;
 constexpr int kGroupsPerItem = 8;
 
 // The 128 rotation signs as bits (bit j set: sign j is -1), read by a thread as the 16 bits
@@ -380,7 +389,7 @@ __device__ __forceinline__ RowSlot row_slot(std::int64_t base, int lane, std::in
 // x: [rows][groups * 16], row-major. A grid-stride loop over warps of four items keeps every
 // lane of a warp in the same iteration (the shuffles need the whole warp).
 template <bool kAmaxPass, QuantizerKind K, int kRotation, class T>
-__global__ void __launch_bounds__(kFusedThreads, 2) fused_rowwise_kernel(FusedArgs a, const T* x) {
+__global__ void __launch_bounds__(kFusedThreads, kFusedMinBlocks) fused_rowwise_kernel(FusedArgs a, const T* x) {
   const int lane = static_cast<int>(threadIdx.x & 31), lane_in_item = lane & 7;
   const std::int64_t items_per_row = (a.groups + kGroupsPerItem - 1) / kGroupsPerItem;
   const std::int64_t items = a.rows * items_per_row;
@@ -545,7 +554,7 @@ struct RequantTile {
 };
 
 template <bool kAmaxPass, QuantizerKind K, int kRotation, class Tile>
-__global__ void __launch_bounds__(kFusedThreads, 2) fused_tile_kernel(FusedArgs a, Tile src) {
+__global__ void __launch_bounds__(kFusedThreads, kFusedMinBlocks) fused_tile_kernel(FusedArgs a, Tile src) {
   __shared__ uint4 tile[kTileC * kTileWords / 4];
   const int lane = static_cast<int>(threadIdx.x & 31), g_local = lane & 7;
   const int pair = lane / 8 + 4 * static_cast<int>(threadIdx.x / 32);  // 0..31: rows r0 + 2 pair, + 1

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Registers, stack frame and spills of the CUDA quantization kernels for sm_90a, from ptxas -v
+# (no GPU needed). Extra nvcc flags pass through, e.g. an occupancy experiment:
+#   scripts/ptxas-report.sh -DQUARTET_FUSED_MIN_BLOCKS=4
+# Prints one line per kernel: registers, stack bytes, spill store/load bytes, demangled name.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+NVCC=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
+log=$(mktemp)
+trap 'rm -f "$log" "$log.o"' EXIT
+"$NVCC" -O3 -DNDEBUG --generate-code=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -std=c++20 \
+  -Xcompiler=-ffp-contract=off -I include -I src -Xptxas -v "$@" -c src/backend/cuda/quantize.cu -o "$log.o" 2> "$log"
+python3 - "$log" <<'PY'
+import re, subprocess, sys
+text = open(sys.argv[1]).read()
+entries = re.split(r"ptxas info\s+: Compiling entry function '", text)[1:]
+rows = []
+for e in entries:
+    name = e.split("'")[0]
+    grab = lambda pattern: (re.search(pattern, e) or [None, "?"])[1]
+    rows.append((grab(r"Used (\d+) registers"), grab(r"(\d+) bytes stack frame"), grab(r"(\d+) bytes spill stores"),
+                 grab(r"(\d+) bytes spill loads"), name))
+names = subprocess.run(["c++filt"], input="\n".join(r[4] for r in rows), capture_output=True, text=True).stdout.split("\n")
+print("%5s %6s %7s %7s  %s" % ("regs", "stack", "spill_st", "spill_ld", "kernel"))
+for r, n in sorted(zip(rows, names), key=lambda x: x[1]):
+    n = n.replace("quartet::cuda::(anonymous namespace)::", "").replace("quartet::", "")
+    print("%5s %6s %7s %7s  %s" % (r[0], r[1], r[2], r[3], n[:150]))
+PY
