@@ -9,7 +9,8 @@ NVCC=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
 log=$(mktemp)
 trap 'rm -f "$log" "$log.o"' EXIT
 "$NVCC" -O3 -DNDEBUG --generate-code=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -std=c++20 \
-  -Xcompiler=-ffp-contract=off -I include -I src -Xptxas -v "$@" -c src/backend/cuda/quantize.cu -o "$log.o" 2> "$log"
+  -Xcompiler=-ffp-contract=off -I include -I src -Xptxas -v "$@" -c src/backend/cuda/quantize.cu -o "$log.o" 2> "$log" ||
+  { grep -v "^ptxas info" "$log" >&2; echo "ptxas-report: nvcc failed (flags: $*)" >&2; exit 1; }
 python3 - "$log" <<'PY'
 import re, subprocess, sys
 text = open(sys.argv[1]).read()

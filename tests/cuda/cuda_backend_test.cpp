@@ -481,37 +481,34 @@ TEST_F(Cuda, FusedDequantizedOperandsGiveTheGemmOfTheDequantizationPass) {
         },
         "ms_eden_g16, one block, two chunks");
   unsetenv("QUARTET_CUDA_MAX_BLOCKS");
-  // quartet2's backward operands: the forward 4/6 tensors requantized with RHT-128 + MS-EDEN.
+  // The recipes' backward operands from their forward tensors: quartet2 (4/6 -> RHT-128 +
+  // MS-EDEN), quartet1 (QuEST after the fixed Hadamard-32 -> RHT-32 + MXFP4 RTN), tetrajet2
+  // (RTN -> RHT-32 + SR).
+  struct RequantCase {
+    QuantizerKind fwd;
+    Rotation fwd_rotation;
+    QuantizerKind bwd;
+    Rotation rotation;
+    const char* what;
+  };
+  const RequantCase requants[] = {
+      {QuantizerKind::four_over_six, Rotation::none(), QuantizerKind::ms_eden_g16, Rotation::random(128, {8, 8, 8}),
+       "requant 4/6 -> MS-EDEN RHT-128"},
+      {QuantizerKind::mxfp4_quest, Rotation::hadamard(32), QuantizerKind::mxfp4_rtn, Rotation::random(32, {8, 8, 8}),
+       "requant QuEST -> MXFP4 RTN RHT-32"},
+      {QuantizerKind::rtn, Rotation::none(), QuantizerKind::sr, Rotation::random(32, {9, 9, 9}), "requant RTN -> SR RHT-32"},
+  };
   const std::int64_t tokens = 256, k1 = 128, k2 = 192;
-  check({tokens, k1}, {tokens, k2}, DType::bf16, k1, k2, 1.0, true,
-        [&](Backend& be, const Tensor& a, const Tensor& b) {
-          const QuantizerSpec fwd = QuantizerSpec::defaults(QuantizerKind::four_over_six);
-          const QuantizerSpec bwd = QuantizerSpec::defaults(QuantizerKind::ms_eden_g16);
-          const Rotation rot = Rotation::random(128, {8, 8, 8});
-          const QTensor fa = be.quantize(a, false, fwd, Rotation::none(), {}), fb = be.quantize(b, false, fwd, Rotation::none(), {});
-          return std::pair{be.requantize_transposed(fa, bwd, rot, {2, 2, 2}), be.requantize_transposed(fb, bwd, rot, {2, 2, 3})};
-        },
-        "requant 4/6 -> MS-EDEN RHT-128");
-  // quartet1's: the forward QuEST tensors requantized with RHT-32 + the MXFP4 backward quantizer.
-  check({tokens, k1}, {tokens, k2}, DType::bf16, k1, k2, 1.0, true,
-        [&](Backend& be, const Tensor& a, const Tensor& b) {
-          const QuantizerSpec fwd = QuantizerSpec::defaults(QuantizerKind::mxfp4_quest);
-          const QuantizerSpec bwd = QuantizerSpec::defaults(QuantizerKind::mxfp4_rtn);
-          const Rotation rot = Rotation::random(32, {8, 8, 8});
-          const QTensor fa = be.quantize(a, false, fwd, Rotation::hadamard(32), {}), fb = be.quantize(b, false, fwd, Rotation::hadamard(32), {});
-          return std::pair{be.requantize_transposed(fa, bwd, rot, {2, 2, 2}), be.requantize_transposed(fb, bwd, rot, {2, 2, 3})};
-        },
-        "requant QuEST -> MXFP4 RTN RHT-32");
-  // tetrajet2's: the forward RTN tensors requantized with RHT-32 + SR.
-  check({tokens, k1}, {tokens, k2}, DType::bf16, k1, k2, 1.0, true,
-        [&](Backend& be, const Tensor& a, const Tensor& b) {
-          const QuantizerSpec fwd = QuantizerSpec::defaults(QuantizerKind::rtn);
-          const QuantizerSpec bwd = QuantizerSpec::defaults(QuantizerKind::sr);
-          const Rotation rot = Rotation::random(32, {9, 9, 9});
-          const QTensor fa = be.quantize(a, false, fwd, Rotation::none(), {}), fb = be.quantize(b, false, fwd, Rotation::none(), {});
-          return std::pair{be.requantize_transposed(fa, bwd, rot, {2, 2, 2}), be.requantize_transposed(fb, bwd, rot, {2, 2, 3})};
-        },
-        "requant RTN -> SR RHT-32");
+  for (const RequantCase& rq : requants) {
+    check({tokens, k1}, {tokens, k2}, DType::bf16, k1, k2, 1.0, true,
+          [&](Backend& be, const Tensor& a, const Tensor& b) {
+            const QuantizerSpec fwd = QuantizerSpec::defaults(rq.fwd), bwd = QuantizerSpec::defaults(rq.bwd);
+            const QTensor fa = be.quantize(a, false, fwd, rq.fwd_rotation, {}), fb = be.quantize(b, false, fwd, rq.fwd_rotation, {});
+            return std::pair{be.requantize_transposed(fa, bwd, rq.rotation, {2, 2, 2}),
+                             be.requantize_transposed(fb, bwd, rq.rotation, {2, 2, 3})};
+          },
+          rq.what);
+  }
   // The MXFP4 backward quantizer (scale 2^floor(log2 amax), no floor) at the bottom of the E8M0
   // range: scale bytes 0 and 1, e2m1 x 2^-127 products that are BF16 subnormals in the copy.
   for (QuantizerKind kind : {QuantizerKind::mxfp4_rtn, QuantizerKind::mxfp4_sr}) {

@@ -604,6 +604,25 @@ __global__ void __launch_bounds__(kFusedThreads, kFusedMinBlocks) fused_tile_ker
 // One thread per eight groups of a row (one Philox call): t = M / 256, e_g = SR(c_g / t). A
 // tensor below the tiny-amax threshold is all zeros on the CPU (codes 0, scales 0, t = 1):
 // its codes are cleared here, which only that case pays for.
+// The eight scales e_g = SR(c_g / t) of one whole Philox block of a row (corrected8: its eight
+// provisional scales, 16-byte aligned): two 16-byte loads, then the Philox call, one 8-byte store
+// of the E4M3 bytes to scales8, and the values in e (registers). A tiny tensor's are 0.
+__device__ __forceinline__ void eden_block_scales(const float* corrected8, const RandomContext& random, std::uint32_t r,
+                                                  std::uint32_t philox_block_in_row, float t, bool tiny,
+                                                  std::uint8_t* scales8, float (&e)[8]) {
+  const float4* c8 = reinterpret_cast<const float4*>(corrected8);
+  const float4 lo = c8[0], hi = c8[1];
+  const float cg[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
+  const PhiloxWords words = philox_block(random, r, philox_block_in_row);
+  std::uint32_t packed[2] = {0, 0};
+#pragma unroll
+  for (int k = 0; k < 8; ++k) {
+    e[k] = tiny ? 0.0f : ms_eden_g16_scale(cg[k], t, decision_bits(words, static_cast<unsigned>(k)));
+    packed[k / 4] |= static_cast<std::uint32_t>(tiny ? 0 : e4m3_bits_of_grid_value(e[k])) << (8 * (k % 4));
+  }
+  *reinterpret_cast<uint2*>(scales8) = make_uint2(packed[0], packed[1]);
+}
+
 __global__ void eden_g16_finish_kernel(const float* corrected, std::int64_t rows, std::int64_t groups,
                                        const unsigned* amax_bits, const unsigned* max_corrected, RandomContext random,
                                        float* tensor_scale, std::uint8_t* scales, std::uint8_t* codes) {
@@ -614,21 +633,14 @@ __global__ void eden_g16_finish_kernel(const float* corrected, std::int64_t rows
   if (i == 0) *tensor_scale = t;
   if (i >= rows * blocks_per_row) return;
   const std::int64_t r = i / blocks_per_row, g0 = (i - r * blocks_per_row) * 8;
-  const PhiloxWords words = philox_block(random, static_cast<std::uint32_t>(r), static_cast<std::uint32_t>(g0 / 8));
-  if (groups % 8 == 0 && !tiny) {  // whole, aligned Philox blocks: two 16-byte loads, one 8-byte store
+  if (groups % 8 == 0 && !tiny) {  // whole, aligned Philox blocks
     const std::int64_t idx = r * groups + g0;
-    const float4* c8 = reinterpret_cast<const float4*>(corrected + idx);
-    const float4 lo = c8[0], hi = c8[1];
-    const float cg[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
-    std::uint32_t packed[2] = {0, 0};
-#pragma unroll
-    for (int k = 0; k < 8; ++k) {
-      const float e = ms_eden_g16_scale(cg[k], t, decision_bits(words, static_cast<unsigned>(k)));
-      packed[k / 4] |= static_cast<std::uint32_t>(e4m3_bits_of_grid_value(e)) << (8 * (k % 4));
-    }
-    *reinterpret_cast<uint2*>(scales + idx) = make_uint2(packed[0], packed[1]);
+    float unused[8];
+    eden_block_scales(corrected + idx, random, static_cast<std::uint32_t>(r), static_cast<std::uint32_t>(g0 / 8), t, false,
+                      scales + idx, unused);
     return;
   }
+  const PhiloxWords words = philox_block(random, static_cast<std::uint32_t>(r), static_cast<std::uint32_t>(g0 / 8));
   for (int k = 0; k < 8 && g0 + k < groups; ++k) {
     const std::int64_t idx = r * groups + g0 + k;
     if (tiny) {
@@ -671,18 +683,11 @@ __global__ void __launch_bounds__(kFusedThreads) eden_g16_finish_dequantize_kern
     const std::int64_t block = first / 8 + threadIdx.x;  // this thread's Philox block
     if (block * 8 < total) {
       const std::int64_t r = block / blocks_per_row, g0 = (block - r * blocks_per_row) * 8;
-      const float4* c8 = reinterpret_cast<const float4*>(corrected + block * 8);
-      const float4 lo = c8[0], hi = c8[1];
-      const float cg[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
-      const PhiloxWords words = philox_block(random, static_cast<std::uint32_t>(r), static_cast<std::uint32_t>(g0 / 8));
-      std::uint32_t packed[2] = {0, 0};
+      float e[8];
+      eden_block_scales(corrected + block * 8, random, static_cast<std::uint32_t>(r), static_cast<std::uint32_t>(g0 / 8), t,
+                        tiny, scales + block * 8, e);
 #pragma unroll
-      for (int k = 0; k < 8; ++k) {
-        const float e = tiny ? 0.0f : ms_eden_g16_scale(cg[k], t, decision_bits(words, static_cast<unsigned>(k)));
-        packed[k / 4] |= static_cast<std::uint32_t>(tiny ? 0 : e4m3_bits_of_grid_value(e)) << (8 * (k % 4));
-        chunk_scales[threadIdx.x * 8 + k] = e;
-      }
-      *reinterpret_cast<uint2*>(scales + block * 8) = make_uint2(packed[0], packed[1]);
+      for (int k = 0; k < 8; ++k) chunk_scales[threadIdx.x * 8 + k] = e[k];
     }
     __syncthreads();
 #pragma unroll
