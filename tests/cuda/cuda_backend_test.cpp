@@ -355,6 +355,77 @@ TEST_F(Cuda, NonFiniteInputIsReportedLikeOnTheCpu) {
   EXPECT_NO_THROW(gpu->raise_pending_errors()) << "the record is cleared once reported";
 }
 
+// The rotated fused kernels test one rotated element per group and only then the unrotated
+// ones (a non-finite input makes its whole rotation block non-finite): every kind of offender,
+// at a position inside a block, through the row-wise and transposed kernels of each rotation
+// size and both input types, must be reported at the CPU's position. A finite block whose
+// rotated sums overflow passes that first test and must not be reported.
+TEST_F(Cuda, NonFiniteInputUnderRotationIsReportedLikeOnTheCpu) {
+  struct Case {
+    QuantizerKind kind;
+    int rotation;  // -32: the fixed Hadamard-32
+    DType dtype;
+    bool transpose;
+  };
+  const Case cases[] = {
+      {QuantizerKind::ms_eden_g16, 128, DType::bf16, false}, {QuantizerKind::ms_eden_g16, 128, DType::bf16, true},
+      {QuantizerKind::ms_eden_g16, 128, DType::f32, false},  {QuantizerKind::rtn, 16, DType::bf16, false},
+      {QuantizerKind::rtn, 16, DType::bf16, true},           {QuantizerKind::sr, 32, DType::f32, false},
+      {QuantizerKind::mxfp4_quest, -32, DType::bf16, false}, {QuantizerKind::mxfp4_quest, -32, DType::bf16, true},
+      {QuantizerKind::mxfp4_rtn, 32, DType::f32, false},
+  };
+  const double offenders[][2] = {{NAN, 1.0}, {INFINITY, 1.0}, {-INFINITY, 1.0}, {INFINITY, -INFINITY}};
+  const std::int64_t rows = 64, cols = 256;
+  for (const Case& c : cases) {
+    const QuantizerSpec spec = QuantizerSpec::defaults(c.kind);
+    const Rotation rot = c.rotation < 0 ? Rotation::hadamard(-c.rotation) : Rotation::random(c.rotation, {2, 3, 4});
+    for (const auto& bad : offenders) {
+      const std::string what = std::string(quantizer_name(c.kind)) + " rotation " + std::to_string(c.rotation) +
+                               (c.dtype == DType::bf16 ? " bf16" : " f32") + (c.transpose ? " transposed" : " row-wise") +
+                               " offender " + std::to_string(bad[0]) + "/" + std::to_string(bad[1]);
+      std::vector<double> v = random_values(static_cast<std::size_t>(rows * cols), 61);
+      v[static_cast<std::size_t>(37 * cols + 150)] = bad[0];  // inside a block of every size, lane 1 of RHT-128's 8
+      if (bad[1] != 1.0) v[static_cast<std::size_t>(37 * cols + 141)] = bad[1];  // the same 16-group and block
+      auto [x_cpu, x_gpu] = pair({rows, cols}, c.dtype, v);
+      std::string cpu_msg, gpu_msg;
+      try {
+        cpu->quantize(x_cpu, c.transpose, spec, rot, {1, 1, 1});
+      } catch (const NonFiniteError& e) {
+        cpu_msg = e.what();
+      }
+      try {
+        gpu->quantize(x_gpu, c.transpose, spec, rot, {1, 1, 1});
+        gpu->raise_pending_errors();
+      } catch (const NonFiniteError& e) {
+        gpu_msg = e.what();
+      }
+      EXPECT_FALSE(cpu_msg.empty()) << what;
+      EXPECT_EQ(gpu_msg, cpu_msg) << what;
+    }
+    // Finite, but |x| near the FP32 maximum: the rotated sums overflow to infinity.
+    std::vector<double> v = random_values(static_cast<std::size_t>(rows * cols), 62);
+    for (int i = 0; i < 16; ++i) v[static_cast<std::size_t>(5 * cols + 16 + i)] = 3.0e38;
+    auto [x_cpu, x_gpu] = pair({rows, cols}, c.dtype, v);
+    bool cpu_threw = false, gpu_threw = false;
+    try {
+      cpu->quantize(x_cpu, c.transpose, spec, rot, {1, 1, 1});
+    } catch (const NonFiniteError&) {
+      cpu_threw = true;
+    } catch (const Error&) {
+      // another complaint (an overflowing scale) is the quantizer's business, not this test's
+    }
+    try {
+      gpu->quantize(x_gpu, c.transpose, spec, rot, {1, 1, 1});
+      gpu->raise_pending_errors();
+    } catch (const NonFiniteError&) {
+      gpu_threw = true;
+    } catch (const Error&) {
+    }
+    EXPECT_FALSE(cpu_threw) << quantizer_name(c.kind);
+    EXPECT_FALSE(gpu_threw) << quantizer_name(c.kind) << ": a finite input reported as non-finite";
+  }
+}
+
 // |gpu - cpu| <= 2 K 2^-24 sum|a b| + (bf16 ? 2^-8 |cpu| : 0), per element.
 void expect_gemm_close(const std::vector<double>& g, const std::vector<double>& c, const std::vector<double>& bound,
                        bool bf16, const std::string& what) {

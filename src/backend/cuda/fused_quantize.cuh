@@ -43,6 +43,7 @@ constexpr int kFusedThreads = 256;
 #endif
 constexpr int kFusedMinBlocks = QUARTET_FUSED_MIN_BLOCKS;
 constexpr int kGroupsPerItem = 8;
+constexpr std::int64_t kMaxRowwiseItems = std::int64_t{1} << 31;  // items a row-wise launch may count
 
 // The 128 rotation signs as bits (bit j set: sign j is -1), read by a thread as the 16 bits
 // of its group's position in the rotation block. Flipping the FP32 sign bit is the CPU's
@@ -64,6 +65,7 @@ struct FusedArgs {
   std::int64_t rows = 0;    // output rows
   std::int64_t groups = 0;  // 16-groups per output row (padded_cols / 16; MXFP4 groups are two of them)
   DivideU32 by_items_per_row{};  // row-wise kernel: division by ceil(groups / 8)
+  DivideU32 by_row_tiles{};      // tile kernel: division by ceil(rows / kTileR)
   int rotation = 0;         // 0, 16, 32 or 128 (the kernels take it as a template argument too)
   SignBits signs{};
   const Constants* constants = nullptr;  // quantize pass of the two-pass kinds
@@ -132,10 +134,10 @@ __device__ __forceinline__ void walsh_hadamard_group(float* x, int lane_in_item)
   }
 }
 
-// x <- H D x / sqrt(n): rht_forward_block's operations.
+// x <- H x / sqrt(n): rht_forward_block's operations after its sign flips D, which the
+// quantizing kernels apply to their raw input words (FlipTable below).
 template <int kRotation>
-__device__ __forceinline__ void rotate_group(float* x, const SignBits& sign_words, int lane_in_item) {
-  flip_signs(x, group_sign_bits<kRotation>(sign_words, lane_in_item));
+__device__ __forceinline__ void mix_group(float* x, int lane_in_item) {
   walsh_hadamard_group<kRotation>(x, lane_in_item);
   const float norm = rht_norm(kRotation);
 #pragma unroll
@@ -146,12 +148,51 @@ __device__ __forceinline__ void rotate_group(float* x, const SignBits& sign_word
 // flip of the sign bit).
 template <int kRotation>
 __device__ __forceinline__ void unrotate_group(float* x, const SignBits& sign_words, int lane_in_item) {
-  walsh_hadamard_group<kRotation>(x, lane_in_item);
-  const float norm = rht_norm(kRotation);
-#pragma unroll
-  for (int i = 0; i < kNvGroup; ++i) x[i] = fmul(x[i], norm);
+  mix_group<kRotation>(x, lane_in_item);
   flip_signs(x, group_sign_bits<kRotation>(sign_words, lane_in_item));
 }
+
+// The rotation's sign flips as XOR masks on the words a kernel loads (kWords 32-bit words per
+// thread and group), one entry per position of a group in its rotation block (lane & 7).
+// Flipping an element's sign bit while it is still packed is the CPU's multiplication by -1,
+// exactly, and costs one LOP3 per word instead of two instructions per element. The table
+// lives in shared memory and is read again every iteration (volatile), so that it holds no
+// registers across the loop: keeping eight mask registers live instead was measured slower
+// (commit 30f2e53).
+template <int kWords>
+struct FlipTable {
+  uint4 entry[kGroupsPerItem][kWords / 4];
+
+  // Filled by the block's first eight threads, before a __syncthreads(). Element i of a group
+  // lives in word Layout::word(i), its sign in the bits Layout::mask(i) (two for a word that
+  // holds the element of two rows).
+  template <int kRotation, class Layout>
+  __device__ void fill(const SignBits& signs) {
+    if (threadIdx.x >= kGroupsPerItem) return;
+    const std::uint32_t bits = group_sign_bits<kRotation>(signs, static_cast<int>(threadIdx.x));
+    std::uint32_t w[kWords] = {};
+#pragma unroll
+    for (int i = 0; i < kNvGroup; ++i) w[Layout::word(i)] |= ((bits >> i) & 1u) != 0 ? Layout::mask(i) : 0u;
+#pragma unroll
+    for (int k = 0; k < kWords / 4; ++k) entry[threadIdx.x][k] = make_uint4(w[4 * k], w[4 * k + 1], w[4 * k + 2], w[4 * k + 3]);
+  }
+
+  __device__ __forceinline__ uint4 load(int lane_in_item, int k) const {
+    uint4 v;
+    const unsigned address = static_cast<unsigned>(__cvta_generic_to_shared(&entry[lane_in_item][k]));
+    asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"(address));
+    return v;
+  }
+};
+
+__device__ __forceinline__ uint4 xor4(uint4 a, uint4 b) { return make_uint4(a.x ^ b.x, a.y ^ b.y, a.z ^ b.z, a.w ^ b.w); }
+
+// Once the rotation has mixed a block, every element of it depends on every input (each is a
+// signed sum of all n): a NaN or infinity anywhere in the block's input makes every rotated
+// element non-finite. One test of the first rotated element of a group therefore finds any
+// non-finite input of its block (and rarely a finite block whose sum overflows); only then does
+// the caller look at the unrotated elements one by one.
+__device__ __forceinline__ bool rotated_group_may_be_non_finite(const float* y) { return !(fabsf(y[0]) < bits_float(0x7F800000u)); }
 
 // A NaN or infinity has the largest magnitude bit patterns: one integer max per group finds
 // any; only then are the elements looked at one by one.
@@ -251,7 +292,9 @@ __device__ __forceinline__ void finish_group(const FusedArgs& a, const Constants
   } else if constexpr (is_mx_kind(K)) {
     finish_mx_half<K>(a, r, g, valid, y);
   } else {
-    if (k.zero) {
+    // A tensor below the tiny-amax threshold quantizes as zeros; MS-EDEN g16 takes no
+    // constants (its scale pass handles that case), so it skips the selects.
+    if (K != QuantizerKind::ms_eden_g16 && k.zero) {
 #pragma unroll
       for (int i = 0; i < kNvGroup; ++i) y[i] = 0.0f;
     }
@@ -368,61 +411,98 @@ __device__ __forceinline__ void unpack_raw(const RawGroup<T>& raw, float* y) {
   }
 }
 
-// Where iteration `base` of a warp puts this lane: its row, group and whether it exists.
+// Where iteration `base` of a warp puts this lane: its row, group and whether it exists. The
+// host guarantees items < 2^31 (kMaxRowwiseItems), so 32-bit arithmetic and a multiply-shift
+// division suffice (64-bit ones are long instruction sequences, paid per group).
 struct RowSlot {
-  std::int64_t r, g;
+  std::uint32_t r, g;
   bool valid;
 };
 
-__device__ __forceinline__ RowSlot row_slot(std::int64_t base, int lane, std::int64_t items, std::int64_t items_per_row,
-                                            const DivideU32& by_items_per_row, std::int64_t groups) {
-  const std::int64_t item = base + lane / kGroupsPerItem;
+__device__ __forceinline__ RowSlot row_slot(std::uint32_t base, int lane, std::uint32_t items, std::uint32_t items_per_row,
+                                            const DivideU32& by_items_per_row, std::uint32_t groups) {
+  const std::uint32_t item = base + static_cast<std::uint32_t>(lane / kGroupsPerItem);
   RowSlot s;
-  // A multiply-shift division where 32 bits suffice (a 64-bit one is a long software sequence).
-  s.r = item <= 0xFFFFFFFFll && items_per_row <= 0xFFFFFFFFll ? by_items_per_row.divide(static_cast<std::uint32_t>(item))
-                                                              : item / items_per_row;
-  s.g = (item - s.r * items_per_row) * kGroupsPerItem + (lane & 7);
+  s.r = by_items_per_row.divide(item);
+  s.g = (item - s.r * items_per_row) * kGroupsPerItem + static_cast<std::uint32_t>(lane & 7);
   s.valid = item < items && s.g < groups;
   return s;
+}
+
+__device__ __forceinline__ std::int64_t group_offset(const RowSlot& s, std::int64_t groups) {
+  return static_cast<std::int64_t>(s.r) * groups + s.g;
+}
+
+// Where element i of a group sits in its raw words (RawGroup<T>): BF16 element 2w in the low
+// half of word w, 2w + 1 in the high half; FP32 element i in word i.
+template <class T>
+struct RawLayout {
+  static __device__ int word(int i) { return sizeof(T) == 2 ? i / 2 : i; }
+  static __device__ std::uint32_t mask(int i) { return sizeof(T) == 2 && i % 2 == 0 ? 0x8000u : 0x80000000u; }
+};
+
+// The unrotated elements of a group whose rotated block was found non-finite, read again from
+// the input, checked one by one.
+template <class T>
+__device__ __noinline__ void check_row_group_finite(const FusedArgs& a, const T* x, const RowSlot& s) {
+  RawGroup<T> raw;
+  load_raw(x + group_offset(s, a.groups) * kNvGroup, raw);
+  float y[kNvGroup];
+  unpack_raw(raw, y);
+  check_group_finite(a, y, s.r, static_cast<std::int64_t>(s.g) * kNvGroup);
 }
 
 // x: [rows][groups * 16], row-major. A grid-stride loop over warps of four items keeps every
 // lane of a warp in the same iteration (the shuffles need the whole warp).
 template <bool kAmaxPass, QuantizerKind K, int kRotation, class T>
 __global__ void __launch_bounds__(kFusedThreads, kFusedMinBlocks) fused_rowwise_kernel(FusedArgs a, const T* x) {
+  constexpr int kRawWords = static_cast<int>(sizeof(RawGroup<T>) / 4);
+  __shared__ FlipTable<kRawWords> flips;
   const int lane = static_cast<int>(threadIdx.x & 31), lane_in_item = lane & 7;
-  const std::int64_t items_per_row = (a.groups + kGroupsPerItem - 1) / kGroupsPerItem;
-  const std::int64_t items = a.rows * items_per_row;
-  const std::int64_t warp = (static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
-  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x / 32 * 4;
+  const auto items_per_row = static_cast<std::uint32_t>((a.groups + kGroupsPerItem - 1) / kGroupsPerItem);
+  const auto items = static_cast<std::uint32_t>(a.rows * items_per_row);
+  const auto groups = static_cast<std::uint32_t>(a.groups);
+  const std::uint32_t warp = (blockIdx.x * blockDim.x + threadIdx.x) / 32;
+  const std::uint32_t stride = gridDim.x * blockDim.x / 32 * 4;
+  if constexpr (kRotation != 0) {
+    flips.template fill<kRotation, RawLayout<T>>(a.signs);
+    __syncthreads();
+  }
   Constants k{1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 0};
   if (!kAmaxPass && a.constants) k = *a.constants;
   RunningMax run;
-  std::int64_t base = warp * 4;
-  RowSlot slot = row_slot(base, lane, items, items_per_row, a.by_items_per_row, a.groups);
+  std::uint32_t base = warp * 4;
+  RowSlot slot = row_slot(base, lane, items, items_per_row, a.by_items_per_row, groups);
   RawGroup<T> raw{};
-  if (slot.valid) load_raw(x + slot.r * a.groups * kNvGroup + slot.g * kNvGroup, raw);
+  if (slot.valid) load_raw(x + group_offset(slot, a.groups) * kNvGroup, raw);
   for (; base < items; base += stride) {
     const RowSlot cur = slot;
+    if constexpr (kRotation != 0) {
+#pragma unroll
+      for (int q = 0; q < kRawWords / 4; ++q) raw.v[q] = xor4(raw.v[q], flips.load(lane_in_item, q));
+    }
     float y[kNvGroup];
     unpack_raw(raw, y);  // zeros for an absent group
-    slot = row_slot(base + stride, lane, items, items_per_row, a.by_items_per_row, a.groups);
+    slot = row_slot(base + stride, lane, items, items_per_row, a.by_items_per_row, groups);
     if (slot.valid) {
-      load_raw(x + slot.r * a.groups * kNvGroup + slot.g * kNvGroup, raw);
+      load_raw(x + group_offset(slot, a.groups) * kNvGroup, raw);
     } else {
       raw = RawGroup<T>{};
     }
-    if constexpr (kAmaxPass && kRotation == 0) {
+    if constexpr (kRotation != 0) {
+      mix_group<kRotation>(y, lane_in_item);
+      if (a.check_finite && cur.valid && rotated_group_may_be_non_finite(y)) check_row_group_finite(a, x, cur);
+      finish_group<kAmaxPass, K>(a, k, cur.r, cur.g, cur.valid, y, run);
+    } else if constexpr (kAmaxPass) {
       // One integer maximum of the magnitude bits is the group's amax and, at or above the
       // infinity pattern, the sign of a non-finite element.
       std::uint32_t m = 0;
 #pragma unroll
       for (int i = 0; i < kNvGroup; ++i) m = max(m, __float_as_uint(y[i]) & 0x7FFFFFFFu);
-      if (a.check_finite && cur.valid && m >= 0x7F800000u) check_group_finite(a, y, cur.r, cur.g * kNvGroup);
+      if (a.check_finite && cur.valid && m >= 0x7F800000u) check_group_finite(a, y, cur.r, static_cast<std::int64_t>(cur.g) * kNvGroup);
       run.amax = fmax2(run.amax, __uint_as_float(m));
     } else {
-      if (a.check_finite && cur.valid) check_group_finite(a, y, cur.r, cur.g * kNvGroup);
-      if constexpr (kRotation != 0) rotate_group<kRotation>(y, a.signs, lane_in_item);
+      if (a.check_finite && cur.valid) check_group_finite(a, y, cur.r, static_cast<std::int64_t>(cur.g) * kNvGroup);
       finish_group<kAmaxPass, K>(a, k, cur.r, cur.g, cur.valid, y, run);
     }
   }
@@ -436,6 +516,12 @@ __global__ void __launch_bounds__(kFusedThreads, kFusedMinBlocks) fused_rowwise_
 // c's 16-group, so that the read phase (thread (g, w) reads word (16 g + j, w) for j = 0..15)
 // hits 32 distinct banks. Each thread then quantizes two output rows, one after the other.
 constexpr int kTileC = 128, kTileR = 64, kTileWords = kTileR / 2;
+
+// A thread's tile words: word j holds element j of its group for both of its rows.
+struct TileWordLayout {
+  static __device__ int word(int i) { return i; }
+  static __device__ std::uint32_t mask(int) { return 0x80008000u; }
+};
 
 __device__ __forceinline__ int swizzled_quad(int c_local, int quad) {
   return c_local * (kTileWords / 4) + (quad ^ ((c_local >> 4) & 7));
@@ -553,10 +639,24 @@ struct RequantTile {
   }
 };
 
+// One output row's group from the tile words it shares with its neighbour row (half 0: low
+// halves), times the source's factor (the tensor scale of a requant source).
+template <class Tile>
+__device__ __forceinline__ void tile_group_values(const std::uint32_t* w, int half, float factor, float* y) {
+#pragma unroll
+  for (int j = 0; j < kNvGroup; ++j) {
+    const float v = __uint_as_float(half ? (w[j] & 0xFFFF0000u) : (w[j] << 16));
+    y[j] = Tile::kCheckFinite ? v : fmul(v, factor);
+  }
+}
+
 template <bool kAmaxPass, QuantizerKind K, int kRotation, class Tile>
 __global__ void __launch_bounds__(kFusedThreads, kFusedMinBlocks) fused_tile_kernel(FusedArgs a, Tile src) {
   __shared__ uint4 tile[kTileC * kTileWords / 4];
+  // A tile word holds two rows' elements of one c: one mask (bits 15 and 31) flips both.
+  __shared__ FlipTable<kNvGroup> flips;
   const int lane = static_cast<int>(threadIdx.x & 31), g_local = lane & 7;
+  if constexpr (kRotation != 0) flips.template fill<kRotation, TileWordLayout>(a.signs);
   const int pair = lane / 8 + 4 * static_cast<int>(threadIdx.x / 32);  // 0..31: rows r0 + 2 pair, + 1
   const std::int64_t row_tiles = (a.rows + kTileR - 1) / kTileR;
   const std::int64_t tiles = row_tiles * ((a.groups * kNvGroup + kTileC - 1) / kTileC);
@@ -566,8 +666,10 @@ __global__ void __launch_bounds__(kFusedThreads, kFusedMinBlocks) fused_tile_ker
   RunningMax run;
   const std::uint32_t* words = reinterpret_cast<const std::uint32_t*>(tile);
   typename Tile::Regs regs;
-  const auto origin = [&](std::int64_t t) {  // (c0, r0) of tile t; neighbours in r are neighbours in memory
-    const std::int64_t ct = t / row_tiles;
+  // (c0, r0) of tile t; neighbours in r are neighbours in memory. The host guarantees
+  // tiles < 2^32, so a multiply-shift division replaces a 64-bit one.
+  const auto origin = [&](std::int64_t t) {
+    const std::int64_t ct = a.by_row_tiles.divide(static_cast<std::uint32_t>(t));
     return std::pair<std::int64_t, std::int64_t>{ct * kTileC, (t - ct * row_tiles) * kTileR};
   };
   if (blockIdx.x < tiles) src.fetch(origin(blockIdx.x).first, origin(blockIdx.x).second, regs);
@@ -580,19 +682,30 @@ __global__ void __launch_bounds__(kFusedThreads, kFusedMinBlocks) fused_tile_ker
     std::uint32_t w[kNvGroup];
 #pragma unroll
     for (int j = 0; j < kNvGroup; ++j) w[j] = words[(kNvGroup * g_local + j) * kTileWords + (pair ^ (4 * g_local))];
+    if constexpr (kRotation != 0) {
+#pragma unroll
+      for (int q = 0; q < kNvGroup / 4; ++q) {
+        const uint4 m = flips.load(g_local, q);
+        w[4 * q] ^= m.x, w[4 * q + 1] ^= m.y, w[4 * q + 2] ^= m.z, w[4 * q + 3] ^= m.w;
+      }
+    }
     const std::int64_t g = c0 / kNvGroup + g_local;
 #pragma unroll 1
     for (int half = 0; half < 2; ++half) {
       const std::int64_t r = r0 + 2 * pair + half;
       const bool valid = r < a.rows && g < a.groups;
       float y[kNvGroup];
-#pragma unroll
-      for (int j = 0; j < kNvGroup; ++j) {
-        const float v = __uint_as_float(half ? (w[j] & 0xFFFF0000u) : (w[j] << 16));
-        y[j] = Tile::kCheckFinite ? v : fmul(v, factor);
+      tile_group_values<Tile>(w, half, factor, y);
+      if constexpr (kRotation != 0) {
+        mix_group<kRotation>(y, g_local);
+        if (Tile::kCheckFinite && a.check_finite && valid && rotated_group_may_be_non_finite(y)) {
+          float unrotated[kNvGroup];  // the sign flips leave finiteness as it was
+          tile_group_values<Tile>(w, half, factor, unrotated);
+          check_group_finite(a, unrotated, r, g * kNvGroup);
+        }
+      } else if (Tile::kCheckFinite && a.check_finite && valid) {
+        check_group_finite(a, y, r, g * kNvGroup);
       }
-      if (Tile::kCheckFinite && a.check_finite && valid) check_group_finite(a, y, r, g * kNvGroup);
-      if constexpr (kRotation != 0) rotate_group<kRotation>(y, a.signs, g_local);
       finish_group<kAmaxPass, K>(a, k, r, g, valid, y, run);
     }
   }

@@ -503,7 +503,12 @@ template <class T>
 void launch_rowwise(bool amax_pass, FusedArgs a, const void* x, cudaStream_t stream) {
   const std::int64_t items_per_row = (a.groups + kGroupsPerItem - 1) / kGroupsPerItem;
   const std::int64_t items = a.rows * items_per_row;
-  if (items_per_row <= 0xFFFFFFFFll) a.by_items_per_row = DivideU32::by(static_cast<std::uint32_t>(items_per_row));
+  // The kernel counts items (128-element spans) in 32 bits: 2^31 of them would be 550 GB of BF16.
+  if (items >= kMaxRowwiseItems) {
+    throw Error(message("quantize: a ", a.rows, " x ", a.groups * kNvGroup, " tensor has ", items,
+                        " spans of 128 elements; the row-wise kernel takes fewer than ", kMaxRowwiseItems));
+  }
+  a.by_items_per_row = DivideU32::by(static_cast<std::uint32_t>(std::max<std::int64_t>(items_per_row, 1)));
   const std::int64_t blocks = (items + kFusedThreads / kGroupsPerItem - 1) / (kFusedThreads / kGroupsPerItem);
   const T* input = static_cast<const T*>(x);
   if (amax_pass) {
@@ -519,8 +524,15 @@ void launch_rowwise(bool amax_pass, FusedArgs a, const void* x, cudaStream_t str
 
 // kNv, kMx: the formats of the quantizers this tile source is combined with.
 template <bool kNv, bool kMx, class Tile>
-void launch_tiles(bool amax_pass, const FusedArgs& a, const Tile& tile, cudaStream_t stream) {
-  const std::int64_t tiles = ((a.rows + kTileR - 1) / kTileR) * ((a.groups * kNvGroup + kTileC - 1) / kTileC);
+void launch_tiles(bool amax_pass, FusedArgs a, const Tile& tile, cudaStream_t stream) {
+  const std::int64_t row_tiles = (a.rows + kTileR - 1) / kTileR;
+  const std::int64_t tiles = row_tiles * ((a.groups * kNvGroup + kTileC - 1) / kTileC);
+  // The kernel divides tile indices in 32 bits: 2^32 tiles of 8192 elements would be 70 TB.
+  if (tiles > 0xFFFFFFFFll) {
+    throw Error(message("quantize: a ", a.rows, " x ", a.groups * kNvGroup, " tensor has ", tiles,
+                        " tiles of 64 x 128 elements; the tile kernel takes fewer than 2^32"));
+  }
+  a.by_row_tiles = DivideU32::by(static_cast<std::uint32_t>(std::max<std::int64_t>(row_tiles, 1)));
   if (amax_pass) {
     if constexpr (kNv) {  // the MXFP4 quantizers have fixed tensor scales: no amax pass
       with_rotation(a.rotation, [&](auto rot) {
