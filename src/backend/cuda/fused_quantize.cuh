@@ -42,6 +42,15 @@ constexpr int kFusedThreads = 256;
 #define QUARTET_FUSED_MIN_BLOCKS 2
 #endif
 constexpr int kFusedMinBlocks = QUARTET_FUSED_MIN_BLOCKS;
+// The row-wise amax pass and the MS-EDEN and MXFP4 row-wise quantizing passes fit in 80
+// registers without spilling, which lets three blocks share an SM: measured about 4% faster for
+// MS-EDEN and QuEST than two. At 80 registers rtn and 4/6 would spill 4-104 bytes, SR (from FP32)
+// 4, the tile kernels more (docs/results/ptxas-sm90a.txt); they keep kFusedMinBlocks. Also a
+// build-time knob.
+#ifndef QUARTET_LEAN_ROWWISE_MIN_BLOCKS
+#define QUARTET_LEAN_ROWWISE_MIN_BLOCKS 3
+#endif
+constexpr int kLeanRowwiseMinBlocks = QUARTET_LEAN_ROWWISE_MIN_BLOCKS;
 constexpr int kGroupsPerItem = 8;
 constexpr std::int64_t kMaxRowwiseItems = std::int64_t{1} << 31;  // items a row-wise launch may count
 
@@ -454,8 +463,14 @@ __device__ __noinline__ void check_row_group_finite(const FusedArgs& a, const T*
 
 // x: [rows][groups * 16], row-major. A grid-stride loop over warps of four items keeps every
 // lane of a warp in the same iteration (the shuffles need the whole warp).
+template <bool kAmaxPass, QuantizerKind K>
+constexpr int rowwise_min_blocks() {
+  const bool lean = kAmaxPass || K == QuantizerKind::ms_eden_g16 || K == QuantizerKind::ms_eden_g128 || is_mx_kind(K);
+  return lean ? kLeanRowwiseMinBlocks : kFusedMinBlocks;
+}
+
 template <bool kAmaxPass, QuantizerKind K, int kRotation, class T>
-__global__ void __launch_bounds__(kFusedThreads, kFusedMinBlocks) fused_rowwise_kernel(FusedArgs a, const T* x) {
+__global__ void __launch_bounds__(kFusedThreads, rowwise_min_blocks<kAmaxPass, K>()) fused_rowwise_kernel(FusedArgs a, const T* x) {
   constexpr int kRawWords = static_cast<int>(sizeof(RawGroup<T>) / 4);
   __shared__ FlipTable<kRawWords> flips;
   const int lane = static_cast<int>(threadIdx.x & 31), lane_in_item = lane & 7;
