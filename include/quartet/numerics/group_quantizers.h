@@ -114,7 +114,7 @@ QUARTET_HD float four_over_six_candidate(const float* y, const float* abs_y_over
   float sq[kNvGroup];
   for (int i = 0; i < kNvGroup; ++i) {
     q[i] = e2m1_round_magnitude(fmul(fabs_bits(y[i]), r));
-    const float d = fsub(abs_y_over_t[i], fmul(q[i], s));
+    const float d = fadd_exact_product(-q[i], s, abs_y_over_t[i]);  // |y|/t - q s, with q s exact
     sq[i] = fmul(d, d);
   }
   return tree_sum<kNvGroup>(sq);
@@ -275,7 +275,11 @@ QUARTET_HD float quest_scaled_square_sum(const float* y, int e, float mean) {
   const float p = pow2_normal(-e);
   float sq[N];
   for (int i = 0; i < N; ++i) {
-    const float d = fsub(fmul(y[i], p), mean);
+    // y p - mean. The scaling by the power of two p is exact unless y p is subnormal; then the
+    // FMA and the two-step form can differ only where |mean| < 2^-100 (a larger mean leaves no
+    // rounding tie within reach of a subnormal's last bit), so |d| < 2^-99 and d^2 underflows
+    // to 0 either way: the squares agree bit for bit.
+    const float d = fadd_exact_product(y[i], p, -mean);
     sq[i] = fmul(d, d);
   }
   return tree_sum<N>(sq);

@@ -68,6 +68,18 @@ QUARTET_HD float fsub(float a, float b) {
 #endif
 }
 
+// b * c + a where the caller guarantees that the product b * c is exact in FP32 (e.g. an E2M1
+// magnitude times an E4M3 scale, or a scaling by a power of two): then the FMA rounds once,
+// exactly as fadd(fmul(b, c), a) does, so both backends agree bit for bit while the device
+// issues one instruction instead of two. (The host keeps the two operations: the same bits.)
+QUARTET_HD float fadd_exact_product(float b, float c, float a) {
+#if defined(__CUDA_ARCH__)
+  return __fmaf_rn(b, c, a);
+#else
+  return fadd(fmul(b, c), a);
+#endif
+}
+
 // Correctly rounded division and reciprocal (the device default '/' is not guaranteed to be
 // under every flag set; the intrinsics are).
 QUARTET_HD float fdiv(float a, float b) {
