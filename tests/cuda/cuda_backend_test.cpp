@@ -372,59 +372,73 @@ TEST_F(Cuda, NonFiniteInputUnderRotationIsReportedLikeOnTheCpu) {
       {QuantizerKind::ms_eden_g16, 128, DType::f32, false},  {QuantizerKind::rtn, 16, DType::bf16, false},
       {QuantizerKind::rtn, 16, DType::bf16, true},           {QuantizerKind::sr, 32, DType::f32, false},
       {QuantizerKind::mxfp4_quest, -32, DType::bf16, false}, {QuantizerKind::mxfp4_quest, -32, DType::bf16, true},
-      {QuantizerKind::mxfp4_rtn, 32, DType::f32, false},
+      {QuantizerKind::mxfp4_rtn, 32, DType::f32, false},     {QuantizerKind::rtn, 16, DType::f32, false},
+      {QuantizerKind::mxfp4_rtn, 32, DType::bf16, true},
   };
   const double offenders[][2] = {{NAN, 1.0}, {INFINITY, 1.0}, {-INFINITY, 1.0}, {INFINITY, -INFINITY}};
   const std::int64_t rows = 256, cols = 256;  // both a multiple of 128: the transposed kernels reduce over rows
-  for (const Case& c : cases) {
-    const QuantizerSpec spec = QuantizerSpec::defaults(c.kind);
-    const Rotation rot = c.rotation < 0 ? Rotation::hadamard(-c.rotation) : Rotation::random(c.rotation, {2, 3, 4});
-    for (const auto& bad : offenders) {
-      const std::string what = std::string(quantizer_name(c.kind)) + " rotation " + std::to_string(c.rotation) +
-                               (c.dtype == DType::bf16 ? " bf16" : " f32") + (c.transpose ? " transposed" : " row-wise") +
-                               " offender " + std::to_string(bad[0]) + "/" + std::to_string(bad[1]);
-      std::vector<double> v = random_values(static_cast<std::size_t>(rows * cols), 61);
-      v[static_cast<std::size_t>(37 * cols + 150)] = bad[0];  // inside a block of every size, lane 1 of RHT-128's 8
-      if (bad[1] != 1.0) v[static_cast<std::size_t>(37 * cols + 141)] = bad[1];  // the same 16-group and block
+  // Once with the full grid, once with one block (QUARTET_CUDA_MAX_BLOCKS), so that the offender
+  // is met in a later grid-stride iteration, after the prefetch of the next group or tile.
+  for (const char* max_blocks : {static_cast<const char*>(nullptr), "1"}) {
+    if (max_blocks) setenv("QUARTET_CUDA_MAX_BLOCKS", max_blocks, 1);
+    for (const Case& c : cases) {
+      const QuantizerSpec spec = QuantizerSpec::defaults(c.kind);
+      const Rotation rot = c.rotation < 0 ? Rotation::hadamard(-c.rotation) : Rotation::random(c.rotation, {2, 3, 4});
+      for (const auto& bad : offenders) {
+        const std::string what = std::string(max_blocks ? "one block: " : "") + std::string(quantizer_name(c.kind)) +
+                                 " rotation " + std::to_string(c.rotation) + (c.dtype == DType::bf16 ? " bf16" : " f32") +
+                                 (c.transpose ? " transposed" : " row-wise") + " offender " + std::to_string(bad[0]) +
+                                 "/" + std::to_string(bad[1]);
+        std::vector<double> v = random_values(static_cast<std::size_t>(rows * cols), 61);
+        // Element 6 of 16-group 9 (lane 1 of an RHT-128 block); the pair's second offender in the
+        // same 16-group, hence the same block for every rotation size.
+        v[static_cast<std::size_t>(37 * cols + 150)] = bad[0];
+        if (bad[1] != 1.0) v[static_cast<std::size_t>(37 * cols + 146)] = bad[1];
+        auto [x_cpu, x_gpu] = pair({rows, cols}, c.dtype, v);
+        std::string cpu_msg, gpu_msg;
+        try {
+          cpu->quantize(x_cpu, c.transpose, spec, rot, {1, 1, 1});
+        } catch (const NonFiniteError& e) {
+          cpu_msg = e.what();
+        }
+        try {
+          gpu->quantize(x_gpu, c.transpose, spec, rot, {1, 1, 1});
+          gpu->raise_pending_errors();
+        } catch (const NonFiniteError& e) {
+          gpu_msg = e.what();
+        }
+        // The position, as the CPU names it (the GPU's message says "not finite" for any kind).
+        const auto position = [](const std::string& m) { return m.substr(0, m.find(" is ")); };
+        EXPECT_NE(cpu_msg.find("element ("), std::string::npos) << what << ": " << cpu_msg;
+        EXPECT_EQ(position(gpu_msg), position(cpu_msg)) << what;
+      }
+      // Finite, but |x| near the BF16 / FP32 maximum: the rotated sums overflow to infinity. A
+      // 16-group along a row and one down a column, so that both directions meet one.
+      std::vector<double> v = random_values(static_cast<std::size_t>(rows * cols), 62);
+      for (int i = 0; i < 16; ++i) {
+        v[static_cast<std::size_t>(5 * cols + 16 + i)] = 3.0e38;
+        v[static_cast<std::size_t>((48 + i) * cols + 5)] = 3.0e38;
+      }
       auto [x_cpu, x_gpu] = pair({rows, cols}, c.dtype, v);
-      std::string cpu_msg, gpu_msg;
+      bool cpu_threw = false, gpu_threw = false;
       try {
         cpu->quantize(x_cpu, c.transpose, spec, rot, {1, 1, 1});
-      } catch (const NonFiniteError& e) {
-        cpu_msg = e.what();
+      } catch (const NonFiniteError&) {
+        cpu_threw = true;
+      } catch (const Error&) {
+        // another complaint (an overflowing scale) is the quantizer's business, not this test's
       }
       try {
         gpu->quantize(x_gpu, c.transpose, spec, rot, {1, 1, 1});
         gpu->raise_pending_errors();
-      } catch (const NonFiniteError& e) {
-        gpu_msg = e.what();
+      } catch (const NonFiniteError&) {
+        gpu_threw = true;
+      } catch (const Error&) {
       }
-      // The position, as the CPU names it (the GPU's message says "not finite" for any kind).
-      const auto position = [](const std::string& m) { return m.substr(0, m.find(" is ")); };
-      EXPECT_NE(cpu_msg.find("element ("), std::string::npos) << what << ": " << cpu_msg;
-      EXPECT_EQ(position(gpu_msg), position(cpu_msg)) << what;
+      EXPECT_FALSE(cpu_threw) << quantizer_name(c.kind);
+      EXPECT_FALSE(gpu_threw) << quantizer_name(c.kind) << ": a finite input reported as non-finite";
     }
-    // Finite, but |x| near the FP32 maximum: the rotated sums overflow to infinity.
-    std::vector<double> v = random_values(static_cast<std::size_t>(rows * cols), 62);
-    for (int i = 0; i < 16; ++i) v[static_cast<std::size_t>(5 * cols + 16 + i)] = 3.0e38;
-    auto [x_cpu, x_gpu] = pair({rows, cols}, c.dtype, v);
-    bool cpu_threw = false, gpu_threw = false;
-    try {
-      cpu->quantize(x_cpu, c.transpose, spec, rot, {1, 1, 1});
-    } catch (const NonFiniteError&) {
-      cpu_threw = true;
-    } catch (const Error&) {
-      // another complaint (an overflowing scale) is the quantizer's business, not this test's
-    }
-    try {
-      gpu->quantize(x_gpu, c.transpose, spec, rot, {1, 1, 1});
-      gpu->raise_pending_errors();
-    } catch (const NonFiniteError&) {
-      gpu_threw = true;
-    } catch (const Error&) {
-    }
-    EXPECT_FALSE(cpu_threw) << quantizer_name(c.kind);
-    EXPECT_FALSE(gpu_threw) << quantizer_name(c.kind) << ": a finite input reported as non-finite";
+    if (max_blocks) unsetenv("QUARTET_CUDA_MAX_BLOCKS");
   }
 }
 

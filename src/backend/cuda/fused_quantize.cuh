@@ -42,15 +42,17 @@ constexpr int kFusedThreads = 256;
 #define QUARTET_FUSED_MIN_BLOCKS 2
 #endif
 constexpr int kFusedMinBlocks = QUARTET_FUSED_MIN_BLOCKS;
-// The row-wise amax pass and the MS-EDEN and MXFP4 row-wise quantizing passes fit in 80
-// registers without spilling, which lets three blocks share an SM: measured about 4% faster for
-// MS-EDEN and QuEST than two. At 80 registers rtn and 4/6 would spill 4-104 bytes, SR (from FP32)
-// 4, the tile kernels more (docs/results/ptxas-sm90a.txt); they keep kFusedMinBlocks. Also a
-// build-time knob.
+// The row-wise amax pass and the MS-EDEN and MXFP4 row-wise quantizing passes from BF16 fit in
+// 80 registers without spilling (sm_90a, sm_100a, sm_120a), which lets three blocks share an SM:
+// measured about 4% faster for MS-EDEN and QuEST than two. At 80 registers rtn and 4/6 would
+// spill 4-104 bytes, SR from FP32 4, the MXFP4 kinds from FP32 up to 32 on sm_100a/sm_120a, the
+// tile kernels more (docs/results/ptxas-sm90a.txt); they keep kFusedMinBlocks. Also a build-time
+// knob (never below kFusedMinBlocks).
 #ifndef QUARTET_LEAN_ROWWISE_MIN_BLOCKS
 #define QUARTET_LEAN_ROWWISE_MIN_BLOCKS 3
 #endif
-constexpr int kLeanRowwiseMinBlocks = QUARTET_LEAN_ROWWISE_MIN_BLOCKS;
+constexpr int kLeanRowwiseMinBlocks =
+    QUARTET_LEAN_ROWWISE_MIN_BLOCKS > kFusedMinBlocks ? QUARTET_LEAN_ROWWISE_MIN_BLOCKS : kFusedMinBlocks;
 constexpr int kGroupsPerItem = 8;
 constexpr std::int64_t kMaxRowwiseItems = std::int64_t{1} << 31;  // items a row-wise launch may count
 
@@ -189,7 +191,10 @@ struct FlipTable {
   __device__ __forceinline__ uint4 load(int lane_in_item, int k) const {
     uint4 v;
     const unsigned address = static_cast<unsigned>(__cvta_generic_to_shared(&entry[lane_in_item][k]));
-    asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"(address));
+    asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "r"(address)
+                 : "memory");
     return v;
   }
 };
@@ -446,8 +451,8 @@ __device__ __forceinline__ std::int64_t group_offset(const RowSlot& s, std::int6
 // half of word w, 2w + 1 in the high half; FP32 element i in word i.
 template <class T>
 struct RawLayout {
-  static __device__ int word(int i) { return sizeof(T) == 2 ? i / 2 : i; }
-  static __device__ std::uint32_t mask(int i) { return sizeof(T) == 2 && i % 2 == 0 ? 0x8000u : 0x80000000u; }
+  static constexpr __device__ int word(int i) { return sizeof(T) == 2 ? i / 2 : i; }
+  static constexpr __device__ std::uint32_t mask(int i) { return sizeof(T) == 2 && i % 2 == 0 ? 0x8000u : 0x80000000u; }
 };
 
 // The unrotated elements of a group whose rotated block was found non-finite, read again from
@@ -461,16 +466,17 @@ __device__ __noinline__ void check_row_group_finite(const FusedArgs& a, const T*
   check_group_finite(a, y, s.r, static_cast<std::int64_t>(s.g) * kNvGroup);
 }
 
-// x: [rows][groups * 16], row-major. A grid-stride loop over warps of four items keeps every
-// lane of a warp in the same iteration (the shuffles need the whole warp).
-template <bool kAmaxPass, QuantizerKind K>
+template <bool kAmaxPass, QuantizerKind K, class T>
 constexpr int rowwise_min_blocks() {
-  const bool lean = kAmaxPass || K == QuantizerKind::ms_eden_g16 || K == QuantizerKind::ms_eden_g128 || is_mx_kind(K);
+  const bool lean = sizeof(T) == 2 && (kAmaxPass || K == QuantizerKind::ms_eden_g16 ||
+                                       K == QuantizerKind::ms_eden_g128 || is_mx_kind(K));
   return lean ? kLeanRowwiseMinBlocks : kFusedMinBlocks;
 }
 
+// x: [rows][groups * 16], row-major. A grid-stride loop over warps of four items keeps every
+// lane of a warp in the same iteration (the shuffles need the whole warp).
 template <bool kAmaxPass, QuantizerKind K, int kRotation, class T>
-__global__ void __launch_bounds__(kFusedThreads, rowwise_min_blocks<kAmaxPass, K>()) fused_rowwise_kernel(FusedArgs a, const T* x) {
+__global__ void __launch_bounds__(kFusedThreads, rowwise_min_blocks<kAmaxPass, K, T>()) fused_rowwise_kernel(FusedArgs a, const T* x) {
   constexpr int kRawWords = static_cast<int>(sizeof(RawGroup<T>) / 4);
   __shared__ FlipTable<kRawWords> flips;
   const int lane = static_cast<int>(threadIdx.x & 31), lane_in_item = lane & 7;
@@ -534,8 +540,8 @@ constexpr int kTileC = 128, kTileR = 64, kTileWords = kTileR / 2;
 
 // A thread's tile words: word j holds element j of its group for both of its rows.
 struct TileWordLayout {
-  static __device__ int word(int i) { return i; }
-  static __device__ std::uint32_t mask(int) { return 0x80008000u; }
+  static constexpr __device__ int word(int i) { return i; }
+  static constexpr __device__ std::uint32_t mask(int) { return 0x80008000u; }
 };
 
 __device__ __forceinline__ int swizzled_quad(int c_local, int quad) {
@@ -671,6 +677,7 @@ __global__ void __launch_bounds__(kFusedThreads, kFusedMinBlocks) fused_tile_ker
   // A tile word holds two rows' elements of one c: one mask (bits 15 and 31) flips both.
   __shared__ FlipTable<kNvGroup> flips;
   const int lane = static_cast<int>(threadIdx.x & 31), g_local = lane & 7;
+  // Read only after the loop's first __syncthreads().
   if constexpr (kRotation != 0) flips.template fill<kRotation, TileWordLayout>(a.signs);
   const int pair = lane / 8 + 4 * static_cast<int>(threadIdx.x / 32);  // 0..31: rows r0 + 2 pair, + 1
   const std::int64_t row_tiles = (a.rows + kTileR - 1) / kTileR;

@@ -503,8 +503,9 @@ template <class T>
 void launch_rowwise(bool amax_pass, FusedArgs a, const void* x, cudaStream_t stream) {
   const std::int64_t items_per_row = (a.groups + kGroupsPerItem - 1) / kGroupsPerItem;
   const std::int64_t items = a.rows * items_per_row;
-  // The kernel counts items (128-element spans) in 32 bits: 2^31 of them would be 550 GB of BF16.
-  if (items >= kMaxRowwiseItems) {
+  // The kernel counts items (128-element spans) and a row's groups in 32 bits: 2^31 items would be
+  // 550 GB of BF16, a row of 2^32 groups 128 GiB.
+  if (items >= kMaxRowwiseItems || items_per_row * kGroupsPerItem > 0xFFFFFFFFll) {
     throw Error(message("quantize: a ", a.rows, " x ", a.groups * kNvGroup, " tensor has ", items,
                         " spans of 128 elements; the row-wise kernel takes fewer than ", kMaxRowwiseItems));
   }
