@@ -133,6 +133,16 @@ QUARTET_HD float fmax_abs(float m, float a) {
 #endif
 }
 
+// max(a, b) for non-negative, non-NaN a and b: one FMNMX on the device (fmax2's compare and
+// select there are two instructions); the same number either way.
+QUARTET_HD float fmax_nonneg(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return fmaxf(a, b);
+#else
+  return fmax2(a, b);
+#endif
+}
+
 // 2^e as a float for e in [-126, 127] (normal range), built from the bits.
 QUARTET_HD float pow2_normal(int e) { return bits_float(static_cast<std::uint32_t>(e + 127) << 23); }
 
