@@ -122,17 +122,6 @@ QUARTET_HD float fabs_bits(float a) {
 // before any quantizer runs.
 QUARTET_HD float fmax2(float a, float b) { return a > b ? a : b; }
 
-// max(m, |a|) for m >= 0: on the device one FMNMX with the |.| operand modifier. For non-NaN
-// operands it equals fmax2 exactly (the maximum of two non-negative floats is the same number
-// whichever instruction finds it), and a NaN never reaches it (inputs are validated finite).
-QUARTET_HD float fmax_abs(float m, float a) {
-#if defined(__CUDA_ARCH__)
-  return fmaxf(m, fabsf(a));
-#else
-  return fmax2(m, fabs_bits(a));
-#endif
-}
-
 // max(a, b) for non-negative, non-NaN a and b: one FMNMX on the device (fmax2's compare and
 // select there are two instructions); the same number either way.
 QUARTET_HD float fmax_nonneg(float a, float b) {
