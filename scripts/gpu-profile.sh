@@ -3,7 +3,8 @@
 # of each main fused kernel at the quick bench shapes (bf16 4096 x 8192), printing duration,
 # DRAM and SM throughput, occupancy and executed instructions per 16-element group: the
 # numbers that say whether a kernel is bound by bytes or by instructions (docs/cuda.md).
-# Raw reports go to $OUT/ncu-*.txt.
+# The raw reports go, one after the other, to the single file $OUT/ncu.txt (only so many files
+# come back from the machine).
 cd "$(dirname "$0")"
 for f in lib/libopenblas.so.0 quartet cuda_tests; do [ -f "$f.gz" ] && gunzip -f "$f.gz" && chmod +x "$f"; done
 export LD_LIBRARY_PATH=$PWD/lib:${LD_LIBRARY_PATH:-}
@@ -16,7 +17,7 @@ for entry in "${MAIN_KERNELS[@]}"; do
   regex=${entry#*:}
   entry_groups=$QUICK_GROUPS
   case "$regex" in *:*) entry_groups=${regex#*:}; regex=${regex%%:*} ;; esac
-  report="$OUT/ncu-$name.txt"
+  report=$(mktemp)
   timeout 120 "$NCU" --clock-control none --kernel-name-base mangled -k "regex:$regex" -c 1 \
     --section SpeedOfLight --section Occupancy --section InstructionStats \
     ./quartet bench --quick --only quantize,gemm > "$report" 2>&1
@@ -30,4 +31,6 @@ inst = grab(r"Executed Instructions")
 print("%-32s %10.2f %8.2f %8.2f %8.2f %10.0f" % (name, grab(r"Duration"), grab(r"DRAM Throughput"),
       grab(r"Compute \(SM\) Throughput"), grab(r"Achieved Occupancy"), inst * 32 / groups))
 PY
+  { echo "=== $name"; cat "$report"; } >> "$OUT/ncu.txt"
+  rm -f "$report"
 done

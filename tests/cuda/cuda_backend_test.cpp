@@ -194,9 +194,12 @@ TEST_F(Cuda, PaddedShapesTinyTensorsAndZeros) {
         gpu->fill(x_gpu, 0.0);
       }
       const QuantizerSpec spec = QuantizerSpec::defaults(kind);
-      expect_same_quantized(cpu->download_quantized(cpu->quantize(x_cpu, false, spec, Rotation::none(), {1, 2, 3})),
-                            gpu->download_quantized(gpu->quantize(x_gpu, false, spec, Rotation::none(), {1, 2, 3})),
-                            std::string(quantizer_name(kind)) + " " + std::to_string(rows) + "x" + std::to_string(cols));
+      for (bool transposed : {false, true}) {  // the row-wise and the tile kernels
+        expect_same_quantized(cpu->download_quantized(cpu->quantize(x_cpu, transposed, spec, Rotation::none(), {1, 2, 3})),
+                              gpu->download_quantized(gpu->quantize(x_gpu, transposed, spec, Rotation::none(), {1, 2, 3})),
+                              std::string(quantizer_name(kind)) + " " + std::to_string(rows) + "x" + std::to_string(cols) +
+                                  (transposed ? " transposed" : ""));
+      }
     }
   }
 }
@@ -545,7 +548,7 @@ TEST_F(Cuda, FusedDequantizedOperandsGiveTheGemmOfTheDequantizationPass) {
           const std::int64_t group = mx ? 32 : 16, groups = (k + 15) / 16;
           const bool copy = (transpose ? dtype == DType::bf16 : k % group == 0) && (!eden || groups % 8 == 0);
           for (double scale : {1.0, 1e-31}) {
-            if (scale != 1.0 && (transpose || dtype != DType::bf16 || k != 256)) continue;
+            if (scale != 1.0 && (dtype != DType::bf16 || k != 256)) continue;  // tiny: row-wise and tile kernels
             check(transpose ? Shape{k, m} : Shape{m, k}, transpose ? Shape{k, n} : Shape{n, k}, dtype, m, n, scale, copy,
                   [&](Backend& be, const Tensor& a, const Tensor& b) {
                     return std::pair{be.quantize(a, transpose, spec, rot, {1, 2, 3}), be.quantize(b, transpose, spec, rot, {1, 2, 4})};

@@ -241,6 +241,21 @@ __device__ __forceinline__ void store_bf16_group(__nv_bfloat16* dst, const float
   out[1] = make_uint4(w[4], w[5], w[6], w[7]);
 }
 
+// What rtn, 4/6 and SR produce for a group of zeros (the CPU quantizes a tiny tensor as zeros):
+// the block scale of a zero maximum rounds to 0 and is replaced by 1, every element rounds to
+// the code +0, and its dequantized value is +0. The GPU test of tiny tensors checks this
+// against the CPU's group functions, row-wise and transposed.
+__device__ __forceinline__ void store_zero_group(const FusedArgs& a, std::int64_t r, std::int64_t g, bool valid) {
+  if (!valid) return;
+  *reinterpret_cast<uint2*>(a.codes + r * (a.groups * kNvGroup / 2) + g * (kNvGroup / 2)) = make_uint2(0u, 0u);
+  a.scales[r * a.groups + g] = e4m3_bits_of_grid_value(1.0f);
+  if (a.dequantized) {
+    uint4* out = reinterpret_cast<uint4*>(a.dequantized + (r * a.groups + g) * kNvGroup);
+    out[0] = make_uint4(0u, 0u, 0u, 0u);
+    out[1] = make_uint4(0u, 0u, 0u, 0u);
+  }
+}
+
 // What a thread carries across the groups it handles, reduced over the block at the end.
 struct RunningMax {
   float amax = 0.0f;
@@ -262,7 +277,7 @@ template <QuantizerKind K>
 __device__ __forceinline__ void finish_mx_half(const FusedArgs& a, std::int64_t r, std::int64_t g, bool valid,
                                                const float* y) {
   const float own_max = group_absmax<kNvGroup>(y);
-  const float m = fmax2(own_max, __shfl_xor_sync(0xFFFFFFFFu, own_max, 1));
+  const float m = fmax_nonneg(own_max, __shfl_xor_sync(0xFFFFFFFFu, own_max, 1));
   std::uint8_t codes[kNvGroup];
   std::uint8_t scale;
   std::uint32_t trust = 0;
@@ -301,16 +316,26 @@ template <bool kAmaxPass, QuantizerKind K>
 __device__ __forceinline__ void finish_group(const FusedArgs& a, const Constants& k, std::int64_t r, std::int64_t g,
                                              bool valid, float* y, RunningMax& run) {
   if constexpr (kAmaxPass) {
-    if (valid) run.amax = fmax2(run.amax, group_absmax<kNvGroup>(y));
+    if (valid) run.amax = fmax_nonneg(run.amax, group_absmax<kNvGroup>(y));
     return;
   } else if constexpr (is_mx_kind(K)) {
     finish_mx_half<K>(a, r, g, valid, y);
   } else {
-    // A tensor below the tiny-amax threshold quantizes as zeros; MS-EDEN g16 takes no
-    // constants (its scale pass handles that case), so it skips the selects.
-    if (K != QuantizerKind::ms_eden_g16 && k.zero) {
+    // A tensor below the tiny-amax threshold quantizes as zeros. MS-EDEN g16 takes no
+    // constants (its scale pass handles that case). rtn, 4/6 and SR branch to the result their
+    // group functions give for zeros (the branch is uniform: k is the grid's), which costs two
+    // instructions per group where zeroing y cost sixteen selects; MS-EDEN g128 zeroes y, as
+    // its lanes must still take part in the correction's shuffles.
+    if constexpr (K == QuantizerKind::rtn || K == QuantizerKind::four_over_six || K == QuantizerKind::sr) {
+      if (k.zero) {
+        store_zero_group(a, r, g, valid);
+        return;
+      }
+    } else if constexpr (K == QuantizerKind::ms_eden_g128) {
+      if (k.zero) {
 #pragma unroll
-      for (int i = 0; i < kNvGroup; ++i) y[i] = 0.0f;
+        for (int i = 0; i < kNvGroup; ++i) y[i] = 0.0f;
+      }
     }
     std::uint8_t codes[kNvGroup];
     float s = 1.0f;
@@ -337,8 +362,8 @@ __device__ __forceinline__ void finish_group(const FusedArgs& a, const Constants
       const float c = ms_eden_g16_group(y, m, a.eden_scale, codes);
       if (valid) {
         a.corrected[r * a.groups + g] = c;
-        run.corrected = fmax2(run.corrected, c);
-        run.amax = fmax2(run.amax, m);
+        run.corrected = fmax_nonneg(run.corrected, c);
+        run.amax = fmax_nonneg(run.amax, m);
       }
     } else if constexpr (K == QuantizerKind::ms_eden_g128) {
       EdenPartialSums p{};
@@ -535,7 +560,7 @@ __global__ void __launch_bounds__(kFusedThreads, rowwise_min_blocks<kAmaxPass, K
 // A tile is 128 reduction indices c by 64 output rows r, held as bf16 pairs: word (c, w) holds
 // rows r0 + 2w (low half) and r0 + 2w + 1. Its 16-byte quarter-rows are stored XOR-swizzled by
 // c's 16-group, so that the read phase (thread (g, w) reads word (16 g + j, w) for j = 0..15)
-// hits 32 distinct banks. Each thread then quantizes two output rows, one after the other.
+// hits 32 distinct banks. Each thread then quantizes two output rows.
 constexpr int kTileC = 128, kTileR = 64, kTileWords = kTileR / 2;
 
 // A thread's tile words: word j holds element j of its group for both of its rows.
@@ -712,7 +737,10 @@ __global__ void __launch_bounds__(kFusedThreads, kFusedMinBlocks) fused_tile_ker
       }
     }
     const std::int64_t g = c0 / kNvGroup + g_local;
-#pragma unroll 1
+    // Unrolled, so that `half` is a constant in each copy: ptxas then needs fewer registers
+    // (MS-EDEN + RHT-128 transposed 120 -> 109, its requant 113 -> 96) and 4/6 + RHT stops
+    // spilling; with `unroll 1` each element's half was chosen at run time.
+#pragma unroll
     for (int half = 0; half < 2; ++half) {
       const std::int64_t r = r0 + 2 * pair + half;
       const bool valid = r < a.rows && g < a.groups;
