@@ -11,6 +11,7 @@ export LD_LIBRARY_PATH=$PWD/lib:${LD_LIBRARY_PATH:-}
 OUT=${OUT:-.}
 NCU=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
 source ./gpu-kernels.sh
+: > "$OUT/ncu.txt"
 printf '%-32s %10s %8s %8s %8s %10s\n' kernel us dram% sm% occ% inst/group
 for entry in "${MAIN_KERNELS[@]}"; do
   name=${entry%%:*}

@@ -17,6 +17,7 @@
 #include <cstdlib>
 #include <functional>
 #include <random>
+#include <set>
 
 #include "backend/cuda/quantize.h"
 #include "quartet/backend/cuda.h"
@@ -217,6 +218,26 @@ TEST_F(Cuda, RequantAndSquareTransposeAreBitwiseIdentical) {
     expect_same_quantized(cpu->download_quantized(cpu->requantize_transposed(qc, b, r, {2, 2, 2})),
                           gpu->download_quantized(gpu->requantize_transposed(qg, b, r, {2, 2, 2})),
                           std::string("requant ") + std::string(quantizer_name(fwd)) + " -> " + std::string(quantizer_name(bwd)));
+  }
+  // The requant tile's E4M3 -> BF16 scale conversion over the E4M3 range: rows whose magnitudes
+  // fall from 1 to 2^-24 give the 4/6 source block scales from the subnormals to 288; the test
+  // first checks that they do.
+  {
+    std::vector<double> v = random_values(rows * cols, 25);
+    for (std::int64_t i = 0; i < rows * cols; ++i) v[i] *= std::exp2(-24.0 * static_cast<double>(i / cols) / (rows - 1));
+    auto [w_cpu, w_gpu] = pair({rows, cols}, DType::bf16, v);
+    const QuantizerSpec f = QuantizerSpec::defaults(QuantizerKind::four_over_six);
+    const QuantizerSpec b = QuantizerSpec::defaults(QuantizerKind::ms_eden_g16);
+    const QTensor qc = cpu->quantize(w_cpu, false, f, Rotation::none(), {1, 1, 1});
+    const QTensor qg = gpu->quantize(w_gpu, false, f, Rotation::none(), {1, 1, 1});
+    const QuantizedTensor source = cpu->download_quantized(qc);
+    const std::set<std::uint8_t> bytes(source.scales.begin(), source.scales.end());
+    for (std::uint8_t subnormal = 1; subnormal < 8; ++subnormal) EXPECT_EQ(bytes.count(subnormal), 1u) << int{subnormal};
+    EXPECT_GE(bytes.size(), 100u);
+    const Rotation r = Rotation::random(128, {5, 6, 7});
+    expect_same_quantized(cpu->download_quantized(cpu->requantize_transposed(qc, b, r, {2, 2, 2})),
+                          gpu->download_quantized(gpu->requantize_transposed(qg, b, r, {2, 2, 2})),
+                          "requant 4/6 -> MS-EDEN over the E4M3 scale range");
   }
   // QuEST on tiny and large inputs. Its scale 2^floor(log2(0.48708 sigma + 1e-8)) cannot go below
   // 2^-27, so tiny groups are all zero codes (requant then sees zeros); large ones (the largest
@@ -489,13 +510,53 @@ TEST_F(Cuda, QuantizedGemmMatchesTheCpu) {
   }
 }
 
+// The BF16 copy a fused quantizer writes for the emulated GEMM (DeviceQuantized::dequantized)
+// is the dequantization pass's output bit for bit, the signs of zeros included (a GEMM cannot
+// tell -0 from +0): every kind that writes one, row-wise and transposed, without and with its
+// rotation, and a tiny tensor, which rtn, 4/6 and SR write through their zero-group branch.
+TEST_F(Cuda, FusedBf16CopyIsTheDequantizationPassBitForBit) {
+  const std::int64_t rows = 256, cols = 256;
+  for (QuantizerKind kind : {QuantizerKind::rtn, QuantizerKind::four_over_six, QuantizerKind::sr, QuantizerKind::ms_eden_g16,
+                            QuantizerKind::mxfp4_quest, QuantizerKind::mxfp4_rtn, QuantizerKind::mxfp4_sr}) {
+    const bool mx = quantizer_format(kind) == ElementFormat::mxfp4;
+    for (bool transpose : {false, true}) {
+      for (bool rotated : {false, true}) {
+        for (double scale : {1.0, 1e-31}) {  // no row factors: 1e-31 stays below the tiny-amax threshold
+          const std::string what = std::string(quantizer_name(kind)) + (transpose ? " transposed" : "") +
+                                   (rotated ? " rotated" : "") + (scale != 1.0 ? " tiny" : "");
+          auto [x_cpu, x_gpu] = pair({rows, cols}, DType::bf16, random_values(rows * cols, 51, scale));
+          const Rotation rot = rotated ? Rotation::random(mx ? 32 : 128, {5, 6, 7}) : Rotation::none();
+          const cuda::DeviceQuantized q = cuda::quantize(x_gpu.raw(), DType::bf16, rows, cols, transpose,
+                                                         QuantizerSpec::defaults(kind), rot, {1, 2, 3}, nullptr, true);
+          cuda::raise_pending_errors();
+          ASSERT_TRUE(q.dequantized) << what << ": no BF16 copy written";
+          const std::size_t n = static_cast<std::size_t>(q.rows * q.padded_cols);
+          std::vector<std::uint16_t> fused(n), pass(n);
+          void* out = nullptr;
+          ASSERT_EQ(cudaMalloc(&out, n * sizeof(std::uint16_t)), cudaSuccess);
+          cuda::dequantize_block_scaled_bf16(q, out, nullptr);
+          ASSERT_EQ(cudaMemcpy(fused.data(), q.dequantized.get(), n * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+          ASSERT_EQ(cudaMemcpy(pass.data(), out, n * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+          ASSERT_EQ(cudaFree(out), cudaSuccess);
+          std::size_t differ = 0, first = n;
+          for (std::size_t i = 0; i < n; ++i) {
+            if (fused[i] != pass[i] && differ++ == 0) first = i;
+          }
+          EXPECT_EQ(differ, 0u) << what << ": BF16 copy differs from the dequantization pass, first at element " << first;
+        }
+      }
+    }
+  }
+}
+
 // On Hopper the fused quantizers write their operands in BF16 for the emulated GEMM, which then
 // skips its dequantization pass (rtn, 4/6, sr and MXFP4 in their pass, MS-EDEN g16 in its scale
 // pass). That copy must exist where promised (no dequantization pass runs for the first GEMM)
 // and be the dequantization pass's output bit for bit: the GEMM (one cuBLASLt algorithm per
 // shape, so deterministic) gives the same bits with it as on a backend without it, and again
 // once the copy is used up (the second GEMM dequantizes both operands). Row-wise from bf16 and
-// f32, transposed, padded reductions, a tiny (all-zero) tensor, rotated MS-EDEN, MS-EDEN's
+// f32, transposed, padded reductions, a tiny (all-zero) operand b (a keeps row factors that lift
+// it above the threshold; the copy of a tiny tensor is checked bit for bit above), rotated MS-EDEN, MS-EDEN's
 // scale pass over several chunks per block, and requant.
 TEST_F(Cuda, FusedDequantizedOperandsGiveTheGemmOfTheDequantizationPass) {
   auto plain = make_cuda_backend(CudaBackendOptions{.fused_dequantize = false});

@@ -90,15 +90,16 @@ QUARTET_HD float e2m1_round_magnitude(float v) {
 }
 
 // The magnitude code (0..7) of a grid magnitude q, from its bits: q >> 22 is 0 for 0, 252
-// for 0.5 and 252 + code for 1 .. 6.
+// for 0.5 and 252 + code for 1 .. 6. Precondition: q is +0 or a positive grid magnitude (at most
+// 6), as e2m1_round_magnitude returns; the device is told that the code is below 8.
 QUARTET_HD std::uint32_t e2m1_code_of_magnitude(float q) {
   const std::uint32_t t = float_bits(q) >> 22;
   const std::uint32_t c = (t > 253u ? t : 253u) - 252u;
 #if defined(__CUDA_ARCH__)
-  // q <= 6 gives t <= 259, so c <= 7; told to the compiler, so that packing two codes per byte
-  // needs no masks to a byte first. The same hint on e2m1_rne_sum's code was measured to gain
-  // nothing for rtn and MS-EDEN and to cost QuEST 30 executed instructions per group
-  // (docs/results/ncu-zero-branch-h200.txt).
+  // t <= 259 by the precondition, so c <= 7; told to the compiler, so that packing two codes per
+  // byte needs no masks to a byte first. The same hint on e2m1_rne_sum's code was measured
+  // without gain for rtn and MS-EDEN and with QuEST 30 instructions per group slower
+  // (docs/results/ncu-zero-branch-h200.txt, builds 2 and 3).
   __builtin_assume(c < 8u);
 #endif
   return t != 0u ? c : 0u;

@@ -22,9 +22,10 @@ QUARTET_HD float tree_sum(const float* v) {
 }
 
 // max |v_i|, as a chain from 0 (the maximum is the same number in any order). On the device each
-// step is one FMNMX with the |.| operand modifier. A pairwise tree (commit c71c6c1: the same 15
-// FMNMX, a chain 4 deep instead of 16) measured 22 more executed instructions per group in the
-// MS-EDEN row-wise kernel and no gain in the tile kernels, so the chain stays.
+// step is one FMNMX with the |.| operand modifier. A pairwise tree (commit c71c6c1, a chain 4
+// deep instead of 16) measured about 22 more executed instructions per group in the MS-EDEN
+// row-wise kernel and no gain in the tile kernels (docs/results/ncu-zero-branch-h200.txt), so the
+// chain stays.
 template <int N>
 QUARTET_HD float group_absmax(const float* v) {
   float m = 0.0f;

@@ -23,6 +23,8 @@
 #pragma once
 
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
 
 #include "quartet/numerics/divide_u32.h"
 
@@ -42,17 +44,18 @@ constexpr int kFusedThreads = 256;
 #define QUARTET_FUSED_MIN_BLOCKS 2
 #endif
 constexpr int kFusedMinBlocks = QUARTET_FUSED_MIN_BLOCKS;
-// The row-wise amax pass and the MS-EDEN and MXFP4 row-wise quantizing passes from BF16 fit in
-// 80 registers without spilling (sm_90a, sm_100a, sm_120a), which lets three blocks share an SM:
-// measured about 4% faster for MS-EDEN and QuEST than two. At 80 registers rtn and 4/6 would
-// spill 4-104 bytes, SR from FP32 4, the MXFP4 kinds from FP32 up to 32 on sm_100a/sm_120a, the
-// tile kernels more (docs/results/ptxas-sm90a.txt); they keep kFusedMinBlocks. Also a build-time
-// knob (never below kFusedMinBlocks).
-#ifndef QUARTET_LEAN_ROWWISE_MIN_BLOCKS
-#define QUARTET_LEAN_ROWWISE_MIN_BLOCKS 3
+// The "lean" kernels fit in 80 registers without spilling (sm_90a, sm_100a, sm_120a), which lets
+// three blocks share an SM: the row-wise amax pass, the MS-EDEN and MXFP4 row-wise quantizing
+// passes from BF16 (measured about 4% faster for MS-EDEN and QuEST than two blocks) and some
+// tile kernels (tile_min_blocks). At 80 registers rtn and 4/6 would spill 4-104
+// bytes, SR from FP32 4, the MXFP4 kinds from FP32 up to 32 on sm_100a/sm_120a, the other tile
+// kernels more (docs/results/ptxas-sm90a.txt); they keep kFusedMinBlocks. Also a build-time knob
+// (never below kFusedMinBlocks).
+#ifndef QUARTET_LEAN_MIN_BLOCKS
+#define QUARTET_LEAN_MIN_BLOCKS 3
 #endif
-constexpr int kLeanRowwiseMinBlocks =
-    QUARTET_LEAN_ROWWISE_MIN_BLOCKS > kFusedMinBlocks ? QUARTET_LEAN_ROWWISE_MIN_BLOCKS : kFusedMinBlocks;
+constexpr int kLeanMinBlocks =
+    QUARTET_LEAN_MIN_BLOCKS > kFusedMinBlocks ? QUARTET_LEAN_MIN_BLOCKS : kFusedMinBlocks;
 constexpr int kGroupsPerItem = 8;
 constexpr std::int64_t kMaxRowwiseItems = std::int64_t{1} << 31;  // items a row-wise launch may count
 
@@ -495,7 +498,7 @@ template <bool kAmaxPass, QuantizerKind K, class T>
 constexpr int rowwise_min_blocks() {
   const bool lean = sizeof(T) == 2 && (kAmaxPass || K == QuantizerKind::ms_eden_g16 ||
                                        K == QuantizerKind::ms_eden_g128 || is_mx_kind(K));
-  return lean ? kLeanRowwiseMinBlocks : kFusedMinBlocks;
+  return lean ? kLeanMinBlocks : kFusedMinBlocks;
 }
 
 // x: [rows][groups * 16], row-major. A grid-stride loop over warps of four items keeps every
@@ -602,8 +605,13 @@ __device__ __forceinline__ void e2m1x8_times_scale_bf16(std::uint32_t w, __nv_bf
   }
 }
 
+// An E4M3 scale byte as a BF16 pair. E4M3 -> FP16 is exact (FP16 holds every E4M3 value, the
+// subnormals included) and one hardware conversion on sm_89 and later; FP16 -> FP32 -> BF16 is
+// exact too (four significant bits). e4m3_decode, the same value, is a branchy bit decode
+// (about 15 instructions per byte in the requant tile's SASS).
 __device__ __forceinline__ __nv_bfloat162 e4m3_scale_bf16x2(std::uint8_t scale) {
-  return __float2bfloat162_rn(e4m3_decode(scale));  // exact: four significant bits
+  const __half_raw h = __nv_cvt_fp8_to_halfraw(static_cast<__nv_fp8_storage_t>(scale), __NV_E4M3);
+  return __float2bfloat162_rn(__half2float(__half(h)));
 }
 
 // x^T of a row-major bf16 [x_rows][x_cols] (x_cols % 8 == 0): c = input row, r = input column.
@@ -611,6 +619,7 @@ struct TransposedBf16Tile {
   const __nv_bfloat16* x;
   std::int64_t x_rows, x_cols;
   static constexpr bool kCheckFinite = true;
+  static constexpr bool kFromCodes = false;
   struct Regs {
     uint4 v[4];
   };
@@ -648,6 +657,7 @@ struct RequantTile {
   const float* tensor_scale;
   std::int64_t q_rows, q_padded;
   static constexpr bool kCheckFinite = false;  // dequantized codes are finite
+  static constexpr bool kFromCodes = true;
   static constexpr int kGroup = F == ElementFormat::nvfp4 ? kNvGroup : kMxGroup;
   struct Regs {
     uint4 codes;
@@ -696,8 +706,22 @@ __device__ __forceinline__ void tile_group_values(const std::uint32_t* w, int ha
   }
 }
 
+// Tile kernels that fit in 80 registers without spilling on sm_90a, sm_100a and sm_120a (ptxas
+// with QUARTET_FUSED_MIN_BLOCKS=3), so that three blocks share an SM, as for the lean row-wise
+// kernels: the MS-EDEN requant quantizing passes (a tile of codes and scales; no BF16 words held
+// for the next tile) once their two rows are unrolled, every requant amax pass, and the unrotated
+// transposed amax pass. At 80 the MXFP4 requant passes spill 24-88 bytes on sm_100a/sm_120a, the
+// rotated transposed amax passes 4-128, the transposed quantizing passes more; they keep
+// kFusedMinBlocks.
 template <bool kAmaxPass, QuantizerKind K, int kRotation, class Tile>
-__global__ void __launch_bounds__(kFusedThreads, kFusedMinBlocks) fused_tile_kernel(FusedArgs a, Tile src) {
+constexpr int tile_min_blocks() {
+  const bool lean = kAmaxPass ? (Tile::kFromCodes || kRotation == 0)
+                              : Tile::kFromCodes && (K == QuantizerKind::ms_eden_g16 || K == QuantizerKind::ms_eden_g128);
+  return lean ? kLeanMinBlocks : kFusedMinBlocks;
+}
+
+template <bool kAmaxPass, QuantizerKind K, int kRotation, class Tile>
+__global__ void __launch_bounds__(kFusedThreads, tile_min_blocks<kAmaxPass, K, kRotation, Tile>()) fused_tile_kernel(FusedArgs a, Tile src) {
   __shared__ uint4 tile[kTileC * kTileWords / 4];
   // A tile word holds two rows' elements of one c: one mask (bits 15 and 31) flips both.
   __shared__ FlipTable<kNvGroup> flips;
