@@ -7,6 +7,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 grep -qx "/.gpu/" .git/info/exclude 2>/dev/null || { mkdir -p .git/info; echo "/.gpu/" >> .git/info/exclude; }
 cmake --preset release > /dev/null
+# An object whose header dependencies ninja has not recorded ("#deps 0", seen once after two
+# builds ran in the same folder at once) is not rebuilt when a header changes, and the GPU would
+# measure stale kernels: such objects are deleted first, so that they are rebuilt.
+for obj in $(ninja -C build/release -t targets all 2>/dev/null | grep -o '^[^:]*\.\(cu\|cpp\)\.o'); do
+  if [ -f "build/release/$obj" ] && ninja -C build/release -t deps "$obj" | head -1 | grep -q "#deps 0,"; then
+    echo "gpu-bundle: $obj has no recorded header dependencies; rebuilding it" >&2
+    rm -f "build/release/$obj"
+  fi
+done
 cmake --build --preset release --target quartet cuda_tests
 rm -rf .gpu && mkdir -p .gpu/lib
 cp build/release/quartet build/release/tests/cuda_tests scripts/gpu-run-tests.sh .gpu/
