@@ -99,7 +99,7 @@ QUARTET_HD std::uint32_t e2m1_code_of_magnitude(float q) {
   // t <= 259 by the precondition, so c <= 7; told to the compiler, so that packing two codes per
   // byte needs no masks to a byte first. The same hint on e2m1_rne_sum's code was measured
   // without gain for rtn and MS-EDEN and with QuEST 30 instructions per group slower
-  // (docs/results/ncu-zero-branch-h200.txt, builds 2 and 3).
+  // (docs/results/ncu-739a39b-h200.txt, builds 2 and 3).
   __builtin_assume(c < 8u);
 #endif
   return t != 0u ? c : 0u;

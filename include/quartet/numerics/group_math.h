@@ -24,7 +24,7 @@ QUARTET_HD float tree_sum(const float* v) {
 // max |v_i|, as a chain from 0 (the maximum is the same number in any order). On the device each
 // step is one FMNMX with the |.| operand modifier. A pairwise tree (commit c71c6c1, a chain 4
 // deep instead of 16) measured about 22 more executed instructions per group in the MS-EDEN
-// row-wise kernel and no gain in the tile kernels (docs/results/ncu-zero-branch-h200.txt), so the
+// row-wise kernel and no gain in the tile kernels (docs/results/ncu-739a39b-h200.txt), so the
 // chain stays.
 template <int N>
 QUARTET_HD float group_absmax(const float* v) {
