@@ -10,11 +10,9 @@ cmake --preset release > /dev/null
 # An object whose header dependencies ninja has not recorded ("#deps 0", seen once after two
 # builds ran in the same folder at once) is not rebuilt when a header changes, and the GPU would
 # measure stale kernels: such objects are deleted first, so that they are rebuilt.
-for obj in $(ninja -C build/release -t targets all 2>/dev/null | grep -o '^[^:]*\.\(cu\|cpp\)\.o'); do
-  if [ -f "build/release/$obj" ] && ninja -C build/release -t deps "$obj" | head -1 | grep -q "#deps 0,"; then
-    echo "gpu-bundle: $obj has no recorded header dependencies; rebuilding it" >&2
-    rm -f "build/release/$obj"
-  fi
+for obj in $(ninja -C build/release -t deps 2>/dev/null | awk '/: #deps 0,/ {sub(/:$/, "", $1); print $1}'); do
+  echo "gpu-bundle: $obj has no recorded header dependencies; rebuilding it" >&2
+  rm -f "build/release/$obj"
 done
 cmake --build --preset release --target quartet cuda_tests
 rm -rf .gpu && mkdir -p .gpu/lib

@@ -19,6 +19,7 @@
 #include <random>
 #include <set>
 
+#include "backend/cuda/device_memory.h"
 #include "backend/cuda/quantize.h"
 #include "quartet/backend/cuda.h"
 #include "quartet/error.h"
@@ -532,12 +533,10 @@ TEST_F(Cuda, FusedBf16CopyIsTheDequantizationPassBitForBit) {
           ASSERT_TRUE(q.dequantized) << what << ": no BF16 copy written";
           const std::size_t n = static_cast<std::size_t>(q.rows * q.padded_cols);
           std::vector<std::uint16_t> fused(n), pass(n);
-          void* out = nullptr;
-          ASSERT_EQ(cudaMalloc(&out, n * sizeof(std::uint16_t)), cudaSuccess);
-          cuda::dequantize_block_scaled_bf16(q, out, nullptr);
+          const std::shared_ptr<void> out = cuda::device_alloc(n * sizeof(std::uint16_t));
+          cuda::dequantize_block_scaled_bf16(q, out.get(), nullptr);
           ASSERT_EQ(cudaMemcpy(fused.data(), q.dequantized.get(), n * 2, cudaMemcpyDeviceToHost), cudaSuccess);
-          ASSERT_EQ(cudaMemcpy(pass.data(), out, n * 2, cudaMemcpyDeviceToHost), cudaSuccess);
-          ASSERT_EQ(cudaFree(out), cudaSuccess);
+          ASSERT_EQ(cudaMemcpy(pass.data(), out.get(), n * 2, cudaMemcpyDeviceToHost), cudaSuccess);
           std::size_t differ = 0, first = n;
           for (std::size_t i = 0; i < n; ++i) {
             if (fused[i] != pass[i] && differ++ == 0) first = i;

@@ -222,6 +222,14 @@ __device__ __forceinline__ void check_group_finite(const FusedArgs& a, const flo
   }
 }
 
+// Where group g of output row r keeps its packed codes (8 bytes) and its BF16 copy (16 values).
+__device__ __forceinline__ std::uint8_t* group_codes(const FusedArgs& a, std::int64_t r, std::int64_t g) {
+  return a.codes + r * (a.groups * kNvGroup / 2) + g * (kNvGroup / 2);
+}
+__device__ __forceinline__ __nv_bfloat16* group_values(const FusedArgs& a, std::int64_t r, std::int64_t g) {
+  return a.dequantized + (r * a.groups + g) * kNvGroup;
+}
+
 __device__ __forceinline__ void store_packed_codes(std::uint8_t* dst, const std::uint8_t* c) {
   uint2 packed;
   packed.x = static_cast<std::uint32_t>(c[0] | (c[1] << 4) | (c[2] << 8) | (c[3] << 12) | (c[4] << 16) | (c[5] << 20) |
@@ -250,10 +258,10 @@ __device__ __forceinline__ void store_bf16_group(__nv_bfloat16* dst, const float
 // against the CPU's group functions, row-wise and transposed.
 __device__ __forceinline__ void store_zero_group(const FusedArgs& a, std::int64_t r, std::int64_t g, bool valid) {
   if (!valid) return;
-  *reinterpret_cast<uint2*>(a.codes + r * (a.groups * kNvGroup / 2) + g * (kNvGroup / 2)) = make_uint2(0u, 0u);
+  *reinterpret_cast<uint2*>(group_codes(a, r, g)) = make_uint2(0u, 0u);
   a.scales[r * a.groups + g] = e4m3_bits_of_grid_value(1.0f);
   if (a.dequantized) {
-    uint4* out = reinterpret_cast<uint4*>(a.dequantized + (r * a.groups + g) * kNvGroup);
+    uint4* out = reinterpret_cast<uint4*>(group_values(a, r, g));
     out[0] = make_uint4(0u, 0u, 0u, 0u);
     out[1] = make_uint4(0u, 0u, 0u, 0u);
   }
@@ -298,7 +306,7 @@ __device__ __forceinline__ void finish_mx_half(const FusedArgs& a, std::int64_t 
     mxfp4_backward_encode<kNvGroup>(y, scale, K == QuantizerKind::mxfp4_sr ? bits : nullptr, codes);
   }
   if (!valid) return;
-  store_packed_codes(a.codes + r * (a.groups * kNvGroup / 2) + g * (kNvGroup / 2), codes);
+  store_packed_codes(group_codes(a, r, g), codes);
   if ((g & 1) == 0) a.scales[r * (a.groups / 2) + g / 2] = scale;
   if constexpr (K == QuantizerKind::mxfp4_quest) {
     *reinterpret_cast<std::uint16_t*>(a.trust_mask + r * (a.groups * 2) + g * 2) = static_cast<std::uint16_t>(trust);
@@ -308,7 +316,7 @@ __device__ __forceinline__ void finish_mx_half(const FusedArgs& a, std::int64_t 
     float values[kNvGroup];
 #pragma unroll
     for (int i = 0; i < kNvGroup; ++i) values[i] = fmul(e2m1_decode(codes[i]), s);  // exact, as the dequantization
-    store_bf16_group(a.dequantized + (r * a.groups + g) * kNvGroup, values);
+    store_bf16_group(group_values(a, r, g), values);
   }
 }
 
@@ -384,9 +392,9 @@ __device__ __forceinline__ void finish_group(const FusedArgs& a, const Constants
       static_assert(K == QuantizerKind::rtn, "not a fused quantizer");
     }
     if (!valid) return;
-    store_packed_codes(a.codes + r * (a.groups * kNvGroup / 2) + g * (kNvGroup / 2), codes);
+    store_packed_codes(group_codes(a, r, g), codes);
     if constexpr (K == QuantizerKind::rtn || K == QuantizerKind::four_over_six || K == QuantizerKind::sr) {
-      if (a.dequantized) store_bf16_group(a.dequantized + (r * a.groups + g) * kNvGroup, values);
+      if (a.dequantized) store_bf16_group(group_values(a, r, g), values);
     }
     if constexpr (K != QuantizerKind::ms_eden_g16) a.scales[r * a.groups + g] = e4m3_bits_of_grid_value(s);
   }
