@@ -3,9 +3,10 @@
 # kernel (total over the run, calls, mean). Two workloads:
 #   bash .gpu/gpu-timeline.sh [recipes] [sets]       `quartet bench --only linear` (default
 #                                                    quartet2 at 7B): the linear layers
-#   bash .gpu/gpu-timeline.sh train [model] [seq] [recipe]
-#                                                    three steps of `quartet train` (default 124m,
-#                                                    sequences of 1024, quartet2): a whole step
+#   bash .gpu/gpu-timeline.sh train [model] [recipe]
+#                                                    three training steps of `quartet bench --only
+#                                                    train --quick` (default 124m at 8 x 1024, GPT-2
+#                                                    vocabulary, quartet2): whole steps
 # Nsight Systems traces the run where it is installed, otherwise Nsight Compute times every
 # launch. The SASS of the main kernels is scripts/gpu-sass.sh's job. Writes three files to $OUT.
 cd "$(dirname "$0")"
@@ -13,9 +14,7 @@ for f in lib/libopenblas.so.0 quartet cuda_tests; do [ -f "$f.gz" ] && gunzip -f
 export LD_LIBRARY_PATH=$PWD/lib:${LD_LIBRARY_PATH:-}
 OUT=${OUT:-.}
 if [ "${1:-}" = train ]; then
-  run=(./quartet train --device cuda --model "${2:-124m}" --seq "${3:-1024}" --recipe "${4:-quartet2}" --batch 8
-       --steps 3 --eval-every 0 --final-eval-batches 1 --out /tmp/gpu-timeline-train)
-  rm -rf /tmp/gpu-timeline-train
+  run=(./quartet bench --only train --quick --models "${2:-124m}" --recipes "${3:-quartet2}")
   reps=()
 else
   run=(./quartet bench --only linear --recipes "${1:-quartet2}" --sets "${2:-7B}")

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Registers, stack frame and spills of the CUDA quantization kernels for sm_90a, from ptxas -v
-# (no GPU needed). Extra nvcc flags pass through, e.g. an occupancy experiment:
+# Registers, stack frame and spills of CUDA kernels for sm_90a, from ptxas -v (no GPU needed):
+# the quantization kernels, or those of the file QUARTET_PTXAS_SOURCE names. Extra nvcc flags
+# pass through, e.g. an occupancy experiment:
 #   scripts/ptxas-report.sh -DQUARTET_FUSED_MIN_BLOCKS=4
+#   QUARTET_PTXAS_SOURCE=src/backend/cuda/attention.cu scripts/ptxas-report.sh
 # Prints one line per kernel: registers, stack bytes, spill store/load bytes, demangled name.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,7 +11,7 @@ NVCC=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
 log=$(mktemp)
 trap 'rm -f "$log" "$log.o"' EXIT
 "$NVCC" -O3 -DNDEBUG --generate-code=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -std=c++20 \
-  -Xcompiler=-ffp-contract=off -I include -I src -Xptxas -v "$@" -c src/backend/cuda/quantize.cu -o "$log.o" 2> "$log" ||
+  -Xcompiler=-ffp-contract=off -I include -I src -Xptxas -v "$@" -c "${QUARTET_PTXAS_SOURCE:-src/backend/cuda/quantize.cu}" -o "$log.o" 2> "$log" ||
   { grep -v "^ptxas info" "$log" >&2; echo "ptxas-report: nvcc failed (flags: $*)" >&2; exit 1; }
 python3 - "$log" <<'PY'
 import re, subprocess, sys

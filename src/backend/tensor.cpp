@@ -52,6 +52,19 @@ Tensor Tensor::reshaped(Shape shape) const {
   return Tensor(storage_, std::move(shape), dtype_, device_);
 }
 
+Tensor Tensor::view(std::int64_t offset, Shape shape) const {
+  for (std::int64_t d : shape) {
+    if (d < 0) throw Error(fmt::format("cannot view a tensor as shape {}", shape_string(shape)));
+  }
+  const std::int64_t n = shape_numel(shape);
+  if (!defined() || offset < 0 || offset > numel() || n > numel() - offset) {
+    throw Error(fmt::format("a view of {} elements at offset {} does not fit in a tensor of shape {}", n, offset,
+                            shape_string(shape_)));
+  }
+  std::shared_ptr<void> at(storage_, static_cast<char*>(storage_.get()) + static_cast<std::size_t>(offset) * dtype_size(dtype_));
+  return Tensor(std::move(at), std::move(shape), dtype_, device_);
+}
+
 void Tensor::expect(const char* what, const Shape& shape, DType dtype) const {
   if (!defined() || shape_ != shape || dtype_ != dtype) {
     throw Error(fmt::format("{}: expected a {} {} tensor, got {}", what, shape_string(shape), dtype_name(dtype),

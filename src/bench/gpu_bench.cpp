@@ -14,6 +14,8 @@
 #include <random>
 
 #include "bench/gpu_clocks.h"
+#include "bench/ops_bench.h"
+#include "bench/train_bench.h"
 #include "quartet/backend/cuda.h"
 #include "quartet/error.h"
 #include "quartet/nn/linear.h"
@@ -275,6 +277,26 @@ nlohmann::json run_gpu_benchmarks(const GpuBenchOptions& o, const std::function<
         }
       }
     }
+  }
+  if (o.wants("ops")) {
+    // Every Backend operation at the models' shapes, against the copy ceiling (memory-bound
+    // operations) or a large cuBLAS BF16 GEMM measured here (attention, GEMMs).
+    const std::int64_t g = o.quick ? 2048 : 8192;
+    Tensor a = be->empty({g, g}, DType::bf16), b = be->empty({g, g}, DType::bf16), out = be->empty({g, g}, DType::bf16);
+    be->upload(a, random_values(g * g, 21));
+    be->upload(b, random_values(g * g, 22));
+    const double gemm_ms = median_ms([&](int) { be->gemm(out, a, false, b, false, false); }, min_reps, max_reps, budget);
+    const double gemm_tflops = 2.0 * static_cast<double>(g * g) * static_cast<double>(g) / (gemm_ms * 1e-3) / 1e12;
+    note({{"case", fmt::format("gemm_bf16/{}x{}x{}", g, g, g)}, {"median_ms", gemm_ms}, {"tflops", gemm_tflops}});
+    run_ops_benchmarks(*be, o.quick, min_reps, max_reps, budget, copy_tbps, gemm_tflops, note);
+  }
+  if (o.wants("train")) {
+    TrainBenchOptions t;
+    t.models = o.train_models;
+    t.recipes = o.recipes;
+    t.quick = o.quick;
+    t.pytorch_script = o.pytorch_script;
+    run_train_benchmarks(t, note);
   }
   return rows;
 }

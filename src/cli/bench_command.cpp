@@ -28,17 +28,24 @@ struct BenchOptions {
   std::string recipes;
   std::string only;
   std::string sets;
+  std::string models;
 };
 
 }  // namespace
 
 Command add_bench_command(CLI::App& parent) {
   auto o = std::make_shared<BenchOptions>();
-  CLI::App* app = parent.add_subcommand("bench", "GPU performance suite: quantizers, GEMMs and linear layers per recipe");
+  CLI::App* app = parent.add_subcommand(
+      "bench", "GPU performance suite: quantizers, GEMMs, linear layers and model operations, end-to-end training");
   app->add_option("--json", o->json, "write the results as JSON to this file");
   app->add_flag("--quick", o->bench.quick, "small shapes, few repetitions: a smoke test, not a measurement");
-  app->add_option("--only", o->only, "comma-separated sections to run: quantize, gemm, linear (default: all)");
-  app->add_option("--recipes", o->recipes, "comma-separated recipes for the linear-layer cases (bf16 is always included)");
+  app->add_option("--only", o->only,
+                  "comma-separated sections to run: quantize, gemm, linear, ops, train (default: all but train)");
+  app->add_option("--recipes", o->recipes,
+                  "comma-separated recipes for the linear-layer and training cases (bf16 is always included)");
+  app->add_option("--models", o->models, "comma-separated models for the training cases: 124m, 1b (default: both)");
+  app->add_option("--pytorch", o->bench.pytorch_script,
+                  "the PyTorch reference trainer (bench/pytorch_reference.py) to run beside the training cases");
   app->add_option("--reps", o->bench.reps, "exactly this many timed repetitions per case after one warm-up (for profilers)")
       ->check(CLI::Range(1, 1000000));
   app->add_option("--sets", o->sets, "comma-separated shape sets for the linear-layer cases: 800M, 7B (default: both)");
@@ -57,8 +64,9 @@ Command add_bench_command(CLI::App& parent) {
     if (!o->only.empty()) {
       std::stringstream ss(o->only);
       for (std::string section; std::getline(ss, section, ',');) {
-        if (section != "quantize" && section != "gemm" && section != "linear") {
-          throw Error(fmt::format("--only: unknown section '{}' (expected quantize, gemm or linear)", section));
+        if (section != "quantize" && section != "gemm" && section != "linear" && section != "ops" && section != "train") {
+          throw Error(
+              fmt::format("--only: unknown section '{}' (expected quantize, gemm, linear, ops or train)", section));
         }
         o->bench.only.push_back(section);
       }
@@ -73,6 +81,18 @@ Command add_bench_command(CLI::App& parent) {
       }
       if (o->sets.back() == ',') throw Error(fmt::format("--sets '{}' has an empty entry", o->sets));
       if (!o->bench.wants("linear")) throw Error("--sets chooses the linear-layer cases, which --only leaves out");
+    }
+    if (!o->models.empty()) {
+      o->bench.train_models.clear();
+      std::stringstream ss(o->models);
+      for (std::string m; std::getline(ss, m, ',');) {
+        if (m != "124m" && m != "1b") throw Error(fmt::format("--models: unknown model '{}' (expected 124m or 1b)", m));
+        o->bench.train_models.push_back(m);
+      }
+      if (!o->bench.wants("train")) throw Error("--models chooses the training cases, which --only leaves out");
+    }
+    if (!o->bench.pytorch_script.empty() && !o->bench.wants("train")) {
+      throw Error("--pytorch runs beside the training cases, which --only leaves out (add --only train)");
     }
     const std::string device = cuda_device_description();
     fmt::print("device: {}\n", device);

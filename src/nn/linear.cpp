@@ -31,6 +31,15 @@ QTensor backward_operand(Backend& backend, const OperandRule& rule, const Tensor
   throw Error("unknown operand source");
 }
 
+const Tensor& gemm_weight(const Tensor& w, const Tensor& w_bf16) {
+  if (!w_bf16.defined()) return w;
+  if (w_bf16.shape() != w.shape()) {
+    throw Error(fmt::format("linear: the BF16 weight copy {} does not match the weight {}", shape_string(w_bf16.shape()),
+                            shape_string(w.shape())));
+  }
+  return w_bf16;
+}
+
 void check_linear_shapes(const Tensor& x, const Tensor& w, const Tensor& y) {
   if (x.ndim() != 2 || w.ndim() != 2 || y.ndim() != 2 || x.dim(1) != w.dim(1) || y.dim(0) != x.dim(0) ||
       y.dim(1) != w.dim(0)) {
@@ -51,7 +60,7 @@ Rotation backward_rotation(const Recipe& recipe, int size, const LinearRandom& r
 }
 
 void linear_forward(Backend& backend, const Recipe& recipe, const Tensor& x, const Tensor& w, Tensor& y,
-                    LinearSaved& saved, const LinearRandom& random) {
+                    LinearSaved& saved, const LinearRandom& random, const Tensor& w_bf16) {
   check_linear_shapes(x, w, y);
   saved = LinearSaved{};
   saved.tokens = x.dim(0);
@@ -61,12 +70,9 @@ void linear_forward(Backend& backend, const Recipe& recipe, const Tensor& x, con
     saved.wq = backend.quantize(w, false, *recipe.fwd_w.quantizer, rot, operand_random(random, kFwdW));
     backend.gemm_quantized(y, saved.xq, saved.wq, /*accumulate=*/false);
   } else {
-    backend.gemm(y, x, false, w, false, /*accumulate=*/false);
+    backend.gemm(y, x, false, gemm_weight(w, w_bf16), false, /*accumulate=*/false);
   }
-  if (recipe.saves_high_precision_x()) {
-    saved.x = backend.empty(x.shape(), x.dtype());
-    backend.copy(saved.x, x);
-  }
+  if (recipe.saves_high_precision_x()) saved.x = x;
   // The quantized tensors are needed only where backward re-uses them.
   const bool need_xq = recipe.wgrad_xt.quantized() && recipe.wgrad_xt.source != OperandSource::high_precision;
   const bool need_wq = recipe.dgrad_wt.quantized() && recipe.dgrad_wt.source != OperandSource::high_precision;
@@ -75,7 +81,7 @@ void linear_forward(Backend& backend, const Recipe& recipe, const Tensor& x, con
 }
 
 void linear_backward(Backend& backend, const Recipe& recipe, const Tensor& dy, const Tensor& w, const LinearSaved& saved,
-                     Tensor& dx, Tensor& dw, const LinearRandom& random) {
+                     Tensor& dx, Tensor& dw, const LinearRandom& random, const Tensor& w_bf16) {
   const std::int64_t m = dy.dim(0), n = dy.dim(1), k = w.dim(1);
   dy.expect("linear backward dY", {saved.tokens, w.dim(0)}, dy.dtype());
   dx.expect("linear backward dX", {m, k}, dx.dtype());
@@ -89,7 +95,7 @@ void linear_backward(Backend& backend, const Recipe& recipe, const Tensor& dy, c
     const QTensor wt = backward_operand(backend, recipe.dgrad_wt, w, saved.wq, rot, operand_random(random, kDgradWt));
     backend.gemm_quantized(dx, e, wt, false);
   } else {
-    backend.gemm(dx, dy, false, w, true, false);
+    backend.gemm(dx, dy, false, gemm_weight(w, w_bf16), true, false);
   }
   if (recipe.backward_through_trust_mask) backend.apply_trust_mask_and_unrotate(dx, saved.xq, fwd_rot);
 

@@ -63,7 +63,7 @@ void LlamaConfig::validate() const {
 }
 
 const std::vector<std::string>& llama_preset_names() {
-  static const std::vector<std::string> names = {"tiny", "30m", "50m", "100m", "124m", "200m"};
+  static const std::vector<std::string> names = {"tiny", "30m", "50m", "100m", "124m", "200m", "1b"};
   return names;
 }
 
@@ -90,6 +90,8 @@ LlamaConfig llama_preset(const std::string& size, std::int64_t vocab_size) {
     set(12, 640, 10, 10, 1024);  // ~125M parameters in all with the GPT-2 vocabulary
   } else if (size == "200m") {
     set(10, 1280, 10, 10, 1024);
+  } else if (size == "1b") {
+    set(18, 2048, 16, 16, 2048);  // head dim 128, ffn 5632: ~0.93B in blocks, ~1.1B with the GPT-2 vocabulary
   } else {
     throw Error(fmt::format("unknown model size '{}'; expected one of: {}", size, fmt::join(llama_preset_names(), ", ")));
   }
@@ -138,68 +140,124 @@ LlamaModel::LlamaModel(Backend& backend, LlamaConfig config, Recipe recipe, std:
   recipe_.validate();
   const LlamaConfig& c = config_;
   const std::int64_t d = c.d_model, hd = c.head_dim();
-  const auto add = [&](const std::string& name, const Shape& shape, double std_dev) {
-    Parameter p;
-    p.name = name;
-    p.value = backend_.empty(shape, backend_.param_dtype());
-    p.grad = backend_.zeros(shape, backend_.param_dtype());
-    p.decay = shape.size() == 2;
-    if (std_dev > 0) {
-      backend_.upload(p.value, normal_values(seed, kInitStreamBase + static_cast<std::uint32_t>(params_.size()),
-                                             shape_numel(shape), std_dev));
-    } else {
-      backend_.fill(p.value, 1.0);  // norm weights
-    }
-    params_.push_back(std::move(p));
-    return params_.size() - 1;
+  struct Spec {
+    std::string name;
+    Shape shape;
+    double std_dev;  // 0: a norm weight, initialised to 1
   };
+  std::vector<Spec> specs;
   const double out_std = c.init_std / std::sqrt(2.0 * static_cast<double>(c.n_layers));
-  embed_ = add("model.embed_tokens.weight", {c.vocab_size, d}, c.init_std);
+  specs.push_back({"model.embed_tokens.weight", {c.vocab_size, d}, c.init_std});
   for (std::int64_t l = 0; l < c.n_layers; ++l) {
     const std::string p = fmt::format("model.layers.{}.", l);
+    specs.push_back({p + "input_layernorm.weight", {d}, 0});
+    specs.push_back({p + "self_attn.qkv_proj.weight", {(c.n_heads + 2 * c.n_kv_heads) * hd, d}, c.init_std});
+    specs.push_back({p + "self_attn.o_proj.weight", {d, c.n_heads * hd}, out_std});
+    specs.push_back({p + "post_attention_layernorm.weight", {d}, 0});
+    specs.push_back({p + "mlp.gate_up_proj.weight", {2 * c.ffn(), d}, c.init_std});
+    specs.push_back({p + "mlp.down_proj.weight", {d, c.ffn()}, out_std});
+  }
+  specs.push_back({"model.norm.weight", {d}, 0});
+  specs.push_back({"lm_head.weight", {c.vocab_size, d}, c.init_std});
+
+  std::int64_t total = 0;
+  for (const Spec& spec : specs) {
+    const std::int64_t n = shape_numel(spec.shape);
+    flat_.segments.push_back(ParameterSegment{total, n, spec.shape.size() == 2});
+    total += round_up_to(n, FlatParameters::kSegmentAlignment);
+  }
+  flat_.values = backend_.zeros({total}, backend_.param_dtype());
+  flat_.grads = backend_.zeros({total}, backend_.param_dtype());
+  flat_.values_bf16 = backend_.empty({total}, DType::bf16);
+  for (std::size_t i = 0; i < specs.size(); ++i) {
+    const Spec& spec = specs[i];
+    const ParameterSegment& seg = flat_.segments[i];
+    Parameter p;
+    p.name = spec.name;
+    p.value = flat_.values.view(seg.offset, spec.shape);
+    p.grad = flat_.grads.view(seg.offset, spec.shape);
+    p.value_bf16 = flat_.values_bf16.view(seg.offset, spec.shape);
+    p.decay = seg.decay;
+    if (spec.std_dev > 0) {
+      backend_.upload(p.value, normal_values(seed, kInitStreamBase + static_cast<std::uint32_t>(i), seg.count, spec.std_dev));
+    } else {
+      backend_.fill(p.value, 1.0);
+    }
+    params_.push_back(std::move(p));
+  }
+  std::size_t next = 0;
+  embed_ = next++;
+  for (std::int64_t l = 0; l < c.n_layers; ++l) {
     Layer layer{};
-    layer.attn_norm = add(p + "input_layernorm.weight", {d}, 0);
-    layer.qkv = add(p + "self_attn.qkv_proj.weight", {(c.n_heads + 2 * c.n_kv_heads) * hd, d}, c.init_std);
-    layer.o = add(p + "self_attn.o_proj.weight", {d, c.n_heads * hd}, out_std);
-    layer.mlp_norm = add(p + "post_attention_layernorm.weight", {d}, 0);
-    layer.gate_up = add(p + "mlp.gate_up_proj.weight", {2 * c.ffn(), d}, c.init_std);
-    layer.down = add(p + "mlp.down_proj.weight", {d, c.ffn()}, out_std);
+    layer.attn_norm = next++;
+    layer.qkv = next++;
+    layer.o = next++;
+    layer.mlp_norm = next++;
+    layer.gate_up = next++;
+    layer.down = next++;
     layers_.push_back(layer);
   }
-  final_norm_ = add("model.norm.weight", {d}, 0);
-  lm_head_ = add("lm_head.weight", {c.vocab_size, d}, c.init_std);
+  final_norm_ = next++;
+  lm_head_ = next++;
+  refresh_bf16_weights();
+}
+
+std::vector<Parameter>& LlamaModel::parameters() {
+  bf16_fresh_ = false;
+  return params_;
 }
 
 Parameter& LlamaModel::parameter(const std::string& name) {
-  for (Parameter& p : params_) {
+  for (Parameter& p : parameters()) {
     if (p.name == name) return p;
   }
   throw Error(fmt::format("the model has no parameter '{}'", name));
 }
 
-void LlamaModel::zero_grads() {
-  for (Parameter& p : params_) backend_.fill(p.grad, 0.0);
+FlatParameters& LlamaModel::flat() {
+  bf16_fresh_ = false;
+  return flat_;
 }
+
+void LlamaModel::refresh_bf16_weights() {
+  backend_.copy(flat_.values_bf16, flat_.values);
+  bf16_fresh_ = true;
+}
+
+void LlamaModel::zero_grads() { backend_.fill(flat_.grads, 0.0); }
 
 const Recipe& LlamaModel::recipe_for(std::int64_t layer) const {
   const bool bf16 = layer < config_.bf16_blocks_first || layer >= config_.n_layers - config_.bf16_blocks_last;
   return bf16 ? bf16_recipe_ : recipe_;
 }
 
+// Each residual add runs fused with the norm that follows it: a block's second add with the
+// next block's attention norm (or the final norm), so the stream is read once per norm.
 void LlamaModel::forward(const Tensor& tokens, std::int64_t batch, std::int64_t seq, std::uint32_t call, Activations& a) {
   const LlamaConfig& c = config_;
   if (batch < 1 || seq < 1 || seq > c.max_seq_len) {
     throw Error(fmt::format("forward: batch {} x sequence {} (the model's maximum sequence length is {})", batch, seq,
                             c.max_seq_len));
   }
+  if (!bf16_fresh_) refresh_bf16_weights();
   const std::int64_t n = batch * seq, d = c.d_model;
   tokens.expect("model input tokens", {n}, DType::i32);
-  const DType act = backend_.activation_dtype();
+  const DType act = backend_.activation_dtype(), pd = backend_.param_dtype();
   a.shape = AttentionShape{batch, seq, c.n_heads, c.n_kv_heads, c.head_dim(), c.rope_theta};
   a.blocks.assign(static_cast<std::size_t>(c.n_layers), {});
+  const auto weight = [&](std::size_t i) -> const Tensor& { return params_[i].value; };
+  // BF16 GEMMs and the embedding read the BF16 copies where activations are BF16 (the same
+  // values the GEMM's rounding would make); the FP64 reference backend rounds nothing.
+  const bool bf16_copies = backend_.activation_dtype() == DType::bf16;
+  const auto weight_bf16 = [&](std::size_t i) -> const Tensor& {
+    return bf16_copies ? params_[i].value_bf16 : params_[i].value;
+  };
 
   Tensor x = backend_.empty({n, d}, act);
-  backend_.embedding_forward(x, tokens, params_[embed_].value);
+  backend_.embedding_forward(x, tokens, weight_bf16(embed_));
+  Tensor h = backend_.empty({n, d}, act);
+  a.blocks[0].rstd_attn = backend_.empty({n}, pd);
+  backend_.rmsnorm_forward(h, a.blocks[0].rstd_attn, x, weight(layers_[0].attn_norm), c.rms_norm_eps);
   for (std::int64_t l = 0; l < c.n_layers; ++l) {
     const Layer& L = layers_[static_cast<std::size_t>(l)];
     const Recipe& r = recipe_for(l);
@@ -208,58 +266,67 @@ void LlamaModel::forward(const Tensor& tokens, std::int64_t batch, std::int64_t 
       return LinearRandom{seed_, static_cast<std::uint32_t>(l) * kLinearsPerLayer + which, call};
     };
     b.x_in = x;
-    b.rstd_attn = backend_.empty({n}, backend_.param_dtype());
-    Tensor h = backend_.empty({n, d}, act);
-    backend_.rmsnorm_forward(h, b.rstd_attn, b.x_in, params_[L.attn_norm].value, c.rms_norm_eps);
     b.qkv = backend_.empty({n, a.shape.qkv_width()}, act);
-    linear_forward(backend_, r, h, params_[L.qkv].value, b.qkv, b.lin_qkv, random(0));
+    linear_forward(backend_, r, h, weight(L.qkv), b.qkv, b.lin_qkv, random(0), weight_bf16(L.qkv));
     Tensor att = backend_.empty({n, a.shape.q_width()}, act);
     backend_.attention_forward(att, b.attention, b.qkv, a.shape);
     Tensor o = backend_.empty({n, d}, act);
-    linear_forward(backend_, r, att, params_[L.o].value, o, b.lin_o, random(1));
-    b.x_mid = backend_.empty({n, d}, act);
-    backend_.copy(b.x_mid, b.x_in);
-    backend_.add_inplace(b.x_mid, o);
+    linear_forward(backend_, r, att, weight(L.o), o, b.lin_o, random(1), weight_bf16(L.o));
 
-    b.rstd_mlp = backend_.empty({n}, backend_.param_dtype());
+    b.x_mid = backend_.empty({n, d}, act);
+    b.rstd_mlp = backend_.empty({n}, pd);
     Tensor h2 = backend_.empty({n, d}, act);
-    backend_.rmsnorm_forward(h2, b.rstd_mlp, b.x_mid, params_[L.mlp_norm].value, c.rms_norm_eps);
+    backend_.residual_rmsnorm_forward(b.x_mid, h2, b.rstd_mlp, b.x_in, o, weight(L.mlp_norm), c.rms_norm_eps);
     b.gate_up = backend_.empty({n, 2 * c.ffn()}, act);
-    linear_forward(backend_, r, h2, params_[L.gate_up].value, b.gate_up, b.lin_gate_up, random(2));
+    linear_forward(backend_, r, h2, weight(L.gate_up), b.gate_up, b.lin_gate_up, random(2), weight_bf16(L.gate_up));
     Tensor s = backend_.empty({n, c.ffn()}, act);
     backend_.swiglu_forward(s, b.gate_up);
     Tensor down = backend_.empty({n, d}, act);
-    linear_forward(backend_, r, s, params_[L.down].value, down, b.lin_down, random(3));
+    linear_forward(backend_, r, s, weight(L.down), down, b.lin_down, random(3), weight_bf16(L.down));
+
+    const bool last = l + 1 == c.n_layers;
+    Tensor& next_rstd = last ? a.rstd_final : a.blocks[static_cast<std::size_t>(l + 1)].rstd_attn;
+    next_rstd = backend_.empty({n}, pd);
     x = backend_.empty({n, d}, act);
-    backend_.copy(x, b.x_mid);
-    backend_.add_inplace(x, down);
+    h = backend_.empty({n, d}, act);
+    backend_.residual_rmsnorm_forward(x, h, next_rstd, b.x_mid, down,
+                                      weight(last ? final_norm_ : layers_[static_cast<std::size_t>(l + 1)].attn_norm),
+                                      c.rms_norm_eps);
   }
   a.x_final = x;
-  a.rstd_final = backend_.empty({n}, backend_.param_dtype());
-  a.normed_final = backend_.empty({n, d}, act);
-  backend_.rmsnorm_forward(a.normed_final, a.rstd_final, a.x_final, params_[final_norm_].value, c.rms_norm_eps);
-  a.logits = backend_.empty({n, c.vocab_size}, backend_.param_dtype());
-  backend_.gemm(a.logits, a.normed_final, false, params_[lm_head_].value, false, false);
+  a.normed_final = h;
+  a.logits = backend_.empty({n, c.vocab_size}, act);
+  backend_.gemm(a.logits, a.normed_final, false, weight_bf16(lm_head_), false, false);
 }
 
-double LlamaModel::forward_backward(const Tensor& tokens, const Tensor& targets, std::int64_t batch, std::int64_t seq,
-                                    double grad_scale, std::uint32_t call) {
+void LlamaModel::forward_backward(const Tensor& tokens, const Tensor& targets, std::int64_t batch, std::int64_t seq,
+                                  double grad_scale, std::uint32_t call, Tensor& loss_sum) {
   const LlamaConfig& c = config_;
   Activations a;
   forward(tokens, batch, seq, call, a);
   const std::int64_t n = batch * seq, d = c.d_model;
   const DType act = backend_.activation_dtype();
+  const auto weight = [&](std::size_t i) -> const Tensor& { return params_[i].value; };
+  // BF16 GEMMs and the embedding read the BF16 copies where activations are BF16 (the same
+  // values the GEMM's rounding would make); the FP64 reference backend rounds nothing.
+  const bool bf16_copies = backend_.activation_dtype() == DType::bf16;
+  const auto weight_bf16 = [&](std::size_t i) -> const Tensor& {
+    return bf16_copies ? params_[i].value_bf16 : params_[i].value;
+  };
+  const auto grad = [&](std::size_t i) -> Tensor& { return params_[i].grad; };
 
-  // The loss gradient overwrites the logits buffer (dlogits may alias logits).
-  const double loss = backend_.cross_entropy(a.logits, a.logits, targets, grad_scale);
+  // The loss gradient overwrites the logits buffer (dlogits aliases logits).
+  backend_.cross_entropy(a.logits, a.logits, targets, grad_scale, loss_sum);
   Tensor& dlogits = a.logits;
   Tensor dnormed = backend_.empty({n, d}, act);
-  backend_.gemm(dnormed, dlogits, false, params_[lm_head_].value, true, false);
-  backend_.gemm(params_[lm_head_].grad, dlogits, true, a.normed_final, true, true);
+  backend_.gemm(dnormed, dlogits, false, weight_bf16(lm_head_), true, false);
+  backend_.gemm(grad(lm_head_), dlogits, true, a.normed_final, true, true);
+  a.logits = Tensor{};
   Tensor dx = backend_.empty({n, d}, act);
-  backend_.rmsnorm_backward(dx, params_[final_norm_].grad, dnormed, a.x_final, params_[final_norm_].value, a.rstd_final);
+  backend_.rmsnorm_backward(dx, grad(final_norm_), dnormed, a.x_final, weight(final_norm_), a.rstd_final, false);
 
   last_linear_bytes_ = 0;
+  Tensor dnorm_in = dnormed;  // reused: [n, d] gradients of the norms' outputs
   for (std::int64_t l = c.n_layers - 1; l >= 0; --l) {
     const Layer& L = layers_[static_cast<std::size_t>(l)];
     const Recipe& r = recipe_for(l);
@@ -269,39 +336,57 @@ double LlamaModel::forward_backward(const Tensor& tokens, const Tensor& targets,
     };
     last_linear_bytes_ += b.lin_qkv.activation_bytes() + b.lin_o.activation_bytes() +
                           b.lin_gate_up.activation_bytes() + b.lin_down.activation_bytes();
-    // MLP half: x_out = x_mid + down(swiglu(gate_up(norm(x_mid)))).
+    // MLP half: x_out = x_mid + down(swiglu(gate_up(norm(x_mid)))); dx holds d(x_out).
     Tensor ds = backend_.empty({n, c.ffn()}, act);
-    linear_backward(backend_, r, dx, params_[L.down].value, b.lin_down, ds, params_[L.down].grad, random(3));
+    linear_backward(backend_, r, dx, weight(L.down), b.lin_down, ds, grad(L.down), random(3), weight_bf16(L.down));
+    b.lin_down = LinearSaved{};
     Tensor dgate_up = backend_.empty({n, 2 * c.ffn()}, act);
     backend_.swiglu_backward(dgate_up, ds, b.gate_up);
-    Tensor dh2 = backend_.empty({n, d}, act);
-    linear_backward(backend_, r, dgate_up, params_[L.gate_up].value, b.lin_gate_up, dh2, params_[L.gate_up].grad,
-                    random(2));
-    Tensor dnorm = backend_.empty({n, d}, act);
-    backend_.rmsnorm_backward(dnorm, params_[L.mlp_norm].grad, dh2, b.x_mid, params_[L.mlp_norm].value, b.rstd_mlp);
-    backend_.add_inplace(dx, dnorm);  // dx is now d(x_mid)
+    ds = Tensor{};
+    b.gate_up = Tensor{};
+    linear_backward(backend_, r, dgate_up, weight(L.gate_up), b.lin_gate_up, dnorm_in, grad(L.gate_up), random(2),
+                    weight_bf16(L.gate_up));
+    b.lin_gate_up = LinearSaved{};
+    dgate_up = Tensor{};
+    backend_.rmsnorm_backward(dx, grad(L.mlp_norm), dnorm_in, b.x_mid, weight(L.mlp_norm), b.rstd_mlp, true);  // d(x_mid)
 
     // Attention half: x_mid = x_in + o(attention(qkv(norm(x_in)))).
     Tensor datt = backend_.empty({n, a.shape.q_width()}, act);
-    linear_backward(backend_, r, dx, params_[L.o].value, b.lin_o, datt, params_[L.o].grad, random(1));
+    linear_backward(backend_, r, dx, weight(L.o), b.lin_o, datt, grad(L.o), random(1), weight_bf16(L.o));
+    b.lin_o = LinearSaved{};
     Tensor dqkv = backend_.empty({n, a.shape.qkv_width()}, act);
     backend_.attention_backward(dqkv, datt, b.qkv, b.attention, a.shape);
-    Tensor dh = backend_.empty({n, d}, act);
-    linear_backward(backend_, r, dqkv, params_[L.qkv].value, b.lin_qkv, dh, params_[L.qkv].grad, random(0));
-    backend_.rmsnorm_backward(dnorm, params_[L.attn_norm].grad, dh, b.x_in, params_[L.attn_norm].value, b.rstd_attn);
-    backend_.add_inplace(dx, dnorm);  // d(x_in)
+    datt = Tensor{};
+    b.attention = AttentionSaved{};
+    b.qkv = Tensor{};
+    linear_backward(backend_, r, dqkv, weight(L.qkv), b.lin_qkv, dnorm_in, grad(L.qkv), random(0), weight_bf16(L.qkv));
+    b.lin_qkv = LinearSaved{};
+    backend_.rmsnorm_backward(dx, grad(L.attn_norm), dnorm_in, b.x_in, weight(L.attn_norm), b.rstd_attn, true);  // d(x_in)
+    b = Activations::Block{};  // this block's activations are no longer needed
   }
-  backend_.embedding_backward(params_[embed_].grad, tokens, dx);
+  backend_.embedding_backward(grad(embed_), tokens, dx);
+}
+
+double LlamaModel::forward_backward(const Tensor& tokens, const Tensor& targets, std::int64_t batch, std::int64_t seq,
+                                    double grad_scale, std::uint32_t call) {
+  Tensor loss = backend_.zeros({1}, DType::f64);
+  forward_backward(tokens, targets, batch, seq, grad_scale, call, loss);
   backend_.raise_pending_errors();
-  return loss;
+  return backend_.download(loss)[0];
+}
+
+void LlamaModel::forward_loss(const Tensor& tokens, const Tensor& targets, std::int64_t batch, std::int64_t seq,
+                              Tensor& loss_sum) {
+  Activations a;
+  forward(tokens, batch, seq, 0, a);
+  backend_.cross_entropy(a.logits, a.logits, targets, 0.0, loss_sum);
 }
 
 double LlamaModel::forward_loss(const Tensor& tokens, const Tensor& targets, std::int64_t batch, std::int64_t seq) {
-  Activations a;
-  forward(tokens, batch, seq, 0, a);
-  const double loss = backend_.cross_entropy(a.logits, a.logits, targets, 0.0);
+  Tensor loss = backend_.zeros({1}, DType::f64);
+  forward_loss(tokens, targets, batch, seq, loss);
   backend_.raise_pending_errors();
-  return loss;
+  return backend_.download(loss)[0];
 }
 
 Tensor LlamaModel::forward_logits(const Tensor& tokens, std::int64_t batch, std::int64_t seq) {

@@ -67,9 +67,31 @@ TEST_F(CpuOps, RmsNorm) {
   for (int j = 0; j < c; ++j) ms += x0[j] * x0[j] / c;
   EXPECT_NEAR(y[1], x0[1] / std::sqrt(ms + 1e-5) * w0[1], 1e-12);
   Tensor dx = be->empty({n, c}, DType::f64), dw = be->zeros({c}, DType::f64), dout = tensor({n, c}, r);
-  be->rmsnorm_backward(dx, dw, dout, xt, wt, rstd);
-  expect_gradients_match(be->download(dx), numeric_gradient([&](const auto& x) { return run(x, w0); }, x0), "dx");
+  be->rmsnorm_backward(dx, dw, dout, xt, wt, rstd, false);
+  const auto dx_expected = numeric_gradient([&](const auto& x) { return run(x, w0); }, x0);
+  expect_gradients_match(be->download(dx), dx_expected, "dx");
   expect_gradients_match(be->download(dw), numeric_gradient([&](const auto& w) { return run(x0, w); }, w0), "dweight");
+  // Accumulating into the residual stream's gradient adds the same values to what dx held.
+  const auto held = random_values(n * c, 14);
+  Tensor acc = tensor({n, c}, held), dw2 = be->zeros({c}, DType::f64);
+  be->rmsnorm_backward(acc, dw2, dout, xt, wt, rstd, true);
+  const auto got = be->download(acc), alone = be->download(dx);
+  for (std::size_t i = 0; i < got.size(); ++i) EXPECT_NEAR(got[i], held[i] + alone[i], 1e-12) << i;
+}
+
+TEST_F(CpuOps, ResidualRmsNormIsTheAddThenTheNorm) {
+  const std::int64_t n = 3, c = 8;
+  const auto x = random_values(n * c, 15), y = random_values(n * c, 16), w = random_values(c, 17);
+  Tensor xt = tensor({n, c}, x), yt = tensor({n, c}, y), wt = tensor({c}, w);
+  Tensor sum = be->empty({n, c}, DType::f64), out = be->empty({n, c}, DType::f64), rstd = be->empty({n}, DType::f64);
+  be->residual_rmsnorm_forward(sum, out, rstd, xt, yt, wt, 1e-5);
+  std::vector<double> expected_sum(x.size());
+  for (std::size_t i = 0; i < x.size(); ++i) expected_sum[i] = x[i] + y[i];
+  EXPECT_EQ(be->download(sum), expected_sum);
+  Tensor st = tensor({n, c}, expected_sum), out2 = be->empty({n, c}, DType::f64), rstd2 = be->empty({n}, DType::f64);
+  be->rmsnorm_forward(out2, rstd2, st, wt, 1e-5);
+  EXPECT_EQ(be->download(out), be->download(out2));
+  EXPECT_EQ(be->download(rstd), be->download(rstd2));
 }
 
 TEST_F(CpuOps, SwiGlu) {
@@ -134,10 +156,10 @@ TEST_F(CpuOps, CrossEntropy) {
   const double scale = 1.0 / 3.0;
   const auto run = [&](const std::vector<double>& l) {
     Tensor d = be->empty({n, v}, DType::f64), lt = tensor({n, v}, l), tt = tokens(targets);
-    return be->cross_entropy(d, lt, tt, scale) * scale;
+    return be->cross_entropy_loss(d, lt, tt, scale) * scale;
   };
   Tensor d = be->empty({n, v}, DType::f64), lt = tensor({n, v}, logits0), tt = tokens(targets);
-  const double loss = be->cross_entropy(d, lt, tt, scale);
+  const double loss = be->cross_entropy_loss(d, lt, tt, scale);
   double expected = 0;
   for (int i : {0, 2, 3}) {
     double z = 0;
@@ -147,7 +169,11 @@ TEST_F(CpuOps, CrossEntropy) {
   EXPECT_NEAR(loss, expected, 1e-12);
   expect_gradients_match(be->download(d), numeric_gradient(run, logits0), "dlogits");
   Tensor bad = tokens({2, 6, 0, 0});
-  EXPECT_THROW(be->cross_entropy(d, lt, bad, 1.0), Error);
+  EXPECT_THROW(be->cross_entropy_loss(d, lt, bad, 1.0), Error);
+  // The loss is added to what the sum held (micro-batches accumulate into one step's sum).
+  Tensor sum = tensor({1}, {10.0});
+  be->cross_entropy(d, lt, tt, scale, sum);
+  EXPECT_NEAR(be->download(sum)[0], 10.0 + expected, 1e-12);
 }
 
 TEST_F(CpuOps, GemmEveryTranspositionAndAccumulation) {
@@ -178,23 +204,72 @@ TEST_F(CpuOps, GemmEveryTranspositionAndAccumulation) {
   EXPECT_THROW(be->gemm(wrong, ta, false, tb, false, false), Error);
 }
 
-TEST_F(CpuOps, AdamWMatchesTheFormula) {
-  Tensor p = tensor({2}, {1.0, -2.0}), g = tensor({2}, {0.5, 0.25}), m = be->zeros({2}, DType::f64), v = be->zeros({2}, DType::f64);
-  AdamWParams hp;
+TEST_F(CpuOps, AdamWStepMatchesTheFormula) {
+  // Two segments (a decayed matrix and an undecayed norm) with a gap between them.
+  Tensor p = tensor({5}, {1.0, -2.0, 0.0, 3.0, 0.5}), g = tensor({5}, {0.5, 0.25, 0.0, -0.125, 0.0625});
+  Tensor m = be->zeros({5}, DType::f64), v = be->zeros({5}, DType::f64), p16 = be->zeros({5}, DType::bf16);
+  Tensor status = tensor({kStepSlots}, {1.5, 0.0, 0.0, 0.0});
+  const std::vector<ParameterSegment> segments = {{0, 2, true}, {3, 2, false}};
+  AdamWStep hp;
   hp.lr = 0.1;
   hp.weight_decay = 0.01;
   hp.step = 1;
-  be->adamw_update(p, g, m, v, hp);
-  // Step 1: m_hat = g, v_hat = g^2, so the update is lr (sign(g) g/(|g| + eps) + wd p).
+  hp.max_grad_norm = 10.0;  // no clipping
+  be->adamw_step(p, p16, g, m, v, segments, hp, status);
+  // Step 1: m_hat = g, v_hat = g^2, so the update is lr (g/(|g| + eps) + wd p).
   const auto got = be->download(p);
   EXPECT_NEAR(got[0], 1.0 - 0.1 * (0.5 / (0.5 + 1e-8) + 0.01 * 1.0), 1e-12);
   EXPECT_NEAR(got[1], -2.0 - 0.1 * (0.25 / (0.25 + 1e-8) + 0.01 * -2.0), 1e-12);
+  EXPECT_EQ(got[2], 0.0) << "outside every segment: untouched";
+  EXPECT_NEAR(got[3], 3.0 - 0.1 * (-0.125 / (0.125 + 1e-8)), 1e-12) << "no decay on this segment";
   EXPECT_NEAR(be->download(m)[0], 0.05, 1e-15);
   EXPECT_NEAR(be->download(v)[1], 0.05 * 0.0625, 1e-15);
-  EXPECT_DOUBLE_EQ(be->sum_of_squares(g), 0.3125);
+  const auto st = be->download(status);
+  const double norm = std::sqrt(0.25 + 0.0625 + 0.015625 + 0.00390625);
+  EXPECT_NEAR(st[kStepGradNorm], norm, 1e-15);
+  EXPECT_EQ(st[kStepApplied], 1.0);
+  EXPECT_EQ(st[kStepLoss], 1.5) << "read, not written";
+  const auto w16 = be->download(p16);
+  for (int i : {0, 1, 3, 4}) {
+    EXPECT_EQ(w16[i], round_to_bf16(static_cast<float>(got[i]))) << "the BF16 copy of updated weight " << i;
+  }
+
+  EXPECT_DOUBLE_EQ(be->sum_of_squares(g), 0.25 + 0.0625 + 0.015625 + 0.00390625);
   EXPECT_TRUE(be->all_finite(g));
   Tensor bad = tensor({2}, {1.0, NAN});
   EXPECT_FALSE(be->all_finite(bad));
+}
+
+TEST_F(CpuOps, AdamWStepClipsToTheGlobalNorm) {
+  // Clipping scales every gradient by max_norm / norm: with Adam's first step the update of a
+  // coordinate is sign-like, so compare the moments instead.
+  Tensor p = tensor({2}, {0.0, 0.0}), g = tensor({2}, {3.0, 4.0}), m = be->zeros({2}, DType::f64), v = be->zeros({2}, DType::f64);
+  Tensor status = tensor({kStepSlots}, {0.0, 0.0, 0.0, 0.0}), none;
+  AdamWStep hp;
+  hp.lr = 0.1;
+  hp.max_grad_norm = 1.0;
+  be->adamw_step(p, none, g, m, v, {{0, 2, true}}, hp, status);
+  EXPECT_NEAR(be->download(status)[kStepGradNorm], 5.0, 1e-15);
+  EXPECT_NEAR(be->download(m)[0], 0.1 * 3.0 / 5.0, 1e-15);
+  EXPECT_NEAR(be->download(m)[1], 0.1 * 4.0 / 5.0, 1e-15);
+}
+
+TEST_F(CpuOps, AdamWStepSkipsANonFiniteLossOrGradient) {
+  for (const bool bad_loss : {true, false}) {
+    Tensor p = tensor({2}, {1.0, 2.0}), g = tensor({2}, {0.5, bad_loss ? 0.5 : INFINITY});
+    Tensor m = be->zeros({2}, DType::f64), v = be->zeros({2}, DType::f64), none;
+    Tensor status = tensor({kStepSlots}, {bad_loss ? NAN : 1.0, 0.0, 0.0, 0.0});
+    be->adamw_step(p, none, g, m, v, {{0, 2, true}}, AdamWStep{.lr = 0.1}, status);
+    EXPECT_EQ(be->download(status)[kStepApplied], 0.0) << bad_loss;
+    EXPECT_EQ(be->download(p), (std::vector<double>{1.0, 2.0})) << "parameters unchanged";
+    EXPECT_EQ(be->download(m), (std::vector<double>{0.0, 0.0})) << "moments unchanged";
+  }
+}
+
+TEST_F(CpuOps, AdamWStepRejectsSegmentsOutsideTheBuffers) {
+  Tensor p = tensor({2}, {1.0, 2.0}), g = tensor({2}, {0.5, 0.5}), m = be->zeros({2}, DType::f64), v = be->zeros({2}, DType::f64);
+  Tensor status = tensor({kStepSlots}, {0.0, 0.0, 0.0, 0.0}), none;
+  EXPECT_THROW(be->adamw_step(p, none, g, m, v, {{1, 2, true}}, AdamWStep{}, status), Error);
 }
 
 // The FP32 backend stores activations in BF16: every stored value is a BF16 number.

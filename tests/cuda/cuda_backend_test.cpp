@@ -8,8 +8,8 @@
 //  * GEMMs accumulate K products in FP32 in another order: |gpu - cpu| <= 2 K 2^-24 sum|a b|
 //    per output (each side within K 2^-24 sum|a b| of the exact value), plus one BF16 ulp
 //    (2^-8 relative) when the output is stored in BF16;
-//  * exp/log (libdevice vs glibc) differ by an ulp: softmax-based outputs within 1e-5
-//    relative, and BF16 outputs within one BF16 ulp.
+//  * exp/log (libdevice vs glibc) differ by an ulp: BF16 outputs of the reference attention
+//    kernels within one BF16 ulp.
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
@@ -702,58 +702,9 @@ void expect_close(const std::vector<double>& g, const std::vector<double>& c, do
   EXPECT_EQ(bad, 0) << what;
 }
 
-TEST_F(Cuda, LayersMatchTheCpu) {
-  const std::int64_t n = 64, c = 48, v = 37;
-  std::vector<std::int32_t> ids(static_cast<std::size_t>(n));
-  for (std::int64_t i = 0; i < n; ++i) ids[static_cast<std::size_t>(i)] = static_cast<std::int32_t>((i * 7) % v);
-  Tensor tok_c = cpu->empty({n}, DType::i32), tok_g = gpu->empty({n}, DType::i32);
-  cpu->upload_tokens(tok_c, ids);
-  gpu->upload_tokens(tok_g, ids);
-  auto [table_c, table_g] = pair({v, c}, DType::f32, random_values(v * c, 51));
-  Tensor ec = cpu->empty({n, c}, DType::bf16), eg = gpu->empty({n, c}, DType::bf16);
-  cpu->embedding_forward(ec, tok_c, table_c);
-  gpu->embedding_forward(eg, tok_g, table_g);
-  EXPECT_EQ(cpu->download(ec), gpu->download(eg));
-  auto [dt_c, dt_g] = pair({v, c}, DType::f32, random_values(v * c, 52));
-  cpu->embedding_backward(dt_c, tok_c, ec);
-  gpu->embedding_backward(dt_g, tok_g, eg);
-  EXPECT_EQ(cpu->download(dt_c), gpu->download(dt_g)) << "same additions in the same order";
-
-  auto [w_c, w_g] = pair({c}, DType::f32, random_values(c, 53));
-  Tensor yc = cpu->empty({n, c}, DType::bf16), yg = gpu->empty({n, c}, DType::bf16);
-  Tensor rc = cpu->empty({n}, DType::f32), rg = gpu->empty({n}, DType::f32);
-  cpu->rmsnorm_forward(yc, rc, ec, w_c, 1e-5);
-  gpu->rmsnorm_forward(yg, rg, eg, w_g, 1e-5);
-  EXPECT_EQ(cpu->download(yc), gpu->download(yg)) << "the CPU's sequential sums, unfused";
-  Tensor dxc = cpu->empty({n, c}, DType::bf16), dxg = gpu->empty({n, c}, DType::bf16);
-  auto [dw_c, dw_g] = pair({c}, DType::f32, std::vector<double>(static_cast<std::size_t>(c), 0.0));
-  cpu->rmsnorm_backward(dxc, dw_c, yc, ec, w_c, rc);
-  gpu->rmsnorm_backward(dxg, dw_g, yg, eg, w_g, rg);
-  EXPECT_EQ(cpu->download(dxc), gpu->download(dxg));
-  EXPECT_EQ(cpu->download(dw_c), gpu->download(dw_g));
-
-  auto [gu_c, gu_g] = pair({n, 2 * c}, DType::bf16, random_values(n * 2 * c, 54, 2.0));
-  Tensor sc = cpu->empty({n, c}, DType::bf16), sg = gpu->empty({n, c}, DType::bf16);
-  cpu->swiglu_forward(sc, gu_c);
-  gpu->swiglu_forward(sg, gu_g);
-  expect_close(gpu->download(sg), cpu->download(sc), 0x1p-7, 1e-30, "swiglu (exp may differ by an ulp: one BF16 ulp)");
-  Tensor dgc = cpu->empty({n, 2 * c}, DType::bf16), dgg = gpu->empty({n, 2 * c}, DType::bf16);
-  cpu->swiglu_backward(dgc, sc, gu_c);
-  gpu->swiglu_backward(dgg, sg, gu_g);
-  expect_close(gpu->download(dgg), cpu->download(dgc), 0x1p-6, 1e-30, "swiglu backward");
-
-  auto [l_c, l_g] = pair({n, v}, DType::f32, random_values(n * v, 55, 3.0));
-  std::vector<std::int32_t> tg = ids;
-  tg[3] = -1;
-  Tensor tc = cpu->empty({n}, DType::i32), tgt = gpu->empty({n}, DType::i32);
-  cpu->upload_tokens(tc, tg);
-  gpu->upload_tokens(tgt, tg);
-  Tensor dc = cpu->empty({n, v}, DType::f32), dg = gpu->empty({n, v}, DType::f32);
-  const double loss_c = cpu->cross_entropy(dc, l_c, tc, 0.01), loss_g = gpu->cross_entropy(dg, l_g, tgt, 0.01);
-  EXPECT_NEAR(loss_g, loss_c, 1e-9 * loss_c);
-  expect_close(gpu->download(dg), cpu->download(dc), 1e-6, 1e-12, "cross-entropy gradient");
-}
-
+// The model and optimizer operations are compared with the CPU in model_ops_test.cpp and
+// ops_table_test.cpp; the fused attention in attention_test.cpp. The reference attention
+// kernels (head dims other than 64 and 128 take them) are checked here.
 TEST_F(Cuda, AttentionMatchesTheCpu) {
   AttentionShape s{2, 33, 4, 2, 16};
   auto [q_c, q_g] = pair({s.tokens(), s.qkv_width()}, DType::bf16, random_values(s.tokens() * s.qkv_width(), 61));

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "quartet/backend/tensor.h"
 #include "quartet/numerics/hadamard.h"
@@ -50,18 +51,40 @@ struct AttentionShape {
   std::int64_t qkv_width() const { return (heads + 2 * kv_heads) * head_dim; }
 };
 
-// What attention keeps for its backward pass (backend-specific).
+// What attention keeps for its backward pass (backend-specific); `kernels` says which of a
+// backend's implementations made it, so the backward pass takes the same one.
 struct AttentionSaved {
   std::shared_ptr<void> impl;
+  int kernels = 0;
 };
 
-struct AdamWParams {
+// The flat parameter, gradient and moment buffers of a model (FP32, equal sizes) are cut into
+// segments, one per parameter tensor; weight decay applies to the segments that say so.
+struct ParameterSegment {
+  std::int64_t offset = 0;  // in elements
+  std::int64_t count = 0;
+  bool decay = false;
+};
+
+// One AdamW step (decoupled weight decay) with global gradient-norm clipping.
+struct AdamWStep {
   double lr = 0;
   double beta1 = 0.9;
   double beta2 = 0.95;
   double eps = 1e-8;
   double weight_decay = 0;
-  std::int64_t step = 1;  // 1-based, for bias correction
+  std::int64_t step = 1;       // 1-based, for bias correction
+  double max_grad_norm = 1.0;  // clip the gradient to this global norm
+};
+
+// The device-resident scalars of one training step, an f64 tensor of kStepSlots elements that
+// the host reads with one download when it logs the step.
+enum StepSlot : int {
+  kStepLoss = 0,           // summed loss of the step's micro-batches (cross_entropy adds to it)
+  kStepGradNorm = 1,       // global gradient norm before clipping (written by adamw_step)
+  kStepApplied = 2,        // 1 if adamw_step updated the parameters, 0 if it skipped the step
+  kStepNonFiniteInput = 3, // 1 if a quantizer met a non-finite input (raise_pending_errors says where)
+  kStepSlots = 4,
 };
 
 class Backend {
@@ -81,18 +104,28 @@ class Backend {
   // integral values). They are for set-up, tests and checkpoints, not for the step loop.
   virtual void upload(Tensor& dst, const std::vector<double>& values) = 0;
   virtual std::vector<double> download(const Tensor& src) = 0;
+  // Token ids to an i32 tensor. Asynchronous on a GPU (through pinned staging memory): the
+  // vector may be reused as soon as the call returns.
   virtual void upload_tokens(Tensor& dst, const std::vector<std::int32_t>& tokens) = 0;
   virtual void copy(Tensor& dst, const Tensor& src) = 0;
 
   // ---- model operations ----
-  // out[n] = table[tokens[n]]; dtable[tokens[n]] += dout[n].
+  // out[n] = table[tokens[n]]; dtable[tokens[n]] += dout[n], each row's additions in position
+  // order (deterministic). A token outside the table is an error (at once on the CPU, by
+  // raise_pending_errors() on a GPU, which makes that output row NaN and adds nothing for it).
   virtual void embedding_forward(Tensor& out, const Tensor& tokens, const Tensor& table) = 0;
   virtual void embedding_backward(Tensor& dtable, const Tensor& tokens, const Tensor& dout) = 0;
 
   // out = x / rms(x) * weight per row, rstd[n] = 1 / sqrt(mean(x^2) + eps).
   virtual void rmsnorm_forward(Tensor& out, Tensor& rstd, const Tensor& x, const Tensor& weight, double eps) = 0;
+  // The residual add fused with the norm that follows it: sum = x + y (stored in sum's dtype),
+  // then rmsnorm_forward(out, rstd, sum, weight, eps) of the stored sum.
+  virtual void residual_rmsnorm_forward(Tensor& sum, Tensor& out, Tensor& rstd, const Tensor& x, const Tensor& y,
+                                        const Tensor& weight, double eps) = 0;
+  // dx (+)= d out / d x (added to dx's values when accumulate_dx: the residual stream's
+  // gradient, rounded once); dweight += d out / d weight.
   virtual void rmsnorm_backward(Tensor& dx, Tensor& dweight, const Tensor& dout, const Tensor& x, const Tensor& weight,
-                                const Tensor& rstd) = 0;
+                                const Tensor& rstd, bool accumulate_dx) = 0;
 
   // Causal self-attention with rotary embeddings (rotate-half convention) on a fused
   // [tokens, (heads + 2 kv_heads) * head_dim] q|k|v input; output [tokens, heads * head_dim].
@@ -107,10 +140,16 @@ class Backend {
   // a += b (the residual stream).
   virtual void add_inplace(Tensor& a, const Tensor& b) = 0;
 
-  // Mean softmax cross-entropy over the rows whose target is >= 0. Returns the summed loss of
-  // those rows (in double) and writes dlogits = (softmax - onehot) * grad_scale. dlogits may
-  // be the logits tensor itself (the loss gradient overwrites the logits in place).
-  virtual double cross_entropy(Tensor& dlogits, const Tensor& logits, const Tensor& targets, double grad_scale) = 0;
+  // Softmax cross-entropy over the rows whose target is >= 0 (rows of -1 are masked: no loss,
+  // zero gradient). Adds the summed loss of those rows to loss_sum (an f64 tensor of one
+  // element, on the device: nothing is read back) and writes dlogits = (softmax - onehot) *
+  // grad_scale. dlogits may be the logits tensor itself (the gradient overwrites the logits in
+  // place). A target >= the vocabulary is an error (raised at once on the CPU, by
+  // raise_pending_errors() on a GPU, where it also leaves the row's loss NaN).
+  virtual void cross_entropy(Tensor& dlogits, const Tensor& logits, const Tensor& targets, double grad_scale,
+                             Tensor& loss_sum) = 0;
+  // The same, returning the summed loss (one synchronisation: for tests and evaluation tools).
+  double cross_entropy_loss(Tensor& dlogits, const Tensor& logits, const Tensor& targets, double grad_scale);
 
   // ---- GEMMs ----
   // High precision: out[m][n] (+)= sum_k A[m][k] B[n][k], with A given as a [M, K] tensor or,
@@ -137,16 +176,31 @@ class Backend {
   // the bytes a native block-scaled FP4 GEMM reads).
   virtual QuantizedTensor download_quantized(const QTensor& q, ScaleLayout layout = ScaleLayout::linear) = 0;
 
-  // Non-finite inputs met by asynchronous operations since the last call (a GPU's quantizers
-  // record them on the device rather than synchronising every call) are thrown here as
-  // NonFiniteError. Synchronous backends throw at once and have nothing pending.
+  // Errors met by asynchronous operations since the last call are thrown here: a non-finite
+  // quantizer input as NonFiniteError, a token or target outside the vocabulary as Error (a
+  // GPU records them on the device rather than synchronising every call). Synchronous
+  // backends throw at once and have nothing pending. A non-finite input stays recorded (and
+  // every adamw_step skips) until this call reports it.
   virtual void raise_pending_errors() {}
 
   // ---- optimizer ----
+  // Sum of squares in double, deterministic (the same bits on every call).
   virtual double sum_of_squares(const Tensor& t) = 0;
   virtual bool all_finite(const Tensor& t) = 0;
-  virtual void scale(Tensor& t, double factor) = 0;
-  virtual void adamw_update(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWParams& p) = 0;
+  // One optimizer step over flat f32 buffers, decided on the device without a host round trip:
+  //   norm = sqrt(sum of grads^2 over the segments), in double, deterministic;
+  //   the step applies only if status[kStepLoss] and norm are finite and no quantizer met a
+  //   non-finite input (status[kStepNonFiniteInput] tells); then, with
+  //   g = grads * float(max_grad_norm / norm) when norm > max_grad_norm (else grads),
+  //   per element in FP32 (unfused, as written):
+  //     m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g g;
+  //     p -= lr (m / c1 / (sqrt(v / c2) + eps) + wd p),  c1 = 1 - b1^step, c2 = 1 - b2^step
+  //   (wd = weight_decay on segments with decay, else 0; b1, b2, lr, eps, wd, c1, c2 rounded
+  //   to float), and params_bf16 (if defined: a bf16 buffer of params' size) = bf16(params)
+  //   over the segments. status[kStepGradNorm], [kStepApplied], [kStepNonFiniteInput] are
+  //   written; status[kStepLoss] is read.
+  virtual void adamw_step(Tensor& params, Tensor& params_bf16, const Tensor& grads, Tensor& m, Tensor& v,
+                          const std::vector<ParameterSegment>& segments, const AdamWStep& hp, Tensor& status) = 0;
 };
 
 // The CPU backends: FP32 with BF16 activation storage (the reference the GPU is compared

@@ -20,6 +20,10 @@ struct CudaBackendOptions {
   // pass: rtn and four_over_six in their one pass over the data, MS-EDEN g16 in its scale pass.
   // Off only to measure the quantizers alone.
   bool fused_dequantize = true;
+  // Attention through the reference kernels (one thread per query, quadratic memory) instead of
+  // the fused flash-attention kernels: for tests that check the one against the other. The
+  // environment variable QUARTET_REFERENCE_ATTENTION does the same.
+  bool reference_attention = false;
 };
 
 // Throws Error if there is no usable GPU or the build has no CUDA backend.

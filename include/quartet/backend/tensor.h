@@ -47,6 +47,10 @@ class Tensor {
 
   // The same buffer seen with another shape of the same element count.
   Tensor reshaped(Shape shape) const;
+  // Elements [offset, offset + numel(shape)) of this tensor's buffer seen as a tensor of
+  // `shape` (same dtype and device; the view keeps the whole buffer alive). Throws Error when
+  // the range is outside the tensor.
+  Tensor view(std::int64_t offset, Shape shape) const;
 
   // "name: expected [a, b] f32, got [c, d] bf16" style checks for operation arguments.
   void expect(const char* what, const Shape& shape, DType dtype) const;

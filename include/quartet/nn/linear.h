@@ -34,13 +34,16 @@ struct LinearSaved {
   std::size_t weight_bytes() const { return wq.defined() ? wq.bytes : 0; }
 };
 
-// y [M, N] = x [M, K] w [N, K]^T under the recipe.
+// y [M, N] = x [M, K] w [N, K]^T under the recipe. w is the master weight (what quantizers
+// read); w_bf16, if given, its BF16 copy, which the unquantized GEMMs read instead (the same
+// values their rounding would make, without a conversion per call). Where the recipe keeps X in
+// high precision, saved.x shares x's buffer: x must not change before the backward pass.
 void linear_forward(Backend& backend, const Recipe& recipe, const Tensor& x, const Tensor& w, Tensor& y,
-                    LinearSaved& saved, const LinearRandom& random);
+                    LinearSaved& saved, const LinearRandom& random, const Tensor& w_bf16 = Tensor{});
 
 // dx [M, K] = dy w (overwritten); dw [N, K] += dy^T x (accumulated).
 void linear_backward(Backend& backend, const Recipe& recipe, const Tensor& dy, const Tensor& w, const LinearSaved& saved,
-                     Tensor& dx, Tensor& dw, const LinearRandom& random);
+                     Tensor& dx, Tensor& dw, const LinearRandom& random, const Tensor& w_bf16 = Tensor{});
 
 // The rotation a recipe's backward pass uses in a given call (shared by its four operands).
 Rotation backward_rotation(const Recipe& recipe, int size, const LinearRandom& random);

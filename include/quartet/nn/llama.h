@@ -40,8 +40,9 @@ struct LlamaConfig {
   void validate() const;  // throws Error naming the field
 };
 
-// Named sizes: "tiny" (tests), the paper's "30m", "50m", "100m", "200m", and "124m" (GPT-2
-// small class). Throws Error for an unknown name.
+// Named sizes: "tiny" (tests), the paper's "30m", "50m", "100m", "200m", "124m" (GPT-2 small
+// class) and "1b" (d 2048, 18 layers, seq 2048: the ~1B model of the GPU benchmarks). Throws
+// Error for an unknown name.
 LlamaConfig llama_preset(const std::string& size, std::int64_t vocab_size);
 const std::vector<std::string>& llama_preset_names();
 
@@ -52,9 +53,21 @@ void check_recipe_fits(const LlamaConfig& config, const Recipe& recipe, std::int
 
 struct Parameter {
   std::string name;  // Hugging Face name (fused qkv_proj / gate_up_proj inside blocks)
-  Tensor value;      // FP32 master weight
-  Tensor grad;
+  Tensor value;      // FP32 master weight (a view into FlatParameters::values)
+  Tensor grad;       // its gradient (a view into FlatParameters::grads)
+  Tensor value_bf16; // the weight rounded to BF16, what BF16 GEMMs read (a view)
   bool decay = false;  // weight decay applies to matrices only
+};
+
+// All parameters live in three flat buffers, so that the optimizer updates them with one
+// kernel and the gradients are zeroed with one fill. Each parameter is a segment; segments
+// start at multiples of kSegmentAlignment elements (the gaps stay zero).
+struct FlatParameters {
+  static constexpr std::int64_t kSegmentAlignment = 64;
+  Tensor values;       // param_dtype(), [total]
+  Tensor grads;        // param_dtype(), [total]
+  Tensor values_bf16;  // bf16, [total]
+  std::vector<ParameterSegment> segments;  // in parameters() order
 };
 
 class LlamaModel {
@@ -65,18 +78,30 @@ class LlamaModel {
 
   const LlamaConfig& config() const { return config_; }
   const Recipe& recipe() const { return recipe_; }
-  std::vector<Parameter>& parameters() { return params_; }
+  // Access that may change the weights: the BF16 copies are refreshed before the next forward.
+  std::vector<Parameter>& parameters();
   Parameter& parameter(const std::string& name);
+  const std::vector<Parameter>& parameters() const { return params_; }
+  FlatParameters& flat();
+  // The optimizer wrote values_bf16 together with the values (Backend::adamw_step).
+  void bf16_weights_written() { bf16_fresh_ = true; }
   void zero_grads();
 
   // One micro-batch: tokens and targets are [batch * seq] i32 (target -1: no loss there).
-  // Accumulates parameter gradients of (summed loss) * grad_scale and returns the summed loss.
-  // `call` numbers the micro-batch: it selects fresh random bits for stochastic quantizers.
+  // Accumulates parameter gradients of (summed loss) * grad_scale and adds the summed loss to
+  // loss_sum (f64 [1], on the device: nothing is read back). `call` numbers the micro-batch: it
+  // selects fresh random bits for stochastic quantizers. Errors a GPU records on the device
+  // (non-finite quantizer inputs, bad tokens) are left for Backend::raise_pending_errors().
+  void forward_backward(const Tensor& tokens, const Tensor& targets, std::int64_t batch, std::int64_t seq,
+                        double grad_scale, std::uint32_t call, Tensor& loss_sum);
+  // The same, returning the summed loss and raising pending errors (tests, tools).
   double forward_backward(const Tensor& tokens, const Tensor& targets, std::int64_t batch, std::int64_t seq,
                           double grad_scale, std::uint32_t call);
-  // Summed loss without gradients (evaluation).
+  // Summed loss without gradients (evaluation), added to loss_sum.
+  void forward_loss(const Tensor& tokens, const Tensor& targets, std::int64_t batch, std::int64_t seq, Tensor& loss_sum);
   double forward_loss(const Tensor& tokens, const Tensor& targets, std::int64_t batch, std::int64_t seq);
-  // Logits [batch * seq, vocab] (FP32) of a forward pass, for sampling.
+  // Logits [batch * seq, vocab] (activation dtype: BF16 on the GPU) of a forward pass, for
+  // sampling.
   Tensor forward_logits(const Tensor& tokens, std::int64_t batch, std::int64_t seq);
 
   // Bytes the linear layers kept for backward in the last forward_backward.
@@ -91,6 +116,7 @@ class LlamaModel {
 
   void forward(const Tensor& tokens, std::int64_t batch, std::int64_t seq, std::uint32_t call, Activations& a);
   const Recipe& recipe_for(std::int64_t layer) const;
+  void refresh_bf16_weights();
 
   Backend& backend_;
   LlamaConfig config_;
@@ -98,6 +124,8 @@ class LlamaModel {
   Recipe bf16_recipe_;
   std::uint64_t seed_;
   std::vector<Parameter> params_;
+  FlatParameters flat_;
+  bool bf16_fresh_ = false;
   std::vector<Layer> layers_;
   std::size_t embed_ = 0, final_norm_ = 0, lm_head_ = 0;  // indices into params_
   std::size_t last_linear_bytes_ = 0;

@@ -1,5 +1,5 @@
-// Element-wise kernels of the CUDA backend: conversions, fill, add, scale, reductions that are
-// deterministic (fixed block partition, fixed-order final sum), AdamW.
+// Element-wise kernels of the CUDA backend: conversions, fill, add, and a sum of squares that is
+// deterministic (fixed block partition, fixed-order final sum).
 #include <cuda_bf16.h>
 
 #include <cmath>
@@ -21,10 +21,14 @@ unsigned blocks_for(std::int64_t n) {
   return static_cast<unsigned>(b < 65535 ? (b > 0 ? b : 1) : 65535);
 }
 
+// Element types by code (code() below); values pass through FP32, which every f32, bf16, u8
+// value and every i32 or f64 value the backend fills with (0, 1, NaN, small integers) is.
 __device__ float load(const void* p, int dtype, std::int64_t i) {
   switch (dtype) {
     case 0: return static_cast<const float*>(p)[i];
     case 1: return __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]);
+    case 3: return static_cast<float>(static_cast<const double*>(p)[i]);
+    case 4: return static_cast<float>(static_cast<const std::uint8_t*>(p)[i]);
     default: return static_cast<float>(static_cast<const std::int32_t*>(p)[i]);
   }
 }
@@ -33,11 +37,22 @@ __device__ void store(void* p, int dtype, std::int64_t i, float v) {
   switch (dtype) {
     case 0: static_cast<float*>(p)[i] = v; break;
     case 1: static_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16_rn(v); break;
+    case 3: static_cast<double*>(p)[i] = v; break;
+    case 4: static_cast<std::uint8_t*>(p)[i] = static_cast<std::uint8_t>(v); break;
     default: static_cast<std::int32_t*>(p)[i] = static_cast<std::int32_t>(v); break;
   }
 }
 
-int code(DType d) { return d == DType::f32 ? 0 : (d == DType::bf16 ? 1 : 2); }
+int code(DType d) {
+  switch (d) {
+    case DType::f32: return 0;
+    case DType::bf16: return 1;
+    case DType::i32: return 2;
+    case DType::f64: return 3;
+    case DType::u8: return 4;
+  }
+  return 2;
+}
 
 #define QUARTET_GRID_STRIDE(i, n)                                                                  \
   for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < (n); \
@@ -53,10 +68,6 @@ __global__ void convert_kernel(const void* src, int src_dtype, void* dst, int ds
 
 __global__ void add_kernel(void* a, int a_dtype, const void* b, int b_dtype, std::int64_t n) {
   QUARTET_GRID_STRIDE(i, n) store(a, a_dtype, i, load(a, a_dtype, i) + load(b, b_dtype, i));
-}
-
-__global__ void scale_kernel(void* a, int dtype, std::int64_t n, float f) {
-  QUARTET_GRID_STRIDE(i, n) store(a, dtype, i, load(a, dtype, i) * f);
 }
 
 // Per-block partial sums of squares (in double) and non-finite counts, fixed partition.
@@ -88,16 +99,6 @@ __global__ void partials_kernel(const void* a, int dtype, std::int64_t n, double
 
 __global__ void product_kernel(const float* a, const float* b, float* out) { *out = *a * *b; }
 
-__global__ void adamw_kernel(float* p, const float* g, float* m, float* v, std::int64_t n, float lr, float b1, float b2,
-                             float c1, float c2, float eps, float wd) {
-  QUARTET_GRID_STRIDE(i, n) {
-    m[i] = b1 * m[i] + (1.0f - b1) * g[i];
-    v[i] = b2 * v[i] + (1.0f - b2) * g[i] * g[i];
-    const float m_hat = m[i] / c1, v_hat = v[i] / c2;
-    p[i] -= lr * (m_hat / (sqrtf(v_hat) + eps) + wd * p[i]);
-  }
-}
-
 }  // namespace
 
 void fill(void* p, DType dtype, std::int64_t n, float value, cudaStream_t stream) {
@@ -112,11 +113,6 @@ void convert(const void* src, DType src_dtype, void* dst, DType dst_dtype, std::
 
 void add_inplace(void* a, DType a_dtype, const void* b, DType b_dtype, std::int64_t n, cudaStream_t stream) {
   add_kernel<<<blocks_for(n), kThreads, 0, stream>>>(a, code(a_dtype), b, code(b_dtype), n);
-  QUARTET_CUDA_LAUNCHED();
-}
-
-void scale(void* a, DType dtype, std::int64_t n, float factor, cudaStream_t stream) {
-  scale_kernel<<<blocks_for(n), kThreads, 0, stream>>>(a, code(dtype), n, factor);
   QUARTET_CUDA_LAUNCHED();
 }
 
@@ -140,16 +136,6 @@ SumAndFinite sum_of_squares(const void* a, DType dtype, std::int64_t n, cudaStre
 
 void product(const float* a, const float* b, float* out, cudaStream_t stream) {
   product_kernel<<<1, 1, 0, stream>>>(a, b, out);
-  QUARTET_CUDA_LAUNCHED();
-}
-
-void adamw(float* param, const float* grad, float* m, float* v, std::int64_t n, const AdamWParams& p,
-           cudaStream_t stream) {
-  const float c1 = static_cast<float>(1.0 - std::pow(p.beta1, static_cast<double>(p.step)));
-  const float c2 = static_cast<float>(1.0 - std::pow(p.beta2, static_cast<double>(p.step)));
-  adamw_kernel<<<blocks_for(n), kThreads, 0, stream>>>(param, grad, m, v, n, static_cast<float>(p.lr),
-                                                       static_cast<float>(p.beta1), static_cast<float>(p.beta2), c1, c2,
-                                                       static_cast<float>(p.eps), static_cast<float>(p.weight_decay));
   QUARTET_CUDA_LAUNCHED();
 }
 

@@ -12,7 +12,6 @@ namespace quartet::cuda {
 void fill(void* p, DType dtype, std::int64_t n, float value, cudaStream_t stream);
 void convert(const void* src, DType src_dtype, void* dst, DType dst_dtype, std::int64_t n, cudaStream_t stream);
 void add_inplace(void* a, DType a_dtype, const void* b, DType b_dtype, std::int64_t n, cudaStream_t stream);
-void scale(void* a, DType dtype, std::int64_t n, float factor, cudaStream_t stream);
 
 struct SumAndFinite {
   double sum = 0;               // sum of squares, deterministic
@@ -22,8 +21,5 @@ SumAndFinite sum_of_squares(const void* a, DType dtype, std::int64_t n, cudaStre
 
 // *out = *a * *b on the device (alpha = t_A t_B of a quantized GEMM).
 void product(const float* a, const float* b, float* out, cudaStream_t stream);
-
-void adamw(float* param, const float* grad, float* m, float* v, std::int64_t n, const AdamWParams& p,
-           cudaStream_t stream);
 
 }  // namespace quartet::cuda

@@ -666,6 +666,12 @@ void raise_pending_errors() {
                                cols, " tensor is not finite; quantizers need finite values"));
 }
 
+const unsigned long long* non_finite_record() {
+  void* address = nullptr;
+  QUARTET_CUDA_CHECK(cudaGetSymbolAddress(&address, g_first_non_finite));
+  return static_cast<const unsigned long long*>(address);
+}
+
 DeviceQuantized quantize(const void* x, DType dtype, std::int64_t x_rows, std::int64_t x_cols, bool transpose,
                          const QuantizerSpec& spec, const Rotation& rotation, const RandomContext& random,
                          cudaStream_t stream, bool emit_dequantized) {

@@ -74,6 +74,9 @@ void apply_trust_mask_and_unrotate(void* g, DType dtype, const DeviceQuantized& 
 // Throws NonFiniteError if a quantize call since the last check met a non-finite input (the
 // kernels record it on the device instead of synchronising every call).
 void raise_pending_errors();
+// The device address of that record (~0 when clear), for kernels that decide on it (the
+// optimizer step skips while it is set).
+const unsigned long long* non_finite_record();
 
 // The scales of an NVFP4 tensor in the 128x4-tiled layout that block-scaled FP4 GEMMs read
 // (numerics.md §2): uint8 [round_up(rows, 128) * round_up(groups, 4)], padding bytes 0.

@@ -5,16 +5,10 @@
 #include <cstring>
 #include <new>
 
-#include "backend/cpu/cpu_ops.h"
+#include "backend/cpu/ops.h"
 #include "quartet/error.h"
 
 namespace quartet {
-
-Tensor Backend::zeros(const Shape& shape, DType dtype) {
-  Tensor t = empty(shape, dtype);
-  fill(t, 0.0);
-  return t;
-}
 
 namespace cpu {
 namespace {
@@ -102,9 +96,13 @@ class CpuBackend final : public Backend {
   void rmsnorm_forward(Tensor& out, Tensor& rstd, const Tensor& x, const Tensor& weight, double eps) override {
     cpu::rmsnorm_forward<Real>(out, rstd, x, weight, eps);
   }
+  void residual_rmsnorm_forward(Tensor& sum, Tensor& out, Tensor& rstd, const Tensor& x, const Tensor& y,
+                                const Tensor& weight, double eps) override {
+    cpu::residual_rmsnorm_forward<Real>(sum, out, rstd, x, y, weight, eps);
+  }
   void rmsnorm_backward(Tensor& dx, Tensor& dweight, const Tensor& dout, const Tensor& x, const Tensor& weight,
-                        const Tensor& rstd) override {
-    cpu::rmsnorm_backward<Real>(dx, dweight, dout, x, weight, rstd);
+                        const Tensor& rstd, bool accumulate_dx) override {
+    cpu::rmsnorm_backward<Real>(dx, dweight, dout, x, weight, rstd, accumulate_dx);
   }
   void attention_forward(Tensor& out, AttentionSaved& saved, const Tensor& qkv, const AttentionShape& shape) override {
     cpu::attention_forward<Real>(out, saved, qkv, shape);
@@ -118,8 +116,9 @@ class CpuBackend final : public Backend {
     cpu::swiglu_backward<Real>(dgate_up, dout, gate_up);
   }
   void add_inplace(Tensor& a, const Tensor& b) override { cpu::add_inplace<Real>(a, b); }
-  double cross_entropy(Tensor& dlogits, const Tensor& logits, const Tensor& targets, double grad_scale) override {
-    return cpu::cross_entropy<Real>(dlogits, logits, targets, grad_scale);
+  void cross_entropy(Tensor& dlogits, const Tensor& logits, const Tensor& targets, double grad_scale,
+                     Tensor& loss_sum) override {
+    cpu::cross_entropy<Real>(dlogits, logits, targets, grad_scale, loss_sum);
   }
 
   void gemm(Tensor& out, const Tensor& a, bool a_transposed, const Tensor& b, bool b_transposed,
@@ -147,9 +146,9 @@ class CpuBackend final : public Backend {
 
   double sum_of_squares(const Tensor& t) override { return cpu::sum_of_squares<Real>(t); }
   bool all_finite(const Tensor& t) override { return cpu::all_finite<Real>(t); }
-  void scale(Tensor& t, double factor) override { cpu::scale<Real>(t, factor); }
-  void adamw_update(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWParams& p) override {
-    cpu::adamw_update<Real>(param, grad, m, v, p);
+  void adamw_step(Tensor& params, Tensor& params_bf16, const Tensor& grads, Tensor& m, Tensor& v,
+                  const std::vector<ParameterSegment>& segments, const AdamWStep& hp, Tensor& status) override {
+    cpu::adamw_step<Real>(params, params_bf16, grads, m, v, segments, hp, status);
   }
 };
 

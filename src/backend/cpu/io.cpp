@@ -2,7 +2,7 @@
 #include <cblas.h>
 #include <fmt/format.h>
 
-#include "backend/cpu/cpu_ops.h"
+#include "backend/cpu/ops.h"
 #include "quartet/error.h"
 #include "quartet/numerics/bf16.h"
 

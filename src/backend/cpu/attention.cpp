@@ -6,7 +6,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "backend/cpu/cpu_ops.h"
+#include "backend/cpu/ops.h"
 #include "numerics/parallel.h"
 #include "quartet/error.h"
 

@@ -1,5 +1,7 @@
 // The CUDA backend: device memory, the quantization kernels (quantize.cu), cuBLASLt GEMMs
-// (gemm.cpp) and the element-wise kernels, behind the Backend interface.
+// (gemm.cpp), the model and optimizer kernels (ops.h) behind the Backend interface. Nothing here
+// synchronises the host in the training step: errors found in data are recorded on the device
+// (device_errors.h, quantize.h) and raised by raise_pending_errors().
 #include <cuda_runtime_api.h>
 #include <fmt/format.h>
 
@@ -11,7 +13,9 @@
 #include "backend/cuda/device_memory.h"
 #include "backend/cuda/elementwise.h"
 #include "backend/cuda/gemm.h"
-#include "backend/cuda/layers.h"
+#include "backend/cuda/device_errors.h"
+#include "backend/cuda/ops.h"
+#include "backend/cuda/pinned_staging.h"
 #include "backend/cuda/quantize.h"
 #include "quartet/backend/cuda.h"
 #include "quartet/error.h"
@@ -56,8 +60,10 @@ class CudaBackend final : public Backend {
     // the backend's name, which the trainer logs.
     native_fp4_ = gemm_.native_nvfp4() && std::getenv("QUARTET_EMULATE_FP4_GEMM") == nullptr;
     fused_dequantize_ = options.fused_dequantize && !native_fp4_;
-    name_ = fmt::format("cuda ({}; NVFP4 GEMM: {})", prop.name,
-                        native_fp4_ ? "native cuBLASLt block-scaled FP4" : "exact emulation, BF16 tensor cores");
+    reference_attention_ = options.reference_attention || std::getenv("QUARTET_REFERENCE_ATTENTION") != nullptr;
+    name_ = fmt::format("cuda ({}; NVFP4 GEMM: {}{})", prop.name,
+                        native_fp4_ ? "native cuBLASLt block-scaled FP4" : "exact emulation, BF16 tensor cores",
+                        reference_attention_ ? "; reference attention" : "");
     constants_ = device_alloc(3 * sizeof(float));
     const float values[3] = {0.0f, 1.0f, 0.0f};
     QUARTET_CUDA_CHECK(cudaMemcpy(constants_.get(), values, sizeof(values), cudaMemcpyHostToDevice));
@@ -118,7 +124,7 @@ class CudaBackend final : public Backend {
   void upload_tokens(Tensor& dst, const std::vector<std::int32_t>& tokens) override {
     expect_device(dst, "upload_tokens");
     dst.expect("upload_tokens", {static_cast<std::int64_t>(tokens.size())}, DType::i32);
-    QUARTET_CUDA_CHECK(cudaMemcpy(dst.raw(), tokens.data(), tokens.size() * sizeof(std::int32_t), cudaMemcpyHostToDevice));
+    staging_.upload(dst.raw(), tokens.data(), tokens.size() * sizeof(std::int32_t), stream_);
   }
 
   void copy(Tensor& dst, const Tensor& src) override {
@@ -134,7 +140,7 @@ class CudaBackend final : public Backend {
     }
   }
 
-  // ---- model operations (layers.cu) ----
+  // ---- model operations (ops.h) ----
   void embedding_forward(Tensor& out, const Tensor& tokens, const Tensor& table) override {
     cuda::embedding_forward(out, tokens, table, stream_);
   }
@@ -144,16 +150,39 @@ class CudaBackend final : public Backend {
   void rmsnorm_forward(Tensor& out, Tensor& rstd, const Tensor& x, const Tensor& weight, double eps) override {
     cuda::rmsnorm_forward(out, rstd, x, weight, eps, stream_);
   }
+  void residual_rmsnorm_forward(Tensor& sum, Tensor& out, Tensor& rstd, const Tensor& x, const Tensor& y,
+                                const Tensor& weight, double eps) override {
+    cuda::residual_rmsnorm_forward(sum, out, rstd, x, y, weight, eps, stream_);
+  }
   void rmsnorm_backward(Tensor& dx, Tensor& dweight, const Tensor& dout, const Tensor& x, const Tensor& weight,
-                        const Tensor& rstd) override {
-    cuda::rmsnorm_backward(dx, dweight, dout, x, weight, rstd, stream_);
+                        const Tensor& rstd, bool accumulate_dx) override {
+    cuda::rmsnorm_backward(dx, dweight, dout, x, weight, rstd, accumulate_dx, stream_);
+  }
+  // The fused kernels where they apply (BF16 tensors, head dims 64 and 128); the reference
+  // kernels otherwise or when asked for.
+  static constexpr int kFusedAttention = 1, kReferenceAttention = 2;
+  bool fused_attention(const AttentionShape& shape, const Tensor& qkv, const Tensor& activation) const {
+    return !reference_attention_ && cuda::flash_attention_supports(shape) && qkv.dtype() == DType::bf16 &&
+           activation.dtype() == DType::bf16;
   }
   void attention_forward(Tensor& out, AttentionSaved& saved, const Tensor& qkv, const AttentionShape& shape) override {
-    cuda::attention_forward(out, saved, qkv, shape, stream_);
+    if (fused_attention(shape, qkv, out)) {
+      cuda::attention_forward(out, saved, qkv, shape, stream_);
+      saved.kernels = kFusedAttention;
+    } else {
+      cuda::attention_forward_reference(out, saved, qkv, shape, stream_);
+      saved.kernels = kReferenceAttention;
+    }
   }
   void attention_backward(Tensor& dqkv, const Tensor& dout, const Tensor& qkv, const AttentionSaved& saved,
                           const AttentionShape& shape) override {
-    cuda::attention_backward(dqkv, dout, qkv, saved, shape, stream_);
+    if (saved.kernels == kFusedAttention) {
+      cuda::attention_backward(dqkv, dout, qkv, saved, shape, stream_);
+    } else if (saved.kernels == kReferenceAttention) {
+      cuda::attention_backward_reference(dqkv, dout, qkv, saved, shape, stream_);
+    } else {
+      throw Error("attention backward: the GPU's forward pass saved nothing for it");
+    }
   }
   void swiglu_forward(Tensor& out, const Tensor& gate_up) override { cuda::swiglu_forward(out, gate_up, stream_); }
   void swiglu_backward(Tensor& dgate_up, const Tensor& dout, const Tensor& gate_up) override {
@@ -167,8 +196,9 @@ class CudaBackend final : public Backend {
     }
     cuda::add_inplace(a.raw(), a.dtype(), b.raw(), b.dtype(), a.numel(), stream_);
   }
-  double cross_entropy(Tensor& dlogits, const Tensor& logits, const Tensor& targets, double grad_scale) override {
-    return cuda::cross_entropy(dlogits, logits, targets, grad_scale, stream_);
+  void cross_entropy(Tensor& dlogits, const Tensor& logits, const Tensor& targets, double grad_scale,
+                     Tensor& loss_sum) override {
+    cuda::cross_entropy(dlogits, logits, targets, grad_scale, loss_sum, stream_);
   }
 
   // ---- GEMMs ----
@@ -234,7 +264,10 @@ class CudaBackend final : public Backend {
   QuantizedTensor download_quantized(const QTensor& q, ScaleLayout layout) override {
     return cuda::download(unwrap(q), layout);
   }
-  void raise_pending_errors() override { cuda::raise_pending_errors(); }
+  void raise_pending_errors() override {
+    cuda::raise_data_errors();
+    cuda::raise_pending_errors();
+  }
 
   // ---- optimizer ----
   double sum_of_squares(const Tensor& t) override {
@@ -245,20 +278,9 @@ class CudaBackend final : public Backend {
     expect_device(t, "all_finite");
     return cuda::sum_of_squares(t.raw(), t.dtype(), t.numel(), stream_).non_finite == 0;
   }
-  void scale(Tensor& t, double factor) override {
-    expect_device(t, "scale");
-    cuda::scale(t.raw(), t.dtype(), t.numel(), static_cast<float>(factor), stream_);
-  }
-  void adamw_update(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWParams& p) override {
-    for (const Tensor* t : {static_cast<const Tensor*>(&param), &grad, static_cast<const Tensor*>(&m), static_cast<const Tensor*>(&v)}) {
-      expect_device(*t, "adamw");
-      if (t->dtype() != DType::f32 || t->shape() != param.shape()) {
-        throw Error(fmt::format("adamw: parameter, gradient and moments must be f32 tensors of shape {}",
-                                shape_string(param.shape())));
-      }
-    }
-    cuda::adamw(static_cast<float*>(param.raw()), static_cast<const float*>(grad.raw()), static_cast<float*>(m.raw()),
-                static_cast<float*>(v.raw()), param.numel(), p, stream_);
+  void adamw_step(Tensor& params, Tensor& params_bf16, const Tensor& grads, Tensor& m, Tensor& v,
+                  const std::vector<ParameterSegment>& segments, const AdamWStep& hp, Tensor& status) override {
+    cuda::adamw_step(params, params_bf16, grads, m, v, segments, hp, status, cuda::non_finite_record(), stream_);
   }
 
  private:
@@ -288,6 +310,8 @@ class CudaBackend final : public Backend {
   Gemm gemm_;
   bool native_fp4_ = false;
   bool fused_dequantize_ = false;  // quantizers write BF16 operands for the emulated GEMM
+  bool reference_attention_ = false;
+  PinnedStaging staging_;
 };
 
 }  // namespace

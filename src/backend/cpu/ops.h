@@ -52,7 +52,7 @@ template <class Real>
 void blas_gemm(bool a_transposed, bool b_transposed, std::int64_t m, std::int64_t n, std::int64_t k, Real alpha,
                const Real* a, std::int64_t lda, const Real* b, std::int64_t ldb, Real beta, Real* c, std::int64_t ldc);
 
-// ---- cpu_layers.cpp ----
+// ---- embedding.cpp, rmsnorm.cpp, swiglu.cpp, elementwise.cpp, cross_entropy.cpp ----
 template <class Real>
 void embedding_forward(Tensor& out, const Tensor& tokens, const Tensor& table);
 template <class Real>
@@ -60,8 +60,11 @@ void embedding_backward(Tensor& dtable, const Tensor& tokens, const Tensor& dout
 template <class Real>
 void rmsnorm_forward(Tensor& out, Tensor& rstd, const Tensor& x, const Tensor& weight, double eps);
 template <class Real>
+void residual_rmsnorm_forward(Tensor& sum, Tensor& out, Tensor& rstd, const Tensor& x, const Tensor& y,
+                              const Tensor& weight, double eps);
+template <class Real>
 void rmsnorm_backward(Tensor& dx, Tensor& dweight, const Tensor& dout, const Tensor& x, const Tensor& weight,
-                      const Tensor& rstd);
+                      const Tensor& rstd, bool accumulate_dx);
 template <class Real>
 void swiglu_forward(Tensor& out, const Tensor& gate_up);
 template <class Real>
@@ -69,16 +72,16 @@ void swiglu_backward(Tensor& dgate_up, const Tensor& dout, const Tensor& gate_up
 template <class Real>
 void add_inplace(Tensor& a, const Tensor& b);
 template <class Real>
-double cross_entropy(Tensor& dlogits, const Tensor& logits, const Tensor& targets, double grad_scale);
+void cross_entropy(Tensor& dlogits, const Tensor& logits, const Tensor& targets, double grad_scale, Tensor& loss_sum);
 
-// ---- cpu_attention.cpp ----
+// ---- attention.cpp ----
 template <class Real>
 void attention_forward(Tensor& out, AttentionSaved& saved, const Tensor& qkv, const AttentionShape& shape);
 template <class Real>
 void attention_backward(Tensor& dqkv, const Tensor& dout, const Tensor& qkv, const AttentionSaved& saved,
                         const AttentionShape& shape);
 
-// ---- cpu_gemm.cpp ----
+// ---- gemm.cpp ----
 template <class Real>
 void gemm(Tensor& out, const Tensor& a, bool a_transposed, const Tensor& b, bool b_transposed, bool accumulate);
 template <class Real>
@@ -93,14 +96,13 @@ template <class Real>
 void apply_trust_mask_and_unrotate(Tensor& g, const QTensor& q, const Rotation& rotation);
 const QuantizedTensor& host_quantized(const QTensor& q);
 
-// ---- cpu_optimizer.cpp ----
+// ---- optimizer.cpp ----
 template <class Real>
 double sum_of_squares(const Tensor& t);
 template <class Real>
 bool all_finite(const Tensor& t);
 template <class Real>
-void scale(Tensor& t, double factor);
-template <class Real>
-void adamw_update(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWParams& p);
+void adamw_step(Tensor& params, Tensor& params_bf16, const Tensor& grads, Tensor& m, Tensor& v,
+                const std::vector<ParameterSegment>& segments, const AdamWStep& hp, Tensor& status);
 
 }  // namespace quartet::cpu

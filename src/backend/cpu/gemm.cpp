@@ -2,7 +2,7 @@
 // the numerics core (quantize / gemm_quantized), so the CPU backend is the specification.
 #include <fmt/format.h>
 
-#include "backend/cpu/cpu_ops.h"
+#include "backend/cpu/ops.h"
 #include "quartet/error.h"
 #include "quartet/numerics/bf16.h"
 #include "quartet/numerics/gemm.h"

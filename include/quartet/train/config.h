@@ -1,0 +1,63 @@
+// A training run's configuration: model, recipe, data, optimisation, evaluation and outputs,
+// with its validation and its JSON form (kept in every checkpoint's state.json).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "quartet/nn/llama.h"
+#include "quartet/nn/recipe.h"
+
+namespace quartet {
+
+// Changes to a model preset; 0 means "as the preset says".
+struct ModelOverrides {
+  std::int64_t d_model = 0;
+  std::int64_t n_layers = 0;
+  std::int64_t n_heads = 0;
+  std::int64_t n_kv_heads = 0;
+  std::int64_t ffn_hidden = 0;
+  std::int64_t bf16_blocks_first = 0;
+  std::int64_t bf16_blocks_last = 0;
+};
+
+struct TrainConfig {
+  // model
+  std::string model_size = "tiny";
+  ModelOverrides model_overrides;
+  std::string recipe = "quartet2";
+  RecipeOptions recipe_options;
+  // data
+  std::string data = "embedded:austen";
+  std::string tokenizer;  // empty: the dataset's own (byte for the embedded corpus)
+  // optimisation
+  std::int64_t steps = 600;
+  std::int64_t batch = 16;
+  std::int64_t seq = 128;
+  std::int64_t grad_accum = 1;
+  double lr = 3e-3;
+  double weight_decay = 0.1;
+  double grad_clip = 1.0;
+  double warmup_fraction = 0.1;
+  std::uint64_t seed = 1;
+  // evaluation, logging, checkpoints
+  std::int64_t eval_every = 100;  // 0: only at the end
+  std::int64_t eval_batches = 8;         // per periodic evaluation
+  std::int64_t final_eval_batches = 64;  // the final evaluation (the number a comparison reports)
+  std::int64_t save_every = 0;  // 0: only at the end (when out_dir is set)
+  std::string out_dir;          // empty: no files written
+  std::string device = "auto";  // auto: the GPU if there is one, else the CPU
+
+  std::int64_t tokens_per_step() const { return batch * seq * grad_accum; }
+  void validate() const;  // throws Error naming the option
+  nlohmann::json to_json() const;
+  static TrainConfig from_json(const nlohmann::json& j);  // throws Error on bad fields
+};
+
+// The model configuration a training config describes (preset plus overrides, vocabulary
+// from the tokenizer).
+LlamaConfig model_config(const TrainConfig& config, std::int64_t vocab_size);
+
+}  // namespace quartet

@@ -1,0 +1,15 @@
+// Choosing the device a run trains on.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "quartet/backend/backend.h"
+
+namespace quartet {
+
+// "auto" (the GPU if this build has the CUDA backend and a GPU is present, else the CPU),
+// "cpu" or "cuda" (an Error naming why, when there is no usable GPU).
+std::unique_ptr<Backend> make_backend(const std::string& device);
+
+}  // namespace quartet

@@ -1,0 +1,32 @@
+// AdamW over the model's flat parameter buffers (FlatParameters): one Backend::adamw_step per
+// optimizer step, with global-norm clipping and the skip decision on the device.
+#pragma once
+
+#include "quartet/backend/backend.h"
+#include "quartet/nn/llama.h"
+#include "quartet/train/checkpoint.h"
+
+namespace quartet {
+
+class AdamW {
+ public:
+  // Zero moments, one flat buffer each, the size of the model's parameters.
+  AdamW(Backend& backend, LlamaModel& model);
+  AdamW(const AdamW&) = delete;
+  AdamW& operator=(const AdamW&) = delete;
+
+  // Views of the moments per parameter (parameters() order), for checkpoints.
+  AdamState& state() { return state_; }
+  const AdamState& state() const { return state_; }
+
+  // Queues the step: reads status[kStepLoss], writes the other status slots (backend.h).
+  void step(const AdamWStep& hyper, Tensor& status);
+
+ private:
+  Backend& backend_;
+  LlamaModel& model_;
+  Tensor m_, v_;
+  AdamState state_;
+};
+
+}  // namespace quartet

@@ -1,0 +1,44 @@
+// One training step: the micro-batches' forward and backward passes and the optimizer step, all
+// queued on the backend, then one read of the step's status (loss, gradient norm, whether the
+// update was applied): the step's only host synchronisation.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "quartet/backend/backend.h"
+#include "quartet/nn/llama.h"
+#include "quartet/train/batch_prefetcher.h"
+#include "quartet/train/optimizer.h"
+
+namespace quartet {
+
+struct StepOutcome {
+  double loss_sum = 0;   // summed over the step's tokens (NaN when a micro-batch failed)
+  double grad_norm = 0;  // before clipping
+  bool applied = false;
+  std::string why_skipped;  // when not applied: the non-finite input, loss or gradient
+};
+
+class TrainStep {
+ public:
+  TrainStep(Backend& backend, LlamaModel& model, AdamW& optimizer, std::int64_t batch, std::int64_t seq);
+
+  // Queues step `step` (0-based; its micro-batch k draws random call step * n + k + 1, with n
+  // the number of micro-batches) with the gradient of the summed loss times grad_scale.
+  void launch(std::int64_t step, const std::vector<Batch>& micro_batches, double grad_scale, const AdamWStep& hyper);
+  // Waits for the queued step and reads its outcome. An error found in the data (a token or
+  // target outside the vocabulary) is thrown as Error.
+  StepOutcome finish();
+
+ private:
+  Backend& backend_;
+  LlamaModel& model_;
+  AdamW& optimizer_;
+  std::int64_t batch_, seq_;
+  Tensor tokens_, targets_, status_;
+  std::string failure_;  // a synchronous backend's NonFiniteError in the queued step
+};
+
+}  // namespace quartet

@@ -1,0 +1,318 @@
+// Causal self-attention with RoPE and grouped-query heads on the GPU through the fused kernels
+// of flash_attention.cuh (head dims 64 and 128; other shapes take the reference kernels, see
+// backend.cpp). Forward: a RoPE pass writes the rotated q and k in BF16 (the tensor cores' input
+// type), then one kernel computes the output and each row's log-sum-exp. The forward pass keeps
+// only its output and the log-sum-exp; the backward pass rotates q and k again from the saved
+// qkv, computes rowsum(dO * O), runs the dK/dV and dQ kernels, and rotates dQ and dK back.
+//
+// Numerics against the CPU, which keeps rotated q and k and the probabilities in FP32: here q, k
+// and the probabilities are rounded to BF16 before each tensor-core product (FP32 accumulation,
+// FP32 softmax statistics). The tests bound the difference against an FP64 reference.
+#include <cuda_bf16.h>
+
+#include <cmath>
+#include <map>
+#include <mutex>
+#include <tuple>
+#include <vector>
+
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/device_memory.h"
+#include "backend/cuda/flash_attention.cuh"
+#include "backend/cuda/message.h"
+#include "backend/cuda/ops.h"
+#include "quartet/error.h"
+#include "quartet/numerics/host_device.h"
+
+namespace quartet::cuda {
+
+namespace {
+
+using flash::bf16;
+
+constexpr int kThreads = 256;
+
+unsigned blocks_for(std::int64_t n) {
+  const std::int64_t b = (n + kThreads - 1) / kThreads;
+  return static_cast<unsigned>(b < (std::int64_t{1} << 31) - 1 ? (b > 0 ? b : 1) : (std::int64_t{1} << 31) - 1);
+}
+
+// cos/sin tables [positions, D/2] exactly as the CPU makes them (angle in double, rounded to
+// FP32), uploaded once per (head dim, theta) and grown when a longer sequence comes.
+struct RopeTables {
+  std::shared_ptr<void> cos, sin;
+  std::int64_t positions = 0;
+};
+
+const RopeTables& rope_tables(std::int64_t seq, std::int64_t head_dim, double theta) {
+  static std::mutex mutex;
+  static std::map<std::pair<std::int64_t, double>, RopeTables> cache;
+  std::lock_guard<std::mutex> lock(mutex);
+  RopeTables& t = cache[{head_dim, theta}];
+  if (t.positions >= seq) return t;
+  const std::int64_t half = head_dim / 2;
+  std::vector<float> c(static_cast<std::size_t>(seq * half)), s(c.size());
+  for (std::int64_t pos = 0; pos < seq; ++pos) {
+    for (std::int64_t i = 0; i < half; ++i) {
+      const double inv_freq = std::pow(theta, -2.0 * static_cast<double>(i) / static_cast<double>(head_dim));
+      const double angle = static_cast<double>(pos) * inv_freq;
+      c[static_cast<std::size_t>(pos * half + i)] = static_cast<float>(std::cos(angle));
+      s[static_cast<std::size_t>(pos * half + i)] = static_cast<float>(std::sin(angle));
+    }
+  }
+  RopeTables fresh;
+  fresh.cos = device_alloc(c.size() * sizeof(float));
+  fresh.sin = device_alloc(s.size() * sizeof(float));
+  // Once per shape: a blocking copy, ordered before every later kernel (the default stream).
+  QUARTET_CUDA_CHECK(cudaMemcpy(fresh.cos.get(), c.data(), c.size() * sizeof(float), cudaMemcpyHostToDevice));
+  QUARTET_CUDA_CHECK(cudaMemcpy(fresh.sin.get(), s.data(), s.size() * sizeof(float), cudaMemcpyHostToDevice));
+  fresh.positions = seq;
+  t = fresh;
+  return t;
+}
+
+struct Dims {
+  int batch, seq, heads, kv_heads, head_dim;
+  std::int64_t width;     // qkv row: (heads + 2 kv_heads) * head_dim
+  std::int64_t qk_width;  // rotated q|k row: (heads + kv_heads) * head_dim
+  __host__ __device__ std::int64_t tokens() const { return static_cast<std::int64_t>(batch) * seq; }
+};
+
+Dims dims_of(const AttentionShape& s) {
+  return {static_cast<int>(s.batch), static_cast<int>(s.seq), static_cast<int>(s.heads), static_cast<int>(s.kv_heads),
+          static_cast<int>(s.head_dim), s.qkv_width(), (s.heads + s.kv_heads) * s.head_dim};
+}
+
+// Eight consecutive values as floats, and back (16-byte accesses for BF16, two for FP32).
+__device__ __forceinline__ void load8(const bf16* p, float (&v)[8]) {
+  const uint4 raw = *reinterpret_cast<const uint4*>(p);
+  const auto* h = reinterpret_cast<const __nv_bfloat162*>(&raw);
+#pragma unroll
+  for (int e = 0; e < 4; ++e) {
+    v[2 * e] = __low2float(h[e]);
+    v[2 * e + 1] = __high2float(h[e]);
+  }
+}
+__device__ __forceinline__ void load8(const float* p, float (&v)[8]) {
+  const float4 a = *reinterpret_cast<const float4*>(p), b = *reinterpret_cast<const float4*>(p + 4);
+  v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+}
+__device__ __forceinline__ void store8(bf16* p, const float (&v)[8]) {
+  uint4 raw;
+  auto* h = reinterpret_cast<__nv_bfloat162*>(&raw);
+#pragma unroll
+  for (int e = 0; e < 4; ++e) h[e] = __floats2bfloat162_rn(v[2 * e], v[2 * e + 1]);
+  *reinterpret_cast<uint4*>(p) = raw;
+}
+
+// Eight rotate-half pairs (i, i + D/2) per thread. Inverse: the transpose of the rotation (for
+// gradients). Unfused FP32 operations in the CPU's order.
+template <bool Inverse, class In>
+__global__ void rope_kernel(const In* __restrict__ in, std::int64_t in_stride, bf16* __restrict__ out,
+                            std::int64_t out_stride, const float* __restrict__ cos_t, const float* __restrict__ sin_t,
+                            Dims d) {
+  const int half = d.head_dim / 2, per_slot = half / 8, slots = d.heads + d.kv_heads;
+  const std::int64_t items = d.tokens() * slots * per_slot;
+  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < items;
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    const int part = static_cast<int>(i % per_slot), slot = static_cast<int>(i / per_slot % slots);
+    const std::int64_t token = i / per_slot / slots;
+    const int pos = static_cast<int>(token % d.seq), j0 = part * 8;
+    const In* x = in + token * in_stride + static_cast<std::int64_t>(slot) * d.head_dim;
+    bf16* y = out + token * out_stride + static_cast<std::int64_t>(slot) * d.head_dim;
+    const std::int64_t table = static_cast<std::int64_t>(pos) * half + j0;
+    float lo[8], hi[8], cs[8], sn[8], first[8], second[8];
+    load8(x + j0, lo);
+    load8(x + j0 + half, hi);
+    load8(cos_t + table, cs);
+    load8(sin_t + table, sn);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) {
+      const float a = lo[e], b = hi[e], c = cs[e], s = sn[e];
+      first[e] = Inverse ? fadd(fmul(a, c), fmul(b, s)) : fsub(fmul(a, c), fmul(b, s));
+      second[e] = Inverse ? fsub(fmul(b, c), fmul(a, s)) : fadd(fmul(b, c), fmul(a, s));
+    }
+    store8(y + j0, first);
+    store8(y + j0 + half, second);
+  }
+}
+
+// delta[b][h][t] = sum_d dO * O (FP32), one warp per (token, head).
+__global__ void delta_kernel(const bf16* __restrict__ dout, const bf16* __restrict__ out, float* __restrict__ delta,
+                             Dims d) {
+  const std::int64_t rows = d.tokens() * d.heads;
+  const int lane = threadIdx.x % 32;
+  for (std::int64_t r = (blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x) / 32; r < rows;
+       r += static_cast<std::int64_t>(gridDim.x) * blockDim.x / 32) {
+    const std::int64_t token = r / d.heads;
+    const int h = static_cast<int>(r % d.heads);
+    const std::int64_t at = token * d.heads * d.head_dim + static_cast<std::int64_t>(h) * d.head_dim;
+    float sum = 0.0f;
+    for (int j = lane * 2; j < d.head_dim; j += 64) {
+      const __nv_bfloat162 g = *reinterpret_cast<const __nv_bfloat162*>(dout + at + j);
+      const __nv_bfloat162 o = *reinterpret_cast<const __nv_bfloat162*>(out + at + j);
+      sum += __low2float(g) * __low2float(o) + __high2float(g) * __high2float(o);
+    }
+#pragma unroll
+    for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+    if (lane == 0) {
+      const std::int64_t b = token / d.seq, t = token % d.seq;
+      delta[(b * d.heads + h) * d.seq + t] = sum;
+    }
+  }
+}
+
+struct FlashSaved {
+  Tensor out;  // the forward output (shares the caller's buffer)
+  std::shared_ptr<void> lse;
+};
+
+void check_flash_inputs(const AttentionShape& s, const Tensor& qkv, const char* what) {
+  if (!flash_attention_supports(s)) {
+    throw Error(message(what, ": the fused kernels take head dims 64 and 128, got ", s.head_dim));
+  }
+  if (s.batch < 1 || s.seq < 1 || s.kv_heads < 1 || s.heads % s.kv_heads != 0) {
+    throw Error(message(what, ": invalid shape (batch ", s.batch, ", seq ", s.seq, ", heads ", s.heads, ", kv heads ",
+                        s.kv_heads, ")"));
+  }
+  if (s.seq > (std::int64_t{1} << 30) || s.tokens() * s.qkv_width() >= (std::int64_t{1} << 40)) {
+    throw Error(message(what, ": sequence ", s.seq, " x batch ", s.batch, " is beyond the kernels' index range"));
+  }
+  if (qkv.device() != Device::cuda || qkv.dtype() != DType::bf16 || qkv.ndim() != 2 || qkv.dim(0) != s.tokens() ||
+      qkv.dim(1) != s.qkv_width()) {
+    throw Error(message(what, ": qkv must be a bf16 GPU tensor [", s.tokens(), ", ", s.qkv_width(), "], got ",
+                        shape_string(qkv.shape()), " ", dtype_name(qkv.dtype())));
+  }
+}
+
+template <class Kernel>
+void allow_shared_bytes(Kernel kernel, int bytes) {
+  QUARTET_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+}
+
+std::shared_ptr<void> rotated_qk(const Tensor& qkv, const Dims& d, const RopeTables& tables, cudaStream_t stream) {
+  auto qk = device_alloc(static_cast<std::size_t>(d.tokens() * d.qk_width) * sizeof(bf16));
+  const std::int64_t items = d.tokens() * (d.heads + d.kv_heads) * (d.head_dim / 16);
+  rope_kernel<false><<<blocks_for(items), kThreads, 0, stream>>>(
+      static_cast<const bf16*>(qkv.raw()), d.width, ptr<bf16>(qk), d.qk_width, ptr<float>(tables.cos),
+      ptr<float>(tables.sin), d);
+  QUARTET_CUDA_LAUNCHED();
+  return qk;
+}
+
+template <int D>
+void launch_forward(const flash::ForwardArgs& args, const Dims& d, cudaStream_t stream) {
+  constexpr int bytes = flash::forward_shared_bytes<D>();
+  static const bool configured = (allow_shared_bytes(flash::forward_kernel<D>, bytes), true);
+  (void)configured;
+  const dim3 grid((d.seq + flash::kForwardRows - 1) / flash::kForwardRows, d.heads, d.batch);
+  flash::forward_kernel<D><<<grid, flash::kForwardWarps * 32, bytes, stream>>>(args);
+  QUARTET_CUDA_LAUNCHED();
+}
+
+template <int D>
+void launch_backward(const flash::BackwardArgs& args, const Dims& d, cudaStream_t stream) {
+  constexpr int key_bytes = flash::key_shared_bytes<D>(), query_bytes = flash::query_shared_bytes<D>();
+  static const bool configured = (allow_shared_bytes(flash::key_gradient_kernel<D>, key_bytes),
+                                  allow_shared_bytes(flash::query_gradient_kernel<D>, query_bytes), true);
+  (void)configured;
+  const dim3 key_grid((d.seq + flash::kKeyRows - 1) / flash::kKeyRows, d.kv_heads, d.batch);
+  flash::key_gradient_kernel<D><<<key_grid, flash::kKeyWarps * 32, key_bytes, stream>>>(args);
+  QUARTET_CUDA_LAUNCHED();
+  const dim3 query_grid((d.seq + flash::kQueryRows - 1) / flash::kQueryRows, d.heads, d.batch);
+  flash::query_gradient_kernel<D><<<query_grid, flash::kQueryWarps * 32, query_bytes, stream>>>(args);
+  QUARTET_CUDA_LAUNCHED();
+}
+
+}  // namespace
+
+bool flash_attention_supports(const AttentionShape& shape) { return shape.head_dim == 64 || shape.head_dim == 128; }
+
+void attention_forward(Tensor& out, AttentionSaved& saved, const Tensor& qkv, const AttentionShape& s,
+                       cudaStream_t stream) {
+  check_flash_inputs(s, qkv, "attention");
+  out.expect("attention output", {s.tokens(), s.q_width()}, DType::bf16);
+  if (out.device() != Device::cuda) throw Error("attention: the output must be a GPU tensor");
+  const Dims d = dims_of(s);
+  const RopeTables& tables = rope_tables(s.seq, s.head_dim, s.rope_theta);
+  const std::shared_ptr<void> qk = rotated_qk(qkv, d, tables, stream);
+  auto st = std::make_shared<FlashSaved>();
+  st->out = out;
+  st->lse = device_alloc(static_cast<std::size_t>(d.tokens() * d.heads) * sizeof(float));
+
+  flash::ForwardArgs args{};
+  args.q = ptr<bf16>(qk);
+  args.k = ptr<bf16>(qk) + static_cast<std::int64_t>(d.heads) * d.head_dim;
+  args.v = static_cast<const bf16*>(qkv.raw()) + static_cast<std::int64_t>(d.heads + d.kv_heads) * d.head_dim;
+  args.out = static_cast<bf16*>(out.raw());
+  args.lse = ptr<float>(st->lse);
+  args.seq = d.seq;
+  args.heads = d.heads;
+  args.group = d.heads / d.kv_heads;
+  args.qk_stride = d.qk_width;
+  args.v_stride = d.width;
+  args.out_stride = static_cast<std::int64_t>(d.heads) * d.head_dim;
+  args.scale = 1.0f / std::sqrt(static_cast<float>(d.head_dim));
+  args.scale_log2 = args.scale * 1.4426950408889634f;
+  if (d.head_dim == 64) {
+    launch_forward<64>(args, d, stream);
+  } else {
+    launch_forward<128>(args, d, stream);
+  }
+  saved.impl = st;
+}
+
+void attention_backward(Tensor& dqkv, const Tensor& dout, const Tensor& qkv, const AttentionSaved& saved,
+                        const AttentionShape& s, cudaStream_t stream) {
+  check_flash_inputs(s, qkv, "attention backward");
+  dout.expect("attention backward dout", {s.tokens(), s.q_width()}, DType::bf16);
+  dqkv.expect("attention backward dqkv", qkv.shape(), DType::bf16);
+  if (dout.device() != Device::cuda || dqkv.device() != Device::cuda) {
+    throw Error("attention backward: dout and dqkv must be GPU tensors");
+  }
+  const auto* st = static_cast<const FlashSaved*>(saved.impl.get());
+  if (st == nullptr || !st->lse) throw Error("attention backward: the forward pass (fused kernels) saved nothing");
+  const Dims d = dims_of(s);
+  const RopeTables& tables = rope_tables(s.seq, s.head_dim, s.rope_theta);
+  const std::shared_ptr<void> qk = rotated_qk(qkv, d, tables, stream);
+
+  auto delta = device_alloc(static_cast<std::size_t>(d.tokens() * d.heads) * sizeof(float));
+  delta_kernel<<<blocks_for(d.tokens() * d.heads * 32), kThreads, 0, stream>>>(
+      static_cast<const bf16*>(dout.raw()), static_cast<const bf16*>(st->out.raw()), ptr<float>(delta), d);
+  QUARTET_CUDA_LAUNCHED();
+
+  auto dqk = device_alloc(static_cast<std::size_t>(d.tokens() * d.qk_width) * sizeof(float));
+  flash::BackwardArgs args{};
+  args.q = ptr<bf16>(qk);
+  args.k = ptr<bf16>(qk) + static_cast<std::int64_t>(d.heads) * d.head_dim;
+  args.v = static_cast<const bf16*>(qkv.raw()) + static_cast<std::int64_t>(d.heads + d.kv_heads) * d.head_dim;
+  args.dout = static_cast<const bf16*>(dout.raw());
+  args.lse = ptr<float>(st->lse);
+  args.delta = ptr<float>(delta);
+  args.dq = ptr<float>(dqk);
+  args.dk = ptr<float>(dqk) + static_cast<std::int64_t>(d.heads) * d.head_dim;
+  args.dv = static_cast<bf16*>(dqkv.raw()) + static_cast<std::int64_t>(d.heads + d.kv_heads) * d.head_dim;
+  args.seq = d.seq;
+  args.heads = d.heads;
+  args.group = d.heads / d.kv_heads;
+  args.qk_stride = d.qk_width;
+  args.v_stride = d.width;
+  args.out_stride = static_cast<std::int64_t>(d.heads) * d.head_dim;
+  args.dqk_stride = d.qk_width;
+  args.dv_stride = d.width;
+  args.scale = 1.0f / std::sqrt(static_cast<float>(d.head_dim));
+  args.scale_log2 = args.scale * 1.4426950408889634f;
+  if (d.head_dim == 64) {
+    launch_backward<64>(args, d, stream);
+  } else {
+    launch_backward<128>(args, d, stream);
+  }
+
+  const std::int64_t items = d.tokens() * (d.heads + d.kv_heads) * (d.head_dim / 16);
+  rope_kernel<true><<<blocks_for(items), kThreads, 0, stream>>>(ptr<float>(dqk), d.qk_width,
+                                                                static_cast<bf16*>(dqkv.raw()), d.width,
+                                                                ptr<float>(tables.cos), ptr<float>(tables.sin), d);
+  QUARTET_CUDA_LAUNCHED();
+}
+
+}  // namespace quartet::cuda

@@ -1,0 +1,209 @@
+// The end-to-end training benchmark (train_bench.h). Our rows time TrainStep exactly as
+// `quartet train` runs it (random GPT-2 token ids instead of a corpus: the data path is a
+// host-side copy that the step does not wait for). The PyTorch rows come from its script, run as
+// a child process (argv, no shell) after this process has returned its pooled GPU memory.
+#include "bench/train_bench.h"
+
+#include <cuda_runtime_api.h>
+#include <fmt/format.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <random>
+
+#include "quartet/backend/cuda.h"
+#include "quartet/error.h"
+#include "quartet/train/optimizer.h"
+#include "quartet/train/train_step.h"
+
+namespace quartet {
+
+namespace {
+
+constexpr std::int64_t kGpt2Vocab = 50257;
+
+// The dense BF16 tensor-core peak MFU is quoted against, from the device's name.
+double peak_bf16_flops(const std::string& device) {
+  if (device.find("H100") != std::string::npos && device.find("PCIe") != std::string::npos) return 756e12;
+  if (device.find("H100") != std::string::npos || device.find("H200") != std::string::npos) return 989.4e12;
+  if (device.find("B200") != std::string::npos) return 2250e12;
+  return 0;  // unknown: MFU is not reported
+}
+
+cudaMemPool_t default_pool() {
+  int device = 0;
+  cudaMemPool_t pool = nullptr;
+  if (cudaGetDevice(&device) != cudaSuccess || cudaDeviceGetDefaultMemPool(&pool, device) != cudaSuccess) {
+    throw Error("bench: cannot reach the GPU's memory pool");
+  }
+  return pool;
+}
+
+void reset_peak_memory() {
+  cudaDeviceSynchronize();
+  std::uint64_t zero = 0;
+  cudaMemPoolSetAttribute(default_pool(), cudaMemPoolAttrUsedMemHigh, &zero);
+}
+
+double peak_memory_gib() {
+  cudaDeviceSynchronize();
+  std::uint64_t high = 0;
+  cudaMemPoolGetAttribute(default_pool(), cudaMemPoolAttrUsedMemHigh, &high);
+  return static_cast<double>(high) / static_cast<double>(1ull << 30);
+}
+
+// Random GPT-2 ids, and targets that are the inputs shifted by one (as the loader makes them).
+std::vector<Batch> random_batches(int count, std::int64_t tokens, std::uint64_t seed) {
+  std::mt19937_64 gen(seed);
+  std::uniform_int_distribution<std::int32_t> id(0, kGpt2Vocab - 1);
+  std::vector<Batch> out(static_cast<std::size_t>(count));
+  for (Batch& b : out) {
+    std::vector<std::int32_t> stream(static_cast<std::size_t>(tokens + 1));
+    for (std::int32_t& t : stream) t = id(gen);
+    b.inputs.assign(stream.begin(), stream.end() - 1);
+    b.targets.assign(stream.begin() + 1, stream.end());
+  }
+  return out;
+}
+
+struct Measured {
+  double tokens_per_s = 0, ms_per_step = 0, peak_gib = 0, last_loss = 0;
+};
+
+Measured measure_recipe(const std::string& model_name, const std::string& recipe_name, const TrainBenchShape& shape,
+                        int warmup, int steps) {
+  auto backend = make_cuda_backend();
+  LlamaConfig config = llama_preset(model_name, kGpt2Vocab);
+  config.max_seq_len = std::max(config.max_seq_len, shape.seq);
+  const Recipe recipe = make_recipe(recipe_name);
+  check_recipe_fits(config, recipe, shape.batch * shape.seq);
+  reset_peak_memory();
+  LlamaModel model(*backend, config, recipe, 1);
+  AdamW optimizer(*backend, model);
+  TrainStep step(*backend, model, optimizer, shape.batch, shape.seq);
+  const std::vector<Batch> batches = random_batches(2, shape.batch * shape.seq, 7);
+  const double grad_scale = 1.0 / static_cast<double>(shape.batch * shape.seq);
+  Measured m;
+  const auto run = [&](int i) {
+    AdamWStep hyper;
+    hyper.lr = 3e-4;
+    hyper.weight_decay = 0.1;
+    hyper.step = i + 1;
+    step.launch(i, {batches[static_cast<std::size_t>(i % 2)]}, grad_scale, hyper);
+    const StepOutcome outcome = step.finish();
+    m.last_loss = outcome.loss_sum * grad_scale;
+  };
+  for (int i = 0; i < warmup; ++i) run(i);
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = warmup; i < warmup + steps; ++i) run(i);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  m.ms_per_step = seconds * 1e3 / steps;
+  m.tokens_per_s = static_cast<double>(shape.batch * shape.seq * steps) / seconds;
+  m.peak_gib = peak_memory_gib();
+  return m;
+}
+
+// Runs argv without a shell and returns its standard output; throws Error when it fails.
+std::string run_capture(const std::vector<std::string>& argv) {
+  int fds[2];
+  if (pipe(fds) != 0) throw Error("bench: cannot create a pipe for the PyTorch reference");
+  const pid_t pid = fork();
+  if (pid < 0) throw Error("bench: cannot start the PyTorch reference");
+  if (pid == 0) {
+    dup2(fds[1], STDOUT_FILENO);
+    close(fds[0]);
+    close(fds[1]);
+    std::vector<char*> args;
+    for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    execvp(args[0], args.data());
+    std::perror(args[0]);
+    _exit(127);
+  }
+  close(fds[1]);
+  std::string out;
+  char buffer[4096];
+  for (ssize_t n; (n = read(fds[0], buffer, sizeof(buffer))) > 0;) out.append(buffer, static_cast<std::size_t>(n));
+  close(fds[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    throw Error(fmt::format("bench: the PyTorch reference ({}) failed (its message is above)", fmt::join(argv, " ")));
+  }
+  return out;
+}
+
+}  // namespace
+
+TrainBenchShape train_bench_shape(const std::string& model) {
+  if (model == "1b") return {8, 2048};
+  return {8, 1024};
+}
+
+double training_flops_per_token(std::int64_t parameters, std::int64_t layers, std::int64_t d_model, std::int64_t seq) {
+  return 6.0 * static_cast<double>(parameters) + 6.0 * static_cast<double>(layers * d_model * seq);
+}
+
+nlohmann::json run_train_benchmarks(const TrainBenchOptions& o, const std::function<void(const nlohmann::json&)>& note) {
+  if (!cuda_available()) throw Error("bench: " + cuda_device_description());
+  const std::string device = cuda_device_description();
+  const double peak = peak_bf16_flops(device);
+  const int warmup = o.quick ? 1 : 3, steps = o.quick ? 2 : 10;
+  nlohmann::json rows = nlohmann::json::array();
+  const auto emit = [&](nlohmann::json row) {
+    rows.push_back(row);
+    note(row);
+  };
+  for (const std::string& model : o.models) {
+    const TrainBenchShape shape = train_bench_shape(model);
+    LlamaConfig config = llama_preset(model, kGpt2Vocab);
+    const double flops = training_flops_per_token(config.total_parameters(), config.n_layers, config.d_model, shape.seq);
+    double pytorch_tps = 0, bf16_tps = 0, bf16_peak = 0;
+    if (!o.pytorch_script.empty()) {
+      cudaMemPoolTrimTo(default_pool(), 0);  // the child needs the memory this process keeps pooled
+      const std::string out = run_capture({o.python, o.pytorch_script, "--model", model, "--batch",
+                                           std::to_string(shape.batch), "--seq", std::to_string(shape.seq), "--steps",
+                                           o.quick ? "3" : "30", "--json", "-"});
+      nlohmann::json row;
+      try {
+        row = nlohmann::json::parse(out);
+      } catch (const nlohmann::json::exception& e) {
+        throw Error(fmt::format("bench: the PyTorch reference printed no JSON result ({})", e.what()));
+      }
+      pytorch_tps = row.at("tokens_per_s").get<double>();
+      emit(row);
+    }
+    for (const std::string& recipe : o.recipes) {
+      const Measured m = measure_recipe(model, recipe, shape, warmup, steps);
+      nlohmann::json row = {{"case", fmt::format("train/{}/{}", recipe, model)},
+                            {"tokens_per_s", m.tokens_per_s},
+                            {"ms_per_step", m.ms_per_step},
+                            {"peak_gib", m.peak_gib},
+                            {"flops_per_token", flops},
+                            {"batch", shape.batch},
+                            {"seq", shape.seq},
+                            {"steps", steps},
+                            {"warmup", warmup},
+                            {"parameters", config.total_parameters()},
+                            {"last_loss", m.last_loss}};
+      if (peak > 0) {
+        row["mfu"] = m.tokens_per_s * flops / peak;
+        row["peak_tflops"] = peak / 1e12;
+      }
+      if (recipe == "bf16") {
+        bf16_tps = m.tokens_per_s;
+        bf16_peak = m.peak_gib;
+      } else if (bf16_tps > 0) {
+        row["ratio_to_bf16"] = m.tokens_per_s / bf16_tps;
+        row["peak_ratio_to_bf16"] = m.peak_gib / bf16_peak;
+      }
+      if (pytorch_tps > 0) row["ratio_to_pytorch"] = m.tokens_per_s / pytorch_tps;
+      emit(row);
+    }
+  }
+  return rows;
+}
+
+}  // namespace quartet

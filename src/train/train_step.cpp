@@ -1,0 +1,65 @@
+#include "quartet/train/train_step.h"
+
+#include <fmt/format.h>
+
+#include <cmath>
+
+#include "quartet/error.h"
+
+namespace quartet {
+
+TrainStep::TrainStep(Backend& backend, LlamaModel& model, AdamW& optimizer, std::int64_t batch, std::int64_t seq)
+    : backend_(backend), model_(model), optimizer_(optimizer), batch_(batch), seq_(seq) {
+  tokens_ = backend.empty({batch * seq}, DType::i32);
+  targets_ = backend.empty({batch * seq}, DType::i32);
+  status_ = backend.zeros({kStepSlots}, DType::f64);
+}
+
+void TrainStep::launch(std::int64_t step, const std::vector<Batch>& micro_batches, double grad_scale,
+                       const AdamWStep& hyper) {
+  failure_.clear();
+  backend_.fill(status_, 0.0);
+  Tensor loss_sum = status_.view(kStepLoss, {1});
+  model_.zero_grads();
+  const auto n = static_cast<std::int64_t>(micro_batches.size());
+  for (std::int64_t k = 0; k < n; ++k) {
+    const Batch& b = micro_batches[static_cast<std::size_t>(k)];
+    // Uploads are queued behind the previous micro-batch's kernels (one stream), so one pair of
+    // device buffers serves every micro-batch.
+    backend_.upload_tokens(tokens_, b.inputs);
+    backend_.upload_tokens(targets_, b.targets);
+    try {
+      model_.forward_backward(tokens_, targets_, batch_, seq_, grad_scale, static_cast<std::uint32_t>(step * n + k + 1),
+                              loss_sum);
+    } catch (const NonFiniteError& e) {
+      failure_ = e.what();  // a quantizer met an overflowed activation or gradient
+      backend_.fill(loss_sum, NAN);
+      break;
+    }
+  }
+  optimizer_.step(hyper, status_);
+}
+
+StepOutcome TrainStep::finish() {
+  const std::vector<double> s = backend_.download(status_);
+  StepOutcome out;
+  out.loss_sum = s[kStepLoss];
+  out.grad_norm = s[kStepGradNorm];
+  out.applied = s[kStepApplied] != 0;
+  if (out.applied) return out;
+  out.why_skipped = failure_;
+  if (out.why_skipped.empty()) {
+    try {
+      backend_.raise_pending_errors();  // Error (bad data) propagates; NonFiniteError says where
+    } catch (const NonFiniteError& e) {
+      out.why_skipped = e.what();
+    }
+  }
+  if (out.why_skipped.empty()) {
+    out.why_skipped = fmt::format("non-finite {} (loss {}, gradient norm {})",
+                                  std::isfinite(out.loss_sum) ? "gradient" : "loss", out.loss_sum, out.grad_norm);
+  }
+  return out;
+}
+
+}  // namespace quartet

@@ -1,0 +1,127 @@
+// Training on the GPU end to end (run on the GPU machine; every test skips without a GPU): the
+// loss curve tracks the CPU's, two runs with one seed are bitwise identical, a resumed run
+// continues bitwise, and the `quartet train --device cuda` command runs.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+
+#include "quartet/backend/cuda.h"
+#include "quartet/train/trainer.h"
+#include "quartet/util/files.h"
+#include "support/temp_dir.h"
+
+namespace quartet {
+namespace {
+
+// A small model whose attention takes the fused kernels (head dim 64) and whose linear layers
+// fit every recipe's rotations (128 tokens per micro-batch, widths multiples of 128).
+TrainConfig small_gpu_run(const std::string& recipe, const std::string& device, std::int64_t steps) {
+  TrainConfig c;
+  c.device = device;
+  c.recipe = recipe;
+  c.model_size = "tiny";
+  c.model_overrides.d_model = 256;
+  c.model_overrides.n_heads = 4;
+  c.model_overrides.n_kv_heads = 2;
+  c.steps = steps;
+  c.batch = 2;
+  c.seq = 128;
+  c.lr = 3e-3;
+  c.eval_every = 0;
+  c.eval_batches = 2;
+  c.final_eval_batches = 2;
+  c.seed = 5;
+  return c;
+}
+
+class GpuTraining : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!cuda_available()) GTEST_SKIP() << cuda_device_description();
+  }
+};
+
+// The GPU's loss curve tracks the CPU's from the same seed and data. They differ by the fused
+// attention's BF16 roundings and the reductions' order (a few BF16 ulps of an activation), which
+// training does not amplify over 40 steps at this size: each step's loss within 2% and the mean
+// of the last ten within 1% (measured: well inside both; the losses fall from 5.5 to about 3).
+TEST_F(GpuTraining, LossCurveTracksTheCpu) {
+  for (const char* recipe : {"bf16", "quartet2"}) {
+    const TrainResult cpu = train(small_gpu_run(recipe, "cpu", 40));
+    const TrainResult gpu = train(small_gpu_run(recipe, "cuda", 40));
+    ASSERT_EQ(cpu.history.size(), gpu.history.size());
+    double cpu_tail = 0, gpu_tail = 0;
+    for (std::size_t i = 0; i < cpu.history.size(); ++i) {
+      const double lc = cpu.history[i].loss, lg = gpu.history[i].loss;
+      EXPECT_NEAR(lg, lc, 0.02 * lc) << recipe << " step " << i + 1;
+      EXPECT_FALSE(gpu.history[i].was_skipped) << recipe << " step " << i + 1;
+      if (i + 10 >= cpu.history.size()) {
+        cpu_tail += lc / 10;
+        gpu_tail += lg / 10;
+      }
+    }
+    EXPECT_NEAR(gpu_tail, cpu_tail, 0.01 * cpu_tail) << recipe;
+    EXPECT_LT(gpu_tail, gpu.history[0].loss - 1.0) << recipe << ": the loss falls";
+    EXPECT_NEAR(gpu.final_val_loss, cpu.final_val_loss, 0.02 * cpu.final_val_loss) << recipe;
+  }
+}
+
+std::string file_bytes(const std::filesystem::path& p) { return read_file(p); }
+
+// Two runs with one seed: the same losses, gradient norms and weights, bit for bit.
+TEST_F(GpuTraining, RunsAreBitwiseReproducible) {
+  for (const char* recipe : {"bf16", "quartet2"}) {
+    testing::TempDir a, b;
+    TrainConfig c = small_gpu_run(recipe, "cuda", 12);
+    c.out_dir = a.str();
+    const TrainResult ra = train(c);
+    c.out_dir = b.str();
+    const TrainResult rb = train(c);
+    for (std::size_t i = 0; i < ra.history.size(); ++i) {
+      EXPECT_EQ(ra.history[i].loss, rb.history[i].loss) << recipe << " step " << i + 1;
+      EXPECT_EQ(ra.history[i].grad_norm, rb.history[i].grad_norm) << recipe << " step " << i + 1;
+    }
+    const auto weights = [](const testing::TempDir& d) {
+      return file_bytes(d.path() / "checkpoints" / "step-000012" / "model.safetensors");
+    };
+    EXPECT_EQ(weights(a), weights(b)) << recipe;
+  }
+}
+
+// Resuming from the checkpoint of step 6 gives the run that never stopped, bit for bit.
+TEST_F(GpuTraining, ResumeIsBitwise) {
+  testing::TempDir whole, resumed_dir;
+  TrainConfig c = small_gpu_run("quartet2", "cuda", 12);
+  c.save_every = 6;
+  c.out_dir = whole.str();
+  const TrainResult full = train(c);
+  ResumeOptions o;
+  o.out_dir = resumed_dir.str();
+  const TrainResult resumed = resume((whole.path() / "checkpoints" / "step-000006").string(), o);
+  ASSERT_EQ(resumed.history.size(), 6u);
+  for (std::size_t i = 0; i < 6; ++i) {
+    EXPECT_EQ(resumed.history[i].loss, full.history[i + 6].loss) << "step " << i + 7;
+    EXPECT_EQ(resumed.history[i].grad_norm, full.history[i + 6].grad_norm) << "step " << i + 7;
+  }
+  EXPECT_EQ(resumed.final_val_loss, full.final_val_loss);
+  EXPECT_EQ(file_bytes(resumed_dir.path() / "checkpoints" / "step-000012" / "model.safetensors"),
+            file_bytes(whole.path() / "checkpoints" / "step-000012" / "model.safetensors"));
+}
+
+// The command a user types. QUARTET_BINARY names the program (the GPU test script sets it).
+TEST_F(GpuTraining, TrainCommandRunsOnTheGpu) {
+  const char* binary = std::getenv("QUARTET_BINARY");
+  if (binary == nullptr) GTEST_SKIP() << "QUARTET_BINARY is not set (scripts/gpu-run-tests.sh sets it)";
+  testing::TempDir out;
+  const std::string command = std::string(binary) + " train --device cuda --steps 30 --out " + out.str() +
+                              " > " + (out.path() / "log.txt").string() + " 2>&1";
+  ASSERT_EQ(std::system(command.c_str()), 0) << read_file(out.path() / "log.txt");
+  const std::string log = read_file(out.path() / "log.txt");
+  EXPECT_NE(log.find("device cuda"), std::string::npos) << log;
+  EXPECT_TRUE(std::filesystem::exists(out.path() / "checkpoints" / "step-000030" / "model.safetensors"));
+}
+
+}  // namespace
+}  // namespace quartet
