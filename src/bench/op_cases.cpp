@@ -416,7 +416,7 @@ OpRun build_cross_entropy(Backend& be, const OpShape& s, CaseInputs& in) {
   const std::int64_t masked = s.mask_every > 0 && s.rows > 1 ? (s.rows - 2) / s.mask_every + 1 : 0;
   const double grad_scale = 1.0 / static_cast<double>(s.rows - masked);
   return {[&be, logits, targets, loss_sum, grad_scale]() mutable {
-            be.cross_entropy(logits, logits, targets, grad_scale, loss_sum);
+            be.cross_entropy(logits, logits, targets, logits.dim(1), grad_scale, loss_sum);
           },
           {tensor_output(be, "dlogits", logits, within(1, 0x1p-16, 0x1p-20)),
            tensor_output(be, "loss_sum", loss_sum, within(0, 1e-6))}};
@@ -701,7 +701,8 @@ std::vector<OpEntry> make_table() {
                 adamw_shape("large", 70001, {{0, 65536, true}, {65536, 4465, false}})},
                per_model([](const ModelSize& m) {
                  std::vector<ParameterSegment> segments = model_segments(m);
-                 return adamw_shape(m.label, segment_elements(segments), std::move(segments));
+                 const std::int64_t elements = segment_elements(segments);  // before the vector moves
+                 return adamw_shape(m.label, elements, std::move(segments));
                }),
                build_adamw_step, adamw_step_cost});
 

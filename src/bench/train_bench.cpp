@@ -70,6 +70,8 @@ std::vector<Batch> random_batches(int count, std::int64_t tokens, std::uint64_t 
 
 struct Measured {
   double tokens_per_s = 0, ms_per_step = 0, peak_gib = 0, last_loss = 0;
+  double host_ms_per_step = 0;  // queueing the step's work (TrainStep::launch) on the host
+  nlohmann::json op_ms;         // device ms per step and operation (QUARTET_PROFILE_OPS=1 only)
 };
 
 Measured measure_recipe(const std::string& model_name, const std::string& recipe_name, const TrainBenchShape& shape,
@@ -86,21 +88,29 @@ Measured measure_recipe(const std::string& model_name, const std::string& recipe
   const std::vector<Batch> batches = random_batches(2, shape.batch * shape.seq, 7);
   const double grad_scale = 1.0 / static_cast<double>(shape.batch * shape.seq);
   Measured m;
+  double host_seconds = 0;
   const auto run = [&](int i) {
     AdamWStep hyper;
     hyper.lr = 3e-4;
     hyper.weight_decay = 0.1;
     hyper.step = i + 1;
+    const auto queued = std::chrono::steady_clock::now();
     step.launch(i, {batches[static_cast<std::size_t>(i % 2)]}, grad_scale, hyper);
+    host_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - queued).count();
     const StepOutcome outcome = step.finish();
     m.last_loss = outcome.loss_sum * grad_scale;
   };
   for (int i = 0; i < warmup; ++i) run(i);
+  cuda_op_profile(true);  // the timed steps only
+  host_seconds = 0;
   const auto start = std::chrono::steady_clock::now();
   for (int i = warmup; i < warmup + steps; ++i) run(i);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   m.ms_per_step = seconds * 1e3 / steps;
+  m.host_ms_per_step = host_seconds * 1e3 / steps;
   m.tokens_per_s = static_cast<double>(shape.batch * shape.seq * steps) / seconds;
+  m.op_ms = nlohmann::json::object();
+  for (const CudaOpTime& t : cuda_op_profile(true)) m.op_ms[t.op] = t.ms / steps;
   m.peak_gib = peak_memory_gib();
   return m;
 }
@@ -187,7 +197,9 @@ nlohmann::json run_train_benchmarks(const TrainBenchOptions& o, const std::funct
                             {"steps", steps},
                             {"warmup", warmup},
                             {"parameters", config.total_parameters()},
-                            {"last_loss", m.last_loss}};
+                            {"last_loss", m.last_loss},
+                            {"host_ms_per_step", m.host_ms_per_step}};
+      if (!m.op_ms.empty()) row["device_ms_per_step_by_op"] = m.op_ms;
       if (peak > 0) {
         row["mfu"] = m.tokens_per_s * flops / peak;
         row["peak_tflops"] = peak / 1e12;

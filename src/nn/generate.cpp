@@ -26,8 +26,10 @@ std::vector<std::int32_t> generate(Backend& backend, LlamaModel& model, const st
     const std::vector<std::int32_t> context(tokens.end() - t, tokens.end());
     Tensor tok = backend.empty({t}, DType::i32);
     backend.upload_tokens(tok, context);
-    const std::vector<double> all = backend.download(model.forward_logits(tok, 1, t));
-    std::vector<double> logits(all.end() - vocab, all.end());
+    const Tensor last = model.forward_logits(tok, 1, t);
+    const std::vector<double> all = backend.download(last);
+    const auto row = all.end() - last.dim(1);  // the last position's row: vocabulary, then padding
+    std::vector<double> logits(row, row + vocab);
     std::int32_t next = 0;
     if (o.temperature == 0) {
       next = static_cast<std::int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());

@@ -18,6 +18,8 @@ std::int64_t round_up_to(std::int64_t v, std::int64_t m) { return (v + m - 1) / 
 std::vector<double> normal_values(std::uint64_t seed, std::uint32_t stream, std::int64_t n, double std_dev) {
   std::vector<double> v(static_cast<std::size_t>(n));
   const RandomContext ctx{seed, stream, 0};
+  // Each pair depends only on its index: the same values for any thread count.
+#pragma omp parallel for schedule(static) if (n > (1 << 16))
   for (std::int64_t i = 0; i < n; i += 2) {
     const PhiloxWords w = philox_block(ctx, static_cast<std::uint32_t>(i >> 32), static_cast<std::uint32_t>(i / 2));
     const double u1 = (static_cast<double>(w.x) + 0.5) * 0x1p-32, u2 = (static_cast<double>(w.y) + 0.5) * 0x1p-32;
@@ -160,11 +162,15 @@ LlamaModel::LlamaModel(Backend& backend, LlamaConfig config, Recipe recipe, std:
   specs.push_back({"model.norm.weight", {d}, 0});
   specs.push_back({"lm_head.weight", {c.vocab_size, d}, c.init_std});
 
+  // The LM head's storage has room for padded_vocab_ rows, the rows beyond the vocabulary zero
+  // and outside its segment: GEMMs over the padded head (and logits) get aligned dimensions.
+  padded_vocab_ = round_up_to(c.vocab_size, backend_.preferred_gemm_multiple());
   std::int64_t total = 0;
   for (const Spec& spec : specs) {
     const std::int64_t n = shape_numel(spec.shape);
+    const bool head = &spec == &specs.back();
     flat_.segments.push_back(ParameterSegment{total, n, spec.shape.size() == 2});
-    total += round_up_to(n, FlatParameters::kSegmentAlignment);
+    total += round_up_to(head ? padded_vocab_ * d : n, FlatParameters::kSegmentAlignment);
   }
   flat_.values = backend_.zeros({total}, backend_.param_dtype());
   flat_.grads = backend_.zeros({total}, backend_.param_dtype());
@@ -225,6 +231,13 @@ void LlamaModel::refresh_bf16_weights() {
 }
 
 void LlamaModel::zero_grads() { backend_.fill(flat_.grads, 0.0); }
+
+// The LM head as [padded_vocab, d] in `bf16_buffer` where activations are BF16 (what the GEMMs
+// read), else in `exact_buffer` (the FP64 reference backend rounds nothing, and pads nothing).
+Tensor LlamaModel::padded_head(const Tensor& bf16_buffer, const Tensor& exact_buffer) const {
+  const bool bf16 = backend_.activation_dtype() == DType::bf16;
+  return (bf16 ? bf16_buffer : exact_buffer).view(flat_.segments[lm_head_].offset, {padded_vocab_, config_.d_model});
+}
 
 const Recipe& LlamaModel::recipe_for(std::int64_t layer) const {
   const bool bf16 = layer < config_.bf16_blocks_first || layer >= config_.n_layers - config_.bf16_blocks_last;
@@ -295,8 +308,8 @@ void LlamaModel::forward(const Tensor& tokens, std::int64_t batch, std::int64_t 
   }
   a.x_final = x;
   a.normed_final = h;
-  a.logits = backend_.empty({n, c.vocab_size}, act);
-  backend_.gemm(a.logits, a.normed_final, false, weight_bf16(lm_head_), false, false);
+  a.logits = backend_.empty({n, padded_vocab_}, act);
+  backend_.gemm(a.logits, a.normed_final, false, padded_head(flat_.values_bf16, flat_.values), false, false);
 }
 
 void LlamaModel::forward_backward(const Tensor& tokens, const Tensor& targets, std::int64_t batch, std::int64_t seq,
@@ -316,11 +329,12 @@ void LlamaModel::forward_backward(const Tensor& tokens, const Tensor& targets, s
   const auto grad = [&](std::size_t i) -> Tensor& { return params_[i].grad; };
 
   // The loss gradient overwrites the logits buffer (dlogits aliases logits).
-  backend_.cross_entropy(a.logits, a.logits, targets, grad_scale, loss_sum);
-  Tensor& dlogits = a.logits;
+  backend_.cross_entropy(a.logits, a.logits, targets, c.vocab_size, grad_scale, loss_sum);
+  Tensor& dlogits = a.logits;  // padding columns: zero gradient
   Tensor dnormed = backend_.empty({n, d}, act);
-  backend_.gemm(dnormed, dlogits, false, weight_bf16(lm_head_), true, false);
-  backend_.gemm(grad(lm_head_), dlogits, true, a.normed_final, true, true);
+  backend_.gemm(dnormed, dlogits, false, padded_head(flat_.values_bf16, flat_.values), true, false);
+  Tensor head_grad = padded_head(flat_.grads, flat_.grads);  // the padding rows get zeros
+  backend_.gemm(head_grad, dlogits, true, a.normed_final, true, true);
   a.logits = Tensor{};
   Tensor dx = backend_.empty({n, d}, act);
   backend_.rmsnorm_backward(dx, grad(final_norm_), dnormed, a.x_final, weight(final_norm_), a.rstd_final, false);
@@ -379,7 +393,7 @@ void LlamaModel::forward_loss(const Tensor& tokens, const Tensor& targets, std::
                               Tensor& loss_sum) {
   Activations a;
   forward(tokens, batch, seq, 0, a);
-  backend_.cross_entropy(a.logits, a.logits, targets, 0.0, loss_sum);
+  backend_.cross_entropy(a.logits, a.logits, targets, config_.vocab_size, 0.0, loss_sum);
 }
 
 double LlamaModel::forward_loss(const Tensor& tokens, const Tensor& targets, std::int64_t batch, std::int64_t seq) {

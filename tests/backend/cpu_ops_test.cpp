@@ -172,8 +172,34 @@ TEST_F(CpuOps, CrossEntropy) {
   EXPECT_THROW(be->cross_entropy_loss(d, lt, bad, 1.0), Error);
   // The loss is added to what the sum held (micro-batches accumulate into one step's sum).
   Tensor sum = tensor({1}, {10.0});
-  be->cross_entropy(d, lt, tt, scale, sum);
+  be->cross_entropy(d, lt, tt, v, scale, sum);
   EXPECT_NEAR(be->download(sum)[0], 10.0 + expected, 1e-12);
+}
+
+TEST_F(CpuOps, CrossEntropyIgnoresPaddingColumns) {
+  // The vocabulary padded from 6 to 8 columns (the model pads for aligned GEMMs): the padding
+  // takes no part in the softmax, whatever it holds, and gets a zero gradient.
+  const std::int64_t n = 3, v = 6, width = 8;
+  const std::vector<std::int32_t> targets = {2, 5, 0};
+  const auto logits = random_values(n * v, 18, 3.0);
+  std::vector<double> padded(static_cast<std::size_t>(n * width), 7.0);
+  for (std::int64_t i = 0; i < n; ++i)
+    for (std::int64_t j = 0; j < v; ++j) padded[static_cast<std::size_t>(i * width + j)] = logits[static_cast<std::size_t>(i * v + j)];
+  Tensor d = be->empty({n, v}, DType::f64), lt = tensor({n, v}, logits), tt = tokens(targets);
+  const double expected = be->cross_entropy_loss(d, lt, tt, 0.5);
+  Tensor pd = tensor({n, width}, padded), sum = be->zeros({1}, DType::f64);
+  be->cross_entropy(pd, pd, tt, v, 0.5, sum);
+  EXPECT_NEAR(be->download(sum)[0], expected, 1e-12);
+  const auto g = be->download(d), pg = be->download(pd);
+  for (std::int64_t i = 0; i < n; ++i) {
+    for (std::int64_t j = 0; j < width; ++j) {
+      const double want = j < v ? g[static_cast<std::size_t>(i * v + j)] : 0.0;
+      EXPECT_NEAR(pg[static_cast<std::size_t>(i * width + j)], want, 1e-15) << i << " " << j;
+    }
+  }
+  Tensor bad = tokens({6, 0, 0});  // a padding column is not a class
+  EXPECT_THROW(be->cross_entropy(pd, pd, bad, v, 0.5, sum), Error);
+  EXPECT_THROW(be->cross_entropy(pd, pd, tt, width + 1, 0.5, sum), Error);
 }
 
 TEST_F(CpuOps, GemmEveryTranspositionAndAccumulation) {

@@ -269,7 +269,7 @@ TEST_F(CudaModelOps, ArgumentErrorsNameTheOperationAndWhatItGot) {
   expect_error([&] { gpu->swiglu_forward(half, odd); }, "even width");
   Tensor logits = gpu->zeros({4, 16}, DType::bf16), f32_grad = gpu->zeros({4, 16}, DType::f32);
   Tensor targets = gpu->zeros({4}, DType::i32), loss = gpu->empty({1}, DType::f64);
-  expect_error([&] { gpu->cross_entropy(f32_grad, logits, targets, 1.0, loss); }, "cross_entropy dlogits");
+  expect_error([&] { gpu->cross_entropy(f32_grad, logits, targets, logits.dim(1), 1.0, loss); }, "cross_entropy dlogits");
   Tensor bf16_table_grad = gpu->zeros({10, 16}, DType::bf16);
   expect_error([&] { gpu->embedding_backward(bf16_table_grad, targets, x); }, "must be f32");
   Tensor p = gpu->zeros({8}, DType::f32), g = gpu->zeros({8}, DType::f32), m = gpu->zeros({8}, DType::f32),
@@ -557,8 +557,8 @@ class CudaCrossEntropy : public CudaModelOps {
     Tensor dc = in_place ? logits.cpu : cpu->empty(shape, c.dtype);
     Tensor dg = in_place ? logits.gpu : gpu->empty(shape, c.dtype);
     auto loss = pair({1}, DType::f64, {1.25});
-    cpu->cross_entropy(dc, logits.cpu, ids.cpu, c.scale, loss.cpu);
-    gpu->cross_entropy(dg, logits.gpu, ids.gpu, c.scale, loss.gpu);
+    cpu->cross_entropy(dc, logits.cpu, ids.cpu, logits.cpu.dim(1), c.scale, loss.cpu);
+    gpu->cross_entropy(dg, logits.gpu, ids.gpu, logits.gpu.dim(1), c.scale, loss.gpu);
     gpu->raise_pending_errors();
     std::int64_t counted = 0;
     for (std::int32_t t : targets) counted += t >= 0;
@@ -603,6 +603,40 @@ TEST_F(CudaCrossEntropy, InPlaceGradientOverwritesTheLogits) {
   }
 }
 
+// The model pads the vocabulary to a multiple of 128 (aligned GEMMs): with the padding columns
+// full of large values, the loss and the vocabulary's gradient are what the unpadded logits give
+// (up to the order of the row's FP32 sums, which follows the rows' alignment: the loss within
+// the 2e-5 per row derived above, the gradient within two BF16 ulps), and the padding's gradient
+// is exactly zero.
+TEST_F(CudaCrossEntropy, PaddingColumnsTakeNoPart) {
+  const std::int64_t rows = 5, vocab = 50257, width = 50304;
+  const auto values = random_values(rows * vocab, 1200, 3.0);
+  std::vector<double> padded(static_cast<std::size_t>(rows * width), 40.0);
+  for (std::int64_t i = 0; i < rows; ++i)
+    for (std::int64_t j = 0; j < vocab; ++j) padded[static_cast<std::size_t>(i * width + j)] = values[static_cast<std::size_t>(i * vocab + j)];
+  auto plain = pair({rows, vocab}, DType::bf16, values), wide = pair({rows, width}, DType::bf16, padded);
+  auto ids = tokens({0, 17, 50256, -1, 4000});
+  auto plain_loss = pair({1}, DType::f64, {0.0}), wide_loss = pair({1}, DType::f64, {0.0});
+  gpu->cross_entropy(plain.gpu, plain.gpu, ids.gpu, vocab, 0.25, plain_loss.gpu);
+  gpu->cross_entropy(wide.gpu, wide.gpu, ids.gpu, vocab, 0.25, wide_loss.gpu);
+  EXPECT_NEAR(gpu->download(wide_loss.gpu)[0], gpu->download(plain_loss.gpu)[0], 2e-5 * 4);
+  const auto g = gpu->download(plain.gpu), w = gpu->download(wide.gpu);
+  std::int64_t mismatches = 0;
+  for (std::int64_t i = 0; i < rows; ++i) {
+    for (std::int64_t j = 0; j < width; ++j) {
+      const double want = j < vocab ? g[static_cast<std::size_t>(i * vocab + j)] : 0.0;
+      const double bound = j < vocab ? std::ldexp(std::fabs(want), -7) + 1e-30 : 0.0;
+      if (std::fabs(w[static_cast<std::size_t>(i * width + j)] - want) > bound && ++mismatches <= 3) {
+        ADD_FAILURE() << "row " << i << " column " << j << ": " << w[static_cast<std::size_t>(i * width + j)] << " vs " << want;
+      }
+    }
+  }
+  EXPECT_EQ(mismatches, 0);
+  auto bad = tokens({vocab, 0, 0, 0, 0});  // a padding column is not a class
+  gpu->cross_entropy(wide.gpu, wide.gpu, bad.gpu, vocab, 0.25, wide_loss.gpu);
+  EXPECT_THROW(gpu->raise_pending_errors(), Error);
+}
+
 TEST_F(CudaCrossEntropy, SameBitsOnEveryCall) {
   const LossCase c{64, 50257, DType::bf16, 1.0 / 16384};
   auto logits = pair({c.rows, c.vocab}, c.dtype, random_values(c.rows * c.vocab, 1100, 3.0));
@@ -611,7 +645,7 @@ TEST_F(CudaCrossEntropy, SameBitsOnEveryCall) {
   for (int run = 0; run < 2; ++run) {
     Tensor d = gpu->empty({c.rows, c.vocab}, c.dtype);
     auto loss = pair({1}, DType::f64, {0.0});
-    gpu->cross_entropy(d, logits.gpu, ids.gpu, c.scale, loss.gpu);
+    gpu->cross_entropy(d, logits.gpu, ids.gpu, logits.gpu.dim(1), c.scale, loss.gpu);
     gradients[run] = gpu->download(d);
     losses[run] = gpu->download(loss.gpu);
   }
@@ -629,9 +663,9 @@ TEST_F(CudaCrossEntropy, ReportsTargetsOutsideTheVocabulary) {
   Tensor dc = cpu->empty({c.rows, c.vocab}, c.dtype), dg = gpu->empty({c.rows, c.vocab}, c.dtype);
   auto loss = pair({1}, DType::f64, {0.0});
   const std::string cpu_message =
-      error_message(*cpu, [&] { cpu->cross_entropy(dc, logits.cpu, ids.cpu, c.scale, loss.cpu); });
+      error_message(*cpu, [&] { cpu->cross_entropy(dc, logits.cpu, ids.cpu, logits.cpu.dim(1), c.scale, loss.cpu); });
   const std::string gpu_message =
-      error_message(*gpu, [&] { gpu->cross_entropy(dg, logits.gpu, ids.gpu, c.scale, loss.gpu); });
+      error_message(*gpu, [&] { gpu->cross_entropy(dg, logits.gpu, ids.gpu, logits.gpu.dim(1), c.scale, loss.gpu); });
   EXPECT_NE(gpu_message.find("target 1001 at row 2"), std::string::npos) << gpu_message;
   EXPECT_EQ(gpu_message, cpu_message);
   EXPECT_EQ(error_message(*gpu, [] {}), "") << "reported once, then cleared";
@@ -641,7 +675,7 @@ TEST_F(CudaCrossEntropy, ReportsTargetsOutsideTheVocabulary) {
   masked[2] = masked[4] = -1;
   auto masked_ids = tokens(masked);
   auto cpu_loss = pair({1}, DType::f64, {0.0});
-  cpu->cross_entropy(dc, logits.cpu, masked_ids.cpu, c.scale, cpu_loss.cpu);
+  cpu->cross_entropy(dc, logits.cpu, masked_ids.cpu, logits.cpu.dim(1), c.scale, cpu_loss.cpu);
   const std::vector<double> got = gpu->download(dg), expected = cpu->download(dc);
   expect_within(
       got, expected,

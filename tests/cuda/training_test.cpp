@@ -44,18 +44,23 @@ class GpuTraining : public ::testing::Test {
 };
 
 // The GPU's loss curve tracks the CPU's from the same seed and data. They differ by the fused
-// attention's BF16 roundings and the reductions' order (a few BF16 ulps of an activation), which
-// training does not amplify over 40 steps at this size: each step's loss within 2% and the mean
-// of the last ten within 1% (measured: well inside both; the losses fall from 5.5 to about 3).
+// attention's BF16 roundings and the reductions' order (a few BF16 ulps of an activation). In
+// bf16 training does not amplify that over 40 steps at this size: each step's loss within 2%.
+// quartet2's backward quantizers round stochastically, so once one input differs by an ulp the
+// two runs draw different roundings: they are two samples of the same noisy trajectory, whose
+// per-step losses differ by the gradient noise (up to 2.2% measured at step 17 on an H200) while
+// their averages agree: each step within 5%, and for both recipes the mean of the last ten
+// steps within 1% (the losses fall from 5.5 to about 2.7).
 TEST_F(GpuTraining, LossCurveTracksTheCpu) {
-  for (const char* recipe : {"bf16", "quartet2"}) {
+  for (const std::string recipe : {"bf16", "quartet2"}) {
+    const double per_step = recipe == "bf16" ? 0.02 : 0.05;
     const TrainResult cpu = train(small_gpu_run(recipe, "cpu", 40));
     const TrainResult gpu = train(small_gpu_run(recipe, "cuda", 40));
     ASSERT_EQ(cpu.history.size(), gpu.history.size());
     double cpu_tail = 0, gpu_tail = 0;
     for (std::size_t i = 0; i < cpu.history.size(); ++i) {
       const double lc = cpu.history[i].loss, lg = gpu.history[i].loss;
-      EXPECT_NEAR(lg, lc, 0.02 * lc) << recipe << " step " << i + 1;
+      EXPECT_NEAR(lg, lc, per_step * lc) << recipe << " step " << i + 1;
       EXPECT_FALSE(gpu.history[i].was_skipped) << recipe << " step " << i + 1;
       if (i + 10 >= cpu.history.size()) {
         cpu_tail += lc / 10;

@@ -140,16 +140,23 @@ class Backend {
   // a += b (the residual stream).
   virtual void add_inplace(Tensor& a, const Tensor& b) = 0;
 
-  // Softmax cross-entropy over the rows whose target is >= 0 (rows of -1 are masked: no loss,
+  // Softmax cross-entropy over the first `classes` columns of [rows, columns] logits (columns
+  // beyond are padding, e.g. a vocabulary rounded up for aligned GEMMs: they take no part and
+  // get a zero gradient), for the rows whose target is >= 0 (rows of -1 are masked: no loss,
   // zero gradient). Adds the summed loss of those rows to loss_sum (an f64 tensor of one
   // element, on the device: nothing is read back) and writes dlogits = (softmax - onehot) *
   // grad_scale. dlogits may be the logits tensor itself (the gradient overwrites the logits in
-  // place). A target >= the vocabulary is an error (raised at once on the CPU, by
+  // place). A target >= classes is an error (raised at once on the CPU, by
   // raise_pending_errors() on a GPU, where it also leaves the row's loss NaN).
-  virtual void cross_entropy(Tensor& dlogits, const Tensor& logits, const Tensor& targets, double grad_scale,
-                             Tensor& loss_sum) = 0;
-  // The same, returning the summed loss (one synchronisation: for tests and evaluation tools).
+  virtual void cross_entropy(Tensor& dlogits, const Tensor& logits, const Tensor& targets, std::int64_t classes,
+                             double grad_scale, Tensor& loss_sum) = 0;
+  // The same over every column, returning the summed loss (one synchronisation: for tests and
+  // evaluation tools).
   double cross_entropy_loss(Tensor& dlogits, const Tensor& logits, const Tensor& targets, double grad_scale);
+
+  // The multiple of rows a GEMM operand runs fastest with: the model pads its vocabulary (the
+  // LM head's rows and the logits' columns) to it. 1: no padding.
+  virtual std::int64_t preferred_gemm_multiple() const { return 1; }
 
   // ---- GEMMs ----
   // High precision: out[m][n] (+)= sum_k A[m][k] B[n][k], with A given as a [M, K] tensor or,

@@ -3,7 +3,9 @@
 #pragma once
 
 #include <memory>
+#include <cstdint>
 #include <string>
+#include <vector>
 
 #include "quartet/backend/backend.h"
 
@@ -28,5 +30,15 @@ struct CudaBackendOptions {
 
 // Throws Error if there is no usable GPU or the build has no CUDA backend.
 std::unique_ptr<Backend> make_cuda_backend(const CudaBackendOptions& options = {});
+
+// Device time per backend operation, when the environment has QUARTET_PROFILE_OPS=1 (each
+// operation's kernels are then bracketed by events; empty otherwise): the sums since the last
+// call (reset) or since the start. Synchronises with the device.
+struct CudaOpTime {
+  std::string op;
+  double ms = 0;
+  std::int64_t calls = 0;
+};
+std::vector<CudaOpTime> cuda_op_profile(bool reset = true);
 
 }  // namespace quartet

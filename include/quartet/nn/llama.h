@@ -100,9 +100,12 @@ class LlamaModel {
   // Summed loss without gradients (evaluation), added to loss_sum.
   void forward_loss(const Tensor& tokens, const Tensor& targets, std::int64_t batch, std::int64_t seq, Tensor& loss_sum);
   double forward_loss(const Tensor& tokens, const Tensor& targets, std::int64_t batch, std::int64_t seq);
-  // Logits [batch * seq, vocab] (activation dtype: BF16 on the GPU) of a forward pass, for
-  // sampling.
+  // Logits [batch * seq, padded_vocab()] (activation dtype: BF16 on the GPU) of a forward pass,
+  // for sampling: the first vocab_size columns of each row are the vocabulary's.
   Tensor forward_logits(const Tensor& tokens, std::int64_t batch, std::int64_t seq);
+  // The vocabulary rounded up to the backend's preferred GEMM multiple: the LM head and the
+  // logits have this many rows / columns, the ones beyond the vocabulary zero.
+  std::int64_t padded_vocab() const { return padded_vocab_; }
 
   // Bytes the linear layers kept for backward in the last forward_backward.
   std::size_t last_linear_activation_bytes() const { return last_linear_bytes_; }
@@ -117,6 +120,7 @@ class LlamaModel {
   void forward(const Tensor& tokens, std::int64_t batch, std::int64_t seq, std::uint32_t call, Activations& a);
   const Recipe& recipe_for(std::int64_t layer) const;
   void refresh_bf16_weights();
+  Tensor padded_head(const Tensor& bf16_buffer, const Tensor& exact_buffer) const;
 
   Backend& backend_;
   LlamaConfig config_;
@@ -128,6 +132,7 @@ class LlamaModel {
   bool bf16_fresh_ = false;
   std::vector<Layer> layers_;
   std::size_t embed_ = 0, final_norm_ = 0, lm_head_ = 0;  // indices into params_
+  std::int64_t padded_vocab_ = 0;
   std::size_t last_linear_bytes_ = 0;
 };
 

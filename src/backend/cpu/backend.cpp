@@ -116,9 +116,9 @@ class CpuBackend final : public Backend {
     cpu::swiglu_backward<Real>(dgate_up, dout, gate_up);
   }
   void add_inplace(Tensor& a, const Tensor& b) override { cpu::add_inplace<Real>(a, b); }
-  void cross_entropy(Tensor& dlogits, const Tensor& logits, const Tensor& targets, double grad_scale,
-                     Tensor& loss_sum) override {
-    cpu::cross_entropy<Real>(dlogits, logits, targets, grad_scale, loss_sum);
+  void cross_entropy(Tensor& dlogits, const Tensor& logits, const Tensor& targets, std::int64_t classes,
+                     double grad_scale, Tensor& loss_sum) override {
+    cpu::cross_entropy<Real>(dlogits, logits, targets, classes, grad_scale, loss_sum);
   }
 
   void gemm(Tensor& out, const Tensor& a, bool a_transposed, const Tensor& b, bool b_transposed,

@@ -1,5 +1,6 @@
-// Softmax cross-entropy over the vocabulary, the loss summed into a one-element tensor and the
-// gradient written over the logits (the same buffer may hold both).
+// Softmax cross-entropy over the first `classes` columns (the vocabulary; columns beyond are
+// padding), the loss summed into a one-element tensor and the gradient written over the logits
+// (the same buffer may hold both).
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -14,9 +15,13 @@
 namespace quartet::cpu {
 
 template <class Real>
-void cross_entropy(Tensor& dlogits, const Tensor& logits, const Tensor& targets, double grad_scale, Tensor& loss_sum) {
+void cross_entropy(Tensor& dlogits, const Tensor& logits, const Tensor& targets, std::int64_t classes,
+                   double grad_scale, Tensor& loss_sum) {
   expect_2d("cross_entropy", logits);
-  const std::int64_t n = logits.dim(0), v = logits.dim(1);
+  const std::int64_t n = logits.dim(0), width = logits.dim(1), v = classes;
+  if (classes < 1 || classes > width) {
+    throw Error(fmt::format("cross_entropy: {} classes in logits of {} columns", classes, width));
+  }
   expect_same_shape("cross_entropy dlogits", dlogits, logits);
   targets.expect("cross_entropy targets", {n}, DType::i32);
   loss_sum.expect("cross_entropy loss sum", {1}, DType::f64);
@@ -32,8 +37,9 @@ void cross_entropy(Tensor& dlogits, const Tensor& logits, const Tensor& targets,
   std::vector<double> row_loss(static_cast<std::size_t>(n), 0.0);
 #pragma omp parallel for schedule(static) if (worth_parallel(n * v))
   for (std::int64_t i = 0; i < n; ++i) {
-    const Real* row = l.data() + i * v;
-    Real* drow = d.data() + i * v;
+    const Real* row = l.data() + i * width;
+    Real* drow = d.data() + i * width;
+    for (std::int64_t j = v; j < width; ++j) drow[j] = 0;  // padding
     if (t[i] < 0) {  // masked position: no loss, no gradient
       for (std::int64_t j = 0; j < v; ++j) drow[j] = 0;
       continue;
@@ -55,7 +61,7 @@ void cross_entropy(Tensor& dlogits, const Tensor& logits, const Tensor& targets,
   loss_sum.data<double>()[0] += total;
 }
 
-template void cross_entropy<float>(Tensor&, const Tensor&, const Tensor&, double, Tensor&);
-template void cross_entropy<double>(Tensor&, const Tensor&, const Tensor&, double, Tensor&);
+template void cross_entropy<float>(Tensor&, const Tensor&, const Tensor&, std::int64_t, double, Tensor&);
+template void cross_entropy<double>(Tensor&, const Tensor&, const Tensor&, std::int64_t, double, Tensor&);
 
 }  // namespace quartet::cpu

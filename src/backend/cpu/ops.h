@@ -72,7 +72,8 @@ void swiglu_backward(Tensor& dgate_up, const Tensor& dout, const Tensor& gate_up
 template <class Real>
 void add_inplace(Tensor& a, const Tensor& b);
 template <class Real>
-void cross_entropy(Tensor& dlogits, const Tensor& logits, const Tensor& targets, double grad_scale, Tensor& loss_sum);
+void cross_entropy(Tensor& dlogits, const Tensor& logits, const Tensor& targets, std::int64_t classes,
+                   double grad_scale, Tensor& loss_sum);
 
 // ---- attention.cpp ----
 template <class Real>

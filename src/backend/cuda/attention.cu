@@ -14,10 +14,12 @@
 #include <map>
 #include <mutex>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/device_memory.h"
+#include "backend/cuda/device_real.cuh"
 #include "backend/cuda/flash_attention.cuh"
 #include "backend/cuda/message.h"
 #include "backend/cuda/ops.h"
@@ -83,28 +85,6 @@ Dims dims_of(const AttentionShape& s) {
           static_cast<int>(s.head_dim), s.qkv_width(), (s.heads + s.kv_heads) * s.head_dim};
 }
 
-// Eight consecutive values as floats, and back (16-byte accesses for BF16, two for FP32).
-__device__ __forceinline__ void load8(const bf16* p, float (&v)[8]) {
-  const uint4 raw = *reinterpret_cast<const uint4*>(p);
-  const auto* h = reinterpret_cast<const __nv_bfloat162*>(&raw);
-#pragma unroll
-  for (int e = 0; e < 4; ++e) {
-    v[2 * e] = __low2float(h[e]);
-    v[2 * e + 1] = __high2float(h[e]);
-  }
-}
-__device__ __forceinline__ void load8(const float* p, float (&v)[8]) {
-  const float4 a = *reinterpret_cast<const float4*>(p), b = *reinterpret_cast<const float4*>(p + 4);
-  v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
-}
-__device__ __forceinline__ void store8(bf16* p, const float (&v)[8]) {
-  uint4 raw;
-  auto* h = reinterpret_cast<__nv_bfloat162*>(&raw);
-#pragma unroll
-  for (int e = 0; e < 4; ++e) h[e] = __floats2bfloat162_rn(v[2 * e], v[2 * e + 1]);
-  *reinterpret_cast<uint4*>(p) = raw;
-}
-
 // Eight rotate-half pairs (i, i + D/2) per thread. Inverse: the transpose of the rotation (for
 // gradients). Unfused FP32 operations in the CPU's order.
 template <bool Inverse, class In>
@@ -122,18 +102,19 @@ __global__ void rope_kernel(const In* __restrict__ in, std::int64_t in_stride, b
     bf16* y = out + token * out_stride + static_cast<std::int64_t>(slot) * d.head_dim;
     const std::int64_t table = static_cast<std::int64_t>(pos) * half + j0;
     float lo[8], hi[8], cs[8], sn[8], first[8], second[8];
-    load8(x + j0, lo);
-    load8(x + j0 + half, hi);
-    load8(cos_t + table, cs);
-    load8(sin_t + table, sn);
+    constexpr bool kBf16In = std::is_same_v<In, bf16>;
+    load8(x, kBf16In, j0, lo);
+    load8(x, kBf16In, j0 + half, hi);
+    load8(cos_t, false, table, cs);
+    load8(sin_t, false, table, sn);
 #pragma unroll
     for (int e = 0; e < 8; ++e) {
       const float a = lo[e], b = hi[e], c = cs[e], s = sn[e];
       first[e] = Inverse ? fadd(fmul(a, c), fmul(b, s)) : fsub(fmul(a, c), fmul(b, s));
       second[e] = Inverse ? fsub(fmul(b, c), fmul(a, s)) : fadd(fmul(b, c), fmul(a, s));
     }
-    store8(y + j0, first);
-    store8(y + j0 + half, second);
+    store8(y, true, j0, first);
+    store8(y, true, j0 + half, second);
   }
 }
 

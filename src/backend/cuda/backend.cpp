@@ -14,6 +14,7 @@
 #include "backend/cuda/elementwise.h"
 #include "backend/cuda/gemm.h"
 #include "backend/cuda/device_errors.h"
+#include "backend/cuda/op_profiler.h"
 #include "backend/cuda/ops.h"
 #include "backend/cuda/pinned_staging.h"
 #include "backend/cuda/quantize.h"
@@ -73,6 +74,9 @@ class CudaBackend final : public Backend {
   Device device() const override { return Device::cuda; }
   DType activation_dtype() const override { return DType::bf16; }
   DType param_dtype() const override { return DType::f32; }
+  // BF16 rows of 256 bytes: what cuBLASLt's TMA kernels need (16-byte aligned strides) and a
+  // whole number of their tiles.
+  std::int64_t preferred_gemm_multiple() const override { return 128; }
 
   Tensor empty(const Shape& shape, DType dtype) override {
     for (std::int64_t d : shape) {
@@ -82,6 +86,7 @@ class CudaBackend final : public Backend {
   }
 
   void fill(Tensor& t, double value) override {
+    QUARTET_OP_SCOPE("fill");
     expect_device(t, "fill");
     cuda::fill(t.raw(), t.dtype(), t.numel(), static_cast<float>(value), stream_);
   }
@@ -122,12 +127,14 @@ class CudaBackend final : public Backend {
   }
 
   void upload_tokens(Tensor& dst, const std::vector<std::int32_t>& tokens) override {
+    QUARTET_OP_SCOPE("upload_tokens");
     expect_device(dst, "upload_tokens");
     dst.expect("upload_tokens", {static_cast<std::int64_t>(tokens.size())}, DType::i32);
     staging_.upload(dst.raw(), tokens.data(), tokens.size() * sizeof(std::int32_t), stream_);
   }
 
   void copy(Tensor& dst, const Tensor& src) override {
+    QUARTET_OP_SCOPE("copy");
     expect_device(dst, "copy");
     expect_device(src, "copy");
     if (dst.numel() != src.numel()) {
@@ -142,20 +149,25 @@ class CudaBackend final : public Backend {
 
   // ---- model operations (ops.h) ----
   void embedding_forward(Tensor& out, const Tensor& tokens, const Tensor& table) override {
+    QUARTET_OP_SCOPE("embedding_forward");
     cuda::embedding_forward(out, tokens, table, stream_);
   }
   void embedding_backward(Tensor& dtable, const Tensor& tokens, const Tensor& dout) override {
+    QUARTET_OP_SCOPE("embedding_backward");
     cuda::embedding_backward(dtable, tokens, dout, stream_);
   }
   void rmsnorm_forward(Tensor& out, Tensor& rstd, const Tensor& x, const Tensor& weight, double eps) override {
+    QUARTET_OP_SCOPE("rmsnorm_forward");
     cuda::rmsnorm_forward(out, rstd, x, weight, eps, stream_);
   }
   void residual_rmsnorm_forward(Tensor& sum, Tensor& out, Tensor& rstd, const Tensor& x, const Tensor& y,
                                 const Tensor& weight, double eps) override {
+    QUARTET_OP_SCOPE("residual_rmsnorm_forward");
     cuda::residual_rmsnorm_forward(sum, out, rstd, x, y, weight, eps, stream_);
   }
   void rmsnorm_backward(Tensor& dx, Tensor& dweight, const Tensor& dout, const Tensor& x, const Tensor& weight,
                         const Tensor& rstd, bool accumulate_dx) override {
+    QUARTET_OP_SCOPE("rmsnorm_backward");
     cuda::rmsnorm_backward(dx, dweight, dout, x, weight, rstd, accumulate_dx, stream_);
   }
   // The fused kernels where they apply (BF16 tensors, head dims 64 and 128); the reference
@@ -166,6 +178,7 @@ class CudaBackend final : public Backend {
            activation.dtype() == DType::bf16;
   }
   void attention_forward(Tensor& out, AttentionSaved& saved, const Tensor& qkv, const AttentionShape& shape) override {
+    QUARTET_OP_SCOPE("attention_forward");
     if (fused_attention(shape, qkv, out)) {
       cuda::attention_forward(out, saved, qkv, shape, stream_);
       saved.kernels = kFusedAttention;
@@ -176,6 +189,7 @@ class CudaBackend final : public Backend {
   }
   void attention_backward(Tensor& dqkv, const Tensor& dout, const Tensor& qkv, const AttentionSaved& saved,
                           const AttentionShape& shape) override {
+    QUARTET_OP_SCOPE("attention_backward");
     if (saved.kernels == kFusedAttention) {
       cuda::attention_backward(dqkv, dout, qkv, saved, shape, stream_);
     } else if (saved.kernels == kReferenceAttention) {
@@ -184,11 +198,16 @@ class CudaBackend final : public Backend {
       throw Error("attention backward: the GPU's forward pass saved nothing for it");
     }
   }
-  void swiglu_forward(Tensor& out, const Tensor& gate_up) override { cuda::swiglu_forward(out, gate_up, stream_); }
+  void swiglu_forward(Tensor& out, const Tensor& gate_up) override {
+    QUARTET_OP_SCOPE("swiglu_forward");
+    cuda::swiglu_forward(out, gate_up, stream_);
+  }
   void swiglu_backward(Tensor& dgate_up, const Tensor& dout, const Tensor& gate_up) override {
+    QUARTET_OP_SCOPE("swiglu_backward");
     cuda::swiglu_backward(dgate_up, dout, gate_up, stream_);
   }
   void add_inplace(Tensor& a, const Tensor& b) override {
+    QUARTET_OP_SCOPE("add_inplace");
     expect_device(a, "add");
     expect_device(b, "add");
     if (a.shape() != b.shape()) {
@@ -196,13 +215,15 @@ class CudaBackend final : public Backend {
     }
     cuda::add_inplace(a.raw(), a.dtype(), b.raw(), b.dtype(), a.numel(), stream_);
   }
-  void cross_entropy(Tensor& dlogits, const Tensor& logits, const Tensor& targets, double grad_scale,
-                     Tensor& loss_sum) override {
-    cuda::cross_entropy(dlogits, logits, targets, grad_scale, loss_sum, stream_);
+  void cross_entropy(Tensor& dlogits, const Tensor& logits, const Tensor& targets, std::int64_t classes,
+                     double grad_scale, Tensor& loss_sum) override {
+    QUARTET_OP_SCOPE("cross_entropy");
+    cuda::cross_entropy(dlogits, logits, targets, classes, grad_scale, loss_sum, stream_);
   }
 
   // ---- GEMMs ----
   void gemm(Tensor& out, const Tensor& a, bool at, const Tensor& b, bool bt, bool accumulate) override {
+    QUARTET_OP_SCOPE(accumulate ? "gemm (accumulate: weight gradients)" : "gemm");
     expect_device(out, "gemm");
     if (a.ndim() != 2 || b.ndim() != 2 || out.ndim() != 2) throw Error("gemm: operands must be 2-D");
     const std::int64_t m = at ? a.dim(1) : a.dim(0), k = at ? a.dim(0) : a.dim(1);
@@ -216,6 +237,7 @@ class CudaBackend final : public Backend {
   }
 
   void gemm_quantized(Tensor& out, const QTensor& a, const QTensor& b, bool accumulate) override {
+    QUARTET_OP_SCOPE("gemm_quantized");
     expect_device(out, "quantized gemm");
     const DeviceQuantized& qa = unwrap(a);
     const DeviceQuantized& qb = unwrap(b);
@@ -243,6 +265,7 @@ class CudaBackend final : public Backend {
 
   QTensor quantize(const Tensor& x, bool transpose, const QuantizerSpec& spec, const Rotation& rotation,
                    const RandomContext& random) override {
+    QUARTET_OP_SCOPE("quantize");
     expect_device(x, "quantize");
     if (x.ndim() != 2) throw Error(fmt::format("quantize: expected a 2-D tensor, got {}", shape_string(x.shape())));
     return wrap(cuda::quantize(x.raw(), x.dtype(), x.dim(0), x.dim(1), transpose, spec, rotation, random, stream_,
@@ -250,12 +273,15 @@ class CudaBackend final : public Backend {
   }
   QTensor requantize_transposed(const QTensor& q, const QuantizerSpec& spec, const Rotation& rotation,
                                 const RandomContext& random) override {
+    QUARTET_OP_SCOPE("requantize_transposed");
     return wrap(cuda::requantize_transposed(unwrap(q), spec, rotation, random, stream_, fused_dequantize_));
   }
   QTensor transpose_square_blocks(const QTensor& q) override {
+    QUARTET_OP_SCOPE("transpose_square_blocks");
     return wrap(cuda::transpose_square_blocks(unwrap(q), stream_));
   }
   void apply_trust_mask_and_unrotate(Tensor& g, const QTensor& q, const Rotation& rotation) override {
+    QUARTET_OP_SCOPE("apply_trust_mask_and_unrotate");
     expect_device(g, "trust mask");
     const DeviceQuantized& d = unwrap(q);
     g.expect("trust-mask gradient", {d.rows, d.cols}, g.dtype());
@@ -280,6 +306,7 @@ class CudaBackend final : public Backend {
   }
   void adamw_step(Tensor& params, Tensor& params_bf16, const Tensor& grads, Tensor& m, Tensor& v,
                   const std::vector<ParameterSegment>& segments, const AdamWStep& hp, Tensor& status) override {
+    QUARTET_OP_SCOPE("adamw_step");
     cuda::adamw_step(params, params_bf16, grads, m, v, segments, hp, status, cuda::non_finite_record(), stream_);
   }
 
@@ -318,6 +345,8 @@ class CudaBackend final : public Backend {
 }  // namespace cuda
 
 bool cuda_built() { return true; }
+
+std::vector<CudaOpTime> cuda_op_profile(bool reset) { return cuda::OpProfiler::instance().take(reset); }
 
 bool cuda_available() {
   int count = 0;

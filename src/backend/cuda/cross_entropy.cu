@@ -1,4 +1,5 @@
-// Fused softmax cross-entropy on the GPU (ops.h), one block of 1024 threads per row:
+// Fused softmax cross-entropy on the GPU (ops.h), one block of 1024 threads per row, over the
+// row's first `classes` columns (the rest are padding and get a zero gradient):
 //  pass 1: each thread keeps a running (max, sum of exp(x - max)) in FP32 over its elements,
 //          merged across the block in a fixed tree (a butterfly within warps, then over warps);
 //          the row's loss is log(sum) + max - logit[target], in double;
@@ -185,13 +186,14 @@ __device__ void zero_row(T* out, const RowSplit& s, int vocab) {
 template <class T>
 __global__ void __launch_bounds__(kThreads)
     cross_entropy_rows_kernel(const T* logits, T* dlogits, const std::int32_t* __restrict__ targets,
-                              double* __restrict__ row_loss, int vocab, float scale, bool vectorised,
+                              double* __restrict__ row_loss, int vocab, int width, float scale, bool vectorised,
                               unsigned long long* error_slot) {
   constexpr int P = kPerVector<T>;
   const std::int64_t row = blockIdx.x;
   const int t = static_cast<int>(threadIdx.x);
-  const T* in = logits + row * vocab;
-  T* out = dlogits + row * vocab;
+  const T* in = logits + row * width;
+  T* out = dlogits + row * width;
+  for (int j = vocab + t; j < width; j += kThreads) out[j] = from_float<T>(0.0f);  // padding columns
   const RowSplit s = split_row(in, vocab, vectorised);
   const std::int32_t target = targets[row];
   if (target < 0 || target >= vocab) {  // the whole block takes this branch
@@ -283,22 +285,22 @@ void expect_on_gpu(const Tensor& t, const char* what) {
 
 }  // namespace
 
-void cross_entropy(Tensor& dlogits, const Tensor& logits, const Tensor& targets, double grad_scale, Tensor& loss_sum,
-                   cudaStream_t stream) {
+void cross_entropy(Tensor& dlogits, const Tensor& logits, const Tensor& targets, std::int64_t classes,
+                   double grad_scale, Tensor& loss_sum, cudaStream_t stream) {
   expect_on_gpu(logits, "cross_entropy logits");
   if (logits.ndim() != 2 || (logits.dtype() != DType::f32 && logits.dtype() != DType::bf16)) {
     throw Error(message("cross_entropy: expected 2-D f32 or bf16 logits, got ", shape_string(logits.shape()), " ",
                         dtype_name(logits.dtype())));
   }
-  const std::int64_t rows = logits.dim(0), vocab = logits.dim(1);
+  const std::int64_t rows = logits.dim(0), width = logits.dim(1), vocab = classes;
   expect_on_gpu(dlogits, "cross_entropy dlogits");
   dlogits.expect("cross_entropy dlogits (the logits' shape and dtype)", logits.shape(), logits.dtype());
   expect_on_gpu(targets, "cross_entropy targets");
   targets.expect("cross_entropy targets", {rows}, DType::i32);
   expect_on_gpu(loss_sum, "cross_entropy loss sum");
   loss_sum.expect("cross_entropy loss sum", {1}, DType::f64);
-  if (vocab < 1 || vocab > std::numeric_limits<std::int32_t>::max()) {
-    throw Error(message("cross_entropy: a vocabulary of ", vocab, " is outside [1, 2^31 - 1]"));
+  if (vocab < 1 || vocab > width || width > std::numeric_limits<std::int32_t>::max()) {
+    throw Error(message("cross_entropy: ", vocab, " classes in rows of ", width, " columns (at most 2^31 - 1)"));
   }
   if (rows == 0) return;
   if (rows > std::numeric_limits<std::int32_t>::max()) {
@@ -315,11 +317,11 @@ void cross_entropy(Tensor& dlogits, const Tensor& logits, const Tensor& targets,
   if (logits.dtype() == DType::bf16) {
     cross_entropy_rows_kernel<__nv_bfloat16><<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(
         static_cast<const __nv_bfloat16*>(logits.raw()), static_cast<__nv_bfloat16*>(dlogits.raw()), t,
-        ptr<double>(losses), static_cast<int>(vocab), scale, vectorised, slot);
+        ptr<double>(losses), static_cast<int>(vocab), static_cast<int>(width), scale, vectorised, slot);
   } else {
     cross_entropy_rows_kernel<float><<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(
         static_cast<const float*>(logits.raw()), static_cast<float*>(dlogits.raw()), t, ptr<double>(losses),
-        static_cast<int>(vocab), scale, vectorised, slot);
+        static_cast<int>(vocab), static_cast<int>(width), scale, vectorised, slot);
   }
   QUARTET_CUDA_LAUNCHED();
   add_row_losses_kernel<<<1, kSumThreads, 0, stream>>>(ptr<double>(losses), rows, static_cast<double*>(loss_sum.raw()));

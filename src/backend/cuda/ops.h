@@ -34,8 +34,8 @@ void swiglu_forward(Tensor& out, const Tensor& gate_up, cudaStream_t stream);
 void swiglu_backward(Tensor& dgate_up, const Tensor& dout, const Tensor& gate_up, cudaStream_t stream);
 
 // ---- cross_entropy.cu ----
-void cross_entropy(Tensor& dlogits, const Tensor& logits, const Tensor& targets, double grad_scale, Tensor& loss_sum,
-                   cudaStream_t stream);
+void cross_entropy(Tensor& dlogits, const Tensor& logits, const Tensor& targets, std::int64_t classes,
+                   double grad_scale, Tensor& loss_sum, cudaStream_t stream);
 
 // ---- attention.cu: flash attention (tensor cores, online softmax, memory linear in seq) ----
 bool flash_attention_supports(const AttentionShape& shape);
