@@ -288,7 +288,7 @@ nlohmann::json run_gpu_benchmarks(const GpuBenchOptions& o, const std::function<
     const double gemm_ms = median_ms([&](int) { be->gemm(out, a, false, b, false, false); }, min_reps, max_reps, budget);
     const double gemm_tflops = 2.0 * static_cast<double>(g * g) * static_cast<double>(g) / (gemm_ms * 1e-3) / 1e12;
     note({{"case", fmt::format("gemm_bf16/{}x{}x{}", g, g, g)}, {"median_ms", gemm_ms}, {"tflops", gemm_tflops}});
-    run_ops_benchmarks(*be, o.quick, min_reps, max_reps, budget, copy_tbps, gemm_tflops, note);
+    run_ops_benchmarks(*be, o.quick, min_reps, max_reps, budget, copy_tbps, gemm_tflops, o.ops, note);
   }
   if (o.wants("train")) {
     TrainBenchOptions t;

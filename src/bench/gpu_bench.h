@@ -23,6 +23,8 @@ struct GpuBenchOptions {
   // none).
   std::vector<std::string> train_models = {"124m", "1b"};
   std::string pytorch_script;
+  // The "ops" section: only the operations whose name contains one of these (empty: all).
+  std::vector<std::string> ops;
   // Shape sets of the linear-layer cases (performance.md): "800M", "7B".
   std::vector<std::string> sets = {"800M", "7B"};
 

@@ -539,7 +539,8 @@ OpCost gemm_cost(const OpShape& s) {
 
 // The three GEMMs of a linear layer y = x W^T ([tokens, in] x [out, in]) as the model runs
 // them: forward (BF16 out), the input gradient dx = dy W (B transposed, BF16 out) and the
-// weight gradient dW += dy^T x (both transposed, FP32, accumulating).
+// weight gradient dW += dy^T x (both transposed, FP32, accumulating). (The LM head's forward
+// and input gradient take BF16 logits; its weight gradient accumulates in FP32 like the others.)
 std::vector<OpShape> linear_layer_gemms(const ModelSize& m) {
   const struct {
     const char* name;
@@ -548,7 +549,10 @@ std::vector<OpShape> linear_layer_gemms(const ModelSize& m) {
                 {"o", m.heads * m.head_dim, m.d},
                 {"gate_up", m.d, 2 * m.ffn},
                 {"down", m.ffn, m.d},
-                {"lm_head", m.d, m.vocab}};
+                // the model pads the vocabulary to a multiple of 128 on the GPU (aligned rows for
+                // cuBLASLt's TMA kernels); the unpadded GEMMs are kept to show why
+                {"lm_head", m.d, (m.vocab + 127) / 128 * 128},
+                {"lm_head_unpadded", m.d, m.vocab}};
   std::vector<OpShape> shapes;
   const std::int64_t t = m.tokens();
   for (const auto& l : layers) {

@@ -125,7 +125,8 @@ nlohmann::json benchmark_case(Backend& gpu, const ops::OpEntry& entry, const ops
 }  // namespace
 
 nlohmann::json run_ops_benchmarks(Backend& gpu, bool quick, int min_reps, int max_reps, double budget_s, double copy_tbps,
-                                  double bf16_gemm_tflops, const std::function<void(const nlohmann::json&)>& note) {
+                                  double bf16_gemm_tflops, const std::vector<std::string>& names,
+                                  const std::function<void(const nlohmann::json&)>& note) {
   if (gpu.device() != Device::cuda) throw Error(fmt::format("ops benchmark: needs the CUDA backend, got '{}'", gpu.name()));
   // A measurement takes the median of at least 20 repetitions; a quick run is a smoke test.
   const int least = quick ? std::max(1, min_reps) : std::max(20, min_reps);
@@ -135,7 +136,15 @@ nlohmann::json run_ops_benchmarks(Backend& gpu, bool quick, int min_reps, int ma
     if (note) note(row);
     rows.push_back(std::move(row));
   };
+  const auto wanted = [&](const std::string& name) {
+    if (names.empty()) return true;
+    for (const std::string& n : names) {
+      if (name.find(n) != std::string::npos) return true;
+    }
+    return false;
+  };
   for (const ops::OpEntry& entry : ops::op_table()) {
+    if (!wanted(entry.name)) continue;
     const std::size_t shapes = quick ? std::min<std::size_t>(1, entry.bench_shapes.size()) : entry.bench_shapes.size();
     for (std::size_t i = 0; i < shapes; ++i) {
       const ops::OpShape& shape = entry.bench_shapes[i];

@@ -4,6 +4,8 @@
 #pragma once
 
 #include <functional>
+#include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -20,8 +22,10 @@ namespace quartet {
 //    memory-bound: "bytes", "tbps", "ratio_to_copy" (if copy_tbps > 0);
 //    compute-bound (attention, gemm): "flops", "tflops", "ratio_to_bf16_gemm" (if bf16_gemm_tflops > 0)}
 // A case that fails (out of memory, an error the GPU recorded) gives {"case", "error"} and the
-// others still run. Returns all rows. Built only with the CUDA backend.
+// others still run. `names`, when not empty, keeps only the entries whose name contains one of
+// them. Returns all rows. Built only with the CUDA backend.
 nlohmann::json run_ops_benchmarks(Backend& gpu, bool quick, int min_reps, int max_reps, double budget_s, double copy_tbps,
-                                  double bf16_gemm_tflops, const std::function<void(const nlohmann::json&)>& note);
+                                  double bf16_gemm_tflops, const std::vector<std::string>& names,
+                                  const std::function<void(const nlohmann::json&)>& note);
 
 }  // namespace quartet

@@ -29,6 +29,7 @@ struct BenchOptions {
   std::string only;
   std::string sets;
   std::string models;
+  std::string ops;
 };
 
 }  // namespace
@@ -44,6 +45,8 @@ Command add_bench_command(CLI::App& parent) {
   app->add_option("--recipes", o->recipes,
                   "comma-separated recipes for the linear-layer and training cases (bf16 is always included)");
   app->add_option("--models", o->models, "comma-separated models for the training cases: 124m, 1b (default: both)");
+  app->add_option("--ops", o->ops,
+                  "comma-separated operations for the ops cases (a name part: attention, gemm, rmsnorm, ...)");
   app->add_option("--pytorch", o->bench.pytorch_script,
                   "the PyTorch reference trainer (bench/pytorch_reference.py) to run beside the training cases");
   app->add_option("--reps", o->bench.reps, "exactly this many timed repetitions per case after one warm-up (for profilers)")
@@ -90,6 +93,14 @@ Command add_bench_command(CLI::App& parent) {
         o->bench.train_models.push_back(m);
       }
       if (!o->bench.wants("train")) throw Error("--models chooses the training cases, which --only leaves out");
+    }
+    if (!o->ops.empty()) {
+      std::stringstream ss(o->ops);
+      for (std::string name; std::getline(ss, name, ',');) {
+        if (name.empty()) throw Error(fmt::format("--ops '{}' has an empty entry", o->ops));
+        o->bench.ops.push_back(name);
+      }
+      if (!o->bench.wants("ops")) throw Error("--ops chooses the operation cases, which --only leaves out");
     }
     if (!o->bench.pytorch_script.empty() && !o->bench.wants("train")) {
       throw Error("--pytorch runs beside the training cases, which --only leaves out (add --only train)");

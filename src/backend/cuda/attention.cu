@@ -11,6 +11,7 @@
 #include <cuda_bf16.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <map>
 #include <mutex>
 #include <tuple>
@@ -191,18 +192,59 @@ void launch_forward(const flash::ForwardArgs& args, const Dims& d, cudaStream_t 
   QUARTET_CUDA_LAUNCHED();
 }
 
+// The dK/dV and dQ kernels read the same inputs and write disjoint outputs, so they run side by
+// side: the dQ kernel on a second stream that waits for `stream`'s work so far, and `stream`
+// waits for it before going on. Neither fills the GPU alone at training shapes (the causal
+// blocks' uneven work leaves a long tail). QUARTET_SERIAL_ATTENTION_BACKWARD=1 runs them one
+// after the other instead (for comparisons).
+class SideStream {
+ public:
+  SideStream() {
+    QUARTET_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    QUARTET_CUDA_CHECK(cudaEventCreateWithFlags(&forked_, cudaEventDisableTiming));
+    QUARTET_CUDA_CHECK(cudaEventCreateWithFlags(&joined_, cudaEventDisableTiming));
+    const char* serial = std::getenv("QUARTET_SERIAL_ATTENTION_BACKWARD");
+    enabled_ = serial == nullptr || *serial == '\0' || *serial == '0';
+  }
+  bool enabled() const { return enabled_; }
+  // The side stream, after everything queued on `main` so far.
+  cudaStream_t fork(cudaStream_t main) {
+    QUARTET_CUDA_CHECK(cudaEventRecord(forked_, main));
+    QUARTET_CUDA_CHECK(cudaStreamWaitEvent(stream_, forked_, 0));
+    return stream_;
+  }
+  // `main` continues after everything queued on the side stream.
+  void join(cudaStream_t main) {
+    QUARTET_CUDA_CHECK(cudaEventRecord(joined_, stream_));
+    QUARTET_CUDA_CHECK(cudaStreamWaitEvent(main, joined_, 0));
+  }
+
+ private:
+  cudaStream_t stream_ = nullptr;
+  cudaEvent_t forked_ = nullptr, joined_ = nullptr;
+  bool enabled_ = true;
+};
+
+SideStream& side_stream() {
+  static SideStream side;  // one per process: the backend runs on one device and one stream
+  return side;
+}
+
 template <int D>
 void launch_backward(const flash::BackwardArgs& args, const Dims& d, cudaStream_t stream) {
   constexpr int key_bytes = flash::key_shared_bytes<D>(), query_bytes = flash::query_shared_bytes<D>();
   static const bool configured = (allow_shared_bytes(flash::key_gradient_kernel<D>, key_bytes),
                                   allow_shared_bytes(flash::query_gradient_kernel<D>, query_bytes), true);
   (void)configured;
+  SideStream& side = side_stream();
+  const cudaStream_t query_stream = side.enabled() ? side.fork(stream) : stream;
+  const dim3 query_grid((d.seq + flash::kQueryRows - 1) / flash::kQueryRows, d.heads, d.batch);
+  flash::query_gradient_kernel<D><<<query_grid, flash::kQueryWarps * 32, query_bytes, query_stream>>>(args);
+  QUARTET_CUDA_LAUNCHED();
   const dim3 key_grid((d.seq + flash::kKeyRows - 1) / flash::kKeyRows, d.kv_heads, d.batch);
   flash::key_gradient_kernel<D><<<key_grid, flash::kKeyWarps * 32, key_bytes, stream>>>(args);
   QUARTET_CUDA_LAUNCHED();
-  const dim3 query_grid((d.seq + flash::kQueryRows - 1) / flash::kQueryRows, d.heads, d.batch);
-  flash::query_gradient_kernel<D><<<query_grid, flash::kQueryWarps * 32, query_bytes, stream>>>(args);
-  QUARTET_CUDA_LAUNCHED();
+  if (side.enabled()) side.join(stream);
 }
 
 }  // namespace

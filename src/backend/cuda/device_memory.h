@@ -7,7 +7,8 @@
 
 namespace quartet::cuda {
 
-// Stream-ordered on the legacy default stream, the only stream the backend launches on: a
+// Stream-ordered on the legacy default stream, where the backend launches (the attention
+// backward also uses a side stream, ordered with events, see attention.cu): a
 // buffer freed while kernels that use it are still queued is reused only after them. A
 // backend that adds streams must pass its stream here.
 std::shared_ptr<void> device_alloc(std::size_t bytes);
