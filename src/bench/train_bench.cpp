@@ -1,22 +1,21 @@
 // The end-to-end training benchmark (train_bench.h). Our rows time TrainStep exactly as
 // `quartet train` runs it (random GPT-2 token ids instead of a corpus: the data path is a
 // host-side copy that the step does not wait for). The PyTorch rows come from its script, run as
-// a child process (argv, no shell) after this process has returned its pooled GPU memory.
+// a child process (run_program: argv, no shell) after this process has returned its pooled GPU
+// memory.
 #include "bench/train_bench.h"
 
 #include <cuda_runtime_api.h>
 #include <fmt/format.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <chrono>
-#include <cstdio>
 #include <random>
 
 #include "quartet/backend/cuda.h"
 #include "quartet/error.h"
 #include "quartet/train/optimizer.h"
 #include "quartet/train/train_step.h"
+#include "quartet/util/process.h"
 
 namespace quartet {
 
@@ -115,36 +114,6 @@ Measured measure_recipe(const std::string& model_name, const std::string& recipe
   return m;
 }
 
-// Runs argv without a shell and returns its standard output; throws Error when it fails.
-std::string run_capture(const std::vector<std::string>& argv) {
-  int fds[2];
-  if (pipe(fds) != 0) throw Error("bench: cannot create a pipe for the PyTorch reference");
-  const pid_t pid = fork();
-  if (pid < 0) throw Error("bench: cannot start the PyTorch reference");
-  if (pid == 0) {
-    dup2(fds[1], STDOUT_FILENO);
-    close(fds[0]);
-    close(fds[1]);
-    std::vector<char*> args;
-    for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    execvp(args[0], args.data());
-    std::perror(args[0]);
-    _exit(127);
-  }
-  close(fds[1]);
-  std::string out;
-  char buffer[4096];
-  for (ssize_t n; (n = read(fds[0], buffer, sizeof(buffer))) > 0;) out.append(buffer, static_cast<std::size_t>(n));
-  close(fds[0]);
-  int status = 0;
-  waitpid(pid, &status, 0);
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-    throw Error(fmt::format("bench: the PyTorch reference ({}) failed (its message is above)", fmt::join(argv, " ")));
-  }
-  return out;
-}
-
 }  // namespace
 
 TrainBenchShape train_bench_shape(const std::string& model) {
@@ -173,9 +142,15 @@ nlohmann::json run_train_benchmarks(const TrainBenchOptions& o, const std::funct
     double pytorch_tps = 0, bf16_tps = 0, bf16_peak = 0;
     if (!o.pytorch_script.empty()) {
       cudaMemPoolTrimTo(default_pool(), 0);  // the child needs the memory this process keeps pooled
-      const std::string out = run_capture({o.python, o.pytorch_script, "--model", model, "--batch",
-                                           std::to_string(shape.batch), "--seq", std::to_string(shape.seq), "--steps",
-                                           o.quick ? "3" : "30", "--json", "-"});
+      const std::vector<std::string> argv = {o.python,  o.pytorch_script, "--model", model, "--batch",
+                                             std::to_string(shape.batch), "--seq", std::to_string(shape.seq),
+                                             "--steps", o.quick ? "3" : "30", "--json", "-"};
+      const ProgramResult run = run_program(argv, {}, /*merge_stderr=*/false);  // its messages go to our stderr
+      if (run.exit_code != 0) {
+        throw Error(fmt::format("bench: the PyTorch reference ({}) failed with status {} (its message is above)",
+                                fmt::join(argv, " "), run.exit_code));
+      }
+      const std::string& out = run.output;
       nlohmann::json row;
       try {
         row = nlohmann::json::parse(out);

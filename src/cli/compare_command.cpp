@@ -17,6 +17,8 @@
 #include "cli/train_options.h"
 #include "quartet/error.h"
 #include "quartet/util/files.h"
+#include "quartet/util/process.h"
+#include "quartet/util/text.h"
 
 namespace quartet::cli {
 
@@ -39,7 +41,7 @@ std::string folder_name(const std::string& recipe) {
   return s;
 }
 
-bool gnuplot_available() { return std::system("gnuplot --version > /dev/null 2>&1") == 0; }
+bool gnuplot_available() { return run_program({"gnuplot", "--version"}).exit_code == 0; }
 
 struct RecipeRun {
   std::string recipe;
@@ -77,9 +79,9 @@ void plot(const std::filesystem::path& dir, const std::vector<RecipeRun>& runs, 
     write_file_atomic(dir / (name + ".val.dat"), val_dat.str());
     const std::string sep = k == 0 ? "" : ", \\\n  ";
     const std::string lines = fmt::format(
-        "{}'{}.train.dat' using 1:3 with lines lw 2 lc {} title '{} (train, EMA)', '{}.val.dat' using 1:2 with "
-        "linespoints pt 7 ps 0.8 dt 2 lc {} title '{} (val)'",
-        sep, name, k + 1, runs[k].recipe, name, k + 1, runs[k].recipe);
+        "{}{} using 1:3 with lines lw 2 lc {} title {}, {} using 1:2 with linespoints pt 7 ps 0.8 dt 2 lc {} title {}",
+        sep, gnuplot_quoted(name + ".train.dat"), k + 1, gnuplot_quoted(runs[k].recipe + " (train, EMA)"),
+        gnuplot_quoted(name + ".val.dat"), k + 1, gnuplot_quoted(runs[k].recipe + " (val)"));
     curves_all += lines;
     curves_zoom += lines;
   }
@@ -87,15 +89,20 @@ void plot(const std::filesystem::path& dir, const std::vector<RecipeRun>& runs, 
   const std::string script = fmt::format(
       "set terminal pngcairo size 1400,600 font ',10'\n"
       "set output 'loss.png'\n"
-      "set multiplot layout 1,2 title 'quartet compare: model {}, {} steps of {} tokens, seed {}, data {}'\n"
+      "set multiplot layout 1,2 title {}\n"
       "set grid\nset xlabel 'step'\nset ylabel 'loss (nats per token)'\nset key top right\n"
       "set title 'whole run'\nplot {}\n"
       "set title 'second half (zoomed)'\nset xrange [{}:*]\nset yrange [{}:{}]\nplot {}\n"
       "unset multiplot\n",
-      c.model_size, c.steps, c.tokens_per_step(), c.seed, c.data, curves_all, c.steps / 2, lo - pad, hi + pad, curves_zoom);
+      gnuplot_quoted(fmt::format("quartet compare: model {}, {} steps of {} tokens, seed {}, data {}", c.model_size,
+                                 c.steps, c.tokens_per_step(), c.seed, c.data)),
+      curves_all, c.steps / 2, lo - pad, hi + pad, curves_zoom);
   write_file_atomic(dir / "loss.gnuplot", script);
-  const std::string cmd = fmt::format("cd '{}' && gnuplot loss.gnuplot 2>&1", dir.string());
-  if (std::system(cmd.c_str()) != 0) throw Error(fmt::format("gnuplot failed on {}/loss.gnuplot", dir.string()));
+  // No shell: the folder's name reaches chdir and gnuplot as it is.
+  const ProgramResult r = run_program({"gnuplot", "loss.gnuplot"}, dir);
+  if (r.exit_code != 0) {
+    throw Error(fmt::format("gnuplot failed on {} (status {}): {}", (dir / "loss.gnuplot").string(), r.exit_code, r.output));
+  }
 }
 
 }  // namespace

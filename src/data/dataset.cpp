@@ -49,16 +49,32 @@ std::vector<std::string> embedded_corpus_documents(const std::string& name) {
 
 namespace {
 
+// The split a shard belongs to, from its name as llm.c and `quartet prepare` write it:
+// <name>_<split>[_<index>].bin, e.g. fineweb_train_000001.bin or shakespeare_val.bin. Only that
+// place counts, so a dataset named "interval" or "trainset" does not mix the splits. Empty when
+// the name does not say.
+std::string shard_split(const std::filesystem::path& file) {
+  if (file.extension() != ".bin") return {};
+  std::string stem = file.stem().string();
+  std::size_t cut = stem.rfind('_');
+  if (cut != std::string::npos && cut + 1 < stem.size() &&
+      stem.find_first_not_of("0123456789", cut + 1) == std::string::npos) {
+    stem.resize(cut);  // the index
+  }
+  cut = stem.rfind('_');
+  return cut == std::string::npos ? stem : stem.substr(cut + 1);
+}
+
 std::vector<std::uint16_t> read_split(const std::filesystem::path& folder, const std::string& split) {
   std::vector<std::filesystem::path> shards;
   for (const auto& entry : std::filesystem::directory_iterator(folder)) {
-    const std::string name = entry.path().filename().string();
-    if (entry.path().extension() == ".bin" && name.find(split) != std::string::npos) shards.push_back(entry.path());
+    if (shard_split(entry.path()) == split) shards.push_back(entry.path());
   }
   std::sort(shards.begin(), shards.end());
   if (shards.empty()) {
-    throw Error(fmt::format("{}: no {} shards (files named *{}*.bin); make them with `quartet prepare`", folder.string(),
-                            split, split));
+    throw Error(fmt::format("{}: no {} shards (files named <name>_{}_<index>.bin or <name>_{}.bin); make them with "
+                            "`quartet prepare`",
+                            folder.string(), split, split, split));
   }
   std::vector<std::uint16_t> tokens;
   for (const auto& s : shards) {

@@ -31,4 +31,14 @@ std::string sanitize_utf8(std::string_view in) {
   return out;
 }
 
+std::string gnuplot_quoted(std::string_view text) {
+  std::string out = "'";
+  for (char ch : text) {
+    if (static_cast<unsigned char>(ch) < 0x20) ch = ' ';  // a line break would end the command
+    if (ch == '\'') out += '\'';
+    out += ch;
+  }
+  return out + "'";
+}
+
 }  // namespace quartet

@@ -126,6 +126,20 @@ TEST(Dataset, ShardFoldersNeedTheirSplitsAndMatchingTokenizer) {
   EXPECT_THROW(load_dataset(dir.str()), Error);
 }
 
+// The split is the name's <split> place (<name>_<split>[_<index>].bin), never a substring
+// anywhere: a dataset called "trainval" or "interval" keeps its splits apart.
+TEST(Dataset, ShardSplitsComeFromTheirPlaceInTheName) {
+  testing::TempDir dir;
+  write_shard(dir.path() / "trainval_train_000000.bin", std::vector<std::int32_t>{256, 1, 2, 3});
+  write_shard(dir.path() / "interval_val_000000.bin", std::vector<std::int32_t>{256, 4});
+  write_shard(dir.path() / "shakespeare_val.bin", std::vector<std::int32_t>{256, 5, 6});  // llm.c's unnumbered form
+  write_shard(dir.path() / "notes_about_train.txt.bin.bak", std::vector<std::int32_t>{256});
+  write_file_atomic(dir.path() / "dataset.json", R"({"tokenizer": "byte", "documents": 1})");
+  const Dataset d = load_dataset(dir.str());
+  EXPECT_EQ(d.train, (std::vector<std::uint16_t>{256, 1, 2, 3}));
+  EXPECT_EQ(d.val.size(), 5u) << "both val shards, in name order";
+}
+
 TEST(BatchLoader, WindowsAdvanceAndWrap) {
   std::vector<std::uint16_t> stream(20);
   for (int i = 0; i < 20; ++i) stream[static_cast<std::size_t>(i)] = static_cast<std::uint16_t>(i);

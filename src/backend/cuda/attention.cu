@@ -192,19 +192,19 @@ void launch_forward(const flash::ForwardArgs& args, const Dims& d, cudaStream_t 
   QUARTET_CUDA_LAUNCHED();
 }
 
-// The dK/dV and dQ kernels read the same inputs and write disjoint outputs, so they run side by
-// side: the dQ kernel on a second stream that waits for `stream`'s work so far, and `stream`
-// waits for it before going on. Neither fills the GPU alone at training shapes (the causal
-// blocks' uneven work leaves a long tail). QUARTET_SERIAL_ATTENTION_BACKWARD=1 runs them one
-// after the other instead (for comparisons).
+// The dK/dV and dQ kernels read the same inputs and write disjoint outputs, so they can run side
+// by side: the dQ kernel on a second stream that waits for `stream`'s work so far, and `stream`
+// waits for it before going on (neither fills the GPU alone at training shapes: the causal
+// blocks' uneven work leaves a long tail). Opt-in with QUARTET_OVERLAP_ATTENTION_BACKWARD=1
+// until it has been measured; by default they run one after the other.
 class SideStream {
  public:
   SideStream() {
     QUARTET_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     QUARTET_CUDA_CHECK(cudaEventCreateWithFlags(&forked_, cudaEventDisableTiming));
     QUARTET_CUDA_CHECK(cudaEventCreateWithFlags(&joined_, cudaEventDisableTiming));
-    const char* serial = std::getenv("QUARTET_SERIAL_ATTENTION_BACKWARD");
-    enabled_ = serial == nullptr || *serial == '\0' || *serial == '0';
+    const char* overlap = std::getenv("QUARTET_OVERLAP_ATTENTION_BACKWARD");
+    enabled_ = overlap != nullptr && *overlap != '\0' && *overlap != '0';
   }
   bool enabled() const { return enabled_; }
   // The side stream, after everything queued on `main` so far.
@@ -222,7 +222,7 @@ class SideStream {
  private:
   cudaStream_t stream_ = nullptr;
   cudaEvent_t forked_ = nullptr, joined_ = nullptr;
-  bool enabled_ = true;
+  bool enabled_ = false;
 };
 
 SideStream& side_stream() {
