@@ -135,8 +135,11 @@ BatchLoader::BatchLoader(const std::vector<std::uint16_t>& stream, std::int64_t 
   }
 }
 
+// Any position in the stream, including one too near its end for another window: that is where
+// a loader stands after the last window of an epoch (next() wraps), and so where a checkpoint
+// taken then resumes.
 void BatchLoader::set_position(std::int64_t position) {
-  if (position < 0 || position + batch_ * seq_ + 1 > static_cast<std::int64_t>(stream_.size())) {
+  if (position < 0 || position > static_cast<std::int64_t>(stream_.size())) {
     throw Error(fmt::format("data position {} is outside the stream of {} tokens", position, stream_.size()));
   }
   position_ = position;

@@ -296,6 +296,8 @@ TEST_F(CpuOps, AdamWStepRejectsSegmentsOutsideTheBuffers) {
   Tensor p = tensor({2}, {1.0, 2.0}), g = tensor({2}, {0.5, 0.5}), m = be->zeros({2}, DType::f64), v = be->zeros({2}, DType::f64);
   Tensor status = tensor({kStepSlots}, {0.0, 0.0, 0.0, 0.0}), none;
   EXPECT_THROW(be->adamw_step(p, none, g, m, v, {{1, 2, true}}, AdamWStep{}, status), Error);
+  EXPECT_THROW(be->adamw_step(p, none, g, m, v, {{0, 2, true}, {1, 1, false}}, AdamWStep{}, status), Error)
+      << "overlapping segments";
 }
 
 // The FP32 backend stores activations in BF16: every stored value is a BF16 number.

@@ -15,6 +15,7 @@
 // four times the FP32 path's error plus one BF16 rounding of the largest value (FlashAttention's
 // own test criterion, "twice the error of a PyTorch implementation in the same precision",
 // widened by the roundings our FP32 reference does not make).
+#include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -243,15 +244,26 @@ TEST_F(FlashAttention, AgreesWithTheReferenceKernelsOnTheGpu) {
 
 TEST_F(FlashAttention, LongSequencesNeedNoQuadraticMemory) {
   // seq 32768 x 8 heads: the reference's FP32 probability matrix alone would take 32 GiB; the
-  // fused kernels need a few MiB beyond their inputs and outputs.
+  // fused kernels' scratch is linear in the sequence (rotated q|k in BF16, dQ|dK in FP32, two
+  // FP32 numbers per row): under 0.5 GiB here, measured as the memory pool's high-water mark.
   const AttentionShape s{1, 32768, 8, 8, 64};
   Tensor x = gpu->zeros({s.tokens(), s.qkv_width()}, DType::bf16), o = gpu->empty({s.tokens(), s.q_width()}, DType::bf16);
+  Tensor dx = gpu->empty(x.shape(), DType::bf16);
+  int device = 0;
+  cudaMemPool_t pool = nullptr;
+  ASSERT_EQ(cudaGetDevice(&device), cudaSuccess);
+  ASSERT_EQ(cudaDeviceGetDefaultMemPool(&pool, device), cudaSuccess);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  std::uint64_t before = 0, high = 0;
+  ASSERT_EQ(cudaMemPoolGetAttribute(pool, cudaMemPoolAttrUsedMemCurrent, &before), cudaSuccess);
+  ASSERT_EQ(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrUsedMemHigh, &before), cudaSuccess);
   AttentionSaved saved;
   gpu->attention_forward(o, saved, x, s);
-  Tensor dx = gpu->empty(x.shape(), DType::bf16);
   gpu->attention_backward(dx, o, x, saved, s);
-  const auto out = gpu->download(o);
-  EXPECT_EQ(max_abs(out), 0.0) << "zero values give a zero output";
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  ASSERT_EQ(cudaMemPoolGetAttribute(pool, cudaMemPoolAttrUsedMemHigh, &high), cudaSuccess);
+  EXPECT_LT(high - before, std::uint64_t{1} << 29) << "scratch beyond the inputs and outputs";
+  EXPECT_EQ(max_abs(gpu->download(o)), 0.0) << "zero values give a zero output";
 }
 
 TEST_F(FlashAttention, RejectsBadShapes) {

@@ -84,6 +84,7 @@ TEST_F(GpuTraining, RunsAreBitwiseReproducible) {
     const TrainResult ra = train(c);
     c.out_dir = b.str();
     const TrainResult rb = train(c);
+    ASSERT_EQ(ra.history.size(), rb.history.size()) << recipe;
     for (std::size_t i = 0; i < ra.history.size(); ++i) {
       EXPECT_EQ(ra.history[i].loss, rb.history[i].loss) << recipe << " step " << i + 1;
       EXPECT_EQ(ra.history[i].grad_norm, rb.history[i].grad_norm) << recipe << " step " << i + 1;

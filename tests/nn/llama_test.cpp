@@ -56,12 +56,14 @@ TEST(Llama, WholeModelGradientMatchesFiniteDifferences) {
       const auto f = [&](const std::vector<double>& v) {
         values[i] = v[0];
         be->upload(p.value, values);
+        model.weights_changed();  // written through a reference kept across forward passes
         return model.forward_loss(tokens, targets, batch, seq) * scale;
       };
       const double original = values[i];
       numeric.push_back(testing::numeric_gradient(f, {original})[0]);
       values[i] = original;
       be->upload(p.value, values);
+      model.weights_changed();
       analytic.push_back(grad[i]);
     }
     testing::expect_gradients_match(analytic, numeric, p.name, 1e-5);
@@ -124,6 +126,32 @@ TEST(Llama, EveryRecipeRunsAndQuantizedActivationsAreSmall) {
     if (name == "quartet2") quartet2_bytes = model.last_linear_activation_bytes();
   }
   EXPECT_LE(static_cast<double>(quartet2_bytes), 0.3 * static_cast<double>(bf16_bytes));
+}
+
+// The BF16 copies that BF16 GEMMs read follow the weights: refreshed after any parameters()
+// access, or after weights_changed() when a kept reference is written after a forward pass. A
+// zero LM head makes the logits zero, so the loss is exactly rows * ln(vocab).
+TEST(Llama, Bf16WeightCopiesFollowTheWeights) {
+  auto be = make_cpu_backend();
+  LlamaModel model(*be, llama_preset("tiny", 257), make_recipe("bf16"), 1);
+  std::vector<std::int32_t> tok(64), tgt(64);
+  for (int i = 0; i < 64; ++i) {
+    tok[static_cast<std::size_t>(i)] = (i * 37) % 257;
+    tgt[static_cast<std::size_t>(i)] = (i * 37 + 1) % 257;
+  }
+  Tensor tokens = be->empty({64}, DType::i32), targets = be->empty({64}, DType::i32);
+  be->upload_tokens(tokens, tok);
+  be->upload_tokens(targets, tgt);
+  const double uniform = 64 * std::log(257.0);
+  Parameter& head = model.parameter("lm_head.weight");
+  EXPECT_GT(std::fabs(model.forward_loss(tokens, targets, 1, 64) - uniform), 1e-3);
+  be->fill(head.value, 0.0);  // through a reference kept across the forward pass
+  model.weights_changed();
+  EXPECT_NEAR(model.forward_loss(tokens, targets, 1, 64), uniform, 1e-3);
+  std::vector<double> varied(static_cast<std::size_t>(head.value.numel()));
+  for (std::size_t i = 0; i < varied.size(); ++i) varied[i] = 0.05 * static_cast<double>(static_cast<int>(i * 7919 % 13) - 6);
+  be->upload(model.parameter("lm_head.weight").value, varied);  // a fresh access marks them stale itself
+  EXPECT_GT(std::fabs(model.forward_loss(tokens, targets, 1, 64) - uniform), 1e-3);
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "quartet/data/shards.h"
 #include "quartet/error.h"
 #include "quartet/train/checkpoint.h"
 #include "quartet/util/files.h"
@@ -115,6 +116,32 @@ TEST(Trainer, ResumeIsBitwiseIdentical) {
   std::int64_t expected = 1;
   while (std::getline(in, line)) EXPECT_EQ(nlohmann::json::parse(line).at("step").get<std::int64_t>(), expected++);
   EXPECT_EQ(expected, 9);
+}
+
+// A checkpoint taken right after an epoch's last batch (a position too near the end of the
+// stream for another window) resumes, and continues as the run that never stopped did.
+TEST(Trainer, ResumeAtAnEpochBoundaryIsBitwise) {
+  testing::TempDir data, full_dir, part_dir;
+  std::vector<std::int32_t> tokens(1000);
+  for (std::size_t i = 0; i < tokens.size(); ++i) tokens[i] = i % 97 == 0 ? 256 : static_cast<std::int32_t>(i * 31 % 256);
+  write_shard(data.path() / "tiny_train_000000.bin", tokens);
+  write_shard(data.path() / "tiny_val_000000.bin", std::vector<std::int32_t>(tokens.begin(), tokens.begin() + 300));
+  write_file_atomic(data.path() / "dataset.json", R"({"tokenizer": "byte", "documents": 1})");
+  TrainConfig c = small_run("bf16", 10);
+  c.data = data.str();
+  c.out_dir = full_dir.str();
+  const TrainResult full = train(c);
+  c.out_dir = part_dir.str();
+  c.save_every = 7;  // 7 batches of 128 tokens: position 896, where the 8th batch wraps
+  train(c);
+  const nlohmann::json state =
+      nlohmann::json::parse(read_file(part_dir.path() / "checkpoints" / "step-000007" / "state.json"));
+  ASSERT_EQ(state.at("data").at("position").get<std::int64_t>(), 896);
+  ResumeOptions o;
+  o.out_dir = (part_dir.path() / "resumed").string();
+  const TrainResult resumed = resume((part_dir.path() / "checkpoints" / "step-000007").string(), o);
+  ASSERT_EQ(resumed.history.size(), 3u);
+  for (std::size_t i = 0; i < 3; ++i) EXPECT_EQ(resumed.history[i].loss, full.history[i + 7].loss) << "step " << i + 8;
 }
 
 TEST(Trainer, MetricsFileHasOneObjectPerStep) {

@@ -66,6 +66,10 @@ struct ParameterSegment {
   bool decay = false;
 };
 
+// Throws Error unless every segment lies within [0, elements) and no two overlap (an element
+// updated twice, or by two blocks at once on a GPU). For backends' adamw_step.
+void check_parameter_segments(const std::vector<ParameterSegment>& segments, std::int64_t elements);
+
 // One AdamW step (decoupled weight decay) with global gradient-norm clipping.
 struct AdamWStep {
   double lr = 0;

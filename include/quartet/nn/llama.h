@@ -78,11 +78,14 @@ class LlamaModel {
 
   const LlamaConfig& config() const { return config_; }
   const Recipe& recipe() const { return recipe_; }
-  // Access that may change the weights: the BF16 copies are refreshed before the next forward.
+  // Access that may change the weights: the BF16 copies (what BF16 GEMMs read) are refreshed
+  // from the values before the next forward pass. A reference kept across a forward pass and
+  // written through afterwards must be followed by weights_changed().
   std::vector<Parameter>& parameters();
   Parameter& parameter(const std::string& name);
   const std::vector<Parameter>& parameters() const { return params_; }
   FlatParameters& flat();
+  void weights_changed() { bf16_fresh_ = false; }
   // The optimizer wrote values_bf16 together with the values (Backend::adamw_step).
   void bf16_weights_written() { bf16_fresh_ = true; }
   void zero_grads();

@@ -33,20 +33,17 @@ namespace {
 void check_flat_buffers(const Tensor& params, const Tensor& params_bf16, const Tensor& grads, const Tensor& m,
                         const Tensor& v, const std::vector<ParameterSegment>& segments, const Tensor& status) {
   const std::int64_t n = params.numel();
-  for (const Tensor* t : {&grads, &m, &v}) {
+  const std::pair<const Tensor*, const char*> buffers[] = {{&grads, "the gradients"}, {&m, "the first moments"},
+                                                           {&v, "the second moments"}};
+  for (const auto& [t, what] : buffers) {
     if (t->numel() != n || t->dtype() != params.dtype()) {
-      throw Error(fmt::format("adamw: parameters ({} {}), gradients, and moments must be flat buffers of one size and "
-                              "dtype, got {} {}",
-                              n, dtype_name(params.dtype()), t->numel(), dtype_name(t->dtype())));
+      throw Error(fmt::format("adamw: {} must be a flat buffer like the parameters ({} {}), got {} {}", what, n,
+                              dtype_name(params.dtype()), t->numel(), dtype_name(t->dtype())));
     }
   }
   if (params_bf16.defined()) params_bf16.expect("adamw bf16 parameter copy", {n}, DType::bf16);
   status.expect("adamw step status", {kStepSlots}, DType::f64);
-  for (const ParameterSegment& s : segments) {
-    if (s.offset < 0 || s.count < 0 || s.offset > n || s.count > n - s.offset) {
-      throw Error(fmt::format("adamw: segment [{}, +{}) is outside the {} parameters", s.offset, s.count, n));
-    }
-  }
+  check_parameter_segments(segments, n);
 }
 
 }  // namespace

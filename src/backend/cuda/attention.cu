@@ -12,6 +12,7 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <initializer_list>
 #include <map>
 #include <mutex>
 #include <tuple>
@@ -295,6 +296,11 @@ void attention_backward(Tensor& dqkv, const Tensor& dout, const Tensor& qkv, con
   }
   const auto* st = static_cast<const FlashSaved*>(saved.impl.get());
   if (st == nullptr || !st->lse) throw Error("attention backward: the forward pass (fused kernels) saved nothing");
+  for (const void* p : {static_cast<const void*>(dout.raw()), static_cast<const void*>(dqkv.raw())}) {
+    if (reinterpret_cast<std::uintptr_t>(p) % 16 != 0) {
+      throw Error("attention backward: the fused kernels need dout and dqkv at 16-byte aligned addresses");
+    }
+  }
   const Dims d = dims_of(s);
   const RopeTables& tables = rope_tables(s.seq, s.head_dim, s.rope_theta);
   const std::shared_ptr<void> qk = rotated_qk(qkv, d, tables, stream);

@@ -5,6 +5,7 @@
 #include <cuda_runtime_api.h>
 #include <fmt/format.h>
 
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <utility>
@@ -43,6 +44,8 @@ QTensor wrap(DeviceQuantized d) {
   q.impl = std::make_shared<const DeviceQuantized>(std::move(d));
   return q;
 }
+
+bool aligned16(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
 
 void expect_device(const Tensor& t, const char* what) {
   if (!t.defined()) throw Error(fmt::format("{}: the tensor is undefined", what));
@@ -173,9 +176,10 @@ class CudaBackend final : public Backend {
   // The fused kernels where they apply (BF16 tensors, head dims 64 and 128); the reference
   // kernels otherwise or when asked for.
   static constexpr int kFusedAttention = 1, kReferenceAttention = 2;
+  // (The fused kernels read and write 16-byte vectors: views at odd offsets take the reference.)
   bool fused_attention(const AttentionShape& shape, const Tensor& qkv, const Tensor& activation) const {
     return !reference_attention_ && cuda::flash_attention_supports(shape) && qkv.dtype() == DType::bf16 &&
-           activation.dtype() == DType::bf16;
+           activation.dtype() == DType::bf16 && aligned16(qkv.raw()) && aligned16(activation.raw());
   }
   void attention_forward(Tensor& out, AttentionSaved& saved, const Tensor& qkv, const AttentionShape& shape) override {
     QUARTET_OP_SCOPE("attention_forward");

@@ -239,11 +239,7 @@ void adamw_step(Tensor& params, Tensor& params_bf16, const Tensor& grads, Tensor
   }
   status.expect("adamw step status", {kStepSlots}, DType::f64);
   if (status.device() != Device::cuda) throw Error("adamw step status: expected a GPU tensor, got a CPU tensor");
-  for (const ParameterSegment& s : segments) {
-    if (s.offset < 0 || s.count < 0 || s.offset > n || s.count > n - s.offset) {
-      throw Error(message("adamw: segment [", s.offset, ", +", s.count, ") is outside the ", n, " parameters"));
-    }
-  }
+  check_parameter_segments(segments, n);
 
   const StepPlan& plan = step_plan(n, segments, stream);
   const auto chunks = static_cast<unsigned>(plan.chunk_count());
