@@ -183,6 +183,23 @@ std::shared_ptr<void> rotated_qk(const Tensor& qkv, const Dims& d, const RopeTab
   return qk;
 }
 
+// The fields both passes' arguments share: the rotated q and k in `qk`, v in `qkv`, the shape,
+// the row strides and the softmax scale.
+template <class Args>
+void set_common_args(Args& args, const std::shared_ptr<void>& qk, const Tensor& qkv, const Dims& d) {
+  args.q = ptr<bf16>(qk);
+  args.k = ptr<bf16>(qk) + static_cast<std::int64_t>(d.heads) * d.head_dim;
+  args.v = static_cast<const bf16*>(qkv.raw()) + static_cast<std::int64_t>(d.heads + d.kv_heads) * d.head_dim;
+  args.seq = d.seq;
+  args.heads = d.heads;
+  args.group = d.heads / d.kv_heads;
+  args.qk_stride = d.qk_width;
+  args.v_stride = d.width;
+  args.out_stride = static_cast<std::int64_t>(d.heads) * d.head_dim;
+  args.scale = 1.0f / std::sqrt(static_cast<float>(d.head_dim));
+  args.scale_log2 = args.scale * 1.4426950408889634f;
+}
+
 template <int D>
 void launch_forward(const flash::ForwardArgs& args, const Dims& d, cudaStream_t stream) {
   constexpr int bytes = flash::forward_shared_bytes<D>();
@@ -265,19 +282,9 @@ void attention_forward(Tensor& out, AttentionSaved& saved, const Tensor& qkv, co
   st->lse = device_alloc(static_cast<std::size_t>(d.tokens() * d.heads) * sizeof(float));
 
   flash::ForwardArgs args{};
-  args.q = ptr<bf16>(qk);
-  args.k = ptr<bf16>(qk) + static_cast<std::int64_t>(d.heads) * d.head_dim;
-  args.v = static_cast<const bf16*>(qkv.raw()) + static_cast<std::int64_t>(d.heads + d.kv_heads) * d.head_dim;
+  set_common_args(args, qk, qkv, d);
   args.out = static_cast<bf16*>(out.raw());
   args.lse = ptr<float>(st->lse);
-  args.seq = d.seq;
-  args.heads = d.heads;
-  args.group = d.heads / d.kv_heads;
-  args.qk_stride = d.qk_width;
-  args.v_stride = d.width;
-  args.out_stride = static_cast<std::int64_t>(d.heads) * d.head_dim;
-  args.scale = 1.0f / std::sqrt(static_cast<float>(d.head_dim));
-  args.scale_log2 = args.scale * 1.4426950408889634f;
   if (d.head_dim == 64) {
     launch_forward<64>(args, d, stream);
   } else {
@@ -312,25 +319,15 @@ void attention_backward(Tensor& dqkv, const Tensor& dout, const Tensor& qkv, con
 
   auto dqk = device_alloc(static_cast<std::size_t>(d.tokens() * d.qk_width) * sizeof(float));
   flash::BackwardArgs args{};
-  args.q = ptr<bf16>(qk);
-  args.k = ptr<bf16>(qk) + static_cast<std::int64_t>(d.heads) * d.head_dim;
-  args.v = static_cast<const bf16*>(qkv.raw()) + static_cast<std::int64_t>(d.heads + d.kv_heads) * d.head_dim;
+  set_common_args(args, qk, qkv, d);
   args.dout = static_cast<const bf16*>(dout.raw());
   args.lse = ptr<float>(st->lse);
   args.delta = ptr<float>(delta);
   args.dq = ptr<float>(dqk);
   args.dk = ptr<float>(dqk) + static_cast<std::int64_t>(d.heads) * d.head_dim;
   args.dv = static_cast<bf16*>(dqkv.raw()) + static_cast<std::int64_t>(d.heads + d.kv_heads) * d.head_dim;
-  args.seq = d.seq;
-  args.heads = d.heads;
-  args.group = d.heads / d.kv_heads;
-  args.qk_stride = d.qk_width;
-  args.v_stride = d.width;
-  args.out_stride = static_cast<std::int64_t>(d.heads) * d.head_dim;
   args.dqk_stride = d.qk_width;
   args.dv_stride = d.width;
-  args.scale = 1.0f / std::sqrt(static_cast<float>(d.head_dim));
-  args.scale_log2 = args.scale * 1.4426950408889634f;
   if (d.head_dim == 64) {
     launch_backward<64>(args, d, stream);
   } else {
