@@ -15,6 +15,7 @@
 #include <numbers>
 
 #include "quartet/error.h"
+#include "quartet/nn/llama.h"
 #include "quartet/numerics/bf16.h"
 
 namespace quartet::ops {
@@ -89,11 +90,17 @@ struct ModelSize {
   std::int64_t qkv_width() const { return (heads + 2 * kv_heads) * head_dim; }
 };
 
-// The benchmark's two model sizes, the presets of llama.cpp with the GPT-2 vocabulary: "124m"
-// and "1b" (18 blocks of d 2048: 1.13e9 parameters with the embeddings).
-constexpr ModelSize k124m{"124m", 8, 1024, 640, 1792, 10, 10, 64, 12, 50257};
-constexpr ModelSize k1b{"1b", 8, 2048, 2048, 5632, 16, 16, 128, 18, 50257};
-constexpr ModelSize kModelSizes[] = {k124m, k1b};
+// The benchmark's two model sizes: the "124m" and "1b" presets (llama_preset) with the GPT-2
+// vocabulary, at the training benchmark's batches of 8 x 1024 and 8 x 2048 tokens.
+ModelSize preset_size(const char* label, std::int64_t seq) {
+  const LlamaConfig c = llama_preset(label, 50257);
+  return {label, 8, seq, c.d_model, c.ffn(), c.n_heads, c.n_kv_heads, c.head_dim(), c.n_layers, c.vocab_size};
+}
+
+const std::vector<ModelSize>& model_sizes() {
+  static const std::vector<ModelSize> sizes = {preset_size("124m", 1024), preset_size("1b", 2048)};
+  return sizes;
+}
 
 OpShape rows_cols(std::string label, std::int64_t rows, std::int64_t cols, DType dtype = DType::bf16) {
   OpShape s;
@@ -169,7 +176,7 @@ std::int64_t segment_elements(const std::vector<ParameterSegment>& segments) {
 template <class F>
 std::vector<OpShape> per_model(const F& shape_of) {
   std::vector<OpShape> shapes;
-  for (const ModelSize& m : kModelSizes) shapes.push_back(shape_of(m));
+  for (const ModelSize& m : model_sizes()) shapes.push_back(shape_of(m));
   return shapes;
 }
 
@@ -653,7 +660,8 @@ std::vector<OpEntry> make_table() {
 
   // BF16: the residual stream; FP32: a weight gradient's contribution added to the gradient.
   std::vector<OpShape> add_bench = model_rows(&ModelSize::d);
-  add_bench.push_back(rows_cols("1b_gate_up_weight", 2 * k1b.ffn, k1b.d, DType::f32));
+  const ModelSize& large = model_sizes().back();
+  add_bench.push_back(rows_cols("1b_gate_up_weight", 2 * large.ffn, large.d, DType::f32));
   t.push_back({"add_inplace",
                {rows_cols("one_element", 1, 1), rows_cols("odd_width", 7, 77), rows_cols("d640", 33, 640),
                 rows_cols("long_row", 1, 12345), rows_cols("odd_width", 7, 77, DType::f32),
@@ -686,7 +694,7 @@ std::vector<OpEntry> make_table() {
   t.push_back({"attention_backward", attention_tests, attention_bench, build_attention_backward, attention_backward_cost});
 
   std::vector<OpShape> gemm_bench;
-  for (const ModelSize& m : kModelSizes) {
+  for (const ModelSize& m : model_sizes()) {
     for (OpShape& s : linear_layer_gemms(m)) gemm_bench.push_back(std::move(s));
   }
   t.push_back({"gemm",

@@ -5,12 +5,14 @@
 #include <regex>
 
 #include "quartet/error.h"
+#include "quartet/nn/llama.h"
 
 namespace quartet::cli {
 
 void add_train_options(CLI::App& app, TrainOptions& o) {
   TrainConfig& c = o.config;
-  app.add_option("--model", c.model_size, "model size: tiny, 30m, 50m, 100m, 124m, 200m, 1b")->capture_default_str();
+  app.add_option("--model", c.model_size, fmt::format("model size: {}", fmt::join(llama_preset_names(), ", ")))
+      ->capture_default_str();
   app.add_option("--d-model", c.model_overrides.d_model, "override the model width");
   app.add_option("--layers", c.model_overrides.n_layers, "override the number of blocks");
   app.add_option("--heads", c.model_overrides.n_heads, "override the number of attention heads");

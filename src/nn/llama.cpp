@@ -232,6 +232,12 @@ void LlamaModel::refresh_bf16_weights() {
 
 void LlamaModel::zero_grads() { backend_.fill(flat_.grads, 0.0); }
 
+// BF16 GEMMs and the embedding read the BF16 copies where activations are BF16 (the same values
+// the GEMM's rounding would make); the FP64 reference backend rounds nothing.
+const Tensor& LlamaModel::gemm_weight(std::size_t i) const {
+  return backend_.activation_dtype() == DType::bf16 ? params_[i].value_bf16 : params_[i].value;
+}
+
 // The LM head as [padded_vocab, d] in `bf16_buffer` where activations are BF16 (what the GEMMs
 // read), else in `exact_buffer` (the FP64 reference backend rounds nothing, and pads nothing).
 Tensor LlamaModel::padded_head(const Tensor& bf16_buffer, const Tensor& exact_buffer) const {
@@ -259,15 +265,9 @@ void LlamaModel::forward(const Tensor& tokens, std::int64_t batch, std::int64_t 
   a.shape = AttentionShape{batch, seq, c.n_heads, c.n_kv_heads, c.head_dim(), c.rope_theta};
   a.blocks.assign(static_cast<std::size_t>(c.n_layers), {});
   const auto weight = [&](std::size_t i) -> const Tensor& { return params_[i].value; };
-  // BF16 GEMMs and the embedding read the BF16 copies where activations are BF16 (the same
-  // values the GEMM's rounding would make); the FP64 reference backend rounds nothing.
-  const bool bf16_copies = backend_.activation_dtype() == DType::bf16;
-  const auto weight_bf16 = [&](std::size_t i) -> const Tensor& {
-    return bf16_copies ? params_[i].value_bf16 : params_[i].value;
-  };
 
   Tensor x = backend_.empty({n, d}, act);
-  backend_.embedding_forward(x, tokens, weight_bf16(embed_));
+  backend_.embedding_forward(x, tokens, gemm_weight(embed_));
   Tensor h = backend_.empty({n, d}, act);
   a.blocks[0].rstd_attn = backend_.empty({n}, pd);
   backend_.rmsnorm_forward(h, a.blocks[0].rstd_attn, x, weight(layers_[0].attn_norm), c.rms_norm_eps);
@@ -280,22 +280,22 @@ void LlamaModel::forward(const Tensor& tokens, std::int64_t batch, std::int64_t 
     };
     b.x_in = x;
     b.qkv = backend_.empty({n, a.shape.qkv_width()}, act);
-    linear_forward(backend_, r, h, weight(L.qkv), b.qkv, b.lin_qkv, random(0), weight_bf16(L.qkv));
+    linear_forward(backend_, r, h, weight(L.qkv), b.qkv, b.lin_qkv, random(0), gemm_weight(L.qkv));
     Tensor att = backend_.empty({n, a.shape.q_width()}, act);
     backend_.attention_forward(att, b.attention, b.qkv, a.shape);
     Tensor o = backend_.empty({n, d}, act);
-    linear_forward(backend_, r, att, weight(L.o), o, b.lin_o, random(1), weight_bf16(L.o));
+    linear_forward(backend_, r, att, weight(L.o), o, b.lin_o, random(1), gemm_weight(L.o));
 
     b.x_mid = backend_.empty({n, d}, act);
     b.rstd_mlp = backend_.empty({n}, pd);
     Tensor h2 = backend_.empty({n, d}, act);
     backend_.residual_rmsnorm_forward(b.x_mid, h2, b.rstd_mlp, b.x_in, o, weight(L.mlp_norm), c.rms_norm_eps);
     b.gate_up = backend_.empty({n, 2 * c.ffn()}, act);
-    linear_forward(backend_, r, h2, weight(L.gate_up), b.gate_up, b.lin_gate_up, random(2), weight_bf16(L.gate_up));
+    linear_forward(backend_, r, h2, weight(L.gate_up), b.gate_up, b.lin_gate_up, random(2), gemm_weight(L.gate_up));
     Tensor s = backend_.empty({n, c.ffn()}, act);
     backend_.swiglu_forward(s, b.gate_up);
     Tensor down = backend_.empty({n, d}, act);
-    linear_forward(backend_, r, s, weight(L.down), down, b.lin_down, random(3), weight_bf16(L.down));
+    linear_forward(backend_, r, s, weight(L.down), down, b.lin_down, random(3), gemm_weight(L.down));
 
     const bool last = l + 1 == c.n_layers;
     Tensor& next_rstd = last ? a.rstd_final : a.blocks[static_cast<std::size_t>(l + 1)].rstd_attn;
@@ -320,12 +320,6 @@ void LlamaModel::forward_backward(const Tensor& tokens, const Tensor& targets, s
   const std::int64_t n = batch * seq, d = c.d_model;
   const DType act = backend_.activation_dtype();
   const auto weight = [&](std::size_t i) -> const Tensor& { return params_[i].value; };
-  // BF16 GEMMs and the embedding read the BF16 copies where activations are BF16 (the same
-  // values the GEMM's rounding would make); the FP64 reference backend rounds nothing.
-  const bool bf16_copies = backend_.activation_dtype() == DType::bf16;
-  const auto weight_bf16 = [&](std::size_t i) -> const Tensor& {
-    return bf16_copies ? params_[i].value_bf16 : params_[i].value;
-  };
   const auto grad = [&](std::size_t i) -> Tensor& { return params_[i].grad; };
 
   // The loss gradient overwrites the logits buffer (dlogits aliases logits).
@@ -352,28 +346,28 @@ void LlamaModel::forward_backward(const Tensor& tokens, const Tensor& targets, s
                           b.lin_gate_up.activation_bytes() + b.lin_down.activation_bytes();
     // MLP half: x_out = x_mid + down(swiglu(gate_up(norm(x_mid)))); dx holds d(x_out).
     Tensor ds = backend_.empty({n, c.ffn()}, act);
-    linear_backward(backend_, r, dx, weight(L.down), b.lin_down, ds, grad(L.down), random(3), weight_bf16(L.down));
+    linear_backward(backend_, r, dx, weight(L.down), b.lin_down, ds, grad(L.down), random(3), gemm_weight(L.down));
     b.lin_down = LinearSaved{};
     Tensor dgate_up = backend_.empty({n, 2 * c.ffn()}, act);
     backend_.swiglu_backward(dgate_up, ds, b.gate_up);
     ds = Tensor{};
     b.gate_up = Tensor{};
     linear_backward(backend_, r, dgate_up, weight(L.gate_up), b.lin_gate_up, dnorm_in, grad(L.gate_up), random(2),
-                    weight_bf16(L.gate_up));
+                    gemm_weight(L.gate_up));
     b.lin_gate_up = LinearSaved{};
     dgate_up = Tensor{};
     backend_.rmsnorm_backward(dx, grad(L.mlp_norm), dnorm_in, b.x_mid, weight(L.mlp_norm), b.rstd_mlp, true);  // d(x_mid)
 
     // Attention half: x_mid = x_in + o(attention(qkv(norm(x_in)))).
     Tensor datt = backend_.empty({n, a.shape.q_width()}, act);
-    linear_backward(backend_, r, dx, weight(L.o), b.lin_o, datt, grad(L.o), random(1), weight_bf16(L.o));
+    linear_backward(backend_, r, dx, weight(L.o), b.lin_o, datt, grad(L.o), random(1), gemm_weight(L.o));
     b.lin_o = LinearSaved{};
     Tensor dqkv = backend_.empty({n, a.shape.qkv_width()}, act);
     backend_.attention_backward(dqkv, datt, b.qkv, b.attention, a.shape);
     datt = Tensor{};
     b.attention = AttentionSaved{};
     b.qkv = Tensor{};
-    linear_backward(backend_, r, dqkv, weight(L.qkv), b.lin_qkv, dnorm_in, grad(L.qkv), random(0), weight_bf16(L.qkv));
+    linear_backward(backend_, r, dqkv, weight(L.qkv), b.lin_qkv, dnorm_in, grad(L.qkv), random(0), gemm_weight(L.qkv));
     b.lin_qkv = LinearSaved{};
     backend_.rmsnorm_backward(dx, grad(L.attn_norm), dnorm_in, b.x_in, weight(L.attn_norm), b.rstd_attn, true);  // d(x_in)
     b = Activations::Block{};  // this block's activations are no longer needed

@@ -123,6 +123,7 @@ class LlamaModel {
   void forward(const Tensor& tokens, std::int64_t batch, std::int64_t seq, std::uint32_t call, Activations& a);
   const Recipe& recipe_for(std::int64_t layer) const;
   void refresh_bf16_weights();
+  const Tensor& gemm_weight(std::size_t i) const;
   Tensor padded_head(const Tensor& bf16_buffer, const Tensor& exact_buffer) const;
 
   Backend& backend_;

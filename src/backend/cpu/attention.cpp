@@ -8,6 +8,7 @@
 
 #include "backend/cpu/ops.h"
 #include "numerics/parallel.h"
+#include "quartet/backend/rope_tables.h"
 #include "quartet/error.h"
 
 namespace quartet::cpu {
@@ -34,21 +35,6 @@ void check_shape(const AttentionShape& s, const Tensor& qkv) {
   }
 }
 
-// cos/sin tables [seq, head_dim/2]: angle = position * theta^(-2i/head_dim).
-template <class Real>
-void rope_tables(const AttentionShape& s, std::vector<Real>& cos_t, std::vector<Real>& sin_t) {
-  const std::int64_t half = s.head_dim / 2;
-  cos_t.resize(static_cast<std::size_t>(s.seq * half));
-  sin_t.resize(cos_t.size());
-  for (std::int64_t t = 0; t < s.seq; ++t) {
-    for (std::int64_t i = 0; i < half; ++i) {
-      const double inv_freq = std::pow(s.rope_theta, -2.0 * static_cast<double>(i) / static_cast<double>(s.head_dim));
-      const double angle = static_cast<double>(t) * inv_freq;
-      cos_t[static_cast<std::size_t>(t * half + i)] = static_cast<Real>(std::cos(angle));
-      sin_t[static_cast<std::size_t>(t * half + i)] = static_cast<Real>(std::sin(angle));
-    }
-  }
-}
 
 // Rotates one head vector in place; `inverse` applies the transpose (for gradients).
 template <class Real>
@@ -80,7 +66,7 @@ void attention_forward(Tensor& out, AttentionSaved& saved_handle, const Tensor& 
   saved->v.resize(saved->k.size());
   saved->probs.assign(static_cast<std::size_t>(B * H * T * T), Real(0));
   std::vector<Real> cos_t, sin_t;
-  rope_tables(s, cos_t, sin_t);
+  rope_tables(s.seq, s.head_dim, s.rope_theta, cos_t, sin_t);
 
   for (std::int64_t n = 0; n < B * T; ++n) {
     const std::int64_t t = n % T;
@@ -186,7 +172,7 @@ void attention_backward(Tensor& dqkv, const Tensor& dout, const Tensor& qkv, con
   }
 
   std::vector<Real> cos_t, sin_t;
-  rope_tables(s, cos_t, sin_t);
+  rope_tables(s.seq, s.head_dim, s.rope_theta, cos_t, sin_t);
   Out<Real> o(dqkv, false);
   for (std::int64_t n = 0; n < B * T; ++n) {
     const std::int64_t t = n % T;

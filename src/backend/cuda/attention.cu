@@ -12,7 +12,6 @@
 
 #include <cmath>
 #include <cstdlib>
-#include <initializer_list>
 #include <map>
 #include <mutex>
 #include <tuple>
@@ -25,6 +24,7 @@
 #include "backend/cuda/flash_attention.cuh"
 #include "backend/cuda/message.h"
 #include "backend/cuda/ops.h"
+#include "quartet/backend/rope_tables.h"
 #include "quartet/error.h"
 #include "quartet/numerics/host_device.h"
 
@@ -41,29 +41,21 @@ unsigned blocks_for(std::int64_t n) {
   return static_cast<unsigned>(b < (std::int64_t{1} << 31) - 1 ? (b > 0 ? b : 1) : (std::int64_t{1} << 31) - 1);
 }
 
-// cos/sin tables [positions, D/2] exactly as the CPU makes them (angle in double, rounded to
+// cos/sin tables [positions, D/2] exactly as the CPU makes them (rope_tables.h, rounded to
 // FP32), uploaded once per (head dim, theta) and grown when a longer sequence comes.
 struct RopeTables {
   std::shared_ptr<void> cos, sin;
   std::int64_t positions = 0;
 };
 
-const RopeTables& rope_tables(std::int64_t seq, std::int64_t head_dim, double theta) {
+const RopeTables& device_rope_tables(std::int64_t seq, std::int64_t head_dim, double theta) {
   static std::mutex mutex;
   static std::map<std::pair<std::int64_t, double>, RopeTables> cache;
   std::lock_guard<std::mutex> lock(mutex);
   RopeTables& t = cache[{head_dim, theta}];
   if (t.positions >= seq) return t;
-  const std::int64_t half = head_dim / 2;
-  std::vector<float> c(static_cast<std::size_t>(seq * half)), s(c.size());
-  for (std::int64_t pos = 0; pos < seq; ++pos) {
-    for (std::int64_t i = 0; i < half; ++i) {
-      const double inv_freq = std::pow(theta, -2.0 * static_cast<double>(i) / static_cast<double>(head_dim));
-      const double angle = static_cast<double>(pos) * inv_freq;
-      c[static_cast<std::size_t>(pos * half + i)] = static_cast<float>(std::cos(angle));
-      s[static_cast<std::size_t>(pos * half + i)] = static_cast<float>(std::sin(angle));
-    }
-  }
+  std::vector<float> c, s;
+  rope_tables(seq, head_dim, theta, c, s);
   RopeTables fresh;
   fresh.cos = device_alloc(c.size() * sizeof(float));
   fresh.sin = device_alloc(s.size() * sizeof(float));
@@ -275,7 +267,7 @@ void attention_forward(Tensor& out, AttentionSaved& saved, const Tensor& qkv, co
   out.expect("attention output", {s.tokens(), s.q_width()}, DType::bf16);
   if (out.device() != Device::cuda) throw Error("attention: the output must be a GPU tensor");
   const Dims d = dims_of(s);
-  const RopeTables& tables = rope_tables(s.seq, s.head_dim, s.rope_theta);
+  const RopeTables& tables = device_rope_tables(s.seq, s.head_dim, s.rope_theta);
   const std::shared_ptr<void> qk = rotated_qk(qkv, d, tables, stream);
   auto st = std::make_shared<FlashSaved>();
   st->out = out;
@@ -303,13 +295,11 @@ void attention_backward(Tensor& dqkv, const Tensor& dout, const Tensor& qkv, con
   }
   const auto* st = static_cast<const FlashSaved*>(saved.impl.get());
   if (st == nullptr || !st->lse) throw Error("attention backward: the forward pass (fused kernels) saved nothing");
-  for (const void* p : {static_cast<const void*>(dout.raw()), static_cast<const void*>(dqkv.raw())}) {
-    if (reinterpret_cast<std::uintptr_t>(p) % 16 != 0) {
-      throw Error("attention backward: the fused kernels need dout and dqkv at 16-byte aligned addresses");
-    }
+  if (!aligned16(dout.raw()) || !aligned16(dqkv.raw())) {
+    throw Error("attention backward: the fused kernels need dout and dqkv at 16-byte aligned addresses");
   }
   const Dims d = dims_of(s);
-  const RopeTables& tables = rope_tables(s.seq, s.head_dim, s.rope_theta);
+  const RopeTables& tables = device_rope_tables(s.seq, s.head_dim, s.rope_theta);
   const std::shared_ptr<void> qk = rotated_qk(qkv, d, tables, stream);
 
   auto delta = device_alloc(static_cast<std::size_t>(d.tokens() * d.heads) * sizeof(float));

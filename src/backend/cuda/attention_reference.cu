@@ -15,6 +15,7 @@
 #include "backend/cuda/message.h"
 #include "backend/cuda/device_real.cuh"
 #include "backend/cuda/ops.h"
+#include "quartet/backend/rope_tables.h"
 #include "quartet/error.h"
 #include "quartet/numerics/host_device.h"
 
@@ -198,16 +199,9 @@ void attention_forward_reference(Tensor& out, AttentionSaved& saved, const Tenso
   st->k = device_alloc(static_cast<std::size_t>(d.B * d.T * d.KV * d.D) * 4);
   st->v = device_alloc(static_cast<std::size_t>(d.B * d.T * d.KV * d.D) * 4);
   st->probs = device_alloc(static_cast<std::size_t>(d.B * d.H * d.T * d.T) * 4);
-  // cos/sin tables exactly as the CPU makes them (double, rounded to FP32).
-  const std::int64_t half = d.D / 2;
-  std::vector<float> c(static_cast<std::size_t>(d.T * half)), sn(c.size());
-  for (std::int64_t t = 0; t < d.T; ++t) {
-    for (std::int64_t i = 0; i < half; ++i) {
-      const double angle = static_cast<double>(t) * std::pow(s.rope_theta, -2.0 * static_cast<double>(i) / static_cast<double>(d.D));
-      c[static_cast<std::size_t>(t * half + i)] = static_cast<float>(std::cos(angle));
-      sn[static_cast<std::size_t>(t * half + i)] = static_cast<float>(std::sin(angle));
-    }
-  }
+  // cos/sin tables exactly as the CPU makes them (rope_tables.h, rounded to FP32).
+  std::vector<float> c, sn;
+  rope_tables(d.T, d.D, s.rope_theta, c, sn);
   st->cos = device_alloc(c.size() * 4);
   st->sin = device_alloc(sn.size() * 4);
   QUARTET_CUDA_CHECK(cudaMemcpy(st->cos.get(), c.data(), c.size() * 4, cudaMemcpyHostToDevice));

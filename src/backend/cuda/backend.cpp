@@ -45,8 +45,6 @@ QTensor wrap(DeviceQuantized d) {
   return q;
 }
 
-bool aligned16(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
-
 void expect_device(const Tensor& t, const char* what) {
   if (!t.defined()) throw Error(fmt::format("{}: the tensor is undefined", what));
   if (t.device() != Device::cuda) throw Error(fmt::format("{}: the CUDA backend got a CPU tensor", what));

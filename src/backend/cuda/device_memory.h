@@ -16,6 +16,9 @@ std::shared_ptr<void> device_alloc(std::size_t bytes);
 // Keep memory freed to the stream-ordered pool for reuse instead of returning it to the driver.
 void keep_freed_memory_pooled();
 
+// Whether 16-byte vector accesses may start at p.
+inline bool aligned16(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
+
 template <class T>
 T* ptr(const std::shared_ptr<void>& p) {
   return static_cast<T*>(p.get());

@@ -6,6 +6,8 @@
 
 #include <cstdint>
 
+#include "backend/cuda/device_memory.h"
+
 namespace quartet::cuda {
 
 __device__ __forceinline__ float load_real(const void* p, bool bf16, std::int64_t i) {
@@ -53,8 +55,5 @@ __device__ __forceinline__ void store8(void* base, bool bf16, std::int64_t i, co
     p[1] = make_float4(v[4], v[5], v[6], v[7]);
   }
 }
-
-// Whether 16-byte vector accesses may start at p.
-inline bool aligned16(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
 
 }  // namespace quartet::cuda

@@ -1,0 +1,28 @@
+// The rotary-embedding tables every backend's attention uses, so that all of them rotate by the
+// same numbers: [positions, head_dim / 2] cos and sin of position * theta^(-2i / head_dim),
+// computed in double and rounded once to Real.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+namespace quartet {
+
+template <class Real>
+void rope_tables(std::int64_t positions, std::int64_t head_dim, double theta, std::vector<Real>& cos_t,
+                 std::vector<Real>& sin_t) {
+  const std::int64_t half = head_dim / 2;
+  cos_t.resize(static_cast<std::size_t>(positions * half));
+  sin_t.resize(cos_t.size());
+  for (std::int64_t t = 0; t < positions; ++t) {
+    for (std::int64_t i = 0; i < half; ++i) {
+      const double inv_freq = std::pow(theta, -2.0 * static_cast<double>(i) / static_cast<double>(head_dim));
+      const double angle = static_cast<double>(t) * inv_freq;
+      cos_t[static_cast<std::size_t>(t * half + i)] = static_cast<Real>(std::cos(angle));
+      sin_t[static_cast<std::size_t>(t * half + i)] = static_cast<Real>(std::sin(angle));
+    }
+  }
+}
+
+}  // namespace quartet
