@@ -19,6 +19,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <random>
 
 #include "quartet/backend/cuda.h"
@@ -222,12 +223,14 @@ TEST_F(FlashAttention, MatchesTheReferenceAtSeq4096) {
 }
 
 TEST_F(FlashAttention, BackwardIsDeterministic) {
-  const AttentionShape s{2, 300, 8, 2, 128};
-  const auto qkv = normal_values(static_cast<std::size_t>(s.tokens() * s.qkv_width()), 9, 1.0);
-  const auto dout = normal_values(static_cast<std::size_t>(s.tokens() * s.q_width()), 10, 1.0);
-  const Outputs a = run(*gpu, s, qkv, dout), b = run(*gpu, s, qkv, dout);
-  EXPECT_EQ(a.out, b.out);
-  EXPECT_EQ(a.dqkv, b.dqkv) << "the same inputs give the same gradient bits";
+  // Many key blocks add to each query block's dQ (seq 1000: 16 key blocks), in a fixed order.
+  for (const AttentionShape s : {AttentionShape{2, 300, 8, 2, 128}, AttentionShape{3, 1000, 4, 1, 64}}) {
+    const auto qkv = normal_values(static_cast<std::size_t>(s.tokens() * s.qkv_width()), 9, 1.0);
+    const auto dout = normal_values(static_cast<std::size_t>(s.tokens() * s.q_width()), 10, 1.0);
+    const Outputs a = run(*gpu, s, qkv, dout), b = run(*gpu, s, qkv, dout);
+    EXPECT_EQ(a.out, b.out);
+    EXPECT_EQ(a.dqkv, b.dqkv) << "the same inputs give the same gradient bits (seq " << s.seq << ")";
+  }
 }
 
 TEST_F(FlashAttention, AgreesWithTheReferenceKernelsOnTheGpu) {
@@ -240,6 +243,51 @@ TEST_F(FlashAttention, AgreesWithTheReferenceKernelsOnTheGpu) {
   const Outputs f = run(*gpu, s, qkv, dout), r = run(*reference, s, qkv, dout), x = run(*ref, s, qkv, dout);
   EXPECT_LE(max_abs_diff(f.out, r.out), 4 * max_abs_diff(r.out, x.out) + std::ldexp(max_abs(x.out), -9));
   EXPECT_LE(max_abs_diff(f.dqkv, r.dqkv), 4 * max_abs_diff(r.dqkv, x.dqkv) + std::ldexp(max_abs(x.dqkv), -9));
+}
+
+// The split backward (a dQ kernel beside the dK/dV kernel) stays selectable for comparison: it
+// must meet the same bounds, and an unknown choice is refused.
+class SplitBackward : public FlashAttention {
+ protected:
+  void SetUp() override {
+    FlashAttention::SetUp();
+    setenv("QUARTET_ATTENTION_BACKWARD", "split", 1);
+  }
+  void TearDown() override { unsetenv("QUARTET_ATTENTION_BACKWARD"); }
+};
+
+TEST_F(SplitBackward, MatchesTheReferenceAcrossShapes) {
+  check({2, 33, 4, 2, 64}, 1.0, 21);
+  check({2, 77, 4, 4, 128}, 1.0, 22);
+  check({1, 200, 8, 2, 64}, 3.0, 23);
+}
+
+TEST_F(SplitBackward, AgreesWithTheFusedBackward) {
+  const AttentionShape s{2, 260, 8, 2, 128};
+  const auto qkv = normal_values(static_cast<std::size_t>(s.tokens() * s.qkv_width()), 24, 1.0);
+  const auto dout = normal_values(static_cast<std::size_t>(s.tokens() * s.q_width()), 25, 1.0);
+  const Outputs split = run(*gpu, s, qkv, dout);
+  unsetenv("QUARTET_ATTENTION_BACKWARD");
+  const Outputs fused = run(*gpu, s, qkv, dout), x = run(*ref, s, qkv, dout);
+  EXPECT_EQ(split.out, fused.out) << "one forward kernel";
+  // The two differ only in the order dQ's FP32 contributions are summed.
+  EXPECT_LE(max_abs_diff(split.dqkv, fused.dqkv), std::ldexp(max_abs(x.dqkv), -8));
+  EXPECT_NE(split.dqkv, std::vector<double>(split.dqkv.size(), 0.0));
+}
+
+TEST_F(SplitBackward, RefusesAnUnknownChoice) {
+  setenv("QUARTET_ATTENTION_BACKWARD", "atomic", 1);
+  const AttentionShape s{1, 16, 2, 2, 64};
+  Tensor x = gpu->zeros({s.tokens(), s.qkv_width()}, DType::bf16), o = gpu->empty({s.tokens(), s.q_width()}, DType::bf16);
+  Tensor dx = gpu->empty(x.shape(), DType::bf16);
+  AttentionSaved saved;
+  gpu->attention_forward(o, saved, x, s);
+  try {
+    gpu->attention_backward(dx, o, x, saved, s);
+    FAIL() << "an unknown backward was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("atomic"), std::string::npos) << e.what();
+  }
 }
 
 TEST_F(FlashAttention, LongSequencesNeedNoQuadraticMemory) {

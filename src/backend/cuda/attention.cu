@@ -3,17 +3,20 @@
 // backend.cpp). Forward: a RoPE pass writes the rotated q and k in BF16 (the tensor cores' input
 // type), then one kernel computes the output and each row's log-sum-exp. The forward pass keeps
 // only its output and the log-sum-exp; the backward pass rotates q and k again from the saved
-// qkv, computes rowsum(dO * O), runs the dK/dV and dQ kernels, and rotates dQ and dK back.
+// qkv, computes rowsum(dO * O), runs the backward kernels (flash_attention_backward.cuh), and
+// rotates dQ and dK back.
 //
 // Numerics against the CPU, which keeps rotated q and k and the probabilities in FP32: here q, k
 // and the probabilities are rounded to BF16 before each tensor-core product (FP32 accumulation,
 // FP32 softmax statistics). The tests bound the difference against an FP64 reference.
 #include <cuda_bf16.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <map>
 #include <mutex>
+#include <string_view>
 #include <tuple>
 #include <type_traits>
 #include <vector>
@@ -21,7 +24,7 @@
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/device_memory.h"
 #include "backend/cuda/device_real.cuh"
-#include "backend/cuda/flash_attention.cuh"
+#include "backend/cuda/flash_attention_backward.cuh"
 #include "backend/cuda/message.h"
 #include "backend/cuda/ops.h"
 #include "quartet/backend/rope_tables.h"
@@ -202,59 +205,61 @@ void launch_forward(const flash::ForwardArgs& args, const Dims& d, cudaStream_t 
   QUARTET_CUDA_LAUNCHED();
 }
 
-// The dK/dV and dQ kernels read the same inputs and write disjoint outputs, so they can run side
-// by side: the dQ kernel on a second stream that waits for `stream`'s work so far, and `stream`
-// waits for it before going on (neither fills the GPU alone at training shapes: the causal
-// blocks' uneven work leaves a long tail). Opt-in with QUARTET_OVERLAP_ATTENTION_BACKWARD=1
-// until it has been measured; by default they run one after the other.
-class SideStream {
- public:
-  SideStream() {
-    QUARTET_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
-    QUARTET_CUDA_CHECK(cudaEventCreateWithFlags(&forked_, cudaEventDisableTiming));
-    QUARTET_CUDA_CHECK(cudaEventCreateWithFlags(&joined_, cudaEventDisableTiming));
-    const char* overlap = std::getenv("QUARTET_OVERLAP_ATTENTION_BACKWARD");
-    enabled_ = overlap != nullptr && *overlap != '\0' && *overlap != '0';
-  }
-  bool enabled() const { return enabled_; }
-  // The side stream, after everything queued on `main` so far.
-  cudaStream_t fork(cudaStream_t main) {
-    QUARTET_CUDA_CHECK(cudaEventRecord(forked_, main));
-    QUARTET_CUDA_CHECK(cudaStreamWaitEvent(stream_, forked_, 0));
-    return stream_;
-  }
-  // `main` continues after everything queued on the side stream.
-  void join(cudaStream_t main) {
-    QUARTET_CUDA_CHECK(cudaEventRecord(joined_, stream_));
-    QUARTET_CUDA_CHECK(cudaStreamWaitEvent(main, joined_, 0));
-  }
+// The backward kernels (flash_attention_backward.cuh): fused by default, split when the
+// environment variable QUARTET_ATTENTION_BACKWARD is "split" (read at every call, so that tests
+// and benchmarks can compare the two in one process).
+bool split_backward() {
+  const char* choice = std::getenv("QUARTET_ATTENTION_BACKWARD");
+  if (choice == nullptr || *choice == '\0' || std::string_view(choice) == "fused") return false;
+  if (std::string_view(choice) == "split") return true;
+  throw Error(message("QUARTET_ATTENTION_BACKWARD must be \"fused\" or \"split\", got \"", choice, "\""));
+}
 
- private:
-  cudaStream_t stream_ = nullptr;
-  cudaEvent_t forked_ = nullptr, joined_ = nullptr;
-  bool enabled_ = false;
-};
-
-SideStream& side_stream() {
-  static SideStream side;  // one per process: the backend runs on one device and one stream
-  return side;
+// Blocks of the fused kernel that fit on the device at once: it is persistent.
+template <int D>
+int fused_backward_blocks() {
+  static const int blocks = [] {
+    int device = 0, sms = 0, per_sm = 0;
+    QUARTET_CUDA_CHECK(cudaGetDevice(&device));
+    QUARTET_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+    QUARTET_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, flash::fused_backward_kernel<D>,
+                                                                     flash::kKeyWarps * 32, flash::fused_shared_bytes<D>()));
+    return sms * (per_sm > 0 ? per_sm : 1);
+  }();
+  return blocks;
 }
 
 template <int D>
-void launch_backward(const flash::BackwardArgs& args, const Dims& d, cudaStream_t stream) {
+void launch_backward(flash::BackwardArgs args, const Dims& d, cudaStream_t stream) {
   constexpr int key_bytes = flash::key_shared_bytes<D>(), query_bytes = flash::query_shared_bytes<D>();
+  constexpr int fused_bytes = flash::fused_shared_bytes<D>();
   static const bool configured = (allow_shared_bytes(flash::key_gradient_kernel<D>, key_bytes),
-                                  allow_shared_bytes(flash::query_gradient_kernel<D>, query_bytes), true);
+                                  allow_shared_bytes(flash::query_gradient_kernel<D>, query_bytes),
+                                  allow_shared_bytes(flash::fused_backward_kernel<D>, fused_bytes), true);
   (void)configured;
-  SideStream& side = side_stream();
-  const cudaStream_t query_stream = side.enabled() ? side.fork(stream) : stream;
+  const int key_blocks = (d.seq + flash::kKeyRows - 1) / flash::kKeyRows;
+  if (!split_backward()) {
+    // The task counter, then the dQ-addition counters, zeroed.
+    const std::int64_t q_blocks = (d.seq + flash::key_query_rows<D>() - 1) / flash::key_query_rows<D>();
+    const std::int64_t counters = 1 + static_cast<std::int64_t>(d.batch) * d.heads * q_blocks;
+    auto order = device_alloc(static_cast<std::size_t>(counters) * sizeof(int));
+    QUARTET_CUDA_CHECK(cudaMemsetAsync(order.get(), 0, static_cast<std::size_t>(counters) * sizeof(int), stream));
+    args.next_task = ptr<int>(order);
+    args.dq_added = ptr<int>(order) + 1;
+    args.batch = d.batch;
+    args.kv_heads = d.kv_heads;
+    const std::int64_t tasks = static_cast<std::int64_t>(key_blocks) * d.kv_heads * d.batch;
+    const int grid = static_cast<int>(std::min<std::int64_t>(tasks, fused_backward_blocks<D>()));
+    flash::fused_backward_kernel<D><<<grid, flash::kKeyWarps * 32, fused_bytes, stream>>>(args);
+    QUARTET_CUDA_LAUNCHED();
+    return;  // `order` is released in stream order
+  }
   const dim3 query_grid((d.seq + flash::kQueryRows - 1) / flash::kQueryRows, d.heads, d.batch);
-  flash::query_gradient_kernel<D><<<query_grid, flash::kQueryWarps * 32, query_bytes, query_stream>>>(args);
+  flash::query_gradient_kernel<D><<<query_grid, flash::kQueryWarps * 32, query_bytes, stream>>>(args);
   QUARTET_CUDA_LAUNCHED();
-  const dim3 key_grid((d.seq + flash::kKeyRows - 1) / flash::kKeyRows, d.kv_heads, d.batch);
+  const dim3 key_grid(key_blocks, d.kv_heads, d.batch);
   flash::key_gradient_kernel<D><<<key_grid, flash::kKeyWarps * 32, key_bytes, stream>>>(args);
   QUARTET_CUDA_LAUNCHED();
-  if (side.enabled()) side.join(stream);
 }
 
 }  // namespace
