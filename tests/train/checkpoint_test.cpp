@@ -198,6 +198,37 @@ TEST_F(Checkpoints, NonFiniteTensorsAreRefusedWithTheirNames) {
   expect_resume_error(b, "optimizer.safetensors");
 }
 
+// A save killed mid-way (kill -9, power loss) left its temporary folder forever; the next run
+// removes such folders, and only those whose process is gone.
+TEST_F(Checkpoints, FoldersOfKilledSavesAreRemovedWhenTheRunGoesOn) {
+  const fs::path run = copy();
+  const pid_t child = ::fork();
+  if (child == 0) ::_exit(0);
+  ::waitpid(child, nullptr, 0);
+  const std::string dead = std::to_string(child);
+  const fs::path root = run / "checkpoints";
+  const fs::path stale = root / (".step-000003.tmp-" + dead + "-Zx81Qa"), legacy = root / (".step-000003.tmp-" + dead);
+  const fs::path live = root / (".step-000009.tmp-" + std::to_string(::getpid()) + "-Zx81Qa");
+  for (const fs::path& p : {stale, legacy, live, root / "mine"}) {
+    fs::create_directories(p);
+    write_file_atomic(p / "model.safetensors", "torn");
+  }
+  ResumeOptions o;
+  o.steps = 3;
+  std::vector<std::string> logs;
+  TrainCallbacks cb;
+  cb.log = [&](const std::string& s) { logs.push_back(s); };
+  resume(run.string(), o, cb);
+  EXPECT_FALSE(fs::exists(stale));
+  EXPECT_FALSE(fs::exists(legacy));
+  EXPECT_TRUE(fs::exists(live / "model.safetensors"));
+  EXPECT_TRUE(fs::exists(root / "mine" / "model.safetensors"));
+  EXPECT_TRUE(fs::exists(root / "step-000003" / "state.json"));
+  bool logged = false;
+  for (const auto& l : logs) logged |= l.find(stale.filename().string()) != std::string::npos;
+  EXPECT_TRUE(logged);
+}
+
 TEST_F(Checkpoints, NothingLeftToDo) {
   const fs::path run = copy();
   ResumeOptions o;
