@@ -31,6 +31,7 @@ struct CompareOptions {
   std::string out = "compare";
   bool no_plot = false;
   bool quiet = false;
+  bool force = false;
 };
 
 std::string folder_name(const std::string& recipe) {
@@ -117,6 +118,7 @@ Command add_compare_command(CLI::App& parent) {
   add_train_options(*app, o->train);
   app->add_option("--out", o->out, "folder for the runs, compare.json and loss.png")->capture_default_str();
   app->add_flag("--no-plot", o->no_plot, "do not draw loss.png (no gnuplot needed)");
+  app->add_flag("--force", o->force, "replace the comparison already in --out (its runs, compare.json, loss.png)");
   app->add_flag("--quiet", o->quiet, "no progress line");
 
   Command command;
@@ -136,6 +138,18 @@ Command add_compare_command(CLI::App& parent) {
       t.config.out_dir = (std::filesystem::path(o->out) / folder_name(r)).string();
       configs.push_back(t.resolve());
     }
+    // Every run folder is checked before the first (long) run starts: an earlier comparison is
+    // never overwritten without --force.
+    RunControl control;
+    control.replace_existing_run = o->force;
+    const std::filesystem::path out(o->out);
+    if (std::filesystem::exists(out) && !std::filesystem::is_directory(out)) {
+      throw Error(fmt::format("--out {} exists and is not a folder", o->out));
+    }
+    if (!o->force && std::filesystem::exists(out / "compare.json")) {
+      throw Error(fmt::format("--out {} already holds a comparison (compare.json); use --force to replace it", o->out));
+    }
+    for (const TrainConfig& c : configs) check_run_folder(c.out_dir, control);
     if (!o->no_plot && !gnuplot_available()) {
       throw Error("gnuplot is not installed (Debian: apt-get install gnuplot-nox); install it or pass --no-plot");
     }
@@ -149,7 +163,7 @@ Command add_compare_command(CLI::App& parent) {
       cb.on_step = [&](const StepMetrics& m) {
         if (!o->quiet) progress.update(m.step, configs[i].steps, step_summary(m), m.val_loss.has_value());
       };
-      runs.push_back({recipes[i], train(configs[i], cb)});
+      runs.push_back({recipes[i], train(configs[i], cb, control)});
       progress.finish();
     }
 

@@ -38,6 +38,31 @@ SafeTensor row_slice(const SafeTensor& t, std::int64_t begin, std::int64_t end) 
   return s;
 }
 
+// The files an export writes.
+const char* const kExportFiles[] = {"model.safetensors", "config.json", "quartet_reference.json"};
+
+// Refuses an --out that would destroy something: a file, a checkpoint (its model.safetensors
+// would be replaced by one with other names: not even --force allows that), or an earlier
+// export (without --force).
+void check_export_folder(const std::filesystem::path& out, const std::filesystem::path& checkpoint, bool force) {
+  const auto status = std::filesystem::status(out);
+  if (!std::filesystem::exists(status)) return;
+  if (!std::filesystem::is_directory(status)) {
+    throw Error(fmt::format("--out {} exists and is not a folder", out.string()));
+  }
+  if (std::filesystem::equivalent(out, checkpoint) || std::filesystem::exists(out / "state.json")) {
+    throw Error(fmt::format("--out {} is a checkpoint folder; exporting into it would destroy the checkpoint "
+                            "(even with --force): choose another folder",
+                            out.string()));
+  }
+  if (force) return;
+  for (const char* name : kExportFiles) {
+    if (std::filesystem::exists(std::filesystem::symlink_status(out / name))) {
+      throw Error(fmt::format("{} already holds a model ({}); use --force to replace it", out.string(), name));
+    }
+  }
+}
+
 }  // namespace
 
 Command add_export_command(CLI::App& parent) {
@@ -58,9 +83,7 @@ Command add_export_command(CLI::App& parent) {
     const std::unique_ptr<Tokenizer> tokenizer = make_tokenizer(state.at("tokenizer").get<std::string>());
     const LlamaConfig mc = model_config(c, tokenizer->vocab_size());
     const std::filesystem::path out(o->out);
-    if (std::filesystem::exists(out / "model.safetensors") && !o->force) {
-      throw Error(fmt::format("{} already holds a model; use --force to replace it", o->out));
-    }
+    check_export_folder(out, dir, o->force);
     {
       // Every tensor must have the shape the configuration implies (load checks each one).
       auto backend = make_cpu_backend();

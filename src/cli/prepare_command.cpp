@@ -57,6 +57,9 @@ Command add_prepare_command(CLI::App& parent) {
     const std::filesystem::path out(o->out);
     if (o->shard_tokens < 1) throw Error(fmt::format("--shard-tokens must be positive, got {}", o->shard_tokens));
     const std::unique_ptr<Tokenizer> tokenizer = make_tokenizer(o->tokenizer);
+    // The shards are written as <out>/<name>_<split>_NNNNNN.bin: a name with a path in it would
+    // put them outside --out.
+    if (!o->name.empty()) check_plain_name(o->name, "--name");
     if (std::filesystem::exists(out) && !std::filesystem::is_directory(out)) {
       throw Error(fmt::format("--out {} exists and is not a folder", o->out));
     }

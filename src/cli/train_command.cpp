@@ -5,10 +5,12 @@
 
 #include <filesystem>
 #include <memory>
+#include <set>
 
 #include "cli/commands.h"
 #include "cli/config_file.h"
 #include "cli/progress.h"
+#include "cli/stop_signals.h"
 #include "cli/train_options.h"
 #include "quartet/data/tokenizer.h"
 #include "quartet/error.h"
@@ -25,8 +27,30 @@ struct TrainCommandOptions {
   std::string config_file;
   std::string resume;
   std::int64_t sample_tokens = 200;
+  std::int64_t max_skipped_steps = RunControl{}.max_skipped_steps;
+  bool force = false;
   bool quiet = false;
 };
+
+// What --resume may change: how the run goes on, not what is trained. Every other option is
+// refused (rather than silently ignored), including options added later.
+const std::set<std::string> kResumeMayChange = {
+    "--resume",      "--steps",        "--out",          "--save-every", "--eval-every",        "--eval-batches",
+    "--final-eval-batches", "--device", "--sample-tokens", "--quiet",     "--max-skipped-steps", "--config",
+    "--force",       "--help"};
+
+void refuse_fixed_options_on_resume(const CLI::App& app) {
+  for (const CLI::Option* option : app.get_options()) {
+    if (option->count() == 0) continue;
+    const std::string name = option->get_name();
+    if (kResumeMayChange.count(name) == 0) {
+      throw Error(fmt::format("{} cannot change when resuming: the run continues with its checkpoint's settings "
+                              "(those that may change: --steps, --out, --save-every, --eval-every, --eval-batches, "
+                              "--final-eval-batches, --device, --max-skipped-steps, --force)",
+                              name));
+    }
+  }
+}
 
 std::string sample_text(Backend& backend, LlamaModel& model, const Tokenizer& tokenizer, std::int64_t tokens) {
   SamplingOptions s;
@@ -52,6 +76,10 @@ Command add_train_command(CLI::App& parent) {
   app->add_option("--save-every", o->train.config.save_every, "steps between checkpoints (0: only at the end)")
       ->capture_default_str();
   app->add_option("--resume", o->resume, "continue from a checkpoint folder or a run folder (its latest checkpoint)");
+  app->add_flag("--force", o->force, "replace the run already in --out (its metrics and checkpoints)");
+  app->add_option("--max-skipped-steps", o->max_skipped_steps,
+                  "stop with an error after this many consecutive skipped (non-finite) steps (0: never)")
+      ->capture_default_str();
   app->add_option("--sample-tokens", o->sample_tokens, "tokens of generated text to print at the end (0: none)")
       ->capture_default_str();
   app->add_flag("--quiet", o->quiet, "no progress line");
@@ -74,29 +102,49 @@ Command add_train_command(CLI::App& parent) {
       if (o->sample_tokens > 0) sample = sample_text(backend, model, tokenizer, o->sample_tokens);
     };
 
+    if (o->max_skipped_steps < 0) {
+      throw Error(fmt::format("--max-skipped-steps must be 0 (never stop) or more, got {}", o->max_skipped_steps));
+    }
+    StopSignals signals;
+    RunControl control;
+    control.max_skipped_steps = o->max_skipped_steps;
+    control.stop = &signals.requested();
+
+    control.replace_existing_run = o->force;
     TrainResult result;
-    std::string out_dir;
     if (!o->resume.empty()) {
-      // Only these may change on resume; everything else comes from the checkpoint.
-      for (const char* flag : {"--model", "--recipe", "--data", "--batch", "--seq", "--lr", "--seed", "--grad-accum"}) {
-        if (app->count(flag) > 0) {
-          throw Error(fmt::format("{} cannot change when resuming: the run continues with its checkpoint's settings",
-                                  flag));
-        }
-      }
+      refuse_fixed_options_on_resume(*app);
+      const TrainConfig& given = o->train.config;
       ResumeOptions r;
-      if (app->count("--steps")) r.steps = o->train.config.steps;
-      if (app->count("--out")) r.out_dir = o->train.config.out_dir;
-      if (app->count("--save-every")) r.save_every = o->train.config.save_every;
+      if (app->count("--steps")) r.steps = given.steps;
+      if (app->count("--out")) r.out_dir = given.out_dir;
+      if (app->count("--save-every")) r.save_every = given.save_every;
+      if (app->count("--eval-every")) r.eval_every = given.eval_every;
+      if (app->count("--eval-batches")) r.eval_batches = given.eval_batches;
+      if (app->count("--final-eval-batches")) r.final_eval_batches = given.final_eval_batches;
+      if (app->count("--device")) r.device = given.device;
       const nlohmann::json state = read_checkpoint_state(resolve_checkpoint(o->resume));
       total_steps = r.steps ? *r.steps : state.at("config").at("steps").get<std::int64_t>();
-      result = resume(o->resume, r, callbacks);
+      result = resume(o->resume, r, callbacks, control);
     } else {
       const TrainConfig config = o->train.resolve();
+      // Before any work: an existing run is never overwritten by accident.
+      check_run_folder(config.out_dir, control);
       total_steps = config.steps;
-      result = train(config, callbacks);
+      result = train(config, callbacks, control);
     }
     progress.finish();
+    if (result.stopped) {
+      if (result.last_checkpoint.empty()) {
+        fmt::print(stderr, "quartet: stopped by signal {} after step {}; nothing saved (no --out)\n",
+                   signals.signal_number(), result.history.empty() ? 0 : result.history.back().step);
+      } else {
+        fmt::print(stderr, "quartet: stopped by signal {} after step {}; checkpoint saved in {}\n"
+                   "continue with: quartet train --resume {}\n",
+                   signals.signal_number(), result.history.back().step, result.last_checkpoint, result.last_checkpoint);
+      }
+      return signals.exit_status();
+    }
     if (result.history.empty()) return 0;
     const StepMetrics& last = result.history.back();
     fmt::print("final: step {} | train loss {:.4f} | val loss {:.4f} | val {:.4f} bits per byte | {} skipped steps | {}\n",

@@ -2,7 +2,7 @@
 
 #include <fmt/format.h>
 
-#include <unistd.h>
+#include <cmath>
 
 #include "quartet/error.h"
 #include "quartet/util/files.h"
@@ -16,6 +16,21 @@ constexpr const char* kFormat = "quartet-checkpoint";
 constexpr int kVersion = 1;
 
 std::vector<std::int64_t> shape_of(const Tensor& t) { return t.shape(); }
+
+// A tensor's values, refusing NaN and infinity: a checkpoint is written only from applied
+// (finite) updates, so a non-finite value means a corrupt or tampered file. Accepting it would
+// make every later step non-finite (skipped), sampling print nothing and export copy it.
+std::vector<double> finite_values(const SafeTensors& file, const std::string& name, const std::vector<std::int64_t>& shape,
+                                  const std::filesystem::path& origin) {
+  std::vector<double> values = tensor_values(file.get(name, "F32", shape));
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    if (!std::isfinite(values[i])) {
+      throw Error(fmt::format("{}: tensor '{}' holds a non-finite value ({} at element {}); the checkpoint is corrupt",
+                              origin.string(), name, values[i], i));
+    }
+  }
+  return values;
+}
 
 nlohmann::json parse_json_file(const std::filesystem::path& path) {
   try {
@@ -78,10 +93,10 @@ std::filesystem::path save_checkpoint(const std::filesystem::path& run_dir, std:
   const std::filesystem::path root = run_dir / "checkpoints";
   const std::string name = fmt::format("step-{:06}", step);
   const std::filesystem::path final_dir = root / name;
-  const std::filesystem::path tmp = root / fmt::format(".{}.tmp-{}", name, ::getpid());
   std::filesystem::create_directories(root);
-  std::filesystem::remove_all(tmp);
-  std::filesystem::create_directories(tmp);
+  // A fresh, unpredictable name (util/files.h): a killed save's leftover is removed by the next
+  // run (remove_stale_temporaries), never reused.
+  const std::filesystem::path tmp = make_temporary_folder(root, name);
 
   SafeTensors weights, moments;
   const auto& params = model.parameters();
@@ -101,8 +116,9 @@ std::filesystem::path save_checkpoint(const std::filesystem::path& run_dir, std:
 
   // A checkpoint of the same step already there (a resumed run passing it again) is moved
   // aside first and removed only once the new one is in place.
-  const std::filesystem::path old = root / fmt::format(".{}.old-{}", name, ::getpid());
   const bool replacing = std::filesystem::exists(final_dir);
+  // rename(2) may replace an empty folder: the reserved name cannot be a planted symlink.
+  const std::filesystem::path old = replacing ? make_temporary_folder(root, name, "old") : std::filesystem::path();
   if (replacing) std::filesystem::rename(final_dir, old);
   std::filesystem::rename(tmp, final_dir);
   sync_directory(root);
@@ -117,7 +133,18 @@ std::filesystem::path resolve_checkpoint(const std::filesystem::path& path) {
     if (std::filesystem::exists(root / "latest")) {
       std::string name = read_file(root / "latest");
       while (!name.empty() && (name.back() == '\n' || name.back() == ' ')) name.pop_back();
+      // Only a checkpoint of this run: an absolute path or "../" would resume (and rewrite the
+      // metrics and checkpoints of) another run.
+      if (!is_plain_name(name)) {
+        throw Error(fmt::format("{}/latest names '{}': expected the name of a checkpoint folder beside it "
+                                "(like step-000100), not a path",
+                                root.string(), name));
+      }
       const std::filesystem::path dir = root / name;
+      if (std::filesystem::is_symlink(dir)) {
+        throw Error(fmt::format("{}/latest names '{}', which is a symlink, not a checkpoint folder of this run",
+                                root.string(), name));
+      }
       if (!std::filesystem::exists(dir / "state.json")) {
         throw Error(fmt::format("{}/latest names '{}', which is not a complete checkpoint", root.string(), name));
       }
@@ -146,10 +173,12 @@ void load_checkpoint_tensors(const std::filesystem::path& checkpoint, Backend& b
   if (adam) moments = read_safetensors(checkpoint / "optimizer.safetensors");
   auto& params = model.parameters();
   for (std::size_t i = 0; i < params.size(); ++i) {
-    backend.upload(params[i].value, tensor_values(weights.get(params[i].name, "F32", shape_of(params[i].value))));
+    const std::filesystem::path model_file = checkpoint / "model.safetensors";
+    const std::filesystem::path optimizer_file = checkpoint / "optimizer.safetensors";
+    backend.upload(params[i].value, finite_values(weights, params[i].name, shape_of(params[i].value), model_file));
     if (adam) {
-      backend.upload(adam->m[i], tensor_values(moments->get(params[i].name + ".exp_avg", "F32", shape_of(adam->m[i]))));
-      backend.upload(adam->v[i], tensor_values(moments->get(params[i].name + ".exp_avg_sq", "F32", shape_of(adam->v[i]))));
+      backend.upload(adam->m[i], finite_values(*moments, params[i].name + ".exp_avg", shape_of(adam->m[i]), optimizer_file));
+      backend.upload(adam->v[i], finite_values(*moments, params[i].name + ".exp_avg_sq", shape_of(adam->v[i]), optimizer_file));
     }
   }
   if (weights.tensors.size() != params.size()) {

@@ -5,7 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
-#include <fstream>
+#include <regex>
 #include <sstream>
 
 #include "quartet/data/dataset.h"
@@ -60,8 +60,43 @@ std::string data_fingerprint(const std::vector<std::uint16_t>& tokens) {
   return fmt::format("{}:{:016x}", tokens.size(), h);
 }
 
+bool holds_a_run(const std::filesystem::path& dir) {
+  return std::filesystem::exists(std::filesystem::symlink_status(dir / "metrics.jsonl")) ||
+         std::filesystem::exists(std::filesystem::symlink_status(dir / "checkpoints"));
+}
+
+// Removes an old run's files before a new run is written into its folder (--force): `latest`
+// first, so an interruption never leaves it naming a half-removed checkpoint. Only what a run
+// writes is removed; anything else in the folder stays.
+void remove_old_run(const std::filesystem::path& dir, const std::function<void(const std::string&)>& log) {
+  static const std::regex checkpoint_name(R"(step-[0-9]+)");
+  const std::filesystem::path root = dir / "checkpoints";
+  std::error_code ec;
+  if (std::filesystem::is_directory(std::filesystem::symlink_status(root))) {
+    std::filesystem::remove(root / "latest");
+    std::int64_t removed = 0;
+    for (const auto& e : std::filesystem::directory_iterator(root)) {
+      if (std::regex_match(e.path().filename().string(), checkpoint_name)) {
+        std::filesystem::remove_all(e.path());
+        ++removed;
+      }
+    }
+    remove_stale_temporaries(root);
+    log(fmt::format("--force: removed {} checkpoints of the run that was in {}", removed, dir.string()));
+  }
+  std::filesystem::remove(dir / "metrics.jsonl", ec);
+}
+
+// Leftovers of a save or write killed mid-way (a crash, kill -9); named so that nothing else
+// can match (util/files.h).
+void remove_killed_writes(const std::filesystem::path& dir, const std::function<void(const std::string&)>& log) {
+  for (const std::filesystem::path& d : {dir, dir / "checkpoints"}) {
+    for (const auto& p : remove_stale_temporaries(d)) log(fmt::format("removed {}, left by an interrupted write", p.string()));
+  }
+}
+
 TrainResult run(TrainConfig c, const std::filesystem::path& checkpoint, const nlohmann::json& resume_state,
-                const TrainCallbacks& cb) {
+                const TrainCallbacks& cb, const RunControl& control) {
   const auto log = [&](const std::string& s) {
     if (cb.log) cb.log(s);
   };
@@ -99,17 +134,25 @@ TrainResult run(TrainConfig c, const std::filesystem::path& checkpoint, const nl
                   data.tokenizer, data.train.size(), data.val.size(), c.steps, c.tokens_per_step(), c.batch, c.seq,
                   c.grad_accum));
 
-  std::optional<std::ofstream> metrics;
+  std::optional<AppendFile> metrics;
   if (!c.out_dir.empty()) {
+    // A fresh run, or a resumed one written elsewhere than its own run folder, must not mix
+    // with (or truncate the metrics of) a run already there.
+    const bool own_folder = !checkpoint.empty() && std::filesystem::weakly_canonical(c.out_dir) ==
+                                                       std::filesystem::weakly_canonical(checkpoint.parent_path().parent_path());
+    if (!own_folder) {
+      check_run_folder(c.out_dir, control);
+      if (control.replace_existing_run) remove_old_run(c.out_dir, log);
+    }
     std::filesystem::create_directories(c.out_dir);
+    remove_killed_writes(c.out_dir, log);
     const std::filesystem::path path = std::filesystem::path(c.out_dir) / "metrics.jsonl";
     if (checkpoint.empty()) {
       write_file_atomic(path, "");
     } else {
       truncate_metrics(path, start_step);
     }
-    metrics.emplace(path, std::ios::app);
-    if (!*metrics) throw Error(fmt::format("cannot write {}", path.string()));
+    metrics.emplace(path);
   }
 
   TrainResult result;
@@ -141,6 +184,8 @@ TrainResult run(TrainConfig c, const std::filesystem::path& checkpoint, const nl
   const auto start_time = std::chrono::steady_clock::now();
   auto last = start_time;
 
+  std::int64_t consecutive_skipped = 0;
+  std::int64_t saved_step = -1;  // the step of the last checkpoint this run wrote
   for (std::int64_t step = start_step; step < c.steps; ++step) {
     StepMetrics m;
     m.step = step + 1;
@@ -162,6 +207,9 @@ TrainResult run(TrainConfig c, const std::filesystem::path& checkpoint, const nl
       ++skipped;
       m.was_skipped = true;
       log(fmt::format("step {}: {}; the update is skipped ({} skipped so far)", m.step, outcome.why_skipped, skipped));
+      ++consecutive_skipped;
+    } else {
+      consecutive_skipped = 0;
     }
     m.skipped = skipped;
     m.tokens = tokens_seen;
@@ -178,15 +226,31 @@ TrainResult run(TrainConfig c, const std::filesystem::path& checkpoint, const nl
       result.final_val_bpb = e.bpb;
       last = std::chrono::steady_clock::now();  // evaluation time is not training throughput
     }
-    if (metrics) {
-      *metrics << m.to_json().dump() << "\n";
-      metrics->flush();
-    }
+    if (metrics) metrics->write(m.to_json().dump() + "\n");
     result.history.push_back(m);
     if (cb.on_step) cb.on_step(m);
+    // A diverged run would skip every remaining step and still end "successfully": stop it, and
+    // save nothing (the last checkpoint is the last state worth resuming from).
+    if (control.max_skipped_steps > 0 && consecutive_skipped >= control.max_skipped_steps) {
+      throw Error(fmt::format(
+          "training diverged: {} consecutive steps skipped (steps {} to {}; last: {}); stopped. Lower --lr, or raise "
+          "--max-skipped-steps (0: never stop).{}",
+          consecutive_skipped, m.step - consecutive_skipped + 1, m.step, outcome.why_skipped,
+          result.last_checkpoint.empty() ? std::string()
+                                         : fmt::format(" The last checkpoint is {}", result.last_checkpoint)));
+    }
     if (final_step || (c.save_every > 0 && (step + 1) % c.save_every == 0)) {
       save(step + 1);
+      saved_step = step + 1;
       last = std::chrono::steady_clock::now();
+    }
+    if (control.stop && control.stop->load() && !final_step) {
+      if (saved_step != step + 1) save(step + 1);
+      log(fmt::format("stopped after step {} of {}{}", step + 1, c.steps,
+                      result.last_checkpoint.empty() ? std::string(" (no --out: nothing saved)")
+                                                     : fmt::format("; checkpoint {}", result.last_checkpoint)));
+      result.stopped = true;
+      break;
     }
   }
   result.skipped_steps = skipped;
@@ -197,9 +261,26 @@ TrainResult run(TrainConfig c, const std::filesystem::path& checkpoint, const nl
 
 }  // namespace
 
-TrainResult train(const TrainConfig& config, const TrainCallbacks& callbacks) { return run(config, {}, {}, callbacks); }
+void check_run_folder(const std::string& out_dir, const RunControl& control) {
+  if (out_dir.empty()) return;
+  const std::filesystem::path dir(out_dir);
+  const auto status = std::filesystem::status(dir);
+  if (std::filesystem::exists(status) && !std::filesystem::is_directory(status)) {
+    throw Error(fmt::format("--out {} exists and is not a folder", out_dir));
+  }
+  if (!control.replace_existing_run && std::filesystem::is_directory(status) && holds_a_run(dir)) {
+    throw Error(fmt::format("--out {} already holds a run (metrics.jsonl, checkpoints/); use --resume {} to continue "
+                            "it, or --force to replace it",
+                            out_dir, out_dir));
+  }
+}
 
-TrainResult resume(const std::string& from, const ResumeOptions& options, const TrainCallbacks& callbacks) {
+TrainResult train(const TrainConfig& config, const TrainCallbacks& callbacks, const RunControl& control) {
+  return run(config, {}, {}, callbacks, control);
+}
+
+TrainResult resume(const std::string& from, const ResumeOptions& options, const TrainCallbacks& callbacks,
+                   const RunControl& control) {
   const std::filesystem::path checkpoint = resolve_checkpoint(from);
   const nlohmann::json state = read_checkpoint_state(checkpoint);
   TrainConfig c = TrainConfig::from_json(state.at("config"));
@@ -216,8 +297,18 @@ TrainResult resume(const std::string& from, const ResumeOptions& options, const 
   }
   // checkpoints live in <run>/checkpoints/<step>/
   c.out_dir = options.out_dir ? *options.out_dir : checkpoint.parent_path().parent_path().string();
-  if (options.save_every) c.save_every = *options.save_every;
-  return run(c, checkpoint, state, callbacks);
+  // Settings that do not change what is trained: applied from here on, and said so.
+  const auto apply = [&](const char* flag, auto& field, const auto& value) {
+    if (!value || *value == field) return;
+    if (callbacks.log) callbacks.log(fmt::format("{} {} (the run had {}) applies from here on", flag, *value, field));
+    field = *value;
+  };
+  apply("--save-every", c.save_every, options.save_every);
+  apply("--eval-every", c.eval_every, options.eval_every);
+  apply("--eval-batches", c.eval_batches, options.eval_batches);
+  apply("--final-eval-batches", c.final_eval_batches, options.final_eval_batches);
+  apply("--device", c.device, options.device);
+  return run(c, checkpoint, state, callbacks, control);
 }
 
 }  // namespace quartet

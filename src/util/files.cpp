@@ -1,6 +1,9 @@
 #include "quartet/util/files.h"
 
 #include <fcntl.h>
+#include <signal.h>
+#include <sys/random.h>
+#include <sys/stat.h>
 #include <fmt/format.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -8,6 +11,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <regex>
 
 #include "quartet/error.h"
 
@@ -17,10 +21,62 @@ namespace {
 
 std::string errno_text() { return std::strerror(errno); }
 
+// Six characters from the kernel's random source: the unpredictable part of a temporary name.
+std::string random_suffix() {
+  static constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+  unsigned char bytes[6];
+  std::size_t got = 0;
+  while (got < sizeof(bytes)) {
+    const ssize_t n = ::getrandom(bytes + got, sizeof(bytes) - got, 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw Error(fmt::format("cannot draw random bytes for a temporary name: {}", errno_text()));
+    }
+    got += static_cast<std::size_t>(n);
+  }
+  std::string s;
+  for (unsigned char b : bytes) s += kAlphabet[b % (sizeof(kAlphabet) - 1)];
+  return s;
+}
+
+std::filesystem::path temporary_name(const std::filesystem::path& dir, std::string_view stem, std::string_view kind) {
+  return dir / fmt::format(".{}.{}-{}-{}", stem, kind, ::getpid(), random_suffix());
+}
+
+// Tries fresh names until `create` succeeds (it fails with EEXIST only if the name is taken:
+// a planted file or symlink is skipped, never opened).
+template <class Create>
+std::filesystem::path create_exclusively(const std::filesystem::path& dir, std::string_view stem, std::string_view kind,
+                                         Create create) {
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    const std::filesystem::path candidate = temporary_name(dir, stem, kind);
+    if (create(candidate)) return candidate;
+    if (errno != EEXIST) throw Error(fmt::format("cannot create {}: {}", candidate.string(), errno_text()));
+  }
+  throw Error(fmt::format("cannot create a temporary name for {} in {}: every name tried exists", stem, dir.string()));
+}
+
+void write_all(int fd, std::string_view bytes, const std::filesystem::path& what) {
+  std::size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw Error(fmt::format("cannot write {}: {}", what.string(), errno_text()));
+    }
+    done += static_cast<std::size_t>(n);
+  }
+}
+
+bool process_is_gone(long pid) {
+  if (pid <= 0 || pid == static_cast<long>(::getpid())) return false;
+  return ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH;
+}
+
 }  // namespace
 
 void sync_directory(const std::filesystem::path& dir) {
-  const int fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY);
+  const int fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) throw Error(fmt::format("cannot open folder {}: {}", dir.string(), errno_text()));
   const int rc = ::fsync(fd);
   ::close(fd);
@@ -29,22 +85,21 @@ void sync_directory(const std::filesystem::path& dir) {
 
 void write_file_atomic(const std::filesystem::path& path, std::string_view bytes) {
   const std::filesystem::path dir = path.has_parent_path() ? path.parent_path() : std::filesystem::path(".");
-  const std::filesystem::path tmp = dir / fmt::format(".{}.tmp-{}", path.filename().string(), ::getpid());
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  if (fd < 0) throw Error(fmt::format("cannot create {}: {}", tmp.string(), errno_text()));
-  std::size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      const std::string why = errno_text();
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      throw Error(fmt::format("cannot write {}: {}", path.string(), why));
-    }
-    done += static_cast<std::size_t>(n);
+  int fd = -1;
+  const std::filesystem::path tmp =
+      create_exclusively(dir, path.filename().string(), "tmp", [&](const std::filesystem::path& candidate) {
+        fd = ::open(candidate.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
+        return fd >= 0;
+      });
+  try {
+    write_all(fd, bytes, path);
+    if (::fsync(fd) != 0) throw Error(fmt::format("cannot flush {}: {}", path.string(), errno_text()));
+  } catch (...) {
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    throw;
   }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
+  if (::close(fd) != 0) {
     const std::string why = errno_text();
     ::unlink(tmp.c_str());
     throw Error(fmt::format("cannot flush {}: {}", path.string(), why));
@@ -55,6 +110,55 @@ void write_file_atomic(const std::filesystem::path& path, std::string_view bytes
     throw Error(fmt::format("cannot move {} into place: {}", path.string(), why));
   }
   sync_directory(dir);
+}
+
+std::filesystem::path make_temporary_folder(const std::filesystem::path& parent, std::string_view stem,
+                                            std::string_view kind) {
+  return create_exclusively(parent, stem, kind,
+                            [](const std::filesystem::path& candidate) { return ::mkdir(candidate.c_str(), 0777) == 0; });
+}
+
+AppendFile::AppendFile(const std::filesystem::path& path) : path_(path) {
+  fd_ = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0666);
+  if (fd_ < 0) {
+    throw Error(fmt::format("cannot open {} for appending: {}", path.string(),
+                            errno == ELOOP ? "it is a symlink" : errno_text()));
+  }
+}
+
+AppendFile::~AppendFile() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void AppendFile::write(std::string_view bytes) { write_all(fd_, bytes, path_); }
+
+std::vector<std::filesystem::path> remove_stale_temporaries(const std::filesystem::path& dir) {
+  // ".<name>.tmp-<pid>-XXXXXX" or ".<name>.old-<pid>-XXXXXX" (this version), ".<name>.tmp-<pid>"
+  // and ".<name>.old-<pid>" (earlier versions).
+  static const std::regex pattern(R"(\..+\.(tmp|old)-([0-9]{1,9})(-[A-Za-z0-9]{6})?)");
+  std::vector<std::filesystem::path> removed;
+  std::error_code ec;
+  if (!std::filesystem::is_directory(dir, ec)) return removed;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    const std::string name = entry.path().filename().string();
+    std::smatch m;
+    if (!std::regex_match(name, m, pattern) || !process_is_gone(std::stol(m[2]))) continue;
+    // remove_all does not follow symlinks: a planted link is removed, never what it names.
+    std::filesystem::remove_all(entry.path());
+    removed.push_back(entry.path());
+  }
+  return removed;
+}
+
+bool is_plain_name(std::string_view name) {
+  return !name.empty() && name != "." && name != ".." && name.find('/') == std::string_view::npos &&
+         name.find('\0') == std::string_view::npos;
+}
+
+void check_plain_name(std::string_view name, std::string_view what) {
+  if (!is_plain_name(name)) {
+    throw Error(fmt::format("{} '{}' must be a single plain name (not empty, no '/', not '.' or '..')", what, name));
+  }
 }
 
 std::string read_file(const std::filesystem::path& path) {

@@ -76,6 +76,105 @@ class Commands(unittest.TestCase):
         self.assertEqual(len(ref["logits"]), len(ref["tokens"]) * 257)
         self.expect_error(["export", out, "--out", hf], "already holds a model")
 
+    def files_under(self, folder):
+        found = {}
+        for root, _, names in os.walk(folder):
+            for n in names:
+                with open(os.path.join(root, n), "rb") as f:
+                    found[os.path.join(root, n)] = f.read()
+        return found
+
+    def test_an_existing_run_or_export_is_never_overwritten_silently(self):
+        out = self.path("run")
+        p = run("train", *SMALL, "--recipe", "bf16", "--out", out, "--sample-tokens", "0")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        before = self.files_under(out)
+        # train --out and compare --out on an existing run: refused, nothing changed.
+        self.expect_error(["train", *SMALL, "--out", out], "already holds a run", "--force", "--resume")
+        cmp = self.path("cmp")
+        os.makedirs(os.path.join(cmp, "bf16"))
+        shutil.copytree(os.path.join(out, "checkpoints"), os.path.join(cmp, "bf16", "checkpoints"))
+        self.expect_error(["compare", "--recipes", "bf16", *SMALL, "--no-plot", "--out", cmp], "already holds a run")
+        self.assertEqual(before, self.files_under(out))
+        # --out naming a file.
+        f = self.path("file.txt")
+        with open(f, "w") as fh:
+            fh.write("mine")
+        self.expect_error(["train", *SMALL, "--out", f], "not a folder")
+        self.expect_error(["compare", "--recipes", "bf16", *SMALL, "--no-plot", "--out", f], "not a folder")
+        self.expect_error(["export", out, "--out", f], "not a folder")
+        self.assertEqual(open(f).read(), "mine")
+        # export: an earlier config.json alone is an export too; the checkpoint folder never is a target.
+        hf = self.path("hf")
+        os.makedirs(hf)
+        with open(os.path.join(hf, "config.json"), "w") as fh:
+            fh.write("{}")
+        self.expect_error(["export", out, "--out", hf], "already holds a model", "config.json", "--force")
+        self.assertEqual(open(os.path.join(hf, "config.json")).read(), "{}")
+        ckpt = os.path.join(out, "checkpoints", "step-000004")
+        self.expect_error(["export", out, "--out", ckpt, "--force"], "checkpoint folder", "even with --force")
+        self.expect_error(["export", ckpt, "--out", os.path.join(out, "checkpoints", "step-000004", "."), "--force"],
+                          "checkpoint folder")
+        self.assertEqual(before, self.files_under(out))
+        # --force replaces the run: one run's metrics, no old checkpoints.
+        p = run("train", *SMALL[:-1], "--steps", "2", "--recipe", "bf16", "--out", out, "--force", "--sample-tokens", "0")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual([json.loads(l)["step"] for l in open(os.path.join(out, "metrics.jsonl"))], [1, 2])
+        self.assertEqual(sorted(os.listdir(os.path.join(out, "checkpoints"))), ["latest", "step-000002"])
+
+    def test_resume_refuses_what_cannot_change_and_applies_the_rest(self):
+        out = self.path("run")
+        p = run("train", *SMALL, "--recipe", "bf16", "--out", out, "--sample-tokens", "0")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        before = self.files_under(out)
+        for flag in (["--weight-decay", "0.5"], ["--grad-clip", "2"], ["--d-model", "64"], ["--layers", "3"],
+                     ["--tokenizer", "gpt2"], ["--forward-only"], ["--eden-group", "128"], ["--seed", "1"],
+                     ["--bf16-blocks", "first:1,last:0"]):
+            self.expect_error(["train", "--resume", out, "--steps", "6", *flag], flag[0], "cannot change when resuming")
+        self.assertEqual(before, self.files_under(out))
+        p = run("train", "--resume", out, "--steps", "6", "--eval-every", "1", "--device", "cpu", "--quiet",
+                "--sample-tokens", "0")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("--eval-every 1 (the run had 2) applies from here on", p.stderr)
+        lines = [json.loads(l) for l in open(os.path.join(out, "metrics.jsonl"))]
+        self.assertEqual([l["step"] for l in lines], [1, 2, 3, 4, 5, 6])
+        self.assertIn("val_loss", lines[4])
+        self.assertIn("val_loss", lines[5])
+
+    def test_a_diverged_run_stops_with_an_error(self):
+        out = self.path("run")
+        p = run("train", "--steps", "40", "--batch", "2", "--seq", "64", "--lr", "1e6", "--recipe", "bf16",
+                "--max-skipped-steps", "3", "--eval-every", "0", "--eval-batches", "1", "--final-eval-batches", "1",
+                "--out", out, "--quiet", "--sample-tokens", "0")
+        self.assertNotEqual(p.returncode, 0, p.stderr)
+        self.assertIn("diverged: 3 consecutive steps skipped", p.stderr)
+        self.assertFalse(os.path.exists(os.path.join(out, "checkpoints")))
+        self.expect_error(["train", "--max-skipped-steps", "-1"], "--max-skipped-steps")
+
+    def test_a_non_finite_checkpoint_is_refused_by_every_command(self):
+        out = self.path("run")
+        p = run("train", *SMALL, "--recipe", "bf16", "--out", out, "--sample-tokens", "0")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        f = os.path.join(out, "checkpoints", "step-000004", "model.safetensors")
+        with open(f, "r+b") as fh:
+            n = int.from_bytes(fh.read(8), "little")
+            header = json.loads(fh.read(n))
+            fh.seek(8 + n + header["model.norm.weight"]["data_offsets"][0])
+            fh.write(b"\x00\x00\xc0\x7f")  # a float32 NaN
+        for args in (["sample", out, "--tokens", "5"], ["export", out, "--out", self.path("hf")],
+                     ["train", "--resume", out, "--steps", "6"]):
+            self.expect_error(args, "model.norm.weight", "non-finite")
+        self.assertFalse(os.path.exists(self.path("hf", "model.safetensors")))
+
+    def test_prepare_refuses_a_name_that_is_a_path(self):
+        a = self.path("a.txt")
+        with open(a, "w") as f:
+            f.write("The quick brown fox jumps over the lazy dog. " * 50)
+        out = self.path("deep", "er", "shards")
+        for name in ("../../x", "/tmp/x", "a/b", "..", "."):
+            self.expect_error(["prepare", a, "--out", out, "--tokenizer", "byte", "--name", name], "--name", name)
+        self.assertEqual(sorted(os.listdir(self.dir)), ["a.txt"])
+
     def test_bad_train_input_gets_clear_errors(self):
         self.expect_error(["train", "--recipe", "fp2"], "fp2", "quartet2")
         self.expect_error(["train", "--steps", "0"], "--steps")

@@ -4,9 +4,15 @@
 
 #include <gtest/gtest.h>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstring>
 #include <filesystem>
 
 #include "quartet/error.h"
+#include "quartet/nn/recipe.h"
 #include "quartet/train/trainer.h"
 #include "quartet/util/files.h"
 #include "quartet/util/safetensors.h"
@@ -132,6 +138,95 @@ TEST_F(Checkpoints, LatestPointingNowhere) {
   write_file_atomic(run / "checkpoints/latest", "step-000099\n");
   expect_resume_error(run, "step-000099");
   EXPECT_THROW(resolve_checkpoint(dir_->path() / "nothing-here"), Error);
+}
+
+// `latest` named any path: "../other-run/..." or an absolute one resumed another run, whose
+// metrics.jsonl the resume then truncated and whose checkpoints it replaced.
+TEST_F(Checkpoints, LatestMustNameACheckpointOfThisRun) {
+  const fs::path run = copy(), victim = copy();
+  const auto victim_files = [&] {
+    std::map<std::string, std::string> files;
+    for (const auto& e : fs::recursive_directory_iterator(victim)) {
+      if (e.is_regular_file()) files[e.path().string()] = read_file(e.path());
+    }
+    return files;
+  };
+  const auto before = victim_files();
+  const std::string relative = "../../" + victim.filename().string() + "/checkpoints/step-000002";
+  ASSERT_TRUE(fs::exists(run / "checkpoints" / relative / "state.json"));
+  for (const std::string& name : {relative, (victim / "checkpoints" / "step-000002").string(), std::string("..")}) {
+    write_file_atomic(run / "checkpoints/latest", name + "\n");
+    expect_resume_error(run, "not a path");
+    EXPECT_THROW(resolve_checkpoint(run), Error) << name;
+  }
+  // A symlink beside `latest` leads out of the run just the same.
+  fs::create_directory_symlink(victim / "checkpoints" / "step-000002", run / "checkpoints" / "step-000003");
+  write_file_atomic(run / "checkpoints/latest", "step-000003\n");
+  expect_resume_error(run, "symlink");
+  EXPECT_EQ(victim_files(), before);
+}
+
+// NaN or infinity in a checkpoint's tensors used to be loaded: sampling printed nothing,
+// export copied the NaN, and a resume skipped every step and exited successfully.
+TEST_F(Checkpoints, NonFiniteTensorsAreRefusedWithTheirNames) {
+  const auto poison = [&](const fs::path& file, const std::string& tensor, double value) {
+    SafeTensors t = read_safetensors(file);
+    std::vector<double> values = tensor_values(t.tensors.at(tensor));
+    values[values.size() / 2] = value;
+    t.tensors[tensor] = make_f32_tensor(t.tensors.at(tensor).shape, values);
+    write_safetensors(file, t);
+  };
+  const fs::path a = copy();
+  poison(a / "checkpoints/step-000002/model.safetensors", "model.norm.weight", std::nan(""));
+  expect_resume_error(a, "model.norm.weight");
+  expect_resume_error(a, "non-finite");
+  // Loading for sampling or export (weights only) refuses it too.
+  const nlohmann::json state = read_checkpoint_state(a / "checkpoints/step-000002");
+  const TrainConfig c = TrainConfig::from_json(state.at("config"));
+  auto backend = make_cpu_backend();
+  LlamaModel model(*backend, model_config(c, 257), make_recipe("bf16"), c.seed);
+  try {
+    load_checkpoint_tensors(a / "checkpoints/step-000002", *backend, model, nullptr);
+    ADD_FAILURE() << "a NaN weight was loaded";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("step-000002/model.safetensors"), std::string::npos) << e.what();
+  }
+  const fs::path b = copy();
+  poison(b / "checkpoints/step-000002/optimizer.safetensors", "model.layers.0.mlp.down_proj.weight.exp_avg_sq",
+         -INFINITY);
+  expect_resume_error(b, "model.layers.0.mlp.down_proj.weight.exp_avg_sq");
+  expect_resume_error(b, "optimizer.safetensors");
+}
+
+// A save killed mid-way (kill -9, power loss) left its temporary folder forever; the next run
+// removes such folders, and only those whose process is gone.
+TEST_F(Checkpoints, FoldersOfKilledSavesAreRemovedWhenTheRunGoesOn) {
+  const fs::path run = copy();
+  const pid_t child = ::fork();
+  if (child == 0) ::_exit(0);
+  ::waitpid(child, nullptr, 0);
+  const std::string dead = std::to_string(child);
+  const fs::path root = run / "checkpoints";
+  const fs::path stale = root / (".step-000003.tmp-" + dead + "-Zx81Qa"), legacy = root / (".step-000003.tmp-" + dead);
+  const fs::path live = root / (".step-000009.tmp-" + std::to_string(::getpid()) + "-Zx81Qa");
+  for (const fs::path& p : {stale, legacy, live, root / "mine"}) {
+    fs::create_directories(p);
+    write_file_atomic(p / "model.safetensors", "torn");
+  }
+  ResumeOptions o;
+  o.steps = 3;
+  std::vector<std::string> logs;
+  TrainCallbacks cb;
+  cb.log = [&](const std::string& s) { logs.push_back(s); };
+  resume(run.string(), o, cb);
+  EXPECT_FALSE(fs::exists(stale));
+  EXPECT_FALSE(fs::exists(legacy));
+  EXPECT_TRUE(fs::exists(live / "model.safetensors"));
+  EXPECT_TRUE(fs::exists(root / "mine" / "model.safetensors"));
+  EXPECT_TRUE(fs::exists(root / "step-000003" / "state.json"));
+  bool logged = false;
+  for (const auto& l : logs) logged |= l.find(stale.filename().string()) != std::string::npos;
+  EXPECT_TRUE(logged);
 }
 
 TEST_F(Checkpoints, NothingLeftToDo) {

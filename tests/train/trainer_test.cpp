@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -179,6 +181,139 @@ TEST(Trainer, NonFiniteStepsAreSkippedAndCounted) {
     for (const auto& l : logs) logged |= l.find("skipped") != std::string::npos;
     EXPECT_TRUE(logged) << recipe;
   }
+}
+
+// A diverged run used to skip every remaining step, save a checkpoint and succeed.
+TEST(Trainer, ADivergedRunStopsAfterTheConfiguredConsecutiveSkips) {
+  testing::TempDir dir;
+  TrainConfig c = small_run("bf16", 30);
+  c.lr = 1e30;
+  c.warmup_fraction = 0;
+  c.out_dir = dir.str();
+  RunControl control;
+  control.max_skipped_steps = 3;
+  try {
+    train(c, {}, control);
+    ADD_FAILURE() << "a run that skipped every step ended successfully";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("diverged: 3 consecutive steps skipped"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("--max-skipped-steps"), std::string::npos) << e.what();
+  }
+  // No checkpoint of the diverged state; the metrics of the steps that ran are there.
+  EXPECT_FALSE(std::filesystem::exists(dir.path() / "checkpoints"));
+  const std::string metrics = read_file(dir.path() / "metrics.jsonl");
+  const auto lines = std::count(metrics.begin(), metrics.end(), '\n');
+  EXPECT_GE(lines, 4);
+  EXPECT_LT(lines, 30);
+  // 0: never stop (the old behaviour, on request).
+  c.steps = 6;
+  c.out_dir.clear();
+  control.max_skipped_steps = 0;
+  EXPECT_GE(train(c, {}, control).skipped_steps, 3);
+}
+
+// A stop request (what SIGINT/SIGTERM set) ends the run after the step under way, with a
+// checkpoint of that step, from which the run goes on as if it had never stopped.
+TEST(Trainer, AStopRequestSavesTheStepUnderWayAndReturns) {
+  testing::TempDir full_dir, dir;
+  TrainConfig c = small_run("bf16", 5);
+  c.out_dir = full_dir.str();
+  const TrainResult full = train(c);
+  c.out_dir = dir.str();
+  std::atomic<bool> stop{false};
+  RunControl control;
+  control.stop = &stop;
+  TrainCallbacks cb;
+  cb.on_step = [&](const StepMetrics& m) {
+    if (m.step == 2) stop = true;
+  };
+  const TrainResult stopped = train(c, cb, control);
+  EXPECT_TRUE(stopped.stopped);
+  ASSERT_EQ(stopped.history.size(), 2u);
+  EXPECT_EQ(stopped.last_checkpoint, (dir.path() / "checkpoints" / "step-000002").string());
+  EXPECT_EQ(read_file(dir.path() / "checkpoints" / "latest"), "step-000002\n");
+  const TrainResult resumed = resume(dir.str());
+  ASSERT_EQ(resumed.history.size(), 3u);
+  EXPECT_FALSE(resumed.stopped);
+  for (std::size_t i = 0; i < 3; ++i) EXPECT_EQ(resumed.history[i].loss, full.history[i + 2].loss);
+}
+
+// train() into a folder that already holds a run used to cut its metrics.jsonl, move `latest`
+// and leave the old checkpoints among the new ones.
+TEST(Trainer, AnExistingRunIsReplacedOnlyOnRequest) {
+  testing::TempDir dir;
+  TrainConfig c = small_run("bf16", 3);
+  c.save_every = 1;
+  c.out_dir = dir.str();
+  train(c);
+  const std::string metrics = read_file(dir.path() / "metrics.jsonl");
+  const std::string weights = read_file(dir.path() / "checkpoints/step-000003/model.safetensors");
+  c.steps = 2;
+  c.seed = 99;
+  try {
+    train(c);
+    ADD_FAILURE() << "an existing run was overwritten";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("already holds a run"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("--force"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(read_file(dir.path() / "metrics.jsonl"), metrics);
+  EXPECT_EQ(read_file(dir.path() / "checkpoints/step-000003/model.safetensors"), weights);
+  EXPECT_EQ(read_file(dir.path() / "checkpoints/latest"), "step-000003\n");
+  // A resume written into another run's folder is refused the same way.
+  testing::TempDir other;
+  TrainConfig o = small_run("bf16", 2);
+  o.out_dir = other.str();
+  train(o);
+  ResumeOptions r;
+  r.steps = 4;
+  r.out_dir = dir.str();
+  EXPECT_THROW(resume(other.str(), r), Error);
+  EXPECT_EQ(read_file(dir.path() / "metrics.jsonl"), metrics);
+  // Replacing: the old checkpoints go, so the folder holds one run.
+  write_file_atomic(dir.path() / "notes.txt", "mine");
+  RunControl replace;
+  replace.replace_existing_run = true;
+  train(c, {}, replace);
+  EXPECT_FALSE(std::filesystem::exists(dir.path() / "checkpoints/step-000003"));
+  EXPECT_TRUE(std::filesystem::exists(dir.path() / "checkpoints/step-000002/state.json"));
+  EXPECT_EQ(read_file(dir.path() / "checkpoints/latest"), "step-000002\n");
+  EXPECT_EQ(read_file(dir.path() / "notes.txt"), "mine");
+  const std::string replaced = read_file(dir.path() / "metrics.jsonl");
+  EXPECT_EQ(std::count(replaced.begin(), replaced.end(), '\n'), 2);
+  // A file is not a run folder.
+  c.out_dir = (dir.path() / "notes.txt").string();
+  try {
+    train(c, {}, replace);
+    ADD_FAILURE() << "a file was accepted as --out";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("not a folder"), std::string::npos) << e.what();
+  }
+}
+
+// Settings that do not change what is trained were silently ignored on resume; they apply now.
+TEST(Trainer, ResumeAppliesEvaluationSettingsAndSaysSo) {
+  testing::TempDir dir;
+  TrainConfig c = small_run("bf16", 2);
+  c.out_dir = dir.str();
+  train(c);
+  ResumeOptions o;
+  o.steps = 4;
+  o.eval_every = 1;
+  o.device = "cpu";
+  std::vector<std::string> logs;
+  TrainCallbacks cb;
+  cb.log = [&](const std::string& s) { logs.push_back(s); };
+  const TrainResult r = resume(dir.str(), o, cb);
+  ASSERT_EQ(r.history.size(), 2u);
+  EXPECT_TRUE(r.history[0].val_loss.has_value());
+  EXPECT_TRUE(r.history[1].val_loss.has_value());
+  bool logged = false;
+  for (const auto& l : logs) logged |= l.find("--eval-every 1 (the run had 0)") != std::string::npos;
+  EXPECT_TRUE(logged);
+  const nlohmann::json state = nlohmann::json::parse(read_file(dir.path() / "checkpoints/step-000004/state.json"));
+  EXPECT_EQ(state.at("config").at("eval_every").get<int>(), 1);
+  EXPECT_EQ(state.at("config").at("device").get<std::string>(), "cpu");
 }
 
 TEST(Trainer, LearningRateScheduleWarmsUpAndDecays) {

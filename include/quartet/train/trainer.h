@@ -5,6 +5,7 @@
 // so a run is a pure function of (config, seed, data).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -41,6 +42,7 @@ struct TrainResult {
   std::int64_t skipped_steps = 0;
   double seconds = 0;
   std::string last_checkpoint;
+  bool stopped = false;  // RunControl::stop was set: the run ended early, after a checkpoint
 };
 
 class Tokenizer;
@@ -52,19 +54,45 @@ struct TrainCallbacks {
   std::function<void(Backend&, LlamaModel&, const Tokenizer&)> on_finish;
 };
 
+// How this process runs the training, as opposed to what is trained: not saved in checkpoints,
+// so it may differ when a run is resumed.
+struct RunControl {
+  // train() into an out_dir that already holds a run (metrics.jsonl or checkpoints/) is refused
+  // unless this is set; then the old run's metrics and checkpoints are removed first, so the
+  // folder never mixes two runs.
+  bool replace_existing_run = false;
+  // A diverged run skips every step: after this many consecutive skipped steps the run stops
+  // with an Error (its checkpoints stay as they were). 0: never stop.
+  std::int64_t max_skipped_steps = 20;
+  // Set from outside (a signal handler): the step under way is finished, a checkpoint saved
+  // (when there is an out_dir) and the run returns with TrainResult::stopped.
+  const std::atomic<bool>* stop = nullptr;
+};
+
+// The run folder `out_dir` as train() would find it: throws Error if it is a file, or if it
+// already holds a run and replace_existing_run is not set. For callers that start several runs
+// (compare) and must refuse before the first one starts.
+void check_run_folder(const std::string& out_dir, const RunControl& control);
+
 // Runs a training run. Throws Error on bad configuration or data before anything is written.
-TrainResult train(const TrainConfig& config, const TrainCallbacks& callbacks = {});
+TrainResult train(const TrainConfig& config, const TrainCallbacks& callbacks = {}, const RunControl& control = {});
 
 // What may change when a run is resumed; everything else comes from the checkpoint, so the
 // run continues bitwise as if it had never stopped (a different step count changes the
 // learning-rate schedule, and is reported).
+// Each one given and different from the checkpoint's is applied and logged.
 struct ResumeOptions {
   std::optional<std::int64_t> steps;
   std::optional<std::string> out_dir;  // default: the run folder the checkpoint belongs to
   std::optional<std::int64_t> save_every;
+  std::optional<std::int64_t> eval_every;
+  std::optional<std::int64_t> eval_batches;
+  std::optional<std::int64_t> final_eval_batches;
+  std::optional<std::string> device;  // checkpoints are the same on either backend
 };
 
 // Continues from a checkpoint folder or a run folder (its latest checkpoint).
-TrainResult resume(const std::string& checkpoint, const ResumeOptions& options = {}, const TrainCallbacks& callbacks = {});
+TrainResult resume(const std::string& checkpoint, const ResumeOptions& options = {}, const TrainCallbacks& callbacks = {},
+                   const RunControl& control = {});
 
 }  // namespace quartet
