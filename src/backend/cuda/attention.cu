@@ -195,24 +195,27 @@ void set_common_args(Args& args, const std::shared_ptr<void>& qk, const Tensor& 
   args.scale_log2 = args.scale * 1.4426950408889634f;
 }
 
+// Eight warps (16 query rows each) per forward block: four measured the same on an H100
+// (docs/cuda.md), eight load each key tile for twice as many rows.
 template <int D>
 void launch_forward(const flash::ForwardArgs& args, const Dims& d, cudaStream_t stream) {
-  constexpr int bytes = flash::forward_shared_bytes<D>();
-  static const bool configured = (allow_shared_bytes(flash::forward_kernel<D>, bytes), true);
+  constexpr int kWarps = 8, bytes = flash::forward_shared_bytes<D, kWarps>();
+  static const bool configured = (allow_shared_bytes(flash::forward_kernel<D, kWarps>, bytes), true);
   (void)configured;
-  const dim3 grid((d.seq + flash::kForwardRows - 1) / flash::kForwardRows, d.heads, d.batch);
-  flash::forward_kernel<D><<<grid, flash::kForwardWarps * 32, bytes, stream>>>(args);
+  const dim3 grid((d.seq + kWarps * 16 - 1) / (kWarps * 16), d.heads, d.batch);
+  flash::forward_kernel<D, kWarps><<<grid, kWarps * 32, bytes, stream>>>(args);
   QUARTET_CUDA_LAUNCHED();
 }
 
-// The backward kernels (flash_attention_backward.cuh): fused by default, split when the
-// environment variable QUARTET_ATTENTION_BACKWARD is "split" (read at every call, so that tests
-// and benchmarks can compare the two in one process).
-bool split_backward() {
+// The backward kernels (flash_attention_backward.cuh): split by default (faster at seq 2048, as
+// fast at seq 1024; docs/cuda.md), fused when the environment variable
+// QUARTET_ATTENTION_BACKWARD is "fused" (read at every call, so that tests and benchmarks can
+// compare the two in one process).
+bool fused_backward() {
   const char* choice = std::getenv("QUARTET_ATTENTION_BACKWARD");
-  if (choice == nullptr || *choice == '\0' || std::string_view(choice) == "fused") return false;
-  if (std::string_view(choice) == "split") return true;
-  throw Error(message("QUARTET_ATTENTION_BACKWARD must be \"fused\" or \"split\", got \"", choice, "\""));
+  if (choice == nullptr || *choice == '\0' || std::string_view(choice) == "split") return false;
+  if (std::string_view(choice) == "fused") return true;
+  throw Error(message("QUARTET_ATTENTION_BACKWARD must be \"split\" or \"fused\", got \"", choice, "\""));
 }
 
 // Blocks of the fused kernel that fit on the device at once: it is persistent.
@@ -238,7 +241,7 @@ void launch_backward(flash::BackwardArgs args, const Dims& d, cudaStream_t strea
                                   allow_shared_bytes(flash::fused_backward_kernel<D>, fused_bytes), true);
   (void)configured;
   const int key_blocks = (d.seq + flash::kKeyRows - 1) / flash::kKeyRows;
-  if (!split_backward()) {
+  if (fused_backward()) {
     // The task counter, then the dQ-addition counters, zeroed.
     const std::int64_t q_blocks = (d.seq + flash::key_query_rows<D>() - 1) / flash::key_query_rows<D>();
     const std::int64_t counters = 1 + static_cast<std::int64_t>(d.batch) * d.heads * q_blocks;

@@ -45,7 +45,7 @@ struct BackwardArgs {
   int seq, heads, group;
   std::int64_t qk_stride, v_stride, out_stride, dqk_stride, dv_stride;
   float scale, scale_log2;
-  // The fused kernel only (zeroed before it runs): the next task for a persistent block, and per
+  // The fused backward only (zeroed before it runs): the next task for a persistent block, and per
   // (batch, head, query block) how many key blocks have added their dQ contribution so far.
   int* next_task;
   int* dq_added;
@@ -95,18 +95,18 @@ __device__ __forceinline__ void c_to_a_fragment(std::uint32_t (&a)[4], const flo
   a[3] = pack_bf16(c1[2], c1[3]);
 }
 
-// ---- forward: a block of 128 queries (8 warps x 16 rows), keys 64 at a time ----------------
+// ---- forward: a block of Warps x 16 queries, keys 64 at a time ----------------------------
 
-inline constexpr int kForwardWarps = 8, kForwardRows = 128, kForwardKeys = 64;
+inline constexpr int kForwardKeys = 64;
 
-template <int D>
+template <int D, int Warps>
 constexpr int forward_shared_bytes() {
-  return SwizzledTile<kForwardRows, D>::kBytes + 4 * SwizzledTile<kForwardKeys, D>::kBytes;
+  return SwizzledTile<Warps * 16, D>::kBytes + 4 * SwizzledTile<kForwardKeys, D>::kBytes;
 }
 
-template <int D>
-__global__ void __launch_bounds__(kForwardWarps * 32) forward_kernel(const ForwardArgs a) {
-  constexpr int Br = kForwardRows, Bc = kForwardKeys, kThreads = kForwardWarps * 32;
+template <int D, int Warps>
+__global__ void __launch_bounds__(Warps * 32) forward_kernel(const ForwardArgs a) {
+  constexpr int Br = Warps * 16, Bc = kForwardKeys, kThreads = Warps * 32;
   using QTile = SwizzledTile<Br, D>;
   using KTile = SwizzledTile<Bc, D>;
   extern __shared__ __align__(128) unsigned char shared[];

@@ -5,16 +5,19 @@
 // every query head of its key/value head, so grouped-query heads need no reduction) and builds
 // dK and dV in registers. dQ = dS K needs the contributions of every key block to a query block:
 //
-// - fused (the default): the key-block kernel also computes each query block's dQ
-//   contribution (dS through shared memory) and adds it to an FP32 dQ in global memory in a
-//   fixed order, the diagonal key block first and key block 0 last. A per-(batch, head, query
-//   block) counter orders the additions (acquire/release, as FlashAttention-3's deterministic
-//   mode does); key blocks take their tasks from a counter in the order the additions need (the
-//   lighter, later key blocks of a head first), so a block only ever waits for a task handed out
-//   before its own, and the blocks reach each query block in about that order anyway (no
-//   waiting in the steady state). Five matrix products per block pair.
-// - split (QUARTET_ATTENTION_BACKWARD=split): a second kernel per block of 64 queries recomputes
-//   the scores and dP to build dQ: seven products per block pair, but no ordering.
+// - split (the default): a second kernel per block of 64 queries recomputes the scores and dP to
+//   build dQ in registers: seven matrix products per block pair, no ordering.
+// - fused (QUARTET_ATTENTION_BACKWARD=fused): the key-block kernel also computes each query
+//   block's dQ contribution (dS through shared memory) and adds it to an FP32 dQ in global
+//   memory in a fixed order, the diagonal key block first and key block 0 last: five products
+//   per block pair. A per-(batch, head, query block) counter orders the additions
+//   (acquire/release, as FlashAttention-3's deterministic mode does). Key blocks take their
+//   tasks from a counter in the order the additions need (the lighter, later key blocks of a
+//   head first), so a block only ever waits for a task handed out before its own; the sum so
+//   far is staged in shared memory by cp.async while the dV and dK products run, and each
+//   count is released one item later, when the stores have drained. Its products alone run
+//   faster than the split kernels, but the FP32 read-modify-write of dQ through L2 still costs
+//   more than the two recomputed products at seq 2048 (docs/cuda.md).
 #pragma once
 
 #include "backend/cuda/flash_attention.cuh"
@@ -41,9 +44,17 @@ constexpr int key_shared_bytes() {
   return 2 * SwizzledTile<kKeyRows, D>::kBytes + 4 * SwizzledTile<Br, D>::kBytes + 4 * Br * 4;
 }
 
+// The fused kernel's FP32 staging of a query block's dQ sum so far ([Br][D], rows padded by 16
+// bytes against bank conflicts).
+template <int D>
+constexpr int staging_row_bytes() {
+  return D * 4 + 16;
+}
+
 template <int D>
 constexpr int fused_shared_bytes() {
-  return key_shared_bytes<D>() + kKeyRows * ds_row_bytes<D>() + 16;  // + the task number's slot
+  // + dS^T, the staged sum, and the task number's slot
+  return key_shared_bytes<D>() + kKeyRows * ds_row_bytes<D>() + key_query_rows<D>() * staging_row_bytes<D>() + 16;
 }
 
 __device__ __forceinline__ int load_acquire(const int* p) {
@@ -73,6 +84,9 @@ __device__ __forceinline__ void key_block_backward(const BackwardArgs& a, unsign
   const std::uint32_t q_tiles = v_tile + KTile::kBytes, do_tiles = q_tiles + 2 * QTile::kBytes;
   float* row_stats = reinterpret_cast<float*>(shared + 2 * KTile::kBytes + 4 * QTile::kBytes);  // [2][lse | delta][Br]
   const std::uint32_t ds_tile = shared_address(row_stats + 4 * Br);
+  const std::uint32_t staging = ds_tile + kKeyRows * ds_row_bytes<D>();  // WithDq: the dQ sum so far
+  int* release_at = nullptr;  // WithDq: the counter of the previous item, and its new value
+  int release_value = 0;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
 
   const int key0 = key_block * Bc;
@@ -121,9 +135,10 @@ __device__ __forceinline__ void key_block_backward(const BackwardArgs& a, unsign
     const float* lse_log2 = row_stats + (buf * 2 + 0) * Br;
     const float* delta = row_stats + (buf * 2 + 1) * Br;
 
-    if (q0 + Br - 1 >= my_key0) {  // some query of the block sees some key of this warp
+    const bool active = q0 + Br - 1 >= my_key0;  // some query of the block sees some key of this warp
+    float s[Br / 8][4], dp[Br / 8][4];
+    if (active) {
       // S^T = K Q^T and dP^T = V dO^T, this warp's 16 keys x Br queries.
-      float s[Br / 8][4], dp[Br / 8][4];
 #pragma unroll
       for (int i = 0; i < Br / 8; ++i) {
         s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
@@ -157,17 +172,51 @@ __device__ __forceinline__ void key_block_backward(const BackwardArgs& a, unsign
           dp[nt][e] = p * (dp[nt][e] - delta[qi]);
         }
       }
-      if constexpr (WithDq) {
-        // dS^T in BF16 (the same rounding as the dK product's operand) for the dQ product.
+    }
+
+    // With WithDq: the order of this query block's dQ additions (the diagonal key block writes,
+    // key block 0 adds last and scales), the position's counter, and the earlier sum staged in
+    // shared memory while the dV and dK products run.
+    const int last_key_block = min((q0 + Br - 1) / Bc, (a.seq - 1) / Bc);
+    const int position = last_key_block - key_block;
+    int* const added = WithDq ? a.dq_added + (static_cast<std::int64_t>(b) * a.heads + h) * q_blocks + q0 / Br : nullptr;
+    if constexpr (WithDq) {
+      // dS^T in BF16 (the same rounding as the dK product's operand) for the dQ product; zero
+      // where every query of the block precedes this warp's keys.
 #pragma unroll
-        for (int nt = 0; nt < Br / 8; ++nt) {
+      for (int nt = 0; nt < Br / 8; ++nt) {
 #pragma unroll
-          for (int r = 0; r < 2; ++r) {
-            const std::uint32_t at = ds_tile + (warp * 16 + g + 8 * r) * ds_row_bytes<D>() + (nt * 8 + 2 * c) * 2;
-            asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(at), "r"(pack_bf16(dp[nt][2 * r], dp[nt][2 * r + 1])));
-          }
+        for (int r = 0; r < 2; ++r) {
+          const std::uint32_t at = ds_tile + (warp * 16 + g + 8 * r) * ds_row_bytes<D>() + (nt * 8 + 2 * c) * 2;
+          const std::uint32_t packed = active ? pack_bf16(dp[nt][2 * r], dp[nt][2 * r + 1]) : 0u;
+          asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(at), "r"(packed));
         }
       }
+      // Thread 0 releases the previous item's counter (its stores have had a whole item's time
+      // to drain) before it waits for this one's: a block never waits while holding a count.
+      if (threadIdx.x == 0) {
+        if (release_at != nullptr) store_release(release_at, release_value);
+        if (position > 0) {
+          while (load_acquire(added) != position) __nanosleep(32);
+        }
+      }
+      release_at = added;
+      release_value = position + 1;
+      __syncthreads();  // dS^T of all 64 keys is in shared memory; the earlier additions are visible
+      if (position > 0) {
+        // The sum so far, 16-byte chunks through L2 (cp.async.cg: never a stale L1 line).
+        constexpr int kChunksPerRow = D / 4;
+        for (int i = threadIdx.x; i < Br * kChunksPerRow; i += kThreads) {
+          const int row = i / kChunksPerRow, chunk = i % kChunksPerRow;
+          const bool valid = q0 + row < a.seq;
+          const float* src = a.dq + (token0 + (valid ? q0 + row : 0)) * a.dqk_stride + h * D + chunk * 4;
+          copy_async_16(staging + row * staging_row_bytes<D>() + chunk * 16, src, valid);
+        }
+        copy_async_commit();
+      }
+    }
+
+    if (active) {
       // dV += P^T dO, dK += dS^T Q (the scale is applied at the end).
 #pragma unroll
       for (int kk = 0; kk < Br / 16; ++kk) {
@@ -185,20 +234,9 @@ __device__ __forceinline__ void key_block_backward(const BackwardArgs& a, unsign
           mma_bf16(dk[2 * np + 1], dsf, qf[2], qf[3]);
         }
       }
-    } else if constexpr (WithDq) {
-      // Every query of the block precedes this warp's keys: their dS is zero.
-#pragma unroll
-      for (int nt = 0; nt < Br / 8; ++nt) {
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-          const std::uint32_t at = ds_tile + (warp * 16 + g + 8 * r) * ds_row_bytes<D>() + (nt * 8 + 2 * c) * 2;
-          asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(at), "r"(0u));
-        }
-      }
     }
 
     if constexpr (WithDq) {
-      __syncthreads();  // dS^T of all 64 keys is in shared memory
       // dQ contribution = dS K, Br queries x D: warp w takes 16 rows (m-tile w % (Br / 16)) and
       // 64 columns.
       constexpr int kMTiles = Br / 16, kCols = 64;
@@ -219,40 +257,37 @@ __device__ __forceinline__ void key_block_backward(const BackwardArgs& a, unsign
           mma_bf16(dq[2 * np + 1], af, kf[2], kf[3]);
         }
       }
-      // Add it after the key blocks above this one (the diagonal block writes, key block 0
-      // scales): the counter says how many have added so far.
-      const int last_key_block = min((q0 + Br - 1) / Bc, (a.seq - 1) / Bc);
-      const int position = last_key_block - key_block;
-      int* added = a.dq_added + (static_cast<std::int64_t>(b) * a.heads + h) * q_blocks + q0 / Br;
       if (position > 0) {
-        if (threadIdx.x == 0) {
-          while (load_acquire(added) != position) __nanosleep(64);
-        }
-        __syncthreads();
+        copy_async_wait<0>();
+        __syncthreads();  // the staged sum is complete
       }
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
-        const int row = q0 + mt * 16 + g + 8 * r;
-        if (row >= a.seq) continue;
-        float* dq_row = a.dq + (token0 + row) * a.dqk_stride + h * D + col0;
+        const int row = mt * 16 + g + 8 * r;
+        if (q0 + row >= a.seq) continue;
+        float* dq_row = a.dq + (token0 + q0 + row) * a.dqk_stride + h * D + col0;
 #pragma unroll
         for (int nt = 0; nt < kCols / 8; ++nt) {
-          auto* at = reinterpret_cast<float2*>(dq_row + nt * 8 + 2 * c);
           float2 v = make_float2(dq[nt][2 * r], dq[nt][2 * r + 1]);
           if (position > 0) {
-            const float2 sum = __ldcg(at);  // L2: another block wrote it
+            float2 sum;
+            asm volatile("ld.shared.v2.f32 {%0, %1}, [%2];\n"
+                         : "=f"(sum.x), "=f"(sum.y)
+                         : "r"(staging + row * staging_row_bytes<D>() + (col0 + nt * 8 + 2 * c) * 4));
             v = make_float2(sum.x + v.x, sum.y + v.y);
           }
           if (key_block == 0) v = make_float2(v.x * a.scale, v.y * a.scale);
-          __stcg(at, v);
+          __stcg(reinterpret_cast<float2*>(dq_row + nt * 8 + 2 * c), v);
         }
       }
-      __threadfence();
-      __syncthreads();
-      if (threadIdx.x == 0) store_release(added, position + 1);
-    } else {
-      __syncthreads();
     }
+    __syncthreads();  // the tiles of this item are refilled by the next prefetch
+  }
+  if constexpr (WithDq) {
+    // The last item's stores: the barrier above orders them before thread 0's release, which
+    // is cumulative (a block that acquires the count sees them all; CUTLASS's semaphores rely on
+    // the same).
+    if (threadIdx.x == 0 && release_at != nullptr) store_release(release_at, release_value);
   }
 
   // Each thread owns keys g, g + 8 of its warp and columns 8 dt + 2c, 2c + 1.
@@ -275,7 +310,7 @@ __device__ __forceinline__ void key_block_backward(const BackwardArgs& a, unsign
 template <int D>
 __global__ void __launch_bounds__(kKeyWarps * 32) fused_backward_kernel(const BackwardArgs a) {
   extern __shared__ __align__(128) unsigned char shared[];
-  int* task_slot = reinterpret_cast<int*>(shared + key_shared_bytes<D>() + kKeyRows * ds_row_bytes<D>());
+  int* task_slot = reinterpret_cast<int*>(shared + fused_shared_bytes<D>() - 16);
   const int key_blocks = (a.seq + kKeyRows - 1) / kKeyRows;
   const int tasks = key_blocks * a.kv_heads * a.batch;
   for (;;) {
