@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <map>
 
@@ -62,7 +64,7 @@ std::vector<std::string> config_keys(const CLI::App& command) {
 // The file's items as arguments of `command`, every key and value checked.
 std::vector<std::string> config_arguments(CLI::App& app, CLI::App& command, const std::string& file) {
   std::ifstream in(file);
-  if (!in) throw Error(fmt::format("--config {}: cannot open the file", file));
+  if (!in) throw Error(fmt::format("--config {}: cannot open the file ({})", file, std::strerror(errno)));
   std::vector<CLI::ConfigItem> items;
   try {
     items = CLI::ConfigTOML().from_config(in);

@@ -97,19 +97,22 @@ int main(int argc, char** argv) {
     std::vector<std::string> args(argv + 1, argv + argc);
     args = expand_config_files(app, std::move(args));
     std::reverse(args.begin(), args.end());  // CLI11 takes the arguments in reverse order
+    const auto unknown_arguments = [&]() {
+      const std::vector<std::string> extras = app.remaining(true);
+      if (extras.empty()) return false;
+      fmt::print(stderr, "{}: error: unknown argument{} {} (see {} --help)\n", who, extras.size() > 1 ? "s" : "",
+                 fmt::join(extras, " "), who);
+      return true;
+    };
     try {
       app.parse(args);
     } catch (const CLI::ParseError& e) {
       if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
-      fmt::print(stderr, "{}: error: {} (see {} --help)\n", who, e.what(), who);
+      // "quartet --bogus" fails as "a subcommand is required"; the unknown argument is the news.
+      if (!unknown_arguments()) fmt::print(stderr, "{}: error: {} (see {} --help)\n", who, e.what(), who);
       return kExitUsageError;
     }
-    const std::vector<std::string> extras = app.remaining(true);
-    if (!extras.empty()) {
-      fmt::print(stderr, "{}: error: unknown argument{} {} (see {} --help)\n", who, extras.size() > 1 ? "s" : "",
-                 fmt::join(extras, " "), who);
-      return kExitUsageError;
-    }
+    if (unknown_arguments()) return kExitUsageError;
     for (const Command& command : commands) {
       if (command.app->parsed()) chosen = &command;
     }

@@ -106,6 +106,8 @@ class ExitCodesAndUnknownFlags(Case):
         self.expect(USAGE, ["sample"], "checkpoint")                 # CLI11: required positional (was 106)
         self.expect(USAGE, ["bogus"], "unknown command 'bogus'")
         self.expect(USAGE, [], "subcommand")
+        self.expect(USAGE, ["--bogus"], "unknown argument --bogus")
+        self.expect(USAGE, ["sample", self.path("run"), "extra"], "unknown argument extra")
         self.expect(USAGE, ["train", "--recipe", "fp2"], "fp2")      # a usage error found after parsing
 
     def test_help_and_version_exit_0(self):
@@ -115,6 +117,10 @@ class ExitCodesAndUnknownFlags(Case):
         self.assertEqual(p.returncode, 0)
         self.assertTrue(re.match(r"quartet \d+\.\d+\.\d+ \((with the CUDA backend|CPU only: built without the CUDA "
                                  r"backend)\)", p.stdout), p.stdout)
+
+    def test_an_unreadable_config_is_a_usage_error_with_the_reason(self):
+        self.expect(USAGE, ["train", "--config", self.path("none.toml")], self.path("none.toml"),
+                    "No such file or directory")
 
     def test_runtime_errors_exit_1(self):
         self.expect(RUNTIME, ["train", "--data", self.path("missing")], "missing")
