@@ -34,12 +34,17 @@ ProgressLine::ProgressLine(std::string label, Clock clock, std::FILE* out)
       tty_(isatty(fileno(out)) != 0) {}
 
 void ProgressLine::update(long done, long total, const std::string& what, bool keep) {
-  const double elapsed = clock_() - start_;
+  const double now = clock_(), elapsed = now - start_;
   last_elapsed_ = elapsed;
+  if (first_done_ < 0) {
+    first_done_ = done;
+    first_time_ = now;
+  }
+  const double eta = done > first_done_ ? eta_seconds(now - first_time_, first_done_, done, total)
+                                        : eta_seconds(elapsed, start_done_, done, total);
   if (silent_) return;
-  const std::string line =
-      fmt::format("{} [{}/{}] {}  elapsed {}  eta {}", label_, done, total, what, format_duration(elapsed),
-                  format_duration(eta_seconds(elapsed, start_done_, done, total)));
+  const std::string line = fmt::format("{} [{}/{}] {}  elapsed {}  eta {}", label_, done, total, what,
+                                       format_duration(elapsed), format_duration(eta));
   if (tty_) {
     fmt::print(out_, "\r\033[K{}", line);
     open_ = true;

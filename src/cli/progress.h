@@ -19,6 +19,9 @@ class ProgressLine {
   // The work continues from `done` units finished earlier (a resumed run): the rate, and so the
   // ETA, counts only the units finished since this line started, not the earlier ones.
   void set_start(long done) { start_done_ = done; }
+  // The ETA uses the rate since the first update, so that the time before the first unit
+  // (loading data, building the model) does not count as work per unit; at the first update
+  // it can only use the time since the line started.
 
   // done of total units finished; `what` describes the unit just finished. On a terminal the
   // line is rewritten in place; in a log a line is written every ~5% of the work, and
@@ -40,6 +43,8 @@ class ProgressLine {
   bool open_ = false;
   bool silent_ = false;
   long start_done_ = 0;
+  long first_done_ = -1;  // units done at the first update (-1: no update yet)
+  double first_time_ = 0;
   long last_logged_ = -1;
   double last_elapsed_ = 0;
 };

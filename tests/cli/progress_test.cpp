@@ -48,6 +48,18 @@ TEST(Progress, EtaOfAFreshRun) {
   EXPECT_NE(out.text().find("elapsed 30s  eta 1m10s"), std::string::npos) << out.text();
 }
 
+TEST(Progress, EtaLeavesOutTheTimeBeforeTheFirstStep) {
+  double now = 0.0;
+  Captured out;
+  ProgressLine line("train", [&] { return now; }, out.file());
+  now = 20.0;  // 19 s of loading, then a 1 s step... so far indistinguishable
+  line.update(1, 11, "x");
+  now = 30.0;  // step 2 took 10 s: 9 steps to go at 10 s
+  line.update(2, 11, "y");
+  // Counting the loading as work gave 30 s x 9 / 2 = 2m15s.
+  EXPECT_NE(out.text().find("[2/11] y  elapsed 30s  eta 1m30s"), std::string::npos) << out.text();
+}
+
 TEST(Progress, EtaHelper) {
   EXPECT_DOUBLE_EQ(eta_seconds(10.0, 40, 50, 100), 50.0);
   EXPECT_DOUBLE_EQ(eta_seconds(10.0, 0, 50, 100), 10.0);

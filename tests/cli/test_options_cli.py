@@ -219,6 +219,19 @@ class CheckpointState(Case):
                     self.assertNotIn("json.exception", p.stderr)
 
 
+class ProgressTimes(Case):
+    def test_the_final_line_quotes_the_progress_lines_elapsed_time(self):
+        # The GPT-2 tokenizer makes loading the embedded corpus take seconds: the final line
+        # used a clock started after loading, the progress line one started before it.
+        p = run("train", "--tokenizer", "gpt2", "--steps", "2", "--batch", "2", "--seq", "64", "--eval-every", "0",
+                "--eval-batches", "1", "--final-eval-batches", "1", "--sample-tokens", "0", "--device", "cpu")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        progress = re.findall(r"\[2/2\].*elapsed (\S+)  eta", p.stderr)
+        final = re.search(r"^final: .* \| (\S+)$", p.stdout, re.M)
+        self.assertTrue(progress and final, p.stderr + p.stdout)
+        self.assertEqual(progress[-1], final.group(1))
+
+
 class ThreadCountDeterminism(Case):
     def test_one_and_two_threads_give_the_same_losses_and_weights(self):
         # Large enough for every parallel path (OpenMP loops and the BLAS blocks); grad-accum and
