@@ -21,8 +21,13 @@ USAGE = 2    # the command line or config file is wrong
 RUNTIME = 1  # the work failed
 
 
-def run(*args, env=None, timeout=600):
-    return subprocess.run([QUARTET, *args], capture_output=True, text=True, timeout=timeout, env=env)
+# Every run here takes seconds; a regression that starts a default 600-step run instead of
+# refusing its input fails at the timeout rather than holding the suite for minutes.
+TIMEOUT = int(os.environ.get("QUARTET_TEST_TIMEOUT", "180"))
+
+
+def run(*args, env=None):
+    return subprocess.run([QUARTET, *args], capture_output=True, text=True, timeout=TIMEOUT, env=env)
 
 
 class Case(unittest.TestCase):
