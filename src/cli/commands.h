@@ -9,6 +9,8 @@ namespace quartet::cli {
 
 struct Command {
   CLI::App* app = nullptr;
+  // Optional: checks the parsed options before anything runs; its Error is a usage error (exit 2).
+  std::function<void()> check;
   std::function<int()> run;
 };
 

@@ -123,20 +123,31 @@ Command add_compare_command(CLI::App& parent) {
 
   Command command;
   command.app = app;
-  command.run = [o]() {
-    std::vector<std::string> recipes;
+  // Everything is validated before the first (long) run starts.
+  auto checked_recipes = std::make_shared<std::vector<std::string>>();
+  auto checked_configs = std::make_shared<std::vector<TrainConfig>>();
+  command.check = [o, recipes = checked_recipes, configs = checked_configs]() {
+    // getline yields no last entry after a trailing comma: check for it (and for nothing at all).
+    if (o->recipes.empty() || o->recipes.back() == ',') {
+      throw Error(fmt::format("--recipes '{}' has an empty entry", o->recipes));
+    }
     std::stringstream ss(o->recipes);
     for (std::string r; std::getline(ss, r, ',');) {
       if (r.empty()) throw Error(fmt::format("--recipes '{}' has an empty entry", o->recipes));
-      recipes.push_back(r);
+      // Two runs of one recipe would share (and overwrite) one run folder and one table row.
+      for (const std::string& earlier : *recipes) {
+        if (folder_name(earlier) == folder_name(r)) {
+          throw Error(fmt::format("--recipes '{}' lists {} twice{}", o->recipes, r,
+                                  earlier == r ? "" : fmt::format(" (as {} and {}: the same run folder)", earlier, r)));
+        }
+      }
+      recipes->push_back(r);
     }
-    // Validate everything before the first (long) run starts.
-    std::vector<TrainConfig> configs;
-    for (const std::string& r : recipes) {
+    for (const std::string& r : *recipes) {
       TrainOptions t = o->train;
       t.config.recipe = r;
       t.config.out_dir = (std::filesystem::path(o->out) / folder_name(r)).string();
-      configs.push_back(t.resolve());
+      configs->push_back(t.resolve());
     }
     // Every run folder is checked before the first (long) run starts: an earlier comparison is
     // never overwritten without --force.
@@ -149,7 +160,13 @@ Command add_compare_command(CLI::App& parent) {
     if (!o->force && std::filesystem::exists(out / "compare.json")) {
       throw Error(fmt::format("--out {} already holds a comparison (compare.json); use --force to replace it", o->out));
     }
-    for (const TrainConfig& c : configs) check_run_folder(c.out_dir, control);
+    for (const TrainConfig& c : *configs) check_run_folder(c.out_dir, control);
+  };
+  command.run = [o, recipes_ptr = checked_recipes, configs_ptr = checked_configs]() {
+    const std::vector<std::string>& recipes = *recipes_ptr;
+    const std::vector<TrainConfig>& configs = *configs_ptr;
+    RunControl control;
+    control.replace_existing_run = o->force;
     if (!o->no_plot && !gnuplot_available()) {
       throw Error("gnuplot is not installed (Debian: apt-get install gnuplot-nox); install it or pass --no-plot");
     }
@@ -159,9 +176,10 @@ Command add_compare_command(CLI::App& parent) {
     for (std::size_t i = 0; i < configs.size(); ++i) {
       fmt::print(stderr, "[{}/{}] recipe {}\n", i + 1, configs.size(), recipes[i]);
       ProgressLine progress("  " + recipes[i]);
+      progress.set_silent(o->quiet);
       TrainCallbacks cb;
       cb.on_step = [&](const StepMetrics& m) {
-        if (!o->quiet) progress.update(m.step, configs[i].steps, step_summary(m), m.val_loss.has_value());
+        progress.update(m.step, configs[i].steps, step_summary(m), m.val_loss.has_value());
       };
       runs.push_back({recipes[i], train(configs[i], cb, control)});
       progress.finish();
@@ -196,6 +214,7 @@ Command add_compare_command(CLI::App& parent) {
     const nlohmann::json report = {{"config", configs.front().to_json()}, {"results", table}};
     write_file_atomic(std::filesystem::path(o->out) / "compare.json", report.dump(2) + "\n");
     fmt::print("\n(train loss: mean of the last 10% of steps; val loss and bits per byte: final evaluation)\n");
+    fmt::print("{}\n", validation_note(configs.front().eval_batches, configs.front().final_eval_batches));
     fmt::print("wrote {}/compare.json", o->out);
     if (!o->no_plot) {
       plot(o->out, runs, configs.front());

@@ -4,6 +4,7 @@
 #include <memory>
 
 #include "cli/commands.h"
+#include "cli/option_checks.h"
 #include "quartet/data/tokenizer.h"
 #include "quartet/error.h"
 #include "quartet/util/text.h"
@@ -29,11 +30,17 @@ Command add_sample_command(CLI::App& parent) {
   CLI::App* app = parent.add_subcommand("sample", "Generate text from a checkpoint (or a run folder: its latest checkpoint)");
   app->add_option("checkpoint", o->checkpoint, "checkpoint folder or run folder")->required();
   app->add_option("--prompt", o->prompt, "text to continue (default: start of a new document)");
-  app->add_option("--tokens", o->sampling.max_tokens, "tokens to generate")->capture_default_str();
-  app->add_option("--temperature", o->sampling.temperature, "0 for greedy decoding")->capture_default_str();
-  app->add_option("--top-k", o->sampling.top_k, "sample among the k most likely tokens (0: all)")->capture_default_str();
-  app->add_option("--seed", o->sampling.seed, "seed of the sampling")->capture_default_str();
-  app->add_option("--count", o->count, "number of samples")->capture_default_str();
+  app->add_option("--tokens", o->sampling.max_tokens, "tokens to generate")
+      ->capture_default_str()
+      ->check(integer_in(1, kMaxInt32));
+  app->add_option("--temperature", o->sampling.temperature, "0 for greedy decoding")
+      ->capture_default_str()
+      ->check(number_above(0, true));
+  app->add_option("--top-k", o->sampling.top_k, "sample among the k most likely tokens (0: all)")
+      ->capture_default_str()
+      ->check(integer_in(0, kMaxInt32));
+  app->add_option("--seed", o->sampling.seed, "seed of the sampling")->capture_default_str()->check(unsigned_integer());
+  app->add_option("--count", o->count, "number of samples")->capture_default_str()->check(integer_in(1, kMaxInt32));
 
   Command command;
   command.app = app;

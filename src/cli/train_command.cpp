@@ -9,6 +9,7 @@
 
 #include "cli/commands.h"
 #include "cli/config_file.h"
+#include "cli/option_checks.h"
 #include "cli/progress.h"
 #include "cli/stop_signals.h"
 #include "cli/train_options.h"
@@ -24,6 +25,7 @@ namespace {
 
 struct TrainCommandOptions {
   TrainOptions train;
+  TrainConfig resolved;  // set by the command's check (a new run)
   std::string config_file;
   std::string resume;
   std::int64_t sample_tokens = 200;
@@ -74,20 +76,30 @@ Command add_train_command(CLI::App& parent) {
   add_train_options(*app, o->train);
   app->add_option("--out", o->train.config.out_dir, "run folder: metrics.jsonl and checkpoints/");
   app->add_option("--save-every", o->train.config.save_every, "steps between checkpoints (0: only at the end)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(integer_in(0, kMaxInt64));
   app->add_option("--resume", o->resume, "continue from a checkpoint folder or a run folder (its latest checkpoint)");
   app->add_flag("--force", o->force, "replace the run already in --out (its metrics and checkpoints)");
   app->add_option("--max-skipped-steps", o->max_skipped_steps,
                   "stop with an error after this many consecutive skipped (non-finite) steps (0: never)")
       ->capture_default_str();
   app->add_option("--sample-tokens", o->sample_tokens, "tokens of generated text to print at the end (0: none)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(integer_in(0, kMaxInt32));
   app->add_flag("--quiet", o->quiet, "no progress line");
 
   Command command;
   command.app = app;
+  command.check = [o, app]() {
+    if (o->resume.empty()) {
+      o->resolved = o->train.resolve();
+      return;
+    }
+    refuse_fixed_options_on_resume(*app);
+  };
   command.run = [o, app]() {
     ProgressLine progress("train");
+    progress.set_silent(o->quiet);
     std::int64_t total_steps = 0;
     TrainCallbacks callbacks;
     callbacks.log = [&](const std::string& line) {
@@ -95,7 +107,7 @@ Command add_train_command(CLI::App& parent) {
       fmt::print(stderr, "{}\n", line);
     };
     callbacks.on_step = [&](const StepMetrics& m) {
-      if (!o->quiet) progress.update(m.step, total_steps, step_summary(m), m.val_loss.has_value());
+      progress.update(m.step, total_steps, step_summary(m), m.val_loss.has_value());
     };
     std::string sample;
     callbacks.on_finish = [&](Backend& backend, LlamaModel& model, const Tokenizer& tokenizer) {
@@ -112,8 +124,8 @@ Command add_train_command(CLI::App& parent) {
 
     control.replace_existing_run = o->force;
     TrainResult result;
+    std::int64_t eval_batches = 0, final_eval_batches = 0;
     if (!o->resume.empty()) {
-      refuse_fixed_options_on_resume(*app);
       const TrainConfig& given = o->train.config;
       ResumeOptions r;
       if (app->count("--steps")) r.steps = given.steps;
@@ -123,15 +135,20 @@ Command add_train_command(CLI::App& parent) {
       if (app->count("--eval-batches")) r.eval_batches = given.eval_batches;
       if (app->count("--final-eval-batches")) r.final_eval_batches = given.final_eval_batches;
       if (app->count("--device")) r.device = given.device;
-      const nlohmann::json state = read_checkpoint_state(resolve_checkpoint(o->resume));
-      total_steps = r.steps ? *r.steps : state.at("config").at("steps").get<std::int64_t>();
+      const nlohmann::json state = read_checkpoint_state(resolve_checkpoint(o->resume));  // fields checked
+      const TrainConfig saved = TrainConfig::from_json(state.at("config"));
+      total_steps = r.steps ? *r.steps : saved.steps;
+      eval_batches = r.eval_batches ? *r.eval_batches : saved.eval_batches;
+      final_eval_batches = r.final_eval_batches ? *r.final_eval_batches : saved.final_eval_batches;
+      progress.set_start(static_cast<long>(state.at("step").get<std::int64_t>()));
       result = resume(o->resume, r, callbacks, control);
     } else {
-      const TrainConfig config = o->train.resolve();
       // Before any work: an existing run is never overwritten by accident.
-      check_run_folder(config.out_dir, control);
-      total_steps = config.steps;
-      result = train(config, callbacks, control);
+      check_run_folder(o->resolved.out_dir, control);
+      total_steps = o->resolved.steps;
+      eval_batches = o->resolved.eval_batches;
+      final_eval_batches = o->resolved.final_eval_batches;
+      result = train(o->resolved, callbacks, control);
     }
     progress.finish();
     if (result.stopped) {
@@ -147,9 +164,12 @@ Command add_train_command(CLI::App& parent) {
     }
     if (result.history.empty()) return 0;
     const StepMetrics& last = result.history.back();
+    // The elapsed time is the progress line's (the same clock, read at the same moment), so the
+    // two never disagree.
     fmt::print("final: step {} | train loss {:.4f} | val loss {:.4f} | val {:.4f} bits per byte | {} skipped steps | {}\n",
                last.step, last.loss, result.final_val_loss, result.final_val_bpb, result.skipped_steps,
-               format_duration(result.seconds));
+               format_duration(progress.last_elapsed()));
+    fmt::print(stderr, "{}\n", validation_note(eval_batches, final_eval_batches));
     if (!result.last_checkpoint.empty()) fmt::print("checkpoint: {}\n", result.last_checkpoint);
     if (!sample.empty()) fmt::print("sample:\n{}\n", sample);
     return 0;

@@ -2,8 +2,10 @@
 
 #include <fmt/format.h>
 
+#include <charconv>
 #include <regex>
 
+#include "cli/option_checks.h"
 #include "quartet/error.h"
 #include "quartet/nn/llama.h"
 
@@ -13,35 +15,56 @@ void add_train_options(CLI::App& app, TrainOptions& o) {
   TrainConfig& c = o.config;
   app.add_option("--model", c.model_size, fmt::format("model size: {}", fmt::join(llama_preset_names(), ", ")))
       ->capture_default_str();
-  app.add_option("--d-model", c.model_overrides.d_model, "override the model width");
-  app.add_option("--layers", c.model_overrides.n_layers, "override the number of blocks");
-  app.add_option("--heads", c.model_overrides.n_heads, "override the number of attention heads");
-  app.add_option("--kv-heads", c.model_overrides.n_kv_heads, "override the number of key/value heads");
-  app.add_option("--ffn", c.model_overrides.ffn_hidden, "override the SwiGLU hidden size");
+  app.add_option("--d-model", c.model_overrides.d_model, "override the model width")
+      ->check(integer_in(1, kMaxInt32));
+  app.add_option("--layers", c.model_overrides.n_layers, "override the number of blocks")
+      ->check(integer_in(1, kMaxInt32));
+  app.add_option("--heads", c.model_overrides.n_heads, "override the number of attention heads")
+      ->check(integer_in(1, kMaxInt32));
+  app.add_option("--kv-heads", c.model_overrides.n_kv_heads, "override the number of key/value heads")
+      ->check(integer_in(1, kMaxInt32));
+  app.add_option("--ffn", c.model_overrides.ffn_hidden, "override the SwiGLU hidden size")
+      ->check(integer_in(1, kMaxInt32));
   app.add_option("--bf16-blocks", o.bf16_blocks, "keep blocks in BF16, as 'first:N,last:M' (NVIDIA's published recipe)");
   app.add_option("--data", c.data, "embedded:austen or a folder of shards made by `quartet prepare`")->capture_default_str();
   app.add_option("--tokenizer", c.tokenizer, "byte or gpt2 (for the embedded corpus; shard folders name their own)");
-  app.add_option("--steps", c.steps, "optimizer steps")->capture_default_str();
-  app.add_option("--batch", c.batch, "sequences per micro-batch")->capture_default_str();
-  app.add_option("--seq", c.seq, "tokens per sequence")->capture_default_str();
-  app.add_option("--grad-accum", c.grad_accum, "micro-batches per step")->capture_default_str();
-  app.add_option("--lr", c.lr, "peak learning rate (warmup 10%, cosine to lr/10)")->capture_default_str();
-  app.add_option("--weight-decay", c.weight_decay, "AdamW weight decay on matrices")->capture_default_str();
-  app.add_option("--grad-clip", c.grad_clip, "gradient norm clip")->capture_default_str();
-  app.add_option("--seed", c.seed, "seed of initialisation and every random draw")->capture_default_str();
-  app.add_option("--eval-every", c.eval_every, "steps between evaluations (0: only at the end)")->capture_default_str();
-  app.add_option("--eval-batches", c.eval_batches, "validation batches per periodic evaluation")->capture_default_str();
+  app.add_option("--steps", c.steps, "optimizer steps")->capture_default_str()
+      ->check(integer_in(1, kMaxInt64));
+  app.add_option("--batch", c.batch, "sequences per micro-batch")->capture_default_str()
+      ->check(integer_in(1, kMaxInt32));
+  app.add_option("--seq", c.seq, "tokens per sequence")->capture_default_str()
+      ->check(integer_in(2, kMaxInt32));
+  app.add_option("--grad-accum", c.grad_accum, "micro-batches per step")->capture_default_str()
+      ->check(integer_in(1, kMaxInt32));
+  app.add_option("--lr", c.lr, "peak learning rate (warmup 10%, cosine to lr/10)")->capture_default_str()
+      ->check(number_above(0));
+  app.add_option("--weight-decay", c.weight_decay, "AdamW weight decay on matrices")->capture_default_str()
+      ->check(number_above(0, true));
+  app.add_option("--grad-clip", c.grad_clip, "gradient norm clip")->capture_default_str()
+      ->check(number_above(0));
+  app.add_option("--seed", c.seed, "seed of initialisation and every random draw")->capture_default_str()
+      ->check(unsigned_integer());
+  app.add_option("--eval-every", c.eval_every, "steps between evaluations (0: only at the end)")->capture_default_str()
+      ->check(integer_in(0, kMaxInt64));
+  app.add_option("--eval-batches", c.eval_batches, "validation batches per periodic evaluation")->capture_default_str()
+      ->check(integer_in(1, kMaxInt64));
   app.add_option("--final-eval-batches", c.final_eval_batches, "validation batches of the final evaluation")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(integer_in(1, kMaxInt64));
   app.add_option("--device", c.device, "auto (the GPU if there is one), cpu or cuda")->capture_default_str();
   app.add_flag("--forward-only", o.forward_only, "ablation: quantize only the forward pass");
   app.add_flag("--backward-only", o.backward_only, "ablation: quantize only the backward pass");
   app.add_option("--four-over-six", o.four_over_six, "ablation: 4/6 in the forward pass on or off");
-  app.add_option("--backward-rotation", o.backward_rotation, "ablation: backward RHT size 16, 32 or 128");
-  app.add_option("--eden-group", o.eden_group, "ablation: MS-EDEN correction group 16 (canonical) or 128 (research)");
-  app.add_option("--forward-clip", o.forward_clip, "ablation: RTN clip factor of the forward quantizers");
-  app.add_option("--backward-headroom", o.backward_headroom, "ablation: SR / MS-EDEN headroom");
-  app.add_option("--backward-clip", o.backward_clip, "ablation: MS-EDEN clip");
+  app.add_option("--backward-rotation", o.backward_rotation, "ablation: backward RHT size 16, 32 or 128")
+      ->check(integer_one_of({16, 32, 128}));
+  app.add_option("--eden-group", o.eden_group, "ablation: MS-EDEN correction group 16 (canonical) or 128 (research)")
+      ->check(integer_one_of({16, 128}));
+  app.add_option("--forward-clip", o.forward_clip, "ablation: RTN clip factor of the forward quantizers")
+      ->check(number_above(0));
+  app.add_option("--backward-headroom", o.backward_headroom, "ablation: SR / MS-EDEN headroom")
+      ->check(number_above(0));
+  app.add_option("--backward-clip", o.backward_clip, "ablation: MS-EDEN clip")
+      ->check(number_above(0));
   app.add_option("--backward-quantizer", o.backward_quantizer, "research: replace every backward quantizer");
 }
 
@@ -53,8 +76,17 @@ TrainConfig TrainOptions::resolve() const {
     if (!std::regex_match(bf16_blocks, m, pattern)) {
       throw Error(fmt::format("--bf16-blocks '{}' is not of the form first:N,last:M", bf16_blocks));
     }
-    c.model_overrides.bf16_blocks_first = std::stoll(m[1]);
-    c.model_overrides.bf16_blocks_last = std::stoll(m[2]);
+    // std::stoll would throw std::out_of_range (an "internal error") on a huge count.
+    const auto count = [&](const std::string& digits, const char* which) {
+      std::int64_t v = 0;
+      const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), v);
+      if (ec != std::errc() || end != digits.data() + digits.size() || v > kMaxInt32) {
+        throw Error(fmt::format("--bf16-blocks '{}': {} must be in [0, {}], got {}", bf16_blocks, which, kMaxInt32, digits));
+      }
+      return v;
+    };
+    c.model_overrides.bf16_blocks_first = count(m[1], "first");
+    c.model_overrides.bf16_blocks_last = count(m[2], "last");
   }
   RecipeOptions& r = c.recipe_options;
   if (forward_only && backward_only) throw Error("--forward-only and --backward-only exclude each other");
@@ -83,6 +115,18 @@ std::string step_summary(const StepMetrics& m) {
   if (m.skipped) s += fmt::format(" | skipped {}", m.skipped);
   if (m.val_loss) s += fmt::format(" | val {:.4f} ({:.3f} bpb)", *m.val_loss, *m.val_bpb);
   return s;
+}
+
+std::string validation_note(std::int64_t eval_batches, std::int64_t final_eval_batches) {
+  if (eval_batches == final_eval_batches) {
+    return fmt::format("(val loss: the first {} validation batches, the same batches as every periodic val; "
+                       "fewer if the validation split is smaller)",
+                       final_eval_batches);
+  }
+  return fmt::format("(val loss: the final evaluation over the first {} validation batches (--final-eval-batches); "
+                     "the periodic val values cover the first {} (--eval-batches), so they are not directly "
+                     "comparable with it; fewer if the validation split is smaller)",
+                     final_eval_batches, eval_batches);
 }
 
 }  // namespace quartet::cli

@@ -29,4 +29,8 @@ void add_train_options(CLI::App& app, TrainOptions& options);
 // "loss 2.345 | lr ... | 12345 tok/s | val ..." for the progress line.
 std::string step_summary(const StepMetrics& m);
 
+// Which validation batches the periodic and the final losses cover, and whether the two can be
+// compared: both start at the first validation batch, but the final evaluation usually reads more.
+std::string validation_note(std::int64_t eval_batches, std::int64_t final_eval_batches);
+
 }  // namespace quartet::cli

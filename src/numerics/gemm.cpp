@@ -1,8 +1,8 @@
 #include "quartet/numerics/gemm.h"
 
-#include <cblas.h>
 #include <fmt/format.h>
 
+#include "numerics/fixed_order_blas.h"
 #include "quartet/error.h"
 
 namespace quartet {
@@ -33,7 +33,7 @@ void gemm_quantized(const QuantizedTensor& a, const QuantizedTensor& b, float* o
   }
   const auto m = static_cast<int>(a.rows), n = static_cast<int>(b.rows), k = static_cast<int>(a.padded_cols());
   const float alpha = a.tensor_scale * b.tensor_scale;
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, alpha, da.data(), k, db.data(), k, 0.0f, out, n);
+  fixed_order_gemm(false, true, m, n, k, alpha, da.data(), k, db.data(), k, 0.0f, out, n);  // any thread count: same bits
 }
 
 std::vector<float> gemm_quantized(const QuantizedTensor& a, const QuantizedTensor& b) {

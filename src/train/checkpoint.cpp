@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "quartet/error.h"
+#include "quartet/train/config.h"
 #include "quartet/util/files.h"
 #include "quartet/util/safetensors.h"
 
@@ -163,6 +164,7 @@ nlohmann::json read_checkpoint_state(const std::filesystem::path& checkpoint) {
     throw Error(fmt::format("{}/state.json has checkpoint version {}, this program reads version {}", checkpoint.string(),
                             state.value("version", 0), kVersion));
   }
+  check_checkpoint_state(state, (checkpoint / "state.json").string());  // every reader may use its fields
   return state;
 }
 

@@ -5,8 +5,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
+#include <string>
+#include <utility>
 
 #include "quartet/error.h"
+#include "quartet/util/checked.h"
 
 namespace quartet {
 
@@ -26,7 +30,32 @@ void TrainConfig::validate() const {
   if (device != "auto" && device != "cpu" && device != "cuda") {
     fail(fmt::format("--device must be auto, cpu or cuda, got '{}'", device));
   }
-  if (steps * grad_accum >= (std::int64_t{1} << 32)) fail("steps x grad-accum exceeds the random-number call counter");
+  const ModelOverrides& m = model_overrides;
+  for (const auto& [value, flag] : {std::pair{m.d_model, "--d-model"}, {m.n_layers, "--layers"}, {m.n_heads, "--heads"},
+                                    {m.n_kv_heads, "--kv-heads"}, {m.ffn_hidden, "--ffn"}}) {
+    if (value < 0 || value > std::numeric_limits<std::int32_t>::max()) {
+      fail(fmt::format("{} must be in [1, {}] (0 in a saved config: the preset's), got {}", flag,
+                       std::numeric_limits<std::int32_t>::max(), value));
+    }
+  }
+  if (m.bf16_blocks_first < 0 || m.bf16_blocks_last < 0) {
+    fail(fmt::format("--bf16-blocks counts must be non-negative, got first:{},last:{}", m.bf16_blocks_first,
+                     m.bf16_blocks_last));
+  }
+  // Sizes are multiplied here, checked, so that no later product can wrap (a wrapped size is a
+  // division by zero or a wrong allocation further on).
+  const std::int64_t micro_batch = checked_mul(batch, seq, "train: tokens per micro-batch (--batch x --seq)");
+  if (micro_batch > std::numeric_limits<std::int32_t>::max()) {
+    fail(fmt::format("tokens per micro-batch (--batch {} x --seq {} = {}) must be at most {} (BLAS takes 32-bit sizes)",
+                     batch, seq, micro_batch, std::numeric_limits<std::int32_t>::max()));
+  }
+  checked_mul(micro_batch, grad_accum, "train: tokens per step (--batch x --seq x --grad-accum)");
+  if (checked_mul(steps, grad_accum, "train: --steps x --grad-accum") >= (std::int64_t{1} << 32)) {
+    fail(fmt::format("--steps {} x --grad-accum {} must be below 2^32 (the random-number call counter)", steps,
+                     grad_accum));
+  }
+  checked_mul(eval_batches, micro_batch, "train: validation tokens (--eval-batches x --batch x --seq)");
+  checked_mul(final_eval_batches, micro_batch, "train: validation tokens (--final-eval-batches x --batch x --seq)");
 }
 
 namespace {
@@ -43,17 +72,84 @@ nlohmann::json options_to_json(const RecipeOptions& o) {
   return j;
 }
 
-RecipeOptions options_from_json(const nlohmann::json& j) {
+// Reads the fields of one JSON object, naming the file and the field's path in every error
+// (the JSON library's own messages name neither, and read as an internal error).
+class Fields {
+ public:
+  Fields(const nlohmann::json& j, std::string source, std::string path)
+      : j_(j), source_(std::move(source)), path_(std::move(path)) {
+    if (!j_.is_object()) fail("", fmt::format("must be an object, found {}", found(j_)));
+  }
+
+  bool has(const char* key) const { return j_.contains(key); }
+  Fields object(const char* key) const { return Fields(at(key), source_, name(key)); }
+
+  std::string string(const char* key) const {
+    const nlohmann::json& v = at(key);
+    if (!v.is_string()) fail(key, fmt::format("must be a string, found {}", found(v)));
+    return v.get<std::string>();
+  }
+  bool boolean(const char* key) const {
+    const nlohmann::json& v = at(key);
+    if (!v.is_boolean()) fail(key, fmt::format("must be true or false, found {}", found(v)));
+    return v.get<bool>();
+  }
+  double number(const char* key) const {
+    const nlohmann::json& v = at(key);
+    if (!v.is_number()) fail(key, fmt::format("must be a number, found {}", found(v)));
+    return v.get<double>();
+  }
+  std::int64_t integer(const char* key, std::int64_t lo = std::numeric_limits<std::int64_t>::min()) const {
+    const nlohmann::json& v = at(key);
+    if (!v.is_number_integer() || (v.is_number_unsigned() && v.get<std::uint64_t>() > kMaxInt64)) {
+      fail(key, fmt::format("must be a whole number, found {}", found(v)));
+    }
+    const auto value = v.get<std::int64_t>();
+    if (value < lo) fail(key, fmt::format("must be at least {}, found {}", lo, value));
+    return value;
+  }
+  std::uint64_t unsigned_integer(const char* key) const {
+    const nlohmann::json& v = at(key);
+    if (!v.is_number_unsigned()) fail(key, fmt::format("must be a whole number >= 0, found {}", found(v)));
+    return v.get<std::uint64_t>();
+  }
+
+ private:
+  static constexpr std::uint64_t kMaxInt64 = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
+
+  const nlohmann::json& at(const char* key) const {
+    const auto it = j_.find(key);
+    if (it == j_.end()) fail(key, "is missing");
+    return *it;
+  }
+  std::string name(const std::string& key) const { return path_.empty() ? key : key.empty() ? path_ : path_ + "." + key; }
+  static std::string found(const nlohmann::json& v) {
+    std::string text = v.dump();
+    if (text.size() > 40) text = text.substr(0, 37) + "...";
+    return fmt::format("{} {}", v.type_name(), text);
+  }
+  [[noreturn]] void fail(const std::string& key, const std::string& why) const {
+    throw Error(fmt::format("{}: field '{}' {}", source_, name(key), why));
+  }
+
+  const nlohmann::json& j_;
+  std::string source_, path_;
+};
+
+RecipeOptions options_from_json(const Fields& f) {
   RecipeOptions o;
-  o.quantize_forward = j.value("quantize_forward", true);
-  o.quantize_backward = j.value("quantize_backward", true);
-  if (j.contains("four_over_six")) o.four_over_six = j["four_over_six"].get<bool>();
-  if (j.contains("backward_rotation")) o.backward_rotation = j["backward_rotation"].get<int>();
-  if (j.contains("eden_group")) o.eden_group = j["eden_group"].get<int>();
-  if (j.contains("forward_clip")) o.forward_clip = j["forward_clip"].get<double>();
-  if (j.contains("backward_headroom")) o.backward_headroom = j["backward_headroom"].get<double>();
-  if (j.contains("backward_clip")) o.backward_clip = j["backward_clip"].get<double>();
-  if (j.contains("backward_quantizer")) o.backward_quantizer = parse_quantizer(j["backward_quantizer"].get<std::string>());
+  o.quantize_forward = f.has("quantize_forward") ? f.boolean("quantize_forward") : true;
+  o.quantize_backward = f.has("quantize_backward") ? f.boolean("quantize_backward") : true;
+  const auto small = [&](const char* key) {
+    return static_cast<int>(checked_range(f.integer(key), 0, std::numeric_limits<int>::max(), key));
+  };
+  if (f.has("four_over_six")) o.four_over_six = f.boolean("four_over_six");
+  if (f.has("backward_rotation")) o.backward_rotation = small("backward_rotation");
+  if (f.has("eden_group")) o.eden_group = small("eden_group");
+  if (f.has("forward_clip")) o.forward_clip = f.number("forward_clip");
+  if (f.has("backward_headroom")) o.backward_headroom = f.number("backward_headroom");
+  if (f.has("backward_clip")) o.backward_clip = f.number("backward_clip");
+  if (f.has("backward_quantizer")) o.backward_quantizer = parse_quantizer(f.string("backward_quantizer"));
   return o;
 }
 
@@ -86,40 +182,56 @@ nlohmann::json TrainConfig::to_json() const {
           {"device", device}};
 }
 
-TrainConfig TrainConfig::from_json(const nlohmann::json& j) {
+TrainConfig TrainConfig::from_json(const nlohmann::json& j, const std::string& source, const std::string& path) {
+  const Fields f(j, source, path);
   TrainConfig c;
+  c.model_size = f.string("model");
+  const Fields m = f.object("model_overrides");
+  c.model_overrides.d_model = m.integer("d_model", 0);
+  c.model_overrides.n_layers = m.integer("n_layers", 0);
+  c.model_overrides.n_heads = m.integer("n_heads", 0);
+  c.model_overrides.n_kv_heads = m.integer("n_kv_heads", 0);
+  c.model_overrides.ffn_hidden = m.integer("ffn_hidden", 0);
+  c.model_overrides.bf16_blocks_first = m.integer("bf16_blocks_first", 0);
+  c.model_overrides.bf16_blocks_last = m.integer("bf16_blocks_last", 0);
+  c.recipe = f.string("recipe");
+  c.recipe_options = options_from_json(f.object("recipe_options"));
+  c.data = f.string("data");
+  c.tokenizer = f.string("tokenizer");
+  c.steps = f.integer("steps");
+  c.batch = f.integer("batch");
+  c.seq = f.integer("seq");
+  c.grad_accum = f.integer("grad_accum");
+  c.lr = f.number("lr");
+  c.weight_decay = f.number("weight_decay");
+  c.grad_clip = f.number("grad_clip");
+  c.warmup_fraction = f.number("warmup_fraction");
+  c.seed = f.unsigned_integer("seed");
+  c.eval_every = f.integer("eval_every");
+  c.eval_batches = f.integer("eval_batches");
+  // Older checkpoints have no final_eval_batches: their final evaluation used eval_batches.
+  c.final_eval_batches = f.has("final_eval_batches") ? f.integer("final_eval_batches") : c.eval_batches;
+  c.save_every = f.integer("save_every");
+  c.device = f.string("device");
   try {
-    c.model_size = j.at("model").get<std::string>();
-    const auto& m = j.at("model_overrides");
-    c.model_overrides.d_model = m.at("d_model");
-    c.model_overrides.n_layers = m.at("n_layers");
-    c.model_overrides.n_heads = m.at("n_heads");
-    c.model_overrides.n_kv_heads = m.at("n_kv_heads");
-    c.model_overrides.ffn_hidden = m.at("ffn_hidden");
-    c.model_overrides.bf16_blocks_first = m.at("bf16_blocks_first");
-    c.model_overrides.bf16_blocks_last = m.at("bf16_blocks_last");
-    c.recipe = j.at("recipe").get<std::string>();
-    c.recipe_options = options_from_json(j.at("recipe_options"));
-    c.data = j.at("data").get<std::string>();
-    c.tokenizer = j.at("tokenizer").get<std::string>();
-    c.steps = j.at("steps");
-    c.batch = j.at("batch");
-    c.seq = j.at("seq");
-    c.grad_accum = j.at("grad_accum");
-    c.lr = j.at("lr");
-    c.weight_decay = j.at("weight_decay");
-    c.grad_clip = j.at("grad_clip");
-    c.warmup_fraction = j.at("warmup_fraction");
-    c.seed = j.at("seed");
-    c.eval_every = j.at("eval_every");
-    c.eval_batches = j.at("eval_batches");
-    c.final_eval_batches = j.value("final_eval_batches", c.eval_batches);
-    c.save_every = j.at("save_every");
-    c.device = j.at("device").get<std::string>();
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(fmt::format("training config: a field is missing or of the wrong type ({})", e.what()));
+    c.validate();
+  } catch (const Error& e) {
+    throw Error(fmt::format("{}: {} holds an invalid setting: {}", source, path.empty() ? "the config" : path, e.what()));
   }
   return c;
+}
+
+void check_checkpoint_state(const nlohmann::json& state, const std::string& source) {
+  const Fields f(state, source, "");
+  f.integer("step", 0);
+  f.integer("tokens", 0);
+  f.integer("skipped_steps", 0);
+  f.string("tokenizer");
+  const Fields data = f.object("data");
+  data.integer("position", 0);
+  data.integer("epoch", 0);
+  if (data.has("fingerprint")) data.string("fingerprint");
+  TrainConfig::from_json(state.at("config"), source, "config");
 }
 
 LlamaConfig model_config(const TrainConfig& c, std::int64_t vocab_size) {
@@ -140,6 +252,15 @@ LlamaConfig model_config(const TrainConfig& c, std::int64_t vocab_size) {
   m.bf16_blocks_last = o.bf16_blocks_last;
   m.max_seq_len = std::max(m.max_seq_len, c.seq);
   m.validate();
+  // The parameter count is computed unchecked later (and logged): make sure it cannot wrap.
+  const char* what = "model parameters (--d-model, --layers, --heads, --kv-heads, --ffn)";
+  const std::int64_t d = m.d_model;
+  // per layer: q, k, v and o projections, the three SwiGLU matrices, two norm weights
+  const std::int64_t heads = checked_add(checked_mul(2, m.n_heads, what), checked_mul(2, m.n_kv_heads, what), what);
+  const std::int64_t per_layer = checked_add(checked_add(checked_product(what, heads, m.head_dim(), d),
+                                                         checked_product(what, 3, m.ffn(), d), what),
+                                             checked_mul(2, d, what), what);
+  checked_add(checked_mul(m.n_layers, per_layer, what), checked_product(what, 2, m.vocab_size, d), what);
   return m;
 }
 

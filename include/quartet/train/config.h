@@ -53,8 +53,15 @@ struct TrainConfig {
   std::int64_t tokens_per_step() const { return batch * seq * grad_accum; }
   void validate() const;  // throws Error naming the option
   nlohmann::json to_json() const;
-  static TrainConfig from_json(const nlohmann::json& j);  // throws Error on bad fields
+  // Throws Error naming `source` (e.g. the state.json file) and the field's path under `path`
+  // when a field is missing, of the wrong type or invalid.
+  static TrainConfig from_json(const nlohmann::json& j, const std::string& source = "training config",
+                               const std::string& path = "");
 };
+
+// Checks every field a checkpoint's state.json must hold (the step, the data position, the
+// tokenizer, the config), so that readers can use them; throws Error naming `source` and the field.
+void check_checkpoint_state(const nlohmann::json& state, const std::string& source);
 
 // The model configuration a training config describes (preset plus overrides, vocabulary
 // from the tokenizer).

@@ -1,8 +1,8 @@
 // Host tensor access for the CPU backend: dtype conversion (BF16 rounding on store) and BLAS.
-#include <cblas.h>
 #include <fmt/format.h>
 
 #include "backend/cpu/ops.h"
+#include "numerics/fixed_order_blas.h"
 #include "quartet/error.h"
 #include "quartet/numerics/bf16.h"
 
@@ -83,21 +83,19 @@ void Out<Real>::commit() {
   if (!converted_.empty()) write_tensor(*tensor_, converted_.data());
 }
 
+// Through fixed_order_gemm: the same bits for any thread count (OpenBLAS's own threading
+// splits the work, and so rounds, differently for each count).
 template <>
 void blas_gemm<float>(bool at, bool bt, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a,
                       std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc) {
   // out = A B^T in the row-major "TN" sense: B is given as [n, k] unless transposed.
-  cblas_sgemm(CblasRowMajor, at ? CblasTrans : CblasNoTrans, bt ? CblasNoTrans : CblasTrans, static_cast<int>(m),
-              static_cast<int>(n), static_cast<int>(k), alpha, a, static_cast<int>(lda), b, static_cast<int>(ldb), beta, c,
-              static_cast<int>(ldc));
+  fixed_order_gemm(at, !bt, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
 template <>
 void blas_gemm<double>(bool at, bool bt, std::int64_t m, std::int64_t n, std::int64_t k, double alpha, const double* a,
                        std::int64_t lda, const double* b, std::int64_t ldb, double beta, double* c, std::int64_t ldc) {
-  cblas_dgemm(CblasRowMajor, at ? CblasTrans : CblasNoTrans, bt ? CblasNoTrans : CblasTrans, static_cast<int>(m),
-              static_cast<int>(n), static_cast<int>(k), alpha, a, static_cast<int>(lda), b, static_cast<int>(ldb), beta, c,
-              static_cast<int>(ldc));
+  fixed_order_gemm(at, !bt, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
 template void read_tensor<float>(const Tensor&, float*);

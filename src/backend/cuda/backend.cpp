@@ -3,6 +3,7 @@
 // synchronises the host in the training step: errors found in data are recorded on the device
 // (device_errors.h, quantize.h) and raised by raise_pending_errors().
 #include <cuda_runtime_api.h>
+#include <dlfcn.h>
 #include <fmt/format.h>
 
 #include <cstdint>
@@ -355,12 +356,26 @@ bool cuda_available() {
   return cudaGetDeviceCount(&count) == cudaSuccess && count > 0;
 }
 
+namespace {
+
+// The CUDA runtime reports a machine with no NVIDIA driver at all (no libcuda.so.1) as "CUDA
+// driver version is insufficient", which sends users to upgrade a driver they do not have.
+bool cuda_driver_installed() {
+  void* driver = dlopen("libcuda.so.1", RTLD_LAZY | RTLD_LOCAL);
+  if (driver != nullptr) dlclose(driver);
+  return driver != nullptr;
+}
+
+}  // namespace
+
 std::string cuda_device_description() {
   int count = 0;
   const cudaError_t e = cudaGetDeviceCount(&count);
-  if (e != cudaSuccess || count == 0) {
-    return fmt::format("no usable GPU ({})", e == cudaSuccess ? "no device" : cudaGetErrorString(e));
+  if (e == cudaSuccess && count == 0) return "no CUDA driver/GPU found (the driver sees no device)";
+  if (e == cudaErrorNoDevice || (e == cudaErrorInsufficientDriver && !cuda_driver_installed())) {
+    return "no CUDA driver/GPU found";
   }
+  if (e != cudaSuccess) return fmt::format("no usable GPU ({})", cudaGetErrorString(e));
   cudaDeviceProp prop{};
   if (cudaGetDeviceProperties(&prop, 0) != cudaSuccess) return "a GPU whose properties cannot be read";
   return fmt::format("{} (sm_{}{}, {} SMs, {:.0f} GiB)", prop.name, prop.major, prop.minor, prop.multiProcessorCount,
