@@ -42,7 +42,7 @@ TEST(TextInputs, NulBytesMeanBinary) {
 TEST(TextInputs, MostlyInvalidUtf8MeansBinary) {
   std::string data;
   for (int i = 0; i < 1000; ++i) data += static_cast<char>(0x80 + i % 64);  // continuation bytes alone
-  data = "ok" + data;
+  data.insert(0, "ok");
   const std::string message = error_of([&] { check_text_inputs({{"noise.bin", data}}); });
   EXPECT_TRUE(has(message, "noise.bin looks binary")) << message;
   EXPECT_TRUE(has(message, "1000 of its 1002 bytes")) << message;
