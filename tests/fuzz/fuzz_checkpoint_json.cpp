@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -16,11 +17,16 @@
 
 namespace {
 
+std::filesystem::path scratch_path() {
+  return std::filesystem::temp_directory_path() / ("quartet-fuzz-ckpt-" + std::to_string(::getpid()));
+}
+
+// A folder of this process for state.json, removed when libFuzzer ends (it calls exit()).
 const std::filesystem::path& scratch() {
   static const std::filesystem::path dir = [] {
-    auto p = std::filesystem::temp_directory_path() / ("quartet-fuzz-ckpt-" + std::to_string(::getpid()));
-    std::filesystem::create_directories(p);
-    return p;
+    std::filesystem::create_directories(scratch_path());
+    std::atexit([] { std::filesystem::remove_all(scratch_path()); });
+    return scratch_path();
   }();
   return dir;
 }

@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -13,8 +14,11 @@
 #include "quartet/error.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  static const std::string path =
-      (std::filesystem::temp_directory_path() / ("quartet-fuzz-" + std::to_string(::getpid()) + ".toml")).string();
+  static const std::string path = [] {
+    std::atexit([] { std::filesystem::remove(std::filesystem::temp_directory_path() /
+                                             ("quartet-fuzz-" + std::to_string(::getpid()) + ".toml")); });
+    return (std::filesystem::temp_directory_path() / ("quartet-fuzz-" + std::to_string(::getpid()) + ".toml")).string();
+  }();
   {
     std::ofstream(path, std::ios::binary | std::ios::trunc).write(reinterpret_cast<const char*>(data),
                                                                   static_cast<std::streamsize>(size));
