@@ -12,6 +12,13 @@ packages=(
   libpcre2-dev zlib1g-dev
   gnuplot-nox python3
 )
+# --fuzz: also clang and its runtimes, for the libFuzzer targets (tests/fuzz, scripts/fuzz.sh).
+if [ "${1:-}" = "--fuzz" ]; then
+  packages+=(clang libclang-rt-dev libomp-dev)
+elif [ $# -gt 0 ]; then
+  echo "install-deps: unknown argument '$1' (the only option is --fuzz)" >&2
+  exit 2
+fi
 
 missing=()
 for p in "${packages[@]}"; do

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <filesystem>
+#include <limits>
 #include <memory>
 #include <nlohmann/json.hpp>
 
@@ -10,7 +11,9 @@
 #include "cli/progress.h"
 #include "quartet/data/dataset.h"
 #include "quartet/data/shards.h"
+#include "quartet/data/text_input.h"
 #include "quartet/error.h"
+#include "quartet/util/checked.h"
 #include "quartet/util/files.h"
 
 namespace quartet::cli {
@@ -24,6 +27,7 @@ struct PrepareOptions {
   std::string name;
   double val_fraction = 0.05;
   std::int64_t shard_tokens = 100'000'000;
+  std::int64_t max_input_bytes = static_cast<std::int64_t>(kDefaultGunzipLimit);
   bool force = false;
 };
 
@@ -48,14 +52,19 @@ Command add_prepare_command(CLI::App& parent) {
   app->add_option("--name", o->name, "shard name prefix (default: the output folder's name)");
   app->add_option("--val-fraction", o->val_fraction, "share of each document (its end) kept for validation")
       ->capture_default_str();
-  app->add_option("--shard-tokens", o->shard_tokens, "tokens per shard file")->capture_default_str();
+  app->add_option("--shard-tokens", o->shard_tokens, "tokens per shard file (at most 2147483647)")->capture_default_str();
+  app->add_option("--max-input-bytes", o->max_input_bytes,
+                  "largest size a .gz input may decompress to (a guard against gzip bombs)")
+      ->capture_default_str();
   app->add_flag("--force", o->force, "replace shards already in the output folder");
 
   Command command;
   command.app = app;
   command.run = [o]() {
     const std::filesystem::path out(o->out);
-    if (o->shard_tokens < 1) throw Error(fmt::format("--shard-tokens must be positive, got {}", o->shard_tokens));
+    // A shard's header counts its tokens in an int32; checked before anything is read or removed.
+    checked_range(o->shard_tokens, 1, 0x7FFFFFFF, "--shard-tokens");
+    checked_range(o->max_input_bytes, 1, std::numeric_limits<std::int64_t>::max(), "--max-input-bytes");
     const std::unique_ptr<Tokenizer> tokenizer = make_tokenizer(o->tokenizer);
     // The shards are written as <out>/<name>_<split>_NNNNNN.bin: a name with a path in it would
     // put them outside --out.
@@ -76,11 +85,15 @@ Command add_prepare_command(CLI::App& parent) {
     ProgressLine progress("prepare");
     std::size_t bytes = 0;
     for (std::size_t i = 0; i < o->inputs.size(); ++i) {
-      docs.push_back(read_text_file(o->inputs[i]));
+      docs.push_back(read_text_file(o->inputs[i], static_cast<std::size_t>(o->max_input_bytes)));
       bytes += docs.back().size();
       progress.update(static_cast<long>(i + 1), static_cast<long>(o->inputs.size()), "read " + o->inputs[i]);
     }
     progress.finish();
+    // Binary inputs stop the command here; empty and repeated ones are worth a word, no more.
+    std::vector<TextInput> checked;
+    for (std::size_t i = 0; i < docs.size(); ++i) checked.push_back({o->inputs[i], docs[i]});
+    for (const std::string& warning : check_text_inputs(checked)) fmt::print(stderr, "prepare: warning: {}\n", warning);
     const Dataset d = build_dataset(o->out, docs, *tokenizer, o->val_fraction);
     std::filesystem::create_directories(out);
     const std::string name = o->name.empty() ? out.filename().string() : o->name;

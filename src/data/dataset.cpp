@@ -84,6 +84,31 @@ std::vector<std::uint16_t> read_split(const std::filesystem::path& folder, const
   return tokens;
 }
 
+// The tokenizer of a folder without dataset.json. llm.c writes none and its shards are GPT-2
+// tokens, each document opening with <|endoftext|> (50256), so a stream that opens with 50256
+// is taken as GPT-2. Anything else (byte tokens open with 256) could be read as the wrong
+// vocabulary without any error, so it is refused rather than guessed.
+std::string tokenizer_without_manifest(const std::string& source, const std::vector<std::uint16_t>& train,
+                                       const std::string& requested) {
+  constexpr std::uint16_t kGpt2Eot = 50256, kByteEot = 256;
+  if (!train.empty() && train.front() == kGpt2Eot) {
+    if (!requested.empty() && requested != "gpt2") {
+      throw Error(fmt::format("{} has no dataset.json and its tokens are GPT-2's (llm.c's shards), not '{}'", source,
+                              requested));
+    }
+    return "gpt2";
+  }
+  const std::string found = train.empty() ? std::string("an empty train split")
+                                          : fmt::format("a train split opening with token {}{}", train.front(),
+                                                        train.front() == kByteEot ? " (the byte tokenizer's "
+                                                                                    "<|endoftext|>)"
+                                                                                  : "");
+  throw Error(fmt::format("{} has no dataset.json naming its tokenizer, and {} is not llm.c's GPT-2 layout (which "
+                          "opens with <|endoftext|> 50256); write {}/dataset.json as {{\"tokenizer\": \"byte\"}} or "
+                          "{{\"tokenizer\": \"gpt2\"}}, or make the folder again with `quartet prepare`",
+                          source, found, source));
+}
+
 }  // namespace
 
 Dataset load_dataset(const std::string& source, const std::string& tokenizer_name) {
@@ -97,23 +122,29 @@ Dataset load_dataset(const std::string& source, const std::string& tokenizer_nam
   }
   Dataset d;
   d.source = source;
-  d.tokenizer = "gpt2";
   const std::filesystem::path manifest = folder / "dataset.json";
-  if (std::filesystem::exists(manifest)) {
-    nlohmann::json j;
+  const bool has_manifest = std::filesystem::exists(manifest);
+  if (has_manifest) {
     try {
-      j = nlohmann::json::parse(read_file(manifest));
+      const nlohmann::json j = nlohmann::json::parse(read_file(manifest));
       d.tokenizer = j.at("tokenizer").get<std::string>();
-      d.documents = j.value("documents", std::int64_t{0});
+      const nlohmann::json documents = j.value("documents", nlohmann::json(0));
+      if (!documents.is_number_integer() || documents.get<std::int64_t>() < 0) {
+        throw Error(fmt::format("\"documents\" must be a non-negative integer, found {}", documents.dump()));
+      }
+      d.documents = documents.get<std::int64_t>();
     } catch (const nlohmann::json::exception& e) {
+      throw Error(fmt::format("{}: not a valid dataset manifest ({})", manifest.string(), e.what()));
+    } catch (const Error& e) {
       throw Error(fmt::format("{}: not a valid dataset manifest ({})", manifest.string(), e.what()));
     }
   }
-  if (!tokenizer_name.empty() && tokenizer_name != d.tokenizer) {
+  if (has_manifest && !tokenizer_name.empty() && tokenizer_name != d.tokenizer) {
     throw Error(fmt::format("{} was tokenized with '{}', not '{}'", source, d.tokenizer, tokenizer_name));
   }
   d.train = read_split(folder, "train");
   d.val = read_split(folder, "val");
+  if (!has_manifest) d.tokenizer = tokenizer_without_manifest(source, d.train, tokenizer_name);
   const std::unique_ptr<Tokenizer> tokenizer = make_tokenizer(d.tokenizer);
   for (const auto* split : {&d.train, &d.val}) {
     const auto bad = std::find_if(split->begin(), split->end(), [&](std::uint16_t t) { return t >= tokenizer->vocab_size(); });

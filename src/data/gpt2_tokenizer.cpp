@@ -4,7 +4,7 @@
 //
 // Text is split by GPT-2's pre-tokenizer regex (PCRE2: it needs Unicode classes and a
 // lookahead); each piece's bytes start as single-byte tokens and the merges of vocab.bpe are
-// applied lowest rank first. Merges are kept as (left id, right id) -> (rank, merged id), so
+// applied lowest rank first (data/bpe.h). Merges are kept as (left id, right id) -> (rank, merged id), so
 // BPE runs on integers. Invalid UTF-8 is replaced by U+FFFD first (as Python's
 // errors="replace" would before tiktoken sees the text).
 #define PCRE2_CODE_UNIT_WIDTH 8
@@ -12,12 +12,13 @@
 #include <pcre2.h>
 
 #include <filesystem>
-#include <limits>
+#include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <unordered_map>
 
+#include "data/bpe.h"
 #include "quartet/data/embedded.h"
 #include "quartet/data/tokenizer.h"
 #include "quartet/error.h"
@@ -69,9 +70,9 @@ std::string unmap(const std::string& s, const std::unordered_map<std::uint32_t, 
   return out;
 }
 
-struct PairHash {
-  std::size_t operator()(std::uint64_t v) const { return std::hash<std::uint64_t>()(v * 0x9E3779B97F4A7C15ull); }
-};
+// Pieces longer than this are not cached: they are rare (a run of letters or symbols), and
+// caching them would let one input pin gigabytes (the cache holds up to a million pieces).
+constexpr std::size_t kMaxCachedPieceBytes = 256;
 
 class Gpt2Tokenizer final : public Tokenizer {
  public:
@@ -90,9 +91,19 @@ class Gpt2Tokenizer final : public Tokenizer {
       throw Error(fmt::format("{}/encoder.json should map 50257 tokens, found {}", origin, encoder.size()));
     }
     bytes_.resize(50257);
+    std::vector<bool> seen(50257, false);
     for (const auto& [token, id] : encoder.items()) {
-      const int i = id.get<int>();
-      if (i < 0 || i >= 50257) throw Error(fmt::format("{}/encoder.json: id {} out of range", origin, i));
+      // Only integers: nlohmann would convert 1.5 to 1 and 1e30 to anything (undefined).
+      if (!id.is_number_integer() || id.get<std::int64_t>() < 0 || id.get<std::int64_t>() >= 50257) {
+        throw Error(fmt::format("{}/encoder.json: token '{}' has id {}, expected an integer in [0, 50257)", origin,
+                                token, id.dump()));
+      }
+      const auto i = static_cast<int>(id.get<std::int64_t>());
+      if (seen[static_cast<std::size_t>(i)]) {
+        throw Error(fmt::format("{}/encoder.json: id {} is given to more than one token (another is '{}')", origin, i,
+                                token));
+      }
+      seen[static_cast<std::size_t>(i)] = true;
       if (i == kEot) continue;  // "<|endoftext|>" is special: it is never produced from text
       bytes_[static_cast<std::size_t>(i)] = unmap(token, inverse, origin + "/encoder.json");
       ids_[bytes_[static_cast<std::size_t>(i)]] = i;
@@ -115,9 +126,10 @@ class Gpt2Tokenizer final : public Tokenizer {
       if (ia == ids_.end() || ib == ids_.end() || im == ids_.end()) {
         throw Error(fmt::format("{}/vocab.bpe: merge '{}' refers to tokens not in encoder.json", origin, line));
       }
-      merges_[key(ia->second, ib->second)] = {rank++, im->second};
+      merges_[detail::bpe_pair_key(ia->second, ib->second)] = {rank++, im->second};
     }
     if (rank != 50000) throw Error(fmt::format("{}/vocab.bpe should hold 50000 merges, found {}", origin, rank));
+    detail::check_bpe_merge_order(merges_, origin + "/vocab.bpe");
 
     int error = 0;
     PCRE2_SIZE offset = 0;
@@ -138,7 +150,10 @@ class Gpt2Tokenizer final : public Tokenizer {
   std::vector<std::int32_t> encode(std::string_view raw) const override {
     const std::string text = sanitize_utf8(raw);
     std::vector<std::int32_t> out;
-    pcre2_match_data* match = pcre2_match_data_create_from_pattern(regex_, nullptr);
+    // Freed on every way out, exceptions included.
+    const std::unique_ptr<pcre2_match_data, decltype(&pcre2_match_data_free)> owner(
+        pcre2_match_data_create_from_pattern(regex_, nullptr), &pcre2_match_data_free);
+    pcre2_match_data* match = owner.get();
     PCRE2_SIZE start = 0;
     while (start < text.size()) {
       // The text is valid UTF-8 (sanitized above): skip PCRE2's check of the whole subject on
@@ -147,12 +162,18 @@ class Gpt2Tokenizer final : public Tokenizer {
                                             PCRE2_NO_UTF_CHECK, match, nullptr)
                           : pcre2_match(regex_, reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(), start,
                                         PCRE2_NO_UTF_CHECK, match, nullptr);
-      if (rc < 0) break;  // the last alternative, \s+, and the others cover every character
+      // The alternatives cover every character, so a failure is a resource limit of PCRE2's
+      // (match limit, JIT stack): refuse rather than drop the rest of the text silently.
+      if (rc < 0) {
+        PCRE2_UCHAR message[256];
+        pcre2_get_error_message(rc, message, sizeof(message));
+        throw Error(fmt::format("gpt2 tokenizer: the pre-tokenizer stopped at byte {} of {} ({})", start, text.size(),
+                                reinterpret_cast<const char*>(message)));
+      }
       const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(match);
       encode_piece(std::string_view(text).substr(ov[0], ov[1] - ov[0]), out);
       start = ov[1] > ov[0] ? ov[1] : ov[1] + 1;
     }
-    pcre2_match_data_free(match);
     return out;
   }
 
@@ -170,12 +191,9 @@ class Gpt2Tokenizer final : public Tokenizer {
   }
 
  private:
-  static std::uint64_t key(std::int32_t a, std::int32_t b) {
-    return (static_cast<std::uint64_t>(static_cast<std::uint32_t>(a)) << 32) | static_cast<std::uint32_t>(b);
-  }
-
   void encode_piece(std::string_view piece, std::vector<std::int32_t>& out) const {
-    {
+    const bool cacheable = piece.size() <= kMaxCachedPieceBytes;
+    if (cacheable) {
       std::lock_guard<std::mutex> lock(cache_mutex_);
       const auto hit = cache_.find(std::string(piece));
       if (hit != cache_.end()) {
@@ -183,40 +201,22 @@ class Gpt2Tokenizer final : public Tokenizer {
         return;
       }
     }
-    std::vector<std::int32_t> word;
-    for (char c : piece) word.push_back(byte_id_[static_cast<unsigned char>(c)]);
-    while (word.size() > 1) {
-      std::int32_t best_rank = std::numeric_limits<std::int32_t>::max(), merged = -1;
-      std::uint64_t best_pair = 0;
-      for (std::size_t i = 0; i + 1 < word.size(); ++i) {
-        const auto it = merges_.find(key(word[i], word[i + 1]));
-        if (it != merges_.end() && it->second.first < best_rank) {
-          best_rank = it->second.first;
-          merged = it->second.second;
-          best_pair = it->first;
-        }
-      }
-      if (merged < 0) break;
-      std::vector<std::int32_t> next;
-      for (std::size_t i = 0; i < word.size(); ++i) {
-        if (i + 1 < word.size() && key(word[i], word[i + 1]) == best_pair) {
-          next.push_back(merged);
-          ++i;
-        } else {
-          next.push_back(word[i]);
-        }
-      }
-      word.swap(next);
-    }
+    std::vector<std::int32_t> bytes;
+    bytes.reserve(piece.size());
+    for (char c : piece) bytes.push_back(byte_id_[static_cast<unsigned char>(c)]);
+    std::vector<std::int32_t> word = detail::bpe_merge(bytes, merges_);
     out.insert(out.end(), word.begin(), word.end());
+    if (!cacheable) return;
     std::lock_guard<std::mutex> lock(cache_mutex_);
     if (cache_.size() < 1'000'000) cache_.emplace(std::string(piece), std::move(word));
   }
 
+  friend detail::Gpt2BpeTables detail::gpt2_bpe_tables(const Tokenizer& tokenizer);
+
   std::vector<std::string> bytes_;
   std::unordered_map<std::string, std::int32_t> ids_;
   std::int32_t byte_id_[256] = {};
-  std::unordered_map<std::uint64_t, std::pair<std::int32_t, std::int32_t>, PairHash> merges_;
+  detail::BpeMergeTable merges_;
   pcre2_code* regex_ = nullptr;
   bool jit_ = false;
   mutable std::mutex cache_mutex_;
@@ -237,6 +237,12 @@ std::string load_vocabulary_file(const std::string& folder, const std::string& n
 }
 
 }  // namespace
+
+detail::Gpt2BpeTables detail::gpt2_bpe_tables(const Tokenizer& tokenizer) {
+  const auto* gpt2 = dynamic_cast<const Gpt2Tokenizer*>(&tokenizer);
+  if (gpt2 == nullptr) throw Error(fmt::format("the {} tokenizer has no BPE tables", tokenizer.name()));
+  return {gpt2->merges_, gpt2->byte_id_};
+}
 
 std::unique_ptr<Tokenizer> make_gpt2_tokenizer(const std::string& folder) {
   return std::make_unique<Gpt2Tokenizer>(load_vocabulary_file(folder, "encoder.json"),

@@ -19,9 +19,12 @@ static_assert(std::endian::native == std::endian::little, "shards are little-end
 }  // namespace
 
 void write_shard(const std::filesystem::path& path, std::span<const std::int32_t> tokens) {
+  // The header's count is an int32: check before converting (and before allocating).
+  if (tokens.size() > 0x7FFFFFFFu) {
+    throw Error(fmt::format("{}: {} tokens do not fit in one shard (at most 2147483647)", path.string(), tokens.size()));
+  }
   std::string bytes(kShardHeaderBytes + 2 * tokens.size(), '\0');
   const std::int32_t header[3] = {kShardMagic, kShardVersion, static_cast<std::int32_t>(tokens.size())};
-  if (tokens.size() > 0x7FFFFFFFu) throw Error(fmt::format("{}: {} tokens do not fit in one shard", path.string(), tokens.size()));
   std::memcpy(bytes.data(), header, sizeof(header));
   for (std::size_t i = 0; i < tokens.size(); ++i) {
     if (tokens[i] < 0 || tokens[i] > 65535) {
@@ -35,29 +38,34 @@ void write_shard(const std::filesystem::path& path, std::span<const std::int32_t
 }
 
 std::vector<std::uint16_t> read_shard(const std::filesystem::path& path) {
-  const std::string bytes = read_file(path);
+  return parse_shard(read_file(path), path.string());
+}
+
+std::vector<std::uint16_t> parse_shard(std::string_view bytes, const std::string& what) {
   if (bytes.size() < kShardHeaderBytes) {
     throw Error(fmt::format("{}: {} bytes is shorter than the {}-byte shard header (truncated or not a shard)",
-                            path.string(), bytes.size(), kShardHeaderBytes));
+                            what, bytes.size(), kShardHeaderBytes));
   }
   std::int32_t header[3];
   std::memcpy(header, bytes.data(), sizeof(header));
   if (header[0] != kShardMagic) {
-    throw Error(fmt::format("{}: magic number {} is not the shard magic {} (not an llm.c token shard)", path.string(),
+    throw Error(fmt::format("{}: magic number {} is not the shard magic {} (not an llm.c token shard)", what,
                             header[0], kShardMagic));
   }
   if (header[1] != kShardVersion) {
-    throw Error(fmt::format("{}: shard version {} is not supported (expected {}: uint16 tokens)", path.string(), header[1],
+    throw Error(fmt::format("{}: shard version {} is not supported (expected {}: uint16 tokens)", what, header[1],
                             kShardVersion));
   }
-  if (header[2] < 0) throw Error(fmt::format("{}: negative token count {} in the header", path.string(), header[2]));
+  if (header[2] < 0) throw Error(fmt::format("{}: negative token count {} in the header", what, header[2]));
   const std::size_t expected = kShardHeaderBytes + 2 * static_cast<std::size_t>(header[2]);
   if (bytes.size() != expected) {
-    throw Error(fmt::format("{}: the header announces {} tokens ({} bytes) but the file has {} bytes{}", path.string(),
+    throw Error(fmt::format("{}: the header announces {} tokens ({} bytes) but the file has {} bytes{}", what,
                             header[2], expected, bytes.size(), bytes.size() < expected ? " (truncated)" : ""));
   }
   std::vector<std::uint16_t> tokens(static_cast<std::size_t>(header[2]));
-  std::memcpy(tokens.data(), bytes.data() + kShardHeaderBytes, 2 * tokens.size());
+  // An empty shard is valid (prepare writes one for a split a tiny document leaves empty), and
+  // then tokens.data() may be null: memcpy from or to null is undefined even for 0 bytes.
+  if (!tokens.empty()) std::memcpy(tokens.data(), bytes.data() + kShardHeaderBytes, 2 * tokens.size());
   return tokens;
 }
 

@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 
 #include <cmath>
+#include <limits>
+#include <optional>
 
 #include "quartet/error.h"
 #include "quartet/train/config.h"
@@ -66,24 +68,45 @@ nlohmann::json llama_config_to_hf_json(const LlamaConfig& c) {
           {"quartet_bf16_blocks_last", c.bf16_blocks_last}};
 }
 
+namespace {
+
+// An integer field of an exported config.json: a JSON whole number within int64 (a fraction or a
+// huge number is refused rather than converted, which would truncate or be undefined).
+std::int64_t config_integer(const nlohmann::json& j, const char* key, const std::string& origin,
+                            std::optional<std::int64_t> fallback = std::nullopt) {
+  const auto it = j.find(key);
+  if (it == j.end()) {
+    if (fallback) return *fallback;
+    throw Error(fmt::format("{}: model config field '{}' is missing", origin, key));
+  }
+  const bool in_range = it->is_number_integer() &&
+                        !(it->is_number_unsigned() &&
+                          it->get<std::uint64_t>() > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()));
+  if (!in_range) throw Error(fmt::format("{}: model config field '{}' must be a whole number, found {}", origin, key, it->dump()));
+  return it->get<std::int64_t>();
+}
+
+}  // namespace
+
 LlamaConfig llama_config_from_hf_json(const nlohmann::json& j, const std::string& origin) {
+  if (!j.is_object()) throw Error(fmt::format("{}: a model config must be a JSON object", origin));
   LlamaConfig c;
+  c.vocab_size = config_integer(j, "vocab_size", origin);
+  c.d_model = config_integer(j, "hidden_size", origin);
+  c.n_layers = config_integer(j, "num_hidden_layers", origin);
+  c.n_heads = config_integer(j, "num_attention_heads", origin);
+  c.n_kv_heads = config_integer(j, "num_key_value_heads", origin, c.n_heads);
+  c.ffn_hidden = config_integer(j, "intermediate_size", origin);
+  c.max_seq_len = config_integer(j, "max_position_embeddings", origin);
+  c.bf16_blocks_first = config_integer(j, "quartet_bf16_blocks_first", origin, 0);
+  c.bf16_blocks_last = config_integer(j, "quartet_bf16_blocks_last", origin, 0);
   try {
-    c.vocab_size = j.at("vocab_size").get<std::int64_t>();
-    c.d_model = j.at("hidden_size").get<std::int64_t>();
-    c.n_layers = j.at("num_hidden_layers").get<std::int64_t>();
-    c.n_heads = j.at("num_attention_heads").get<std::int64_t>();
-    c.n_kv_heads = j.value("num_key_value_heads", c.n_heads);
-    c.ffn_hidden = j.at("intermediate_size").get<std::int64_t>();
-    c.max_seq_len = j.at("max_position_embeddings").get<std::int64_t>();
     c.rope_theta = j.value("rope_theta", 10000.0);
     c.rms_norm_eps = j.value("rms_norm_eps", 1e-5);
     c.size = j.value("quartet_size", std::string("custom"));
     c.init_std = j.value("quartet_init_std", 0.02);
-    c.bf16_blocks_first = j.value("quartet_bf16_blocks_first", std::int64_t{0});
-    c.bf16_blocks_last = j.value("quartet_bf16_blocks_last", std::int64_t{0});
   } catch (const nlohmann::json::exception& e) {
-    throw Error(fmt::format("{}: model config field missing or of the wrong type ({})", origin, e.what()));
+    throw Error(fmt::format("{}: model config field of the wrong type ({})", origin, e.what()));
   }
   c.validate();
   return c;
@@ -157,12 +180,14 @@ std::filesystem::path resolve_checkpoint(const std::filesystem::path& path) {
 
 nlohmann::json read_checkpoint_state(const std::filesystem::path& checkpoint) {
   const nlohmann::json state = parse_json_file(checkpoint / "state.json");
-  if (state.value("format", std::string()) != kFormat) {
+  const auto format = state.is_object() ? state.find("format") : state.end();
+  if (!state.is_object() || format == state.end() || !format->is_string() || format->get<std::string>() != kFormat) {
     throw Error(fmt::format("{}/state.json is not a Quartet checkpoint state", checkpoint.string()));
   }
-  if (state.value("version", 0) != kVersion) {
+  const auto version = state.find("version");
+  if (version == state.end() || !version->is_number_integer() || version->get<std::int64_t>() != kVersion) {
     throw Error(fmt::format("{}/state.json has checkpoint version {}, this program reads version {}", checkpoint.string(),
-                            state.value("version", 0), kVersion));
+                            version == state.end() ? std::string("(none)") : version->dump(), kVersion));
   }
   check_checkpoint_state(state, (checkpoint / "state.json").string());  // every reader may use its fields
   return state;

@@ -231,6 +231,7 @@ void check_checkpoint_state(const nlohmann::json& state, const std::string& sour
   data.integer("position", 0);
   data.integer("epoch", 0);
   if (data.has("fingerprint")) data.string("fingerprint");
+  f.object("config");  // present and an object, or an error naming the file
   TrainConfig::from_json(state.at("config"), source, "config");
 }
 

@@ -12,6 +12,7 @@
 #include <filesystem>
 
 #include "quartet/error.h"
+#include "quartet/nn/llama.h"
 #include "quartet/nn/recipe.h"
 #include "quartet/train/trainer.h"
 #include "quartet/util/files.h"
@@ -131,6 +132,44 @@ TEST_F(Checkpoints, StateProblems) {
   expect_resume_error(run, "state.json");
   fs::remove(f);
   expect_resume_error(run, "not a complete checkpoint");
+}
+
+TEST_F(Checkpoints, StatesThatAreNotObjectsOrLackFieldsGetClearErrors) {
+  // Found by the checkpoint fuzz target: these used to end in "internal error" (a JSON library
+  // exception) or, for a fractional version, be read as version 1.
+  const fs::path run = copy();
+  const fs::path f = run / "checkpoints/step-000002/state.json";
+  const auto good = nlohmann::json::parse(read_file(f));
+  for (const char* text : {"1", "null", "\"x\"", "[]"}) {
+    write_file_atomic(f, text);
+    expect_resume_error(run, "is not a Quartet checkpoint state");
+  }
+  auto state = good;
+  state["version"] = 1.5;
+  write_file_atomic(f, state.dump());
+  expect_resume_error(run, "version 1.5");
+  state = good;
+  state.erase("config");
+  write_file_atomic(f, state.dump());
+  expect_resume_error(run, "config");
+}
+
+TEST(ModelConfigJson, FractionsAndHugeNumbersAreRefusedNotConverted) {
+  const nlohmann::json good = llama_config_to_hf_json(llama_preset("tiny", 256));
+  EXPECT_EQ(llama_config_from_hf_json(good, "good.json").d_model, good["hidden_size"].get<std::int64_t>());
+  for (const nlohmann::json& bad : {nlohmann::json(1.5), nlohmann::json(1e30), nlohmann::json(18446744073709551615ull),
+                                    nlohmann::json("64")}) {
+    nlohmann::json j = good;
+    j["hidden_size"] = bad;
+    try {
+      llama_config_from_hf_json(j, "bad.json");
+      ADD_FAILURE() << "hidden_size " << bad.dump() << " was accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("hidden_size"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("bad.json"), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_THROW(llama_config_from_hf_json(nlohmann::json::array(), "array.json"), Error);
 }
 
 TEST_F(Checkpoints, LatestPointingNowhere) {

@@ -3,8 +3,9 @@
 //
 // Sources: "embedded:austen" (the corpus compiled into the program; tokenized at load), or a
 // folder of llm.c-format shards (*train*.bin, *val*.bin) as written by `quartet prepare`,
-// with a dataset.json naming the tokenizer (folders without one are taken as GPT-2 shards,
-// llm.c's default).
+// with a dataset.json naming the tokenizer. A folder without one is taken as llm.c's GPT-2
+// shards only when its train stream opens with GPT-2's <|endoftext|> (50256), as llm.c's do;
+// otherwise it is refused (byte tokens read as GPT-2 ones would train on garbage silently).
 #pragma once
 
 #include <cstdint>

@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <filesystem>
 #include <span>
+#include <string>
+#include <string_view>
 #include <vector>
 
 namespace quartet {
@@ -20,5 +22,8 @@ void write_shard(const std::filesystem::path& path, std::span<const std::int32_t
 // Throws Error naming the file and what is wrong (missing, truncated, bad magic or version,
 // size not matching the header).
 std::vector<std::uint16_t> read_shard(const std::filesystem::path& path);
+
+// The same on bytes already in memory; `what` names them in messages.
+std::vector<std::uint16_t> parse_shard(std::string_view bytes, const std::string& what);
 
 }  // namespace quartet

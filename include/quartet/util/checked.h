@@ -39,11 +39,14 @@ std::int64_t checked_product(std::string_view what, std::int64_t first, Ints... 
 // A double (from JSON or a flag) as an integer in [lo, hi], or an Error naming it: NaN, Inf,
 // fractions and out-of-range values are refused rather than converted (which is undefined).
 inline std::int64_t checked_integer(double value, std::int64_t lo, std::int64_t hi, std::string_view what) {
-  if (!std::isfinite(value) || value != std::floor(value) || value < static_cast<double>(lo) ||
-      value > static_cast<double>(hi)) {
-    throw Error(fmt::format("{} must be an integer in [{}, {}], got {}", what, lo, hi, value));
-  }
-  return static_cast<std::int64_t>(value);
+  // Bounds near 2^63 round when converted to double (INT64_MAX becomes 2^63, which passes
+  // `value > hi` yet does not fit an int64: converting it is undefined). So the conversion is
+  // guarded by the exact limits of int64, and the bounds are checked again as integers.
+  const auto refuse = [&] { return Error(fmt::format("{} must be an integer in [{}, {}], got {}", what, lo, hi, value)); };
+  if (!std::isfinite(value) || value != std::floor(value) || value < -0x1p63 || value >= 0x1p63) throw refuse();
+  const auto r = static_cast<std::int64_t>(value);
+  if (r < lo || r > hi) throw refuse();
+  return r;
 }
 
 // An integer in [lo, hi], or an Error naming it (nothing is clamped).

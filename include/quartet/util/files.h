@@ -9,6 +9,7 @@
 // files of one still writing.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <filesystem>
 #include <string>
@@ -56,11 +57,19 @@ void check_plain_name(std::string_view name, std::string_view what);
 // Reads a whole file; throws Error naming the path if it is missing or unreadable.
 std::string read_file(const std::filesystem::path& path);
 
-// Decompresses gzip data (throws Error naming `what` if it is not valid gzip).
-std::string gunzip(std::string_view data, const std::string& what);
+// The default cap on what one gzip input may decompress to. Decompression multiplies size by
+// up to ~1000x, so without a cap a small crafted file could exhaust memory; 1 GiB is far above
+// any input this program embeds or tests with, and `quartet prepare --max-input-bytes` raises it.
+inline constexpr std::size_t kDefaultGunzipLimit = std::size_t{1} << 30;
 
-// The file's contents, gunzipped if its name ends in .gz.
-std::string read_text_file(const std::filesystem::path& path);
+// Decompresses gzip data: every member of a multi-member file (concatenated .gz, pigz, bgzip).
+// Throws Error naming `what` if it is not valid gzip, is truncated, has trailing bytes that are
+// not another member, or decompresses to more than `max_bytes`.
+std::string gunzip(std::string_view data, const std::string& what, std::size_t max_bytes = kDefaultGunzipLimit);
+
+// The file's contents, gunzipped (with that cap) if its name ends in .gz. A folder, a missing or
+// an unreadable file is an Error naming the path.
+std::string read_text_file(const std::filesystem::path& path, std::size_t max_gunzip_bytes = kDefaultGunzipLimit);
 
 // fsync a folder so a rename inside it is durable.
 void sync_directory(const std::filesystem::path& dir);

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <map>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace quartet {
@@ -31,9 +32,18 @@ std::size_t safetensors_dtype_size(const std::string& dtype);  // throws Error f
 // Writes atomically (write_file_atomic); tensors in name order.
 void write_safetensors(const std::filesystem::path& path, const SafeTensors& file);
 
+// The largest JSON header accepted (the Hugging Face reader's own limit is 100 MB too): the
+// header is parsed into a DOM several times its size, so an unbounded one could exhaust memory.
+inline constexpr std::uint64_t kMaxSafetensorsHeaderBytes = 100u << 20;
+
 // Validates everything (header length, JSON, dtypes, shapes against byte ranges, ranges
-// inside the file, contiguity) and throws Error naming the file and the problem.
+// inside the file, contiguity) and throws Error naming the file and the problem. Every number
+// in the header is untrusted: negative, fractional and out-of-range values, and shapes whose
+// byte count overflows, are refused rather than converted.
 SafeTensors read_safetensors(const std::filesystem::path& path);
+
+// The same on bytes already in memory; `origin` names them in messages.
+SafeTensors parse_safetensors(std::string_view data, const std::string& origin);
 
 // Float tensors <-> doubles (F32 and F64; values round-trip exactly for F32 data).
 SafeTensor make_f32_tensor(const std::vector<std::int64_t>& shape, const std::vector<double>& values);
