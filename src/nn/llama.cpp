@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "quartet/error.h"
+#include "quartet/util/checked.h"
 #include "quartet/numerics/philox.h"
 
 namespace quartet {
@@ -37,14 +38,21 @@ constexpr std::uint32_t kLinearsPerLayer = 4;  // qkv, o, gate_up, down
 
 std::int64_t LlamaConfig::ffn() const { return ffn_hidden > 0 ? ffn_hidden : round_up_to(8 * d_model / 3, 256); }
 
+// Sizes come from flags and files: every product is checked (an overflow is an Error naming the
+// model, never a wrapped count).
 std::int64_t LlamaConfig::block_parameters() const {
   const std::int64_t hd = head_dim();
-  const std::int64_t per_layer = 2 * d_model + (n_heads + 2 * n_kv_heads) * hd * d_model + d_model * n_heads * hd +
-                                 3 * ffn() * d_model;
-  return n_layers * per_layer + d_model;
+  const char* what = "the model's parameter count";
+  const std::int64_t attention = checked_add(checked_product(what, n_heads + 2 * n_kv_heads, hd, d_model),
+                                             checked_product(what, d_model, n_heads, hd), what);
+  const std::int64_t per_layer = checked_add(checked_add(2 * d_model, attention, what), checked_product(what, 3, ffn(), d_model), what);
+  return checked_add(checked_mul(n_layers, per_layer, what), d_model, what);
 }
 
-std::int64_t LlamaConfig::total_parameters() const { return block_parameters() + 2 * vocab_size * d_model; }
+std::int64_t LlamaConfig::total_parameters() const {
+  return checked_add(block_parameters(), checked_product("the model's parameter count", 2, vocab_size, d_model),
+                     "the model's parameter count");
+}
 
 void LlamaConfig::validate() const {
   const auto fail = [&](const std::string& why) { throw Error(fmt::format("model config ({}): {}", size, why)); };
@@ -61,6 +69,17 @@ void LlamaConfig::validate() const {
   if (!(rope_theta > 0) || !(rms_norm_eps > 0) || !(init_std > 0)) fail("rope_theta, rms_norm_eps and init_std must be positive");
   if (bf16_blocks_first < 0 || bf16_blocks_last < 0 || bf16_blocks_first + bf16_blocks_last > n_layers) {
     fail(fmt::format("bf16 blocks first:{} last:{} do not fit in {} layers", bf16_blocks_first, bf16_blocks_last, n_layers));
+  }
+  if (d_model > (std::int64_t{1} << 20) || ffn() > (std::int64_t{1} << 22) || n_layers > (std::int64_t{1} << 16) ||
+      max_seq_len > (std::int64_t{1} << 24)) {
+    fail(fmt::format("d_model {}, ffn {}, n_layers {} or max_seq_len {} is beyond what any machine can train "
+                     "(limits 2^20, 2^22, 2^16, 2^24)",
+                     d_model, ffn(), n_layers, max_seq_len));
+  }
+  try {
+    (void)total_parameters();
+  } catch (const Error& e) {
+    fail(e.what());
   }
 }
 
@@ -141,6 +160,17 @@ LlamaModel::LlamaModel(Backend& backend, LlamaConfig config, Recipe recipe, std:
   config_.validate();
   recipe_.validate();
   const LlamaConfig& c = config_;
+  // Before anything is allocated: the parameters' FP32 values and gradients and their BF16 copies
+  // (10 bytes each; AdamW adds 8 more) must fit in the backend's memory, or the error says so
+  // instead of an allocation failure halfway through.
+  const std::int64_t memory = backend.memory_bytes();
+  const double needed = 10.0 * static_cast<double>(c.total_parameters());
+  if (memory > 0 && needed > static_cast<double>(memory)) {
+    throw Error(fmt::format("model {} has {} parameters: their values, gradients and BF16 copies need {:.1f} GiB, more "
+                            "than the {:.1f} GiB of the {} backend",
+                            c.size, c.total_parameters(), needed / 1073741824.0, static_cast<double>(memory) / 1073741824.0,
+                            backend.name()));
+  }
   const std::int64_t d = c.d_model, hd = c.head_dim();
   struct Spec {
     std::string name;

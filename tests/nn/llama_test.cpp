@@ -105,6 +105,49 @@ TEST(Llama, ConfigValidationNamesTheField) {
   }
 }
 
+TEST(Llama, ModelsTooLargeForTheMachineAreRefusedBeforeAllocating) {
+  // A checkpoint or flags may name any size: a count that overflows, or a model that cannot fit,
+  // is an error before the first allocation (which would otherwise fail halfway, or never end).
+  auto be = make_cpu_backend();
+  ASSERT_GT(be->memory_bytes(), std::int64_t{1} << 20) << "the CPU backend knows the machine's memory";
+  LlamaConfig huge = llama_preset("tiny", 257);
+  huge.d_model = 1 << 16;
+  huge.n_heads = 512;
+  huge.n_kv_heads = 512;
+  huge.n_layers = 1 << 12;  // about 2e14 parameters: 2 PB of values and gradients
+  try {
+    LlamaModel model(*be, huge, make_recipe("bf16"), 1);
+    FAIL() << "a 2e14-parameter model was built";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("GiB"), std::string::npos) << e.what();
+  }
+  LlamaConfig overflowing = huge;
+  overflowing.d_model = 1 << 20;
+  overflowing.n_heads = 1 << 10;
+  overflowing.n_kv_heads = 1 << 10;
+  overflowing.ffn_hidden = 1 << 22;
+  overflowing.n_layers = 1 << 16;
+  overflowing.vocab_size = 1 << 24;  // still within each limit; the count alone is ~2^60
+  EXPECT_NO_THROW((void)overflowing.ffn());
+  try {
+    overflowing.validate();
+    const std::int64_t n = overflowing.total_parameters();
+    EXPECT_GT(n, std::int64_t{1} << 59) << "a count that does not overflow must be exact";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("overflows"), std::string::npos) << e.what();
+  }
+  LlamaConfig beyond = llama_preset("tiny", 257);
+  beyond.d_model = std::int64_t{1} << 40;
+  beyond.n_heads = 1;
+  beyond.n_kv_heads = 1;
+  try {
+    beyond.validate();
+    FAIL() << "d_model 2^40 was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("d_model"), std::string::npos) << e.what();
+  }
+}
+
 TEST(Llama, EveryRecipeRunsAndQuantizedActivationsAreSmall) {
   auto be = make_cpu_backend();
   const LlamaConfig c = llama_preset("tiny", 257);

@@ -162,6 +162,10 @@ class Backend {
   // LM head's rows and the logits' columns) to it. 1: no padding.
   virtual std::int64_t preferred_gemm_multiple() const { return 1; }
 
+  // The memory this backend allocates from, in bytes (the machine's RAM, the GPU's memory): for
+  // checking a model's size before anything is allocated. 0: unknown.
+  virtual std::int64_t memory_bytes() const { return 0; }
+
   // ---- GEMMs ----
   // High precision: out[m][n] (+)= sum_k A[m][k] B[n][k], with A given as a [M, K] tensor or,
   // when a_transposed, as a [K, M] tensor (likewise B). Inputs are rounded to BF16 where the

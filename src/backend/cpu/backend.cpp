@@ -5,6 +5,8 @@
 #include <cstring>
 #include <new>
 
+#include <unistd.h>
+
 #include "backend/cpu/ops.h"
 #include "quartet/error.h"
 
@@ -20,6 +22,10 @@ class CpuBackend final : public Backend {
   Device device() const override { return Device::cpu; }
   DType activation_dtype() const override { return std::is_same_v<Real, double> ? DType::f64 : DType::bf16; }
   DType param_dtype() const override { return dtype_of<Real>(); }
+  std::int64_t memory_bytes() const override {
+    const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
+    return pages > 0 && page > 0 ? static_cast<std::int64_t>(pages) * page : 0;
+  }
 
   Tensor empty(const Shape& shape, DType dtype) override {
     for (std::int64_t d : shape) {

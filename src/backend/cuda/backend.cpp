@@ -79,6 +79,11 @@ class CudaBackend final : public Backend {
   // BF16 rows of 256 bytes: what cuBLASLt's TMA kernels need (16-byte aligned strides) and a
   // whole number of their tiles.
   std::int64_t preferred_gemm_multiple() const override { return 128; }
+  std::int64_t memory_bytes() const override {
+    std::size_t free = 0, total = 0;
+    QUARTET_CUDA_CHECK(cudaMemGetInfo(&free, &total));
+    return static_cast<std::int64_t>(total);
+  }
 
   Tensor empty(const Shape& shape, DType dtype) override {
     for (std::int64_t d : shape) {
