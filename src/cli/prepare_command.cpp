@@ -96,19 +96,32 @@ Command add_prepare_command(CLI::App& parent) {
     for (const std::string& warning : check_text_inputs(checked)) fmt::print(stderr, "prepare: warning: {}\n", warning);
     const Dataset d = build_dataset(o->out, docs, *tokenizer, o->val_fraction);
     std::filesystem::create_directories(out);
+    remove_stale_temporaries(out);
     const std::string name = o->name.empty() ? out.filename().string() : o->name;
-    if (o->force) {
-      for (const auto& e : std::filesystem::directory_iterator(out)) {
-        if (e.path().extension() == ".bin") std::filesystem::remove(e.path());
-      }
-    }
-    write_split(out, name, "train", d.train, o->shard_tokens);
-    write_split(out, name, "val", d.val, o->shard_tokens);
+    // The new shards and manifest are written into a temporary folder beside the old dataset,
+    // which is replaced only once they are complete: a failure (a full disk, a signal) leaves the
+    // old dataset as it was.
+    const std::filesystem::path staging = make_temporary_folder(out, "dataset", "tmp");
+    write_split(staging, name, "train", d.train, o->shard_tokens);
+    write_split(staging, name, "val", d.val, o->shard_tokens);
     const nlohmann::json manifest = {{"tokenizer", tokenizer->name()},   {"vocab_size", tokenizer->vocab_size()},
                                      {"documents", d.documents},         {"train_tokens", d.train.size()},
                                      {"val_tokens", d.val.size()},       {"val_fraction", o->val_fraction},
                                      {"source_bytes", bytes},            {"inputs", o->inputs}};
-    write_file_atomic(out / "dataset.json", manifest.dump(2) + "\n");
+    write_file_atomic(staging / "dataset.json", manifest.dump(2) + "\n");
+    if (o->force) {
+      // The manifest goes first: a folder caught between the two steps holds no dataset.json,
+      // so it is never read as a mixture of old and new shards.
+      std::filesystem::remove(out / "dataset.json");
+      for (const auto& e : std::filesystem::directory_iterator(out)) {
+        if (e.is_regular_file() && e.path().extension() == ".bin") std::filesystem::remove(e.path());
+      }
+    }
+    for (const auto& e : std::filesystem::directory_iterator(staging)) {
+      if (e.path().filename() != "dataset.json") std::filesystem::rename(e.path(), out / e.path().filename());
+    }
+    std::filesystem::rename(staging / "dataset.json", out / "dataset.json");
+    std::filesystem::remove(staging);
     fmt::print("prepared {}: {} documents, {} bytes -> {} train + {} val {} tokens\n", o->out, d.documents, bytes,
                d.train.size(), d.val.size(), tokenizer->name());
     return 0;

@@ -3,6 +3,8 @@ what is wrong, and nothing already in the output folder is touched when it refus
 import gzip
 import json
 import os
+import resource
+import signal
 import shutil
 import subprocess
 import tempfile
@@ -47,6 +49,28 @@ class Prepare(unittest.TestCase):
         p = run("prepare", *inputs, "--out", out, "--tokenizer", tokenizer, "--force")
         self.assertEqual(p.returncode, 0, p.stderr)
         return out, p
+
+    def test_a_failed_replacement_keeps_the_old_dataset(self):
+        # prepare --force used to delete the old shards before writing the new ones: a write that
+        # failed halfway (here: the file-size limit, as a full disk would) lost both.
+        old_out, _ = self.prepared(self.write("small.txt", b"A short document. " * 20))
+        before = {n: open(os.path.join(old_out, n), "rb").read() for n in os.listdir(old_out)}
+        big = self.write("big.txt", b"A much longer document that will not fit. " * 20000)
+        limit = 64 * 1024  # larger than the old shards, smaller than the new train shard
+
+        def limit_file_size():
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+        p = subprocess.run([QUARTET, "prepare", big, "--out", old_out, "--tokenizer", "byte", "--force"],
+                           capture_output=True, text=True, timeout=600, preexec_fn=limit_file_size)
+        self.assertNotEqual(p.returncode, 0, "the write was meant to fail")
+        after = {n: open(os.path.join(old_out, n), "rb").read() for n in os.listdir(old_out) if not n.startswith(".")}
+        self.assertEqual(after, before, "the old dataset is intact")
+        # The next prepare removes what the failed one left (its process is gone) and succeeds.
+        p = run("prepare", big, "--out", old_out, "--tokenizer", "byte", "--force")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual([n for n in os.listdir(old_out) if n.startswith(".")], [])
+        self.assertGreater(self.manifest(old_out)["train_tokens"], limit)
 
     def test_a_folder_as_input_is_a_clear_error(self):
         # Regression: this was "quartet: internal error: ...".
