@@ -194,6 +194,9 @@ TrainResult run(TrainConfig c, const std::filesystem::path& checkpoint, const nl
     AdamWStep hyper;
     hyper.lr = m.lr;
     hyper.weight_decay = c.weight_decay;
+    hyper.beta1 = c.beta1;
+    hyper.beta2 = c.beta2;
+    hyper.eps = c.eps;
     hyper.step = step + 1;
     hyper.max_grad_norm = c.grad_clip;
     train_step.launch(step, micro_batches, grad_scale, hyper);

@@ -1,8 +1,8 @@
-// The training loop (architecture.md, "Training"): AdamW (beta 0.9/0.95, weight decay on
-// matrices), gradient clipping, warmup + cosine schedule, gradient accumulation, evaluation
-// (loss and bits per byte), non-finite detection (the step is skipped, counted and logged),
-// checkpoints and exact resume. Everything random is counter-based Philox keyed by the seed,
-// so a run is a pure function of (config, seed, data).
+// The training loop (architecture.md, "Training"): AdamW (beta 0.9/0.95 by default, weight
+// decay on matrices), gradient clipping, warmup + decay schedule (schedule.h; cosine by
+// default), gradient accumulation, evaluation (loss and bits per byte), non-finite detection
+// (the step is skipped, counted and logged), checkpoints and exact resume. Everything random
+// is counter-based Philox keyed by the seed, so a run is a pure function of (config, seed, data).
 #pragma once
 
 #include <atomic>
@@ -66,8 +66,7 @@ struct RunControl {
   std::int64_t max_skipped_steps = 20;
   // Set from outside (a signal handler): the step under way is finished, a checkpoint saved
   // (when there is an out_dir) and the run returns with TrainResult::stopped.
-  const std::atomic<bool>* stop = nullptr;
-};
+  const std::atomic<bool>* stop = nullptr;};
 
 // The run folder `out_dir` as train() would find it: throws Error if it is a file, or if it
 // already holds a run and replace_existing_run is not set. For callers that start several runs
