@@ -1,4 +1,4 @@
-"""`quartet train` schedule and AdamW options (docs/run-options.md).
+"""`quartet train` schedule, AdamW and checkpoint-retention options (docs/run-options.md).
 
 Each test runs the real program and checks exit codes, messages that name the flag, and what
 the run wrote; expected learning rates are worked out by hand in the comments.
@@ -55,6 +55,9 @@ class Case(unittest.TestCase):
     def lrs(self, out):
         with open(os.path.join(out, "metrics.jsonl")) as f:
             return [json.loads(line)["lr"] for line in f]
+
+    def checkpoints(self, out):
+        return sorted(os.listdir(os.path.join(out, "checkpoints")))
 
 
 class ScheduleOptions(Case):
@@ -141,6 +144,34 @@ class ScheduleOptions(Case):
         config = self.state(out, 3)["config"]
         self.assertEqual((config["schedule"], config["beta1"], config["beta2"], config["eps"]),
                          ("cosine", 0.9, 0.95, 1e-8))
+
+
+class CheckpointRetention(Case):
+    def test_keep_last_leaves_the_most_recent(self):
+        out = self.path("run")
+        self.ok("train", *SMALL, "--steps", "4", "--save-every", "1", "--keep-last", "2", "--out", out)
+        self.assertEqual(self.checkpoints(out), ["latest", "step-000003", "step-000004"])
+        # It may change on resume (a run control, not saved): keep one from here on.
+        self.ok("train", "--resume", out, "--steps", "6", "--keep-last", "1", "--quiet", "--sample-tokens", "0")
+        self.assertEqual(self.checkpoints(out), ["latest", "step-000006"])
+
+    def test_save_every_minutes_saves_and_may_change_on_resume(self):
+        out = self.path("run")
+        # 1e-9 minutes have always passed after a step: every step saves.
+        self.ok("train", *SMALL, "--steps", "2", "--save-every-minutes", "1e-9", "--out", out)
+        self.assertEqual(self.checkpoints(out), ["latest", "step-000001", "step-000002"])
+        self.ok("train", "--resume", out, "--steps", "4", "--save-every-minutes", "60", "--quiet", "--sample-tokens", "0")
+        self.assertEqual(self.checkpoints(out), ["latest", "step-000001", "step-000002", "step-000004"])
+
+    def test_bad_values_are_refused_naming_the_flag(self):
+        for args in (["--keep-last", "-1"], ["--keep-last", "1.5"], ["--save-every-minutes", "-1"],
+                     ["--save-every-minutes", "inf"]):
+            with self.subTest(args=args):
+                self.refused(["train", *args], args[0])
+        # Nothing is saved without --out: refused rather than ignored.
+        for flag in ("--keep-last", "--save-every-minutes"):
+            with self.subTest(flag=flag):
+                self.refused(["train", flag, "1"], flag, "needs --out")
 
 
 if __name__ == "__main__":

@@ -66,7 +66,13 @@ struct RunControl {
   std::int64_t max_skipped_steps = 20;
   // Set from outside (a signal handler): the step under way is finished, a checkpoint saved
   // (when there is an out_dir) and the run returns with TrainResult::stopped.
-  const std::atomic<bool>* stop = nullptr;};
+  const std::atomic<bool>* stop = nullptr;  // After every save, the step-N checkpoints beyond the keep_last with the highest steps are
+  // removed (never the one `latest` names; prune_checkpoints in checkpoint.h). 0: keep all.
+  std::int64_t keep_last = 0;
+  // Also save once this many minutes of wall time have passed since the last save (or since the
+  // run started), whatever save_every says: a long run loses at most this much to a crash. 0: off.
+  double save_every_minutes = 0;
+};
 
 // The run folder `out_dir` as train() would find it: throws Error if it is a file, or if it
 // already holds a run and replace_existing_run is not set. For callers that start several runs
