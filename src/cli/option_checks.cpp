@@ -5,6 +5,8 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
+#include <functional>
+#include <utility>
 #include <optional>
 
 namespace quartet::cli {
@@ -82,10 +84,12 @@ CLI::Validator integer_one_of(std::initializer_list<std::int64_t> allowed) {
       fmt::format("one of {}", listed), kValueCheck);
 }
 
-CLI::Validator number_above(double lo, bool inclusive) {
+namespace {
+
+// A finite number passing `within`, described as `bound` ("greater than 0", "in [0, 1)").
+CLI::Validator number_check(std::string bound, std::function<bool(double)> within, std::string description) {
   return CLI::Validator(
-      [lo, inclusive](std::string& text) -> std::string {
-        const std::string bound = fmt::format("{} {}", inclusive ? "at least" : "greater than", lo);
+      [bound, within](std::string& text) -> std::string {
         errno = 0;
         char* end = nullptr;
         const double v = text.empty() ? NAN : std::strtod(text.c_str(), &end);
@@ -93,10 +97,26 @@ CLI::Validator number_above(double lo, bool inclusive) {
           return fmt::format("expected a number {}, got '{}'", bound, text);
         }
         if (!std::isfinite(v) || errno == ERANGE) return fmt::format("must be a finite number {}, got {}", bound, text);
-        if (inclusive ? !(v >= lo) : !(v > lo)) return fmt::format("must be {}, got {}", bound, text);
+        if (!within(v)) return fmt::format("must be {}, got {}", bound, text);
         return {};
       },
-      inclusive ? fmt::format("NUMBER >= {}", lo) : fmt::format("NUMBER > {}", lo), kValueCheck);
+      std::move(description), kValueCheck);
+}
+
+}  // namespace
+
+CLI::Validator number_above(double lo, bool inclusive) {
+  return number_check(fmt::format("{} {}", inclusive ? "at least" : "greater than", lo),
+                      [lo, inclusive](double v) { return inclusive ? v >= lo : v > lo; },
+                      inclusive ? fmt::format("NUMBER >= {}", lo) : fmt::format("NUMBER > {}", lo));
+}
+
+CLI::Validator number_in(double lo, double hi, bool lo_inclusive, bool hi_inclusive) {
+  const std::string range = fmt::format("{}{}, {}{}", lo_inclusive ? "[" : "(", lo, hi, hi_inclusive ? "]" : ")");
+  return number_check(
+      "in " + range,
+      [=](double v) { return (lo_inclusive ? v >= lo : v > lo) && (hi_inclusive ? v <= hi : v < hi); },
+      "NUMBER in " + range);
 }
 
 std::string check_option_value(CLI::Option& option, std::string value) {

@@ -28,6 +28,9 @@ CLI::Validator integer_one_of(std::initializer_list<std::int64_t> allowed);
 // A finite number greater than lo (or at least lo when inclusive).
 CLI::Validator number_above(double lo, bool inclusive = false);
 
+// A finite number between lo and hi, each end included or not (a beta is in [0, 1)).
+CLI::Validator number_in(double lo, double hi, bool lo_inclusive, bool hi_inclusive);
+
 // Runs the option's value check (if it has one) on one value; returns the complaint or "".
 std::string check_option_value(CLI::Option& option, std::string value);
 

@@ -30,6 +30,8 @@ struct TrainCommandOptions {
   std::string resume;
   std::int64_t sample_tokens = 200;
   std::int64_t max_skipped_steps = RunControl{}.max_skipped_steps;
+  std::int64_t keep_last = 0;
+  double save_every_minutes = 0;
   bool force = false;
   bool quiet = false;
 };
@@ -39,7 +41,7 @@ struct TrainCommandOptions {
 const std::set<std::string> kResumeMayChange = {
     "--resume",      "--steps",        "--out",          "--save-every", "--eval-every",        "--eval-batches",
     "--final-eval-batches", "--device", "--sample-tokens", "--quiet",     "--max-skipped-steps", "--config",
-    "--force",       "--help"};
+    "--force",       "--help",         "--keep-last",    "--save-every-minutes"};
 
 void refuse_fixed_options_on_resume(const CLI::App& app) {
   for (const CLI::Option* option : app.get_options()) {
@@ -48,7 +50,8 @@ void refuse_fixed_options_on_resume(const CLI::App& app) {
     if (kResumeMayChange.count(name) == 0) {
       throw Error(fmt::format("{} cannot change when resuming: the run continues with its checkpoint's settings "
                               "(those that may change: --steps, --out, --save-every, --eval-every, --eval-batches, "
-                              "--final-eval-batches, --device, --max-skipped-steps, --force)",
+                              "--final-eval-batches, --device, --max-skipped-steps, --keep-last, --save-every-minutes, "
+                              "--force)",
                               name));
     }
   }
@@ -78,6 +81,14 @@ Command add_train_command(CLI::App& parent) {
   app->add_option("--save-every", o->train.config.save_every, "steps between checkpoints (0: only at the end)")
       ->capture_default_str()
       ->check(integer_in(0, kMaxInt64));
+  // Run controls (RunControl): not saved in checkpoints, so give them again on --resume.
+  app->add_option("--keep-last", o->keep_last, "keep only this many most recent checkpoints (0: all)")
+      ->capture_default_str()
+      ->check(integer_in(0, kMaxInt64));
+  app->add_option("--save-every-minutes", o->save_every_minutes,
+                  "also save when this many minutes have passed since the last save (0: off)")
+      ->capture_default_str()
+      ->check(number_above(0, true));
   app->add_option("--resume", o->resume, "continue from a checkpoint folder or a run folder (its latest checkpoint)");
   app->add_flag("--force", o->force, "replace the run already in --out (its metrics and checkpoints)");
   app->add_option("--max-skipped-steps", o->max_skipped_steps,
@@ -93,6 +104,10 @@ Command add_train_command(CLI::App& parent) {
   command.check = [o, app]() {
     if (o->resume.empty()) {
       o->resolved = o->train.resolve();
+      // Without --out nothing is saved, so these would silently do nothing.
+      for (const char* flag : {"--keep-last", "--save-every-minutes"}) {
+        if (app->count(flag) > 0 && o->resolved.out_dir.empty()) throw Error(fmt::format("{} needs --out", flag));
+      }
       return;
     }
     refuse_fixed_options_on_resume(*app);
@@ -121,6 +136,8 @@ Command add_train_command(CLI::App& parent) {
     RunControl control;
     control.max_skipped_steps = o->max_skipped_steps;
     control.stop = &signals.requested();
+    control.keep_last = o->keep_last;
+    control.save_every_minutes = o->save_every_minutes;
 
     control.replace_existing_run = o->force;
     TrainResult result;

@@ -8,8 +8,48 @@
 #include "cli/option_checks.h"
 #include "quartet/error.h"
 #include "quartet/nn/llama.h"
+#include "quartet/train/schedule.h"
 
 namespace quartet::cli {
+
+namespace {
+
+// The schedule and AdamW options (docs/run-options.md). Each range here is checked again, with
+// the checks across options (min-lr <= lr, warmup < steps), by TrainConfig::validate().
+void add_schedule_options(CLI::App& app, TrainConfig& c) {
+  app.add_option("--schedule", c.schedule,
+                 fmt::format("learning-rate schedule after the warmup: {} (docs/run-options.md)",
+                             fmt::join(schedule_names(), ", ")))
+      ->capture_default_str();
+  // Options whose default depends on other options (the steps, lr) set an optional field, so
+  // that an unset one keeps following them; add_option_function runs only when given.
+  CLI::Option* steps = app.add_option_function<std::int64_t>(
+      "--warmup-steps", [&c](const std::int64_t& v) { c.warmup_steps = v; },
+      "warmup steps (default: --warmup-fraction of --steps)");
+  steps->check(integer_in(0, kMaxInt64));
+  CLI::Option* fraction = app.add_option("--warmup-fraction", c.warmup_fraction, "warmup as a fraction of --steps")
+                              ->capture_default_str()
+                              ->check(number_in(0, 1, true, false));
+  // One warmup length: with both, which one wins would be a rule to remember.
+  steps->excludes(fraction);
+  app.add_option_function<double>(
+         "--min-lr", [&c](const double& v) { c.min_lr = v; },
+         "learning rate at the last step, for cosine, linear and wsd (default: --lr / 10)")
+      ->check(number_above(0, true));
+  app.add_option_function<double>(
+         "--decay-fraction", [&c](const double& v) { c.decay_fraction = v; },
+         fmt::format("wsd: the last fraction of --steps that decays linearly to --min-lr (default: {})",
+                     TrainConfig::kDefaultDecayFraction))
+      ->check(number_in(0, 1, false, true));
+  app.add_option("--beta1", c.beta1, "AdamW beta1 (first-moment decay)")->capture_default_str()
+      ->check(number_in(0, 1, true, false));
+  app.add_option("--beta2", c.beta2, "AdamW beta2 (second-moment decay)")->capture_default_str()
+      ->check(number_in(0, 1, true, false));
+  app.add_option("--eps", c.eps, "AdamW epsilon (added to the root of the second moment)")->capture_default_str()
+      ->check(number_above(0));
+}
+
+}  // namespace
 
 void add_train_options(CLI::App& app, TrainOptions& o) {
   TrainConfig& c = o.config;
@@ -36,8 +76,9 @@ void add_train_options(CLI::App& app, TrainOptions& o) {
       ->check(integer_in(2, kMaxInt32));
   app.add_option("--grad-accum", c.grad_accum, "micro-batches per step")->capture_default_str()
       ->check(integer_in(1, kMaxInt32));
-  app.add_option("--lr", c.lr, "peak learning rate (warmup 10%, cosine to lr/10)")->capture_default_str()
+  app.add_option("--lr", c.lr, "peak learning rate (reached after the warmup; see --schedule)")->capture_default_str()
       ->check(number_above(0));
+  add_schedule_options(app, c);
   app.add_option("--weight-decay", c.weight_decay, "AdamW weight decay on matrices")->capture_default_str()
       ->check(number_above(0, true));
   app.add_option("--grad-clip", c.grad_clip, "gradient norm clip")->capture_default_str()

@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "quartet/error.h"
+#include "quartet/train/schedule.h"
 #include "quartet/util/checked.h"
 
 namespace quartet {
@@ -23,13 +24,13 @@ void TrainConfig::validate() const {
   if (!(lr > 0) || !std::isfinite(lr)) fail(fmt::format("--lr must be positive, got {}", lr));
   if (!(weight_decay >= 0)) fail(fmt::format("--weight-decay must be non-negative, got {}", weight_decay));
   if (!(grad_clip > 0)) fail(fmt::format("--grad-clip must be positive, got {}", grad_clip));
-  if (!(warmup_fraction >= 0) || !(warmup_fraction < 1)) fail(fmt::format("warmup fraction must be in [0, 1), got {}", warmup_fraction));
   if (eval_every < 0 || save_every < 0) fail("--eval-every and --save-every must be non-negative");
   if (eval_batches < 1) fail(fmt::format("--eval-batches must be at least 1, got {}", eval_batches));
   if (final_eval_batches < 1) fail(fmt::format("--final-eval-batches must be at least 1, got {}", final_eval_batches));
   if (device != "auto" && device != "cpu" && device != "cuda") {
     fail(fmt::format("--device must be auto, cpu or cuda, got '{}'", device));
   }
+  validate_schedule(*this);
   const ModelOverrides& m = model_overrides;
   for (const auto& [value, flag] : {std::pair{m.d_model, "--d-model"}, {m.n_layers, "--layers"}, {m.n_heads, "--heads"},
                                     {m.n_kv_heads, "--kv-heads"}, {m.ffn_hidden, "--ffn"}}) {
@@ -157,7 +158,7 @@ RecipeOptions options_from_json(const Fields& f) {
 
 nlohmann::json TrainConfig::to_json() const {
   const ModelOverrides& m = model_overrides;
-  return {{"model", model_size},
+  nlohmann::json j = {{"model", model_size},
           {"model_overrides",
            {{"d_model", m.d_model}, {"n_layers", m.n_layers}, {"n_heads", m.n_heads}, {"n_kv_heads", m.n_kv_heads},
             {"ffn_hidden", m.ffn_hidden}, {"bf16_blocks_first", m.bf16_blocks_first},
@@ -173,13 +174,22 @@ nlohmann::json TrainConfig::to_json() const {
           {"lr", lr},
           {"weight_decay", weight_decay},
           {"grad_clip", grad_clip},
+          {"schedule", schedule},
           {"warmup_fraction", warmup_fraction},
+          {"beta1", beta1},
+          {"beta2", beta2},
+          {"eps", eps},
           {"seed", seed},
           {"eval_every", eval_every},
           {"eval_batches", eval_batches},
           {"final_eval_batches", final_eval_batches},
           {"save_every", save_every},
           {"device", device}};
+  // Written only when the run set them: unset, their defaults follow lr and steps (config.h).
+  if (warmup_steps) j["warmup_steps"] = *warmup_steps;
+  if (min_lr) j["min_lr"] = *min_lr;
+  if (decay_fraction) j["decay_fraction"] = *decay_fraction;
+  return j;
 }
 
 TrainConfig TrainConfig::from_json(const nlohmann::json& j, const std::string& source, const std::string& path) {
@@ -205,7 +215,16 @@ TrainConfig TrainConfig::from_json(const nlohmann::json& j, const std::string& s
   c.lr = f.number("lr");
   c.weight_decay = f.number("weight_decay");
   c.grad_clip = f.number("grad_clip");
+  // Checkpoints older than the schedule and AdamW options have none of their keys: they ran
+  // with what are still the defaults (cosine, beta 0.9/0.95, eps 1e-8).
+  if (f.has("schedule")) c.schedule = f.string("schedule");
   c.warmup_fraction = f.number("warmup_fraction");
+  if (f.has("warmup_steps")) c.warmup_steps = f.integer("warmup_steps", 0);
+  if (f.has("min_lr")) c.min_lr = f.number("min_lr");
+  if (f.has("decay_fraction")) c.decay_fraction = f.number("decay_fraction");
+  if (f.has("beta1")) c.beta1 = f.number("beta1");
+  if (f.has("beta2")) c.beta2 = f.number("beta2");
+  if (f.has("eps")) c.eps = f.number("eps");
   c.seed = f.unsigned_integer("seed");
   c.eval_every = f.integer("eval_every");
   c.eval_batches = f.integer("eval_batches");

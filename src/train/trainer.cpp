@@ -101,6 +101,11 @@ TrainResult run(TrainConfig c, const std::filesystem::path& checkpoint, const nl
     if (cb.log) cb.log(s);
   };
   c.validate();
+  if (control.keep_last < 0) throw Error(fmt::format("--keep-last must be 0 (keep all) or more, got {}", control.keep_last));
+  if (!(control.save_every_minutes >= 0) || !std::isfinite(control.save_every_minutes)) {
+    throw Error(fmt::format("--save-every-minutes must be 0 (off) or a finite number of minutes, got {}",
+                            control.save_every_minutes));
+  }
   std::unique_ptr<Backend> backend = make_backend(c.device);
   const Dataset data = load_dataset(c.data, c.tokenizer);
   const std::unique_ptr<Tokenizer> tokenizer = make_tokenizer(data.tokenizer);
@@ -171,10 +176,25 @@ TrainResult run(TrainConfig c, const std::filesystem::path& checkpoint, const nl
                           {"tokenizer", data.tokenizer},
                           {"config", c.to_json()}};
   };
+  auto last_save_time = std::chrono::steady_clock::now();
   const auto save = [&](std::int64_t step) {
     if (c.out_dir.empty()) return;
     result.last_checkpoint = save_checkpoint(c.out_dir, step, *backend, model, optimizer.state(), state_json(step)).string();
     log(fmt::format("saved checkpoint {}", result.last_checkpoint));
+    last_save_time = std::chrono::steady_clock::now();
+    // Only after the new checkpoint is complete and `latest` names it.
+    const auto removed = prune_checkpoints(c.out_dir, control.keep_last);
+    if (!removed.empty()) {
+      log(fmt::format("--keep-last {}: removed {} older checkpoint{} ({} ... {})", control.keep_last, removed.size(),
+                      removed.size() == 1 ? "" : "s", removed.front().filename().string(),
+                      removed.back().filename().string()));
+    }
+  };
+  // --save-every-minutes: wall time since the last save (or the start of this process's run).
+  const auto save_is_due = [&]() {
+    return control.save_every_minutes > 0 &&
+           std::chrono::duration<double>(std::chrono::steady_clock::now() - last_save_time).count() >=
+               control.save_every_minutes * 60.0;
   };
 
   const double grad_scale = 1.0 / static_cast<double>(c.tokens_per_step());
@@ -183,6 +203,7 @@ TrainResult run(TrainConfig c, const std::filesystem::path& checkpoint, const nl
   std::vector<Batch> micro_batches(static_cast<std::size_t>(c.grad_accum));
   const auto start_time = std::chrono::steady_clock::now();
   auto last = start_time;
+  last_save_time = start_time;
 
   std::int64_t consecutive_skipped = 0;
   std::int64_t saved_step = -1;  // the step of the last checkpoint this run wrote
@@ -194,6 +215,9 @@ TrainResult run(TrainConfig c, const std::filesystem::path& checkpoint, const nl
     AdamWStep hyper;
     hyper.lr = m.lr;
     hyper.weight_decay = c.weight_decay;
+    hyper.beta1 = c.beta1;
+    hyper.beta2 = c.beta2;
+    hyper.eps = c.eps;
     hyper.step = step + 1;
     hyper.max_grad_norm = c.grad_clip;
     train_step.launch(step, micro_batches, grad_scale, hyper);
@@ -239,7 +263,7 @@ TrainResult run(TrainConfig c, const std::filesystem::path& checkpoint, const nl
           result.last_checkpoint.empty() ? std::string()
                                          : fmt::format(" The last checkpoint is {}", result.last_checkpoint)));
     }
-    if (final_step || (c.save_every > 0 && (step + 1) % c.save_every == 0)) {
+    if (final_step || (c.save_every > 0 && (step + 1) % c.save_every == 0) || save_is_due()) {
       save(step + 1);
       saved_step = step + 1;
       last = std::chrono::steady_clock::now();

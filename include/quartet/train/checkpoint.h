@@ -33,6 +33,12 @@ std::filesystem::path save_checkpoint(const std::filesystem::path& run_dir, std:
 // A checkpoint folder, or a run folder (then its latest checkpoint). Throws Error if none.
 std::filesystem::path resolve_checkpoint(const std::filesystem::path& path);
 
+// Removes the step-N checkpoint folders of run_dir/checkpoints beyond the `keep` with the
+// highest steps, never the one `latest` names (a run resumed from an older checkpoint keeps
+// its own latest). Only real folders named step-<digits> are touched: symlinks, temporaries and
+// other files stay. Returns the folders removed; keep 0 removes nothing.
+std::vector<std::filesystem::path> prune_checkpoints(const std::filesystem::path& run_dir, std::int64_t keep);
+
 // state.json of a checkpoint (validated for format and version).
 nlohmann::json read_checkpoint_state(const std::filesystem::path& checkpoint);
 

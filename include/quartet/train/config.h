@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -40,7 +41,18 @@ struct TrainConfig {
   double lr = 3e-3;
   double weight_decay = 0.1;
   double grad_clip = 1.0;
-  double warmup_fraction = 0.1;
+  // The learning-rate schedule (schedule.h, docs/run-options.md). The optional fields are unset
+  // when the run did not choose them: their defaults depend on other fields (min_lr on lr, the
+  // warmup on steps, which --resume may change), so the default is computed, not stored.
+  std::string schedule = "cosine";            // cosine, linear, wsd or constant
+  double warmup_fraction = 0.1;               // of steps; used unless warmup_steps is set
+  std::optional<std::int64_t> warmup_steps;   // --warmup-steps
+  std::optional<double> min_lr;               // unset: lr / 10 (not for constant)
+  std::optional<double> decay_fraction;       // wsd only; unset: kDefaultDecayFraction
+  // AdamW
+  double beta1 = 0.9;
+  double beta2 = 0.95;
+  double eps = 1e-8;
   std::uint64_t seed = 1;
   // evaluation, logging, checkpoints
   std::int64_t eval_every = 100;  // 0: only at the end
@@ -50,7 +62,11 @@ struct TrainConfig {
   std::string out_dir;          // empty: no files written
   std::string device = "auto";  // auto: the GPU if there is one, else the CPU
 
+  static constexpr double kDefaultDecayFraction = 0.2;
+
   std::int64_t tokens_per_step() const { return batch * seq * grad_accum; }
+  // The warmup in steps: warmup_steps, else round(warmup_fraction x steps).
+  std::int64_t warmup() const;
   void validate() const;  // throws Error naming the option
   nlohmann::json to_json() const;
   // Throws Error naming `source` (e.g. the state.json file) and the field's path under `path`

@@ -1,8 +1,8 @@
-// The training loop (architecture.md, "Training"): AdamW (beta 0.9/0.95, weight decay on
-// matrices), gradient clipping, warmup + cosine schedule, gradient accumulation, evaluation
-// (loss and bits per byte), non-finite detection (the step is skipped, counted and logged),
-// checkpoints and exact resume. Everything random is counter-based Philox keyed by the seed,
-// so a run is a pure function of (config, seed, data).
+// The training loop (architecture.md, "Training"): AdamW (beta 0.9/0.95 by default, weight
+// decay on matrices), gradient clipping, warmup + decay schedule (schedule.h; cosine by
+// default), gradient accumulation, evaluation (loss and bits per byte), non-finite detection
+// (the step is skipped, counted and logged), checkpoints and exact resume. Everything random
+// is counter-based Philox keyed by the seed, so a run is a pure function of (config, seed, data).
 #pragma once
 
 #include <atomic>
@@ -66,7 +66,12 @@ struct RunControl {
   std::int64_t max_skipped_steps = 20;
   // Set from outside (a signal handler): the step under way is finished, a checkpoint saved
   // (when there is an out_dir) and the run returns with TrainResult::stopped.
-  const std::atomic<bool>* stop = nullptr;
+  const std::atomic<bool>* stop = nullptr;  // After every save, the step-N checkpoints beyond the keep_last with the highest steps are
+  // removed (never the one `latest` names; prune_checkpoints in checkpoint.h). 0: keep all.
+  std::int64_t keep_last = 0;
+  // Also save once this many minutes of wall time have passed since the last save (or since the
+  // run started), whatever save_every says: a long run loses at most this much to a crash. 0: off.
+  double save_every_minutes = 0;
 };
 
 // The run folder `out_dir` as train() would find it: throws Error if it is a file, or if it
