@@ -1,5 +1,5 @@
-"""`quartet plot`: the PNG, the gnuplot script beside it (which holds the data it draws) and
-every error a user can meet."""
+"""`quartet plot` and the picture `quartet train --out` draws at its end: the PNG, the gnuplot
+script beside it (which holds the data it draws) and every error a user can meet."""
 import json
 import os
 import shutil
@@ -9,6 +9,8 @@ import tempfile
 import unittest
 
 QUARTET = os.environ["QUARTET"]
+SMALL = ["--steps", "4", "--batch", "2", "--seq", "64", "--eval-every", "2", "--eval-batches", "1",
+         "--final-eval-batches", "1", "--quiet", "--sample-tokens", "0", "--recipe", "bf16"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -179,6 +181,47 @@ class Plot(unittest.TestCase):
         self.expect_error(["plot", self.path("a")], 1, "gnuplot is not installed (Debian: apt-get install gnuplot-nox)",
                           env=env)
         self.assertFalse(os.path.exists(self.path("a", "training.png")))
+
+
+class TrainDrawsItsPlot(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="quartet-plot-train-")
+
+    def tearDown(self):
+        shutil.rmtree(self.dir)
+
+    def test_train_out_draws_training_png_unless_told_not_to(self):
+        out = os.path.join(self.dir, "run")
+        p = run("train", *SMALL, "--out", out)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        with open(os.path.join(out, "training.png"), "rb") as f:
+            self.assertEqual(f.read(8), PNG_MAGIC)
+        script = read(os.path.join(out, "training.gnuplot"))
+        self.assertEqual([row[0] for row in datablock(script, "train1")], [1, 2, 3, 4])
+        self.assertIn(os.path.join(out, "training.png"), p.stdout)
+
+        # A resumed run redraws the picture with all its steps, the earlier ones included.
+        p = run("train", "--resume", out, "--steps", "6", "--quiet", "--sample-tokens", "0")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        script = read(os.path.join(out, "training.gnuplot"))
+        self.assertEqual([row[0] for row in datablock(script, "train1")], [1, 2, 3, 4, 5, 6])
+
+        quiet = os.path.join(self.dir, "noplot")
+        p = run("train", *SMALL, "--out", quiet, "--no-plot")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertTrue(os.path.exists(os.path.join(quiet, "metrics.jsonl")))
+        self.assertFalse(os.path.exists(os.path.join(quiet, "training.png")))
+
+    def test_train_without_gnuplot_still_succeeds_with_one_note(self):
+        out = os.path.join(self.dir, "run")
+        env = dict(os.environ, PATH=os.path.join(self.dir, "empty-path"))
+        p = run("train", *SMALL, "--out", out, env=env)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        notes = [line for line in p.stderr.splitlines() if "gnuplot is not installed" in line]
+        self.assertEqual(len(notes), 1, p.stderr)
+        self.assertIn("--no-plot", notes[0])
+        self.assertTrue(os.path.exists(os.path.join(out, "metrics.jsonl")))
+        self.assertFalse(os.path.exists(os.path.join(out, "training.png")))
 
 
 if __name__ == "__main__":
