@@ -8,7 +8,7 @@
 #include <limits>
 #include <map>
 #include <nlohmann/json.hpp>
-#include <sstream>
+#include <utility>
 
 #include "cli/gnuplot.h"
 #include "quartet/error.h"
@@ -52,6 +52,15 @@ std::string run_label(const std::filesystem::path& dir) {
   return p.filename().empty() ? p.string() : p.filename().string();
 }
 
+// Text for a gnuplot comment: a line break in a folder name would end the comment and make the
+// rest of the name a command, so control characters become spaces.
+std::string comment_text(std::string text) {
+  for (char& c : text) {
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = ' ';
+  }
+  return text;
+}
+
 // gnuplot reads "NaN" as an undefined value: the curve has a gap there.
 std::string num(double v) { return std::isfinite(v) ? fmt::format("{}", v) : "NaN"; }
 
@@ -65,7 +74,8 @@ struct Run {
 std::string datablocks(const std::vector<Run>& runs) {
   std::string s;
   for (std::size_t k = 0; k < runs.size(); ++k) {
-    s += fmt::format("# run {}: {}\n$train{} << EOD\n# step loss lr grad_norm tokens_per_s\n", k + 1, runs[k].label, k + 1);
+    s += fmt::format("# run {}: {}\n$train{} << EOD\n# step loss lr grad_norm tokens_per_s\n", k + 1,
+                     comment_text(runs[k].label), k + 1);
     for (const MetricsRow& r : runs[k].rows) {
       s += fmt::format("{} {} {} {} {}\n", r.step, num(r.loss), num(r.lr), num(r.grad_norm), num(r.tokens_per_s));
     }
@@ -176,7 +186,7 @@ std::string script(const std::vector<Run>& runs, const std::string& png_name) {
       "set title 'gradient norm (log scale, before clipping)'\nset ylabel 'gradient norm'\n{}{}{}"
       "set title 'throughput'\nset ylabel 'tokens per second'\n{}set yrange [0:*]\n{}"
       "unset multiplot\n",
-      png_name.substr(0, png_name.size() - 4) + ".gnuplot", png_name, datablocks(runs), gnuplot_quoted(png_name),
+      comment_text(script_path(png_name).string()), comment_text(png_name), datablocks(runs), gnuplot_quoted(png_name),
       gnuplot_quoted("quartet: " + labels), log_axis, log_tics(loss_lo, loss_hi), loss_panel(runs), linear_axis,
       panel(runs, 3), log_axis, log_tics(norm_lo, norm_hi), panel(runs, 4), linear_axis, panel(runs, 5));
 }

@@ -127,6 +127,17 @@ class Plot(unittest.TestCase):
         self.assertIn("title 'it''s (train)'", script)
         self.assert_png(os.path.join(run_dir, "training.png"))
 
+    def test_a_line_break_in_a_folder_name_cannot_add_gnuplot_commands(self):
+        run_dir = self.path("evil\nsystem('touch PWNED')")
+        write_run(run_dir, steps(4, 5.0, 2))
+        out = self.path("evil.png")
+        p = run("plot", run_dir, "--out", out)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertFalse(os.path.exists(self.path("PWNED")))
+        script = read(self.path("evil.gnuplot"))
+        self.assertFalse([line for line in script.splitlines() if line.startswith("system")], script[:300])
+        self.assert_png(out)
+
     def test_an_existing_picture_is_replaced(self):
         write_run(self.path("alpha"), steps(8, 5.0, 4))
         out = self.path("old.png")
