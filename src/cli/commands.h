@@ -17,6 +17,7 @@ struct Command {
 Command add_quant_error_command(CLI::App& parent);
 Command add_train_command(CLI::App& parent);
 Command add_compare_command(CLI::App& parent);
+Command add_plot_command(CLI::App& parent);
 Command add_sample_command(CLI::App& parent);
 Command add_prepare_command(CLI::App& parent);
 Command add_export_command(CLI::App& parent);

@@ -13,11 +13,11 @@
 
 #include "cli/commands.h"
 #include "cli/config_file.h"
+#include "cli/gnuplot.h"
 #include "cli/progress.h"
 #include "cli/train_options.h"
 #include "quartet/error.h"
 #include "quartet/util/files.h"
-#include "quartet/util/process.h"
 #include "quartet/util/text.h"
 
 namespace quartet::cli {
@@ -41,8 +41,6 @@ std::string folder_name(const std::string& recipe) {
   }
   return s;
 }
-
-bool gnuplot_available() { return run_program({"gnuplot", "--version"}).exit_code == 0; }
 
 struct RecipeRun {
   std::string recipe;
@@ -99,11 +97,7 @@ void plot(const std::filesystem::path& dir, const std::vector<RecipeRun>& runs, 
                                  c.steps, c.tokens_per_step(), c.seed, c.data)),
       curves_all, c.steps / 2, lo - pad, hi + pad, curves_zoom);
   write_file_atomic(dir / "loss.gnuplot", script);
-  // No shell: the folder's name reaches chdir and gnuplot as it is.
-  const ProgramResult r = run_program({"gnuplot", "loss.gnuplot"}, dir);
-  if (r.exit_code != 0) {
-    throw Error(fmt::format("gnuplot failed on {} (status {}): {}", (dir / "loss.gnuplot").string(), r.exit_code, r.output));
-  }
+  run_gnuplot(dir, "loss.gnuplot");
 }
 
 }  // namespace
@@ -168,7 +162,7 @@ Command add_compare_command(CLI::App& parent) {
     RunControl control;
     control.replace_existing_run = o->force;
     if (!o->no_plot && !gnuplot_available()) {
-      throw Error("gnuplot is not installed (Debian: apt-get install gnuplot-nox); install it or pass --no-plot");
+      throw Error(std::string(kGnuplotMissing) + "; install it or pass --no-plot");
     }
     std::filesystem::create_directories(o->out);
 

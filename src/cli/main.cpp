@@ -69,6 +69,7 @@ int main(int argc, char** argv) {
   std::vector<Command> commands;
   commands.push_back(add_train_command(app));
   commands.push_back(add_compare_command(app));
+  commands.push_back(add_plot_command(app));
   commands.push_back(add_sample_command(app));
   commands.push_back(add_prepare_command(app));
   commands.push_back(add_export_command(app));

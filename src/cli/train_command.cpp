@@ -12,6 +12,7 @@
 #include "cli/option_checks.h"
 #include "cli/progress.h"
 #include "cli/stop_signals.h"
+#include "cli/training_plot.h"
 #include "cli/train_options.h"
 #include "quartet/data/tokenizer.h"
 #include "quartet/error.h"
@@ -34,6 +35,7 @@ struct TrainCommandOptions {
   double save_every_minutes = 0;
   bool force = false;
   bool quiet = false;
+  bool no_plot = false;
 };
 
 // What --resume may change: how the run goes on, not what is trained. Every other option is
@@ -41,7 +43,7 @@ struct TrainCommandOptions {
 const std::set<std::string> kResumeMayChange = {
     "--resume",      "--steps",        "--out",          "--save-every", "--eval-every",        "--eval-batches",
     "--final-eval-batches", "--device", "--sample-tokens", "--quiet",     "--max-skipped-steps", "--config",
-    "--force",       "--help",         "--keep-last",    "--save-every-minutes"};
+    "--force",       "--help",         "--keep-last",    "--save-every-minutes", "--no-plot"};
 
 void refuse_fixed_options_on_resume(const CLI::App& app) {
   for (const CLI::Option* option : app.get_options()) {
@@ -50,7 +52,7 @@ void refuse_fixed_options_on_resume(const CLI::App& app) {
     if (kResumeMayChange.count(name) == 0) {
       throw Error(fmt::format("{} cannot change when resuming: the run continues with its checkpoint's settings "
                               "(those that may change: --steps, --out, --save-every, --eval-every, --eval-batches, "
-                              "--final-eval-batches, --device, --max-skipped-steps, --keep-last, --save-every-minutes, "
+                              "--final-eval-batches, --device, --max-skipped-steps, --keep-last, --save-every-minutes, --no-plot, "
                               "--force)",
                               name));
     }
@@ -98,6 +100,7 @@ Command add_train_command(CLI::App& parent) {
       ->capture_default_str()
       ->check(integer_in(0, kMaxInt32));
   app->add_flag("--quiet", o->quiet, "no progress line");
+  app->add_flag("--no-plot", o->no_plot, "do not draw OUT/training.png at the end (docs/plot.md)");
 
   Command command;
   command.app = app;
@@ -141,6 +144,7 @@ Command add_train_command(CLI::App& parent) {
 
     control.replace_existing_run = o->force;
     TrainResult result;
+    std::string run_dir;  // where training.png goes; empty without --out
     std::int64_t eval_batches = 0, final_eval_batches = 0;
     if (!o->resume.empty()) {
       const TrainConfig& given = o->train.config;
@@ -158,6 +162,8 @@ Command add_train_command(CLI::App& parent) {
       eval_batches = r.eval_batches ? *r.eval_batches : saved.eval_batches;
       final_eval_batches = r.final_eval_batches ? *r.final_eval_batches : saved.final_eval_batches;
       progress.set_start(static_cast<long>(state.at("step").get<std::int64_t>()));
+      // As resume() chooses it: the folder the checkpoint belongs to, unless --out moves the run.
+      run_dir = r.out_dir ? *r.out_dir : resolve_checkpoint(o->resume).parent_path().parent_path().string();
       result = resume(o->resume, r, callbacks, control);
     } else {
       // Before any work: an existing run is never overwritten by accident.
@@ -165,6 +171,7 @@ Command add_train_command(CLI::App& parent) {
       total_steps = o->resolved.steps;
       eval_batches = o->resolved.eval_batches;
       final_eval_batches = o->resolved.final_eval_batches;
+      run_dir = o->resolved.out_dir;
       result = train(o->resolved, callbacks, control);
     }
     progress.finish();
@@ -189,6 +196,7 @@ Command add_train_command(CLI::App& parent) {
     fmt::print(stderr, "{}\n", validation_note(eval_batches, final_eval_batches));
     if (!result.last_checkpoint.empty()) fmt::print("checkpoint: {}\n", result.last_checkpoint);
     if (!sample.empty()) fmt::print("sample:\n{}\n", sample);
+    if (!run_dir.empty() && !o->no_plot) plot_finished_run(run_dir);
     return 0;
   };
   return command;
