@@ -8,6 +8,7 @@
 #include "quartet/error.h"
 #include "quartet/util/files.h"
 #include "support/temp_dir.h"
+#include "support/error_of.h"
 
 namespace quartet {
 namespace {
@@ -27,17 +28,7 @@ std::string gzip_member(const std::string& text) {
   return out;
 }
 
-// The message of the Error `f` throws ("" and a test failure if it throws none).
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected an Error";
-  return "";
-}
+using quartet::testing::error_of;
 
 TEST(Gzip, ReadsEveryMemberOfAConcatenatedFile) {
   // `cat a.gz b.gz > c.gz`, pigz and bgzip all make files like this; gzip -d reads them whole.

@@ -10,20 +10,12 @@
 #include "quartet/error.h"
 #include "quartet/util/files.h"
 #include "support/temp_dir.h"
+#include "support/error_of.h"
 
 namespace quartet {
 namespace {
 
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected an Error";
-  return "";
-}
+using quartet::testing::error_of;
 
 bool has(const std::string& text, const std::string& fragment) { return text.find(fragment) != std::string::npos; }
 

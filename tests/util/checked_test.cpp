@@ -1,5 +1,6 @@
 // The helpers every untrusted size goes through (include/quartet/util/checked.h).
 #include "quartet/util/checked.h"
+#include "support/error_of.h"
 
 #include <gtest/gtest.h>
 
@@ -12,16 +13,7 @@ namespace {
 constexpr std::int64_t kMax = std::numeric_limits<std::int64_t>::max();
 constexpr std::int64_t kMin = std::numeric_limits<std::int64_t>::min();
 
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected an Error";
-  return "";
-}
+using quartet::testing::error_of;
 
 TEST(Checked, MulAndAddReturnExactResults) {
   EXPECT_EQ(checked_mul(3'000'000'000, 3, "x"), 9'000'000'000);
