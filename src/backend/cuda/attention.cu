@@ -195,16 +195,22 @@ void set_common_args(Args& args, const std::shared_ptr<void>& qk, const Tensor& 
   args.scale_log2 = args.scale * 1.4426950408889634f;
 }
 
-// Eight warps (16 query rows each) per forward block: four measured the same on an H100
-// (docs/cuda.md), eight load each key tile for twice as many rows.
+template <int D, int Warps, int Keys>
+void launch_forward_shape(const flash::ForwardArgs& args, const Dims& d, cudaStream_t stream) {
+  constexpr int bytes = flash::forward_shared_bytes<D, Warps, Keys>();
+  static const bool configured = (allow_shared_bytes(flash::forward_kernel<D, Warps, Keys>, bytes), true);
+  (void)configured;
+  const dim3 grid((d.seq + Warps * 16 - 1) / (Warps * 16), d.heads, d.batch);
+  flash::forward_kernel<D, Warps, Keys><<<grid, Warps * 32, bytes, stream>>>(args);
+  QUARTET_CUDA_LAUNCHED();
+}
+
+// Eight warps (16 query rows each) per forward block, which load each key tile for twice as
+// many rows as four do; 128 keys per step at head dim 128, 64 at head dim 64, where the wider
+// step was slower (docs/cuda.md, "Attention block shapes").
 template <int D>
 void launch_forward(const flash::ForwardArgs& args, const Dims& d, cudaStream_t stream) {
-  constexpr int kWarps = 8, bytes = flash::forward_shared_bytes<D, kWarps>();
-  static const bool configured = (allow_shared_bytes(flash::forward_kernel<D, kWarps>, bytes), true);
-  (void)configured;
-  const dim3 grid((d.seq + kWarps * 16 - 1) / (kWarps * 16), d.heads, d.batch);
-  flash::forward_kernel<D, kWarps><<<grid, kWarps * 32, bytes, stream>>>(args);
-  QUARTET_CUDA_LAUNCHED();
+  launch_forward_shape<D, 8, D == 128 ? 128 : 64>(args, d, stream);
 }
 
 // The backward kernels (flash_attention_backward.cuh): split by default (faster at seq 2048, as

@@ -95,18 +95,16 @@ __device__ __forceinline__ void c_to_a_fragment(std::uint32_t (&a)[4], const flo
   a[3] = pack_bf16(c1[2], c1[3]);
 }
 
-// ---- forward: a block of Warps x 16 queries, keys 64 at a time ----------------------------
+// ---- forward: a block of Warps x 16 queries, Keys keys at a time ---------------------------
 
-inline constexpr int kForwardKeys = 64;
-
-template <int D, int Warps>
+template <int D, int Warps, int Keys>
 constexpr int forward_shared_bytes() {
-  return SwizzledTile<Warps * 16, D>::kBytes + 4 * SwizzledTile<kForwardKeys, D>::kBytes;
+  return SwizzledTile<Warps * 16, D>::kBytes + 4 * SwizzledTile<Keys, D>::kBytes;
 }
 
-template <int D, int Warps>
+template <int D, int Warps, int Keys>
 __global__ void __launch_bounds__(Warps * 32) forward_kernel(const ForwardArgs a) {
-  constexpr int Br = Warps * 16, Bc = kForwardKeys, kThreads = Warps * 32;
+  constexpr int Br = Warps * 16, Bc = Keys, kThreads = Warps * 32;
   using QTile = SwizzledTile<Br, D>;
   using KTile = SwizzledTile<Bc, D>;
   extern __shared__ __align__(128) unsigned char shared[];
