@@ -276,6 +276,24 @@ TEST_F(FusedBackward, IsDeterministicAndAgreesWithTheSplitBackward) {
   EXPECT_NE(split.dqkv, std::vector<double>(split.dqkv.size(), 0.0));
 }
 
+TEST_F(FlashAttention, TheMmaForwardStaysSelectable) {
+  // Head dim 128 runs on wgmma where the GPU has it; the mma.sync kernel must keep its bounds.
+  setenv("QUARTET_ATTENTION_FORWARD", "mma", 1);
+  check({2, 77, 4, 4, 128}, 1.0, 40);
+  check({1, 150, 2, 2, 128}, 3.0, 41);
+  setenv("QUARTET_ATTENTION_FORWARD", "tma", 1);
+  const AttentionShape s{1, 16, 2, 2, 128};
+  Tensor x = gpu->zeros({s.tokens(), s.qkv_width()}, DType::bf16), o = gpu->empty({s.tokens(), s.q_width()}, DType::bf16);
+  AttentionSaved saved;
+  try {
+    gpu->attention_forward(o, saved, x, s);
+    ADD_FAILURE() << "an unknown forward kernel was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("tma"), std::string::npos) << e.what();
+  }
+  unsetenv("QUARTET_ATTENTION_FORWARD");
+}
+
 TEST_F(FusedBackward, RefusesAnUnknownChoice) {
   setenv("QUARTET_ATTENTION_BACKWARD", "atomic", 1);
   const AttentionShape s{1, 16, 2, 2, 64};

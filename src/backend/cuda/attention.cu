@@ -25,6 +25,7 @@
 #include "backend/cuda/device_memory.h"
 #include "backend/cuda/device_real.cuh"
 #include "backend/cuda/flash_attention_backward.cuh"
+#include "backend/cuda/flash_attention_wgmma.cuh"
 #include "backend/cuda/message.h"
 #include "backend/cuda/ops.h"
 #include "quartet/backend/rope_tables.h"
@@ -195,6 +196,18 @@ void set_common_args(Args& args, const std::shared_ptr<void>& qk, const Tensor& 
   args.scale_log2 = args.scale * 1.4426950408889634f;
 }
 
+// wgmma needs an sm_90 device (the sm_90a code): not Blackwell, whose code has no wgmma.
+bool device_has_wgmma() {
+  static const bool has = [] {
+    int device = 0, major = 0, minor = 0;
+    QUARTET_CUDA_CHECK(cudaGetDevice(&device));
+    QUARTET_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+    QUARTET_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
+    return major == 9 && minor == 0;
+  }();
+  return has;
+}
+
 template <int D, int Warps, int Keys>
 void launch_forward_shape(const flash::ForwardArgs& args, const Dims& d, cudaStream_t stream) {
   constexpr int bytes = flash::forward_shared_bytes<D, Warps, Keys>();
@@ -208,8 +221,34 @@ void launch_forward_shape(const flash::ForwardArgs& args, const Dims& d, cudaStr
 // Eight warps (16 query rows each) per forward block, which load each key tile for twice as
 // many rows as four do; 128 keys per step at head dim 128, 64 at head dim 64, where the wider
 // step was slower (docs/cuda.md, "Attention block shapes").
+// The forward kernel: at head dim 128 on an sm_90 GPU the wgmma kernel
+// (flash_attention_wgmma.cuh), unless the environment variable QUARTET_ATTENTION_FORWARD is
+// "mma" (read at every call, so that tests and benchmarks can compare the two in one process);
+// otherwise eight warps (16 query rows each) per block on mma.sync, 128 keys per step at head
+// dim 128 and 64 at head dim 64, where the wider step was slower (docs/cuda.md, "Attention
+// block shapes").
+bool wgmma_forward_chosen() {
+  const char* env = std::getenv("QUARTET_ATTENTION_FORWARD");
+  const std::string_view choice = env == nullptr ? std::string_view() : std::string_view(env);
+  if (choice.empty() || choice == "wgmma") return true;
+  if (choice == "mma") return false;
+  throw Error(message("QUARTET_ATTENTION_FORWARD must be \"wgmma\" or \"mma\", got \"", choice, "\""));
+}
+
 template <int D>
 void launch_forward(const flash::ForwardArgs& args, const Dims& d, cudaStream_t stream) {
+  const bool wgmma = wgmma_forward_chosen();  // checked at every head dim
+  if constexpr (D == 128) {
+    if (wgmma && device_has_wgmma()) {
+      constexpr int bytes = flash::forward_wgmma_shared_bytes();
+      static const bool configured = (allow_shared_bytes(flash::forward_wgmma_kernel, bytes), true);
+      (void)configured;
+      const dim3 grid((d.seq + flash::kWgmmaRows - 1) / flash::kWgmmaRows, d.heads, d.batch);
+      flash::forward_wgmma_kernel<<<grid, flash::kWgmmaThreads, bytes, stream>>>(args);
+      QUARTET_CUDA_LAUNCHED();
+      return;
+    }
+  }
   launch_forward_shape<D, 8, D == 128 ? 128 : 64>(args, d, stream);
 }
 
