@@ -4,6 +4,7 @@ import glob
 import json
 import os
 import shutil
+import signal
 import struct
 import subprocess
 import tempfile
@@ -193,6 +194,27 @@ class RunTracking(unittest.TestCase):
         self.assertNotEqual(p.returncode, 0)
         self.assertIn("--steps", p.stderr)
         self.assertEqual(p.stdout, "")
+
+    def test_a_run_stopped_by_a_signal_prints_the_summary_with_stopped(self):
+        out = os.path.join(self.dir, "stopped")
+        metrics = os.path.join(out, "metrics.jsonl")
+        p = subprocess.Popen([QUARTET, "train", "--steps", "100000", "--batch", "2", "--seq", "64", "--recipe", "bf16",
+                              "--eval-every", "0", "--final-eval-batches", "1", "--sample-tokens", "0", "--quiet",
+                              "--out", out, "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while not (os.path.exists(metrics) and os.path.getsize(metrics) > 0):
+            self.assertLess(time.monotonic(), deadline, "no step written")
+            time.sleep(0.01)
+        p.send_signal(signal.SIGTERM)
+        stdout, stderr = p.communicate(timeout=120)
+        self.assertEqual(p.returncode, 143, stderr)
+        s = json.loads(stdout)
+        self.assertTrue(s["stopped"])
+        steps = self.metrics(out)
+        self.assertEqual(s["steps"], steps[-1]["step"])
+        self.assertEqual(s["total_steps"], 100000)
+        self.assertEqual(s["checkpoint"], os.path.join(out, "checkpoints", f"step-{s['steps']:06}"))
+        self.assertIn("--resume", stderr)
 
     def test_json_summary_without_out(self):
         p = run("train", *SMALL, "--json", "--quiet", "--sample-tokens", "0")
