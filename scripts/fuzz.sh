@@ -33,7 +33,8 @@ while [[ $# -gt 0 ]]; do
     *) targets+=("$1"); shift ;;
   esac
 done
-all=(fuzz_safetensors fuzz_shard fuzz_gzip fuzz_gpt2_encode fuzz_checkpoint_json fuzz_config_toml)
+all=(fuzz_safetensors fuzz_shard fuzz_gzip fuzz_gpt2_encode fuzz_checkpoint_json fuzz_config_toml
+     fuzz_tensorboard_events)
 [[ ${#targets[@]} -eq 0 ]] && targets=("${all[@]}")
 for t in "${targets[@]}"; do
   [[ " ${all[*]} " == *" $t "* ]] || { echo "fuzz.sh: unknown target $t (known: ${all[*]})" >&2; exit 2; }

@@ -161,6 +161,7 @@ Command add_compare_command(CLI::App& parent) {
     const std::vector<TrainConfig>& configs = *configs_ptr;
     RunControl control;
     control.replace_existing_run = o->force;
+    control.commit = QUARTET_GIT_COMMIT;  // into each run's metrics.jsonl (src/CMakeLists.txt defines it)
     if (!o->no_plot && !gnuplot_available()) {
       throw Error(std::string(kGnuplotMissing) + "; install it or pass --no-plot");
     }

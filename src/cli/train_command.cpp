@@ -14,11 +14,16 @@
 #include "cli/stop_signals.h"
 #include "cli/training_plot.h"
 #include "cli/train_options.h"
+#include "cli/train_summary.h"
 #include "quartet/data/tokenizer.h"
 #include "quartet/error.h"
 #include "quartet/util/text.h"
 #include "quartet/nn/generate.h"
 #include "quartet/train/checkpoint.h"
+
+#ifndef QUARTET_GIT_COMMIT
+#define QUARTET_GIT_COMMIT "unknown"
+#endif
 
 namespace quartet::cli {
 
@@ -36,6 +41,8 @@ struct TrainCommandOptions {
   bool force = false;
   bool quiet = false;
   bool no_plot = false;
+  bool tensorboard = false;
+  bool json = false;
 };
 
 // What --resume may change: how the run goes on, not what is trained. Every other option is
@@ -43,7 +50,8 @@ struct TrainCommandOptions {
 const std::set<std::string> kResumeMayChange = {
     "--resume",      "--steps",        "--out",          "--save-every", "--eval-every",        "--eval-batches",
     "--final-eval-batches", "--device", "--sample-tokens", "--quiet",     "--max-skipped-steps", "--config",
-    "--force",       "--help",         "--keep-last",    "--save-every-minutes", "--no-plot"};
+    "--force",       "--help",         "--keep-last",    "--save-every-minutes", "--no-plot",
+    "--tensorboard", "--json"};
 
 void refuse_fixed_options_on_resume(const CLI::App& app) {
   for (const CLI::Option* option : app.get_options()) {
@@ -53,7 +61,7 @@ void refuse_fixed_options_on_resume(const CLI::App& app) {
       throw Error(fmt::format("{} cannot change when resuming: the run continues with its checkpoint's settings "
                               "(those that may change: --steps, --out, --save-every, --eval-every, --eval-batches, "
                               "--final-eval-batches, --device, --max-skipped-steps, --keep-last, --save-every-minutes, --no-plot, "
-                              "--force)",
+                              "--tensorboard, --json, --force)",
                               name));
     }
   }
@@ -101,6 +109,10 @@ Command add_train_command(CLI::App& parent) {
       ->check(integer_in(0, kMaxInt32));
   app->add_flag("--quiet", o->quiet, "no progress line");
   app->add_flag("--no-plot", o->no_plot, "do not draw OUT/training.png at the end (docs/plot.md)");
+  app->add_flag("--tensorboard", o->tensorboard,
+                "also write the metrics as TensorBoard events in OUT/tensorboard/ (docs/run-tracking.md)");
+  app->add_flag("--json", o->json,
+                "print one JSON summary of the run on stdout at the end, and nothing else there (docs/run-tracking.md)");
 
   Command command;
   command.app = app;
@@ -108,7 +120,7 @@ Command add_train_command(CLI::App& parent) {
     if (o->resume.empty()) {
       o->resolved = o->train.resolve();
       // Without --out nothing is saved, so these would silently do nothing.
-      for (const char* flag : {"--keep-last", "--save-every-minutes"}) {
+      for (const char* flag : {"--keep-last", "--save-every-minutes", "--tensorboard"}) {
         if (app->count(flag) > 0 && o->resolved.out_dir.empty()) throw Error(fmt::format("{} needs --out", flag));
       }
       return;
@@ -141,6 +153,8 @@ Command add_train_command(CLI::App& parent) {
     control.stop = &signals.requested();
     control.keep_last = o->keep_last;
     control.save_every_minutes = o->save_every_minutes;
+    control.commit = QUARTET_GIT_COMMIT;
+    control.tensorboard = o->tensorboard;
 
     control.replace_existing_run = o->force;
     TrainResult result;
@@ -175,6 +189,17 @@ Command add_train_command(CLI::App& parent) {
       result = train(o->resolved, callbacks, control);
     }
     progress.finish();
+    // --json: stdout holds the summary object only; everything for people goes to stderr.
+    const auto print_summary = [&]() {
+      SummaryContext context;
+      context.commit = control.commit;
+      context.out_dir = run_dir;
+      context.total_steps = total_steps;
+      context.sample_requested = o->sample_tokens > 0;
+      context.sample = sample;
+      fmt::print("{}\n", train_summary(result, context).dump());
+      std::fflush(stdout);
+    };
     if (result.stopped) {
       if (result.last_checkpoint.empty()) {
         fmt::print(stderr, "quartet: stopped by signal {} after step {}; nothing saved (no --out)\n",
@@ -184,7 +209,14 @@ Command add_train_command(CLI::App& parent) {
                    "continue with: quartet train --resume {}\n",
                    signals.signal_number(), result.history.back().step, result.last_checkpoint, result.last_checkpoint);
       }
+      if (o->json) print_summary();
       return signals.exit_status();
+    }
+    if (o->json) {
+      fmt::print(stderr, "{}\n", validation_note(eval_batches, final_eval_batches));
+      if (!run_dir.empty() && !o->no_plot) plot_finished_run(run_dir, stderr);
+      print_summary();
+      return 0;
     }
     if (result.history.empty()) return 0;
     const StepMetrics& last = result.history.back();

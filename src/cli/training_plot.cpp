@@ -265,7 +265,7 @@ void plot_runs(const std::vector<std::filesystem::path>& run_dirs, const std::fi
   run_gnuplot(folder, script_file.filename().string());
 }
 
-void plot_finished_run(const std::filesystem::path& run_dir) {
+void plot_finished_run(const std::filesystem::path& run_dir, std::FILE* report) {
   if (!gnuplot_available()) {
     fmt::print(stderr, "note: {}; no training.png drawn (--no-plot skips this)\n", kGnuplotMissing);
     return;
@@ -273,7 +273,7 @@ void plot_finished_run(const std::filesystem::path& run_dir) {
   const std::filesystem::path png = default_plot_path(run_dir);
   try {
     plot_runs({run_dir}, png);
-    fmt::print("plot: {}\n", png.string());
+    fmt::print(report, "plot: {}\n", png.string());
   } catch (const Error& e) {
     fmt::print(stderr, "note: could not draw {}: {}\n", png.string(), e.what());
   }

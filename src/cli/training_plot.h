@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdio>
 #include <filesystem>
 #include <optional>
 #include <string>
@@ -43,6 +44,7 @@ void plot_runs(const std::vector<std::filesystem::path>& run_dirs, const std::fi
 
 // The end of `quartet train --out`: draws RUN/training.png. A picture is a convenience, so
 // nothing here fails the run: without gnuplot, or if drawing fails, one line on stderr says so.
-void plot_finished_run(const std::filesystem::path& run_dir);
+// `report` receives the "plot: PNG" line (stderr under `train --json`, whose stdout is the summary).
+void plot_finished_run(const std::filesystem::path& run_dir, std::FILE* report = stdout);
 
 }  // namespace quartet::cli

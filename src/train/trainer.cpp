@@ -15,6 +15,7 @@
 #include "quartet/train/devices.h"
 #include "quartet/train/evaluation.h"
 #include "quartet/train/optimizer.h"
+#include "quartet/train/run_tracking.h"
 #include "quartet/train/train_step.h"
 #include "quartet/util/files.h"
 
@@ -23,7 +24,8 @@ namespace quartet {
 nlohmann::json StepMetrics::to_json() const {
   nlohmann::json j = {{"step", step},     {"tokens", tokens},        {"loss", loss},
                       {"lr", lr},         {"grad_norm", grad_norm},  {"tokens_per_s", tokens_per_second},
-                      {"skipped", skipped}};
+                      {"skipped", skipped}, {"time", unix_time}, {"elapsed_s", elapsed_seconds},
+                      {"commit", commit.empty() ? std::string("unknown") : commit}};
   if (was_skipped) j["skipped_this_step"] = true;
   if (val_loss) j["val_loss"] = *val_loss;
   if (val_bpb) j["val_bpb"] = *val_bpb;
@@ -85,6 +87,36 @@ void remove_old_run(const std::filesystem::path& dir, const std::function<void(c
     log(fmt::format("--force: removed {} checkpoints of the run that was in {}", removed, dir.string()));
   }
   std::filesystem::remove(dir / "metrics.jsonl", ec);
+  // The old run's TensorBoard events would be drawn as part of the new run.
+  const std::filesystem::path events = tensorboard_folder(dir);
+  if (std::filesystem::is_directory(std::filesystem::symlink_status(events))) {
+    std::int64_t removed = 0;
+    for (const auto& e : std::filesystem::directory_iterator(events)) {
+      if (e.path().filename().string().rfind(kEventsFilePrefix, 0) == 0) {
+        std::filesystem::remove(e.path());
+        ++removed;
+      }
+    }
+    log(fmt::format("--force: removed {} TensorBoard events files of the run that was in {}", removed, dir.string()));
+  }
+}
+
+// The wall seconds the run had spent up to `checkpoint` (state.json's elapsed_s). Checkpoints
+// written before it was recorded have none: the count then starts again at the resume, and the
+// log says so.
+double elapsed_at_checkpoint(const nlohmann::json& state, const std::filesystem::path& checkpoint,
+                             const std::function<void(const std::string&)>& log) {
+  if (!state.contains("elapsed_s")) {
+    log(fmt::format("{} does not record the run's elapsed time: elapsed_s in metrics.jsonl counts from this resume",
+                    checkpoint.string()));
+    return 0;
+  }
+  const nlohmann::json& v = state.at("elapsed_s");
+  if (!v.is_number() || !(v.get<double>() >= 0) || !std::isfinite(v.get<double>())) {
+    throw Error(fmt::format("{}: state.json field \"elapsed_s\" must be a number of seconds >= 0, found {}",
+                            checkpoint.string(), v.dump()));
+  }
+  return v.get<double>();
 }
 
 // Leftovers of a save or write killed mid-way (a crash, kill -9); named so that nothing else
@@ -106,6 +138,9 @@ TrainResult run(TrainConfig c, const std::filesystem::path& checkpoint, const nl
     throw Error(fmt::format("--save-every-minutes must be 0 (off) or a finite number of minutes, got {}",
                             control.save_every_minutes));
   }
+  if (control.tensorboard && c.out_dir.empty()) {
+    throw Error("--tensorboard needs --out: the events are written to OUT/tensorboard/");
+  }
   std::unique_ptr<Backend> backend = make_backend(c.device);
   const Dataset data = load_dataset(c.data, c.tokenizer);
   const std::unique_ptr<Tokenizer> tokenizer = make_tokenizer(data.tokenizer);
@@ -117,10 +152,13 @@ TrainResult run(TrainConfig c, const std::filesystem::path& checkpoint, const nl
   AdamW optimizer(*backend, model);
 
   std::int64_t start_step = 0, tokens_seen = 0, skipped = 0;
+  double elapsed_before = 0;  // wall seconds the run spent before this process (up to the checkpoint)
+  std::int64_t start_tokens = 0;
   if (!checkpoint.empty()) {
     load_checkpoint_tensors(checkpoint, *backend, model, &optimizer.state());
     start_step = resume_state.at("step");
     tokens_seen = resume_state.at("tokens");
+    start_tokens = tokens_seen;
     skipped = resume_state.at("skipped_steps");
     if (resume_state.at("data").value("fingerprint", std::string()) != data_fingerprint(data.train)) {
       throw Error(fmt::format("{}: the training data differs from the data this checkpoint was trained on ({})",
@@ -128,6 +166,7 @@ TrainResult run(TrainConfig c, const std::filesystem::path& checkpoint, const nl
     }
     loader.set_position(resume_state.at("data").at("position"));
     loader.set_epoch(resume_state.at("data").at("epoch"));
+    elapsed_before = elapsed_at_checkpoint(resume_state, checkpoint, log);
     log(fmt::format("resumed from {} at step {}", checkpoint.string(), start_step));
   }
   log(fmt::format("device {}", backend->name()));
@@ -159,8 +198,31 @@ TrainResult run(TrainConfig c, const std::filesystem::path& checkpoint, const nl
     }
     metrics.emplace(path);
   }
+  // A new events file per process: TensorBoard reads a folder's files in name order as one
+  // stream. A resumed run starts with a SessionLog START at the first step it runs (the
+  // checkpoint's + 1), at which TensorBoard's reader drops what it holds for that step and later:
+  // the steps the old process ran past its last checkpoint, which this run repeats.
+  std::optional<EventsFileWriter> events;
+  if (control.tensorboard) {
+    events.emplace(tensorboard_folder(c.out_dir), unix_seconds_now());
+    if (!checkpoint.empty()) {
+      TensorBoardEvent restart;
+      restart.wall_time = unix_seconds_now();
+      restart.step = start_step + 1;
+      restart.session_start = true;
+      events->write(restart);
+    }
+    log(fmt::format("TensorBoard events: {}", events->path().string()));
+  }
 
   TrainResult result;
+  result.start_step = start_step;
+  if (events) result.tensorboard_file = events->path().string();
+  // Set when the loop starts; the run's elapsed time is elapsed_before plus the time since then.
+  std::chrono::steady_clock::time_point start_time;
+  const auto elapsed_now = [&]() {
+    return elapsed_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - start_time).count();
+  };
   // Where the data stream stands after the last batch a completed step consumed (the
   // prefetcher runs ahead of it).
   std::int64_t data_position = loader.position(), data_epoch = loader.epoch();
@@ -174,6 +236,7 @@ TrainResult run(TrainConfig c, const std::filesystem::path& checkpoint, const nl
                             {"source", data.source},
                             {"fingerprint", data_fingerprint(data.train)}}},
                           {"tokenizer", data.tokenizer},
+                          {"elapsed_s", elapsed_now()},
                           {"config", c.to_json()}};
   };
   auto last_save_time = std::chrono::steady_clock::now();
@@ -201,11 +264,12 @@ TrainResult run(TrainConfig c, const std::filesystem::path& checkpoint, const nl
   BatchPrefetcher batches(std::move(loader), 2 * c.grad_accum);
   TrainStep train_step(*backend, model, optimizer, c.batch, c.seq);
   std::vector<Batch> micro_batches(static_cast<std::size_t>(c.grad_accum));
-  const auto start_time = std::chrono::steady_clock::now();
+  start_time = std::chrono::steady_clock::now();
   auto last = start_time;
   last_save_time = start_time;
 
   std::int64_t consecutive_skipped = 0;
+  double step_seconds = 0;  // the time spent in steps (for TrainResult::tokens_per_second)
   std::int64_t saved_step = -1;  // the step of the last checkpoint this run wrote
   for (std::int64_t step = start_step; step < c.steps; ++step) {
     StepMetrics m;
@@ -238,7 +302,9 @@ TrainResult run(TrainConfig c, const std::filesystem::path& checkpoint, const nl
     m.skipped = skipped;
     m.tokens = tokens_seen;
     const auto now = std::chrono::steady_clock::now();
-    m.tokens_per_second = static_cast<double>(c.tokens_per_step()) / std::chrono::duration<double>(now - last).count();
+    const double step_time = std::chrono::duration<double>(now - last).count();
+    m.tokens_per_second = static_cast<double>(c.tokens_per_step()) / step_time;
+    step_seconds += step_time;
     last = now;
     const bool final_step = step + 1 == c.steps;
     if (final_step || (c.eval_every > 0 && (step + 1) % c.eval_every == 0)) {
@@ -250,7 +316,11 @@ TrainResult run(TrainConfig c, const std::filesystem::path& checkpoint, const nl
       result.final_val_bpb = e.bpb;
       last = std::chrono::steady_clock::now();  // evaluation time is not training throughput
     }
+    m.unix_time = unix_seconds_now();
+    m.elapsed_seconds = elapsed_now();
+    m.commit = control.commit;
     if (metrics) metrics->write(m.to_json().dump() + "\n");
+    if (events) events->write(tensorboard_event(m));
     result.history.push_back(m);
     if (cb.on_step) cb.on_step(m);
     // A diverged run would skip every remaining step and still end "successfully": stop it, and
@@ -279,6 +349,10 @@ TrainResult run(TrainConfig c, const std::filesystem::path& checkpoint, const nl
   }
   result.skipped_steps = skipped;
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_time).count();
+  result.elapsed_seconds = elapsed_before + result.seconds;
+  if (step_seconds > 0) {
+    result.tokens_per_second = static_cast<double>(tokens_seen - start_tokens) / step_seconds;
+  }
   if (cb.on_finish) cb.on_finish(*backend, model, *tokenizer);
   return result;
 }

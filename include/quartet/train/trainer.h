@@ -32,7 +32,13 @@ struct StepMetrics {
   bool was_skipped = false;
   std::optional<double> val_loss;
   std::optional<double> val_bpb;
-  nlohmann::json to_json() const;
+  // Run tracking (docs/run-tracking.md): when the step ended, in Unix seconds and in wall
+  // seconds since the run's first step (counting the earlier processes of a resumed run up to
+  // its checkpoint), and the commit of the build that ran it.
+  double unix_time = 0;
+  double elapsed_seconds = 0;
+  std::string commit;
+  nlohmann::json to_json() const;  // one metrics.jsonl line
 };
 
 struct TrainResult {
@@ -41,6 +47,12 @@ struct TrainResult {
   double final_val_bpb = 0;
   std::int64_t skipped_steps = 0;
   double seconds = 0;
+  // The tokens this process trained over the time its steps took (evaluations and checkpoints
+  // left out, as in StepMetrics::tokens_per_second).
+  double tokens_per_second = 0;
+  double elapsed_seconds = 0;  // at the end, as StepMetrics::elapsed_seconds counts it
+  std::int64_t start_step = 0;  // the checkpoint's step for a resumed run, else 0
+  std::string tensorboard_file;  // the events file this process wrote (RunControl::tensorboard)
   std::string last_checkpoint;
   bool stopped = false;  // RunControl::stop was set: the run ended early, after a checkpoint
 };
@@ -72,6 +84,12 @@ struct RunControl {
   // Also save once this many minutes of wall time have passed since the last save (or since the
   // run started), whatever save_every says: a long run loses at most this much to a crash. 0: off.
   double save_every_minutes = 0;
+  // The build's commit, written into every metrics.jsonl line ("unknown" when empty). The CLI
+  // knows it from the build; the trainer does not.
+  std::string commit;
+  // Also write the metrics as TensorBoard events, to a new file in out_dir/tensorboard/
+  // (docs/run-tracking.md). Needs out_dir.
+  bool tensorboard = false;
 };
 
 // The run folder `out_dir` as train() would find it: throws Error if it is a file, or if it
