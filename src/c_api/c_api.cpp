@@ -65,6 +65,12 @@ class ArgumentError : public Error {
   using Error::Error;
 };
 
+// Something this build or machine cannot do (a CUDA context without the CUDA backend).
+class UnsupportedError : public Error {
+ public:
+  using Error::Error;
+};
+
 template <class F>
 quartet_status guarded(const char* function, F&& body) {
   try {
@@ -72,6 +78,8 @@ quartet_status guarded(const char* function, F&& body) {
     return QUARTET_OK;
   } catch (const ArgumentError& e) {
     return fail(QUARTET_ERROR_INVALID_ARGUMENT, fmt::format("{}: {}", function, e.what()));
+  } catch (const UnsupportedError& e) {
+    return fail(QUARTET_ERROR_UNSUPPORTED, fmt::format("{}: {}", function, e.what()));
   } catch (const NonFiniteError& e) {
     return fail(QUARTET_ERROR_NON_FINITE, fmt::format("{}: {}", function, e.what()));
   } catch (const Error& e) {
@@ -172,7 +180,7 @@ quartet_status quartet_context_create(quartet_device_type device, int32_t device
                                       static_cast<int>(device)));
     }
     if (d == Device::cuda && !cuda_built()) {
-      throw ArgumentError("device: this build of quartet has no CUDA backend (rebuild with the CUDA toolkit)");
+      throw UnsupportedError("device: this build of quartet has no CUDA backend (rebuild with the CUDA toolkit)");
     }
     auto state = std::make_shared<quartet_context::State>();
     state->backend = make_device_backend(d, device_index);
