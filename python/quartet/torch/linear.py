@@ -1,0 +1,143 @@
+"""quartet.torch.Linear: a drop-in torch.nn.Linear whose products run a Quartet recipe."""
+
+
+import torch
+
+from quartet import _capi
+from quartet.torch import _function, random
+
+
+def _autocast_dtype(device_type):
+    """The dtype autocast casts a linear layer's input to on `device_type`, or None when off."""
+    if hasattr(torch, "get_autocast_dtype"):  # PyTorch 2.4 and later
+        if device_type not in ("cpu", "cuda") or not torch.is_autocast_enabled(device_type):
+            return None
+        return torch.get_autocast_dtype(device_type)
+    if device_type == "cuda":
+        return torch.get_autocast_gpu_dtype() if torch.is_autocast_enabled() else None
+    if device_type == "cpu":
+        return torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else None
+    return None
+
+
+def _context_of(device):
+    if device.type == "cpu":
+        return _capi.context(_capi.DEVICE_CPU, 0)
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return _capi.context(_capi.DEVICE_CUDA, index)
+    raise ValueError(f"quartet.torch.Linear runs on CPU and CUDA tensors, not on device {device}")
+
+
+class Linear(torch.nn.Linear):
+    """y = x W^T (+ bias) with the products of a Quartet recipe ("bf16", "nvidia", "nvidia+4/6",
+    "tetrajet2", "quartet2", "quartet1", "quartet1-sr"; docs/recipes.md) in the forward and the
+    backward pass.
+
+    The weight is the FP32 master weight (an nn.Parameter, as in nn.Linear); inputs are FP32 or
+    BF16 (BF16 autocast casts them), and the output has the input's dtype. `options` are the
+    recipe's ablation switches: quantize_forward, quantize_backward, four_over_six,
+    backward_rotation, eden_group, forward_clip, backward_headroom, backward_clip,
+    backward_quantizer. `seed` and `layer` choose the layer's random streams (quartet.torch.random
+    gives the defaults); each training forward takes the next call number, so every step draws
+    fresh bits, reproducibly.
+    """
+
+    def __init__(self, in_features, out_features, bias=True, device=None, dtype=None, recipe="quartet2",
+                 seed=None, layer=None, **options):
+        if dtype is not None and dtype != torch.float32:
+            raise TypeError(f"quartet.torch.Linear keeps an FP32 master weight: dtype must be torch.float32, got {dtype}")
+        if not isinstance(recipe, str):
+            raise TypeError(f"recipe: expected a recipe name (str), got {type(recipe).__name__} {recipe!r}")
+        super().__init__(in_features, out_features, bias=bias, device=device, dtype=torch.float32)
+        self.recipe = recipe
+        self.options = dict(options)
+        self.seed = random.check_seed(seed) if seed is not None else random.initial_seed()
+        self.layer = random.check_layer(layer) if layer is not None else random.next_layer_index()
+        self.call = 0  # the call number of the next training forward
+        self._layers = {}  # torch.device -> _capi.Linear
+        # Checks the recipe, its options and the shape now rather than at the first forward.
+        self._layer_on(self.weight.device if self.weight.device.type in ("cpu", "cuda") else torch.device("cpu"))
+
+    def _layer_on(self, device):
+        if device not in self._layers:
+            self._layers[device] = _capi.Linear(
+                _context_of(device), self.recipe, self.options, self.in_features, self.out_features, self.seed, self.layer
+            )
+        return self._layers[device]
+
+    def describe(self):
+        """The recipe as run, one line per GEMM."""
+        return self._layer_on(self.weight.device).describe()
+
+    def forward(self, x):
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"quartet.torch.Linear: expected a tensor input, got {type(x).__name__}")
+        weight = self.weight
+        if weight.dtype != torch.float32:
+            raise TypeError(
+                f"quartet.torch.Linear: the master weight must be torch.float32, got {weight.dtype} "
+                "(was the module cast with .to(dtype), .half() or .bfloat16()? Use autocast for BF16 compute)"
+            )
+        if x.device != weight.device:
+            raise ValueError(f"quartet.torch.Linear: the input is on {x.device}, the weight on {weight.device}")
+        if x.dim() < 1 or x.shape[-1] != self.in_features:
+            raise ValueError(
+                f"quartet.torch.Linear: expected an input of shape [..., {self.in_features}], got {list(x.shape)}"
+            )
+        cast = _autocast_dtype(x.device.type)
+        if cast is not None:
+            if cast != torch.bfloat16:
+                raise TypeError(f"quartet.torch.Linear computes in BF16 under autocast, not {cast}; use dtype=torch.bfloat16")
+            x = x.to(torch.bfloat16)
+        _function.activation_dtype(x.dtype, "quartet.torch.Linear input")
+        layer = self._layer_on(x.device)
+        x2d = x.reshape(-1, self.in_features)
+        if x2d.shape[0] == 0:
+            # No tokens, no products: an empty output whose gradients are zeros, as nn.Linear's.
+            y2d = torch.nn.functional.linear(x2d, weight.to(x2d.dtype))
+        elif torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+            call = self.call
+            random.check_layer(call, "call number (the layer's 2^32 calls are used up)")
+            tokens, multiple = x2d.shape[0], layer.token_multiple()
+            if tokens % multiple != 0:
+                raise ValueError(
+                    f"quartet.torch.Linear ({self.recipe}): a training call needs a multiple of {multiple} tokens "
+                    f"(the wgrad GEMM's rotation runs along them), got {tokens} from an input of shape {list(x.shape)}"
+                )
+            y2d = _function.LinearFunction.apply(x2d, weight, layer, call)
+            self.call = call + 1
+        else:
+            x2d = _function.prepared(x2d)
+            y2d, _ = _function.forward(layer, x2d, _function.prepared(weight.detach()), self.call, save=False)
+        y = y2d.reshape(*x.shape[:-1], self.out_features)
+        if self.bias is not None:
+            y = y + self.bias.to(y.dtype)
+        return y
+
+    def extra_repr(self):
+        options = "".join(f", {k}={v!r}" for k, v in self.options.items())
+        return f"{super().extra_repr()}, recipe={self.recipe!r}{options}, seed={self.seed}, layer={self.layer}"
+
+    # The C handles are per process: a copy or a pickle makes its own when it first runs.
+    def __getstate__(self):
+        state = super().__getstate__().copy()
+        state["_layers"] = {}
+        return state
+
+    # The random position travels with the state dict, so a resumed run draws what it would have.
+    def get_extra_state(self):
+        return torch.tensor([self.seed & 0xFFFFFFFF, self.seed >> 32, self.layer, self.call], dtype=torch.int64)
+
+    def set_extra_state(self, state):
+        values = [int(v) for v in torch.as_tensor(state).tolist()]
+        if len(values) != 4:
+            raise ValueError(f"quartet.torch.Linear extra state: expected [seed_lo, seed_hi, layer, call], got {values}")
+        seed = random.check_seed(values[0] | (values[1] << 32), "extra state seed")
+        layer = random.check_layer(values[2], "extra state layer")
+        if (seed, layer) != (self.seed, self.layer):
+            self.seed, self.layer = seed, layer
+            self._layers = {}
+        self.call = random.check_layer(values[3], "extra state call")
+
+
