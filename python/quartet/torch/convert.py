@@ -102,13 +102,15 @@ def convert(model, recipe="quartet2", skip=(), first_blocks=0, last_blocks=0, lm
         try:
             replacement = Linear(module.in_features, module.out_features, bias=module.bias is not None,
                                  device=module.weight.device if module.weight.device.type != "meta" else None,
-                                 recipe=recipe, seed=layer_seed, layer=random.next_layer_index(), **options)
+                                 recipe=recipe, seed=layer_seed, layer=0, **options)
         except (_capi.QuartetError, ValueError, TypeError) as e:
             raise type(e)(*((e.status,) if isinstance(e, _capi.QuartetError) else ()),
                           f"convert: layer '{name}' ({module.in_features} -> {module.out_features}): {e}") from e
         replacements.append((name, module, replacement))
 
-    for name, module, replacement in replacements:
+    first_layer = random.reserve_layer_indices(len(replacements))
+    for i, (name, module, replacement) in enumerate(replacements):
+        replacement._set_random_streams(layer_seed, first_layer + i)
         with torch.no_grad():
             replacement.weight.copy_(module.weight.detach().to(torch.float32))
             if module.bias is not None:

@@ -66,6 +66,11 @@ class Linear(torch.nn.Linear):
             )
         return self._layers[device]
 
+    def _set_random_streams(self, seed, layer):
+        if (seed, layer) != (self.seed, self.layer):
+            self.seed, self.layer = seed, layer
+            self._layers = {}
+
     def describe(self):
         """The recipe as run, one line per GEMM."""
         return self._layer_on(self.weight.device).describe()
@@ -135,9 +140,7 @@ class Linear(torch.nn.Linear):
             raise ValueError(f"quartet.torch.Linear extra state: expected [seed_lo, seed_hi, layer, call], got {values}")
         seed = random.check_seed(values[0] | (values[1] << 32), "extra state seed")
         layer = random.check_layer(values[2], "extra state layer")
-        if (seed, layer) != (self.seed, self.layer):
-            self.seed, self.layer = seed, layer
-            self._layers = {}
+        self._set_random_streams(seed, layer)
         self.call = random.check_layer(values[3], "extra state call")
 
 

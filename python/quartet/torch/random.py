@@ -50,10 +50,16 @@ def initial_seed():
     return _default_seed
 
 
-def next_layer_index():
-    """A new layer index (0, 1, 2, ... since the last manual_seed)."""
+def reserve_layer_indices(count):
+    """The first of `count` new consecutive layer indices (0, 1, 2, ... since the last manual_seed)."""
     global _next_layer
     with _lock:
-        index = _next_layer
-        _next_layer += 1
-    return check_layer(index, "layer index (too many layers since the last manual_seed)")
+        first = _next_layer
+        check_layer(first + max(count, 1) - 1, "layer index (too many layers since the last manual_seed)")
+        _next_layer += count
+    return first
+
+
+def next_layer_index():
+    """A new layer index."""
+    return reserve_layer_indices(1)
