@@ -14,7 +14,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 status=0
 ./c_api_cuda_tests 2>&1 | tee "$OUT/c_api_cuda_tests.log" | tail -25
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
-for module in test_linear test_convert test_gpu_training; do
+for module in test_linear test_convert test_compile test_gpu_training; do
   (cd tests && "$PYTHON" run_tests.py "$module") 2>&1 | tee "$OUT/python_$module.log" | tail -30
   code=${PIPESTATUS[0]}
   [ "$code" -eq 0 ] || [ "$code" -eq 77 ] || status=1

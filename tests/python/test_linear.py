@@ -163,6 +163,27 @@ class QuantizedMatchesCApi(unittest.TestCase):
         self.assertTrue(torch.equal(layer.weight.grad, torch.zeros_like(w)))
 
 
+class CompiledPathMatchesEager(unittest.TestCase):
+    """What the torch.compile operators run (python/quartet/torch/_compiled.py: a backward that
+    recomputes the forward's saved state, a call number in a tensor, layers named by handles)
+    gives the eager layer's bits. The operators themselves need PyTorch 2.4 (test_compile)."""
+
+    def test_operator_bodies_bitwise(self):
+        from quartet.torch import _compiled
+
+        for device in devices():
+            for recipe in ("quartet2", "nvidia", "quartet1"):
+                with self.subTest(device=device, recipe=recipe):
+                    x, w, dy = data(14, device)
+                    layer = layer_with(w, recipe, seed=6, layer=4)
+                    eager = train_call(layer, x, dy)
+                    handle = _compiled.register(layer._layer_on(torch.device(device)))
+                    call = torch.tensor(0, dtype=torch.int64)
+                    y = _compiled.forward_impl(x, w, handle, call)
+                    dx, dw = _compiled.backward_impl(x, w, dy, handle, call)
+                    self.assertTrue(bits_equal(y, eager[0]) and bits_equal(dx, eager[1]) and bits_equal(dw, eager[2]))
+
+
 class QuantizedIsCloseToTorch(unittest.TestCase):
     """The NVFP4 forward's relative error against the exact product, compared with an oracle
     written here in plain PyTorch: round-to-nearest onto the E2M1 grid in blocks of 16 whose

@@ -49,8 +49,8 @@ def forward(layer, x2d, weight, call, save):
 
 def backward(layer, saved, x2d, weight, dy, call):
     """(dx, dw) of the product; `saved` None recomputes the forward's saved state."""
-    dx = torch.empty_like(x2d)
-    dw = torch.empty_like(weight)
+    dx = torch.empty(x2d.shape, dtype=x2d.dtype, device=x2d.device)
+    dw = torch.empty(weight.shape, dtype=weight.dtype, device=weight.device)
     layer.backward(
         saved, x2d.data_ptr(), weight.data_ptr(), dy.data_ptr(), _DTYPES[x2d.dtype], x2d.shape[0], dx.data_ptr(),
         dw.data_ptr(), call, accumulate_dw=False, stream=stream_of(x2d.device),

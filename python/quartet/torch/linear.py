@@ -4,7 +4,7 @@
 import torch
 
 from quartet import _capi
-from quartet.torch import _function, random
+from quartet.torch import _compiled, _function, random
 
 
 def _autocast_dtype(device_type):
@@ -54,22 +54,49 @@ class Linear(torch.nn.Linear):
         self.options = dict(options)
         self.seed = random.check_seed(seed) if seed is not None else random.initial_seed()
         self.layer = random.check_layer(layer) if layer is not None else random.next_layer_index()
-        self.call = 0  # the call number of the next training forward
+        # The call number of the next training forward, in a CPU tensor so that a compiled
+        # model counts without specialising a graph per step (and .to() leaves it on the host).
+        self._calls = torch.zeros((), dtype=torch.int64)
         self._layers = {}  # torch.device -> _capi.Linear
         # Checks the recipe, its options and the shape now rather than at the first forward.
-        self._layer_on(self.weight.device if self.weight.device.type in ("cpu", "cuda") else torch.device("cpu"))
+        self._prepare_weight_device()
+
+    @property
+    def call(self):
+        """The call number the next training forward takes."""
+        return int(self._calls)
+
+    @call.setter
+    def call(self, value):
+        self._calls.fill_(random.check_layer(value, "call"))
 
     def _layer_on(self, device):
         if device not in self._layers:
-            self._layers[device] = _capi.Linear(
+            layer = _capi.Linear(
                 _context_of(device), self.recipe, self.options, self.in_features, self.out_features, self.seed, self.layer
             )
+            layer.compiled_handle = _compiled.register(layer) if _compiled.supported() else None
+            self._layers[device] = layer
         return self._layers[device]
+
+    def _prepare_weight_device(self):
+        """Makes the C layer of the weight's device, which a compiled forward cannot make."""
+        device = self.weight.device if self.weight.device.type in ("cpu", "cuda") else torch.device("cpu")
+        layer = self._layer_on(device)
+        self._token_multiple = layer.token_multiple()
+        self._compiled_handle = layer.compiled_handle
+
+    def _apply(self, fn, *args, **kwargs):
+        module = super()._apply(fn, *args, **kwargs)
+        if self.weight.device.type in ("cpu", "cuda"):
+            self._prepare_weight_device()
+        return module
 
     def _set_random_streams(self, seed, layer):
         if (seed, layer) != (self.seed, self.layer):
             self.seed, self.layer = seed, layer
             self._layers = {}
+            self._prepare_weight_device()
 
     def describe(self):
         """The recipe as run, one line per GEMM."""
@@ -96,25 +123,29 @@ class Linear(torch.nn.Linear):
                 raise TypeError(f"quartet.torch.Linear computes in BF16 under autocast, not {cast}; use dtype=torch.bfloat16")
             x = x.to(torch.bfloat16)
         _function.activation_dtype(x.dtype, "quartet.torch.Linear input")
-        layer = self._layer_on(x.device)
         x2d = x.reshape(-1, self.in_features)
+        training = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
+        if training and x2d.shape[0] % self._token_multiple != 0:
+            raise ValueError(
+                f"quartet.torch.Linear ({self.recipe}): a training call needs a multiple of {self._token_multiple} "
+                f"tokens (the wgrad GEMM's rotation runs along them), got {x2d.shape[0]} from an input of shape "
+                f"{list(x.shape)}"
+            )
         if x2d.shape[0] == 0:
             # No tokens, no products: an empty output whose gradients are zeros, as nn.Linear's.
             y2d = torch.nn.functional.linear(x2d, weight.to(x2d.dtype))
-        elif torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
-            call = self.call
-            random.check_layer(call, "call number (the layer's 2^32 calls are used up)")
-            tokens, multiple = x2d.shape[0], layer.token_multiple()
-            if tokens % multiple != 0:
-                raise ValueError(
-                    f"quartet.torch.Linear ({self.recipe}): a training call needs a multiple of {multiple} tokens "
-                    f"(the wgrad GEMM's rotation runs along them), got {tokens} from an input of shape {list(x.shape)}"
-                )
-            y2d = _function.LinearFunction.apply(x2d, weight, layer, call)
-            self.call = call + 1
+        elif _compiled.is_compiling():
+            call = self._calls.clone()
+            if training:
+                self._calls.add_(1)
+            y2d = _compiled.linear(x2d, weight, self._compiled_handle, call)
+        elif training:
+            call = random.check_layer(self.call, "call number (the layer's 2^32 calls are used up)")
+            y2d = _function.LinearFunction.apply(x2d, weight, self._layer_on(x.device), call)
+            self._calls.add_(1)
         else:
-            x2d = _function.prepared(x2d)
-            y2d, _ = _function.forward(layer, x2d, _function.prepared(weight.detach()), self.call, save=False)
+            y2d, _ = _function.forward(self._layer_on(x.device), _function.prepared(x2d),
+                                       _function.prepared(weight.detach()), self.call, save=False)
         y = y2d.reshape(*x.shape[:-1], self.out_features)
         if self.bias is not None:
             y = y + self.bias.to(y.dtype)
@@ -128,7 +159,12 @@ class Linear(torch.nn.Linear):
     def __getstate__(self):
         state = super().__getstate__().copy()
         state["_layers"] = {}
+        state["_compiled_handle"] = None
         return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self._prepare_weight_device()
 
     # The random position travels with the state dict, so a resumed run draws what it would have.
     def get_extra_state(self):
