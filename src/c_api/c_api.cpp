@@ -8,7 +8,6 @@
 #include <memory>
 #include <mutex>
 #include <new>
-#include <numeric>
 #include <string>
 #include <utility>
 #include <vector>
@@ -112,8 +111,8 @@ Tensor borrow(const void* pointer, Shape shape, DType dtype, Device device) {
   return Tensor(std::shared_ptr<void>(const_cast<void*>(pointer), [](void*) {}), std::move(shape), dtype, device);
 }
 
-// The largest power-of-two block a GEMM's reduction dimension must be a multiple of: the
-// rotation size of its operands, if they are rotated (their quantizers pad partial blocks).
+// What a GEMM's reduction dimension must be a multiple of: the rotation size of its operands,
+// if they are rotated (quantizers pad a partial scale block, but a rotation needs whole blocks).
 std::int64_t rotation_multiple(const OperandRule& rule) { return rule.quantized() && rule.rotation > 0 ? rule.rotation : 1; }
 
 void check_features(const Recipe& r, std::int64_t in_features, std::int64_t out_features) {
