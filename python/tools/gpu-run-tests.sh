@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# On the GPU machine, from a .gpu-torch/ bundle (python/tools/gpu-bundle.sh): the C interface on
+# On the GPU machine, from a build/gpu-torch/ bundle (python/tools/gpu-bundle.sh): the C interface on
 # CUDA against the layer on the CUDA backend, then the Python package's tests (which run on
 # "cuda" as well as "cpu" where a GPU is present) and the Hugging Face Llama training test.
 # Logs go to $OUT.
 cd "$(dirname "$0")"
+for f in lib/libopenblas.so.0 libquartet_c.so c_api_cuda_tests; do [ -f "$f.gz" ] && gunzip -f "$f.gz"; done
+chmod +x c_api_cuda_tests
 export LD_LIBRARY_PATH=$PWD:$PWD/lib:${LD_LIBRARY_PATH:-}
 export QUARTET_C_LIBRARY=$PWD/libquartet_c.so
 export PYTHONPATH=$PWD/python:$PWD/tests
