@@ -146,8 +146,10 @@ class HuggingFaceLlama(unittest.TestCase):
         except ImportError as e:
             self.skipTest(f"transformers is not installed ({e})")
         torch.manual_seed(0)
+        # Every projection's output a multiple of 128, which quartet2's dgrad rotation needs
+        # (4 key/value heads of 32: k_proj and v_proj give 128).
         config = transformers.LlamaConfig(vocab_size=256, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-                                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+                                          num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=128)
         model = transformers.LlamaForCausalLM(config)
         qt.convert(model, recipe="quartet2")
         self.assertEqual(len(linear_names(model, qt.Linear)), 2 * 7)
