@@ -1,18 +1,24 @@
 // `quartet export`: a checkpoint as a Hugging Face folder (config.json + model.safetensors with
-// LlamaForCausalLM names; the fused Q|K|V and gate|up weights split), loadable with
-// transformers' LlamaForCausalLM.from_pretrained. With --reference it also writes the logits
-// our FP64 reference backend computes (no quantization, no rounding) for a fixed token
-// sequence, so the export can be checked against transformers.
+// LlamaForCausalLM names; the fused Q|K|V and gate|up weights split; the tokenizer's files and
+// generation_config.json), loadable with transformers' AutoTokenizer and
+// AutoModelForCausalLM.from_pretrained (docs/hf-export.md). With --reference it also writes the
+// logits our FP64 reference backend computes (no quantization, no rounding) for a fixed token
+// sequence and its greedy continuation of a fixed prompt, so the export can be checked against
+// transformers (tests/gpu/hf_export_check.py).
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <memory>
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "quartet/data/hf_tokenizer_files.h"
 #include "quartet/data/tokenizer.h"
 #include "quartet/error.h"
+#include "quartet/nn/generate.h"
 #include "quartet/train/checkpoint.h"
+#include "quartet/train/hf_generation_config.h"
 #include "quartet/train/trainer.h"
 #include "quartet/util/files.h"
 #include "quartet/util/safetensors.h"
@@ -39,7 +45,13 @@ SafeTensor row_slice(const SafeTensor& t, std::int64_t begin, std::int64_t end) 
 }
 
 // The files an export writes.
-const char* const kExportFiles[] = {"model.safetensors", "config.json", "quartet_reference.json"};
+const char* const kExportFiles[] = {"model.safetensors",      "config.json",           "generation_config.json",
+                                    "tokenizer.json",         "tokenizer_config.json", "special_tokens_map.json",
+                                    "quartet_reference.json"};
+
+// The prompt of the reference's greedy continuation (the embedded corpus's first words, so that
+// even a tiny model continues it with something readable).
+constexpr const char* kReferencePrompt = "It is a truth universally acknowledged";
 
 // Refuses an --out that would destroy something: a file, a checkpoint (its model.safetensors
 // would be replaced by one with other names: not even --force allows that), or an earlier
@@ -67,11 +79,13 @@ void check_export_folder(const std::filesystem::path& out, const std::filesystem
 
 Command add_export_command(CLI::App& parent) {
   auto o = std::make_shared<ExportOptions>();
-  CLI::App* app = parent.add_subcommand("export", "Write a checkpoint as a Hugging Face LlamaForCausalLM folder");
+  CLI::App* app = parent.add_subcommand(
+      "export", "Write a checkpoint as a Hugging Face folder (LlamaForCausalLM, tokenizer, generation config)");
   app->add_option("checkpoint", o->checkpoint, "checkpoint folder or run folder")->required();
   app->add_option("--out", o->out, "output folder")->required();
   app->add_flag("--reference", o->reference,
-                "also write quartet_reference.json: FP64 logits of a fixed token sequence, for checking the export");
+                "also write quartet_reference.json: FP64 logits of a fixed token sequence and the greedy continuation of a "
+                "fixed prompt, for checking the export");
   app->add_flag("--force", o->force, "replace files already in the output folder");
 
   Command command;
@@ -111,12 +125,21 @@ Command add_export_command(CLI::App& parent) {
         hf.tensors[name] = t;
       }
     }
+    // Made before anything is written: a tokenizer that cannot be described leaves no half export.
+    const HfTokenizerFiles tokenizer_files = hf_tokenizer_files(*tokenizer, mc.max_seq_len);
+    const std::string generation_config = hf_generation_config_json(SamplingOptions{}, tokenizer->eot());
     std::filesystem::create_directories(out);
     write_safetensors(out / "model.safetensors", hf);
     nlohmann::json config = llama_config_to_hf_json(mc);
     config["bos_token_id"] = tokenizer->eot();
     config["eos_token_id"] = tokenizer->eot();
+    // transformers keeps unknown keys; a checker needs it to tokenize text as quartet does.
+    config["quartet_tokenizer"] = tokenizer->name();
     write_file_atomic(out / "config.json", config.dump(2) + "\n");
+    write_file_atomic(out / "generation_config.json", generation_config);
+    write_file_atomic(out / "tokenizer_config.json", tokenizer_files.tokenizer_config_json);
+    write_file_atomic(out / "special_tokens_map.json", tokenizer_files.special_tokens_map_json);
+    write_file_atomic(out / "tokenizer.json", tokenizer_files.tokenizer_json);
 
     if (o->reference) {
       auto backend = make_cpu_reference_backend();
@@ -127,8 +150,24 @@ Command add_export_command(CLI::App& parent) {
       for (std::int64_t i = 0; i < n; ++i) tokens[static_cast<std::size_t>(i)] = static_cast<std::int32_t>((i * 7919 + 13) % mc.vocab_size);
       Tensor tok = backend->empty({n}, DType::i32);
       backend->upload_tokens(tok, tokens);
-      const nlohmann::json ref = {{"tokens", tokens}, {"logits", backend->download(model.forward_logits(tok, 1, n))}};
+      nlohmann::json ref = {{"tokens", tokens}, {"logits", backend->download(model.forward_logits(tok, 1, n))}};
+      // Greedy continuation as `quartet sample --temperature 0` makes it (<|endoftext|>, then
+      // the prompt), within the context so that no window slides (transformers' would not).
+      std::vector<std::int32_t> prompt = {tokenizer->eot()};
+      for (const std::int32_t id : tokenizer->encode(kReferencePrompt)) prompt.push_back(id);
+      SamplingOptions greedy;
+      greedy.temperature = 0;
+      greedy.max_tokens = std::min<std::int64_t>(32, mc.max_seq_len - static_cast<std::int64_t>(prompt.size()));
+      greedy.stop_token = tokenizer->eot();
+      if (greedy.max_tokens > 0) {
+        ref["greedy"] = {{"prompt", kReferencePrompt},
+                         {"prompt_tokens", prompt},
+                         {"tokens", generate(*backend, model, prompt, greedy)}};
+      }
       write_file_atomic(out / "quartet_reference.json", ref.dump() + "\n");
+    } else {
+      // A reference left by an earlier export (replaced with --force) describes another model.
+      std::filesystem::remove(out / "quartet_reference.json");
     }
     fmt::print("exported {} ({} tensors, Hugging Face names) to {}\n", dir.string(), hf.tensors.size(), o->out);
     return 0;

@@ -11,6 +11,7 @@
 #include <fmt/format.h>
 #include <pcre2.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <memory>
 #include <mutex>
@@ -188,6 +189,20 @@ class Gpt2Tokenizer final : public Tokenizer {
 
   std::int64_t token_bytes(std::int32_t id) const override {
     return static_cast<std::int64_t>(bytes_.at(static_cast<std::size_t>(id)).size());
+  }
+
+  std::vector<std::pair<std::int32_t, std::int32_t>> merges() const override {
+    // The table is keyed by pair for encoding; the rank restores vocab.bpe's order.
+    std::vector<std::pair<std::int32_t, std::pair<std::int32_t, std::int32_t>>> ranked;
+    ranked.reserve(merges_.size());
+    for (const auto& [key, merge] : merges_) {
+      ranked.push_back({merge.rank, {static_cast<std::int32_t>(key >> 32), static_cast<std::int32_t>(key & 0xFFFFFFFFu)}});
+    }
+    std::sort(ranked.begin(), ranked.end());
+    std::vector<std::pair<std::int32_t, std::int32_t>> out;
+    out.reserve(ranked.size());
+    for (const auto& r : ranked) out.push_back(r.second);
+    return out;
   }
 
  private:

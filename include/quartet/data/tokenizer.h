@@ -7,6 +7,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace quartet {
@@ -22,6 +23,10 @@ class Tokenizer {
   virtual std::string decode(std::span<const std::int32_t> ids) const = 0;
   // Bytes one token stands for (0 for <|endoftext|>): bits per byte divides by their sum.
   virtual std::int64_t token_bytes(std::int32_t id) const = 0;
+  // The BPE merges as (left id, right id) pairs, first applied first; none for the byte
+  // tokenizer. With decode() of every id they describe the tokenizer completely, which is what
+  // the Hugging Face export writes out (data/hf_tokenizer_files.h).
+  virtual std::vector<std::pair<std::int32_t, std::int32_t>> merges() const { return {}; }
 };
 
 // Byte-level: token b is byte b (0..255), <|endoftext|> is 256, vocabulary 257.
