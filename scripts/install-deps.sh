@@ -13,12 +13,18 @@ packages=(
   gnuplot-nox python3
 )
 # --fuzz: also clang and its runtimes, for the libFuzzer targets (tests/fuzz, scripts/fuzz.sh).
-if [ "${1:-}" = "--fuzz" ]; then
-  packages+=(clang libclang-rt-dev libomp-dev)
-elif [ $# -gt 0 ]; then
-  echo "install-deps: unknown argument '$1' (the only option is --fuzz)" >&2
-  exit 2
-fi
+# --torch: also Debian's PyTorch, for the python.* tests of the quartet package (python/), which
+# report themselves skipped without it.
+for option in "$@"; do
+  case "$option" in
+    --fuzz) packages+=(clang libclang-rt-dev libomp-dev) ;;
+    --torch) packages+=(python3-torch) ;;
+    *)
+      echo "install-deps: unknown argument '$option' (the options are --fuzz and --torch)" >&2
+      exit 2
+      ;;
+  esac
+done
 
 missing=()
 for p in "${packages[@]}"; do
