@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian/Ubuntu packages Quartet builds against. Safe to run again.
-# The CUDA toolkit is optional: when nvcc is on PATH (or in /usr/local/cuda), the CUDA parts
-# of the project are compiled too; nothing here installs it.
+# The CUDA toolkit is optional: when nvcc is on PATH (or in /usr/local/cuda) and the machine has
+# an NVIDIA GPU (or with -DQUARTET_CUDA=ON), the CUDA parts are compiled too; nothing here
+# installs it.
 set -euo pipefail
 
 packages=(

@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BUILD=${1:-build/release}
-[ -n "${1:-}" ] || cmake --preset release > /dev/null
+[ -n "${1:-}" ] || cmake --preset release -DQUARTET_CUDA=ON > /dev/null
 ls "$BUILD"/CMakeFiles/*/CMakeCUDACompiler.cmake > /dev/null 2>&1 ||
   { echo "gpu-bundle: $BUILD is not a CUDA-enabled build folder" >&2; exit 1; }
 cmake --build "$BUILD" --target quartet_c c_api_cuda_tests

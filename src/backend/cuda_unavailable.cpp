@@ -1,4 +1,4 @@
-// The CUDA backend's entry points in a build without a CUDA compiler.
+// The CUDA backend's entry points in a build without it (no nvcc or no GPU at configure time, or QUARTET_CUDA=OFF).
 #include "quartet/backend/cuda.h"
 #include "quartet/error.h"
 
@@ -6,9 +6,13 @@ namespace quartet {
 
 bool cuda_built() { return false; }
 bool cuda_available() { return false; }
-std::string cuda_device_description() { return "this build has no CUDA backend (no CUDA compiler was found)"; }
+std::string cuda_device_description() {
+  return "this build has no CUDA backend (configured without nvcc, without a GPU, or with QUARTET_CUDA=OFF)";
+}
 std::unique_ptr<Backend> make_cuda_backend(const CudaBackendOptions&) {
-  throw Error("this build of quartet has no CUDA backend: rebuild on a machine with the CUDA toolkit (nvcc)");
+  throw Error(
+      "this build of quartet has no CUDA backend: rebuild on a machine with the CUDA toolkit (nvcc) and an "
+      "NVIDIA GPU, or configure with -DQUARTET_CUDA=ON");
 }
 
 std::vector<CudaOpTime> cuda_op_profile(bool) { return {}; }

@@ -4,7 +4,7 @@
 namespace quartet {
 
 nlohmann::json run_gpu_benchmarks(const GpuBenchOptions&, const std::function<void(const std::string&)>&) {
-  throw Error("bench: this build has no CUDA backend (no CUDA compiler was found when it was configured)");
+  throw Error("bench: this build has no CUDA backend (configure on a machine with nvcc and a GPU, or with -DQUARTET_CUDA=ON)");
 }
 
 }  // namespace quartet

@@ -179,7 +179,7 @@ quartet_status quartet_context_create(quartet_device_type device, int32_t device
                                       static_cast<int>(device)));
     }
     if (d == Device::cuda && !cuda_built()) {
-      throw UnsupportedError("device: this build of quartet has no CUDA backend (rebuild with the CUDA toolkit)");
+      throw UnsupportedError("device: this build of quartet has no CUDA backend (rebuild with the CUDA toolkit and a GPU, or -DQUARTET_CUDA=ON)");
     }
     auto state = std::make_shared<quartet_context::State>();
     state->backend = make_device_backend(d, device_index);
