@@ -12,7 +12,8 @@
 // no cached key or value applies, so the cached sampler recomputes the window for each such
 // step. Where a cached pass would give other logits (LlamaModel::kv_cache_mismatch: NVFP4
 // activation scales span the context) the sampler recomputes every step. The tokens are the
-// same either way for the same seed.
+// same either way for the same seed, except where two candidates are as close as the GEMM
+// library's row-placement rounding (docs/sampling.md).
 #pragma once
 
 #include <cstdint>
