@@ -1,6 +1,7 @@
 // `quartet sample`: generate text from a checkpoint.
 #include <fmt/format.h>
 
+#include <cstdio>
 #include <memory>
 
 #include "cli/commands.h"
@@ -10,6 +11,7 @@
 #include "quartet/util/text.h"
 #include "quartet/nn/generate.h"
 #include "quartet/train/checkpoint.h"
+#include "quartet/train/devices.h"
 #include "quartet/train/trainer.h"
 
 namespace quartet::cli {
@@ -21,7 +23,25 @@ struct SampleOptions {
   std::string prompt;
   SamplingOptions sampling;
   int count = 1;
+  std::string device = "auto";
+  bool no_cache = false;
 };
+
+// One line on stderr per sample (stdout keeps only the text): the prompt's forward pass and
+// the following tokens timed separately, since they cost differently with a cache.
+void print_speed(const GenerationStats& s) {
+  std::string line = fmt::format("prefill: {} tokens in {:.3f} s ({:.1f} tokens/s)", s.prefill_tokens,
+                                 s.prefill_seconds, s.prefill_tokens_per_second());
+  if (s.decode_steps > 0) {
+    line += fmt::format("; decode: {} tokens in {:.3f} s ({:.1f} tokens/s)", s.decode_steps, s.decode_seconds,
+                        s.decode_tokens_per_second());
+  }
+  line += s.cached ? "; key/value cache" : "; recomputing the context";
+  if (s.cached && s.recomputed_steps > 0) {
+    line += fmt::format(", {} steps past the window recomputed", s.recomputed_steps);
+  }
+  fmt::print(stderr, "{}\n", line);
+}
 
 }  // namespace
 
@@ -41,6 +61,11 @@ Command add_sample_command(CLI::App& parent) {
       ->check(integer_in(0, kMaxInt32));
   app->add_option("--seed", o->sampling.seed, "seed of the sampling")->capture_default_str()->check(unsigned_integer());
   app->add_option("--count", o->count, "number of samples")->capture_default_str()->check(integer_in(1, kMaxInt32));
+  app->add_option("--device", o->device, "auto (the GPU if there is one), cpu or cuda")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+  app->add_flag("--no-cache", o->no_cache, "recompute the whole context for every token instead of keeping a key/value cache "
+                                            "(the reference: the same tokens, slower)");
 
   Command command;
   command.app = app;
@@ -50,7 +75,7 @@ Command add_sample_command(CLI::App& parent) {
     const nlohmann::json state = read_checkpoint_state(dir);
     const TrainConfig c = TrainConfig::from_json(state.at("config"));
     const std::unique_ptr<Tokenizer> tokenizer = make_tokenizer(state.at("tokenizer").get<std::string>());
-    auto backend = make_cpu_backend();
+    auto backend = make_backend(o->device);
     LlamaModel model(*backend, model_config(c, tokenizer->vocab_size()), make_recipe(c.recipe, c.recipe_options), c.seed);
     load_checkpoint_tensors(dir, *backend, model, nullptr);
     std::vector<std::int32_t> prompt = {tokenizer->eot()};
@@ -58,10 +83,16 @@ Command add_sample_command(CLI::App& parent) {
     prompt.insert(prompt.end(), text.begin(), text.end());
     SamplingOptions s = o->sampling;
     s.stop_token = tokenizer->eot();
+    s.use_cache = !o->no_cache;
+    const std::string mismatch = s.use_cache ? model.kv_cache_mismatch() : "";
+    if (!mismatch.empty()) fmt::print(stderr, "sampling without a key/value cache: {}\n", mismatch);
     for (int i = 0; i < o->count; ++i) {
       if (o->count > 1) fmt::print("--- sample {} ---\n", i + 1);
       // A byte-level model can emit bytes that are not UTF-8: print them as U+FFFD.
-      fmt::print("{}{}\n", o->prompt, sanitize_utf8(tokenizer->decode(generate(*backend, model, prompt, s))));
+      const Generation g = generate_timed(*backend, model, prompt, s);
+      fmt::print("{}{}\n", o->prompt, sanitize_utf8(tokenizer->decode(g.tokens)));
+      std::fflush(stdout);
+      print_speed(g.stats);
       ++s.seed;
     }
     return 0;

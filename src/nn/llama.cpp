@@ -7,6 +7,7 @@
 #include "quartet/error.h"
 #include "quartet/util/checked.h"
 #include "quartet/numerics/philox.h"
+#include "quartet/numerics/quantizer.h"
 
 namespace quartet {
 
@@ -432,6 +433,105 @@ Tensor LlamaModel::forward_logits(const Tensor& tokens, std::int64_t batch, std:
   forward(tokens, batch, seq, 0, a);
   backend_.raise_pending_errors();  // sampling must not go on from non-finite activations either
   return a.logits;
+}
+
+KvCache LlamaModel::make_kv_cache() {
+  const LlamaConfig& c = config_;
+  KvCache cache;
+  cache.capacity = c.max_seq_len;
+  const Shape shape{c.max_seq_len, c.n_kv_heads * c.head_dim()};
+  for (std::int64_t l = 0; l < c.n_layers; ++l) {
+    cache.keys.push_back(backend_.empty(shape, backend_.kv_cache_dtype()));
+    cache.values.push_back(backend_.empty(shape, backend_.kv_cache_dtype()));
+  }
+  return cache;
+}
+
+std::string LlamaModel::kv_cache_mismatch() const {
+  for (std::int64_t l = 0; l < config_.n_layers; ++l) {
+    const Recipe& r = recipe_for(l);
+    if (!r.fwd_x.quantized()) continue;
+    const QuantizerKind kind = r.fwd_x.quantizer->kind;
+    // NVFP4 scales each tensor by its largest value (and square16 shares tiles across 16
+    // positions): the new position alone has other scales than the whole context. MXFP4 has
+    // only per-row block scales; a stochastic quantizer would draw other bits per position.
+    if (quantizer_format(kind) == ElementFormat::nvfp4) {
+      return fmt::format("recipe {} quantizes activations to NVFP4 ({}) with a scale shared by all positions of the "
+                         "context, so one position at a time gives other logits",
+                         r.name, quantizer_name(kind));
+    }
+    if (is_stochastic(kind)) {
+      return fmt::format("recipe {} quantizes activations stochastically ({}), with random bits that depend on the "
+                         "position's row in the pass",
+                         r.name, quantizer_name(kind));
+    }
+  }
+  return "";
+}
+
+// forward() for the new positions only: the same operations in the same order, with attention
+// reading the earlier positions from the cache, and the LM head on the last position alone.
+Tensor LlamaModel::forward_cached(const Tensor& tokens, std::int64_t seq, KvCache& cache) {
+  const LlamaConfig& c = config_;
+  if (seq < 1 || cache.length < 0 || seq > cache.capacity - cache.length) {
+    throw Error(fmt::format("forward_cached: {} new positions after the {} in the cache pass its capacity of {} (the "
+                            "model's maximum sequence length is {})",
+                            seq, cache.length, cache.capacity, c.max_seq_len));
+  }
+  if (static_cast<std::int64_t>(cache.keys.size()) != c.n_layers || cache.values.size() != cache.keys.size()) {
+    throw Error(fmt::format("forward_cached: the cache has {} layers of keys and {} of values, the model {} layers",
+                            cache.keys.size(), cache.values.size(), c.n_layers));
+  }
+  if (!bf16_fresh_) refresh_bf16_weights();
+  const std::int64_t n = seq, d = c.d_model;
+  tokens.expect("model input tokens", {n}, DType::i32);
+  const DType act = backend_.activation_dtype(), pd = backend_.param_dtype();
+  const AttentionShape shape{1, seq, c.n_heads, c.n_kv_heads, c.head_dim(), c.rope_theta};
+  const auto weight = [&](std::size_t i) -> const Tensor& { return params_[i].value; };
+  constexpr std::uint32_t call = 0;  // forward_logits' call: the same random streams
+
+  Tensor x = backend_.empty({n, d}, act);
+  backend_.embedding_forward(x, tokens, gemm_weight(embed_));
+  Tensor h = backend_.empty({n, d}, act);
+  Tensor rstd = backend_.empty({n}, pd);
+  backend_.rmsnorm_forward(h, rstd, x, weight(layers_[0].attn_norm), c.rms_norm_eps);
+  LinearSaved unused;
+  for (std::int64_t l = 0; l < c.n_layers; ++l) {
+    const Layer& L = layers_[static_cast<std::size_t>(l)];
+    const Recipe& r = recipe_for(l);
+    const auto random = [&](std::uint32_t which) {
+      return LinearRandom{seed_, static_cast<std::uint32_t>(l) * kLinearsPerLayer + which, call};
+    };
+    Tensor qkv = backend_.empty({n, shape.qkv_width()}, act);
+    linear_forward(backend_, r, h, weight(L.qkv), qkv, unused, random(0), gemm_weight(L.qkv));
+    Tensor att = backend_.empty({n, shape.q_width()}, act);
+    backend_.attention_forward_cached(att, cache.keys[static_cast<std::size_t>(l)],
+                                      cache.values[static_cast<std::size_t>(l)], qkv, shape, cache.length);
+    Tensor o = backend_.empty({n, d}, act);
+    linear_forward(backend_, r, att, weight(L.o), o, unused, random(1), gemm_weight(L.o));
+
+    Tensor x_mid = backend_.empty({n, d}, act);
+    Tensor h2 = backend_.empty({n, d}, act);
+    backend_.residual_rmsnorm_forward(x_mid, h2, rstd, x, o, weight(L.mlp_norm), c.rms_norm_eps);
+    Tensor gate_up = backend_.empty({n, 2 * c.ffn()}, act);
+    linear_forward(backend_, r, h2, weight(L.gate_up), gate_up, unused, random(2), gemm_weight(L.gate_up));
+    Tensor s = backend_.empty({n, c.ffn()}, act);
+    backend_.swiglu_forward(s, gate_up);
+    Tensor down = backend_.empty({n, d}, act);
+    linear_forward(backend_, r, s, weight(L.down), down, unused, random(3), gemm_weight(L.down));
+
+    const bool last = l + 1 == c.n_layers;
+    x = backend_.empty({n, d}, act);
+    h = backend_.empty({n, d}, act);
+    backend_.residual_rmsnorm_forward(x, h, rstd, x_mid, down,
+                                      weight(last ? final_norm_ : layers_[static_cast<std::size_t>(l + 1)].attn_norm),
+                                      c.rms_norm_eps);
+  }
+  cache.length += seq;
+  Tensor logits = backend_.empty({1, padded_vocab_}, act);
+  backend_.gemm(logits, h.view((n - 1) * d, {1, d}), false, padded_head(flat_.values_bf16, flat_.values), false, false);
+  backend_.raise_pending_errors();  // sampling must not go on from non-finite activations either
+  return logits;
 }
 
 }  // namespace quartet

@@ -70,6 +70,11 @@ struct ParameterSegment {
 // updated twice, or by two blocks at once on a GPU). For backends' adamw_step.
 void check_parameter_segments(const std::vector<ParameterSegment>& segments, std::int64_t elements);
 
+// Throws Error naming what is wrong with the arguments of Backend::attention_forward_cached
+// (the shape, a tensor's shape or dtype, positions beyond the cache's capacity).
+void check_cached_attention(const Tensor& out, const Tensor& k_cache, const Tensor& v_cache, const Tensor& qkv,
+                            const AttentionShape& shape, std::int64_t offset, DType cache_dtype);
+
 // One AdamW step (decoupled weight decay) with global gradient-norm clipping.
 struct AdamWStep {
   double lr = 0;
@@ -136,6 +141,22 @@ class Backend {
   virtual void attention_forward(Tensor& out, AttentionSaved& saved, const Tensor& qkv, const AttentionShape& shape) = 0;
   virtual void attention_backward(Tensor& dqkv, const Tensor& dout, const Tensor& qkv, const AttentionSaved& saved,
                                   const AttentionShape& shape) = 0;
+
+  // ---- sampling with a key/value cache (docs/sampling.md) ----
+  // The element type of key/value caches: what this backend's attention computes scores from,
+  // so that a cached pass repeats the uncached one's arithmetic (the CPU keeps rotated keys in
+  // its working precision; the GPU's fused kernels read BF16).
+  virtual DType kv_cache_dtype() const { return param_dtype(); }
+  // Attention of shape.seq new positions per sequence, at positions offset .. offset + seq - 1,
+  // against themselves and the positions before them: qkv holds the new positions' fused
+  // q|k|v ([batch * seq, qkv_width]); their rotated keys and their values are first written
+  // into the caches at rows offset .. offset + seq - 1 of each sequence; k_cache and v_cache
+  // are [batch * capacity, kv_heads * head_dim] in kv_cache_dtype(), capacity >= offset + seq,
+  // each sequence's rows contiguous. out [batch * seq, heads * head_dim] is what
+  // attention_forward gives these positions over the whole sequence (the same arithmetic on
+  // the CPU). Nothing is kept for a backward pass.
+  virtual void attention_forward_cached(Tensor& out, Tensor& k_cache, Tensor& v_cache, const Tensor& qkv,
+                                        const AttentionShape& shape, std::int64_t offset) = 0;
 
   // out = silu(gate) * up with gate_up = [gate | up] along features.
   virtual void swiglu_forward(Tensor& out, const Tensor& gate_up) = 0;

@@ -70,6 +70,15 @@ struct FlatParameters {
   std::vector<ParameterSegment> segments;  // in parameters() order
 };
 
+// The keys and values of the positions one sequence has seen, per layer, for
+// LlamaModel::forward_cached (sampling: a new token's forward pass reads them instead of
+// recomputing the prefix).
+struct KvCache {
+  std::vector<Tensor> keys, values;  // per layer: [capacity, kv_heads * head_dim], Backend::kv_cache_dtype()
+  std::int64_t capacity = 0;         // positions it holds: the model's max_seq_len
+  std::int64_t length = 0;           // positions filled
+};
+
 class LlamaModel {
  public:
   // Allocates and initialises the parameters from the seed (normal(0, init_std); the output
@@ -106,6 +115,18 @@ class LlamaModel {
   // Logits [batch * seq, padded_vocab()] (activation dtype: BF16 on the GPU) of a forward pass,
   // for sampling: the first vocab_size columns of each row are the vocabulary's.
   Tensor forward_logits(const Tensor& tokens, std::int64_t batch, std::int64_t seq);
+  // An empty key/value cache for one sequence of up to max_seq_len positions.
+  KvCache make_kv_cache();
+  // The forward pass of `seq` new tokens ([seq] i32) of one sequence at positions
+  // cache.length .. cache.length + seq - 1, reading the earlier positions' keys and values from
+  // the cache and appending the new ones (cache.length grows by seq): the logits [1,
+  // padded_vocab()] of the last new position, those forward_logits gives that position over
+  // the whole sequence. Throws Error when the positions would pass the cache's capacity.
+  Tensor forward_cached(const Tensor& tokens, std::int64_t seq, KvCache& cache);
+  // Why forward_cached would give other logits than forward_logits for this model, or "" when
+  // it gives the same: a layer whose recipe quantizes activations with scales shared across
+  // positions (NVFP4's per-tensor scale) sees other scales one position at a time.
+  std::string kv_cache_mismatch() const;
   // The vocabulary rounded up to the backend's preferred GEMM multiple: the LM head and the
   // logits have this many rows / columns, the ones beyond the vocabulary zero.
   std::int64_t padded_vocab() const { return padded_vocab_; }

@@ -117,6 +117,10 @@ class CpuBackend final : public Backend {
                           const AttentionShape& shape) override {
     cpu::attention_backward<Real>(dqkv, dout, qkv, saved, shape);
   }
+  void attention_forward_cached(Tensor& out, Tensor& k_cache, Tensor& v_cache, const Tensor& qkv,
+                                const AttentionShape& shape, std::int64_t offset) override {
+    cpu::attention_forward_cached<Real>(out, k_cache, v_cache, qkv, shape, offset);
+  }
   void swiglu_forward(Tensor& out, const Tensor& gate_up) override { cpu::swiglu_forward<Real>(out, gate_up); }
   void swiglu_backward(Tensor& dgate_up, const Tensor& dout, const Tensor& gate_up) override {
     cpu::swiglu_backward<Real>(dgate_up, dout, gate_up);

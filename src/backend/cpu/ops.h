@@ -82,6 +82,11 @@ template <class Real>
 void attention_backward(Tensor& dqkv, const Tensor& dout, const Tensor& qkv, const AttentionSaved& saved,
                         const AttentionShape& shape);
 
+// ---- attention_cached.cpp ----
+template <class Real>
+void attention_forward_cached(Tensor& out, Tensor& k_cache, Tensor& v_cache, const Tensor& qkv,
+                              const AttentionShape& shape, std::int64_t offset);
+
 // ---- gemm.cpp ----
 template <class Real>
 void gemm(Tensor& out, const Tensor& a, bool a_transposed, const Tensor& b, bool b_transposed, bool accumulate);

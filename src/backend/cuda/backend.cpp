@@ -206,6 +206,13 @@ class CudaBackend final : public Backend {
       throw Error("attention backward: the GPU's forward pass saved nothing for it");
     }
   }
+  // BF16 keys and values, what the fused kernels compute scores from.
+  DType kv_cache_dtype() const override { return DType::bf16; }
+  void attention_forward_cached(Tensor& out, Tensor& k_cache, Tensor& v_cache, const Tensor& qkv,
+                                const AttentionShape& shape, std::int64_t offset) override {
+    QUARTET_OP_SCOPE("attention_forward_cached");
+    cuda::attention_forward_cached(out, k_cache, v_cache, qkv, shape, offset, stream_);
+  }
   void swiglu_forward(Tensor& out, const Tensor& gate_up) override {
     QUARTET_OP_SCOPE("swiglu_forward");
     cuda::swiglu_forward(out, gate_up, stream_);

@@ -50,6 +50,10 @@ void attention_forward_reference(Tensor& out, AttentionSaved& saved, const Tenso
 void attention_backward_reference(Tensor& dqkv, const Tensor& dout, const Tensor& qkv, const AttentionSaved& saved,
                                   const AttentionShape& shape, cudaStream_t stream);
 
+// ---- attention_cached.cu: new positions against a key/value cache (sampling) ----
+void attention_forward_cached(Tensor& out, Tensor& k_cache, Tensor& v_cache, const Tensor& qkv,
+                              const AttentionShape& shape, std::int64_t offset, cudaStream_t stream);
+
 // ---- optimizer.cu ----
 // Backend::adamw_step; `non_finite_record` is the quantizers' device record of a non-finite
 // input (~0 when there was none), read by the step's decision.
