@@ -327,10 +327,11 @@ __global__ void __launch_bounds__(kKeyWarps * 32) fused_backward_kernel(const Ba
 }
 
 // ---- split, dK and dV: one block per key block; the first key blocks see the most queries
-// and start first ------------------------------------------------------------------------------
+// and start first. At head dim 64 three blocks fit an SM within 168 registers, without spills
+// (two otherwise: docs/cuda.md) -------------------------------------------------------------
 
 template <int D>
-__global__ void __launch_bounds__(kKeyWarps * 32) key_gradient_kernel(const BackwardArgs a) {
+__global__ void __launch_bounds__(kKeyWarps * 32, D == 64 ? 3 : 1) key_gradient_kernel(const BackwardArgs a) {
   extern __shared__ __align__(128) unsigned char shared[];
   key_block_backward<D, false>(a, shared, static_cast<int>(blockIdx.x), static_cast<int>(blockIdx.y),
                                static_cast<int>(blockIdx.z));
