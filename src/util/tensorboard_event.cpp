@@ -10,7 +10,7 @@ namespace quartet {
 namespace {
 
 // Field numbers of event.proto and summary.proto.
-constexpr std::uint32_t kWallTime = 1, kStep = 2, kFileVersion = 3, kSummary = 5, kSessionLog = 6;
+constexpr std::uint32_t kWallTime = 1, kStep = 2, kFileVersion = 3, kSummary = 5, kSessionLog = 7;
 constexpr std::uint32_t kSummaryValue = 1;
 constexpr std::uint32_t kValueTag = 1, kValueSimpleValue = 2;
 constexpr std::uint32_t kSessionLogStatus = 1;

@@ -93,7 +93,7 @@ def read_events(path):
                 for _, _, v in fields(value):
                     parts = {n: x for n, _, x in fields(v)}
                     e["scalars"][parts[1].decode()] = struct.unpack("<f", parts[2])[0]
-            elif number == 6:
+            elif number == 7:  # session_log (6 is the deprecated log_message)
                 e["start"] = dict((n, x) for n, _, x in fields(value)).get(1) == 1
         events.append(e)
     return events

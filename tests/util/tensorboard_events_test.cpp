@@ -61,7 +61,7 @@ TEST(TensorBoardEvents, FileVersionAndSessionStartAndLongVarints) {
   TensorBoardEvent restart;
   restart.step = 300;  // varint AC 02
   restart.session_start = true;
-  EXPECT_EQ(encode_event(restart), bytes_of({0x09, 0, 0, 0, 0, 0, 0, 0, 0, 0x10, 0xAC, 0x02, 0x32, 0x02, 0x08, 0x01}));
+  EXPECT_EQ(encode_event(restart), bytes_of({0x09, 0, 0, 0, 0, 0, 0, 0, 0, 0x10, 0xAC, 0x02, 0x3A, 0x02, 0x08, 0x01}));
   TensorBoardEvent negative;
   negative.step = -1;  // two's complement: ten bytes
   EXPECT_EQ(encode_event(negative).substr(9),

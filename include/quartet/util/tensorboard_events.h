@@ -2,7 +2,7 @@
 // serialized tensorflow.Event messages (tensorflow/core/util/event.proto), of which only the
 // fields TensorBoard's scalar charts use are written:
 //   Event      { double wall_time = 1; int64 step = 2; string file_version = 3;
-//                Summary summary = 5; SessionLog session_log = 6; }
+//                Summary summary = 5; SessionLog session_log = 7 }  (6 is the deprecated log_message)
 //   Summary    { repeated Value value = 1; }
 //   Value      { string tag = 1; float simple_value = 2; }
 //   SessionLog { Status status = 1; }   (START = 1: the run (re)started at `step`)
