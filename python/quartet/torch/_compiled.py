@@ -61,13 +61,17 @@ def backward_impl(x, weight, dy, handle, call):
 
 
 def _register_operators():
+    # The forward also returns its call number, which the backward reads from there: saved as
+    # an output of this opaque operator it cannot be recomputed in the backward graph from the
+    # layer's counter, which the forward's caller advances in place.
     @torch.library.custom_op("quartet::linear_forward", mutates_args=())
-    def linear_forward(x: torch.Tensor, weight: torch.Tensor, handle: int, call: torch.Tensor) -> torch.Tensor:
-        return forward_impl(x, weight, handle, call)
+    def linear_forward(x: torch.Tensor, weight: torch.Tensor, handle: int,
+                       call: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        return forward_impl(x, weight, handle, call), call.clone()
 
     @linear_forward.register_fake
     def _(x, weight, handle, call):
-        return x.new_empty((x.shape[0], weight.shape[0]))
+        return x.new_empty((x.shape[0], weight.shape[0])), torch.empty_like(call)
 
     @torch.library.custom_op("quartet::linear_backward", mutates_args=())
     def linear_backward(x: torch.Tensor, weight: torch.Tensor, dy: torch.Tensor, handle: int,
@@ -79,11 +83,12 @@ def _register_operators():
         return x.new_empty(x.shape), weight.new_empty(weight.shape)
 
     def setup_context(ctx, inputs, output):
-        x, weight, handle, call = inputs
-        ctx.save_for_backward(x, weight, call)
+        x, weight, handle, _ = inputs
+        ctx.save_for_backward(x, weight, output[1])
         ctx.handle = handle
+        ctx.mark_non_differentiable(output[1])
 
-    def backward(ctx, dy):
+    def backward(ctx, dy, _):
         x, weight, call = ctx.saved_tensors
         dx, dw = linear_backward(x, weight, dy, ctx.handle, call)
         return dx, dw, None, None
@@ -102,4 +107,4 @@ def linear(x2d, weight, handle, call):
     """y = x2d weight^T through the custom operator (call: an int64 tensor holding the call number)."""
     if registration_error is not None:
         raise RuntimeError(f"quartet: the torch.compile operators could not be registered: {registration_error}")
-    return torch.ops.quartet.linear_forward(x2d, weight, handle, call)
+    return torch.ops.quartet.linear_forward(x2d, weight, handle, call)[0]
