@@ -109,8 +109,10 @@ Command add_export_command(CLI::App& parent) {
     hf.metadata["format"] = "pt";
     const std::int64_t hd = mc.head_dim(), q = mc.n_heads * hd, kv = mc.n_kv_heads * hd, f = mc.ffn();
     for (const auto& [name, t] : ours.tensors) {
-      const auto suffix = [&](const std::string& s) {
-        return name.size() >= s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0;
+      const std::string& tensor_name = name;  // clang before 16 cannot capture a structured binding
+      const auto suffix = [&tensor_name](const std::string& s) {
+        return tensor_name.size() >= s.size() &&
+               tensor_name.compare(tensor_name.size() - s.size(), s.size(), s) == 0;
       };
       if (suffix("self_attn.qkv_proj.weight")) {
         const std::string p = name.substr(0, name.size() - std::string("qkv_proj.weight").size());
