@@ -97,6 +97,70 @@ __device__ __forceinline__ void c_to_a_fragment(std::uint32_t (&a)[4], const flo
 
 // ---- forward: a block of Warps x 16 queries, Keys keys at a time ---------------------------
 
+// One key block of the online softmax for this thread's rows my_row0 + g and + 8 (scores s of
+// NTiles 8-key tiles from key0, in the C-fragment layout both forward kernels share): masks keys
+// after the query, updates the running maximum and sum, turns s into probabilities and rescales
+// the output accumulated so far.
+template <int NTiles, int OTiles>
+__device__ __forceinline__ void online_softmax_step(float (&s)[NTiles][4], float (&o)[OTiles][4], int key0, int my_row0,
+                                                    int g, int c, float scale_log2, float (&row_max)[2],
+                                                    float (&row_sum)[2]) {
+  if (key0 + NTiles * 8 - 1 > my_row0) {  // the diagonal crosses this warp's rows: mask keys after the query
+#pragma unroll
+    for (int nt = 0; nt < NTiles; ++nt) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int key = key0 + nt * 8 + 2 * c + (e & 1), row = my_row0 + g + (e >> 1) * 8;
+        if (key > row) s[nt][e] = -INFINITY;
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    float mx = row_max[r];
+#pragma unroll
+    for (int nt = 0; nt < NTiles; ++nt) mx = fmaxf(mx, fmaxf(s[nt][2 * r], s[nt][2 * r + 1]));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+    const float base = mx == -INFINITY ? 0.0f : mx * scale_log2;
+    const float correction = exp2f(row_max[r] * scale_log2 - base);
+    row_max[r] = mx;
+    float sum = 0.0f;
+#pragma unroll
+    for (int nt = 0; nt < NTiles; ++nt) {
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const float p = exp2f(fmaf(s[nt][2 * r + e], scale_log2, -base));
+        s[nt][2 * r + e] = p;
+        sum += p;
+      }
+    }
+    row_sum[r] = row_sum[r] * correction + sum;  // this thread's columns; summed over lanes at the end
+#pragma unroll
+    for (int dt = 0; dt < OTiles; ++dt) {
+      o[dt][2 * r] *= correction;
+      o[dt][2 * r + 1] *= correction;
+    }
+  }
+}
+
+// The end of the online softmax for this thread's rows: each row's sum over its four lanes, the
+// row's log-sum-exp written to a.lse, and 1 / sum in `inv` for the output.
+__device__ __forceinline__ void finish_rows(const ForwardArgs& a, const float (&row_max)[2], const float (&row_sum)[2],
+                                            int my_row0, int g, int c, int h, int b, float (&inv)[2]) {
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    float l = row_sum[r];
+    l += __shfl_xor_sync(0xffffffffu, l, 1);
+    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    inv[r] = 1.0f / l;
+    const int row = my_row0 + g + 8 * r;
+    if (c == 0 && row < a.seq) {
+      a.lse[(static_cast<std::int64_t>(b) * a.heads + h) * a.seq + row] = row_max[r] * a.scale + logf(l);
+    }
+  }
+}
+
 template <int D, int Warps, int Keys>
 constexpr int forward_shared_bytes() {
   return SwizzledTile<Warps * 16, D>::kBytes + 4 * SwizzledTile<Keys, D>::kBytes;
@@ -169,43 +233,7 @@ __global__ void __launch_bounds__(Warps * 32) forward_kernel(const ForwardArgs a
           mma_bf16(s[2 * np + 1], qf[kk], kf[2], kf[3]);
         }
       }
-      if (key0 + Bc - 1 > my_row0) {  // the diagonal crosses this warp's rows: mask keys after the query
-#pragma unroll
-        for (int nt = 0; nt < Bc / 8; ++nt) {
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int key = key0 + nt * 8 + 2 * c + (e & 1), row = my_row0 + g + (e >> 1) * 8;
-            if (key > row) s[nt][e] = -INFINITY;
-          }
-        }
-      }
-#pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        float mx = row_max[r];
-#pragma unroll
-        for (int nt = 0; nt < Bc / 8; ++nt) mx = fmaxf(mx, fmaxf(s[nt][2 * r], s[nt][2 * r + 1]));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-        const float base = mx == -INFINITY ? 0.0f : mx * a.scale_log2;
-        const float correction = exp2f(row_max[r] * a.scale_log2 - base);
-        row_max[r] = mx;
-        float sum = 0.0f;
-#pragma unroll
-        for (int nt = 0; nt < Bc / 8; ++nt) {
-#pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            const float p = exp2f(fmaf(s[nt][2 * r + e], a.scale_log2, -base));
-            s[nt][2 * r + e] = p;
-            sum += p;
-          }
-        }
-        row_sum[r] = row_sum[r] * correction + sum;  // this thread's columns; summed over lanes at the end
-#pragma unroll
-        for (int dt = 0; dt < D / 8; ++dt) {
-          o[dt][2 * r] *= correction;
-          o[dt][2 * r + 1] *= correction;
-        }
-      }
+      online_softmax_step(s, o, key0, my_row0, g, c, a.scale_log2, row_max, row_sum);
 #pragma unroll
       for (int kk = 0; kk < Bc / 16; ++kk) {
         std::uint32_t pf[4];
@@ -224,17 +252,7 @@ __global__ void __launch_bounds__(Warps * 32) forward_kernel(const ForwardArgs a
 
   // O / l through shared memory (the Q tile, no longer read), then 16-byte row stores.
   float inv[2];
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    float l = row_sum[r];
-    l += __shfl_xor_sync(0xffffffffu, l, 1);
-    l += __shfl_xor_sync(0xffffffffu, l, 2);
-    inv[r] = 1.0f / l;
-    const int row = my_row0 + g + 8 * r;
-    if (c == 0 && row < a.seq) {
-      a.lse[(static_cast<std::int64_t>(b) * a.heads + h) * a.seq + row] = row_max[r] * a.scale + logf(l);
-    }
-  }
+  finish_rows(a, row_max, row_sum, my_row0, g, c, h, b, inv);
 #pragma unroll
   for (int dt = 0; dt < D / 8; ++dt) {
 #pragma unroll

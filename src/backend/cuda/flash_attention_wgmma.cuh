@@ -110,43 +110,7 @@ __global__ void __launch_bounds__(kWgmmaThreads) forward_wgmma_kernel(const Forw
       wgmma_wait_all();
       fence_accumulator(s);
 
-      if (key0 + Bc - 1 > my_row0) {  // the diagonal crosses this warp's rows: mask keys after the query
-#pragma unroll
-        for (int nt = 0; nt < 16; ++nt) {
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int key = key0 + nt * 8 + 2 * c + (e & 1), row = my_row0 + g + (e >> 1) * 8;
-            if (key > row) s[nt][e] = -INFINITY;
-          }
-        }
-      }
-#pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        float mx = row_max[r];
-#pragma unroll
-        for (int nt = 0; nt < 16; ++nt) mx = fmaxf(mx, fmaxf(s[nt][2 * r], s[nt][2 * r + 1]));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-        const float base = mx == -INFINITY ? 0.0f : mx * a.scale_log2;
-        const float correction = exp2f(row_max[r] * a.scale_log2 - base);
-        row_max[r] = mx;
-        float sum = 0.0f;
-#pragma unroll
-        for (int nt = 0; nt < 16; ++nt) {
-#pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            const float p = exp2f(fmaf(s[nt][2 * r + e], a.scale_log2, -base));
-            s[nt][2 * r + e] = p;
-            sum += p;
-          }
-        }
-        row_sum[r] = row_sum[r] * correction + sum;  // this thread's columns; summed over lanes at the end
-#pragma unroll
-        for (int dt = 0; dt < 16; ++dt) {
-          o[dt][2 * r] *= correction;
-          o[dt][2 * r + 1] *= correction;
-        }
-      }
+      online_softmax_step(s, o, key0, my_row0, g, c, a.scale_log2, row_max, row_sum);
       // O += P V: P from registers in 16-key steps, V [keys][128] read transposed (MN-major):
       // its two 64-column halves lie a half tile apart, its 8-key row groups 1024 bytes apart.
       std::uint32_t pf[8][4];
@@ -166,17 +130,7 @@ __global__ void __launch_bounds__(kWgmmaThreads) forward_wgmma_kernel(const Forw
   }
 
   float inv[2];
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    float l = row_sum[r];
-    l += __shfl_xor_sync(0xffffffffu, l, 1);
-    l += __shfl_xor_sync(0xffffffffu, l, 2);
-    inv[r] = 1.0f / l;
-    const int row = my_row0 + g + 8 * r;
-    if (c == 0 && row < a.seq) {
-      a.lse[(static_cast<std::int64_t>(b) * a.heads + h) * a.seq + row] = row_max[r] * a.scale + logf(l);
-    }
-  }
+  finish_rows(a, row_max, row_sum, my_row0, g, c, h, b, inv);
   bf16* out = a.out + token0 * a.out_stride + h * 128;
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
