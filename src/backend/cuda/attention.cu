@@ -14,8 +14,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
-#include <map>
-#include <mutex>
 #include <string_view>
 #include <tuple>
 #include <type_traits>
@@ -28,6 +26,7 @@
 #include "backend/cuda/flash_attention_wgmma.cuh"
 #include "backend/cuda/message.h"
 #include "backend/cuda/ops.h"
+#include "backend/cuda/rope_device_tables.h"
 #include "quartet/backend/rope_tables.h"
 #include "quartet/error.h"
 #include "quartet/numerics/host_device.h"
@@ -43,32 +42,6 @@ constexpr int kThreads = 256;
 unsigned blocks_for(std::int64_t n) {
   const std::int64_t b = (n + kThreads - 1) / kThreads;
   return static_cast<unsigned>(b < (std::int64_t{1} << 31) - 1 ? (b > 0 ? b : 1) : (std::int64_t{1} << 31) - 1);
-}
-
-// cos/sin tables [positions, D/2] exactly as the CPU makes them (rope_tables.h, rounded to
-// FP32), uploaded once per (head dim, theta) and grown when a longer sequence comes.
-struct RopeTables {
-  std::shared_ptr<void> cos, sin;
-  std::int64_t positions = 0;
-};
-
-const RopeTables& device_rope_tables(std::int64_t seq, std::int64_t head_dim, double theta) {
-  static std::mutex mutex;
-  static std::map<std::pair<std::int64_t, double>, RopeTables> cache;
-  std::lock_guard<std::mutex> lock(mutex);
-  RopeTables& t = cache[{head_dim, theta}];
-  if (t.positions >= seq) return t;
-  std::vector<float> c, s;
-  rope_tables(seq, head_dim, theta, c, s);
-  RopeTables fresh;
-  fresh.cos = device_alloc(c.size() * sizeof(float));
-  fresh.sin = device_alloc(s.size() * sizeof(float));
-  // Once per shape: a blocking copy, ordered before every later kernel (the default stream).
-  QUARTET_CUDA_CHECK(cudaMemcpy(fresh.cos.get(), c.data(), c.size() * sizeof(float), cudaMemcpyHostToDevice));
-  QUARTET_CUDA_CHECK(cudaMemcpy(fresh.sin.get(), s.data(), s.size() * sizeof(float), cudaMemcpyHostToDevice));
-  fresh.positions = seq;
-  t = fresh;
-  return t;
 }
 
 struct Dims {

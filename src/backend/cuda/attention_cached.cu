@@ -14,8 +14,6 @@
 #include <cuda_bf16.h>
 
 #include <cmath>
-#include <map>
-#include <mutex>
 #include <vector>
 
 #include "backend/cuda/cuda_check.h"
@@ -23,6 +21,7 @@
 #include "backend/cuda/device_real.cuh"
 #include "backend/cuda/message.h"
 #include "backend/cuda/ops.h"
+#include "backend/cuda/rope_device_tables.h"
 #include "quartet/backend/rope_tables.h"
 #include "quartet/error.h"
 #include "quartet/numerics/host_device.h"
@@ -38,32 +37,6 @@ constexpr std::int64_t kMaxHeadDim = 1024;  // q and kWarps partial outputs in s
 unsigned blocks_for(std::int64_t n) {
   const std::int64_t b = (n + kThreads - 1) / kThreads;
   return static_cast<unsigned>(b < (std::int64_t{1} << 31) - 1 ? (b > 0 ? b : 1) : (std::int64_t{1} << 31) - 1);
-}
-
-// cos/sin tables [positions, D/2] as the CPU makes them (rope_tables.h), uploaded once per
-// (head dim, theta) and grown when a later position comes (attention.cu keeps its own).
-struct Tables {
-  std::shared_ptr<void> cos, sin;
-  std::int64_t positions = 0;
-};
-
-const Tables& device_tables(std::int64_t positions, std::int64_t head_dim, double theta) {
-  static std::mutex mutex;
-  static std::map<std::pair<std::int64_t, double>, Tables> cache;
-  std::lock_guard<std::mutex> lock(mutex);
-  Tables& t = cache[{head_dim, theta}];
-  if (t.positions >= positions) return t;
-  std::vector<float> c, s;
-  rope_tables(positions, head_dim, theta, c, s);
-  Tables fresh;
-  fresh.cos = device_alloc(c.size() * sizeof(float));
-  fresh.sin = device_alloc(s.size() * sizeof(float));
-  // Blocking copies, ordered before every later kernel (the default stream).
-  QUARTET_CUDA_CHECK(cudaMemcpy(fresh.cos.get(), c.data(), c.size() * sizeof(float), cudaMemcpyHostToDevice));
-  QUARTET_CUDA_CHECK(cudaMemcpy(fresh.sin.get(), s.data(), s.size() * sizeof(float), cudaMemcpyHostToDevice));
-  fresh.positions = positions;
-  t = fresh;
-  return t;
 }
 
 struct Dims {
@@ -195,7 +168,7 @@ void attention_forward_cached(Tensor& out, Tensor& k_cache, Tensor& v_cache, con
                k_cache.dim(0) / s.batch, offset, qkv.dtype() == DType::bf16, out.dtype() == DType::bf16, true,
                1.0f / std::sqrt(static_cast<float>(s.head_dim))};
   // Tables for the whole cache: built once per model, not at every new position.
-  const Tables& tables = device_tables(d.capacity, s.head_dim, s.rope_theta);
+  const RopeTables& tables = device_rope_tables(d.capacity, s.head_dim, s.rope_theta);
   const std::int64_t pairs = s.tokens() * s.kv_heads * (s.head_dim / 2);
   append_kernel<<<blocks_for(pairs), kThreads, 0, stream>>>(qkv.raw(), k_cache.raw(), v_cache.raw(),
                                                             ptr<float>(tables.cos), ptr<float>(tables.sin), d);
