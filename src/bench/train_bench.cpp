@@ -71,6 +71,7 @@ struct Measured {
   double tokens_per_s = 0, ms_per_step = 0, peak_gib = 0, last_loss = 0;
   double host_ms_per_step = 0;  // queueing the step's work (TrainStep::launch) on the host
   nlohmann::json op_ms;         // device ms per step and operation (QUARTET_PROFILE_OPS=1 only)
+  nlohmann::json op_host_ms;    // host ms per step and operation, the same way
 };
 
 Measured measure_recipe(const std::string& model_name, const std::string& recipe_name, const TrainBenchShape& shape,
@@ -109,7 +110,11 @@ Measured measure_recipe(const std::string& model_name, const std::string& recipe
   m.host_ms_per_step = host_seconds * 1e3 / steps;
   m.tokens_per_s = static_cast<double>(shape.batch * shape.seq * steps) / seconds;
   m.op_ms = nlohmann::json::object();
-  for (const CudaOpTime& t : cuda_op_profile(true)) m.op_ms[t.op] = t.ms / steps;
+  m.op_host_ms = nlohmann::json::object();
+  for (const CudaOpTime& t : cuda_op_profile(true)) {
+    m.op_ms[t.op] = t.ms / steps;
+    m.op_host_ms[t.op] = t.host_ms / steps;
+  }
   m.peak_gib = peak_memory_gib();
   return m;
 }
@@ -174,7 +179,10 @@ nlohmann::json run_train_benchmarks(const TrainBenchOptions& o, const std::funct
                             {"parameters", config.total_parameters()},
                             {"last_loss", m.last_loss},
                             {"host_ms_per_step", m.host_ms_per_step}};
-      if (!m.op_ms.empty()) row["device_ms_per_step_by_op"] = m.op_ms;
+      if (!m.op_ms.empty()) {
+        row["device_ms_per_step_by_op"] = m.op_ms;
+        row["host_ms_per_step_by_op"] = m.op_host_ms;
+      }
       if (peak > 0) {
         row["mfu"] = m.tokens_per_s * flops / peak;
         row["peak_tflops"] = peak / 1e12;

@@ -11,6 +11,7 @@
 #include "cli/commands.h"
 #include "cli/config_file.h"
 #include "cli/exit_codes.h"
+#include "quartet/util/heap_tuning.h"
 #include "quartet/backend/cuda.h"
 #include "quartet/error.h"
 
@@ -56,6 +57,7 @@ int report_errors(const std::string& who, int error_code, Body&& body) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  quartet::keep_freed_heap_memory();
   CLI::App app{"Quartet: pre-training LLMs with every large matrix product in 4-bit floating point"};
   // The build's backends are part of the version: tests and bug reports need to know them.
   app.set_version_flag("--version", fmt::format("quartet 0.1.0 ({})", quartet::cuda_built()

@@ -36,7 +36,8 @@ std::unique_ptr<Backend> make_cuda_backend(const CudaBackendOptions& options = {
 // call (reset) or since the start. Synchronises with the device.
 struct CudaOpTime {
   std::string op;
-  double ms = 0;
+  double ms = 0;       // device time between the events around the operation's kernels
+  double host_ms = 0;  // host time spent in the operation's call (queueing its kernels)
   std::int64_t calls = 0;
 };
 std::vector<CudaOpTime> cuda_op_profile(bool reset = true);

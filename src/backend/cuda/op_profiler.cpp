@@ -28,9 +28,9 @@ cudaEvent_t OpProfiler::event() {
   return e;
 }
 
-void OpProfiler::record(const char* op, cudaEvent_t start, cudaEvent_t stop) {
+void OpProfiler::record(const char* op, cudaEvent_t start, cudaEvent_t stop, double host_ms) {
   std::lock_guard<std::mutex> lock(mutex_);
-  pending_.push_back({op, start, stop});
+  pending_.push_back({op, start, stop, host_ms});
 }
 
 OpProfiler::Scope::Scope(const char* op, cudaStream_t stream) : op_(op), stream_(stream) {
@@ -38,13 +38,16 @@ OpProfiler::Scope::Scope(const char* op, cudaStream_t stream) : op_(op), stream_
   if (!p.enabled()) return;
   start_ = p.event();
   QUARTET_CUDA_CHECK(cudaEventRecord(start_, stream_));
+  host_start_ = std::chrono::steady_clock::now();
 }
 
 OpProfiler::Scope::~Scope() {
   if (start_ == nullptr) return;
   OpProfiler& p = instance();
+  // The host time excludes the event records, which exist only while profiling.
+  const double host_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - host_start_).count();
   cudaEvent_t stop = p.event();
-  if (cudaEventRecord(stop, stream_) == cudaSuccess) p.record(op_, start_, stop);
+  if (cudaEventRecord(stop, stream_) == cudaSuccess) p.record(op_, start_, stop, host_ms);
 }
 
 std::vector<CudaOpTime> OpProfiler::take(bool reset) {
@@ -56,6 +59,7 @@ std::vector<CudaOpTime> OpProfiler::take(bool reset) {
     CudaOpTime& t = totals_[e.op];
     t.op = e.op;
     t.ms += ms;
+    t.host_ms += e.host_ms;
     ++t.calls;
     free_.push_back(e.start);
     free_.push_back(e.stop);

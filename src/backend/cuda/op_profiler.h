@@ -6,6 +6,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include <chrono>
 #include <map>
 #include <mutex>
 #include <string>
@@ -32,6 +33,7 @@ class OpProfiler {
     const char* op_;
     cudaStream_t stream_;
     cudaEvent_t start_ = nullptr;
+    std::chrono::steady_clock::time_point host_start_;
   };
 
   // Waits for the device, then the summed milliseconds and calls per operation since the last
@@ -41,7 +43,7 @@ class OpProfiler {
  private:
   OpProfiler();
   cudaEvent_t event();
-  void record(const char* op, cudaEvent_t start, cudaEvent_t stop);
+  void record(const char* op, cudaEvent_t start, cudaEvent_t stop, double host_ms);
 
   bool enabled_ = false;
   std::mutex mutex_;
@@ -49,6 +51,7 @@ class OpProfiler {
   struct Pending {
     const char* op;
     cudaEvent_t start, stop;
+    double host_ms;
   };
   std::vector<Pending> pending_;
   std::map<std::string, CudaOpTime> totals_;
