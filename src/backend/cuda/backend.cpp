@@ -261,13 +261,13 @@ class CudaBackend final : public Backend {
                               qa.cols, qb.cols, qa.rotation_size, qb.rotation_size));
     }
     out.expect("quantized gemm output", {qa.rows, qb.rows}, out.dtype());
-    auto alpha = device_alloc(sizeof(float));
-    product(ptr<float>(qa.tensor_scale), ptr<float>(qb.tensor_scale), ptr<float>(alpha), stream_);
+    float* const alpha = gemm_alpha();
+    product(ptr<float>(qa.tensor_scale), ptr<float>(qb.tensor_scale), alpha, stream_);
     if (native_fp4_ && qa.format == ElementFormat::nvfp4 && qa.padded_cols % 32 == 0) {
       // The bytes the Hopper path is tested on: the same codes, the scales re-laid out.
       const auto sa = tiled_scales(qa, stream_), sb = tiled_scales(qb, stream_);
       if (gemm_.run_nvfp4(out.raw(), out.dtype(), qa.codes.get(), sa.get(), qb.codes.get(), sb.get(), qa.rows, qb.rows,
-                          qa.padded_cols, ptr<float>(alpha), accumulate ? one() : zero(), stream_)) {
+                          qa.padded_cols, alpha, accumulate ? one() : zero(), stream_)) {
         return;
       }
     }
@@ -275,7 +275,7 @@ class CudaBackend final : public Backend {
     // An operand whose quantizer already wrote it in BF16 is taken from there (and released).
     const std::shared_ptr<void> da = take_dequantized(qa), db = take_dequantized(qb);
     gemm_.run(out.raw(), out.dtype(), da.get(), false, db.get(), false, qa.rows, qb.rows, qa.padded_cols,
-              ptr<float>(alpha), accumulate ? one() : zero(), stream_);
+              alpha, accumulate ? one() : zero(), stream_);
   }
 
   QTensor quantize(const Tensor& x, bool transpose, const QuantizerSpec& spec, const Rotation& rotation,
@@ -328,6 +328,10 @@ class CudaBackend final : public Backend {
  private:
   const float* zero() const { return ptr<float>(constants_); }
   const float* one() const { return ptr<float>(constants_) + 1; }
+  // A quantized GEMM's alpha (the operands' tensor scales multiplied), written by a kernel just
+  // before the GEMM that reads it: all the backend's work is on one stream, so one slot serves
+  // every call, and no allocation is made per GEMM.
+  float* gemm_alpha() const { return ptr<float>(constants_) + 2; }
 
   // A BF16 view of a GEMM operand: activations already are; FP32 weights are rounded.
   Tensor as_bf16(const Tensor& t) {
@@ -348,7 +352,7 @@ class CudaBackend final : public Backend {
 
   std::string name_;
   cudaStream_t stream_ = nullptr;
-  std::shared_ptr<void> constants_;  // 0.0f, 1.0f for alpha and beta
+  std::shared_ptr<void> constants_;  // 0.0f, 1.0f for alpha and beta; the quantized GEMMs' alpha
   Gemm gemm_;
   bool native_fp4_ = false;
   bool fused_dequantize_ = false;  // quantizers write BF16 operands for the emulated GEMM

@@ -60,13 +60,25 @@ Gemm::Gemm() {
 }
 
 Gemm::~Gemm() {
+  plans_.clear();  // their descriptors before the handle
   if (handle_) cublasLtDestroy(handle_);
 }
 
-void Gemm::run(void* out, DType out_dtype, const void* a, bool at, const void* b, bool bt, std::int64_t m,
-               std::int64_t n, std::int64_t k, const float* alpha, const float* beta, cudaStream_t stream) {
-  // Column-major view: D (n x m, ld n) = op(B) (n x k) * op(A) (k x m).
+// A BF16 problem's descriptors and algorithm, made once per shape: creating four descriptors
+// on every call cost the host more than launching the GEMM itself.
+struct Gemm::Plan {
   Descriptors d;
+  const cublasLtMatmulAlgo_t* algo = nullptr;  // into algos_; null when cuBLASLt has none
+  cublasStatus_t status = CUBLAS_STATUS_SUCCESS;
+};
+
+Gemm::Plan& Gemm::bf16_plan(std::int64_t m, std::int64_t n, std::int64_t k, bool at, bool bt, DType out_dtype) {
+  const Key key{m, n, k, at, bt, static_cast<int>(out_dtype)};
+  auto it = plans_.find(key);
+  if (it != plans_.end()) return *it->second;
+  // Column-major view: D (n x m, ld n) = op(B) (n x k) * op(A) (k x m).
+  auto plan = std::make_unique<Plan>();
+  Descriptors& d = plan->d;
   const cublasOperation_t op_first = bt ? CUBLAS_OP_N : CUBLAS_OP_T;
   const cublasOperation_t op_second = at ? CUBLAS_OP_T : CUBLAS_OP_N;
   const cublasLtPointerMode_t mode = CUBLASLT_POINTER_MODE_DEVICE;
@@ -80,13 +92,18 @@ void Gemm::run(void* out, DType out_dtype, const void* a, bool at, const void* b
                           : cublasLtMatrixLayoutCreate(&d.b, CUDA_R_16BF, static_cast<std::uint64_t>(k), static_cast<std::uint64_t>(m), k));
   QUARTET_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&d.c, cuda_type(out_dtype), static_cast<std::uint64_t>(n),
                                                   static_cast<std::uint64_t>(m), n));
-  cublasStatus_t status = CUBLAS_STATUS_SUCCESS;
-  const cublasLtMatmulAlgo_t* algo = cached_algo(algos_, Key{m, n, k, at, bt, static_cast<int>(out_dtype)}, d, &status);
-  if (algo == nullptr) {
+  plan->algo = cached_algo(algos_, key, d, &plan->status);
+  return *plans_.emplace(key, std::move(plan)).first->second;
+}
+
+void Gemm::run(void* out, DType out_dtype, const void* a, bool at, const void* b, bool bt, std::int64_t m,
+               std::int64_t n, std::int64_t k, const float* alpha, const float* beta, cudaStream_t stream) {
+  const Plan& p = bf16_plan(m, n, k, at, bt, out_dtype);
+  if (p.algo == nullptr) {
     throw Error(fmt::format("cuBLASLt has no algorithm for a {} x {} x {} BF16 GEMM (status {})", m, n, k,
-                            static_cast<int>(status)));
+                            static_cast<int>(p.status)));
   }
-  QUARTET_CUBLAS_CHECK(cublasLtMatmul(handle_, d.op, alpha, b, d.a, a, d.b, beta, out, d.c, out, d.c, algo,
+  QUARTET_CUBLAS_CHECK(cublasLtMatmul(handle_, p.d.op, alpha, b, p.d.a, a, p.d.b, beta, out, p.d.c, out, p.d.c, p.algo,
                                       workspace_.get(), workspace_bytes_, stream));
 }
 

@@ -46,6 +46,8 @@ class Gemm {
  private:
   using Key = std::tuple<std::int64_t, std::int64_t, std::int64_t, bool, bool, int>;
   struct Descriptors;
+  struct Plan;
+  Plan& bf16_plan(std::int64_t m, std::int64_t n, std::int64_t k, bool at, bool bt, DType out_dtype);
   const cublasLtMatmulAlgo_t* cached_algo(std::map<Key, std::optional<cublasLtMatmulAlgo_t>>& cache, const Key& key,
                                           Descriptors& d, cublasStatus_t* status);
   cublasLtHandle_t handle_ = nullptr;
@@ -53,6 +55,7 @@ class Gemm {
   std::size_t workspace_bytes_ = 32u << 20;
   std::map<Key, std::optional<cublasLtMatmulAlgo_t>> algos_;
   std::map<Key, std::optional<cublasLtMatmulAlgo_t>> fp4_algos_;
+  std::map<Key, std::unique_ptr<Plan>> plans_;
   int native_ = -1;  // -1 not probed, 0 no, 1 yes
   std::string native_status_ = "not probed";
 };

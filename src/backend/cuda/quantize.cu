@@ -564,6 +564,20 @@ __nv_bfloat16* allocate_dequantized(DeviceQuantized& q) {
   return ptr<__nv_bfloat16>(q.dequantized);
 }
 
+// q's codes, scales and tensor scale and a pass's 64-byte scratch ([0]: amax bits, [4]: max
+// corrected, [16..]: constants) as one allocation: the stream-ordered allocator costs the host
+// a few microseconds per call, and at small shapes a quantization was mostly that.
+std::shared_ptr<void> allocate_codes_scales_and_scratch(DeviceQuantized& q) {
+  const auto aligned = [](std::size_t bytes) { return (bytes + 255) / 256 * 256; };
+  const std::size_t codes = aligned(q.code_bytes()), scales = aligned(q.scale_bytes());
+  const std::shared_ptr<void> block = device_alloc(codes + scales + 256 + 64);
+  char* const base = ptr<char>(block);
+  q.codes = std::shared_ptr<void>(block, base);
+  q.scales = std::shared_ptr<void>(block, base + codes);
+  q.tensor_scale = std::shared_ptr<void>(block, base + codes + scales);
+  return std::shared_ptr<void>(block, base + codes + scales + 256);
+}
+
 // Fills q (shape set, NVFP4) with the fused kernels: `launch(amax_pass, args)` starts one pass.
 // MS-EDEN g16 needs one heavy pass and the small scale pass; the others an amax pass, the
 // one-thread constants step and the quantizing pass. Nothing synchronises the host.
@@ -571,10 +585,7 @@ template <class Launch>
 void run_fused(DeviceQuantized& q, const QuantizerSpec& spec, const Rotation& rotation, const RandomContext& random,
                bool check_finite, unsigned long long sequence, bool emit_dequantized, cudaStream_t stream, Launch launch) {
   const std::int64_t groups = q.padded_cols / kNvGroup;
-  q.codes = device_alloc(q.code_bytes());
-  q.scales = device_alloc(q.scale_bytes());
-  q.tensor_scale = device_alloc(sizeof(float));
-  auto scratch = device_alloc(64);  // [0]: amax bits, [4]: max corrected, [16..]: constants
+  const std::shared_ptr<void> scratch = allocate_codes_scales_and_scratch(q);
   auto* amax_bits = reinterpret_cast<unsigned*>(ptr<char>(scratch));
   auto* max_corrected = reinterpret_cast<unsigned*>(ptr<char>(scratch) + 4);
   auto* constants = reinterpret_cast<Constants*>(ptr<char>(scratch) + 16);
