@@ -19,12 +19,12 @@ rm -rf .gpu && mkdir -p .gpu/lib
 cp build/release/quartet build/release/tests/cuda_tests scripts/gpu-run-tests.sh .gpu/
 for lib in $(ldd build/release/tests/cuda_tests build/release/quartet | awk '/=>/ {print $3}' | sort -u); do
   case "$(basename "$lib")" in
-    libopenblas*|libgfortran*|libquadmath*|libfmt*|libpcre2*) cp -L "$lib" .gpu/lib/ ;;
+    libopenblas*|libgfortran*|libquadmath*|libfmt*|libpcre2*|libcrypto*) cp -L "$lib" .gpu/lib/ ;;
   esac
 done
 strip .gpu/quartet .gpu/cuda_tests
 # Compressed to fit the transfer to the GPU machine; gpu-run-tests.sh and gpu-bench.sh unpack.
 gzip -9 .gpu/lib/libopenblas.so.0 .gpu/quartet .gpu/cuda_tests
 cp scripts/gpu-bench.sh scripts/gpu-profile.sh scripts/gpu-timeline.sh scripts/gpu-sass.sh scripts/gpu-kernels.sh \
-  scripts/gpu-train-report.sh bench/pytorch_reference.py .gpu/
+  scripts/gpu-train-report.sh scripts/build-code-corpus.sh bench/pytorch_reference.py .gpu/
 du -sh .gpu

@@ -10,7 +10,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libopenblas-openmp-dev
   libcli11-dev nlohmann-json3-dev libfmt-dev
-  libpcre2-dev zlib1g-dev
+  libpcre2-dev zlib1g-dev libssl-dev
   gnuplot-nox python3
 )
 # --fuzz: also clang and its runtimes, for the libFuzzer targets (tests/fuzz, scripts/fuzz.sh).

@@ -5,17 +5,19 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <memory>
 #include <nlohmann/json.hpp>
 
 #include "quartet/data/embedded.h"
 #include "quartet/data/shards.h"
 #include "quartet/error.h"
 #include "quartet/util/files.h"
+#include "quartet/util/parallel_for.h"
 
 namespace quartet {
 
-Dataset build_dataset(const std::string& source, const std::vector<std::string>& documents, const Tokenizer& tokenizer,
-                      double val_fraction) {
+Dataset dataset_from_ids(const std::string& source, const Tokenizer& tokenizer,
+                         const std::vector<std::vector<std::int32_t>>& ids_per_document, double val_fraction) {
   if (!(val_fraction > 0.0) || !(val_fraction < 1.0)) {
     throw Error(fmt::format("the validation fraction must be in (0, 1), got {}", val_fraction));
   }
@@ -23,8 +25,7 @@ Dataset build_dataset(const std::string& source, const std::vector<std::string>&
   Dataset d;
   d.source = source;
   d.tokenizer = tokenizer.name();
-  for (const std::string& doc : documents) {
-    const std::vector<std::int32_t> ids = tokenizer.encode(doc);
+  for (const std::vector<std::int32_t>& ids : ids_per_document) {
     if (ids.empty()) continue;
     const auto n_val = std::max<std::size_t>(1, static_cast<std::size_t>(std::llround(val_fraction * static_cast<double>(ids.size()))));
     const std::size_t n_train = ids.size() > n_val ? ids.size() - n_val : 0;
@@ -37,6 +38,28 @@ Dataset build_dataset(const std::string& source, const std::vector<std::string>&
     ++d.documents;
   }
   return d;
+}
+
+Dataset build_dataset(const std::string& source, const std::vector<std::string>& documents, const Tokenizer& tokenizer,
+                      double val_fraction) {
+  std::vector<std::vector<std::int32_t>> ids;
+  ids.reserve(documents.size());
+  for (const std::string& doc : documents) ids.push_back(tokenizer.encode(doc));
+  return dataset_from_ids(source, tokenizer, ids, val_fraction);
+}
+
+std::vector<std::vector<std::int32_t>> encode_documents(const std::vector<std::string_view>& documents,
+                                                        const std::string& tokenizer_name, int threads,
+                                                        const std::function<void(std::size_t)>& progress) {
+  const int workers = std::max(1, std::min<int>(threads, static_cast<int>(std::max<std::size_t>(1, documents.size()))));
+  std::vector<std::unique_ptr<Tokenizer>> tokenizers;
+  for (int w = 0; w < workers; ++w) tokenizers.push_back(make_tokenizer(tokenizer_name));
+  std::vector<std::vector<std::int32_t>> ids(documents.size());
+  parallel_for(
+      documents.size(), workers,
+      [&](std::size_t i, int worker) { ids[i] = tokenizers[static_cast<std::size_t>(worker)]->encode(documents[i]); },
+      progress);
+  return ids;
 }
 
 std::vector<std::string> embedded_corpus_documents(const std::string& name) {

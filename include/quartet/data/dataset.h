@@ -9,7 +9,9 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "quartet/data/tokenizer.h"
@@ -27,6 +29,18 @@ struct Dataset {
 // Splits each document: its last val_fraction of tokens (at least one) go to validation.
 Dataset build_dataset(const std::string& source, const std::vector<std::string>& documents, const Tokenizer& tokenizer,
                       double val_fraction);
+
+// The same split from documents already encoded (an empty one adds no document).
+Dataset dataset_from_ids(const std::string& source, const Tokenizer& tokenizer,
+                         const std::vector<std::vector<std::int32_t>>& ids, double val_fraction);
+
+// Each document's ids, encoded on `threads` threads, each with its own make_tokenizer(
+// tokenizer_name) (a tokenizer's piece cache is shared by its callers under a lock): the same
+// ids, in the same order, as one tokenizer gives on one thread. progress(done documents) as
+// parallel_for (quartet/util/parallel_for.h) calls it.
+std::vector<std::vector<std::int32_t>> encode_documents(const std::vector<std::string_view>& documents,
+                                                        const std::string& tokenizer_name, int threads,
+                                                        const std::function<void(std::size_t)>& progress = {});
 
 // The default embedded corpus' documents (the six novels, in a fixed order).
 std::vector<std::string> embedded_corpus_documents(const std::string& name);

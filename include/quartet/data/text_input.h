@@ -19,6 +19,10 @@ struct TextInput {
   std::string_view text;  // its contents (decompressed)
 };
 
+// Why `text` looks binary (a NUL byte and where; or more than kMaxInvalidUtf8Share of its bytes
+// invalid UTF-8), or empty when it reads as text.
+std::string binary_evidence(std::string_view text);
+
 // Throws Error for a binary input, naming it and what gives it away: a NUL byte (and where),
 // or more than kMaxInvalidUtf8Share of its bytes invalid UTF-8. Returns warnings, one line
 // each: an empty input (it adds no document), an input given twice (same path, or identical
