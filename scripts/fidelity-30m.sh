@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # One run of the 30m fidelity campaign (docs/fidelity.md) on the GPU machine, started or resumed,
 # within a time budget: the runs take 13-20 minutes and a command on that machine at most 10,
-# so a run spans several calls on one warm machine. The run folder lives in .runs/ (git-ignored,
-# kept between calls while the machine stays warm); on SIGTERM at the budget's end the trainer
-# saves a checkpoint and the next call resumes it. Each call copies the run's metrics.jsonl and
+# so a run spans several calls on one warm machine. The run folder lives in /tmp/quartet-runs:
+# the machine keeps /tmp between calls while it stays warm (30 s after a call), but replaces the
+# working tree's untracked folders with each call's copy. On SIGTERM at the budget's end the
+# trainer saves a checkpoint and the next call resumes it. Each call copies the run's metrics.jsonl and
 # log to $OUT (finished runs are committed under docs/results/fidelity-30m/).
 #   bash scripts/fidelity-30m.sh QUARTET NAME SECONDS
 # NAME is <recipe>-s<seed>: bf16, nvidia, tetrajet2, quartet2, or quartet2-no46 (quartet2 with
@@ -24,7 +25,7 @@ esac
 here=$(cd "$(dirname "$0")/.." && pwd)
 corpus=/tmp/code-corpus
 [ -f "$corpus/dataset.json" ] || bash "$here/scripts/build-code-corpus.sh" "$quartet" "$corpus" > /tmp/code-corpus.log 2>&1
-run="$here/.runs/fidelity-30m/$name"
+run="/tmp/quartet-runs/fidelity-30m/$name"
 # The authors' 30M configuration (Quartet-II's scripts): seq 512, 512 sequences (262,144
 # tokens) per step, lr 1.2e-3, warmup 10%, cosine to lr/10; 2861 steps = 750M tokens, 25 per
 # parameter of the paper's 30M count.
