@@ -9,6 +9,7 @@
 #include <unordered_map>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
@@ -32,6 +33,7 @@ struct PrepareOptions {
   int threads = 0;  // 0: the hardware's
   bool skip_binary = false;
   bool dedupe = false;
+  std::optional<std::uint64_t> shuffle_seed;
   std::string out;
   std::string tokenizer = "gpt2";
   std::string name;
@@ -121,6 +123,9 @@ Command add_prepare_command(CLI::App& parent) {
   app->add_flag("--skip-binary", o->skip_binary,
                 "skip inputs that look binary (a NUL byte, or >10% invalid UTF-8) instead of stopping; listed in "
                 "sources.tsv");
+  app->add_option("--shuffle", o->shuffle_seed,
+                  "put the documents in an order drawn from this seed (default: the order given); a corpus "
+                  "listed by path is otherwise trained one folder at a time");
   app->add_flag("--dedupe", o->dedupe, "keep one copy of inputs with identical contents; the others are listed in "
                                         "sources.tsv");
   app->add_option("--out", o->out, "output folder")->required();
@@ -212,6 +217,12 @@ Command add_prepare_command(CLI::App& parent) {
       if (sources[i].status == "used") sources[i].tokens = static_cast<std::int64_t>(ids[d++].size());
     }
     texts.clear();
+    if (o->shuffle_seed) {
+      std::vector<std::vector<std::int32_t>> shuffled(ids.size());
+      const std::vector<std::size_t> order = seeded_permutation(ids.size(), *o->shuffle_seed);
+      for (std::size_t k = 0; k < order.size(); ++k) shuffled[k] = std::move(ids[order[k]]);
+      ids = std::move(shuffled);
+    }
     const Dataset d = dataset_from_ids(o->out, *tokenizer, ids, o->val_fraction);
     ids.clear();
     std::filesystem::create_directories(out);
@@ -230,6 +241,7 @@ Command add_prepare_command(CLI::App& parent) {
     const std::string sources_tsv = format_sources_tsv(sources);
     write_file_atomic(staging / "sources.tsv", sources_tsv);
     manifest["input_files"] = sources.size();
+    if (o->shuffle_seed) manifest["shuffle_seed"] = *o->shuffle_seed;
     manifest["sources"] = "sources.tsv";
     manifest["sources_sha256"] = sha256_hex(sources_tsv);
     // Thousands of paths belong in sources.tsv, not in the manifest every run reads.

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <filesystem>
 #include <memory>
+#include <random>
 #include <nlohmann/json.hpp>
 
 #include "quartet/data/embedded.h"
@@ -46,6 +47,22 @@ Dataset build_dataset(const std::string& source, const std::vector<std::string>&
   ids.reserve(documents.size());
   for (const std::string& doc : documents) ids.push_back(tokenizer.encode(doc));
   return dataset_from_ids(source, tokenizer, ids, val_fraction);
+}
+
+std::vector<std::size_t> seeded_permutation(std::size_t n, std::uint64_t seed) {
+  std::vector<std::size_t> order(n);
+  for (std::size_t i = 0; i < n; ++i) order[i] = i;
+  std::mt19937_64 rng(seed);
+  for (std::size_t i = n; i > 1; --i) {
+    // A draw in [0, i) without modulo bias: reject the top partial range of 2^64.
+    const std::uint64_t bound = i, limit = ~std::uint64_t{0} - (~std::uint64_t{0} % bound);
+    std::uint64_t r;
+    do {
+      r = rng();
+    } while (r >= limit);
+    std::swap(order[i - 1], order[static_cast<std::size_t>(r % bound)]);
+  }
+  return order;
 }
 
 std::vector<std::vector<std::int32_t>> encode_documents(const std::vector<std::string_view>& documents,

@@ -118,6 +118,29 @@ class PrepareCorpus(unittest.TestCase):
         plain = self.prepare("plain", "--files-from", self.listing(self.files[:10]))
         self.assertEqual(self.shards(kept), self.shards(plain))
 
+    def test_shuffle_reorders_the_documents_reproducibly(self):
+        plain = self.prepare("plain", *self.files)
+        first = self.prepare("first", *self.files, "--shuffle", "5")
+        again = self.prepare("again", *self.files, "--shuffle", "5")
+        other = self.prepare("other", *self.files, "--shuffle", "6")
+        self.assertEqual(self.shards(first), self.shards(again))
+        self.assertNotEqual(self.shards(first)["train"], self.shards(plain)["train"])
+        self.assertNotEqual(self.shards(first)["train"], self.shards(other)["train"])
+        # The same documents: split at <|endoftext|>, the multiset of documents is unchanged.
+        def documents(tokens):
+            docs, current = [], []
+            for t in tokens:
+                if t == 50256:
+                    docs.append(tuple(current))
+                    current = []
+                else:
+                    current.append(t)
+            return sorted(docs[1:] + [tuple(current)])
+        for split in ("train", "val"):
+            self.assertEqual(documents(self.shards(first)[split]), documents(self.shards(plain)[split]))
+        self.assertEqual(json.load(open(os.path.join(first, "dataset.json")))["shuffle_seed"], 5)
+        self.assertNotIn("shuffle_seed", json.load(open(os.path.join(plain, "dataset.json"))))
+
     def test_a_long_list_is_kept_out_of_dataset_json(self):
         paths = [self.write(f"tiny{i:04d}.txt", f"line {i}\n".encode()) for i in range(1001)]
         out = self.prepare("out", "--files-from", self.listing(paths), tokenizer="byte")

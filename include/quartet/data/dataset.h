@@ -34,6 +34,11 @@ Dataset build_dataset(const std::string& source, const std::vector<std::string>&
 Dataset dataset_from_ids(const std::string& source, const Tokenizer& tokenizer,
                          const std::vector<std::vector<std::int32_t>>& ids, double val_fraction);
 
+// A permutation of 0..n-1 drawn from `seed` by Fisher-Yates over a 64-bit Mersenne Twister with
+// unbiased bounded draws written out here (std::shuffle and std::uniform_int_distribution differ
+// between standard libraries): the same order on every platform.
+std::vector<std::size_t> seeded_permutation(std::size_t n, std::uint64_t seed);
+
 // Each document's ids, encoded on `threads` threads, each with its own make_tokenizer(
 // tokenizer_name) (a tokenizer's piece cache is shared by its callers under a lock): the same
 // ids, in the same order, as one tokenizer gives on one thread. progress(done documents) as
