@@ -44,6 +44,7 @@ timeout --signal=TERM --kill-after=120 "$budget" "${cmd[@]}" >> "$run.log" 2>&1
 rc=$?
 set -e
 cp "$run/metrics.jsonl" "${OUT:-.}/$name.metrics.jsonl" 2>/dev/null || true
+cp "$run/run.json" "${OUT:-.}/$name.run.json" 2>/dev/null || true  # written when the run finishes
 cp "$run.log" "${OUT:-.}/$name.log"
 if grep -q "^final:" "$run.log"; then
   echo "fidelity-30m: $name finished: $(grep '^final:' "$run.log" | tail -1)"

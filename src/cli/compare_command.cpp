@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "cli/commands.h"
+#include "cli/compare_gather.h"
 #include "cli/config_file.h"
 #include "cli/gnuplot.h"
 #include "cli/progress.h"
@@ -32,6 +33,7 @@ struct CompareOptions {
   bool no_plot = false;
   bool quiet = false;
   bool force = false;
+  std::vector<std::string> from;  // gather finished runs instead of training
 };
 
 std::string folder_name(const std::string& recipe) {
@@ -114,13 +116,31 @@ Command add_compare_command(CLI::App& parent) {
   app->add_flag("--no-plot", o->no_plot, "do not draw loss.png (no gnuplot needed)");
   app->add_flag("--force", o->force, "replace the comparison already in --out (its runs, compare.json, loss.png)");
   app->add_flag("--quiet", o->quiet, "no progress line");
+  app->add_option("--from", o->from,
+                  "finished run folders (made by `quartet train --out`, several seeds each) to compare instead of "
+                  "training: the table, compare.json and loss.png from their run.json and metrics.jsonl")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
+      ->expected(1, -1);
 
   Command command;
   command.app = app;
   // Everything is validated before the first (long) run starts.
   auto checked_recipes = std::make_shared<std::vector<std::string>>();
   auto checked_configs = std::make_shared<std::vector<TrainConfig>>();
-  command.check = [o, recipes = checked_recipes, configs = checked_configs]() {
+  command.check = [o, app, recipes = checked_recipes, configs = checked_configs]() {
+    if (!o->from.empty()) {
+      // The runs were trained already: an option that would change training has no effect, and
+      // is refused rather than ignored.
+      for (const CLI::Option* opt : app->get_options()) {
+        const std::string name = opt->get_name();
+        if (opt->count() > 0 && name != "--from" && name != "--out" && name != "--no-plot" && name != "--force" &&
+            name != "--help" && name != "--quiet") {
+          throw Error(fmt::format("{} has no effect with --from (those runs were trained already)", name));
+        }
+      }
+      if (!o->config_file.empty()) throw Error("--config has no effect with --from (those runs were trained already)");
+      return;
+    }
     // getline yields no last entry after a trailing comma: check for it (and for nothing at all).
     if (o->recipes.empty() || o->recipes.back() == ',') {
       throw Error(fmt::format("--recipes '{}' has an empty entry", o->recipes));
@@ -157,6 +177,7 @@ Command add_compare_command(CLI::App& parent) {
     for (const TrainConfig& c : *configs) check_run_folder(c.out_dir, control);
   };
   command.run = [o, recipes_ptr = checked_recipes, configs_ptr = checked_configs]() {
+    if (!o->from.empty()) return run_compare_gather(o->from, o->out, o->no_plot, o->force);
     const std::vector<std::string>& recipes = *recipes_ptr;
     const std::vector<TrainConfig>& configs = *configs_ptr;
     RunControl control;

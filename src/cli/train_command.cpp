@@ -20,6 +20,7 @@
 #include "quartet/util/text.h"
 #include "quartet/nn/generate.h"
 #include "quartet/train/checkpoint.h"
+#include "quartet/util/files.h"
 
 #ifndef QUARTET_GIT_COMMIT
 #define QUARTET_GIT_COMMIT "unknown"
@@ -211,6 +212,17 @@ Command add_train_command(CLI::App& parent) {
       }
       if (o->json) print_summary();
       return signals.exit_status();
+    }
+    // A finished run's outcome and configuration stay in its folder (run.json), so that
+    // `quartet compare --from` can gather runs made separately, without their checkpoints.
+    if (!run_dir.empty() && !result.last_checkpoint.empty()) {
+      SummaryContext context;
+      context.commit = control.commit;
+      context.out_dir = run_dir;
+      context.total_steps = total_steps;
+      nlohmann::json record = train_summary(result, context);
+      record["config"] = read_checkpoint_state(result.last_checkpoint).at("config");
+      write_file_atomic(std::filesystem::path(run_dir) / "run.json", record.dump(2) + "\n");
     }
     if (o->json) {
       fmt::print(stderr, "{}\n", validation_note(eval_batches, final_eval_batches));

@@ -1,0 +1,217 @@
+#include "cli/compare_gather.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <set>
+
+#include "cli/gnuplot.h"
+#include "cli/training_plot.h"
+#include "quartet/error.h"
+#include "quartet/util/files.h"
+
+namespace quartet::cli {
+
+namespace {
+
+// Keys that may differ between runs of one comparison: what is compared (the recipe and its
+// options), the seed, and how the run was executed or observed.
+const std::set<std::string> kVaryingKeys = {"recipe",     "recipe_options", "seed",          "out_dir",
+                                            "device",     "eval_every",     "eval_batches",  "save_every"};
+
+std::string value_text(const nlohmann::json& j) { return j.is_null() ? "(unset)" : j.dump(); }
+
+double mean_of(const std::vector<double>& v) {
+  double s = 0;
+  for (double x : v) s += x;
+  return s / static_cast<double>(v.size());
+}
+
+double sd_of(const std::vector<double>& v) {
+  if (v.size() < 2) return 0;
+  const double m = mean_of(v);
+  double s = 0;
+  for (double x : v) s += (x - m) * (x - m);
+  return std::sqrt(s / static_cast<double>(v.size() - 1));
+}
+
+}  // namespace
+
+std::string run_label(const nlohmann::json& config) {
+  std::string label = config.at("recipe").get<std::string>();
+  const nlohmann::json options = config.value("recipe_options", nlohmann::json::object());
+  bool custom = false;
+  for (const auto& [key, value] : options.items()) {
+    if (key == "quantize_forward") {
+      if (!value.get<bool>()) label += "-bwdonly";
+    } else if (key == "quantize_backward") {
+      if (!value.get<bool>()) label += "-fwdonly";
+    } else if (key == "four_over_six") {
+      label += value.get<bool>() ? "-46" : "-no46";
+    } else if (key == "backward_rotation") {
+      label += fmt::format("-rot{}", value.get<int>());
+    } else if (key == "eden_group") {
+      label += fmt::format("-g{}", value.get<int>());
+    } else {
+      custom = true;
+    }
+  }
+  return custom ? label + "-custom" : label;
+}
+
+GatheredRun read_gathered_run(const std::filesystem::path& dir) {
+  const std::filesystem::path file = dir / "run.json";
+  if (!std::filesystem::exists(file)) {
+    throw Error(fmt::format("{}: no run.json: not a finished run of `quartet train --out` (it writes run.json at "
+                            "the end)",
+                            dir.string()));
+  }
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(read_file(file));
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(fmt::format("{}: not valid JSON: {}", file.string(), e.what()));
+  }
+  try {
+    GatheredRun r;
+    r.dir = dir;
+    r.config = j.at("config");
+    r.label = run_label(r.config);
+    r.seed = r.config.at("seed").get<std::uint64_t>();
+    const std::int64_t steps = j.at("steps").get<std::int64_t>(), total = j.at("total_steps").get<std::int64_t>();
+    if (steps != total) {
+      throw Error(fmt::format("{}: the run stopped at step {} of {}: resume it to the end first", dir.string(), steps,
+                              total));
+    }
+    if (j.at("val_loss").is_null() || j.at("val_step").get<std::int64_t>() != steps) {
+      throw Error(fmt::format("{}: the run has no validation loss at its last step", dir.string()));
+    }
+    r.val_loss = j.at("val_loss").get<double>();
+    return r;
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(fmt::format("{}: a field is missing or has the wrong type: {}", file.string(), e.what()));
+  }
+}
+
+void check_comparable(const std::vector<GatheredRun>& runs) {
+  std::set<std::pair<std::string, std::uint64_t>> seen;
+  for (const GatheredRun& r : runs) {
+    if (!seen.insert({r.label, r.seed}).second) {
+      throw Error(fmt::format("{}: a second {} run with seed {}: each recipe and seed once", r.dir.string(), r.label,
+                              r.seed));
+    }
+  }
+  const GatheredRun& first = runs.front();
+  for (const GatheredRun& r : runs) {
+    std::set<std::string> keys;
+    for (const auto& [k, v] : first.config.items()) keys.insert(k);
+    for (const auto& [k, v] : r.config.items()) keys.insert(k);
+    for (const std::string& k : keys) {
+      if (kVaryingKeys.count(k)) continue;
+      const nlohmann::json a = first.config.value(k, nlohmann::json()), b = r.config.value(k, nlohmann::json());
+      if (a != b) {
+        throw Error(fmt::format("{} and {} were not trained alike: {} is {} in one and {} in the other",
+                                first.dir.string(), r.dir.string(), k, value_text(a), value_text(b)));
+      }
+    }
+  }
+}
+
+std::vector<RecipeSummary> summarize(const std::vector<GatheredRun>& runs) {
+  std::vector<std::string> order;
+  std::map<std::string, std::vector<const GatheredRun*>> by_label;
+  for (const GatheredRun& r : runs) {
+    if (!by_label.count(r.label)) order.push_back(r.label);
+    by_label[r.label].push_back(&r);
+  }
+  std::stable_partition(order.begin(), order.end(), [](const std::string& l) { return l == "bf16"; });
+  std::vector<RecipeSummary> out;
+  for (const std::string& label : order) {
+    RecipeSummary s;
+    s.label = label;
+    std::vector<double> losses;
+    for (const GatheredRun* r : by_label[label]) {
+      s.seeds.push_back(r->seed);
+      losses.push_back(r->val_loss);
+    }
+    s.mean = mean_of(losses);
+    s.sd = sd_of(losses);
+    out.push_back(s);
+  }
+  if (!out.empty() && out.front().label == "bf16") {
+    const RecipeSummary& bf16 = out.front();
+    const double bf16_se = bf16.sd / std::sqrt(static_cast<double>(bf16.seeds.size()));
+    for (RecipeSummary& s : out) {
+      const double se = s.sd / std::sqrt(static_cast<double>(s.seeds.size()));
+      s.gap_pct = 100.0 * (s.mean - bf16.mean) / bf16.mean;
+      s.gap_se_pct = 100.0 * std::sqrt(se * se + bf16_se * bf16_se) / bf16.mean;
+    }
+  }
+  return out;
+}
+
+nlohmann::json gathered_report(const std::vector<GatheredRun>& runs, const std::vector<RecipeSummary>& summary) {
+  std::optional<double> bf16_mean;
+  for (const RecipeSummary& s : summary) {
+    if (s.label == "bf16") bf16_mean = s.mean;
+  }
+  nlohmann::json config = runs.front().config;
+  for (const std::string& k : kVaryingKeys) config.erase(k);
+  nlohmann::json results = nlohmann::json::array(), rows = nlohmann::json::array();
+  for (const GatheredRun& r : runs) {
+    nlohmann::json row = {{"recipe", r.label}, {"seed", r.seed}, {"val_loss", r.val_loss}, {"run", r.dir.string()}};
+    if (bf16_mean) row["gap_to_bf16"] = 100.0 * (r.val_loss - *bf16_mean) / *bf16_mean;
+    results.push_back(row);
+  }
+  for (const RecipeSummary& s : summary) {
+    nlohmann::json row = {{"recipe", s.label}, {"seeds", s.seeds}, {"val_loss_mean", s.mean}, {"val_loss_sd", s.sd}};
+    if (s.gap_pct) {
+      row["gap_to_bf16"] = *s.gap_pct;
+      row["gap_to_bf16_se"] = *s.gap_se_pct;
+    }
+    rows.push_back(row);
+  }
+  return {{"mode", "gathered"},
+          {"gap_unit", "percent of bf16's mean final validation loss"},
+          {"config", config},
+          {"results", results},
+          {"summary", rows}};
+}
+
+int run_compare_gather(const std::vector<std::string>& run_dirs, const std::filesystem::path& out, bool no_plot,
+                       bool force) {
+  if (std::filesystem::exists(out) && !std::filesystem::is_directory(out)) {
+    throw Error(fmt::format("--out {} exists and is not a folder", out.string()));
+  }
+  if (!force && std::filesystem::exists(out / "compare.json")) {
+    throw Error(fmt::format("--out {} already holds a comparison (compare.json); use --force to replace it",
+                            out.string()));
+  }
+  if (!no_plot && !gnuplot_available()) throw Error(std::string(kGnuplotMissing) + "; install it or pass --no-plot");
+  std::vector<GatheredRun> runs;
+  for (const std::string& d : run_dirs) runs.push_back(read_gathered_run(d));
+  check_comparable(runs);
+  const std::vector<RecipeSummary> summary = summarize(runs);
+  fmt::print("{:<20} {:>6} {:>22} {:>22}\n", "recipe", "seeds", "val loss (mean ± sd)", "gap to bf16 (± se)");
+  for (const RecipeSummary& s : summary) {
+    const std::string gap = s.gap_pct ? fmt::format("{:+.2f}% ± {:.2f}%", *s.gap_pct, *s.gap_se_pct) : "-";
+    fmt::print("{:<20} {:>6} {:>22} {:>22}\n", s.label, s.seeds.size(), fmt::format("{:.4f} ± {:.4f}", s.mean, s.sd),
+               gap);
+  }
+  std::filesystem::create_directories(out);
+  write_file_atomic(out / "compare.json", gathered_report(runs, summary).dump(2) + "\n");
+  fmt::print("\n(final validation loss of each run; the gap's standard error combines both means' over seeds)\n");
+  fmt::print("wrote {}", (out / "compare.json").string());
+  if (!no_plot) {
+    std::vector<std::filesystem::path> dirs;
+    for (const GatheredRun& r : runs) dirs.push_back(r.dir);
+    plot_runs(dirs, out / "loss.png");
+    fmt::print(" and {}", (out / "loss.png").string());
+  }
+  fmt::print("\n");
+  return 0;
+}
+
+}  // namespace quartet::cli

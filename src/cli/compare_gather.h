@@ -1,0 +1,59 @@
+// `quartet compare --from RUN...`: the comparison table, JSON and plot from finished runs made
+// separately (each folder holds the run.json a finished `quartet train --out` writes, and its
+// metrics.jsonl), with several seeds per recipe: a campaign that spans sessions or machines.
+#pragma once
+
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace quartet::cli {
+
+struct GatheredRun {
+  std::filesystem::path dir;
+  std::string label;  // the recipe, with a suffix per ablation that changes it (e.g. quartet2-no46)
+  std::uint64_t seed = 0;
+  double val_loss = 0;
+  nlohmann::json config;
+};
+
+// Reads RUN/run.json. Throws Error naming the folder: no run.json (not a finished run), a run
+// that stopped before its last step, or a run without a final validation loss.
+GatheredRun read_gathered_run(const std::filesystem::path& dir);
+
+// The recipe's name plus a suffix per ablation option the run set: -no46 (4/6 off), -46 (on),
+// -fwdonly, -bwdonly, -rot<N>, -g<N>, and -custom for any other option.
+std::string run_label(const nlohmann::json& config);
+
+// Refuses runs that were not trained alike: every key of the configuration except the recipe,
+// its options, the seed, the output folder, the device and how often it evaluated or saved
+// must agree; the message names the key, the two runs and their values. Two runs with the same
+// label and seed are refused too.
+void check_comparable(const std::vector<GatheredRun>& runs);
+
+struct RecipeSummary {
+  std::string label;
+  std::vector<std::uint64_t> seeds;
+  double mean = 0, sd = 0;  // of the final validation loss over seeds (sd: n-1; 0 for one run)
+  // Gap to bf16 in percent of bf16's mean loss, and its standard error: the standard errors
+  // of both means combined (seed noise on either side counts).
+  std::optional<double> gap_pct, gap_se_pct;
+};
+
+// Grouped by label in first-appearance order, bf16 first when present.
+std::vector<RecipeSummary> summarize(const std::vector<GatheredRun>& runs);
+
+// The report compare.json holds: {"mode": "gathered", "gap_unit": ..., "config": (the shared
+// part), "results": [one row per run: recipe, seed, val_loss, gap_to_bf16 (%), run],
+// "summary": [one per label]}.
+nlohmann::json gathered_report(const std::vector<GatheredRun>& runs, const std::vector<RecipeSummary>& summary);
+
+// The whole command: reads, checks, prints the table, writes OUT/compare.json and (unless
+// no_plot) OUT/loss.png.
+int run_compare_gather(const std::vector<std::string>& run_dirs, const std::filesystem::path& out, bool no_plot,
+                       bool force);
+
+}  // namespace quartet::cli

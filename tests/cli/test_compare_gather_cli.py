@@ -1,0 +1,126 @@
+"""`quartet compare --from`: the comparison of finished runs made separately, several seeds per
+recipe, as the GPU accuracy campaign gathers them. The expected numbers are computed here from
+each run's own run.json, not by the command."""
+import json
+import math
+import os
+import shutil
+import subprocess
+import tempfile
+import unittest
+
+QUARTET = os.environ["QUARTET"]
+TINY = ["--steps", "3", "--batch", "4", "--seq", "32", "--eval-every", "0", "--final-eval-batches", "2",
+        "--device", "cpu", "--no-plot"]
+
+
+def load(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def run(*args):
+    return subprocess.run([QUARTET, *args], capture_output=True, text=True, timeout=600)
+
+
+class CompareGather(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.dir = tempfile.mkdtemp(prefix="quartet-gather-")
+        cls.runs = {}
+        for name, args in [("bf16-s1", ["--recipe", "bf16", "--seed", "1"]),
+                           ("bf16-s2", ["--recipe", "bf16", "--seed", "2"]),
+                           ("quartet2-s1", ["--recipe", "quartet2", "--seed", "1"]),
+                           ("quartet2-s2", ["--recipe", "quartet2", "--seed", "2"]),
+                           ("quartet2-no46-s1", ["--recipe", "quartet2", "--four-over-six", "off", "--seed", "1"])]:
+            out = os.path.join(cls.dir, name)
+            p = run("train", *TINY, *args, "--out", out)
+            assert p.returncode == 0, p.stderr
+            cls.runs[name] = out
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.dir)
+
+    def val_loss(self, name):
+        record = load(os.path.join(self.runs[name], "run.json"))
+        self.assertEqual(record["steps"], record["total_steps"])
+        self.assertEqual(record["config"]["seed"], int(name[-1]))
+        return record["val_loss"]
+
+    def test_a_finished_run_leaves_run_json_with_its_config(self):
+        record = load(os.path.join(self.runs["quartet2-no46-s1"], "run.json"))
+        self.assertEqual(record["config"]["recipe"], "quartet2")
+        self.assertFalse(record["config"]["recipe_options"]["four_over_six"])
+        self.assertEqual(record["val_step"], 3)
+        with open(os.path.join(self.runs["quartet2-no46-s1"], "metrics.jsonl")) as f:
+            metrics = [json.loads(line) for line in f]
+        self.assertAlmostEqual(record["val_loss"], metrics[-1]["val_loss"], places=12)
+
+    def test_the_table_groups_seeds_and_gives_gaps_in_percent(self):
+        out = os.path.join(self.dir, "compare")
+        p = run("compare", "--from", *self.runs.values(), "--out", out, "--no-plot")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        report = load(os.path.join(out, "compare.json"))
+        bf16 = [self.val_loss("bf16-s1"), self.val_loss("bf16-s2")]
+        q2 = [self.val_loss("quartet2-s1"), self.val_loss("quartet2-s2")]
+        bf16_mean = sum(bf16) / 2
+        rows = {(r["recipe"], r["seed"]): r for r in report["results"]}
+        self.assertEqual(set(rows), {("bf16", 1), ("bf16", 2), ("quartet2", 1), ("quartet2", 2), ("quartet2-no46", 1)})
+        for (recipe, seed), name in [(("quartet2", 2), "quartet2-s2"), (("quartet2-no46", 1), "quartet2-no46-s1")]:
+            row = rows[(recipe, seed)]
+            self.assertAlmostEqual(row["val_loss"], self.val_loss(name), places=12)
+            self.assertAlmostEqual(row["gap_to_bf16"], 100 * (self.val_loss(name) - bf16_mean) / bf16_mean, places=9)
+        summary = {s["recipe"]: s for s in report["summary"]}
+        self.assertEqual(report["summary"][0]["recipe"], "bf16")
+        sd = lambda v: math.sqrt(sum((x - sum(v) / len(v)) ** 2 for x in v) / (len(v) - 1))
+        q2_mean = sum(q2) / 2
+        self.assertAlmostEqual(summary["quartet2"]["val_loss_mean"], q2_mean, places=12)
+        self.assertAlmostEqual(summary["quartet2"]["val_loss_sd"], sd(q2), places=12)
+        self.assertAlmostEqual(summary["quartet2"]["gap_to_bf16"], 100 * (q2_mean - bf16_mean) / bf16_mean, places=9)
+        se = 100 * math.sqrt(sd(q2) ** 2 / 2 + sd(bf16) ** 2 / 2) / bf16_mean
+        self.assertAlmostEqual(summary["quartet2"]["gap_to_bf16_se"], se, places=9)
+        self.assertEqual(summary["quartet2-no46"]["val_loss_sd"], 0)
+        self.assertIn("quartet2-no46", p.stdout)
+        self.assertEqual(report["config"]["steps"], 3)
+        self.assertNotIn("seed", report["config"])
+
+    def test_the_plot_is_drawn(self):
+        if shutil.which("gnuplot") is None:
+            self.skipTest("gnuplot is not installed")
+        out = os.path.join(self.dir, "plotted")
+        p = run("compare", "--from", self.runs["bf16-s1"], self.runs["quartet2-s1"], "--out", out)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        with open(os.path.join(out, "loss.png"), "rb") as f:
+            self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
+
+    def test_runs_not_trained_alike_or_unfinished_are_refused_by_name(self):
+        other = os.path.join(self.dir, "other-lr")
+        p = run("train", *TINY, "--recipe", "nvidia", "--lr", "0.001", "--out", other)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        p = run("compare", "--from", self.runs["bf16-s1"], other, "--out", os.path.join(self.dir, "x"), "--no-plot")
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("were not trained alike: lr is", p.stderr)
+        unfinished = os.path.join(self.dir, "unfinished")
+        shutil.copytree(self.runs["bf16-s1"], unfinished)
+        record = load(os.path.join(unfinished, "run.json"))
+        record["steps"] = 2
+        with open(os.path.join(unfinished, "run.json"), "w") as f:
+            json.dump(record, f)
+        for args, fragment in [
+            ([unfinished], "stopped at step 2 of 3"),
+            ([self.runs["bf16-s1"], self.runs["bf16-s1"]], "a second bf16 run with seed 1"),
+            ([self.dir], "no run.json"),
+        ]:
+            p = run("compare", "--from", *args, "--out", os.path.join(self.dir, "y"), "--no-plot")
+            self.assertNotEqual(p.returncode, 0, args)
+            self.assertIn(fragment, p.stderr, args)
+            self.assertNotIn("internal error", p.stderr)
+        p = run("compare", "--from", self.runs["bf16-s1"], "--steps", "5", "--out", os.path.join(self.dir, "z"))
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("--steps has no effect with --from", p.stderr)
+        self.assertFalse(os.path.exists(os.path.join(self.dir, "y", "compare.json")))
+
+
+if __name__ == "__main__":
+    unittest.main()
