@@ -9,6 +9,7 @@
 
 #include "cli/commands.h"
 #include "cli/config_file.h"
+#include "cli/diagnostics_plot.h"
 #include "cli/option_checks.h"
 #include "cli/progress.h"
 #include "cli/stop_signals.h"
@@ -38,6 +39,7 @@ struct TrainCommandOptions {
   std::int64_t sample_tokens = 200;
   std::int64_t max_skipped_steps = RunControl{}.max_skipped_steps;
   std::int64_t keep_last = 0;
+  std::int64_t diagnostics = 0;
   double save_every_minutes = 0;
   bool force = false;
   bool quiet = false;
@@ -52,7 +54,7 @@ const std::set<std::string> kResumeMayChange = {
     "--resume",      "--steps",        "--out",          "--save-every", "--eval-every",        "--eval-batches",
     "--final-eval-batches", "--device", "--sample-tokens", "--quiet",     "--max-skipped-steps", "--config",
     "--force",       "--help",         "--keep-last",    "--save-every-minutes", "--no-plot",
-    "--tensorboard", "--json"};
+    "--tensorboard", "--json",        "--diagnostics"};
 
 void refuse_fixed_options_on_resume(const CLI::App& app) {
   for (const CLI::Option* option : app.get_options()) {
@@ -62,7 +64,7 @@ void refuse_fixed_options_on_resume(const CLI::App& app) {
       throw Error(fmt::format("{} cannot change when resuming: the run continues with its checkpoint's settings "
                               "(those that may change: --steps, --out, --save-every, --eval-every, --eval-batches, "
                               "--final-eval-batches, --device, --max-skipped-steps, --keep-last, --save-every-minutes, --no-plot, "
-                              "--tensorboard, --json, --force)",
+                              "--tensorboard, --json, --diagnostics, --force)",
                               name));
     }
   }
@@ -112,6 +114,12 @@ Command add_train_command(CLI::App& parent) {
   app->add_flag("--no-plot", o->no_plot, "do not draw OUT/training.png at the end (docs/plot.md)");
   app->add_flag("--tensorboard", o->tensorboard,
                 "also write the metrics as TensorBoard events in OUT/tensorboard/ (docs/run-tracking.md)");
+  app->add_option("--diagnostics", o->diagnostics,
+                  "every N steps, measure each quantized GEMM's operand and product errors on the step's first "
+                  "micro-batch into OUT/metrics.jsonl and OUT/diagnostics.png; the run is unchanged "
+                  "(docs/diagnostics.md; 0: off)")
+      ->capture_default_str()
+      ->check(integer_in(0, kMaxInt64));
   app->add_flag("--json", o->json,
                 "print one JSON summary of the run on stdout at the end, and nothing else there (docs/run-tracking.md)");
 
@@ -123,6 +131,9 @@ Command add_train_command(CLI::App& parent) {
       // Without --out nothing is saved, so these would silently do nothing.
       for (const char* flag : {"--keep-last", "--save-every-minutes", "--tensorboard"}) {
         if (app->count(flag) > 0 && o->resolved.out_dir.empty()) throw Error(fmt::format("{} needs --out", flag));
+      }
+      if (o->diagnostics > 0 && o->resolved.out_dir.empty()) {
+        throw Error("--diagnostics needs --out: the measurements go to OUT/metrics.jsonl");
       }
       return;
     }
@@ -156,6 +167,7 @@ Command add_train_command(CLI::App& parent) {
     control.save_every_minutes = o->save_every_minutes;
     control.commit = QUARTET_GIT_COMMIT;
     control.tensorboard = o->tensorboard;
+    control.diagnostics_every = o->diagnostics;
 
     control.replace_existing_run = o->force;
     TrainResult result;
@@ -227,6 +239,7 @@ Command add_train_command(CLI::App& parent) {
     if (o->json) {
       fmt::print(stderr, "{}\n", validation_note(eval_batches, final_eval_batches));
       if (!run_dir.empty() && !o->no_plot) plot_finished_run(run_dir, stderr);
+      if (!run_dir.empty() && !o->no_plot && o->diagnostics > 0) plot_finished_diagnostics(run_dir, stderr);
       print_summary();
       return 0;
     }
@@ -241,6 +254,7 @@ Command add_train_command(CLI::App& parent) {
     if (!result.last_checkpoint.empty()) fmt::print("checkpoint: {}\n", result.last_checkpoint);
     if (!sample.empty()) fmt::print("sample:\n{}\n", sample);
     if (!run_dir.empty() && !o->no_plot) plot_finished_run(run_dir);
+    if (!run_dir.empty() && !o->no_plot && o->diagnostics > 0) plot_finished_diagnostics(run_dir);
     return 0;
   };
   return command;

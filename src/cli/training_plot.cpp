@@ -21,15 +21,6 @@ namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
-// A number field, or NaN for null (a non-finite value, as the JSON library writes it).
-double number_field(const nlohmann::json& j, const char* name, const std::string& where) {
-  if (!j.contains(name)) throw Error(fmt::format("{}: no \"{}\" field", where, name));
-  const nlohmann::json& v = j.at(name);
-  if (v.is_null()) return kNaN;
-  if (!v.is_number()) throw Error(fmt::format("{}: \"{}\" is not a number: {}", where, name, v.dump()));
-  return v.get<double>();
-}
-
 MetricsRow parse_row(const nlohmann::json& j, const std::string& where) {
   if (!j.is_object()) throw Error(fmt::format("{}: not a JSON object", where));
   MetricsRow r;
@@ -37,32 +28,15 @@ MetricsRow parse_row(const nlohmann::json& j, const std::string& where) {
     throw Error(fmt::format("{}: no integer \"step\" field", where));
   }
   r.step = j.at("step").get<std::int64_t>();
-  r.loss = number_field(j, "loss", where);
-  r.lr = number_field(j, "lr", where);
-  r.grad_norm = number_field(j, "grad_norm", where);
-  r.tokens_per_s = number_field(j, "tokens_per_s", where);
-  if (j.contains("val_loss")) r.val_loss = number_field(j, "val_loss", where);
+  r.loss = metrics_number(j, "loss", where);
+  r.lr = metrics_number(j, "lr", where);
+  r.grad_norm = metrics_number(j, "grad_norm", where);
+  r.tokens_per_s = metrics_number(j, "tokens_per_s", where);
+  if (j.contains("val_loss")) r.val_loss = metrics_number(j, "val_loss", where);
   return r;
 }
 
-// "run" for "/x/run", "/x/run/" and (run from inside it) ".".
-std::string run_label(const std::filesystem::path& dir) {
-  std::filesystem::path p = std::filesystem::absolute(dir).lexically_normal();
-  if (p.filename().empty()) p = p.parent_path();
-  return p.filename().empty() ? p.string() : p.filename().string();
-}
 
-// Text for a gnuplot comment: a line break in a folder name would end the comment and make the
-// rest of the name a command, so control characters become spaces.
-std::string comment_text(std::string text) {
-  for (char& c : text) {
-    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = ' ';
-  }
-  return text;
-}
-
-// gnuplot reads "NaN" as an undefined value: the curve has a gap there.
-std::string num(double v) { return std::isfinite(v) ? fmt::format("{}", v) : "NaN"; }
 
 struct Run {
   std::string label;
@@ -75,13 +49,14 @@ std::string datablocks(const std::vector<Run>& runs) {
   std::string s;
   for (std::size_t k = 0; k < runs.size(); ++k) {
     s += fmt::format("# run {}: {}\n$train{} << EOD\n# step loss lr grad_norm tokens_per_s\n", k + 1,
-                     comment_text(runs[k].label), k + 1);
+                     gnuplot_comment_text(runs[k].label), k + 1);
     for (const MetricsRow& r : runs[k].rows) {
-      s += fmt::format("{} {} {} {} {}\n", r.step, num(r.loss), num(r.lr), num(r.grad_norm), num(r.tokens_per_s));
+      s += fmt::format("{} {} {} {} {}\n", r.step, gnuplot_number(r.loss), gnuplot_number(r.lr),
+                       gnuplot_number(r.grad_norm), gnuplot_number(r.tokens_per_s));
     }
     s += fmt::format("EOD\n$val{} << EOD\n# step val_loss\n", k + 1);
     for (const MetricsRow& r : runs[k].rows) {
-      if (r.val_loss) s += fmt::format("{} {}\n", r.step, num(*r.val_loss));
+      if (r.val_loss) s += fmt::format("{} {}\n", r.step, gnuplot_number(*r.val_loss));
     }
     s += "EOD\n";
   }
@@ -119,29 +94,6 @@ std::string loss_panel(const std::vector<Run>& runs) {
   return s + "\n";
 }
 
-// Tics for a log axis over [lo, hi]. gnuplot labels only whole decades, and a loss falling from
-// 5.6 to 2.5 spans none: so the ticks are listed, as finely as leaves about a dozen of them.
-std::string log_tics(double lo, double hi) {
-  if (!(lo > 0) || !(hi >= lo) || !std::isfinite(hi)) return "set ytics autofreq\n";
-  const std::vector<std::vector<double>> mantissas = {{1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8}, {1, 2, 5}, {1}};
-  std::vector<double> tics;
-  for (const auto& m : mantissas) {
-    tics.clear();
-    for (int e = static_cast<int>(std::floor(std::log10(lo))); e <= static_cast<int>(std::ceil(std::log10(hi))); ++e) {
-      for (double d : m) {
-        const double t = d * std::pow(10.0, e);
-        if (t >= lo && t <= hi) tics.push_back(t);
-      }
-    }
-    if (tics.size() <= 12) break;
-  }
-  // Fewer than two tics in range (a flat curve): the nearest below and above label the axis.
-  if (tics.size() < 2) return "set ytics autofreq\nset autoscale y\n";
-  std::string list;
-  for (double t : tics) list += fmt::format("{}{:g}", list.empty() ? "" : ", ", t);
-  return fmt::format("set ytics ({})\n", list);
-}
-
 // The finite positive range of one column of every run's step data (or of the validation losses too).
 std::pair<double, double> positive_range(const std::vector<Run>& runs, double MetricsRow::*field, bool with_val) {
   double lo = std::numeric_limits<double>::infinity(), hi = 0;
@@ -170,15 +122,12 @@ std::string script(const std::vector<Run>& runs, const std::string& png_name) {
   // (Okabe-Ito).
   const auto [loss_lo, loss_hi] = positive_range(runs, &MetricsRow::loss, true);
   const auto [norm_lo, norm_hi] = positive_range(runs, &MetricsRow::grad_norm, false);
-  const std::string log_axis = "set logscale y\nset autoscale yfix\nset offsets 0, 0, graph 0.05, graph 0.05\n";
-  const std::string linear_axis = "unset logscale y\nset autoscale y\nset offsets 0, 0, 0, 0\nset ytics autofreq\n";
+  const std::string log_axis = kGnuplotLogAxis, linear_axis = kGnuplotLinearAxis;
   return fmt::format(
       "# Drawn by `quartet plot`; `gnuplot {}` redraws {} from the data below.\n{}"
       "set terminal pngcairo noenhanced size 1400,900 font ',10'\n"
       "set output {}\n"
-      "set linetype 1 lc rgb '#0072B2'\nset linetype 2 lc rgb '#D55E00'\nset linetype 3 lc rgb '#009E73'\n"
-      "set linetype 4 lc rgb '#CC79A7'\nset linetype 5 lc rgb '#E69F00'\nset linetype 6 lc rgb '#56B4E9'\n"
-      "set linetype 7 lc rgb '#000000'\nset linetype 8 lc rgb '#F0E442'\nset linetype cycle 8\n"
+      "{}"
       "set multiplot layout 2,2 title {}\n"
       "set grid\nset xlabel 'step'\nset key top right\n"
       "set title 'loss (log scale; dashed with points: validation)'\nset ylabel 'loss (nats per token)'\n{}{}{}"
@@ -186,17 +135,32 @@ std::string script(const std::vector<Run>& runs, const std::string& png_name) {
       "set title 'gradient norm (log scale, before clipping)'\nset ylabel 'gradient norm'\n{}{}{}"
       "set title 'throughput'\nset ylabel 'tokens per second'\n{}set yrange [0:*]\n{}"
       "unset multiplot\n",
-      comment_text(script_path(png_name).string()), comment_text(png_name), datablocks(runs), gnuplot_quoted(png_name),
-      gnuplot_quoted("quartet: " + labels), log_axis, log_tics(loss_lo, loss_hi), loss_panel(runs), linear_axis,
-      panel(runs, 3), log_axis, log_tics(norm_lo, norm_hi), panel(runs, 4), linear_axis, panel(runs, 5));
+      gnuplot_comment_text(script_path(png_name).string()), gnuplot_comment_text(png_name), datablocks(runs),
+      gnuplot_quoted(png_name), kGnuplotLinetypes, gnuplot_quoted("quartet: " + labels), log_axis,
+      gnuplot_log_tics(loss_lo, loss_hi), loss_panel(runs), linear_axis, panel(runs, 3), log_axis, gnuplot_log_tics(norm_lo, norm_hi),
+      panel(runs, 4), linear_axis, panel(runs, 5));
 }
 
 }  // namespace
 
-MetricsFile read_metrics(const std::filesystem::path& path) {
+double metrics_number(const nlohmann::json& j, const char* name, const std::string& where) {
+  if (!j.contains(name)) throw Error(fmt::format("{}: no \"{}\" field", where, name));
+  const nlohmann::json& v = j.at(name);
+  if (v.is_null()) return kNaN;
+  if (!v.is_number()) throw Error(fmt::format("{}: \"{}\" is not a number: {}", where, name, v.dump()));
+  return v.get<double>();
+}
+
+std::string run_label(const std::filesystem::path& dir) {
+  std::filesystem::path p = std::filesystem::absolute(dir).lexically_normal();
+  if (p.filename().empty()) p = p.parent_path();
+  return p.filename().empty() ? p.string() : p.filename().string();
+}
+
+bool read_json_lines(const std::filesystem::path& path,
+                     const std::function<void(const nlohmann::json&, const std::string&)>& record) {
   if (!std::filesystem::exists(path)) throw Error(fmt::format("{}: no such file", path.string()));
   const std::string text = read_file(path);
-  MetricsFile out;
   std::size_t line_number = 0;
   for (std::size_t at = 0; at < text.size();) {
     std::size_t end = text.find('\n', at);
@@ -211,19 +175,26 @@ MetricsFile read_metrics(const std::filesystem::path& path) {
     try {
       j = nlohmann::json::parse(line);
     } catch (const nlohmann::json::exception&) {
-      if (!terminated) {
-        out.torn_last_line = true;
-        break;
-      }
+      if (!terminated) return true;
       throw Error(fmt::format("{}: not JSON: {}", where, line.size() > 80 ? line.substr(0, 80) + "..." : line));
     }
+    record(j, where);
+  }
+  return false;
+}
+
+MetricsFile read_metrics(const std::filesystem::path& path) {
+  MetricsFile out;
+  out.torn_last_line = read_json_lines(path, [&](const nlohmann::json& j, const std::string& where) {
+    // Records of another kind ("kind": "diagnostics", docs/diagnostics.md) are not steps.
+    if (j.is_object() && j.contains("kind")) return;
     MetricsRow row = parse_row(j, where);
     // A resumed run truncates the steps after its checkpoint before appending, so steps only grow.
     if (!out.rows.empty() && row.step <= out.rows.back().step) {
       throw Error(fmt::format("{}: step {} does not follow step {}", where, row.step, out.rows.back().step));
     }
     out.rows.push_back(row);
-  }
+  });
   if (out.rows.empty()) throw Error(fmt::format("{} holds no steps", path.string()));
   return out;
 }

@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
@@ -27,9 +29,24 @@ struct MetricsFile {
   bool torn_last_line = false;
 };
 
-// Reads `path`. Throws Error naming the file (and the line) if it is missing, empty, not JSON
-// lines, lacks a field, or its steps do not increase.
+// Calls `record` with each JSON value of the JSON-lines file `path` and where it is ("PATH line
+// N"), skipping blank lines. Returns true when the last line was cut short (left out, as
+// MetricsFile::torn_last_line says). Throws Error naming the file and line if it is missing or
+// another line is not JSON.
+bool read_json_lines(const std::filesystem::path& path,
+                     const std::function<void(const nlohmann::json&, const std::string&)>& record);
+
+// Reads the step lines of `path`; lines of another kind (an object with a "kind" field, such as
+// the diagnostics records) are skipped. Throws Error naming the file (and the line) if it is
+// missing, empty, not JSON lines, lacks a field, or its steps do not increase.
 MetricsFile read_metrics(const std::filesystem::path& path);
+
+// Field `name` of a metrics.jsonl object as a number, NaN for null (a non-finite value, as the
+// JSON library writes it). Throws Error "WHERE: no "NAME" field" or "... is not a number".
+double metrics_number(const nlohmann::json& j, const char* name, const std::string& where);
+
+// A run's name in legends and titles: "run" for "/x/run", "/x/run/" and (run from inside it) ".".
+std::string run_label(const std::filesystem::path& dir);
 
 // The default PNG of one run, and the gnuplot script kept beside a PNG (same name, .gnuplot).
 std::filesystem::path default_plot_path(const std::filesystem::path& run_dir);

@@ -40,6 +40,33 @@ const Tensor& gemm_weight(const Tensor& w, const Tensor& w_bf16) {
   return w_bf16;
 }
 
+// The unquantized GEMMs: what the bf16 recipe runs, and the exact products a probe compares with.
+void exact_forward(Backend& backend, const Tensor& x, const Tensor& w, const Tensor& w_bf16, Tensor& y) {
+  backend.gemm(y, x, false, gemm_weight(w, w_bf16), false, /*accumulate=*/false);
+}
+void exact_dgrad(Backend& backend, const Tensor& dy, const Tensor& w, const Tensor& w_bf16, Tensor& dx) {
+  backend.gemm(dx, dy, false, gemm_weight(w, w_bf16), true, /*accumulate=*/false);
+}
+void exact_wgrad(Backend& backend, const Tensor& dy, const Tensor& x, Tensor& dw, bool accumulate) {
+  if (!x.defined()) throw Error("linear backward: the forward pass did not keep X");
+  backend.gemm(dw, dy, true, x, true, accumulate);
+}
+
+// A probed backward operand re-used from a forward tensor lives in the forward rotation's domain
+// along the forward reduction dimension (Quartet I); one quantized from the high-precision
+// tensor does not.
+Rotation exact_rotation(const OperandRule& rule, const Rotation& forward) {
+  return rule.source == OperandSource::high_precision ? Rotation::none() : forward;
+}
+
+// Shows the probe (if any) one quantized GEMM of this call.
+void show_probe(const LinearProbeHook& probe, LinearGemm gemm, ProbedOperand a, ProbedOperand b,
+                std::function<Tensor()> product, std::function<Tensor()> exact_product) {
+  if (!probe.probe) return;
+  probe.probe->observe(probe.layer, ProbedGemm{gemm, std::move(a), std::move(b), std::move(product),
+                                               std::move(exact_product)});
+}
+
 void check_linear_shapes(const Tensor& x, const Tensor& w, const Tensor& y) {
   if (x.ndim() != 2 || w.ndim() != 2 || y.ndim() != 2 || x.dim(1) != w.dim(1) || y.dim(0) != x.dim(0) ||
       y.dim(1) != w.dim(0)) {
@@ -59,8 +86,17 @@ Rotation backward_rotation(const Recipe& recipe, int size, const LinearRandom& r
   return Rotation::random(size, operand_random(random, kBackwardSigns, recipe.backward_signs == SignPolicy::fixed_per_run));
 }
 
+const char* gemm_name(LinearGemm gemm) {
+  switch (gemm) {
+    case LinearGemm::forward: return "forward";
+    case LinearGemm::dgrad: return "dgrad";
+    case LinearGemm::wgrad: return "wgrad";
+  }
+  return "?";
+}
+
 void linear_forward(Backend& backend, const Recipe& recipe, const Tensor& x, const Tensor& w, Tensor& y,
-                    LinearSaved& saved, const LinearRandom& random, const Tensor& w_bf16) {
+                    LinearSaved& saved, const LinearRandom& random, const Tensor& w_bf16, const LinearProbeHook& probe) {
   check_linear_shapes(x, w, y);
   saved = LinearSaved{};
   saved.tokens = x.dim(0);
@@ -69,9 +105,17 @@ void linear_forward(Backend& backend, const Recipe& recipe, const Tensor& x, con
     saved.xq = backend.quantize(x, false, *recipe.fwd_x.quantizer, rot, operand_random(random, kFwdX));
     saved.wq = backend.quantize(w, false, *recipe.fwd_w.quantizer, rot, operand_random(random, kFwdW));
     backend.gemm_quantized(y, saved.xq, saved.wq, /*accumulate=*/false);
+    show_probe(probe, LinearGemm::forward, {"x", x, false, Rotation::none(), saved.xq, rot},
+               {"w", w, false, Rotation::none(), saved.wq, rot}, [&] { return y; },
+               [&] {
+                 Tensor exact = backend.empty(y.shape(), y.dtype());
+                 exact_forward(backend, x, w, w_bf16, exact);
+                 return exact;
+               });
   } else {
-    backend.gemm(y, x, false, gemm_weight(w, w_bf16), false, /*accumulate=*/false);
+    exact_forward(backend, x, w, w_bf16, y);
   }
+  if (probe.probe) saved.probed_x = x;
   if (recipe.saves_high_precision_x()) saved.x = x;
   // The quantized tensors are needed only where backward re-uses them.
   const bool need_xq = recipe.wgrad_xt.quantized() && recipe.wgrad_xt.source != OperandSource::high_precision;
@@ -81,12 +125,13 @@ void linear_forward(Backend& backend, const Recipe& recipe, const Tensor& x, con
 }
 
 void linear_backward(Backend& backend, const Recipe& recipe, const Tensor& dy, const Tensor& w, const LinearSaved& saved,
-                     Tensor& dx, Tensor& dw, const LinearRandom& random, const Tensor& w_bf16) {
-  const std::int64_t m = dy.dim(0), n = dy.dim(1), k = w.dim(1);
+                     Tensor& dx, Tensor& dw, const LinearRandom& random, const Tensor& w_bf16,
+                     const LinearProbeHook& probe) {
   dy.expect("linear backward dY", {saved.tokens, w.dim(0)}, dy.dtype());
-  dx.expect("linear backward dX", {m, k}, dx.dtype());
+  dx.expect("linear backward dX", {dy.dim(0), w.dim(1)}, dx.dtype());
   dw.expect("linear backward dW", w.shape(), dw.dtype());
   const Rotation fwd_rot = forward_rotation(recipe.fwd_x);
+  const Tensor& x = saved.x.defined() ? saved.x : saved.probed_x;  // the exact X, where kept
 
   // dgrad: dX = E W, reduction over N. A = E [M, N], B = W^T [K, N].
   if (recipe.dgrad_e.quantized()) {
@@ -94,10 +139,18 @@ void linear_backward(Backend& backend, const Recipe& recipe, const Tensor& dy, c
     const QTensor e = backend.quantize(dy, false, *recipe.dgrad_e.quantizer, rot, operand_random(random, kDgradE));
     const QTensor wt = backward_operand(backend, recipe.dgrad_wt, w, saved.wq, rot, operand_random(random, kDgradWt));
     backend.gemm_quantized(dx, e, wt, false);
+    if (recipe.backward_through_trust_mask) backend.apply_trust_mask_and_unrotate(dx, saved.xq, fwd_rot);
+    show_probe(probe, LinearGemm::dgrad, {"e", dy, false, Rotation::none(), e, rot},
+               {"wt", w, true, exact_rotation(recipe.dgrad_wt, fwd_rot), wt, rot}, [&] { return dx; },
+               [&] {
+                 Tensor exact = backend.empty(dx.shape(), dx.dtype());
+                 exact_dgrad(backend, dy, w, w_bf16, exact);
+                 return exact;
+               });
   } else {
-    backend.gemm(dx, dy, false, gemm_weight(w, w_bf16), true, false);
+    exact_dgrad(backend, dy, w, w_bf16, dx);
+    if (recipe.backward_through_trust_mask) backend.apply_trust_mask_and_unrotate(dx, saved.xq, fwd_rot);
   }
-  if (recipe.backward_through_trust_mask) backend.apply_trust_mask_and_unrotate(dx, saved.xq, fwd_rot);
 
   // wgrad: dW += E^T X, reduction over M. A = E^T [N, M], B = X^T [K, M].
   Tensor contribution = dw;
@@ -108,15 +161,27 @@ void linear_backward(Backend& backend, const Recipe& recipe, const Tensor& dy, c
     const QTensor et = backend.quantize(dy, true, *recipe.wgrad_et.quantizer, rot, operand_random(random, kWgradEt));
     const QTensor xt = backward_operand(backend, recipe.wgrad_xt, saved.x, saved.xq, rot, operand_random(random, kWgradXt));
     backend.gemm_quantized(contribution, et, xt, accumulate);
+    if (recipe.backward_through_trust_mask) backend.apply_trust_mask_and_unrotate(contribution, saved.wq, fwd_rot);
+    // This call's product alone: `contribution` is the accumulated gradient unless the trust mask
+    // made it separate. The exact one accumulates into zeros, as the bf16 recipe's first micro-batch.
+    show_probe(probe, LinearGemm::wgrad, {"et", dy, true, Rotation::none(), et, rot},
+               {"xt", x, true, exact_rotation(recipe.wgrad_xt, fwd_rot), xt, rot},
+               [&] {
+                 if (!accumulate) return contribution;
+                 Tensor product = backend.empty(dw.shape(), dw.dtype());
+                 backend.gemm_quantized(product, et, xt, false);
+                 return product;
+               },
+               [&] {
+                 Tensor exact = backend.zeros(dw.shape(), dw.dtype());
+                 exact_wgrad(backend, dy, x, exact, /*accumulate=*/true);
+                 return exact;
+               });
   } else {
-    if (!saved.x.defined()) throw Error("linear backward: the forward pass did not keep X");
-    backend.gemm(contribution, dy, true, saved.x, true, accumulate);
+    exact_wgrad(backend, dy, saved.x, contribution, accumulate);
+    if (recipe.backward_through_trust_mask) backend.apply_trust_mask_and_unrotate(contribution, saved.wq, fwd_rot);
   }
-  if (recipe.backward_through_trust_mask) {
-    backend.apply_trust_mask_and_unrotate(contribution, saved.wq, fwd_rot);
-    backend.add_inplace(dw, contribution);
-  }
-  (void)n;
+  if (recipe.backward_through_trust_mask) backend.add_inplace(dw, contribution);
 }
 
 }  // namespace quartet

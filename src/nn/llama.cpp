@@ -34,6 +34,13 @@ std::vector<double> normal_values(std::uint64_t seed, std::uint32_t stream, std:
 
 constexpr std::uint32_t kInitStreamBase = 0x1A1A0000u;
 constexpr std::uint32_t kLinearsPerLayer = 4;  // qkv, o, gate_up, down
+constexpr const char* kLinearNames[kLinearsPerLayer] = {"qkv_proj", "o_proj", "gate_up_proj", "down_proj"};
+
+// The hook of linear `which` of block `layer` (nothing when there is no probe).
+LinearProbeHook probe_hook(LinearProbe* probe, std::int64_t layer, std::uint32_t which) {
+  if (!probe) return {};
+  return {probe, fmt::format("layers.{}.{}", layer, kLinearNames[which])};
+}
 
 }  // namespace
 
@@ -283,7 +290,15 @@ const Recipe& LlamaModel::recipe_for(std::int64_t layer) const {
 
 // Each residual add runs fused with the norm that follows it: a block's second add with the
 // next block's attention norm (or the final norm), so the stream is read once per norm.
-void LlamaModel::forward(const Tensor& tokens, std::int64_t batch, std::int64_t seq, std::uint32_t call, Activations& a) {
+bool LlamaModel::quantizes_any_linear() const {
+  for (std::int64_t l = 0; l < config_.n_layers; ++l) {
+    if (recipe_for(l).quantizes_forward() || recipe_for(l).quantizes_backward()) return true;
+  }
+  return false;
+}
+
+void LlamaModel::forward(const Tensor& tokens, std::int64_t batch, std::int64_t seq, std::uint32_t call, Activations& a,
+                         LinearProbe* probe) {
   const LlamaConfig& c = config_;
   if (batch < 1 || seq < 1 || seq > c.max_seq_len) {
     throw Error(fmt::format("forward: batch {} x sequence {} (the model's maximum sequence length is {})", batch, seq,
@@ -311,22 +326,26 @@ void LlamaModel::forward(const Tensor& tokens, std::int64_t batch, std::int64_t 
     };
     b.x_in = x;
     b.qkv = backend_.empty({n, a.shape.qkv_width()}, act);
-    linear_forward(backend_, r, h, weight(L.qkv), b.qkv, b.lin_qkv, random(0), gemm_weight(L.qkv));
+    linear_forward(backend_, r, h, weight(L.qkv), b.qkv, b.lin_qkv, random(0), gemm_weight(L.qkv),
+                   probe_hook(probe, l, 0));
     Tensor att = backend_.empty({n, a.shape.q_width()}, act);
     backend_.attention_forward(att, b.attention, b.qkv, a.shape);
     Tensor o = backend_.empty({n, d}, act);
-    linear_forward(backend_, r, att, weight(L.o), o, b.lin_o, random(1), gemm_weight(L.o));
+    linear_forward(backend_, r, att, weight(L.o), o, b.lin_o, random(1), gemm_weight(L.o),
+                   probe_hook(probe, l, 1));
 
     b.x_mid = backend_.empty({n, d}, act);
     b.rstd_mlp = backend_.empty({n}, pd);
     Tensor h2 = backend_.empty({n, d}, act);
     backend_.residual_rmsnorm_forward(b.x_mid, h2, b.rstd_mlp, b.x_in, o, weight(L.mlp_norm), c.rms_norm_eps);
     b.gate_up = backend_.empty({n, 2 * c.ffn()}, act);
-    linear_forward(backend_, r, h2, weight(L.gate_up), b.gate_up, b.lin_gate_up, random(2), gemm_weight(L.gate_up));
+    linear_forward(backend_, r, h2, weight(L.gate_up), b.gate_up, b.lin_gate_up, random(2), gemm_weight(L.gate_up),
+                   probe_hook(probe, l, 2));
     Tensor s = backend_.empty({n, c.ffn()}, act);
     backend_.swiglu_forward(s, b.gate_up);
     Tensor down = backend_.empty({n, d}, act);
-    linear_forward(backend_, r, s, weight(L.down), down, b.lin_down, random(3), gemm_weight(L.down));
+    linear_forward(backend_, r, s, weight(L.down), down, b.lin_down, random(3), gemm_weight(L.down),
+                   probe_hook(probe, l, 3));
 
     const bool last = l + 1 == c.n_layers;
     Tensor& next_rstd = last ? a.rstd_final : a.blocks[static_cast<std::size_t>(l + 1)].rstd_attn;
@@ -344,10 +363,10 @@ void LlamaModel::forward(const Tensor& tokens, std::int64_t batch, std::int64_t 
 }
 
 void LlamaModel::forward_backward(const Tensor& tokens, const Tensor& targets, std::int64_t batch, std::int64_t seq,
-                                  double grad_scale, std::uint32_t call, Tensor& loss_sum) {
+                                  double grad_scale, std::uint32_t call, Tensor& loss_sum, LinearProbe* probe) {
   const LlamaConfig& c = config_;
   Activations a;
-  forward(tokens, batch, seq, call, a);
+  forward(tokens, batch, seq, call, a, probe);
   const std::int64_t n = batch * seq, d = c.d_model;
   const DType act = backend_.activation_dtype();
   const auto weight = [&](std::size_t i) -> const Tensor& { return params_[i].value; };
@@ -377,28 +396,31 @@ void LlamaModel::forward_backward(const Tensor& tokens, const Tensor& targets, s
                           b.lin_gate_up.activation_bytes() + b.lin_down.activation_bytes();
     // MLP half: x_out = x_mid + down(swiglu(gate_up(norm(x_mid)))); dx holds d(x_out).
     Tensor ds = backend_.empty({n, c.ffn()}, act);
-    linear_backward(backend_, r, dx, weight(L.down), b.lin_down, ds, grad(L.down), random(3), gemm_weight(L.down));
+    linear_backward(backend_, r, dx, weight(L.down), b.lin_down, ds, grad(L.down), random(3), gemm_weight(L.down),
+                    probe_hook(probe, l, 3));
     b.lin_down = LinearSaved{};
     Tensor dgate_up = backend_.empty({n, 2 * c.ffn()}, act);
     backend_.swiglu_backward(dgate_up, ds, b.gate_up);
     ds = Tensor{};
     b.gate_up = Tensor{};
     linear_backward(backend_, r, dgate_up, weight(L.gate_up), b.lin_gate_up, dnorm_in, grad(L.gate_up), random(2),
-                    gemm_weight(L.gate_up));
+                    gemm_weight(L.gate_up), probe_hook(probe, l, 2));
     b.lin_gate_up = LinearSaved{};
     dgate_up = Tensor{};
     backend_.rmsnorm_backward(dx, grad(L.mlp_norm), dnorm_in, b.x_mid, weight(L.mlp_norm), b.rstd_mlp, true);  // d(x_mid)
 
     // Attention half: x_mid = x_in + o(attention(qkv(norm(x_in)))).
     Tensor datt = backend_.empty({n, a.shape.q_width()}, act);
-    linear_backward(backend_, r, dx, weight(L.o), b.lin_o, datt, grad(L.o), random(1), gemm_weight(L.o));
+    linear_backward(backend_, r, dx, weight(L.o), b.lin_o, datt, grad(L.o), random(1), gemm_weight(L.o),
+                    probe_hook(probe, l, 1));
     b.lin_o = LinearSaved{};
     Tensor dqkv = backend_.empty({n, a.shape.qkv_width()}, act);
     backend_.attention_backward(dqkv, datt, b.qkv, b.attention, a.shape);
     datt = Tensor{};
     b.attention = AttentionSaved{};
     b.qkv = Tensor{};
-    linear_backward(backend_, r, dqkv, weight(L.qkv), b.lin_qkv, dnorm_in, grad(L.qkv), random(0), gemm_weight(L.qkv));
+    linear_backward(backend_, r, dqkv, weight(L.qkv), b.lin_qkv, dnorm_in, grad(L.qkv), random(0), gemm_weight(L.qkv),
+                    probe_hook(probe, l, 0));
     b.lin_qkv = LinearSaved{};
     backend_.rmsnorm_backward(dx, grad(L.attn_norm), dnorm_in, b.x_in, weight(L.attn_norm), b.rstd_attn, true);  // d(x_in)
     b = Activations::Block{};  // this block's activations are no longer needed

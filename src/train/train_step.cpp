@@ -16,7 +16,7 @@ TrainStep::TrainStep(Backend& backend, LlamaModel& model, AdamW& optimizer, std:
 }
 
 void TrainStep::launch(std::int64_t step, const std::vector<Batch>& micro_batches, double grad_scale,
-                       const AdamWStep& hyper) {
+                       const AdamWStep& hyper, LinearProbe* probe) {
   failure_.clear();
   backend_.fill(status_, 0.0);
   Tensor loss_sum = status_.view(kStepLoss, {1});
@@ -30,7 +30,7 @@ void TrainStep::launch(std::int64_t step, const std::vector<Batch>& micro_batche
     backend_.upload_tokens(targets_, b.targets);
     try {
       model_.forward_backward(tokens_, targets_, batch_, seq_, grad_scale, static_cast<std::uint32_t>(step * n + k + 1),
-                              loss_sum);
+                              loss_sum, k == 0 ? probe : nullptr);
     } catch (const NonFiniteError& e) {
       failure_ = e.what();  // a quantizer met an overflowed activation or gradient
       backend_.fill(loss_sum, NAN);

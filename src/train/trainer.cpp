@@ -13,6 +13,7 @@
 #include "quartet/train/batch_prefetcher.h"
 #include "quartet/train/checkpoint.h"
 #include "quartet/train/devices.h"
+#include "quartet/train/diagnostics.h"
 #include "quartet/train/evaluation.h"
 #include "quartet/train/optimizer.h"
 #include "quartet/train/run_tracking.h"
@@ -141,6 +142,12 @@ TrainResult run(TrainConfig c, const std::filesystem::path& checkpoint, const nl
   if (control.tensorboard && c.out_dir.empty()) {
     throw Error("--tensorboard needs --out: the events are written to OUT/tensorboard/");
   }
+  if (control.diagnostics_every < 0) {
+    throw Error(fmt::format("--diagnostics must be a number of steps >= 1 (or 0: off), got {}", control.diagnostics_every));
+  }
+  if (control.diagnostics_every > 0 && c.out_dir.empty()) {
+    throw Error("--diagnostics needs --out: the measurements are written to OUT/metrics.jsonl");
+  }
   std::unique_ptr<Backend> backend = make_backend(c.device);
   const Dataset data = load_dataset(c.data, c.tokenizer);
   const std::unique_ptr<Tokenizer> tokenizer = make_tokenizer(data.tokenizer);
@@ -174,6 +181,12 @@ TrainResult run(TrainConfig c, const std::filesystem::path& checkpoint, const nl
                   mc.size, mc.n_layers, mc.d_model, mc.n_heads, mc.n_kv_heads, mc.ffn(), mc.vocab_size,
                   static_cast<double>(mc.total_parameters()) / 1e6, static_cast<double>(mc.block_parameters()) / 1e6));
   log("recipe " + recipe.describe());
+  std::int64_t diagnostics_every = control.diagnostics_every;
+  if (diagnostics_every > 0 && !model.quantizes_any_linear()) {
+    log(fmt::format("--diagnostics: recipe {} runs no quantized GEMM in this model; there is nothing to measure",
+                    recipe.name));
+    diagnostics_every = 0;
+  }
   log(fmt::format("data {}: {} tokenizer, {} train / {} val tokens; {} steps of {} tokens ({} x {} x {})", data.source,
                   data.tokenizer, data.train.size(), data.val.size(), c.steps, c.tokens_per_step(), c.batch, c.seq,
                   c.grad_accum));
@@ -284,7 +297,9 @@ TrainResult run(TrainConfig c, const std::filesystem::path& checkpoint, const nl
     hyper.eps = c.eps;
     hyper.step = step + 1;
     hyper.max_grad_norm = c.grad_clip;
-    train_step.launch(step, micro_batches, grad_scale, hyper);
+    std::optional<QuantDiagnostics> diagnostics;
+    if (diagnostics_every > 0 && (step + 1) % diagnostics_every == 0) diagnostics.emplace(*backend);
+    train_step.launch(step, micro_batches, grad_scale, hyper, diagnostics ? &*diagnostics : nullptr);
     const StepOutcome outcome = train_step.finish();
     data_position = micro_batches.back().position_after;
     data_epoch = micro_batches.back().epoch_after;
@@ -302,7 +317,9 @@ TrainResult run(TrainConfig c, const std::filesystem::path& checkpoint, const nl
     m.skipped = skipped;
     m.tokens = tokens_seen;
     const auto now = std::chrono::steady_clock::now();
-    const double step_time = std::chrono::duration<double>(now - last).count();
+    // The diagnostics' measurements are not training throughput.
+    const double step_time =
+        std::chrono::duration<double>(now - last).count() - (diagnostics ? diagnostics->seconds() : 0.0);
     m.tokens_per_second = static_cast<double>(c.tokens_per_step()) / step_time;
     step_seconds += step_time;
     last = now;
@@ -320,6 +337,7 @@ TrainResult run(TrainConfig c, const std::filesystem::path& checkpoint, const nl
     m.elapsed_seconds = elapsed_now();
     m.commit = control.commit;
     if (metrics) metrics->write(m.to_json().dump() + "\n");
+    if (metrics && diagnostics) metrics->write(diagnostics->to_json(m.step).dump() + "\n");
     if (events) events->write(tensorboard_event(m));
     result.history.push_back(m);
     if (cb.on_step) cb.on_step(m);

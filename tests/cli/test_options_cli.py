@@ -6,47 +6,24 @@ names what was wrong; none of the expected values comes from the program itself.
 import json
 import os
 import re
-import shutil
-import subprocess
-import tempfile
 import unittest
 
-QUARTET = os.environ["QUARTET"]
+from cli_case import USAGE, CliCase, run
+
 # A run small enough for a unit test (128 tokens: the smallest the quartet2 recipe's 128-wide
 # rotations take); BASE leaves the evaluation sizes to the test.
 BASE = ["--steps", "1", "--batch", "2", "--seq", "64", "--quiet", "--sample-tokens", "0", "--device", "cpu"]
 TINY = BASE + ["--eval-batches", "1", "--final-eval-batches", "1"]
 
-USAGE = 2    # the command line or config file is wrong
-RUNTIME = 1  # the work failed
+RUNTIME = 1  # the work failed (USAGE = 2: the command line or config file is wrong)
+
+# Every run here takes seconds (cli_case.TIMEOUT, 180 s by default); a regression that starts a
+# default 600-step run instead of refusing its input fails at the timeout rather than holding
+# the suite for minutes.
 
 
-# Every run here takes seconds; a regression that starts a default 600-step run instead of
-# refusing its input fails at the timeout rather than holding the suite for minutes.
-TIMEOUT = int(os.environ.get("QUARTET_TEST_TIMEOUT", "180"))
-
-
-def run(*args, env=None):
-    return subprocess.run([QUARTET, *args], capture_output=True, text=True, timeout=TIMEOUT, env=env)
-
-
-class Case(unittest.TestCase):
-    def setUp(self):
-        self.dir = tempfile.mkdtemp(prefix="quartet-options-")
-
-    def tearDown(self):
-        shutil.rmtree(self.dir)
-
-    def path(self, *parts):
-        return os.path.join(self.dir, *parts)
-
-    def expect(self, code, args, *fragments):
-        p = run(*args)
-        self.assertEqual(p.returncode, code, f"{args}: exit {p.returncode}\n{p.stderr}")
-        for f in fragments:
-            self.assertIn(f, p.stderr, f"{args}")
-        self.assertNotIn("internal error", p.stderr)
-        return p
+class Case(CliCase):
+    prefix = "quartet-options-"
 
     def config(self, text, name="run.toml"):
         path = self.path(name)

@@ -5,48 +5,20 @@ the run wrote; expected learning rates are worked out by hand in the comments.
 """
 import json
 import os
-import shutil
-import subprocess
-import tempfile
 import unittest
 
-QUARTET = os.environ["QUARTET"]
-TIMEOUT = int(os.environ.get("QUARTET_TEST_TIMEOUT", "180"))
+from cli_case import CliCase
+
 SMALL = ["--batch", "2", "--seq", "64", "--eval-batches", "1", "--final-eval-batches", "1", "--quiet",
          "--sample-tokens", "0", "--device", "cpu", "--recipe", "bf16"]
-USAGE = 2
 
 # What --resume must refuse: each changes what is trained.
 FIXED = [["--schedule", "linear"], ["--warmup-steps", "1"], ["--warmup-fraction", "0.2"], ["--min-lr", "1e-5"],
          ["--decay-fraction", "0.5"], ["--beta1", "0.8"], ["--beta2", "0.99"], ["--eps", "1e-6"]]
 
 
-def run(*args):
-    return subprocess.run([QUARTET, *args], capture_output=True, text=True, timeout=TIMEOUT)
-
-
-class Case(unittest.TestCase):
-    def setUp(self):
-        self.dir = tempfile.mkdtemp(prefix="quartet-schedule-")
-
-    def tearDown(self):
-        shutil.rmtree(self.dir)
-
-    def path(self, *parts):
-        return os.path.join(self.dir, *parts)
-
-    def ok(self, *args):
-        p = run(*args)
-        self.assertEqual(p.returncode, 0, f"{args}\n{p.stderr}")
-        return p
-
-    def refused(self, args, *fragments):
-        p = run(*args)
-        self.assertEqual(p.returncode, USAGE, f"{args}: exit {p.returncode}\n{p.stderr}")
-        for f in fragments:
-            self.assertIn(f, p.stderr, f"{args}")
-        self.assertNotIn("internal error", p.stderr)
-        return p
+class Case(CliCase):
+    prefix = "quartet-schedule-"
 
     def state(self, out, step):
         with open(os.path.join(out, "checkpoints", f"step-{step:06d}", "state.json")) as f:

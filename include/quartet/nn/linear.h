@@ -4,6 +4,8 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <string>
 
 #include "quartet/backend/backend.h"
 #include "quartet/nn/recipe.h"
@@ -21,11 +23,61 @@ struct LinearRandom {
 
 inline constexpr std::uint32_t kStreamsPerLinear = 8;
 
+// ---- diagnostics (docs/diagnostics.md) ----
+// A probe sees each quantized GEMM of a linear-layer call as the layer ran it, without changing
+// anything: no quantizer runs for it (so no random bits are drawn), and the layer's outputs and
+// gradients are the same bits with and without a probe.
+
+enum class LinearGemm : std::uint8_t { forward, dgrad, wgrad };
+const char* gemm_name(LinearGemm gemm);  // "forward", "dgrad", "wgrad"
+
+// One quantized GEMM operand: a [rows, cols] matrix, cols the GEMM's reduction dimension, whose
+// values live in `rotation`'s domain along cols. It approximates `exact` (exact^T when
+// `transposed`), whose rows are first rotated by `exact_rotation`: the forward rotation, for a
+// backward operand re-used from a forward-quantized tensor of a recipe that rotates forward
+// (Quartet I), else none.
+struct ProbedOperand {
+  const char* name = "";  // "x", "w", "e", "wt", "et", "xt"
+  Tensor exact;
+  bool transposed = false;
+  Rotation exact_rotation = Rotation::none();
+  QTensor quantized;
+  Rotation rotation = Rotation::none();
+};
+
+// A quantized GEMM of one call: its operands; the product the layer went on with (after Quartet
+// I's trust mask and rotation back; for wgrad this call's product alone, not the accumulated
+// gradient); and the product of the exact operands by the BF16 GEMM the bf16 recipe runs (a new
+// tensor of the product's shape). The products are computed when the probe asks for them (so
+// that it counts the time they take), during observe() only.
+struct ProbedGemm {
+  LinearGemm gemm = LinearGemm::forward;
+  ProbedOperand a, b;
+  std::function<Tensor()> product;
+  std::function<Tensor()> exact_product;
+};
+
+class LinearProbe {
+ public:
+  virtual ~LinearProbe() = default;
+  // Called inside linear_forward / linear_backward: the tensors are the layer's own, valid for
+  // the call only; a probe reads them and must not write them.
+  virtual void observe(const std::string& layer, const ProbedGemm& gemm) = 0;
+};
+
+// Which probe sees a layer's GEMMs, and the name it knows the layer by. No probe: nothing extra
+// is computed or kept.
+struct LinearProbeHook {
+  LinearProbe* probe = nullptr;
+  std::string layer;
+};
+
 // What the forward pass keeps for the backward pass.
 struct LinearSaved {
   Tensor x;    // high-precision X, only if the recipe's backward needs it
   QTensor xq;  // forward-quantized X, if quantized
   QTensor wq;  // forward-quantized W, if quantized
+  Tensor probed_x;  // X for a probe's exact wgrad, only when a probe watches the call
   std::int64_t tokens = 0;
 
   // Bytes held per token of activations (X, quantized or not); the quantized W is a
@@ -38,12 +90,16 @@ struct LinearSaved {
 // read); w_bf16, if given, its BF16 copy, which the unquantized GEMMs read instead (the same
 // values their rounding would make, without a conversion per call). Where the recipe keeps X in
 // high precision, saved.x shares x's buffer: x must not change before the backward pass.
+// A probe (if any) sees the quantized forward GEMM; its backward GEMMs need the same hook given
+// to linear_backward.
 void linear_forward(Backend& backend, const Recipe& recipe, const Tensor& x, const Tensor& w, Tensor& y,
-                    LinearSaved& saved, const LinearRandom& random, const Tensor& w_bf16 = Tensor{});
+                    LinearSaved& saved, const LinearRandom& random, const Tensor& w_bf16 = Tensor{},
+                    const LinearProbeHook& probe = {});
 
 // dx [M, K] = dy w (overwritten); dw [N, K] += dy^T x (accumulated).
 void linear_backward(Backend& backend, const Recipe& recipe, const Tensor& dy, const Tensor& w, const LinearSaved& saved,
-                     Tensor& dx, Tensor& dw, const LinearRandom& random, const Tensor& w_bf16 = Tensor{});
+                     Tensor& dx, Tensor& dw, const LinearRandom& random, const Tensor& w_bf16 = Tensor{},
+                     const LinearProbeHook& probe = {});
 
 // The rotation a recipe's backward pass uses in a given call (shared by its four operands).
 Rotation backward_rotation(const Recipe& recipe, int size, const LinearRandom& random);

@@ -104,8 +104,14 @@ class LlamaModel {
   // loss_sum (f64 [1], on the device: nothing is read back). `call` numbers the micro-batch: it
   // selects fresh random bits for stochastic quantizers. Errors a GPU records on the device
   // (non-finite quantizer inputs, bad tokens) are left for Backend::raise_pending_errors().
+  // A probe, if given, sees every quantized GEMM of the linear layers in the blocks, named
+  // "layers.<block>.qkv_proj", "o_proj", "gate_up_proj", "down_proj" (the LM head runs in BF16);
+  // the pass computes the same bits with it as without.
   void forward_backward(const Tensor& tokens, const Tensor& targets, std::int64_t batch, std::int64_t seq,
-                        double grad_scale, std::uint32_t call, Tensor& loss_sum);
+                        double grad_scale, std::uint32_t call, Tensor& loss_sum, LinearProbe* probe = nullptr);
+  // Whether any linear layer runs a quantized GEMM (not with bf16, nor when --bf16-blocks
+  // covers every block): what a LinearProbe could see.
+  bool quantizes_any_linear() const;
   // The same, returning the summed loss and raising pending errors (tests, tools).
   double forward_backward(const Tensor& tokens, const Tensor& targets, std::int64_t batch, std::int64_t seq,
                           double grad_scale, std::uint32_t call);
@@ -141,7 +147,8 @@ class LlamaModel {
   };
   struct Activations;
 
-  void forward(const Tensor& tokens, std::int64_t batch, std::int64_t seq, std::uint32_t call, Activations& a);
+  void forward(const Tensor& tokens, std::int64_t batch, std::int64_t seq, std::uint32_t call, Activations& a,
+               LinearProbe* probe = nullptr);
   const Recipe& recipe_for(std::int64_t layer) const;
   void refresh_bf16_weights();
   const Tensor& gemm_weight(std::size_t i) const;

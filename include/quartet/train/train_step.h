@@ -26,8 +26,10 @@ class TrainStep {
   TrainStep(Backend& backend, LlamaModel& model, AdamW& optimizer, std::int64_t batch, std::int64_t seq);
 
   // Queues step `step` (0-based; its micro-batch k draws random call step * n + k + 1, with n
-  // the number of micro-batches) with the gradient of the summed loss times grad_scale.
-  void launch(std::int64_t step, const std::vector<Batch>& micro_batches, double grad_scale, const AdamWStep& hyper);
+  // the number of micro-batches) with the gradient of the summed loss times grad_scale. A probe,
+  // if given, watches the linear layers of the first micro-batch (the step is the same bits).
+  void launch(std::int64_t step, const std::vector<Batch>& micro_batches, double grad_scale, const AdamWStep& hyper,
+              LinearProbe* probe = nullptr);
   // Waits for the queued step and reads its outcome. An error found in the data (a token or
   // target outside the vocabulary) is thrown as Error.
   StepOutcome finish();

@@ -90,6 +90,11 @@ struct RunControl {
   // Also write the metrics as TensorBoard events, to a new file in out_dir/tensorboard/
   // (docs/run-tracking.md). Needs out_dir.
   bool tensorboard = false;
+  // Quantization diagnostics (train/diagnostics.h, docs/diagnostics.md): at every step whose
+  // number is a multiple of this, measure every quantized GEMM on the step's first micro-batch
+  // and write a {"kind": "diagnostics"} line to out_dir/metrics.jsonl after the step's line. The
+  // run is the same bits with and without. Needs out_dir. 0: off.
+  std::int64_t diagnostics_every = 0;
 };
 
 // The run folder `out_dir` as train() would find it: throws Error if it is a file, or if it

@@ -1,0 +1,146 @@
+#include "quartet/train/diagnostics.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <limits>
+
+#include "quartet/error.h"
+#include "quartet/numerics/hadamard.h"
+#include "quartet/numerics/quantizer.h"
+
+namespace quartet {
+
+namespace {
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+double ratio(double numerator, double denominator) {
+  if (denominator > 0) return numerator / denominator;
+  return numerator == 0 && denominator == 0 ? 0.0 : kNaN;
+}
+
+// NaN (and infinities, which JSON has not either) as null.
+nlohmann::ordered_json number_or_null(double v) { return std::isfinite(v) ? nlohmann::ordered_json(v) : nullptr; }
+
+// The figures of one GEMM, named by its operands: {"x_err", "w_err", "out_err", "cosine", "norm_ratio"}.
+nlohmann::ordered_json gemm_figures(const std::string& a_name, double a_error, const std::string& b_name,
+                                    double b_error, const VectorComparison& product) {
+  nlohmann::ordered_json j;
+  j[a_name + "_err"] = number_or_null(a_error);
+  j[b_name + "_err"] = number_or_null(b_error);
+  j["out_err"] = number_or_null(product.relative_error);
+  j["cosine"] = number_or_null(product.cosine);
+  j["norm_ratio"] = number_or_null(product.norm_ratio);
+  return j;
+}
+
+}  // namespace
+
+VectorComparison compare_vectors(const std::vector<double>& a, const std::vector<double>& b) {
+  if (a.size() != b.size()) throw Error(fmt::format("compare_vectors: {} and {} elements", a.size(), b.size()));
+  double diff = 0, aa = 0, bb = 0, ab = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    const double d = a[i] - b[i];
+    diff += d * d;
+    aa += a[i] * a[i];
+    bb += b[i] * b[i];
+    ab += a[i] * b[i];
+  }
+  VectorComparison c;
+  c.relative_error = std::sqrt(ratio(diff, bb));
+  c.norm_ratio = std::sqrt(ratio(aa, bb));
+  c.cosine = aa > 0 && bb > 0 ? ab / (std::sqrt(aa) * std::sqrt(bb)) : kNaN;
+  return c;
+}
+
+double operand_relative_error(Backend& backend, const ProbedOperand& operand) {
+  const QTensor& q = operand.quantized;
+  const std::int64_t rows = q.rows, cols = q.cols;
+  // The exact tensor's own shape: [cols, rows] when the operand is its transpose.
+  const std::int64_t exact_rows = operand.transposed ? cols : rows, exact_cols = operand.transposed ? rows : cols;
+  operand.exact.expect(operand.name, {exact_rows, exact_cols}, operand.exact.dtype());
+  const std::vector<float> approx = dequantize_unrotated(backend.download_quantized(q), operand.rotation);
+  std::vector<double> exact = backend.download(operand.exact);
+  if (operand.exact_rotation.enabled()) {
+    std::vector<float> rotated(exact.begin(), exact.end());
+    rotate_rows(rotated.data(), exact_rows, exact_cols, exact_cols, operand.exact_rotation);
+    exact.assign(rotated.begin(), rotated.end());
+  }
+  std::vector<double> reference(static_cast<std::size_t>(rows * cols));
+  for (std::int64_t r = 0; r < rows; ++r) {
+    for (std::int64_t c = 0; c < cols; ++c) {
+      reference[static_cast<std::size_t>(r * cols + c)] =
+          exact[static_cast<std::size_t>(operand.transposed ? c * exact_cols + r : r * cols + c)];
+    }
+  }
+  return compare_vectors(std::vector<double>(approx.begin(), approx.end()), reference).relative_error;
+}
+
+GemmDiagnostics measure_gemm(Backend& backend, const ProbedGemm& gemm) {
+  GemmDiagnostics d;
+  d.gemm = gemm.gemm;
+  d.a_name = gemm.a.name;
+  d.b_name = gemm.b.name;
+  d.a_error = operand_relative_error(backend, gemm.a);
+  d.b_error = operand_relative_error(backend, gemm.b);
+  const Tensor product = gemm.product(), exact = gemm.exact_product();
+  d.product = compare_vectors(backend.download(product), backend.download(exact));
+  return d;
+}
+
+void QuantDiagnostics::observe(const std::string& layer, const ProbedGemm& gemm) {
+  const auto start = std::chrono::steady_clock::now();
+  auto it = std::find_if(layers_.begin(), layers_.end(), [&](const Layer& l) { return l.name == layer; });
+  if (it == layers_.end()) it = layers_.insert(layers_.end(), Layer{layer, {}});
+  it->gemms.push_back(measure_gemm(backend_, gemm));
+  seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+nlohmann::ordered_json QuantDiagnostics::to_json(std::int64_t step) const {
+  nlohmann::ordered_json layers = nlohmann::ordered_json::object();
+  // Per GEMM kind: the operand names and the sums of each figure over the layers.
+  struct Sum {
+    std::string a_name, b_name;
+    double a = 0, b = 0;
+    VectorComparison product;
+    int count = 0;
+  };
+  Sum sums[3];
+  for (const Layer& l : layers_) {
+    nlohmann::ordered_json j = nlohmann::ordered_json::object();
+    for (const GemmDiagnostics& g : l.gemms) {
+      j[gemm_name(g.gemm)] = gemm_figures(g.a_name, g.a_error, g.b_name, g.b_error, g.product);
+      Sum& s = sums[static_cast<int>(g.gemm)];
+      s.a_name = g.a_name;
+      s.b_name = g.b_name;
+      s.a += g.a_error;
+      s.b += g.b_error;
+      s.product.relative_error += g.product.relative_error;
+      s.product.cosine += g.product.cosine;
+      s.product.norm_ratio += g.product.norm_ratio;
+      ++s.count;
+    }
+    layers[l.name] = std::move(j);
+  }
+  nlohmann::ordered_json mean = nlohmann::ordered_json::object();
+  for (LinearGemm gemm : {LinearGemm::forward, LinearGemm::dgrad, LinearGemm::wgrad}) {
+    const Sum& s = sums[static_cast<int>(gemm)];
+    if (s.count == 0) continue;
+    const double n = s.count;
+    mean[gemm_name(gemm)] =
+        gemm_figures(s.a_name, s.a / n, s.b_name, s.b / n,
+                     VectorComparison{s.product.relative_error / n, s.product.norm_ratio / n, s.product.cosine / n});
+  }
+  nlohmann::ordered_json record;
+  record["kind"] = "diagnostics";
+  record["step"] = step;
+  record["seconds"] = seconds_;
+  record["layers"] = std::move(layers);
+  record["mean"] = std::move(mean);
+  return record;
+}
+
+}  // namespace quartet
