@@ -1,0 +1,115 @@
+"""scripts/fidelity-30m.sh, the campaign's run driver, against a stand-in for the quartet program
+that records its arguments: which runs start, which resume, which are skipped as finished, what
+each call copies out, and that bad names are refused before any work."""
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import unittest
+
+SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts", "fidelity-30m.sh")
+
+# A fresh run "trains" until stopped: it leaves a checkpoint and metrics, as SIGTERM at the
+# budget's end would. A resumed run finishes: it writes run.json.
+STAND_IN = r"""#!/usr/bin/env python3
+import json, os, sys
+args = sys.argv[1:]
+with open(os.environ["CALLS"], "a") as f:
+    f.write(json.dumps(args) + "\n")
+out = args[args.index("--out") + 1]
+os.makedirs(os.path.join(out, "checkpoints"), exist_ok=True)
+with open(os.path.join(out, "metrics.jsonl"), "a") as f:
+    f.write(json.dumps({"step": 1, "loss": 5.0}) + "\n")
+if "--resume" in args:
+    with open(os.path.join(out, "run.json"), "w") as f:
+        json.dump({"steps": 2861, "total_steps": 2861}, f)
+    print("final: step 2861 | val loss 3.0")
+    sys.exit(0)
+with open(os.path.join(out, "checkpoints", "latest"), "w") as f:  # the trainer's: a file naming the folder
+    f.write("step-000100\n")
+print("train [100/2861] loss 4.0")
+sys.exit(124)
+"""
+
+
+class FidelityScript(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="quartet-fidelity-")
+        self.quartet = os.path.join(self.dir, "quartet")
+        with open(self.quartet, "w") as f:
+            f.write(STAND_IN)
+        os.chmod(self.quartet, 0o755)
+        corpus = os.path.join(self.dir, "corpus")
+        os.makedirs(corpus)
+        with open(os.path.join(corpus, "dataset.json"), "w") as f:
+            f.write("{}")
+        self.calls = os.path.join(self.dir, "calls.jsonl")
+        self.env = dict(os.environ, CALLS=self.calls, QUARTET_RUNS=os.path.join(self.dir, "runs"),
+                        QUARTET_CORPUS=corpus)
+
+    def tearDown(self):
+        shutil.rmtree(self.dir)
+
+    def call(self, budget, *names):
+        out = tempfile.mkdtemp(dir=self.dir)
+        p = subprocess.run(["bash", SCRIPT, self.quartet, str(budget), *names], capture_output=True, text=True,
+                           timeout=120, env=dict(self.env, OUT=out))
+        return p, out
+
+    def recorded(self):
+        if not os.path.exists(self.calls):
+            return []
+        with open(self.calls) as f:
+            return [json.loads(line) for line in f]
+
+    def test_runs_start_then_resume_then_are_skipped(self):
+        p, out = self.call(600, "bf16-s1", "quartet2-no46-s3")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        first, second = self.recorded()
+        self.assertEqual(first[0], "train")
+        self.assertNotIn("--resume", first)
+        for flag, value in [("--recipe", "bf16"), ("--seed", "1"), ("--model", "30m"), ("--steps", "2861"),
+                            ("--lr", "0.0012"), ("--seq", "512"), ("--batch", "128"), ("--grad-accum", "4")]:
+            self.assertEqual(first[first.index(flag) + 1], value, flag)
+        self.assertEqual(second[second.index("--recipe") + 1], "quartet2")
+        self.assertEqual(second[second.index("--four-over-six") + 1], "off")
+        self.assertEqual(second[second.index("--seed") + 1], "3")
+        self.assertIn("bf16-s1 stopped", p.stdout)
+        self.assertEqual(sorted(os.listdir(out)), ["bf16-s1.log", "bf16-s1.metrics.jsonl", "quartet2-no46-s3.log",
+                                                   "quartet2-no46-s3.metrics.jsonl"])
+
+        p, out = self.call(600, "bf16-s1", "quartet2-no46-s3")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        resumed = self.recorded()[2:]
+        self.assertEqual([c[c.index("--resume") + 1].rsplit("/", 1)[1] for c in resumed], ["bf16-s1", "quartet2-no46-s3"])
+        self.assertIn("bf16-s1 finished", p.stdout)
+        self.assertIn("bf16-s1.run.json", os.listdir(out))
+
+        p, out = self.call(600, "bf16-s1")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(len(self.recorded()), 4, "a finished run is not run again")
+        self.assertIn("bf16-s1 finished earlier", p.stdout)
+        self.assertIn("bf16-s1.run.json", os.listdir(out))
+
+    def test_too_little_budget_starts_nothing(self):
+        p, _ = self.call(30, "bf16-s2")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("bf16-s2 not started", p.stdout)
+        self.assertEqual(self.recorded(), [])
+
+    def test_bad_names_are_refused_before_any_work(self):
+        for names, fragment in [(["bf16-s1", "fp8-s1"], "unknown recipe 'fp8'"),
+                                (["bf16-s1", "quartet2"], "must end in -s<seed>"),
+                                (["bf16-sx"], "must end in -s<seed>")]:
+            p, _ = self.call(600, *names)
+            self.assertEqual(p.returncode, 2, names)
+            self.assertIn(fragment, p.stderr, names)
+        p, _ = self.call("ten", "bf16-s1")
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("SECONDS must be a whole number", p.stderr)
+        self.assertEqual(self.recorded(), [])
+
+
+if __name__ == "__main__":
+    unittest.main()
