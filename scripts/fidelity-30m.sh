@@ -11,6 +11,8 @@
 #   bash scripts/fidelity-30m.sh QUARTET SECONDS NAME [NAME...]
 # NAME is <recipe>-s<seed>: bf16, nvidia, tetrajet2, quartet2, or quartet2-no46 (quartet2 with
 # 4/6 off), e.g. quartet2-no46-s3. A finished run (its run.json exists) is skipped.
+# QUARTET_DIAGNOSTICS=N adds `--diagnostics N` (docs/diagnostics.md) to every start and resume:
+# the run's numerics are unchanged, its metrics.jsonl gains the quantization figures.
 set -euo pipefail
 if [ $# -lt 3 ]; then
   echo "usage: $0 QUARTET SECONDS NAME [NAME...]" >&2
@@ -57,12 +59,14 @@ for name in "$@"; do
     # The authors' 30M configuration (Quartet-II's scripts): seq 512, 512 sequences (262,144
     # tokens) per step, lr 1.2e-3, warmup 10%, cosine to lr/10; 2861 steps = 750M tokens, 25 per
     # parameter of the paper's 30M count.
+    observe=(--keep-last 1)  # run controls: given again on every resume
+    [ -z "${QUARTET_DIAGNOSTICS:-}" ] || observe+=(--diagnostics "$QUARTET_DIAGNOSTICS")
     if [ -e "$run/checkpoints/latest" ]; then
-      cmd=("$quartet" train --resume "$run" --out "$run" --keep-last 1)
+      cmd=("$quartet" train --resume "$run" --out "$run" "${observe[@]}")
     else
       cmd=("$quartet" train --model 30m --data "$corpus" --seq 512 --batch 128 --grad-accum 4 --lr 0.0012 --steps 2861
            --recipe "$recipe" "${extra[@]}" --seed "$seed" --eval-every 250 --eval-batches 8 --final-eval-batches 64
-           --device cuda --keep-last 1 --out "$run" --force)
+           --device cuda "${observe[@]}" --out "$run" --force)
     fi
     echo "fidelity-30m: ${cmd[*]} (budget ${left} s)"
     set +e

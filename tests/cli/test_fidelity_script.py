@@ -92,6 +92,19 @@ class FidelityScript(unittest.TestCase):
         self.assertIn("bf16-s1 finished earlier", p.stdout)
         self.assertIn("bf16-s1.run.json", os.listdir(out))
 
+    def test_diagnostics_are_asked_for_on_start_and_on_every_resume(self):
+        self.env["QUARTET_DIAGNOSTICS"] = "250"
+        self.call(600, "nvidia-s2")
+        self.call(600, "nvidia-s2")
+        start, resume = self.recorded()
+        for args in (start, resume):
+            self.assertEqual(args[args.index("--diagnostics") + 1], "250")
+            self.assertEqual(args[args.index("--keep-last") + 1], "1")
+        self.assertIn("--resume", resume)
+        del self.env["QUARTET_DIAGNOSTICS"]
+        self.call(600, "nvidia-s3")
+        self.assertNotIn("--diagnostics", self.recorded()[2])
+
     def test_too_little_budget_starts_nothing(self):
         p, _ = self.call(30, "bf16-s2")
         self.assertEqual(p.returncode, 0, p.stderr)
