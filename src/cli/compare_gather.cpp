@@ -18,8 +18,8 @@ namespace {
 
 // Keys that may differ between runs of one comparison: what is compared (the recipe and its
 // options), the seed, and how the run was executed or observed.
-const std::set<std::string> kVaryingKeys = {"recipe",     "recipe_options", "seed",          "out_dir",
-                                            "device",     "eval_every",     "eval_batches",  "save_every"};
+const std::set<std::string> kVaryingKeys = {"recipe",       "recipe_options", "seed",      "device",
+                                            "eval_every",   "eval_batches",   "save_every"};
 
 std::string value_text(const nlohmann::json& j) { return j.is_null() ? "(unset)" : j.dump(); }
 

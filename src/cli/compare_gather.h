@@ -29,7 +29,7 @@ GatheredRun read_gathered_run(const std::filesystem::path& dir);
 std::string run_label(const nlohmann::json& config);
 
 // Refuses runs that were not trained alike: every key of the configuration except the recipe,
-// its options, the seed, the output folder, the device and how often it evaluated or saved
+// its options, the seed, the device and how often it evaluated or saved
 // must agree; the message names the key, the two runs and their values. Two runs with the same
 // label and seed are refused too.
 void check_comparable(const std::vector<GatheredRun>& runs);

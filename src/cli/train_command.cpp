@@ -202,12 +202,13 @@ Command add_train_command(CLI::App& parent) {
       result = train(o->resolved, callbacks, control);
     }
     progress.finish();
+    SummaryContext base_context;
+    base_context.commit = control.commit;
+    base_context.out_dir = run_dir;
+    base_context.total_steps = total_steps;
     // --json: stdout holds the summary object only; everything for people goes to stderr.
     const auto print_summary = [&]() {
-      SummaryContext context;
-      context.commit = control.commit;
-      context.out_dir = run_dir;
-      context.total_steps = total_steps;
+      SummaryContext context = base_context;
       context.sample_requested = o->sample_tokens > 0;
       context.sample = sample;
       fmt::print("{}\n", train_summary(result, context).dump());
@@ -228,11 +229,7 @@ Command add_train_command(CLI::App& parent) {
     // A finished run's outcome and configuration stay in its folder (run.json), so that
     // `quartet compare --from` can gather runs made separately, without their checkpoints.
     if (!run_dir.empty() && !result.last_checkpoint.empty()) {
-      SummaryContext context;
-      context.commit = control.commit;
-      context.out_dir = run_dir;
-      context.total_steps = total_steps;
-      nlohmann::json record = train_summary(result, context);
+      nlohmann::json record = train_summary(result, base_context);
       record["config"] = read_checkpoint_state(result.last_checkpoint).at("config");
       write_file_atomic(std::filesystem::path(run_dir) / "run.json", record.dump(2) + "\n");
     }

@@ -50,12 +50,10 @@ InvalidUtf8 count_invalid_utf8(std::string_view text) {
   return r;
 }
 
-}  // namespace
-
-std::string binary_evidence(std::string_view text) {
+// binary_evidence for a text whose invalid UTF-8 is already counted.
+std::string binary_evidence(std::string_view text, const InvalidUtf8& bad) {
   const std::size_t nul = text.find('\0');
   if (nul != std::string_view::npos) return fmt::format("it holds a NUL byte at offset {}", nul);
-  const InvalidUtf8 bad = count_invalid_utf8(text);
   const double share = text.empty() ? 0.0 : static_cast<double>(bad.bytes) / static_cast<double>(text.size());
   if (share > kMaxInvalidUtf8Share) {
     return fmt::format("{} of its {} bytes ({:.1f}%, more than {:.0f}%) are not valid UTF-8, the first at offset {}",
@@ -64,18 +62,22 @@ std::string binary_evidence(std::string_view text) {
   return {};
 }
 
+}  // namespace
+
+std::string binary_evidence(std::string_view text) { return binary_evidence(text, count_invalid_utf8(text)); }
+
 std::vector<std::string> check_text_inputs(const std::vector<TextInput>& inputs) {
   std::vector<std::string> warnings;
   std::unordered_map<std::string, std::string> seen_paths;              // normalised path -> name
   std::unordered_map<std::size_t, std::vector<std::size_t>> by_hash;  // contents hash -> inputs
   for (std::size_t k = 0; k < inputs.size(); ++k) {
     const TextInput& in = inputs[k];
-    const std::string evidence = binary_evidence(in.text);
+    const InvalidUtf8 bad = count_invalid_utf8(in.text);
+    const std::string evidence = binary_evidence(in.text, bad);
     if (!evidence.empty()) {
       throw Error(fmt::format("{} looks binary, not text: {}; prepare takes text files (plain or .gz)", in.name,
                               evidence));
     }
-    const InvalidUtf8 bad = count_invalid_utf8(in.text);
     if (bad.bytes > 0) {
       warnings.push_back(fmt::format("{}: {} bytes are not valid UTF-8 (the first at offset {}); the gpt2 tokenizer "
                                      "reads each as U+FFFD (convert the file to UTF-8 to keep them)",
