@@ -77,6 +77,8 @@ for name in "$@"; do
       echo "fidelity-30m: $name finished: $(grep '^final:' "$run.log" | tail -1)"
     else
       echo "fidelity-30m: $name stopped (rc $rc): $(grep -E '^train \[' "$run.log" | tail -1)"
+      # Without a checkpoint the next call would start the run over: said, not found later.
+      [ -e "$run/checkpoints/latest" ] || echo "fidelity-30m: $name left no checkpoint: $(tail -n 1 "$run.log")"
     fi
   fi
   cp "$run/metrics.jsonl" "$out/$name.metrics.jsonl" 2>/dev/null || true

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <ctime>
 
 namespace quartet::cli {
 
@@ -12,27 +13,52 @@ namespace {
 // Written only by the handler; std::atomic<bool> is lock-free, so async-signal-safe.
 std::atomic<bool> g_requested{false};
 volatile sig_atomic_t g_signal = 0;
+// When the first signal came (CLOCK_MONOTONIC, ns); only the handler, which never nests (its
+// mask blocks both signals), reads and writes it.
+long long g_first_ns = 0;
 struct sigaction g_old_int, g_old_term;
 
+// Launchers often signal a process twice at once: `timeout` and `kill -- -PGID` reach it both
+// directly and through its process group, and a batch system may signal every process of a job
+// step. Such copies, arriving within this window, are one request; a signal after it is a
+// person asking again, and aborts.
+constexpr long long kSameRequestNs = 1'000'000'000;
+
+long long monotonic_ns() {
+  timespec t{};
+  ::clock_gettime(CLOCK_MONOTONIC, &t);  // async-signal-safe
+  return static_cast<long long>(t.tv_sec) * 1'000'000'000 + t.tv_nsec;
+}
+
+void write_stderr(const char* text, std::size_t size) {
+  const ssize_t ignored = ::write(STDERR_FILENO, text, size);
+  (void)ignored;
+}
+
 void on_stop_signal(int sig) {
-  // The next SIGINT or SIGTERM gets the default action: the process dies at once.
+  const long long now = monotonic_ns();
+  if (!g_requested.load()) {
+    g_requested.store(true);
+    g_signal = sig;
+    g_first_ns = now;
+    static const char message[] =
+        "\nquartet: stopping after this step and saving a checkpoint (interrupt again to abort at once)\n";
+    write_stderr(message, sizeof(message) - 1);
+    return;
+  }
+  if (now - g_first_ns < kSameRequestNs) {
+    static const char message[] = "quartet: the stop signal came twice at once: taken as one request\n";
+    write_stderr(message, sizeof(message) - 1);
+    return;
+  }
+  // Asked again: the default action, which kills the process. The signal is blocked inside its
+  // own handler, so it stays pending until the handler returns, then is fatal.
   struct sigaction dfl {};
   dfl.sa_handler = SIG_DFL;
   sigemptyset(&dfl.sa_mask);
   ::sigaction(SIGINT, &dfl, nullptr);
   ::sigaction(SIGTERM, &dfl, nullptr);
-  if (g_requested.exchange(true)) {
-    // Two signals delivered together (to two threads, or one nested in the other's handler):
-    // this is the second, so it aborts. It is blocked in its own handler, hence pending until
-    // the handler returns, then fatal.
-    ::raise(sig);
-    return;
-  }
-  g_signal = sig;
-  static const char message[] =
-      "\nquartet: stopping after this step and saving a checkpoint (interrupt again to abort at once)\n";
-  const ssize_t ignored = ::write(STDERR_FILENO, message, sizeof(message) - 1);
-  (void)ignored;
+  ::raise(sig);
 }
 
 }  // namespace
@@ -40,9 +66,12 @@ void on_stop_signal(int sig) {
 StopSignals::StopSignals() {
   g_requested.store(false);
   g_signal = 0;
+  g_first_ns = 0;
   struct sigaction sa {};
   sa.sa_handler = on_stop_signal;
   sigemptyset(&sa.sa_mask);
+  sigaddset(&sa.sa_mask, SIGINT);  // one handler at a time: SIGINT and SIGTERM never nest
+  sigaddset(&sa.sa_mask, SIGTERM);
   sa.sa_flags = SA_RESTART;  // file writes and reads in progress carry on
   ::sigaction(SIGINT, &sa, &g_old_int);
   ::sigaction(SIGTERM, &sa, &g_old_term);

@@ -1,6 +1,8 @@
 // Ctrl-C (SIGINT) and SIGTERM during a training run: the first asks the run to stop after the
 // step under way, save a checkpoint and return, so an interruption loses no completed step; a
-// second one (either signal) kills the process at once, for when saving takes too long.
+// second one (either signal) kills the process at once, for when saving takes too long. Copies
+// of the first that arrive within a second (launchers signal a process and its group at once)
+// are the same request.
 #pragma once
 
 #include <atomic>

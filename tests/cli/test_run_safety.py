@@ -94,18 +94,40 @@ class Interrupted(unittest.TestCase):
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertEqual(metric_steps(run), list(range(1, steps[-1] + 3)))
 
-    def test_a_second_signal_aborts_at_once(self):
-        run = os.path.join(self.dir, "run")
+    def test_signals_that_arrive_together_are_one_request(self):
+        # `timeout` and `kill -- -PGID` reach a process directly and through its group: two
+        # signals at once. Stopped, the process receives both before it can run on; they are
+        # one request to stop, and the step under way is saved.
+        run = os.path.join(self.dir, "together")
         p = start("train", *TINY, "--steps", "100000", "--out", run)
         wait_for(lambda: len(metric_steps(run)) >= 1)
-        # Stopped, the process receives both signals before it can run on: the first asks for
-        # a graceful stop, the second must kill it there and then.
         p.send_signal(signal.SIGSTOP)
         p.send_signal(signal.SIGINT)
         p.send_signal(signal.SIGTERM)
         p.send_signal(signal.SIGCONT)
         _, err = p.communicate(timeout=60)
-        self.assertIn(p.returncode, (-signal.SIGINT, -signal.SIGTERM), err)
+        self.assertEqual(p.returncode, 130, err)
+        self.assertIn("taken as one request", err)
+        self.assertEqual(self.check_latest_is_complete(run), metric_steps(run)[-1])
+
+    def test_a_second_signal_later_aborts_at_once(self):
+        # Steps long enough (about a second on two cores) that the run is still in the step
+        # under way when the second signal, more than a second after the first, arrives; the
+        # pause (SIGSTOP) holds it there while the second's moment comes.
+        run = os.path.join(self.dir, "run")
+        slow = [a for a in TINY]
+        slow[slow.index("--batch") + 1], slow[slow.index("--seq") + 1] = "16", "256"
+        p = start("train", *slow, "--steps", "100000", "--out", run)
+        wait_for(lambda: len(metric_steps(run)) >= 1)
+        p.send_signal(signal.SIGINT)
+        while "stopping after this step" not in p.stderr.readline():
+            self.assertIsNone(p.poll(), "the run ended before the first signal was handled")
+        p.send_signal(signal.SIGSTOP)
+        time.sleep(1.3)
+        p.send_signal(signal.SIGTERM)
+        p.send_signal(signal.SIGCONT)
+        _, err = p.communicate(timeout=60)
+        self.assertEqual(p.returncode, -signal.SIGTERM, err)
         self.assertNotIn("checkpoint saved", err)
 
     def test_kill_9_at_random_moments_never_breaks_the_run_folder(self):
