@@ -22,5 +22,6 @@ Command add_sample_command(CLI::App& parent);
 Command add_prepare_command(CLI::App& parent);
 Command add_export_command(CLI::App& parent);
 Command add_bench_command(CLI::App& parent);
+Command add_diagnose_command(CLI::App& parent);
 
 }  // namespace quartet::cli

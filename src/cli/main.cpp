@@ -77,6 +77,7 @@ int main(int argc, char** argv) {
   commands.push_back(add_export_command(app));
   commands.push_back(add_bench_command(app));
   commands.push_back(add_quant_error_command(app));
+  commands.push_back(add_diagnose_command(app));
 
   // CLI11 reports an unknown command only as "a subcommand is required"; name it instead.
   if (argc > 1 && argv[1][0] != '-') {

@@ -132,6 +132,7 @@ void linear_backward(Backend& backend, const Recipe& recipe, const Tensor& dy, c
   dw.expect("linear backward dW", w.shape(), dw.dtype());
   const Rotation fwd_rot = forward_rotation(recipe.fwd_x);
   const Tensor& x = saved.x.defined() ? saved.x : saved.probed_x;  // the exact X, where kept
+  if (probe.probe) probe.probe->observe_call(probe.layer, LinearCall{x, w, w_bf16, dy, random});
 
   // dgrad: dX = E W, reduction over N. A = E [M, N], B = W^T [K, N].
   if (recipe.dgrad_e.quantized()) {

@@ -4,7 +4,9 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
+#include <cstdint>
 #include <functional>
 #include <random>
 #include <string>
@@ -57,6 +59,40 @@ inline double dot(const std::vector<double>& a, const std::vector<double>& b) {
   double s = 0;
   for (std::size_t i = 0; i < a.size(); ++i) s += a[i] * b[i];
   return s;
+}
+
+inline double norm(const std::vector<double>& v) { return std::sqrt(dot(v, v)); }
+
+inline std::vector<double> minus(const std::vector<double>& a, const std::vector<double>& b) {
+  std::vector<double> d(a.size());
+  for (std::size_t i = 0; i < a.size(); ++i) d[i] = a[i] - b[i];
+  return d;
+}
+
+// C[m][n] = sum_k A[m][k] B[n][k] in double, A given [M, K] or (a_t) [K, M], likewise B: the GEMM
+// convention of Backend::gemm, computed independently of it.
+inline std::vector<double> matmul_tn(const std::vector<double>& a, bool a_t, const std::vector<double>& b, bool b_t,
+                                     std::int64_t m, std::int64_t n, std::int64_t k) {
+  std::vector<double> c(static_cast<std::size_t>(m * n), 0.0);
+  for (std::int64_t i = 0; i < m; ++i) {
+    for (std::int64_t j = 0; j < n; ++j) {
+      double s = 0;
+      for (std::int64_t l = 0; l < k; ++l) {
+        s += a[static_cast<std::size_t>(a_t ? l * m + i : i * k + l)] * b[static_cast<std::size_t>(b_t ? l * n + j : j * k + l)];
+      }
+      c[static_cast<std::size_t>(i * n + j)] = s;
+    }
+  }
+  return c;
+}
+
+// A test parameter (a recipe name such as "quartet1-sr") as a GoogleTest name: letters and
+// digits, everything else '_'.
+inline std::string parameter_name(std::string text) {
+  for (char& ch : text) {
+    if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
+  }
+  return text;
 }
 
 }  // namespace quartet::testing

@@ -21,6 +21,9 @@
 namespace quartet {
 namespace {
 
+using testing::matmul_tn;
+using testing::minus;
+using testing::norm;
 using testing::random_values;
 
 // A probe that keeps what it was shown: the library's figures, and the operands themselves (their
@@ -52,30 +55,6 @@ class RecordingProbe : public LinearProbe {
  private:
   Backend& backend_;
 };
-
-double norm(const std::vector<double>& v) { return std::sqrt(testing::dot(v, v)); }
-
-std::vector<double> minus(const std::vector<double>& a, const std::vector<double>& b) {
-  std::vector<double> d(a.size());
-  for (std::size_t i = 0; i < a.size(); ++i) d[i] = a[i] - b[i];
-  return d;
-}
-
-// C[m][n] = sum_k A[m][k] B[n][k] in double, A given [M, K] or (a_t) [K, M], likewise B.
-std::vector<double> matmul_tn(const std::vector<double>& a, bool a_t, const std::vector<double>& b, bool b_t,
-                              std::int64_t m, std::int64_t n, std::int64_t k) {
-  std::vector<double> c(static_cast<std::size_t>(m * n), 0.0);
-  for (std::int64_t i = 0; i < m; ++i) {
-    for (std::int64_t j = 0; j < n; ++j) {
-      double s = 0;
-      for (std::int64_t l = 0; l < k; ++l) {
-        s += a[static_cast<std::size_t>(a_t ? l * m + i : i * k + l)] * b[static_cast<std::size_t>(b_t ? l * n + j : j * k + l)];
-      }
-      c[static_cast<std::size_t>(i * n + j)] = s;
-    }
-  }
-  return c;
-}
 
 std::vector<double> rounded_to_bf16(std::vector<double> v) {
   for (double& x : v) x = round_to_bf16(static_cast<float>(x));
@@ -269,13 +248,7 @@ TEST_P(EveryQuantizedRecipe, FiguresAreSaneAndTheLayerUnchanged) {
 
 INSTANTIATE_TEST_SUITE_P(Recipes, EveryQuantizedRecipe,
                          ::testing::Values("nvidia", "nvidia+4/6", "tetrajet2", "quartet2", "quartet1", "quartet1-sr"),
-                         [](const auto& param_info) {
-                           std::string n = param_info.param;
-                           for (char& ch : n) {
-                             if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
-                           }
-                           return n;
-                         });
+                         [](const auto& param_info) { return testing::parameter_name(param_info.param); });
 
 // ---- the trainer ----------------------------------------------------------------------------
 

@@ -57,12 +57,25 @@ struct ProbedGemm {
   std::function<Tensor()> exact_product;
 };
 
+// The inputs of one backward call of a linear layer, quantized or not: X (the exact input the
+// forward pass received), the master weight W (and its BF16 copy, when the model keeps one), the
+// output gradient E = dY, and the layer's random streams: what `quartet diagnose` needs to run the
+// layer's backward pass again, under any recipe, with fresh draws.
+struct LinearCall {
+  Tensor x, w, w_bf16, dy;
+  LinearRandom random;
+};
+
 class LinearProbe {
  public:
   virtual ~LinearProbe() = default;
   // Called inside linear_forward / linear_backward: the tensors are the layer's own, valid for
   // the call only; a probe reads them and must not write them.
   virtual void observe(const std::string& layer, const ProbedGemm& gemm) = 0;
+  // Called at the start of every linear_backward the probe watches, whatever the recipe (bf16
+  // included), before any GEMM; the same rules: the tensors are the layer's, valid for the call
+  // only (the model reuses gradient buffers), to be copied and not written. Default: nothing.
+  virtual void observe_call(const std::string& /*layer*/, const LinearCall& /*call*/) {}
 };
 
 // Which probe sees a layer's GEMMs, and the name it knows the layer by. No probe: nothing extra
