@@ -6,7 +6,9 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <atomic>
 #include <cstring>
+#include <mutex>
 #include <fmt/format.h>
 #include <vector>
 
@@ -14,6 +16,7 @@
 #include "dist/socket.h"
 #include "quartet/dist/communicator.h"
 #include "quartet/dist/launcher.h"
+#include "quartet/dist/peer_watch.h"
 #include "quartet/dist/rendezvous.h"
 
 namespace quartet {
@@ -192,6 +195,51 @@ TEST(SocketCommunicator, ARankThatHangsIsATimeout) {
   EXPECT_FALSE(out[0].ok);
   EXPECT_TRUE(contains(out[0].text, "rank 1 did not answer within the timeout")) << out[0].text;
   EXPECT_LT(out[0].seconds, 2.5);
+}
+
+// What PeerWatch saw, read by the rank's main thread.
+struct Seen {
+  std::mutex mutex;
+  std::string message;
+  std::string get() {
+    std::lock_guard<std::mutex> lock(mutex);
+    return message;
+  }
+};
+
+TEST(PeerWatch, AKilledRankIsReportedToEveryOtherRank) {
+  const int port = dist::free_tcp_port("127.0.0.1");
+  const auto out = run_ranks(3, [&](int r) {
+    Seen seen;
+    PeerWatch watch(Rendezvous::connect(env_for(r, 3, port), 20), [&](const std::string& why) {
+      std::lock_guard<std::mutex> lock(seen.mutex);
+      seen.message = why;
+    });
+    if (r == 2) ::raise(SIGKILL);
+    // A rank blocked in a GPU collective would wait here forever: the watch must tell.
+    for (int i = 0; i < 1000 && seen.get().empty(); ++i) usleep(10 * 1000);
+    return seen.get();
+  });
+  EXPECT_TRUE(contains(out[0].text, "rank 2 closed its connection")) << out[0].text;
+  EXPECT_TRUE(contains(out[1].text, "rank 2 closed its connection")) << out[1].text;  // told by rank 0
+}
+
+TEST(PeerWatch, AnOrderlyEndIsNoFailure) {
+  const int port = dist::free_tcp_port("127.0.0.1");
+  const auto out = run_ranks(3, [&](int r) {
+    Seen seen;
+    {
+      PeerWatch watch(Rendezvous::connect(env_for(r, 3, port), 20), [&](const std::string& why) {
+        std::lock_guard<std::mutex> lock(seen.mutex);
+        seen.message = why;
+      });
+      usleep(static_cast<useconds_t>(r) * 100 * 1000);  // the ranks end at different moments
+      watch.finish();
+      usleep(300 * 1000);
+    }
+    return seen.get().empty() ? std::string("quiet") : seen.get();
+  });
+  for (int r = 0; r < 3; ++r) EXPECT_EQ(out[r].text, "quiet") << "rank " << r;
 }
 
 TEST(LocalLauncher, SetsTheVariablesAndSucceedsWhenEveryRankDoes) {
