@@ -17,4 +17,7 @@ std::unique_ptr<Backend> make_cuda_backend(const CudaBackendOptions&) {
 
 std::vector<CudaOpTime> cuda_op_profile(bool) { return {}; }
 
+void cuda_select_device(int) { throw Error("this build of quartet has no CUDA backend: it cannot drive a GPU"); }
+void* cuda_backend_stream(Backend&) { throw Error("this build of quartet has no CUDA backend"); }
+
 }  // namespace quartet

@@ -5,7 +5,11 @@
 
 #include <filesystem>
 #include <memory>
+#include <algorithm>
+#include <cstdlib>
+#include <optional>
 #include <set>
+#include <thread>
 
 #include "cli/commands.h"
 #include "cli/config_file.h"
@@ -17,6 +21,8 @@
 #include "cli/train_options.h"
 #include "cli/train_summary.h"
 #include "quartet/data/tokenizer.h"
+#include "quartet/dist/environment.h"
+#include "quartet/dist/launcher.h"
 #include "quartet/error.h"
 #include "quartet/util/text.h"
 #include "quartet/nn/generate.h"
@@ -46,7 +52,48 @@ struct TrainCommandOptions {
   bool no_plot = false;
   bool tensorboard = false;
   bool json = false;
+  std::int64_t gpus = 0;       // --gpus N: one rank per GPU of this node
+  std::int64_t processes = 0;  // --processes N: N ranks on this node (any device; CPU runs, tests)
 };
+
+// Set in the ranks `quartet train --gpus N` starts, whose command line still holds --gpus N:
+// they are ranks, not launchers.
+constexpr const char* kLaunchedRank = "QUARTET_LAUNCHED_RANK";
+
+// This process's arguments as it was started (argv[1..]): the ranks get the same.
+std::vector<std::string> own_arguments() {
+  const std::string cmdline = read_file("/proc/self/cmdline");
+  std::vector<std::string> args;
+  std::string current;
+  for (char ch : cmdline) {
+    if (ch == '\0') {
+      args.push_back(current);
+      current.clear();
+    } else {
+      current += ch;
+    }
+  }
+  if (!current.empty()) args.push_back(current);
+  if (!args.empty()) args.erase(args.begin());
+  return args;
+}
+
+// `--gpus N` / `--processes N` in the launcher: start the ranks and wait for them.
+int launch_ranks(const TrainCommandOptions& o) {
+  const std::int64_t n = o.gpus > 0 ? o.gpus : o.processes;
+  LocalLaunch launch;
+  launch.args = own_arguments();
+  launch.processes = static_cast<int>(n);
+  launch.extra_environment[kLaunchedRank] = "1";
+  // CPU ranks share the machine's cores: OpenMP's default (every core per process) would
+  // oversubscribe them. A value the user set is kept.
+  if (o.gpus == 0 && std::getenv("OMP_NUM_THREADS") == nullptr) {
+    const long cores = std::max(1L, static_cast<long>(std::thread::hardware_concurrency()));
+    launch.extra_environment["OMP_NUM_THREADS"] = std::to_string(std::max(1L, cores / n));
+  }
+  launch.log = [](const std::string& line) { fmt::print(stderr, "quartet: {}\n", line); };
+  return launch_local(launch);
+}
 
 // What --resume may change: how the run goes on, not what is trained. Every other option is
 // refused (rather than silently ignored), including options added later.
@@ -54,7 +101,7 @@ const std::set<std::string> kResumeMayChange = {
     "--resume",      "--steps",        "--out",          "--save-every", "--eval-every",        "--eval-batches",
     "--final-eval-batches", "--device", "--sample-tokens", "--quiet",     "--max-skipped-steps", "--config",
     "--force",       "--help",         "--keep-last",    "--save-every-minutes", "--no-plot",
-    "--tensorboard", "--json",        "--diagnostics"};
+    "--tensorboard", "--json",        "--diagnostics", "--gpus",     "--processes"};
 
 void refuse_fixed_options_on_resume(const CLI::App& app) {
   for (const CLI::Option* option : app.get_options()) {
@@ -64,7 +111,7 @@ void refuse_fixed_options_on_resume(const CLI::App& app) {
       throw Error(fmt::format("{} cannot change when resuming: the run continues with its checkpoint's settings "
                               "(those that may change: --steps, --out, --save-every, --eval-every, --eval-batches, "
                               "--final-eval-batches, --device, --max-skipped-steps, --keep-last, --save-every-minutes, --no-plot, "
-                              "--tensorboard, --json, --diagnostics, --force)",
+                              "--tensorboard, --json, --diagnostics, --force, --gpus, --processes)",
                               name));
     }
   }
@@ -120,12 +167,34 @@ Command add_train_command(CLI::App& parent) {
                   "(docs/diagnostics.md; 0: off)")
       ->capture_default_str()
       ->check(integer_in(0, kMaxInt64));
+  app->add_option("--gpus", o->gpus,
+                  "train data-parallel on N GPUs of this machine, one process each (implies --device cuda; "
+                  "--grad-accum must be a multiple of N; docs/multi-gpu.md)")
+      ->check(integer_in(1, 4096));
+  app->add_option("--processes", o->processes,
+                  "train data-parallel in N processes of this machine on the --device (e.g. cpu, for tests); "
+                  "--grad-accum must be a multiple of N (docs/multi-gpu.md)")
+      ->check(integer_in(1, 4096));
   app->add_flag("--json", o->json,
                 "print one JSON summary of the run on stdout at the end, and nothing else there (docs/run-tracking.md)");
 
   Command command;
   command.app = app;
   command.check = [o, app]() {
+    if (o->gpus > 0 && o->processes > 0) throw Error("--gpus and --processes both start ranks: give one of them");
+    if (o->gpus > 0) {
+      if (app->count("--device") > 0 && o->train.config.device != "cuda") {
+        throw Error(fmt::format("--gpus trains on GPUs, but --device is {}: for several CPU processes use --processes",
+                                o->train.config.device));
+      }
+      o->train.config.device = "cuda";
+    }
+    if ((o->gpus > 0 || o->processes > 0) && std::getenv(kLaunchedRank) == nullptr &&
+        dist_environment_from_process().has_value()) {
+      throw Error(
+          "--gpus and --processes start their own ranks, but RANK/WORLD_SIZE/LOCAL_RANK are set (torchrun, Slurm): "
+          "under an external launcher leave them out, every process is one rank (docs/multi-gpu.md)");
+    }
     if (o->resume.empty()) {
       o->resolved = o->train.resolve();
       // Without --out nothing is saved, so these would silently do nothing.
@@ -140,6 +209,10 @@ Command add_train_command(CLI::App& parent) {
     refuse_fixed_options_on_resume(*app);
   };
   command.run = [o, app]() {
+    // The launcher of --gpus / --processes trains nothing itself.
+    if ((o->gpus > 0 || o->processes > 0) && std::getenv(kLaunchedRank) == nullptr) return launch_ranks(*o);
+    const std::optional<DistEnvironment> dist = dist_environment_from_process();
+    const bool lead = !dist || dist->rank == 0;
     ProgressLine progress("train");
     progress.set_silent(o->quiet);
     std::int64_t total_steps = 0;
@@ -168,6 +241,7 @@ Command add_train_command(CLI::App& parent) {
     control.commit = QUARTET_GIT_COMMIT;
     control.tensorboard = o->tensorboard;
     control.diagnostics_every = o->diagnostics;
+    control.distributed = dist;
 
     control.replace_existing_run = o->force;
     TrainResult result;
@@ -182,7 +256,7 @@ Command add_train_command(CLI::App& parent) {
       if (app->count("--eval-every")) r.eval_every = given.eval_every;
       if (app->count("--eval-batches")) r.eval_batches = given.eval_batches;
       if (app->count("--final-eval-batches")) r.final_eval_batches = given.final_eval_batches;
-      if (app->count("--device")) r.device = given.device;
+      if (app->count("--device") || o->gpus > 0) r.device = given.device;
       const nlohmann::json state = read_checkpoint_state(resolve_checkpoint(o->resume));  // fields checked
       const TrainConfig saved = TrainConfig::from_json(state.at("config"));
       total_steps = r.steps ? *r.steps : saved.steps;
@@ -193,8 +267,9 @@ Command add_train_command(CLI::App& parent) {
       run_dir = r.out_dir ? *r.out_dir : resolve_checkpoint(o->resume).parent_path().parent_path().string();
       result = resume(o->resume, r, callbacks, control);
     } else {
-      // Before any work: an existing run is never overwritten by accident.
-      check_run_folder(o->resolved.out_dir, control);
+      // Before any work: an existing run is never overwritten by accident. Rank 0 alone looks
+      // (the others would find the folder it has just started writing).
+      if (lead) check_run_folder(o->resolved.out_dir, control);
       total_steps = o->resolved.steps;
       eval_batches = o->resolved.eval_batches;
       final_eval_batches = o->resolved.final_eval_batches;
@@ -202,6 +277,8 @@ Command add_train_command(CLI::App& parent) {
       result = train(o->resolved, callbacks, control);
     }
     progress.finish();
+    // The other ranks trained the same run: rank 0 reports it.
+    if (!lead) return result.stopped ? signals.exit_status() : 0;
     SummaryContext base_context;
     base_context.commit = control.commit;
     base_context.out_dir = run_dir;

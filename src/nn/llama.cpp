@@ -162,7 +162,8 @@ struct LlamaModel::Activations {
   AttentionShape shape;
 };
 
-LlamaModel::LlamaModel(Backend& backend, LlamaConfig config, Recipe recipe, std::uint64_t seed)
+LlamaModel::LlamaModel(Backend& backend, LlamaConfig config, Recipe recipe, std::uint64_t seed,
+                       std::int64_t flat_multiple)
     : backend_(backend), config_(std::move(config)), recipe_(std::move(recipe)), bf16_recipe_(make_recipe("bf16")),
       seed_(seed) {
   config_.validate();
@@ -210,6 +211,8 @@ LlamaModel::LlamaModel(Backend& backend, LlamaConfig config, Recipe recipe, std:
     flat_.segments.push_back(ParameterSegment{total, n, spec.shape.size() == 2});
     total += round_up_to(head ? padded_vocab_ * d : n, FlatParameters::kSegmentAlignment);
   }
+  if (flat_multiple < 1) throw Error(fmt::format("the flat buffers' size multiple must be >= 1, got {}", flat_multiple));
+  total = round_up_to(total, flat_multiple);  // zero padding after the last segment (sharding)
   flat_.values = backend_.zeros({total}, backend_.param_dtype());
   flat_.grads = backend_.zeros({total}, backend_.param_dtype());
   flat_.values_bf16 = backend_.empty({total}, DType::bf16);

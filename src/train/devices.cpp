@@ -14,4 +14,8 @@ std::unique_ptr<Backend> make_backend(const std::string& device) {
   throw Error(fmt::format("--device must be auto, cpu or cuda, got '{}'", device));
 }
 
+void select_device_for_rank(const std::string& device, int local_rank) {
+  if (device == "cuda" || (device == "auto" && cuda_available())) cuda_select_device(local_rank);
+}
+
 }  // namespace quartet

@@ -8,7 +8,7 @@
 
 namespace quartet {
 
-TrainStep::TrainStep(Backend& backend, LlamaModel& model, AdamW& optimizer, std::int64_t batch, std::int64_t seq)
+TrainStep::TrainStep(Backend& backend, LlamaModel& model, StepOptimizer& optimizer, std::int64_t batch, std::int64_t seq)
     : backend_(backend), model_(model), optimizer_(optimizer), batch_(batch), seq_(seq) {
   tokens_ = backend.empty({batch * seq}, DType::i32);
   targets_ = backend.empty({batch * seq}, DType::i32);
@@ -16,12 +16,13 @@ TrainStep::TrainStep(Backend& backend, LlamaModel& model, AdamW& optimizer, std:
 }
 
 void TrainStep::launch(std::int64_t step, const std::vector<Batch>& micro_batches, double grad_scale,
-                       const AdamWStep& hyper, LinearProbe* probe) {
+                       const AdamWStep& hyper, LinearProbe* probe, std::int64_t first, std::int64_t total) {
   failure_.clear();
   backend_.fill(status_, 0.0);
   Tensor loss_sum = status_.view(kStepLoss, {1});
   model_.zero_grads();
   const auto n = static_cast<std::int64_t>(micro_batches.size());
+  const std::int64_t per_step = total > 0 ? total : n;  // micro-batches per step on all ranks
   for (std::int64_t k = 0; k < n; ++k) {
     const Batch& b = micro_batches[static_cast<std::size_t>(k)];
     // Uploads are queued behind the previous micro-batch's kernels (one stream), so one pair of
@@ -29,7 +30,7 @@ void TrainStep::launch(std::int64_t step, const std::vector<Batch>& micro_batche
     backend_.upload_tokens(tokens_, b.inputs);
     backend_.upload_tokens(targets_, b.targets);
     try {
-      model_.forward_backward(tokens_, targets_, batch_, seq_, grad_scale, static_cast<std::uint32_t>(step * n + k + 1),
+      model_.forward_backward(tokens_, targets_, batch_, seq_, grad_scale, static_cast<std::uint32_t>(step * per_step + first + k + 1),
                               loss_sum, k == 0 ? probe : nullptr);
     } catch (const NonFiniteError& e) {
       failure_ = e.what();  // a quantizer met an overflowed activation or gradient

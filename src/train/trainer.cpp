@@ -17,6 +17,9 @@
 #include "quartet/train/evaluation.h"
 #include "quartet/train/optimizer.h"
 #include "quartet/train/run_tracking.h"
+#include "quartet/train/sharded_optimizer.h"
+#include "quartet/dist/rendezvous.h"
+#include "quartet/dist/sharding.h"
 #include "quartet/train/train_step.h"
 #include "quartet/util/files.h"
 
@@ -128,8 +131,27 @@ void remove_killed_writes(const std::filesystem::path& dir, const std::function<
   }
 }
 
+// What every rank of a data-parallel run must agree on before it starts: the run's settings
+// and where it starts. A rank started with other arguments is named.
+void check_ranks_agree(Rendezvous& rendezvous, const TrainConfig& c, std::int64_t start_step) {
+  const std::string mine = nlohmann::json{{"config", c.to_json()}, {"start_step", start_step}}.dump();
+  const std::vector<std::string> all = rendezvous.all_gather(mine);
+  for (std::size_t r = 1; r < all.size(); ++r) {
+    if (all[r] != all[0]) {
+      throw Error(fmt::format("rank {} runs other settings than rank 0 (every rank must be started with the same "
+                              "arguments):\n  rank 0: {}\n  rank {}: {}",
+                              r, all[0], r, all[r]));
+    }
+  }
+}
+
 TrainResult run(TrainConfig c, const std::filesystem::path& checkpoint, const nlohmann::json& resume_state,
-                const TrainCallbacks& cb, const RunControl& control) {
+                const TrainCallbacks& all_callbacks, const RunControl& control) {
+  // In a data-parallel run only rank 0 speaks: logs, progress, metrics, checkpoints.
+  const int rank = control.distributed ? control.distributed->rank : 0;
+  const int world = control.distributed ? control.distributed->world_size : 1;
+  const bool lead = rank == 0;
+  const TrainCallbacks cb = lead ? all_callbacks : TrainCallbacks{};
   const auto log = [&](const std::string& s) {
     if (cb.log) cb.log(s);
   };
@@ -148,6 +170,14 @@ TrainResult run(TrainConfig c, const std::filesystem::path& checkpoint, const nl
   if (control.diagnostics_every > 0 && c.out_dir.empty()) {
     throw Error("--diagnostics needs --out: the measurements are written to OUT/metrics.jsonl");
   }
+  // Before any connection: every rank finds the same error in its settings.
+  const MicroBatchSlice slice = micro_batch_slice(c.grad_accum, world, rank);
+  std::unique_ptr<Rendezvous> rendezvous;
+  if (control.distributed) {
+    rendezvous = Rendezvous::connect(*control.distributed, dist_timeout_seconds());
+    check_ranks_agree(*rendezvous, c, checkpoint.empty() ? 0 : resume_state.at("step").get<std::int64_t>());
+    select_device_for_rank(c.device, control.distributed->local_rank);
+  }
   std::unique_ptr<Backend> backend = make_backend(c.device);
   const Dataset data = load_dataset(c.data, c.tokenizer);
   const std::unique_ptr<Tokenizer> tokenizer = make_tokenizer(data.tokenizer);
@@ -155,14 +185,33 @@ TrainResult run(TrainConfig c, const std::filesystem::path& checkpoint, const nl
   const Recipe recipe = make_recipe(c.recipe, c.recipe_options);
   check_recipe_fits(mc, recipe, c.batch * c.seq);
   BatchLoader loader(data.train, c.batch, c.seq, "training");
-  LlamaModel model(*backend, mc, recipe, c.seed);
-  AdamW optimizer(*backend, model);
+  // A data-parallel run pads the flat buffers so that they cut into equal shards.
+  LlamaModel model(*backend, mc, recipe, c.seed, control.distributed ? world * FlatParameters::kSegmentAlignment : 1);
+  std::unique_ptr<Communicator> comm;
+  std::unique_ptr<AdamW> adamw;
+  std::unique_ptr<ShardedAdamW> sharded;
+  StepOptimizer* optimizer = nullptr;
+  if (control.distributed) {
+    comm = make_communicator(*backend, std::move(rendezvous));
+    sharded = std::make_unique<ShardedAdamW>(*backend, model, *comm);
+    optimizer = sharded.get();
+  } else {
+    adamw = std::make_unique<AdamW>(*backend, model);
+    optimizer = adamw.get();
+  }
 
   std::int64_t start_step = 0, tokens_seen = 0, skipped = 0;
   double elapsed_before = 0;  // wall seconds the run spent before this process (up to the checkpoint)
   std::int64_t start_tokens = 0;
   if (!checkpoint.empty()) {
-    load_checkpoint_tensors(checkpoint, *backend, model, &optimizer.state());
+    if (sharded) {
+      // Checkpoints hold the full moments, whatever number of ranks wrote them: each rank takes its shard.
+      FullAdamState full = make_full_adam_state(*backend, model);
+      load_checkpoint_tensors(checkpoint, *backend, model, &full.views);
+      sharded->load_shard(full);
+    } else {
+      load_checkpoint_tensors(checkpoint, *backend, model, &adamw->state());
+    }
     start_step = resume_state.at("step");
     tokens_seen = resume_state.at("tokens");
     start_tokens = tokens_seen;
@@ -181,7 +230,14 @@ TrainResult run(TrainConfig c, const std::filesystem::path& checkpoint, const nl
                   mc.size, mc.n_layers, mc.d_model, mc.n_heads, mc.n_kv_heads, mc.ffn(), mc.vocab_size,
                   static_cast<double>(mc.total_parameters()) / 1e6, static_cast<double>(mc.block_parameters()) / 1e6));
   log("recipe " + recipe.describe());
-  std::int64_t diagnostics_every = control.diagnostics_every;
+  if (comm) {
+    log(fmt::format("data parallel: {} ranks ({}), {} micro-batch{} of {} each per step; optimizer state sharded: "
+                    "{:.1f} MiB per rank",
+                    world, comm->name(), slice.count, slice.count == 1 ? "" : "es", c.batch,
+                    static_cast<double>(sharded->state_bytes()) / 1048576.0));
+  }
+  // The probe watches the step's first micro-batch, which rank 0 runs.
+  std::int64_t diagnostics_every = lead ? control.diagnostics_every : 0;
   if (diagnostics_every > 0 && !model.quantizes_any_linear()) {
     log(fmt::format("--diagnostics: recipe {} runs no quantized GEMM in this model; there is nothing to measure",
                     recipe.name));
@@ -192,7 +248,7 @@ TrainResult run(TrainConfig c, const std::filesystem::path& checkpoint, const nl
                   c.grad_accum));
 
   std::optional<AppendFile> metrics;
-  if (!c.out_dir.empty()) {
+  if (!c.out_dir.empty() && lead) {
     // A fresh run, or a resumed one written elsewhere than its own run folder, must not mix
     // with (or truncate the metrics of) a run already there.
     const bool own_folder = !checkpoint.empty() && std::filesystem::weakly_canonical(c.out_dir) ==
@@ -216,7 +272,7 @@ TrainResult run(TrainConfig c, const std::filesystem::path& checkpoint, const nl
   // checkpoint's + 1), at which TensorBoard's reader drops what it holds for that step and later:
   // the steps the old process ran past its last checkpoint, which this run repeats.
   std::optional<EventsFileWriter> events;
-  if (control.tensorboard) {
+  if (control.tensorboard && lead) {
     events.emplace(tensorboard_folder(c.out_dir), unix_seconds_now());
     if (!checkpoint.empty()) {
       TensorBoardEvent restart;
@@ -255,7 +311,13 @@ TrainResult run(TrainConfig c, const std::filesystem::path& checkpoint, const nl
   auto last_save_time = std::chrono::steady_clock::now();
   const auto save = [&](std::int64_t step) {
     if (c.out_dir.empty()) return;
-    result.last_checkpoint = save_checkpoint(c.out_dir, step, *backend, model, optimizer.state(), state_json(step)).string();
+    // Every rank sends its shard of the moments; rank 0 writes the one checkpoint.
+    std::optional<FullAdamState> full;
+    if (sharded) full = sharded->gather_state();
+    if (!lead) return;
+    result.last_checkpoint =
+        save_checkpoint(c.out_dir, step, *backend, model, sharded ? full->views : adamw->state(), state_json(step))
+            .string();
     log(fmt::format("saved checkpoint {}", result.last_checkpoint));
     last_save_time = std::chrono::steady_clock::now();
     // Only after the new checkpoint is complete and `latest` names it.
@@ -275,8 +337,8 @@ TrainResult run(TrainConfig c, const std::filesystem::path& checkpoint, const nl
 
   const double grad_scale = 1.0 / static_cast<double>(c.tokens_per_step());
   BatchPrefetcher batches(std::move(loader), 2 * c.grad_accum);
-  TrainStep train_step(*backend, model, optimizer, c.batch, c.seq);
-  std::vector<Batch> micro_batches(static_cast<std::size_t>(c.grad_accum));
+  TrainStep train_step(*backend, model, *optimizer, c.batch, c.seq);
+  std::vector<Batch> micro_batches(static_cast<std::size_t>(slice.count));
   start_time = std::chrono::steady_clock::now();
   auto last = start_time;
   last_save_time = start_time;
@@ -288,7 +350,15 @@ TrainResult run(TrainConfig c, const std::filesystem::path& checkpoint, const nl
     StepMetrics m;
     m.step = step + 1;
     m.lr = learning_rate(c, step);
-    for (Batch& b : micro_batches) b = batches.next();  // consumed even by a failing step: data stays aligned
+    // Every rank reads the whole step's stream and keeps its own micro-batches; all consumed
+    // even by a failing step: data stays aligned.
+    std::int64_t position_after = 0, epoch_after = 0;
+    for (std::int64_t k = 0; k < c.grad_accum; ++k) {
+      Batch b = batches.next();
+      position_after = b.position_after;
+      epoch_after = b.epoch_after;
+      if (slice.contains(k)) micro_batches[static_cast<std::size_t>(k - slice.first)] = std::move(b);
+    }
     AdamWStep hyper;
     hyper.lr = m.lr;
     hyper.weight_decay = c.weight_decay;
@@ -299,10 +369,11 @@ TrainResult run(TrainConfig c, const std::filesystem::path& checkpoint, const nl
     hyper.max_grad_norm = c.grad_clip;
     std::optional<QuantDiagnostics> diagnostics;
     if (diagnostics_every > 0 && (step + 1) % diagnostics_every == 0) diagnostics.emplace(*backend);
-    train_step.launch(step, micro_batches, grad_scale, hyper, diagnostics ? &*diagnostics : nullptr);
+    train_step.launch(step, micro_batches, grad_scale, hyper, diagnostics ? &*diagnostics : nullptr, slice.first,
+                      c.grad_accum);
     const StepOutcome outcome = train_step.finish();
-    data_position = micro_batches.back().position_after;
-    data_epoch = micro_batches.back().epoch_after;
+    data_position = position_after;
+    data_epoch = epoch_after;
     tokens_seen += c.tokens_per_step();
     m.loss = outcome.loss_sum * grad_scale;
     m.grad_norm = outcome.grad_norm;
@@ -351,12 +422,21 @@ TrainResult run(TrainConfig c, const std::filesystem::path& checkpoint, const nl
           result.last_checkpoint.empty() ? std::string()
                                          : fmt::format(" The last checkpoint is {}", result.last_checkpoint)));
     }
-    if (final_step || (c.save_every > 0 && (step + 1) % c.save_every == 0) || save_is_due()) {
+    // Wall-clock saves and stop requests (a signal) come to each rank at its own moment: the
+    // ranks agree on them, so that all save, and stop, after the same step.
+    bool save_due = save_is_due(), stop_requested = control.stop && control.stop->load();
+    if (comm) {
+      double flags[2] = {save_due ? 1.0 : 0.0, stop_requested ? 1.0 : 0.0};
+      comm->all_reduce_sum_host(flags, 2);
+      save_due = flags[0] > 0;
+      stop_requested = flags[1] > 0;
+    }
+    if (final_step || (c.save_every > 0 && (step + 1) % c.save_every == 0) || save_due) {
       save(step + 1);
       saved_step = step + 1;
       last = std::chrono::steady_clock::now();
     }
-    if (control.stop && control.stop->load() && !final_step) {
+    if (stop_requested && !final_step) {
       if (saved_step != step + 1) save(step + 1);
       log(fmt::format("stopped after step {} of {}{}", step + 1, c.steps,
                       result.last_checkpoint.empty() ? std::string(" (no --out: nothing saved)")
@@ -372,6 +452,7 @@ TrainResult run(TrainConfig c, const std::filesystem::path& checkpoint, const nl
     result.tokens_per_second = static_cast<double>(tokens_seen - start_tokens) / step_seconds;
   }
   if (cb.on_finish) cb.on_finish(*backend, model, *tokenizer);
+  if (comm) comm->finish();
   return result;
 }
 

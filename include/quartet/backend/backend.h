@@ -237,6 +237,20 @@ class Backend {
   //   written; status[kStepLoss] is read.
   virtual void adamw_step(Tensor& params, Tensor& params_bf16, const Tensor& grads, Tensor& m, Tensor& v,
                           const std::vector<ParameterSegment>& segments, const AdamWStep& hp, Tensor& status) = 0;
+  // adamw_step in two halves, for a sharded optimizer (train/sharded_optimizer.h) whose ranks
+  // each hold a shard of the gradients: the halves' sums of squares are added over the ranks
+  // (with the status slots) between them. adamw_step is exactly gradient_squares followed by
+  // adamw_update on the same arguments, bit for bit.
+  //  gradient_squares: status[kStepGradNorm] = the sum of grads^2 over the segments (double,
+  //    deterministic, as adamw_step sums it); status[kStepNonFiniteInput] = 1 if a quantizer met
+  //    a non-finite input since the last raise_pending_errors (a GPU's record), else 0.
+  //  adamw_update: norm = sqrt(status[kStepGradNorm]); the step applies only if status[kStepLoss]
+  //    and norm are finite and status[kStepNonFiniteInput] is 0; then as adamw_step.
+  //    status[kStepGradNorm] and [kStepApplied] are written.
+  virtual void gradient_squares(const Tensor& grads, const std::vector<ParameterSegment>& segments,
+                                Tensor& status) = 0;
+  virtual void adamw_update(Tensor& params, Tensor& params_bf16, const Tensor& grads, Tensor& m, Tensor& v,
+                            const std::vector<ParameterSegment>& segments, const AdamWStep& hp, Tensor& status) = 0;
 };
 
 // The CPU backends: FP32 with BF16 activation storage (the reference the GPU is compared

@@ -31,6 +31,13 @@ struct CudaBackendOptions {
 // Throws Error if there is no usable GPU or the build has no CUDA backend.
 std::unique_ptr<Backend> make_cuda_backend(const CudaBackendOptions& options = {});
 
+// Makes GPU `index` this process's device (a rank of a multi-GPU run drives GPU LOCAL_RANK):
+// before any other CUDA call of the process. Throws Error naming the GPUs there are.
+void cuda_select_device(int index);
+// The stream a CUDA backend queues its work on (a cudaStream_t), for a communicator that
+// queues collectives behind it. Throws Error for another backend.
+void* cuda_backend_stream(Backend& backend);
+
 // Device time per backend operation, when the environment has QUARTET_PROFILE_OPS=1 (each
 // operation's kernels are then bracketed by events; empty otherwise): the sums since the last
 // call (reset) or since the start. Synchronises with the device.

@@ -83,7 +83,9 @@ class LlamaModel {
  public:
   // Allocates and initialises the parameters from the seed (normal(0, init_std); the output
   // projections of each block scaled by 1/sqrt(2 n_layers); norms 1).
-  LlamaModel(Backend& backend, LlamaConfig config, Recipe recipe, std::uint64_t seed);
+  // flat_multiple: the flat buffers' size is rounded up to a multiple of it (zero padding after
+  // the last segment), so that a sharded optimizer cuts them into equal shards.
+  LlamaModel(Backend& backend, LlamaConfig config, Recipe recipe, std::uint64_t seed, std::int64_t flat_multiple = 1);
 
   const LlamaConfig& config() const { return config_; }
   const Recipe& recipe() const { return recipe_; }

@@ -12,4 +12,8 @@ namespace quartet {
 // "cpu" or "cuda" (an Error naming why, when there is no usable GPU).
 std::unique_ptr<Backend> make_backend(const std::string& device);
 
+// A rank of a multi-GPU run drives GPU `local_rank` of its node: selected before make_backend
+// when `device` is cuda (or auto on a machine with a GPU); nothing for the CPU.
+void select_device_for_rank(const std::string& device, int local_rank);
+
 }  // namespace quartet

@@ -8,7 +8,16 @@
 
 namespace quartet {
 
-class AdamW {
+// What a training step calls after the micro-batches' backward passes: AdamW on one process,
+// ShardedAdamW (sharded_optimizer.h) across the ranks of a data-parallel run.
+class StepOptimizer {
+ public:
+  virtual ~StepOptimizer() = default;
+  // Queues the step: reads status[kStepLoss], writes the other status slots (backend.h).
+  virtual void step(const AdamWStep& hyper, Tensor& status) = 0;
+};
+
+class AdamW final : public StepOptimizer {
  public:
   // Zero moments, one flat buffer each, the size of the model's parameters.
   AdamW(Backend& backend, LlamaModel& model);
@@ -19,8 +28,7 @@ class AdamW {
   AdamState& state() { return state_; }
   const AdamState& state() const { return state_; }
 
-  // Queues the step: reads status[kStepLoss], writes the other status slots (backend.h).
-  void step(const AdamWStep& hyper, Tensor& status);
+  void step(const AdamWStep& hyper, Tensor& status) override;
 
  private:
   Backend& backend_;

@@ -23,13 +23,16 @@ struct StepOutcome {
 
 class TrainStep {
  public:
-  TrainStep(Backend& backend, LlamaModel& model, AdamW& optimizer, std::int64_t batch, std::int64_t seq);
+  TrainStep(Backend& backend, LlamaModel& model, StepOptimizer& optimizer, std::int64_t batch, std::int64_t seq);
 
   // Queues step `step` (0-based; its micro-batch k draws random call step * n + k + 1, with n
   // the number of micro-batches) with the gradient of the summed loss times grad_scale. A probe,
   // if given, watches the linear layers of the first micro-batch (the step is the same bits).
+  // In a data-parallel run a rank runs micro-batches first .. first + size - 1 of the step's
+  // total (dist/sharding.h): they draw the calls they draw on one process, so the ranks' random
+  // bits are independent of one another and the same on any number of ranks.
   void launch(std::int64_t step, const std::vector<Batch>& micro_batches, double grad_scale, const AdamWStep& hyper,
-              LinearProbe* probe = nullptr);
+              LinearProbe* probe = nullptr, std::int64_t first = 0, std::int64_t total = 0);
   // Waits for the queued step and reads its outcome. An error found in the data (a token or
   // target outside the vocabulary) is thrown as Error.
   StepOutcome finish();
@@ -37,7 +40,7 @@ class TrainStep {
  private:
   Backend& backend_;
   LlamaModel& model_;
-  AdamW& optimizer_;
+  StepOptimizer& optimizer_;
   std::int64_t batch_, seq_;
   Tensor tokens_, targets_, status_;
   std::string failure_;  // a synchronous backend's NonFiniteError in the queued step

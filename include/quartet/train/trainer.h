@@ -14,6 +14,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "quartet/dist/environment.h"
 #include "quartet/nn/llama.h"
 #include "quartet/nn/recipe.h"
 #include "quartet/train/config.h"
@@ -95,6 +96,12 @@ struct RunControl {
   // and write a {"kind": "diagnostics"} line to out_dir/metrics.jsonl after the step's line. The
   // run is the same bits with and without. Needs out_dir. 0: off.
   std::int64_t diagnostics_every = 0;
+  // A data-parallel run (docs/multi-gpu.md): this process is one rank of several, which meet at
+  // the environment's rendezvous. The step's micro-batches (grad_accum, a multiple of the world
+  // size) are shared out among the ranks, the optimizer state is sharded, and only rank 0 logs,
+  // writes metrics and saves checkpoints (the same checkpoints as a one-process run, resumable
+  // on any number of ranks). Unset: a plain one-process run.
+  std::optional<DistEnvironment> distributed;
 };
 
 // The run folder `out_dir` as train() would find it: throws Error if it is a file, or if it

@@ -160,6 +160,13 @@ class CpuBackend final : public Backend {
                   const std::vector<ParameterSegment>& segments, const AdamWStep& hp, Tensor& status) override {
     cpu::adamw_step<Real>(params, params_bf16, grads, m, v, segments, hp, status);
   }
+  void gradient_squares(const Tensor& grads, const std::vector<ParameterSegment>& segments, Tensor& status) override {
+    cpu::gradient_squares<Real>(grads, segments, status);
+  }
+  void adamw_update(Tensor& params, Tensor& params_bf16, const Tensor& grads, Tensor& m, Tensor& v,
+                    const std::vector<ParameterSegment>& segments, const AdamWStep& hp, Tensor& status) override {
+    cpu::adamw_update<Real>(params, params_bf16, grads, m, v, segments, hp, status);
+  }
 };
 
 }  // namespace

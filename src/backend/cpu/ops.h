@@ -110,5 +110,10 @@ bool all_finite(const Tensor& t);
 template <class Real>
 void adamw_step(Tensor& params, Tensor& params_bf16, const Tensor& grads, Tensor& m, Tensor& v,
                 const std::vector<ParameterSegment>& segments, const AdamWStep& hp, Tensor& status);
+template <class Real>
+void gradient_squares(const Tensor& grads, const std::vector<ParameterSegment>& segments, Tensor& status);
+template <class Real>
+void adamw_update(Tensor& params, Tensor& params_bf16, const Tensor& grads, Tensor& m, Tensor& v,
+                  const std::vector<ParameterSegment>& segments, const AdamWStep& hp, Tensor& status);
 
 }  // namespace quartet::cpu

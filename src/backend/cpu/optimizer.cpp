@@ -49,19 +49,32 @@ void check_flat_buffers(const Tensor& params, const Tensor& params_bf16, const T
 }  // namespace
 
 template <class Real>
-void adamw_step(Tensor& params, Tensor& params_bf16, const Tensor& grads, Tensor& m, Tensor& v,
-                const std::vector<ParameterSegment>& segments, const AdamWStep& hp, Tensor& status) {
-  check_flat_buffers(params, params_bf16, grads, m, v, segments, status);
-  double* st = status.data<double>();
+void gradient_squares(const Tensor& grads, const std::vector<ParameterSegment>& segments, Tensor& status) {
+  if (grads.dtype() != dtype_of<Real>()) {
+    throw Error(fmt::format("gradient_squares: the gradients must be {}, got {}", dtype_name(dtype_of<Real>()),
+                            dtype_name(grads.dtype())));
+  }
+  status.expect("adamw step status", {kStepSlots}, DType::f64);
+  check_parameter_segments(segments, grads.numel());
   const Real* g = grads.data<Real>();
   double sq = 0;  // serial, in double, segment by segment: the same result for any thread count
   for (const ParameterSegment& s : segments) {
     for (std::int64_t i = s.offset; i < s.offset + s.count; ++i) sq += static_cast<double>(g[i]) * static_cast<double>(g[i]);
   }
-  const double norm = std::sqrt(sq);
-  st[kStepGradNorm] = norm;
+  double* st = status.data<double>();
+  st[kStepGradNorm] = sq;
   st[kStepNonFiniteInput] = 0;  // synchronous quantizers throw instead of recording
-  const bool apply = std::isfinite(st[kStepLoss]) && std::isfinite(norm);
+}
+
+template <class Real>
+void adamw_update(Tensor& params, Tensor& params_bf16, const Tensor& grads, Tensor& m, Tensor& v,
+                  const std::vector<ParameterSegment>& segments, const AdamWStep& hp, Tensor& status) {
+  check_flat_buffers(params, params_bf16, grads, m, v, segments, status);
+  double* st = status.data<double>();
+  const Real* g = grads.data<Real>();
+  const double norm = std::sqrt(st[kStepGradNorm]);
+  st[kStepGradNorm] = norm;
+  const bool apply = std::isfinite(st[kStepLoss]) && std::isfinite(norm) && st[kStepNonFiniteInput] == 0;
   st[kStepApplied] = apply ? 1 : 0;
   if (!apply) return;
 
@@ -89,11 +102,23 @@ void adamw_step(Tensor& params, Tensor& params_bf16, const Tensor& grads, Tensor
   }
 }
 
+// The two halves in a row: nothing else runs between them on one process.
+template <class Real>
+void adamw_step(Tensor& params, Tensor& params_bf16, const Tensor& grads, Tensor& m, Tensor& v,
+                const std::vector<ParameterSegment>& segments, const AdamWStep& hp, Tensor& status) {
+  check_flat_buffers(params, params_bf16, grads, m, v, segments, status);
+  gradient_squares<Real>(grads, segments, status);
+  adamw_update<Real>(params, params_bf16, grads, m, v, segments, hp, status);
+}
+
 #define QUARTET_INSTANTIATE(Real)                                                                               \
   template double sum_of_squares<Real>(const Tensor&);                                                          \
   template bool all_finite<Real>(const Tensor&);                                                                \
   template void adamw_step<Real>(Tensor&, Tensor&, const Tensor&, Tensor&, Tensor&,                             \
-                                 const std::vector<ParameterSegment>&, const AdamWStep&, Tensor&);
+                                 const std::vector<ParameterSegment>&, const AdamWStep&, Tensor&);         \
+  template void gradient_squares<Real>(const Tensor&, const std::vector<ParameterSegment>&, Tensor&);         \
+  template void adamw_update<Real>(Tensor&, Tensor&, const Tensor&, Tensor&, Tensor&,                           \
+                                   const std::vector<ParameterSegment>&, const AdamWStep&, Tensor&);
 QUARTET_INSTANTIATE(float)
 QUARTET_INSTANTIATE(double)
 #undef QUARTET_INSTANTIATE

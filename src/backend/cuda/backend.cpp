@@ -324,6 +324,17 @@ class CudaBackend final : public Backend {
     QUARTET_OP_SCOPE("adamw_step");
     cuda::adamw_step(params, params_bf16, grads, m, v, segments, hp, status, cuda::non_finite_record(), stream_);
   }
+  cudaStream_t stream() const { return stream_; }
+
+  void gradient_squares(const Tensor& grads, const std::vector<ParameterSegment>& segments, Tensor& status) override {
+    QUARTET_OP_SCOPE("gradient_squares");
+    cuda::gradient_squares(grads, segments, status, cuda::non_finite_record(), stream_);
+  }
+  void adamw_update(Tensor& params, Tensor& params_bf16, const Tensor& grads, Tensor& m, Tensor& v,
+                    const std::vector<ParameterSegment>& segments, const AdamWStep& hp, Tensor& status) override {
+    QUARTET_OP_SCOPE("adamw_update");
+    cuda::adamw_update(params, params_bf16, grads, m, v, segments, hp, status, stream_);
+  }
 
  private:
   const float* zero() const { return ptr<float>(constants_); }
@@ -401,6 +412,25 @@ std::string cuda_device_description() {
 std::unique_ptr<Backend> make_cuda_backend(const CudaBackendOptions& options) {
   if (!cuda_available()) throw Error("--device cuda: " + cuda_device_description());
   return std::make_unique<cuda::CudaBackend>(options);
+}
+
+void cuda_select_device(int index) {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
+    throw Error(fmt::format("LOCAL_RANK {} asks for a GPU, but none is usable here: {}", index, cuda_device_description()));
+  }
+  if (index < 0 || index >= count) {
+    throw Error(fmt::format("LOCAL_RANK {} names GPU {}, but this node has {} GPU{} (0..{}): start at most {} rank{} per "
+                            "node",
+                            index, index, count, count == 1 ? "" : "s", count - 1, count, count == 1 ? "" : "s"));
+  }
+  QUARTET_CUDA_CHECK(cudaSetDevice(index));
+}
+
+void* cuda_backend_stream(Backend& backend) {
+  auto* cuda_backend = dynamic_cast<cuda::CudaBackend*>(&backend);
+  if (cuda_backend == nullptr) throw Error(fmt::format("{} is not a CUDA backend", backend.name()));
+  return static_cast<void*>(cuda_backend->stream());
 }
 
 }  // namespace quartet

@@ -60,5 +60,12 @@ void attention_forward_cached(Tensor& out, Tensor& k_cache, Tensor& v_cache, con
 void adamw_step(Tensor& params, Tensor& params_bf16, const Tensor& grads, Tensor& m, Tensor& v,
                 const std::vector<ParameterSegment>& segments, const AdamWStep& hp, Tensor& status,
                 const unsigned long long* non_finite_record, cudaStream_t stream);
+// Backend::gradient_squares and Backend::adamw_update: adamw_step's two halves (the same
+// kernels' arithmetic, so the same bits), for the sharded optimizer.
+void gradient_squares(const Tensor& grads, const std::vector<ParameterSegment>& segments, Tensor& status,
+                      const unsigned long long* non_finite_record, cudaStream_t stream);
+void adamw_update(Tensor& params, Tensor& params_bf16, const Tensor& grads, Tensor& m, Tensor& v,
+                  const std::vector<ParameterSegment>& segments, const AdamWStep& hp, Tensor& status,
+                  cudaStream_t stream);
 
 }  // namespace quartet::cuda

@@ -116,6 +116,33 @@ __global__ void __launch_bounds__(kThreads)
   decision->clip_factor = __double2float_rn(max_grad_norm / norm);
 }
 
+// The first half of decide_step_kernel, for Backend::gradient_squares: the chunks' sum (the
+// same order, so the same bits) into status[kStepGradNorm], and the quantizers' record.
+__global__ void __launch_bounds__(kThreads)
+    sum_partials_kernel(const double* __restrict__ partials, std::int64_t chunk_count, double* __restrict__ status,
+                        const unsigned long long* __restrict__ non_finite_record) {
+  double acc = 0.0;
+  for (std::int64_t i = threadIdx.x; i < chunk_count; i += kThreads) acc += partials[i];
+  const double sum = block_sum(acc);
+  if (threadIdx.x != 0) return;
+  const bool input_finite = non_finite_record == nullptr || *non_finite_record == ~0ull;
+  status[kStepGradNorm] = sum;
+  status[kStepNonFiniteInput] = input_finite ? 0.0 : 1.0;
+}
+
+// The second half, for Backend::adamw_update: the decision from the status slots (summed over
+// the ranks in between, by the sharded optimizer).
+__global__ void decide_from_status_kernel(double* __restrict__ status, double max_grad_norm,
+                                          StepDecision* __restrict__ decision) {
+  const double norm = sqrt(status[kStepGradNorm]);
+  const bool applied = isfinite(status[kStepLoss]) && isfinite(norm) && status[kStepNonFiniteInput] == 0.0;
+  status[kStepGradNorm] = norm;
+  status[kStepApplied] = applied ? 1.0 : 0.0;
+  decision->applied = applied ? 1 : 0;
+  decision->clip = norm > max_grad_norm ? 1 : 0;
+  decision->clip_factor = __double2float_rn(max_grad_norm / norm);
+}
+
 // The CPU twin's per-element update (optimizer.cpp), operation by operation.
 __device__ __forceinline__ void adamw_element(float& p, float& m, float& v, float g, const AdamWConstants& k, float wd,
                                               bool clip, float clip_factor) {
@@ -274,6 +301,81 @@ void adamw_step(Tensor& params, Tensor& params_bf16, const Tensor& grads, Tensor
   k.eps = static_cast<float>(hp.eps);
   k.weight_decay = static_cast<float>(hp.weight_decay);
   adamw_kernel<<<chunks, kThreads, 0, stream>>>(p, p16, g, mp, vp, table, vectorised, k, decision);
+  QUARTET_CUDA_LAUNCHED();
+}
+
+
+namespace {
+
+AdamWConstants adamw_constants(const AdamWStep& hp) {
+  AdamWConstants k{};
+  k.b1 = static_cast<float>(hp.beta1);
+  k.b2 = static_cast<float>(hp.beta2);
+  k.one_minus_b1 = 1.0f - k.b1;
+  k.one_minus_b2 = 1.0f - k.b2;
+  k.c1 = static_cast<float>(1.0 - std::pow(hp.beta1, static_cast<double>(hp.step)));
+  k.c2 = static_cast<float>(1.0 - std::pow(hp.beta2, static_cast<double>(hp.step)));
+  k.lr = static_cast<float>(hp.lr);
+  k.eps = static_cast<float>(hp.eps);
+  k.weight_decay = static_cast<float>(hp.weight_decay);
+  return k;
+}
+
+void expect_status(const Tensor& status) {
+  status.expect("adamw step status", {kStepSlots}, DType::f64);
+  if (status.device() != Device::cuda) throw Error("adamw step status: expected a GPU tensor, got a CPU tensor");
+}
+
+}  // namespace
+
+void gradient_squares(const Tensor& grads, const std::vector<ParameterSegment>& segments, Tensor& status,
+                      const unsigned long long* non_finite_record, cudaStream_t stream) {
+  const std::int64_t n = grads.numel();
+  expect_flat_f32(grads, "the gradients", n);
+  expect_status(status);
+  check_parameter_segments(segments, n);
+  const StepPlan& plan = step_plan(n, segments, stream);
+  const auto chunks = static_cast<unsigned>(plan.chunk_count());
+  const auto* g = static_cast<const float*>(grads.raw());
+  if (chunks > 0) {
+    chunk_sum_of_squares_kernel<<<chunks, kThreads, 0, stream>>>(g, ptr<const Chunk>(plan.chunks), aligned(g, 16),
+                                                                 ptr<double>(plan.partials));
+    QUARTET_CUDA_LAUNCHED();
+  }
+  sum_partials_kernel<<<1, kThreads, 0, stream>>>(ptr<double>(plan.partials), plan.chunk_count(),
+                                                  static_cast<double*>(status.raw()), non_finite_record);
+  QUARTET_CUDA_LAUNCHED();
+}
+
+void adamw_update(Tensor& params, Tensor& params_bf16, const Tensor& grads, Tensor& m, Tensor& v,
+                  const std::vector<ParameterSegment>& segments, const AdamWStep& hp, Tensor& status,
+                  cudaStream_t stream) {
+  const std::int64_t n = params.numel();
+  expect_flat_f32(params, "the parameters", n);
+  expect_flat_f32(grads, "the gradients", n);
+  expect_flat_f32(m, "the first moments", n);
+  expect_flat_f32(v, "the second moments", n);
+  if (params_bf16.defined()) {
+    params_bf16.expect("adamw bf16 parameter copy", {n}, DType::bf16);
+    if (params_bf16.device() != Device::cuda) throw Error("adamw bf16 parameter copy: expected a GPU tensor");
+  }
+  expect_status(status);
+  check_parameter_segments(segments, n);
+  const StepPlan& plan = step_plan(n, segments, stream);
+  const auto chunks = static_cast<unsigned>(plan.chunk_count());
+  auto* p = static_cast<float*>(params.raw());
+  auto* p16 = params_bf16.defined() ? static_cast<std::uint16_t*>(params_bf16.raw()) : nullptr;
+  const auto* g = static_cast<const float*>(grads.raw());
+  auto* mp = static_cast<float*>(m.raw());
+  auto* vp = static_cast<float*>(v.raw());
+  const bool vectorised = aligned(p, 16) && aligned(g, 16) && aligned(mp, 16) && aligned(vp, 16) &&
+                          (p16 == nullptr || aligned(p16, 8));
+  auto* decision = ptr<StepDecision>(plan.decision);
+  decide_from_status_kernel<<<1, 1, 0, stream>>>(static_cast<double*>(status.raw()), hp.max_grad_norm, decision);
+  QUARTET_CUDA_LAUNCHED();
+  if (chunks == 0) return;
+  adamw_kernel<<<chunks, kThreads, 0, stream>>>(p, p16, g, mp, vp, ptr<const Chunk>(plan.chunks), vectorised,
+                                                adamw_constants(hp), decision);
   QUARTET_CUDA_LAUNCHED();
 }
 
