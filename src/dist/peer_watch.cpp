@@ -23,10 +23,14 @@ struct PeerWatch::State {
   int wake[2] = {-1, -1};  // a pipe: written to stop the thread
   std::vector<bool> done;  // peers that said bye (or were dropped)
   std::atomic<bool> finishing{false};
+  bool reported = false;  // only the watch thread reads and writes it
   std::thread thread;
 
+  // The first loss is the cause; the ranks that then end because rank 0 stopped the run are
+  // its consequences, not news.
   void lost(const std::string& why) {
-    if (finishing.load()) return;
+    if (finishing.load() || reported) return;
+    reported = true;
     star->abort_all(fmt::format("rank 0 stops the run: {}", why));
     on_lost(why);
   }
