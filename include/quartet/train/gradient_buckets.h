@@ -41,7 +41,8 @@ std::vector<std::int64_t> backward_group_starts(const LlamaModel& model, const s
 
 // The bucket size: QUARTET_GRAD_BUCKET_ELEMENTS when set (a whole number >= 1; Error
 // otherwise), else 2^24 elements (64 MiB of FP32: large enough that NCCL runs at its bandwidth,
-// small enough that a 1B model's backward pass overlaps about 40 of them).
+// small enough that the 1b preset makes about 20 buckets, one per block, that its backward pass
+// overlaps).
 std::int64_t gradient_bucket_elements();
 
 class GradientBuckets final : public GradientsReady {
