@@ -4,16 +4,22 @@
 // a child process (run_program: argv, no shell) after this process has returned its pooled GPU
 // memory.
 #include "bench/train_bench.h"
+#include "bench/train_dp.h"
 
 #include <cuda_runtime_api.h>
 #include <fmt/format.h>
 
 #include <chrono>
+#include <optional>
 #include <random>
 
 #include "quartet/backend/cuda.h"
 #include "quartet/error.h"
+#include "quartet/dist/rendezvous.h"
+#include "quartet/dist/sharding.h"
+#include "quartet/train/devices.h"
 #include "quartet/train/optimizer.h"
+#include "quartet/train/sharded_optimizer.h"
 #include "quartet/train/train_step.h"
 #include "quartet/util/process.h"
 
@@ -119,7 +125,77 @@ Measured measure_recipe(const std::string& model_name, const std::string& recipe
   return m;
 }
 
+// One case on every rank of a data-parallel run: the trainer's sharded step (reduce of the
+// gradients, the sharded AdamW, all-gather of the parameters), each rank running one
+// micro-batch of `shape` per step (its own random tokens) with the step's random bits drawn as
+// in `quartet train`. The ranks start the timed steps together (a barrier); rank 0's time is
+// reported (a step ends with collectives: every rank's steps take the same time).
+std::optional<DataParallelMeasurement> measure_data_parallel(const std::string& model_name,
+                                                             const std::string& recipe_name,
+                                                             const TrainBenchShape& shape, int warmup, int steps,
+                                                             const DistEnvironment& env) {
+  std::unique_ptr<Rendezvous> rendezvous = Rendezvous::connect(env, dist_timeout_seconds());
+  auto backend = make_cuda_backend();
+  LlamaConfig config = llama_preset(model_name, kGpt2Vocab);
+  config.max_seq_len = std::max(config.max_seq_len, shape.seq);
+  const Recipe recipe = make_recipe(recipe_name);
+  check_recipe_fits(config, recipe, shape.batch * shape.seq);
+  reset_peak_memory();
+  LlamaModel model(*backend, config, recipe, 1, env.world_size * FlatParameters::kSegmentAlignment);
+  std::unique_ptr<Communicator> comm = make_communicator(*backend, std::move(rendezvous));
+  ShardedAdamW optimizer(*backend, model, *comm);
+  TrainStep step(*backend, model, optimizer, shape.batch, shape.seq);
+  const std::vector<Batch> batches = random_batches(2, shape.batch * shape.seq, 7 + static_cast<std::uint64_t>(env.rank));
+  const double grad_scale = 1.0 / static_cast<double>(shape.batch * shape.seq * env.world_size);
+  double last_loss = 0;
+  const auto run = [&](int i) {
+    AdamWStep hyper;
+    hyper.lr = 3e-4;
+    hyper.weight_decay = 0.1;
+    hyper.step = i + 1;
+    step.launch(i, {batches[static_cast<std::size_t>(i % 2)]}, grad_scale, hyper, nullptr, env.rank, env.world_size);
+    last_loss = step.finish().loss_sum * grad_scale;
+  };
+  for (int i = 0; i < warmup; ++i) run(i);
+  comm->barrier();
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = warmup; i < warmup + steps; ++i) run(i);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  DataParallelMeasurement m;
+  m.model = model_name;
+  m.recipe = recipe_name;
+  m.gpus = env.world_size;
+  m.ms_per_step = seconds * 1e3 / steps;
+  m.tokens_per_s_per_gpu = static_cast<double>(shape.batch * shape.seq * steps) / seconds;
+  m.peak_gib = peak_memory_gib();
+  m.last_loss = last_loss;
+  m.optimizer_bytes_per_rank = static_cast<std::int64_t>(optimizer.state_bytes());
+  // What one GPU's AdamW keeps: both FP32 moments over the flat buffer (this run's padding for
+  // N shards, at most 64 N elements, is counted in too).
+  m.optimizer_bytes_unsharded = 2 * static_cast<std::int64_t>(model.flat().values.bytes());
+  comm->finish();
+  if (env.rank != 0) return std::nullopt;
+  return m;
+}
+
 }  // namespace
+
+std::vector<DataParallelMeasurement> run_train_dp_rank(const TrainBenchOptions& o, const DistEnvironment& env) {
+  select_device_for_rank("cuda", env.local_rank);
+  if (!cuda_available()) throw Error("bench: " + cuda_device_description());
+  const int warmup = o.quick ? 1 : 3, steps = o.quick ? 2 : 10;
+  std::vector<DataParallelMeasurement> out;
+  for (const std::string& model : o.models) {
+    for (const std::string& recipe : o.recipes) {
+      // A rendezvous per case: the ranks' GPU memory is returned between cases.
+      DistEnvironment case_env = env;
+      std::optional<DataParallelMeasurement> m =
+          measure_data_parallel(model, recipe, train_bench_shape(model), warmup, steps, case_env);
+      if (m) out.push_back(*m);
+    }
+  }
+  return out;
+}
 
 TrainBenchShape train_bench_shape(const std::string& model) {
   if (model == "1b") return {8, 2048};

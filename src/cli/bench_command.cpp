@@ -2,15 +2,23 @@
 // writes {"device", "commit", ..., "results": [...]}.
 #include <fmt/format.h>
 
+#include <unistd.h>
+
 #include <chrono>
+#include <cstdlib>
 #include <ctime>
+#include <filesystem>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "bench/gpu_bench.h"
+#include "bench/train_dp.h"
 #include "cli/commands.h"
+#include "cli/own_arguments.h"
 #include "quartet/backend/cuda.h"
+#include "quartet/dist/environment.h"
+#include "quartet/dist/launcher.h"
 #include "quartet/error.h"
 #include "quartet/util/files.h"
 
@@ -30,7 +38,72 @@ struct BenchOptions {
   std::string sets;
   std::string models;
   std::string ops;
+  std::int64_t gpus = 0;  // --gpus N: the training cases also on N GPUs (data parallel)
 };
+
+// Set in the ranks `bench --gpus N` starts (whose command line still holds --gpus N), with the
+// file rank 0 writes its measurements to.
+constexpr const char* kBenchRankRows = "QUARTET_BENCH_RANK_ROWS";
+
+TrainBenchOptions train_options(const BenchOptions& o) {
+  TrainBenchOptions t;
+  t.models = o.bench.train_models;
+  t.recipes = o.bench.recipes;
+  t.quick = o.bench.quick;
+  return t;
+}
+
+// A rank of `bench --gpus N`: measures, and rank 0 hands its figures to the launching process.
+int run_bench_rank(const BenchOptions& o, const std::string& rows_file) {
+  const std::optional<DistEnvironment> env = dist_environment_from_process();
+  if (!env) throw Error(fmt::format("bench: {} is set but RANK/WORLD_SIZE/LOCAL_RANK are not", kBenchRankRows));
+  const std::vector<DataParallelMeasurement> measured = run_train_dp_rank(train_options(o), *env);
+  if (env->rank == 0) {
+    nlohmann::json rows = nlohmann::json::array();
+    for (const DataParallelMeasurement& m : measured) rows.push_back(m.to_json());
+    write_file_atomic(rows_file, rows.dump(2) + "\n");
+  }
+  return 0;
+}
+
+// `bench --only train --gpus N`: the N ranks first (this process has not touched the GPUs, whose
+// memory they need), then the one-GPU cases here; the rows of both, and one train-dp row per
+// case comparing them.
+nlohmann::json run_data_parallel_bench(BenchOptions& o, const std::function<void(const std::string&)>& note) {
+  const std::filesystem::path rows_file =
+      std::filesystem::temp_directory_path() / fmt::format("quartet-bench-gpus-{}.json", ::getpid());
+  LocalLaunch launch;
+  launch.args = own_arguments();
+  launch.processes = static_cast<int>(o.gpus);
+  launch.extra_environment[kBenchRankRows] = rows_file.string();
+  launch.log = [](const std::string& line) { fmt::print(stderr, "quartet: {}\n", line); };
+  note(fmt::format("train-dp: {} ranks, one per GPU", o.gpus));
+  const int status = launch_local(launch);
+  if (status != 0) throw Error(fmt::format("bench: the {}-GPU ranks failed (status {}; their messages are above)", o.gpus, status));
+  std::vector<DataParallelMeasurement> measured;
+  try {
+    for (const nlohmann::json& j : nlohmann::json::parse(read_file(rows_file))) {
+      measured.push_back(DataParallelMeasurement::from_json(j));
+    }
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(fmt::format("bench: {} (rank 0's measurements) is not JSON: {}", rows_file.string(), e.what()));
+  }
+  std::filesystem::remove(rows_file);
+  nlohmann::json rows = run_gpu_benchmarks(o.bench, note);
+  for (const DataParallelMeasurement& m : measured) {
+    double one_gpu = 0;
+    for (const nlohmann::json& r : rows) {
+      if (r.value("case", "") == fmt::format("train/{}/{}", m.recipe, m.model)) one_gpu = r.at("tokens_per_s");
+    }
+    const nlohmann::json row = data_parallel_row(m, one_gpu);
+    note(fmt::format("{}: {:.0f} tokens/s ({:.0f} per GPU, {:.1f}% of one GPU's); optimizer state {:.1f}% of unsharded",
+                     row.at("case").get<std::string>(), row.at("tokens_per_s").get<double>(),
+                     row.at("tokens_per_s_per_gpu").get<double>(), 100 * row.at("scaling_efficiency").get<double>(),
+                     100 * row.at("optimizer_fraction").get<double>()));
+    rows.push_back(row);
+  }
+  return rows;
+}
 
 }  // namespace
 
@@ -51,6 +124,9 @@ Command add_bench_command(CLI::App& parent) {
                   "the PyTorch reference trainer (bench/pytorch_reference.py) to run beside the training cases");
   app->add_option("--reps", o->bench.reps, "exactly this many timed repetitions per case after one warm-up (for profilers)")
       ->check(CLI::Range(1, 1000000));
+  app->add_option("--gpus", o->gpus,
+                  "with --only train: also run the training cases data-parallel on N GPUs of this node and report "
+                  "tokens/s per GPU, scaling efficiency against one GPU and optimizer memory per rank");
   app->add_option("--sets", o->sets, "comma-separated shape sets for the linear-layer cases: 800M, 7B (default: both)");
 
   Command command;
@@ -105,15 +181,32 @@ Command add_bench_command(CLI::App& parent) {
     if (!o->bench.pytorch_script.empty() && !o->bench.wants("train")) {
       throw Error("--pytorch runs beside the training cases, which --only leaves out (add --only train)");
     }
-    const std::string device = cuda_device_description();
-    fmt::print("device: {}\n", device);
-    const nlohmann::json rows = run_gpu_benchmarks(o->bench, [](const std::string& line) { fmt::print("{}\n", line); });
+    if (o->gpus != 0) check_data_parallel_bench(o->gpus, o->bench.only, o->bench.pytorch_script);
+    if (const char* rows_file = std::getenv(kBenchRankRows); rows_file != nullptr && o->gpus > 0) {
+      return run_bench_rank(*o, rows_file);
+    }
+    if (o->gpus > 0 && std::getenv("RANK") != nullptr) {
+      throw Error("--gpus starts its own ranks, but RANK is set (torchrun, Slurm): run bench --gpus outside a launcher");
+    }
+    const auto print = [](const std::string& line) { fmt::print("{}\n", line); };
+    nlohmann::json rows;
+    std::string device;
+    if (o->gpus > 0) {  // the ranks first: this process touches no GPU before they end
+      rows = run_data_parallel_bench(*o, print);
+      device = fmt::format("{} x {}", o->gpus, cuda_device_description());
+      fmt::print("device: {}\n", device);
+    } else {
+      device = cuda_device_description();
+      fmt::print("device: {}\n", device);
+      rows = run_gpu_benchmarks(o->bench, print);
+    }
     if (!o->json.empty()) {
       const auto now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
       char when[32];
       std::strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
       const nlohmann::json report = {{"device", device},     {"commit", QUARTET_GIT_COMMIT},
                                      {"date", when},         {"quick", o->bench.quick},
+                                     {"gpus", o->gpus > 0 ? o->gpus : 1},
                                      {"results", rows}};
       write_file_atomic(o->json, report.dump(2) + "\n");
       fmt::print("wrote {}\n", o->json);

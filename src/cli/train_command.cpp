@@ -23,6 +23,7 @@
 #include "quartet/data/tokenizer.h"
 #include "quartet/dist/environment.h"
 #include "quartet/dist/launcher.h"
+#include "cli/own_arguments.h"
 #include "quartet/error.h"
 #include "quartet/util/text.h"
 #include "quartet/nn/generate.h"
@@ -60,23 +61,6 @@ struct TrainCommandOptions {
 // they are ranks, not launchers.
 constexpr const char* kLaunchedRank = "QUARTET_LAUNCHED_RANK";
 
-// This process's arguments as it was started (argv[1..]): the ranks get the same.
-std::vector<std::string> own_arguments() {
-  const std::string cmdline = read_file("/proc/self/cmdline");
-  std::vector<std::string> args;
-  std::string current;
-  for (char ch : cmdline) {
-    if (ch == '\0') {
-      args.push_back(current);
-      current.clear();
-    } else {
-      current += ch;
-    }
-  }
-  if (!current.empty()) args.push_back(current);
-  if (!args.empty()) args.erase(args.begin());
-  return args;
-}
 
 // `--gpus N` / `--processes N` in the launcher: start the ranks and wait for them.
 int launch_ranks(const TrainCommandOptions& o) {

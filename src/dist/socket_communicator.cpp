@@ -4,7 +4,9 @@
 // data-parallel logic on one machine. GPU runs use NCCL.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "dist/star.h"
@@ -42,7 +44,8 @@ void Communicator::barrier() {
 
 namespace {
 
-enum Op : std::uint64_t { kAllReduce = 1, kReduceScatter = 2, kAllGather = 3, kBroadcast = 4, kHostSum = 5 };
+enum Op : std::uint64_t { kAllReduce = 1, kReduceScatter = 2, kAllGather = 3, kBroadcast = 4, kHostSum = 5, kRangeToOwners = 6,
+                          kGatherToFirst = 7 };
 
 std::uint64_t op_code(Op op, CommType type, int root = 0) {
   return (static_cast<std::uint64_t>(root) << 16) | (static_cast<std::uint64_t>(op) << 8) |
@@ -108,6 +111,64 @@ class SocketCommunicator final : public Communicator {
       }
       broadcast_from_hub(data, shard_bytes * static_cast<std::size_t>(world_size()), op,
                          shard_count * static_cast<std::size_t>(world_size()));
+    });
+  }
+
+  void reduce_range_to_owners(void* data, std::size_t begin, std::size_t end, std::size_t shard_count,
+                              CommType type) override {
+    check_sum_type(type, "reduce_range_to_owners");
+    const std::size_t total = shard_count * static_cast<std::size_t>(world_size());
+    if (begin > end || end > total) {
+      throw Error(fmt::format("reduce_range_to_owners: range [{}, {}) outside the buffer of {} shards of {} elements",
+                              begin, end, world_size(), shard_count));
+    }
+    if (begin == end) return;
+    guarded([&] {
+      // The whole range summed at rank 0 in rank order, element by element: the sums of
+      // reduce_scatter_sum, whatever the ranges are.
+      const std::uint64_t op = op_code(kRangeToOwners, type);
+      const std::size_t element = comm_type_size(type);
+      char* range = static_cast<char*>(data) + begin * element;
+      reduce_to_hub(range, end - begin, type, op);
+      const Deadline deadline = deadline_after(s_->timeout_seconds);
+      const auto part = [&](int r) {  // shard r's part of the range, relative to begin
+        const std::size_t lo = std::max(begin, static_cast<std::size_t>(r) * shard_count);
+        const std::size_t hi = std::min(end, static_cast<std::size_t>(r + 1) * shard_count);
+        return std::pair<std::size_t, std::size_t>{lo - begin, lo < hi ? hi - lo : 0};
+      };
+      if (s_->hub()) {
+        for (int r = 1; r < world_size(); ++r) {
+          const auto [offset, count] = part(r);
+          if (count > 0) {
+            s_->send(peer(r), Star::name(r), MessageKind::data, op, count, range + offset * element, count * element,
+                     deadline);
+          }
+        }
+      } else {
+        const auto [offset, count] = part(rank());
+        if (count > 0) {
+          s_->recv(s_->hub_link(), "rank 0", MessageKind::data, op, count, range + offset * element, count * element,
+                   deadline, "reduce_range_to_owners");
+        }
+      }
+    });
+  }
+
+  void gather_to_first(const void* mine, void* all, std::size_t shard_count, CommType type) override {
+    guarded([&] {
+      const std::uint64_t op = op_code(kGatherToFirst, type);
+      const std::size_t shard_bytes = shard_count * comm_type_size(type);
+      const Deadline deadline = deadline_after(s_->timeout_seconds);
+      if (s_->hub()) {
+        char* bytes = static_cast<char*>(all);
+        if (shard_bytes > 0) std::memmove(bytes, mine, shard_bytes);
+        for (int r = 1; r < world_size(); ++r) {
+          s_->recv(peer(r), Star::name(r), MessageKind::data, op, shard_count,
+                   bytes + static_cast<std::size_t>(r) * shard_bytes, shard_bytes, deadline, "gather_to_first");
+        }
+      } else {
+        s_->send(s_->hub_link(), "rank 0", MessageKind::data, op, shard_count, mine, shard_bytes, deadline);
+      }
     });
   }
 

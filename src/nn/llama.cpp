@@ -246,6 +246,12 @@ LlamaModel::LlamaModel(Backend& backend, LlamaConfig config, Recipe recipe, std:
   }
   final_norm_ = next++;
   lm_head_ = next++;
+  backward_groups_.push_back({final_norm_, lm_head_});
+  for (std::int64_t l = c.n_layers - 1; l >= 0; --l) {
+    const Layer& L = layers_[static_cast<std::size_t>(l)];
+    backward_groups_.push_back({L.attn_norm, L.qkv, L.o, L.mlp_norm, L.gate_up, L.down});
+  }
+  backward_groups_.push_back({embed_});
   refresh_bf16_weights();
 }
 
@@ -366,7 +372,13 @@ void LlamaModel::forward(const Tensor& tokens, std::int64_t batch, std::int64_t 
 }
 
 void LlamaModel::forward_backward(const Tensor& tokens, const Tensor& targets, std::int64_t batch, std::int64_t seq,
-                                  double grad_scale, std::uint32_t call, Tensor& loss_sum, LinearProbe* probe) {
+                                  double grad_scale, std::uint32_t call, Tensor& loss_sum, LinearProbe* probe,
+                                  GradientsReady* ready) {
+  std::size_t group = 0;  // backward_groups_ in order
+  const auto group_done = [&]() {
+    if (ready != nullptr) ready->ready(group);
+    ++group;
+  };
   const LlamaConfig& c = config_;
   Activations a;
   forward(tokens, batch, seq, call, a, probe);
@@ -385,6 +397,7 @@ void LlamaModel::forward_backward(const Tensor& tokens, const Tensor& targets, s
   a.logits = Tensor{};
   Tensor dx = backend_.empty({n, d}, act);
   backend_.rmsnorm_backward(dx, grad(final_norm_), dnormed, a.x_final, weight(final_norm_), a.rstd_final, false);
+  group_done();  // the LM head and the final norm
 
   last_linear_bytes_ = 0;
   Tensor dnorm_in = dnormed;  // reused: [n, d] gradients of the norms' outputs
@@ -427,8 +440,10 @@ void LlamaModel::forward_backward(const Tensor& tokens, const Tensor& targets, s
     b.lin_qkv = LinearSaved{};
     backend_.rmsnorm_backward(dx, grad(L.attn_norm), dnorm_in, b.x_in, weight(L.attn_norm), b.rstd_attn, true);  // d(x_in)
     b = Activations::Block{};  // this block's activations are no longer needed
+    group_done();  // block l
   }
   backend_.embedding_backward(grad(embed_), tokens, dx);
+  group_done();  // the embedding
 }
 
 double LlamaModel::forward_backward(const Tensor& tokens, const Tensor& targets, std::int64_t batch, std::int64_t seq,

@@ -49,17 +49,32 @@ CommType comm_type(DType t) {
 
 }  // namespace
 
-ShardedAdamW::ShardedAdamW(Backend& backend, LlamaModel& model, Communicator& comm)
-    : backend_(backend), model_(model), comm_(comm) {
+namespace {
+
+ShardLayout checked_layout(LlamaModel& model, Communicator& comm) {
   const FlatParameters& flat = model.flat();
   const std::int64_t n = flat.values.numel();
-  layout_ = shard_layout(n, comm.world_size(), FlatParameters::kSegmentAlignment);
-  if (layout_.padded_elements() != n) {
+  const ShardLayout layout = shard_layout(n, comm.world_size(), FlatParameters::kSegmentAlignment);
+  if (layout.padded_elements() != n) {
     throw Error(fmt::format("sharded optimizer: the flat buffers' {} elements do not cut into {} equal shards of a "
                             "multiple of {} (build the model with flat_multiple {})",
                             n, comm.world_size(), FlatParameters::kSegmentAlignment,
                             comm.world_size() * FlatParameters::kSegmentAlignment));
   }
+  return layout;
+}
+
+}  // namespace
+
+ShardedAdamW::ShardedAdamW(Backend& backend, LlamaModel& model, Communicator& comm, std::int64_t bucket_elements)
+    : backend_(backend),
+      model_(model),
+      comm_(comm),
+      layout_(checked_layout(model, comm)),
+      buckets_(plan_gradient_buckets(backward_group_starts(model, model.flat().segments), layout_.padded_elements(),
+                                     bucket_elements),
+               model.flat().grads, layout_, comm) {
+  const FlatParameters& flat = model.flat();
   shard_segments_ = segments_in_shard(flat.segments, layout_.begin(comm.rank()), layout_.end(comm.rank()));
   m_ = backend.zeros({layout_.shard_elements}, flat.values.dtype());
   v_ = backend.zeros({layout_.shard_elements}, flat.values.dtype());
@@ -69,7 +84,8 @@ void ShardedAdamW::step(const AdamWStep& hyper, Tensor& status) {
   FlatParameters& flat = model_.flat();
   const std::int64_t begin = layout_.begin(comm_.rank()), count = layout_.shard_elements;
   const auto shard_count = static_cast<std::size_t>(count);
-  comm_.reduce_scatter_sum(flat.grads.raw(), shard_count, comm_type(flat.grads.dtype()));
+  // The buckets the last backward pass did not issue, then the update waits for all of them.
+  buckets_.complete();
   Tensor grads = flat.grads.view(begin, {count});
   Tensor values = flat.values.view(begin, {count});
   Tensor values_bf16 = flat.values_bf16.view(begin, {count});
@@ -87,14 +103,13 @@ void ShardedAdamW::step(const AdamWStep& hyper, Tensor& status) {
   model_.weights_changed();
 }
 
-FullAdamState ShardedAdamW::gather_state() {
-  FullAdamState full = make_full_adam_state(backend_, model_);
-  const std::int64_t begin = layout_.begin(comm_.rank()), count = layout_.shard_elements;
-  for (auto [full_buffer, shard] : {std::pair<Tensor*, Tensor*>{&full.m, &m_}, {&full.v, &v_}}) {
-    Tensor mine = full_buffer->view(begin, {count});
-    backend_.copy(mine, *shard);
-    comm_.all_gather(full_buffer->raw(), static_cast<std::size_t>(count), comm_type(full_buffer->dtype()));
-  }
+std::optional<FullAdamState> ShardedAdamW::gather_state_to_first() {
+  std::optional<FullAdamState> full;
+  if (comm_.rank() == 0) full = make_full_adam_state(backend_, model_);
+  const auto count = static_cast<std::size_t>(layout_.shard_elements);
+  const CommType type = comm_type(m_.dtype());
+  comm_.gather_to_first(m_.raw(), full ? full->m.raw() : nullptr, count, type);
+  comm_.gather_to_first(v_.raw(), full ? full->v.raw() : nullptr, count, type);
   return full;
 }
 

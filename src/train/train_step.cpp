@@ -30,8 +30,10 @@ void TrainStep::launch(std::int64_t step, const std::vector<Batch>& micro_batche
     backend_.upload_tokens(tokens_, b.inputs);
     backend_.upload_tokens(targets_, b.targets);
     try {
+      // The last micro-batch completes the step's gradients: the optimizer may start reducing
+      // them while its backward pass runs on.
       model_.forward_backward(tokens_, targets_, batch_, seq_, grad_scale, static_cast<std::uint32_t>(step * per_step + first + k + 1),
-                              loss_sum, k == 0 ? probe : nullptr);
+                              loss_sum, k == 0 ? probe : nullptr, k + 1 == n ? optimizer_.gradients_ready() : nullptr);
     } catch (const NonFiniteError& e) {
       failure_ = e.what();  // a quantizer met an overflowed activation or gradient
       backend_.fill(loss_sum, NAN);

@@ -232,9 +232,10 @@ TrainResult run(TrainConfig c, const std::filesystem::path& checkpoint, const nl
   log("recipe " + recipe.describe());
   if (comm) {
     log(fmt::format("data parallel: {} ranks ({}), {} micro-batch{} of {} each per step; optimizer state sharded: "
-                    "{:.1f} MiB per rank",
+                    "{:.1f} MiB per rank; gradients reduced in {} bucket{} as the backward pass completes them",
                     world, comm->name(), slice.count, slice.count == 1 ? "" : "es", c.batch,
-                    static_cast<double>(sharded->state_bytes()) / 1048576.0));
+                    static_cast<double>(sharded->state_bytes()) / 1048576.0, sharded->buckets().plan().size(),
+                    sharded->buckets().plan().size() == 1 ? "" : "s"));
   }
   // The probe watches the step's first micro-batch, which rank 0 runs.
   std::int64_t diagnostics_every = lead ? control.diagnostics_every : 0;
@@ -311,9 +312,9 @@ TrainResult run(TrainConfig c, const std::filesystem::path& checkpoint, const nl
   auto last_save_time = std::chrono::steady_clock::now();
   const auto save = [&](std::int64_t step) {
     if (c.out_dir.empty()) return;
-    // Every rank sends its shard of the moments; rank 0 writes the one checkpoint.
+    // Every rank sends its shard of the moments to rank 0, which writes the one checkpoint.
     std::optional<FullAdamState> full;
-    if (sharded) full = sharded->gather_state();
+    if (sharded) full = sharded->gather_state_to_first();
     if (!lead) return;
     result.last_checkpoint =
         save_checkpoint(c.out_dir, step, *backend, model, sharded ? full->views : adamw->state(), state_json(step))
@@ -396,8 +397,9 @@ TrainResult run(TrainConfig c, const std::filesystem::path& checkpoint, const nl
     last = now;
     const bool final_step = step + 1 == c.steps;
     if (final_step || (c.eval_every > 0 && (step + 1) % c.eval_every == 0)) {
+      // The ranks share the windows (the result is the one-process one, bit for bit).
       const Evaluation e = evaluate(*backend, model, data, *tokenizer, c.batch, c.seq,
-                                    final_step ? c.final_eval_batches : c.eval_batches);
+                                    final_step ? c.final_eval_batches : c.eval_batches, comm.get());
       m.val_loss = e.loss;
       m.val_bpb = e.bpb;
       result.final_val_loss = e.loss;

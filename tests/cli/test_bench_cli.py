@@ -41,6 +41,17 @@ class BenchCommand(unittest.TestCase):
         self.assertNotEqual(p.returncode, 0)
         self.assertIn("--reps", p.stderr)
 
+    def test_gpus_needs_the_training_section_alone(self):
+        p = run("bench", "--gpus", "2")
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("give --only train", p.stderr)
+        p = run("bench", "--only", "train", "--gpus", "-1")
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("--gpus must be 1 or more, got -1", p.stderr)
+        p = run("bench", "--only", "train", "--gpus", "2", "--pytorch", "bench/pytorch_reference.py")
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("run it without --gpus", p.stderr)
+
     def test_without_a_gpu_it_fails_and_says_why(self):
         if os.path.exists("/dev/nvidia0"):
             self.skipTest("a GPU is present: the benchmark would run")

@@ -94,6 +94,28 @@ class MultiProcess(unittest.TestCase):
         self.assertEqual(state_one["data"], state_two["data"])
         self.assertEqual(state_one["config"], state_two["config"])
 
+    def test_gradient_buckets_change_no_bit(self):
+        # Many small buckets, reduced as the backward pass completes them, against one bucket of
+        # the whole buffer (the reduce-scatter of before): the same sums element by element, in
+        # the same rank order, so the same run bit for bit.
+        one = self.train("one_bucket", "--processes", "2", env={"QUARTET_GRAD_BUCKET_ELEMENTS": "1000000000"})
+        self.assertIn("gradients reduced in 1 bucket as", one.stderr)
+        many = self.train("many", "--processes", "2", env={"QUARTET_GRAD_BUCKET_ELEMENTS": "4096"})
+        buckets = int(many.stderr.split("gradients reduced in ")[1].split(" ")[0])
+        self.assertGreater(buckets, 3, many.stderr)
+        for a, b in zip(metrics(self.path("one_bucket")), metrics(self.path("many"))):
+            for key in ("loss", "grad_norm", "val_loss"):
+                self.assertEqual(a.get(key), b.get(key), f"step {a['step']} {key}")
+        for name in ("model.safetensors", "optimizer.safetensors"):
+            with open(self.path("one_bucket", "checkpoints", "step-000004", name), "rb") as f:
+                whole = f.read()
+            with open(self.path("many", "checkpoints", "step-000004", name), "rb") as f:
+                self.assertEqual(f.read(), whole, name)
+        p = run("train", *RUN, "--processes", "2", "--out", self.path("bad"),
+                env={"QUARTET_GRAD_BUCKET_ELEMENTS": "12k"})
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("QUARTET_GRAD_BUCKET_ELEMENTS='12k' must be a whole number", p.stderr)
+
     def test_a_checkpoint_resumes_on_another_number_of_processes(self):
         self.train("two", "--processes", "2")
         step2 = self.path("two", "checkpoints", "step-000002")

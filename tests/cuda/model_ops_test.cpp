@@ -820,5 +820,40 @@ TEST_F(CudaAdamW, SkipsStepsThatCannotApply) {
   }
 }
 
+// The sharded optimizer's halves (train/sharded_optimizer.cpp): gradient_squares then
+// adamw_update on the same arguments are adamw_step bit for bit: parameters, moments, the BF16
+// copy and every status slot, at sizes from one element to several 16384-element chunks with
+// ragged ends, clipped and not, on a step that applies and on one that skips (a NaN loss).
+TEST_F(CudaAdamW, HalvesAreTheWholeStepBitForBit) {
+  std::uint64_t seed = 1500;
+  for (const std::int64_t n : {std::int64_t{1}, std::int64_t{4099}, std::int64_t{100003}, std::int64_t{(1 << 20) + 7}}) {
+    const std::vector<ParameterSegment> segments = {{0, (n + 1) / 2, true}, {(n + 1) / 2, n / 2, false}};
+    for (const double max_grad_norm : {1e9, 0.05}) {
+      for (const double loss : {2.5, double(NAN)}) {
+        const std::string what = std::to_string(n) + " elements" + (max_grad_norm < 1 ? ", clipped" : "") +
+                                 (std::isnan(loss) ? ", NaN loss (skips)" : "");
+        seed += 10;
+        FlatState whole = state(n, 0, loss, seed), halves = state(n, 0, loss, seed);
+        const AdamWStep hp{3e-4, 0.9, 0.95, 1e-8, 0.1, 7, max_grad_norm};
+        step(*gpu, whole, false, true, segments, hp);
+        gpu->gradient_squares(halves.grads.gpu, segments, halves.status.gpu);
+        gpu->adamw_update(halves.params.gpu, halves.params_bf16.gpu, halves.grads.gpu, halves.m.gpu, halves.v.gpu,
+                          segments, hp, halves.status.gpu);
+        expect_identical(gpu->download(halves.params.gpu), gpu->download(whole.params.gpu), what + ": parameters");
+        expect_identical(gpu->download(halves.m.gpu), gpu->download(whole.m.gpu), what + ": first moments");
+        expect_identical(gpu->download(halves.v.gpu), gpu->download(whole.v.gpu), what + ": second moments");
+        expect_identical(gpu->download(halves.params_bf16.gpu), gpu->download(whole.params_bf16.gpu),
+                         what + ": BF16 parameters");
+        const std::vector<double> sh = gpu->download(halves.status.gpu), sw = gpu->download(whole.status.gpu);
+        for (int slot = 0; slot < kStepSlots; ++slot) {
+          EXPECT_EQ(std::bit_cast<std::uint64_t>(sh[slot]), std::bit_cast<std::uint64_t>(sw[slot]))
+              << what << ": status slot " << slot << " (" << sh[slot] << " vs " << sw[slot] << ")";
+        }
+        EXPECT_EQ(sw[kStepApplied], std::isnan(loss) ? 0.0 : 1.0) << what;
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace quartet

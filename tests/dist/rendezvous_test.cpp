@@ -149,6 +149,54 @@ TEST(SocketCommunicator, CollectivesSumInRankOrder) {
   for (int r = 0; r < kWorld; ++r) EXPECT_EQ(out[r].text, "ok") << "rank " << r;
 }
 
+// The gradient buckets: ranges reduced one after another (crossing shard boundaries, inside
+// one shard, empty) leave each rank's shard holding exactly what one reduce_scatter_sum of the
+// whole buffer leaves there, bit for bit (values whose float sum depends on the order); the
+// elements outside the rank's shard are not written by other ranks' sums. A range outside the
+// buffer is refused. gather_to_first: rank 0 gets every shard, the others pass no buffer.
+TEST(SocketCommunicator, RangeReductionsAreTheReduceScatterAndGatherReachesRankZero) {
+  const int port = dist::free_tcp_port("127.0.0.1");
+  constexpr int kWorld = 3;
+  constexpr std::size_t kShard = 5, kTotal = kShard * kWorld;
+  const auto values = [](int r) {
+    std::vector<float> x(kTotal);
+    for (std::size_t j = 0; j < kTotal; ++j) x[j] = r == 0 ? 1e8f + static_cast<float>(j) : 3.0f + static_cast<float>(r * j);
+    return x;
+  };
+  const auto out = run_ranks(kWorld, [&](int r) {
+    auto comm = make_socket_communicator(Rendezvous::connect(env_for(r, kWorld, port), 20));
+    std::string result;
+    std::vector<float> whole = values(r), ranges = values(r);
+    comm->reduce_scatter_sum(whole.data(), kShard, CommType::f32);
+    // Backward order (the end of the buffer first), boundaries inside and across shards.
+    const std::size_t cuts[][2] = {{12, 15}, {7, 12}, {7, 7}, {3, 7}, {0, 3}};
+    for (const auto& c : cuts) comm->reduce_range_to_owners(ranges.data(), c[0], c[1], kShard, CommType::f32);
+    comm->wait_range_reductions();
+    for (std::size_t j = r * kShard; j < (r + 1) * kShard; ++j) {
+      if (std::memcmp(&whole[j], &ranges[j], sizeof(float)) != 0) {
+        result += fmt::format("element {}: {} vs {} ", j, ranges[j], whole[j]);
+      }
+    }
+    try {
+      comm->reduce_range_to_owners(ranges.data(), 10, 16, kShard, CommType::f32);
+      result += "a range past the end was accepted ";
+    } catch (const Error& e) {
+      if (!contains(e.what(), "range [10, 16) outside the buffer of 3 shards of 5 elements")) result += e.what();
+    }
+    std::vector<double> mine(2, 10.0 * r), all(r == 0 ? 2 * kWorld : 0, -1.0);
+    mine[1] += 1;
+    comm->gather_to_first(mine.data(), r == 0 ? all.data() : nullptr, 2, CommType::f64);
+    if (r == 0) {
+      for (int q = 0; q < kWorld; ++q) {
+        if (all[2 * q] != 10.0 * q || all[2 * q + 1] != 10.0 * q + 1) result += fmt::format("gathered[{}] ", q);
+      }
+    }
+    comm->barrier();  // still in step after the gather
+    return result.empty() ? std::string("ok") : result;
+  });
+  for (int r = 0; r < kWorld; ++r) EXPECT_EQ(out[r].text, "ok") << "rank " << r;
+}
+
 TEST(SocketCommunicator, RanksInDifferentCollectivesFailWithAMessage) {
   const int port = dist::free_tcp_port("127.0.0.1");
   const auto out = run_ranks(2, [&](int r) {

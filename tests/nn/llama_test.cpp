@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <random>
+#include <utility>
 
 #include "quartet/error.h"
 #include "support/gradcheck.h"
@@ -195,6 +196,76 @@ TEST(Llama, Bf16WeightCopiesFollowTheWeights) {
   for (std::size_t i = 0; i < varied.size(); ++i) varied[i] = 0.05 * static_cast<double>(static_cast<int>(i * 7919 % 13) - 6);
   be->upload(model.parameter("lm_head.weight").value, varied);  // a fresh access marks them stale itself
   EXPECT_GT(std::fabs(model.forward_loss(tokens, targets, 1, 64) - uniform), 1e-3);
+}
+
+// The hook a data-parallel step reduces gradient buckets from: forward_backward tells each of
+// backward_groups() once, in order, when the group's gradients are final: a snapshot of every
+// gradient taken at each call equals, for the groups told so far, the gradients after the pass
+// (on the synchronous CPU the values are there when told). The groups hold every parameter
+// once and walk the flat buffer from its end to its start. Without the hook the pass computes
+// the same bits.
+TEST(Llama, GradientsReadyTellsEachGroupOnceItsGradientsAreFinal) {
+  auto be = make_cpu_backend();
+  LlamaConfig c = micro_config();
+  c.n_layers = 3;
+  LlamaModel model(*be, c, make_recipe("bf16"), 7);
+  const std::vector<std::vector<std::size_t>>& groups = model.backward_groups();
+  ASSERT_EQ(groups.size(), static_cast<std::size_t>(c.n_layers + 2));
+  std::vector<int> seen(model.parameters().size(), 0);
+  std::int64_t previous_start = model.flat().grads.numel();
+  for (const std::vector<std::size_t>& g : groups) {
+    std::int64_t start = previous_start;
+    for (std::size_t i : g) {
+      ++seen.at(i);
+      start = std::min(start, model.flat().segments[i].offset);
+      EXPECT_LT(model.flat().segments[i].offset, previous_start) << "parameter " << i;
+    }
+    EXPECT_LT(start, previous_start);
+    previous_start = start;
+  }
+  for (std::size_t i = 0; i < seen.size(); ++i) EXPECT_EQ(seen[i], 1) << model.parameters()[i].name;
+
+  struct Snapshots : GradientsReady {
+    Backend* be = nullptr;
+    LlamaModel* model = nullptr;
+    std::vector<std::size_t> told;
+    std::vector<std::vector<std::vector<double>>> grads;  // per call, per parameter
+    void ready(std::size_t group) override {
+      told.push_back(group);
+      std::vector<std::vector<double>> now;
+      for (const Parameter& p : std::as_const(*model).parameters()) now.push_back(be->download(p.grad));
+      grads.push_back(now);
+    }
+  } hook;
+  hook.be = be.get();
+  hook.model = &model;
+  const std::vector<std::int32_t> tok = {1, 4, 2, 9, 0, 3, 3, 7, 10, 5};
+  const std::vector<std::int32_t> tgt = {4, 2, 9, 0, -1, 3, 7, 10, 5, 6};
+  Tensor tokens = be->empty({10}, DType::i32), targets = be->empty({10}, DType::i32);
+  be->upload_tokens(tokens, tok);
+  be->upload_tokens(targets, tgt);
+  Tensor loss = be->zeros({1}, DType::f64);
+  model.zero_grads();
+  model.forward_backward(tokens, targets, 2, 5, 0.1, 1, loss, nullptr, &hook);
+  const std::vector<double> with_hook = be->download(model.flat().grads);
+  ASSERT_EQ(hook.told.size(), groups.size());
+  for (std::size_t call = 0; call < hook.told.size(); ++call) {
+    EXPECT_EQ(hook.told[call], call);
+    for (std::size_t g = 0; g <= call; ++g) {
+      for (std::size_t i : groups[g]) {
+        EXPECT_EQ(hook.grads[call][i], be->download(model.parameters()[i].grad))
+            << model.parameters()[i].name << " changed after group " << g << " was told final (call " << call << ")";
+      }
+    }
+  }
+  // Before the first group is told, no gradient of a later group has been written yet: the
+  // snapshot would not have caught a group told too early otherwise.
+  for (std::size_t i : groups.back()) {
+    EXPECT_NE(hook.grads[0][i], be->download(model.parameters()[i].grad)) << "the embedding at the first call";
+  }
+  model.zero_grads();
+  model.forward_backward(tokens, targets, 2, 5, 0.1, 1, loss);
+  EXPECT_EQ(be->download(model.flat().grads), with_hook);
 }
 
 }  // namespace

@@ -39,6 +39,21 @@ class Communicator {
   // `data` holds world_size() shards of shard_count elements; each rank's own shard (rank())
   // is copied into every rank's data.
   virtual void all_gather(void* data, std::size_t shard_count, CommType type) = 0;
+  // Elements [begin, end) of a buffer laid out as world_size() shards of shard_count elements
+  // (as reduce_scatter_sum takes it): afterwards the part of the range within shard rank()
+  // holds the sum over ranks (the same sums, in the same order, as reduce_scatter_sum's); the
+  // rest of the range is unspecified. The buckets of the gradient reduction, issued while the
+  // backward pass runs on: NCCL queues them on its own stream behind the work queued so far
+  // (the kernels that wrote the range) and returns; the CPU runs them at once.
+  virtual void reduce_range_to_owners(void* data, std::size_t begin, std::size_t end, std::size_t shard_count,
+                                      CommType type) = 0;
+  // The backend's work queued after this call waits for every reduce_range_to_owners issued so
+  // far (NCCL: an event of its stream; the CPU's were complete on return).
+  virtual void wait_range_reductions() {}
+  // Rank 0's `all` receives every rank's `mine` (shard_count elements), rank r's at
+  // r * shard_count; on the other ranks `all` is not used (null is fine). For checkpoints, which
+  // rank 0 alone writes: no other rank holds the whole buffer.
+  virtual void gather_to_first(const void* mine, void* all, std::size_t shard_count, CommType type) = 0;
   // Rank `root`'s `count` elements, on every rank.
   virtual void broadcast(void* data, std::size_t count, CommType type, int root) = 0;
   // Host values (flags, a few scalars) summed over ranks, in rank order; returns when every rank

@@ -79,6 +79,16 @@ struct KvCache {
   std::int64_t length = 0;           // positions filled
 };
 
+// Told during LlamaModel::forward_backward when the gradients of a group of parameters are
+// complete for the micro-batch (no later kernel of the pass writes them; on a GPU: every kernel
+// that writes them is queued): for a data-parallel run to start reducing them while the rest
+// of the backward pass runs. The groups are LlamaModel::backward_groups(), in that order.
+class GradientsReady {
+ public:
+  virtual ~GradientsReady() = default;
+  virtual void ready(std::size_t group) = 0;
+};
+
 class LlamaModel {
  public:
   // Allocates and initialises the parameters from the seed (normal(0, init_std); the output
@@ -109,8 +119,15 @@ class LlamaModel {
   // A probe, if given, sees every quantized GEMM of the linear layers in the blocks, named
   // "layers.<block>.qkv_proj", "o_proj", "gate_up_proj", "down_proj" (the LM head runs in BF16);
   // the pass computes the same bits with it as without.
+  // `ready`, if given, is told as each of backward_groups() is complete.
   void forward_backward(const Tensor& tokens, const Tensor& targets, std::int64_t batch, std::int64_t seq,
-                        double grad_scale, std::uint32_t call, Tensor& loss_sum, LinearProbe* probe = nullptr);
+                        double grad_scale, std::uint32_t call, Tensor& loss_sum, LinearProbe* probe = nullptr,
+                        GradientsReady* ready = nullptr);
+  // The parameters (parameters() indices) whose gradients forward_backward completes together,
+  // in the order it completes them: the LM head with the final norm, then each block from the
+  // last to the first, then the embedding. In the flat buffers each group lies below the one
+  // before it (the backward pass walks the buffer from its end to its start).
+  const std::vector<std::vector<std::size_t>>& backward_groups() const { return backward_groups_; }
   // Whether any linear layer runs a quantized GEMM (not with bf16, nor when --bf16-blocks
   // covers every block): what a LinearProbe could see.
   bool quantizes_any_linear() const;
@@ -147,6 +164,7 @@ class LlamaModel {
   struct Layer {
     std::size_t attn_norm, qkv, o, mlp_norm, gate_up, down;
   };
+  std::vector<std::vector<std::size_t>> backward_groups_;
   struct Activations;
 
   void forward(const Tensor& tokens, std::int64_t batch, std::int64_t seq, std::uint32_t call, Activations& a,

@@ -15,6 +15,9 @@ class StepOptimizer {
   virtual ~StepOptimizer() = default;
   // Queues the step: reads status[kStepLoss], writes the other status slots (backend.h).
   virtual void step(const AdamWStep& hyper, Tensor& status) = 0;
+  // What the step's last backward pass tells when gradients are complete (a data-parallel
+  // optimizer starts reducing them then); nullptr: nothing to do before step().
+  virtual GradientsReady* gradients_ready() { return nullptr; }
 };
 
 class AdamW final : public StepOptimizer {

@@ -1,7 +1,9 @@
 // AdamW across the ranks of a data-parallel run with the optimizer state sharded (ZeRO-1):
 // each rank keeps the moments of one equal shard of the flat parameter buffer (1/N of them).
 // A step is
-//   1. reduce-scatter of the gradients: rank r gets the sum over ranks of its shard;
+//   1. the gradients reduced in buckets as the last backward pass completes them
+//      (gradient_buckets.h; the sums of one reduce-scatter): rank r gets the sum over ranks of
+//      its shard;
 //   2. Backend::gradient_squares over the shard, then the status slots summed over the ranks
 //      (the loss, the squares, the non-finite records): every rank takes the same decision from
 //      the global loss and gradient norm;
@@ -12,6 +14,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "quartet/backend/backend.h"
@@ -19,6 +22,7 @@
 #include "quartet/dist/sharding.h"
 #include "quartet/nn/llama.h"
 #include "quartet/train/checkpoint.h"
+#include "quartet/train/gradient_buckets.h"
 #include "quartet/train/optimizer.h"
 
 namespace quartet {
@@ -39,19 +43,23 @@ class ShardedAdamW final : public StepOptimizer {
  public:
   // The model's flat buffers must cut into world_size equal shards of a multiple of
   // FlatParameters::kSegmentAlignment (LlamaModel's flat_multiple: world_size * alignment).
-  ShardedAdamW(Backend& backend, LlamaModel& model, Communicator& comm);
+  // bucket_elements: the gradient buckets' size (gradient_bucket_elements()).
+  ShardedAdamW(Backend& backend, LlamaModel& model, Communicator& comm,
+               std::int64_t bucket_elements = gradient_bucket_elements());
   ShardedAdamW(const ShardedAdamW&) = delete;
   ShardedAdamW& operator=(const ShardedAdamW&) = delete;
 
   void step(const AdamWStep& hyper, Tensor& status) override;
+  GradientsReady* gradients_ready() override { return &buckets_; }
+  const GradientBuckets& buckets() const { return buckets_; }
 
   const ShardLayout& layout() const { return layout_; }
   // Bytes of optimizer state this rank holds (the two moment shards).
   std::size_t state_bytes() const { return m_.bytes() + v_.bytes(); }
 
-  // Every rank's moments gathered into full buffers (a collective: every rank calls it), for a
-  // checkpoint.
-  FullAdamState gather_state();
+  // Every rank's moments gathered into full buffers on rank 0, which alone writes checkpoints
+  // (a collective: every rank calls it; the others return nothing and allocate nothing).
+  std::optional<FullAdamState> gather_state_to_first();
   // This rank's shard taken from full moments (a resumed run: any world size wrote them).
   void load_shard(const FullAdamState& full);
 
@@ -62,6 +70,7 @@ class ShardedAdamW final : public StepOptimizer {
   ShardLayout layout_;
   std::vector<ParameterSegment> shard_segments_;
   Tensor m_, v_;  // this rank's shard
+  GradientBuckets buckets_;
 };
 
 // A communicator for `backend`'s tensors (host memory: the CPU communicator over the
