@@ -13,6 +13,8 @@
 # 4/6 off), e.g. quartet2-no46-s3. A finished run (its run.json exists) is skipped.
 # QUARTET_DIAGNOSTICS=N adds `--diagnostics N` (docs/diagnostics.md) to every start and resume:
 # the run's numerics are unchanged, its metrics.jsonl gains the quantization figures.
+# QUARTET_DIAGNOSE=1 runs `quartet diagnose` on each finished run (NAME.diagnose.{json,png}; a
+# finished run then brings 5 files, and a call returns at most 8: one such run per call).
 set -euo pipefail
 if [ $# -lt 3 ]; then
   echo "usage: $0 QUARTET SECONDS NAME [NAME...]" >&2
@@ -81,6 +83,20 @@ for name in "$@"; do
       [ -e "$run/checkpoints/latest" ] || echo "fidelity-30m: $name left no checkpoint: $(tail -n 1 "$run.log")"
     fi
   fi
+  # QUARTET_DIAGNOSE=1: each finished run's gradient estimators on its own trained model and
+  # data (`quartet diagnose`, docs/diagnostics.md): one micro-batch of 16 x 512 tokens, 64 draws,
+  # the layers of blocks 1 and 4 of 6 (every layer would take minutes of the GPU's time).
+  if [ -n "${QUARTET_DIAGNOSE:-}" ] && [ -f "$run/run.json" ] && [ ! -f "$run/diagnose/diagnose.json" ]; then
+    left=$(( budget - ($(date +%s) - start) ))
+    if [ "$left" -lt 60 ]; then
+      echo "fidelity-30m: $name not diagnosed: ${left} s of the budget left"
+    else
+      timeout "$left" "$quartet" diagnose "$run" --device cuda --batch 16 --draws 64 --layers 1,4 --out "$run/diagnose" \
+        > "$run.diagnose.log" 2>&1 || echo "fidelity-30m: diagnose of $name failed: $(tail -n 1 "$run.diagnose.log")"
+    fi
+  fi
+  cp "$run/diagnose/diagnose.json" "$out/$name.diagnose.json" 2>/dev/null || true
+  cp "$run/diagnose/diagnose.png" "$out/$name.diagnose.png" 2>/dev/null || true
   cp "$run/metrics.jsonl" "$out/$name.metrics.jsonl" 2>/dev/null || true
   cp "$run.log" "$out/$name.log" 2>/dev/null || true
   cp "$run/run.json" "$out/$name.run.json" 2>/dev/null || true

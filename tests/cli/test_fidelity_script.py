@@ -18,6 +18,12 @@ args = sys.argv[1:]
 with open(os.environ["CALLS"], "a") as f:
     f.write(json.dumps(args) + "\n")
 out = args[args.index("--out") + 1]
+if args[0] == "diagnose":  # the table's files in --out
+    os.makedirs(out, exist_ok=True)
+    for name in ("diagnose.json", "diagnose.png"):
+        with open(os.path.join(out, name), "w") as f:
+            f.write(name)
+    sys.exit(0)
 os.makedirs(os.path.join(out, "checkpoints"), exist_ok=True)
 with open(os.path.join(out, "metrics.jsonl"), "a") as f:
     f.write(json.dumps({"step": 1, "loss": 5.0}) + "\n")
@@ -104,6 +110,21 @@ class FidelityScript(unittest.TestCase):
         del self.env["QUARTET_DIAGNOSTICS"]
         self.call(600, "nvidia-s3")
         self.assertNotIn("--diagnostics", self.recorded()[2])
+
+    def test_finished_runs_are_diagnosed_once(self):
+        self.env["QUARTET_DIAGNOSE"] = "1"
+        self.call(600, "quartet2-s1")
+        self.assertEqual([c[0] for c in self.recorded()], ["train"], "an unfinished run is not diagnosed")
+        p, out = self.call(600, "quartet2-s1")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        diagnose = self.recorded()[2]
+        self.assertEqual(diagnose[:2], ["diagnose", os.path.join(self.env["QUARTET_RUNS"], "fidelity-30m", "quartet2-s1")])
+        for flag, value in [("--device", "cuda"), ("--draws", "64"), ("--batch", "16")]:
+            self.assertEqual(diagnose[diagnose.index(flag) + 1], value, flag)
+        self.assertTrue({"quartet2-s1.diagnose.json", "quartet2-s1.diagnose.png"} <= set(os.listdir(out)))
+        p, out = self.call(600, "quartet2-s1")
+        self.assertEqual(len(self.recorded()), 3, "diagnosed once")
+        self.assertIn("quartet2-s1.diagnose.json", os.listdir(out))
 
     def test_too_little_budget_starts_nothing(self):
         p, _ = self.call(30, "bf16-s2")
