@@ -13,9 +13,10 @@ namespace {
 // Written only by the handler; std::atomic<bool> is lock-free, so async-signal-safe.
 std::atomic<bool> g_requested{false};
 volatile sig_atomic_t g_signal = 0;
-// When the first signal came (CLOCK_MONOTONIC, ns); only the handler, which never nests (its
-// mask blocks both signals), reads and writes it.
-long long g_first_ns = 0;
+// When the first signal came (CLOCK_MONOTONIC, ns; 0: none yet). Two threads can run the handler
+// at once (each signal to another thread), so the first is decided by one compare-exchange.
+std::atomic<long long> g_first_ns{0};
+static_assert(std::atomic<long long>::is_always_lock_free, "the signal handler needs a lock-free atomic");
 struct sigaction g_old_int, g_old_term;
 
 // Launchers often signal a process twice at once: `timeout` and `kill -- -PGID` reach it both
@@ -37,16 +38,16 @@ void write_stderr(const char* text, std::size_t size) {
 
 void on_stop_signal(int sig) {
   const long long now = monotonic_ns();
-  if (!g_requested.load()) {
-    g_requested.store(true);
+  long long first = 0;
+  if (g_first_ns.compare_exchange_strong(first, now)) {
     g_signal = sig;
-    g_first_ns = now;
+    g_requested.store(true);
     static const char message[] =
         "\nquartet: stopping after this step and saving a checkpoint (interrupt again to abort at once)\n";
     write_stderr(message, sizeof(message) - 1);
     return;
   }
-  if (now - g_first_ns < kSameRequestNs) {
+  if (now - first < kSameRequestNs) {
     static const char message[] = "quartet: the stop signal came twice at once: taken as one request\n";
     write_stderr(message, sizeof(message) - 1);
     return;
@@ -66,11 +67,11 @@ void on_stop_signal(int sig) {
 StopSignals::StopSignals() {
   g_requested.store(false);
   g_signal = 0;
-  g_first_ns = 0;
+  g_first_ns.store(0);
   struct sigaction sa {};
   sa.sa_handler = on_stop_signal;
   sigemptyset(&sa.sa_mask);
-  sigaddset(&sa.sa_mask, SIGINT);  // one handler at a time: SIGINT and SIGTERM never nest
+  sigaddset(&sa.sa_mask, SIGINT);  // in one thread SIGINT and SIGTERM never nest
   sigaddset(&sa.sa_mask, SIGTERM);
   sa.sa_flags = SA_RESTART;  // file writes and reads in progress carry on
   ::sigaction(SIGINT, &sa, &g_old_int);

@@ -106,7 +106,8 @@ class Interrupted(unittest.TestCase):
         p.send_signal(signal.SIGTERM)
         p.send_signal(signal.SIGCONT)
         _, err = p.communicate(timeout=60)
-        self.assertEqual(p.returncode, 130, err)
+        # Either may be handled first (each can go to another thread): its status is the run's.
+        self.assertIn(p.returncode, (130, 143), err)
         self.assertIn("taken as one request", err)
         self.assertEqual(self.check_latest_is_complete(run), metric_steps(run)[-1])
 
