@@ -80,13 +80,19 @@ struct Measured {
   nlohmann::json op_host_ms;    // host ms per step and operation, the same way
 };
 
+// The preset at the shape's sequence length, checked to fit the recipe.
+LlamaConfig bench_model_config(const std::string& model_name, const Recipe& recipe, const TrainBenchShape& shape) {
+  LlamaConfig config = llama_preset(model_name, kGpt2Vocab);
+  config.max_seq_len = std::max(config.max_seq_len, shape.seq);
+  check_recipe_fits(config, recipe, shape.batch * shape.seq);
+  return config;
+}
+
 Measured measure_recipe(const std::string& model_name, const std::string& recipe_name, const TrainBenchShape& shape,
                         int warmup, int steps) {
   auto backend = make_cuda_backend();
-  LlamaConfig config = llama_preset(model_name, kGpt2Vocab);
-  config.max_seq_len = std::max(config.max_seq_len, shape.seq);
   const Recipe recipe = make_recipe(recipe_name);
-  check_recipe_fits(config, recipe, shape.batch * shape.seq);
+  const LlamaConfig config = bench_model_config(model_name, recipe, shape);
   reset_peak_memory();
   LlamaModel model(*backend, config, recipe, 1);
   AdamW optimizer(*backend, model);
@@ -136,10 +142,8 @@ std::optional<DataParallelMeasurement> measure_data_parallel(const std::string& 
                                                              const DistEnvironment& env) {
   std::unique_ptr<Rendezvous> rendezvous = Rendezvous::connect(env, dist_timeout_seconds());
   auto backend = make_cuda_backend();
-  LlamaConfig config = llama_preset(model_name, kGpt2Vocab);
-  config.max_seq_len = std::max(config.max_seq_len, shape.seq);
   const Recipe recipe = make_recipe(recipe_name);
-  check_recipe_fits(config, recipe, shape.batch * shape.seq);
+  const LlamaConfig config = bench_model_config(model_name, recipe, shape);
   reset_peak_memory();
   LlamaModel model(*backend, config, recipe, 1, env.world_size * FlatParameters::kSegmentAlignment);
   std::unique_ptr<Communicator> comm = make_communicator(*backend, std::move(rendezvous));

@@ -250,6 +250,21 @@ void expect_flat_f32(const Tensor& t, const char* what, std::int64_t numel) {
 
 bool aligned(const void* p, std::size_t bytes) { return reinterpret_cast<std::uintptr_t>(p) % bytes == 0; }
 
+// AdamW's constants of one step, as the kernels take them.
+AdamWConstants adamw_constants(const AdamWStep& hp) {
+  AdamWConstants k{};
+  k.b1 = static_cast<float>(hp.beta1);
+  k.b2 = static_cast<float>(hp.beta2);
+  k.one_minus_b1 = 1.0f - k.b1;
+  k.one_minus_b2 = 1.0f - k.b2;
+  k.c1 = static_cast<float>(1.0 - std::pow(hp.beta1, static_cast<double>(hp.step)));
+  k.c2 = static_cast<float>(1.0 - std::pow(hp.beta2, static_cast<double>(hp.step)));
+  k.lr = static_cast<float>(hp.lr);
+  k.eps = static_cast<float>(hp.eps);
+  k.weight_decay = static_cast<float>(hp.weight_decay);
+  return k;
+}
+
 }  // namespace
 
 void adamw_step(Tensor& params, Tensor& params_bf16, const Tensor& grads, Tensor& m, Tensor& v,
@@ -290,36 +305,11 @@ void adamw_step(Tensor& params, Tensor& params_bf16, const Tensor& grads, Tensor
   QUARTET_CUDA_LAUNCHED();
   if (chunks == 0) return;
 
-  AdamWConstants k{};
-  k.b1 = static_cast<float>(hp.beta1);
-  k.b2 = static_cast<float>(hp.beta2);
-  k.one_minus_b1 = 1.0f - k.b1;
-  k.one_minus_b2 = 1.0f - k.b2;
-  k.c1 = static_cast<float>(1.0 - std::pow(hp.beta1, static_cast<double>(hp.step)));
-  k.c2 = static_cast<float>(1.0 - std::pow(hp.beta2, static_cast<double>(hp.step)));
-  k.lr = static_cast<float>(hp.lr);
-  k.eps = static_cast<float>(hp.eps);
-  k.weight_decay = static_cast<float>(hp.weight_decay);
-  adamw_kernel<<<chunks, kThreads, 0, stream>>>(p, p16, g, mp, vp, table, vectorised, k, decision);
+  adamw_kernel<<<chunks, kThreads, 0, stream>>>(p, p16, g, mp, vp, table, vectorised, adamw_constants(hp), decision);
   QUARTET_CUDA_LAUNCHED();
 }
 
-
 namespace {
-
-AdamWConstants adamw_constants(const AdamWStep& hp) {
-  AdamWConstants k{};
-  k.b1 = static_cast<float>(hp.beta1);
-  k.b2 = static_cast<float>(hp.beta2);
-  k.one_minus_b1 = 1.0f - k.b1;
-  k.one_minus_b2 = 1.0f - k.b2;
-  k.c1 = static_cast<float>(1.0 - std::pow(hp.beta1, static_cast<double>(hp.step)));
-  k.c2 = static_cast<float>(1.0 - std::pow(hp.beta2, static_cast<double>(hp.step)));
-  k.lr = static_cast<float>(hp.lr);
-  k.eps = static_cast<float>(hp.eps);
-  k.weight_decay = static_cast<float>(hp.weight_decay);
-  return k;
-}
 
 void expect_status(const Tensor& status) {
   status.expect("adamw step status", {kStepSlots}, DType::f64);
