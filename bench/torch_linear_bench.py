@@ -21,7 +21,9 @@ skipped, with a message, where transformers is not installed.
 
 Timing: CUDA events around each repetition, after warm-ups; the median (the upper one of an even
 count, as quartet bench takes) of at least 20 repetitions, continuing up to 50 until about 3 s
-are spent; --reps N takes exactly N. Results as a table and, with --json FILE, as
+are spent; --reps N takes exactly N. Gradients are dropped before each linear repetition,
+untimed, as quartet bench times the layers alone. Each row also has host_ms, the median host
+time to issue a repetition: near median_ms, Python bounds the case, not the GPU. Results as a table and, with --json FILE, as
 {"device", "commit", "date", "torch_version", ..., "results": [rows]}.
 
 Example (the GPU machine; docs/pytorch.md, "Benchmark"):
@@ -37,6 +39,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 
 import torch
 
@@ -214,6 +217,7 @@ def check_cpp_shapes(cases, cpp_rows):
 class Timing:
     median_ms: float
     reps: int
+    host_ms: float = None  # the median host time to issue one repetition (None: not measured)
 
 
 def ratio(numerator, denominator):
@@ -241,6 +245,8 @@ def linear_rows(cases, timings, cpp_rows):
             rows.append(row)
             continue
         row.update(median_ms=t.median_ms, reps=t.reps)
+        if t.host_ms is not None:
+            row["host_ms"] = t.host_ms
         base = timings.get(case.baseline_name)
         if isinstance(base, Timing):
             row["bf16_ms"] = base.median_ms
@@ -269,6 +275,8 @@ def llama_rows(timings, config, batch, seq):
                "layers": config["num_hidden_layers"], "d": config["hidden_size"], "ffn": config["intermediate_size"]}
         if isinstance(t, Timing):
             row.update(median_ms=t.median_ms, reps=t.reps, tokens_per_s=tokens / (t.median_ms * 1e-3))
+            if t.host_ms is not None:
+                row["host_ms"] = t.host_ms
             if isinstance(base, Timing):
                 row["bf16_ms"] = base.median_ms
                 add_ratio(row, "ratio_to_bf16", ratio(t.median_ms, base.median_ms))
@@ -308,14 +316,14 @@ def make_report(device, rows, cpp_report, library, commit=None):
 
 def format_table(rows):
     """A line per row: case, median, the ratios (blank where not defined), or its error."""
-    lines = [f"{'case':<32} {'median_ms':>10} {'ratio_to_bf16':>14} {'ratio_to_cpp':>13}"]
+    lines = [f"{'case':<32} {'median_ms':>10} {'host_ms':>8} {'ratio_to_bf16':>14} {'ratio_to_cpp':>13}"]
     for row in rows:
         if "median_ms" not in row:
             lines.append(f"{row['case']:<32} {'-':>10}  {row.get('error', '')}")
             continue
-        cells = [f"{row[k]:.3f}" if k in row else "" for k in ("ratio_to_bf16", "ratio_to_cpp")]
+        cells = [f"{row[k]:.3f}" if k in row else "" for k in ("host_ms", "ratio_to_bf16", "ratio_to_cpp")]
         note = f"  (cpp: {row['cpp_error']})" if "cpp_error" in row else ""
-        lines.append(f"{row['case']:<32} {row['median_ms']:>10.3f} {cells[0]:>14} {cells[1]:>13}{note}")
+        lines.append(f"{row['case']:<32} {row['median_ms']:>10.3f} {cells[0]:>8} {cells[1]:>14} {cells[2]:>13}{note}")
     return "\n".join(lines)
 
 
@@ -348,23 +356,31 @@ def require_quartet_cuda(recipes):
     return {"path": str(library.path), "version": library.version()}
 
 
-def time_ms(fn, limits):
+def time_ms(fn, limits, setup=None):
     """Timing of fn on the current stream: warm-ups, then CUDA events around each repetition until
-    min_reps are done and about budget_s seconds are spent (at most max_reps)."""
+    min_reps are done and about budget_s seconds are spent (at most max_reps). `setup` runs before
+    each repetition, untimed. The host time to issue a repetition is kept beside: where it nears
+    the GPU time, the Python side, not the kernels, bounds the case."""
     min_reps, max_reps, budget_s = limits
     for _ in range(WARMUP):
+        if setup is not None:
+            setup()
         fn()
     torch.cuda.synchronize()
     start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    times, spent_s = [], 0.0
+    times, host_times, spent_s = [], [], 0.0
     while len(times) < max_reps and (len(times) < min_reps or spent_s < budget_s):
+        if setup is not None:
+            setup()
         start.record()
+        issued = time.perf_counter()
         fn()
+        host_times.append((time.perf_counter() - issued) * 1e3)
         stop.record()
         stop.synchronize()
         times.append(start.elapsed_time(stop))
         spent_s += times[-1] * 1e-3
-    return Timing(median(times), len(times))
+    return Timing(median(times), len(times), median(host_times))
 
 
 def make_layers(layer, shapes, device="cuda"):
@@ -390,12 +406,21 @@ def make_inputs(shapes, tokens, device="cuda"):
     return xs, dys
 
 
-def block_step(layers, xs, dys, backward):
-    """The four training forwards under BF16 autocast (a user's region), then, with `backward`,
-    the backward of all four. Gradients are dropped first, as zero_grad(set_to_none=True) does,
-    so no repetition adds into the last one's."""
+def drop_gradients(layers, xs):
+    """As zero_grad(set_to_none=True) does, so that no repetition adds into the last one's."""
     for t in xs + [m.weight for m in layers]:
         t.grad = None
+
+
+def block_step(layers, xs, dys, backward):
+    """Gradients dropped, then block_pass."""
+    drop_gradients(layers, xs)
+    block_pass(layers, xs, dys, backward)
+
+
+def block_pass(layers, xs, dys, backward):
+    """The four training forwards under BF16 autocast (a user's region), then, with `backward`,
+    the backward of all four."""
     with torch.autocast(xs[0].device.type, dtype=torch.bfloat16):
         ys = [m(x) for m, x in zip(layers, xs)]
     if backward:
@@ -413,7 +438,9 @@ def time_linear_cases(cases, limits):
                 layers = make_layers(layer, set_cases[0].linears())
                 for case in (c for c in set_cases if c.layer == layer):
                     backward = case.pass_name == "fwdbwd"
-                    timings[case.name] = time_ms(lambda: block_step(layers, xs, dys, backward), limits)
+                    # Dropping the gradients is untimed: quartet bench times the layers alone.
+                    timings[case.name] = time_ms(lambda: block_pass(layers, xs, dys, backward), limits,
+                                                 setup=lambda: drop_gradients(layers, xs))
                     print(f"  {case.name}: {timings[case.name].median_ms:.3f} ms", flush=True)
                 check_quartet_errors()
             except (RuntimeError, ValueError) as e:  # out of memory, a shape a recipe refuses: a row says so

@@ -62,7 +62,10 @@ std::unique_ptr<Backend> make_device_backend(Device device, int index) {
 void check_device_pointer(Device device, int index, const void* pointer, const char* what) {
   if (device != Device::cuda) return;
   cudaPointerAttributes attributes{};
-  check(cudaPointerGetAttributes(&attributes, pointer), fmt::format("cudaPointerGetAttributes({})", what).c_str());
+  // Every call checks its pointers: the message is formatted only when one fails.
+  if (const cudaError_t e = cudaPointerGetAttributes(&attributes, pointer); e != cudaSuccess) {
+    check(e, fmt::format("cudaPointerGetAttributes({})", what).c_str());
+  }
   if (attributes.type != cudaMemoryTypeDevice && attributes.type != cudaMemoryTypeManaged) {
     throw Error(fmt::format("{}: expected memory of CUDA device {}, got {} memory", what, index,
                             attributes.type == cudaMemoryTypeHost ? "pinned host" : "unregistered host"));

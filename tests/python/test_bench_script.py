@@ -176,6 +176,15 @@ class Rows(unittest.TestCase):
         self.assertIn("torch/quartet2/7B/fwdbwd", table)
         self.assertIn("1.043", table)  # 12 / 11.5
 
+    def test_host_time_is_reported_where_measured(self):
+        config, batch, seq = tb.llama_setup(False)
+        rows = tb.llama_rows({"bf16-nn": tb.Timing(40.0, 20, 1.5), "quartet2": timing(44.0)}, config, batch, seq)
+        self.assertEqual(rows[0]["host_ms"], 1.5)
+        self.assertNotIn("host_ms", rows[1])
+        table = tb.format_table(rows).splitlines()
+        self.assertEqual(table[0].split()[:3], ["case", "median_ms", "host_ms"])
+        self.assertEqual(table[1].split()[:3], ["torch/bf16-nn/llama-step", "40.000", "1.500"])
+
     def test_median_as_quartet_bench_takes_it(self):
         self.assertEqual(tb.median([3.0, 1.0, 2.0, 4.0]), 3.0)
         self.assertEqual(tb.median([2.0, 9.0, 1.0]), 2.0)

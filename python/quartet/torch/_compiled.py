@@ -24,13 +24,16 @@ _lock = threading.Lock()
 registration_error = None  # why the operators could not be registered, if they could not
 
 
+_SUPPORTED = hasattr(torch.library, "custom_op") and hasattr(getattr(torch, "compiler", None), "is_compiling")
+
+
 def supported():
     """Whether this PyTorch has what the compiled path needs."""
-    return hasattr(torch.library, "custom_op") and hasattr(getattr(torch, "compiler", None), "is_compiling")
+    return _SUPPORTED
 
 
 def is_compiling():
-    return supported() and torch.compiler.is_compiling()
+    return _SUPPORTED and torch.compiler.is_compiling()
 
 
 def register(layer):

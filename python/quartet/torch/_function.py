@@ -22,10 +22,16 @@ def activation_dtype(dtype, what):
     return _DTYPES[dtype]
 
 
+# The raw handle without building a torch.cuda.Stream object: every call passes through here.
+_raw_stream = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+
+
 def stream_of(device):
     """The caller's current CUDA stream as the C interface takes it (None on the CPU)."""
     if device.type != "cuda":
         return None
+    if _raw_stream is not None:
+        return _raw_stream(device.index if device.index is not None else torch.cuda.current_device()) or None
     return torch.cuda.current_stream(device).cuda_stream or None
 
 

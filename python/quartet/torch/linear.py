@@ -7,17 +7,23 @@ from quartet import _capi
 from quartet.torch import _compiled, _function, random
 
 
-def _autocast_dtype(device_type):
-    """The dtype autocast casts a linear layer's input to on `device_type`, or None when off."""
-    if hasattr(torch, "get_autocast_dtype"):  # PyTorch 2.4 and later
-        if device_type not in ("cpu", "cuda") or not torch.is_autocast_enabled(device_type):
-            return None
-        return torch.get_autocast_dtype(device_type)
+def _autocast_dtype_by_device(device_type):  # PyTorch 2.4 and later
+    if device_type not in ("cpu", "cuda") or not torch.is_autocast_enabled(device_type):
+        return None
+    return torch.get_autocast_dtype(device_type)
+
+
+def _autocast_dtype_before_2_4(device_type):
     if device_type == "cuda":
         return torch.get_autocast_gpu_dtype() if torch.is_autocast_enabled() else None
     if device_type == "cpu":
         return torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else None
     return None
+
+
+# The dtype autocast casts a linear layer's input to on a device type, or None when off; chosen
+# once, as every forward asks.
+_autocast_dtype = _autocast_dtype_by_device if hasattr(torch, "get_autocast_dtype") else _autocast_dtype_before_2_4
 
 
 def _context_of(device):
