@@ -26,6 +26,7 @@
 #include "quartet/dist/environment.h"
 #include "quartet/train/trainer.h"
 #include "quartet/util/files.h"
+#include "support/small_gpu_run.h"
 #include "support/temp_dir.h"
 
 namespace quartet {
@@ -34,23 +35,11 @@ namespace {
 // The model of training_test.cpp's runs (fused attention, widths every recipe's rotations fit),
 // two micro-batches a step so that two ranks run one each.
 TrainConfig small_run(const std::string& recipe, std::int64_t steps) {
-  TrainConfig c;
-  c.device = "cuda";
-  c.recipe = recipe;
-  c.model_size = "tiny";
-  c.model_overrides.d_model = 256;
-  c.model_overrides.n_heads = 4;
-  c.model_overrides.n_kv_heads = 2;
-  c.steps = steps;
-  c.batch = 2;
-  c.seq = 128;
+  TrainConfig c = testing::small_gpu_run(recipe, "cuda", steps);
   c.grad_accum = 2;
-  c.lr = 3e-3;
   c.eval_every = 3;
-  c.eval_batches = 2;
   c.final_eval_batches = 4;
   c.save_every = 3;
-  c.seed = 5;
   return c;
 }
 
