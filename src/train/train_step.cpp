@@ -12,21 +12,26 @@ TrainStep::TrainStep(Backend& backend, LlamaModel& model, StepOptimizer& optimiz
     : backend_(backend), model_(model), optimizer_(optimizer), batch_(batch), seq_(seq) {
   tokens_ = backend.empty({batch * seq}, DType::i32);
   targets_ = backend.empty({batch * seq}, DType::i32);
-  status_ = backend.zeros({kStepSlots}, DType::f64);
+  for (Slot& slot : slots_) slot.status = backend.zeros({kStepSlots}, DType::f64);
 }
 
 void TrainStep::launch(std::int64_t step, const std::vector<Batch>& micro_batches, double grad_scale,
                        const AdamWStep& hyper, LinearProbe* probe, std::int64_t first, std::int64_t total) {
-  failure_.clear();
-  backend_.fill(status_, 0.0);
-  Tensor loss_sum = status_.view(kStepLoss, {1});
+  if (in_flight() >= kMaxInFlight) {
+    throw Error(fmt::format("TrainStep: step {} launched with {} steps in flight (at most {})", step, in_flight(),
+                            kMaxInFlight));
+  }
+  Slot& slot = slots_[static_cast<std::size_t>(launched_ % kMaxInFlight)];
+  slot.failure.clear();
+  backend_.fill(slot.status, 0.0);
+  Tensor loss_sum = slot.status.view(kStepLoss, {1});
   model_.zero_grads();
   const auto n = static_cast<std::int64_t>(micro_batches.size());
   const std::int64_t per_step = total > 0 ? total : n;  // micro-batches per step on all ranks
   for (std::int64_t k = 0; k < n; ++k) {
     const Batch& b = micro_batches[static_cast<std::size_t>(k)];
     // Uploads are queued behind the previous micro-batch's kernels (one stream), so one pair of
-    // device buffers serves every micro-batch.
+    // device buffers serves every micro-batch of every step in flight.
     backend_.upload_tokens(tokens_, b.inputs);
     backend_.upload_tokens(targets_, b.targets);
     try {
@@ -35,22 +40,26 @@ void TrainStep::launch(std::int64_t step, const std::vector<Batch>& micro_batche
       model_.forward_backward(tokens_, targets_, batch_, seq_, grad_scale, static_cast<std::uint32_t>(step * per_step + first + k + 1),
                               loss_sum, k == 0 ? probe : nullptr, k + 1 == n ? optimizer_.gradients_ready() : nullptr);
     } catch (const NonFiniteError& e) {
-      failure_ = e.what();  // a quantizer met an overflowed activation or gradient
+      slot.failure = e.what();  // a quantizer met an overflowed activation or gradient
       backend_.fill(loss_sum, NAN);
       break;
     }
   }
-  optimizer_.step(hyper, status_);
+  optimizer_.step(hyper, slot.status);
+  ++launched_;
 }
 
 StepOutcome TrainStep::finish() {
-  const std::vector<double> s = backend_.download(status_);
+  if (in_flight() == 0) throw Error("TrainStep: finish() with no step launched");
+  Slot& slot = slots_[static_cast<std::size_t>(finished_ % kMaxInFlight)];
+  ++finished_;
+  const std::vector<double> s = backend_.download(slot.status);
   StepOutcome out;
   out.loss_sum = s[kStepLoss];
   out.grad_norm = s[kStepGradNorm];
   out.applied = s[kStepApplied] != 0;
   if (out.applied) return out;
-  out.why_skipped = failure_;
+  out.why_skipped = slot.failure;
   if (out.why_skipped.empty()) {
     try {
       backend_.raise_pending_errors();  // Error (bad data) propagates; NonFiniteError says where

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <memory>
 #include <regex>
 #include <sstream>
 
@@ -347,34 +348,69 @@ TrainResult run(TrainConfig c, const std::filesystem::path& checkpoint, const nl
   std::int64_t consecutive_skipped = 0;
   double step_seconds = 0;  // the time spent in steps (for TrainResult::tokens_per_second)
   std::int64_t saved_step = -1;  // the step of the last checkpoint this run wrote
-  for (std::int64_t step = start_step; step < c.steps; ++step) {
-    StepMetrics m;
-    m.step = step + 1;
-    m.lr = learning_rate(c, step);
+  // A step queued on the backend and not yet finished, with what the host knows of it.
+  struct LaunchedStep {
+    std::int64_t step = 0;
+    double lr = 0;
+    std::int64_t position_after = 0, epoch_after = 0;  // the data stream after its batches
+    std::unique_ptr<QuantDiagnostics> diagnostics;
+  };
+  const auto launch = [&](std::int64_t step) {
+    auto launched = std::make_unique<LaunchedStep>();
+    LaunchedStep& l = *launched;
+    l.step = step;
+    l.lr = learning_rate(c, step);
     // Every rank reads the whole step's stream and keeps its own micro-batches; all consumed
     // even by a failing step: data stays aligned.
-    std::int64_t position_after = 0, epoch_after = 0;
     for (std::int64_t k = 0; k < c.grad_accum; ++k) {
       Batch b = batches.next();
-      position_after = b.position_after;
-      epoch_after = b.epoch_after;
+      l.position_after = b.position_after;
+      l.epoch_after = b.epoch_after;
       if (slice.contains(k)) micro_batches[static_cast<std::size_t>(k - slice.first)] = std::move(b);
     }
     AdamWStep hyper;
-    hyper.lr = m.lr;
+    hyper.lr = l.lr;
     hyper.weight_decay = c.weight_decay;
     hyper.beta1 = c.beta1;
     hyper.beta2 = c.beta2;
     hyper.eps = c.eps;
     hyper.step = step + 1;
     hyper.max_grad_norm = c.grad_clip;
-    std::optional<QuantDiagnostics> diagnostics;
-    if (diagnostics_every > 0 && (step + 1) % diagnostics_every == 0) diagnostics.emplace(*backend);
-    train_step.launch(step, micro_batches, grad_scale, hyper, diagnostics ? &*diagnostics : nullptr, slice.first,
-                      c.grad_accum);
+    if (diagnostics_every > 0 && (step + 1) % diagnostics_every == 0) {
+      l.diagnostics = std::make_unique<QuantDiagnostics>(*backend);
+    }
+    train_step.launch(step, micro_batches, grad_scale, hyper, l.diagnostics.get(), slice.first, c.grad_accum);
+    return launched;
+  };
+  const auto evaluates_after = [&](std::int64_t step) {
+    return step + 1 == c.steps || (c.eval_every > 0 && (step + 1) % c.eval_every == 0);
+  };
+  const auto measures_at = [&](std::int64_t step) {
+    return diagnostics_every > 0 && (step + 1) % diagnostics_every == 0;
+  };
+  // The next step may be queued before this one's outcome is read when nothing between the two
+  // needs the model as this step leaves it (an evaluation, a checkpoint, the diagnostics). A
+  // save that falls due, or a stop request, meanwhile waits for the step in flight. The ranks of
+  // a data-parallel run agree on saves and stops after every step, so they never run ahead.
+  const bool overlap = !comm && (control.step_overlap == StepOverlap::on ||
+                                 (control.step_overlap == StepOverlap::automatic && backend->device() != Device::cpu));
+  const auto may_run_ahead = [&](std::int64_t step) {
+    return overlap && step + 1 < c.steps && !evaluates_after(step) &&
+           !(c.save_every > 0 && (step + 1) % c.save_every == 0) && !measures_at(step) && !measures_at(step + 1) &&
+           !save_is_due() && !(control.stop && control.stop->load());
+  };
+  std::unique_ptr<LaunchedStep> current;
+  if (start_step < c.steps) current = launch(start_step);
+  while (current) {
+    const std::int64_t step = current->step;
+    std::unique_ptr<LaunchedStep> ahead;
+    if (may_run_ahead(step)) ahead = launch(step + 1);
+    StepMetrics m;
+    m.step = step + 1;
+    m.lr = current->lr;
     const StepOutcome outcome = train_step.finish();
-    data_position = position_after;
-    data_epoch = epoch_after;
+    data_position = current->position_after;
+    data_epoch = current->epoch_after;
     tokens_seen += c.tokens_per_step();
     m.loss = outcome.loss_sum * grad_scale;
     m.grad_norm = outcome.grad_norm;
@@ -388,6 +424,7 @@ TrainResult run(TrainConfig c, const std::filesystem::path& checkpoint, const nl
     }
     m.skipped = skipped;
     m.tokens = tokens_seen;
+    const QuantDiagnostics* diagnostics = current->diagnostics.get();
     const auto now = std::chrono::steady_clock::now();
     // The diagnostics' measurements are not training throughput.
     const double step_time =
@@ -396,7 +433,7 @@ TrainResult run(TrainConfig c, const std::filesystem::path& checkpoint, const nl
     step_seconds += step_time;
     last = now;
     const bool final_step = step + 1 == c.steps;
-    if (final_step || (c.eval_every > 0 && (step + 1) % c.eval_every == 0)) {
+    if (evaluates_after(step)) {
       // The ranks share the windows (the result is the one-process one, bit for bit).
       const Evaluation e = evaluate(*backend, model, data, *tokenizer, c.batch, c.seq,
                                     final_step ? c.final_eval_batches : c.eval_batches, comm.get());
@@ -424,6 +461,12 @@ TrainResult run(TrainConfig c, const std::filesystem::path& checkpoint, const nl
           result.last_checkpoint.empty() ? std::string()
                                          : fmt::format(" The last checkpoint is {}", result.last_checkpoint)));
     }
+    current.reset();
+    if (ahead) {
+      // The model is already the next step's: saves and stops wait for it.
+      current = std::move(ahead);
+      continue;
+    }
     // Wall-clock saves and stop requests (a signal) come to each rank at its own moment: the
     // ranks agree on them, so that all save, and stop, after the same step.
     bool save_due = save_is_due(), stop_requested = control.stop && control.stop->load();
@@ -446,6 +489,7 @@ TrainResult run(TrainConfig c, const std::filesystem::path& checkpoint, const nl
       result.stopped = true;
       break;
     }
+    if (!final_step) current = launch(step + 1);
   }
   result.skipped_steps = skipped;
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_time).count();

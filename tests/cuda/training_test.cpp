@@ -83,6 +83,34 @@ TEST_F(GpuTraining, RunsAreBitwiseReproducible) {
   }
 }
 
+// On the GPU the trainer queues each step before it reads the last one's outcome; that run is
+// the one that waits for every step, bit for bit (losses, gradient norms, the evaluation in the
+// middle and at the end, the checkpoints).
+TEST_F(GpuTraining, OverlappedStepsAreBitwiseTheWaitingRun) {
+  testing::TempDir waiting_dir, overlapped_dir;
+  TrainConfig c = small_gpu_run("quartet2", "cuda", 10);
+  c.eval_every = 5;
+  c.save_every = 4;
+  RunControl control;
+  control.step_overlap = StepOverlap::off;
+  c.out_dir = waiting_dir.str();
+  const TrainResult waiting = train(c, {}, control);
+  control.step_overlap = StepOverlap::automatic;
+  c.out_dir = overlapped_dir.str();
+  const TrainResult overlapped = train(c, {}, control);
+  ASSERT_EQ(waiting.history.size(), overlapped.history.size());
+  for (std::size_t i = 0; i < waiting.history.size(); ++i) {
+    EXPECT_EQ(overlapped.history[i].loss, waiting.history[i].loss) << "step " << i + 1;
+    EXPECT_EQ(overlapped.history[i].grad_norm, waiting.history[i].grad_norm) << "step " << i + 1;
+    EXPECT_EQ(overlapped.history[i].val_loss, waiting.history[i].val_loss) << "step " << i + 1;
+  }
+  for (const char* step : {"step-000004", "step-000008", "step-000010"}) {
+    EXPECT_EQ(file_bytes(overlapped_dir.path() / "checkpoints" / step / "model.safetensors"),
+              file_bytes(waiting_dir.path() / "checkpoints" / step / "model.safetensors"))
+        << step;
+  }
+}
+
 // Resuming from the checkpoint of step 6 gives the run that never stopped, bit for bit.
 TEST_F(GpuTraining, ResumeIsBitwise) {
   testing::TempDir whole, resumed_dir;

@@ -238,6 +238,65 @@ TEST(Trainer, AStopRequestSavesTheStepUnderWayAndReturns) {
   for (std::size_t i = 0; i < 3; ++i) EXPECT_EQ(resumed.history[i].loss, full.history[i + 2].loss);
 }
 
+// The next step queued before the last one's outcome is read (what a CUDA run does) is the same
+// run: each step reads its own loss and gradient norm (not the one queued after it), the
+// evaluations and checkpoints see the model of their own step. Forced on here, on the CPU.
+TEST(Trainer, OverlappedStepsAreTheSameRun) {
+  testing::TempDir plain_dir, overlapped_dir;
+  TrainConfig c = small_run("quartet2", 8);
+  c.grad_accum = 2;
+  c.eval_every = 4;
+  c.save_every = 3;
+  RunControl control;
+  control.step_overlap = StepOverlap::off;
+  c.out_dir = plain_dir.str();
+  const TrainResult plain = train(c, {}, control);
+  control.step_overlap = StepOverlap::on;
+  c.out_dir = overlapped_dir.str();
+  const TrainResult overlapped = train(c, {}, control);
+  ASSERT_EQ(plain.history.size(), overlapped.history.size());
+  for (std::size_t i = 0; i < plain.history.size(); ++i) {
+    EXPECT_EQ(overlapped.history[i].step, plain.history[i].step);
+    EXPECT_EQ(overlapped.history[i].loss, plain.history[i].loss) << "step " << i + 1;
+    EXPECT_EQ(overlapped.history[i].grad_norm, plain.history[i].grad_norm) << "step " << i + 1;
+    EXPECT_EQ(overlapped.history[i].val_loss.has_value(), plain.history[i].val_loss.has_value()) << "step " << i + 1;
+    if (plain.history[i].val_loss) EXPECT_EQ(*overlapped.history[i].val_loss, *plain.history[i].val_loss);
+  }
+  EXPECT_EQ(overlapped.final_val_loss, plain.final_val_loss);
+  for (const char* step : {"step-000003", "step-000006", "step-000008"}) {
+    for (const char* file : {"model.safetensors", "optimizer.safetensors"}) {
+      EXPECT_EQ(read_file(overlapped_dir.path() / "checkpoints" / step / file),
+                read_file(plain_dir.path() / "checkpoints" / step / file))
+          << step << "/" << file;
+    }
+  }
+}
+
+// With two steps in flight a stop request finishes both: the run stops one step later than
+// asked, with a checkpoint of that step, and resumes as if it had never stopped.
+TEST(Trainer, AStopRequestWithOverlappedStepsFinishesBothAndResumes) {
+  testing::TempDir full_dir, dir;
+  TrainConfig c = small_run("bf16", 6);
+  c.out_dir = full_dir.str();
+  const TrainResult full = train(c);
+  c.out_dir = dir.str();
+  std::atomic<bool> stop{false};
+  RunControl control;
+  control.stop = &stop;
+  control.step_overlap = StepOverlap::on;
+  TrainCallbacks cb;
+  cb.on_step = [&](const StepMetrics& m) {
+    if (m.step == 2) stop = true;
+  };
+  const TrainResult stopped = train(c, cb, control);
+  EXPECT_TRUE(stopped.stopped);
+  ASSERT_EQ(stopped.history.size(), 3u);
+  EXPECT_EQ(read_file(dir.path() / "checkpoints" / "latest"), "step-000003\n");
+  const TrainResult resumed = resume(dir.str());
+  ASSERT_EQ(resumed.history.size(), 3u);
+  for (std::size_t i = 0; i < 3; ++i) EXPECT_EQ(resumed.history[i].loss, full.history[i + 3].loss);
+}
+
 // train() into a folder that already holds a run used to cut its metrics.jsonl, move `latest`
 // and leave the old checkpoints among the new ones.
 TEST(Trainer, AnExistingRunIsReplacedOnlyOnRequest) {

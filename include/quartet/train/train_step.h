@@ -1,8 +1,11 @@
 // One training step: the micro-batches' forward and backward passes and the optimizer step, all
 // queued on the backend, then one read of the step's status (loss, gradient norm, whether the
-// update was applied): the step's only host synchronisation.
+// update was applied): the step's only host synchronisation. Two steps may be in flight: the
+// next one queued before the last one's status is read, so that the device never waits for the
+// host between steps (each has its own status slot; the device runs them in order).
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -33,17 +36,27 @@ class TrainStep {
   // bits are independent of one another and the same on any number of ranks.
   void launch(std::int64_t step, const std::vector<Batch>& micro_batches, double grad_scale, const AdamWStep& hyper,
               LinearProbe* probe = nullptr, std::int64_t first = 0, std::int64_t total = 0);
-  // Waits for the queued step and reads its outcome. An error found in the data (a token or
-  // target outside the vocabulary) is thrown as Error.
+  // Throws Error when kMaxInFlight steps are already launched and not finished.
+  // Waits for the oldest launched step and reads its outcome. An error found in the data (a
+  // token or target outside the vocabulary) is thrown as Error.
   StepOutcome finish();
+  // Steps launched and not yet finished.
+  std::int64_t in_flight() const { return launched_ - finished_; }
+
+  static constexpr std::int64_t kMaxInFlight = 2;
 
  private:
+  struct Slot {
+    Tensor status;
+    std::string failure;  // a synchronous backend's NonFiniteError in the step
+  };
   Backend& backend_;
   LlamaModel& model_;
   StepOptimizer& optimizer_;
   std::int64_t batch_, seq_;
-  Tensor tokens_, targets_, status_;
-  std::string failure_;  // a synchronous backend's NonFiniteError in the queued step
+  Tensor tokens_, targets_;
+  std::array<Slot, kMaxInFlight> slots_;
+  std::int64_t launched_ = 0, finished_ = 0;
 };
 
 }  // namespace quartet

@@ -67,6 +67,14 @@ struct TrainCallbacks {
   std::function<void(Backend&, LlamaModel&, const Tokenizer&)> on_finish;
 };
 
+// Whether the trainer queues the next step before it reads the last one's outcome (loss,
+// gradient norm), so that the device never waits for the host between steps. automatic: on a
+// device backend (CUDA), where the work is queued; the CPU backend runs each step as it is
+// queued and gains nothing. A one-process run only (the ranks of a data-parallel run agree on
+// saves and stops after every step). The run is the same bits either way; a stop request then
+// finishes both steps in flight.
+enum class StepOverlap { automatic, on, off };
+
 // How this process runs the training, as opposed to what is trained: not saved in checkpoints,
 // so it may differ when a run is resumed.
 struct RunControl {
@@ -77,9 +85,12 @@ struct RunControl {
   // A diverged run skips every step: after this many consecutive skipped steps the run stops
   // with an Error (its checkpoints stay as they were). 0: never stop.
   std::int64_t max_skipped_steps = 20;
-  // Set from outside (a signal handler): the step under way is finished, a checkpoint saved
-  // (when there is an out_dir) and the run returns with TrainResult::stopped.
-  const std::atomic<bool>* stop = nullptr;  // After every save, the step-N checkpoints beyond the keep_last with the highest steps are
+  // Set from outside (a signal handler): the steps under way are finished (one, or two with
+  // step_overlap), a checkpoint saved (when there is an out_dir) and the run returns with
+  // TrainResult::stopped.
+  const std::atomic<bool>* stop = nullptr;
+  StepOverlap step_overlap = StepOverlap::automatic;
+  // After every save, the step-N checkpoints beyond the keep_last with the highest steps are
   // removed (never the one `latest` names; prune_checkpoints in checkpoint.h). 0: keep all.
   std::int64_t keep_last = 0;
   // Also save once this many minutes of wall time have passed since the last save (or since the
