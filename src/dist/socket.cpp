@@ -121,6 +121,12 @@ void Socket::recv_all(void* data, std::size_t bytes, Deadline deadline, const st
     if (n == 0) throw PeerLost(fmt::format("{} closed its connection (it exited, failed or was killed)", peer));
     if (n < 0) {
       if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) continue;
+      // A peer that dies with our data unread in its buffer resets the connection instead of
+      // closing it: the same event for the user.
+      if (errno == ECONNRESET) {
+        throw PeerLost(fmt::format("{} closed its connection (it exited, failed or was killed): {}", peer,
+                                   system_error(errno)));
+      }
       throw PeerLost(fmt::format("the connection to {} broke: {}", peer, system_error(errno)));
     }
     p += n;

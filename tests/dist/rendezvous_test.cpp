@@ -3,6 +3,7 @@
 // naming the rank, well before the rank processes' watchdog would kill them.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -36,6 +37,29 @@ DistEnvironment env_for(int rank, int world, int port) {
 }
 
 bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+// A peer killed with our data unread in its buffer resets the connection rather than closing
+// it (which of the two a killed rank's peers see is a race): both are the peer closing its
+// connection, and say so.
+TEST(Socket, AResetConnectionIsAClosedPeer) {
+  dist::Socket listener = dist::listen_tcp("127.0.0.1", 0, 1);
+  const int port = dist::local_port(listener);
+  dist::Socket ours = dist::connect_with_retry("127.0.0.1", port, dist::deadline_after(5), "the test's peer");
+  dist::Socket theirs = dist::accept_until(listener, dist::deadline_after(5), "the test's peer");
+  const char byte = 1;
+  ours.send_all(&byte, 1, dist::deadline_after(5), "rank 1");
+  // Closing with unread data (and no lingering) sends a reset.
+  const linger reset{1, 0};
+  ASSERT_EQ(setsockopt(theirs.fd(), SOL_SOCKET, SO_LINGER, &reset, sizeof reset), 0);
+  theirs.close();
+  char got = 0;
+  try {
+    ours.recv_all(&got, 1, dist::deadline_after(5), "rank 1");
+    ADD_FAILURE() << "a reset connection gave data";
+  } catch (const dist::PeerLost& e) {
+    EXPECT_TRUE(contains(e.what(), "rank 1 closed its connection")) << e.what();
+  }
+}
 
 TEST(Rendezvous, RanksMeetAndExchangeBlobs) {
   const int port = dist::free_tcp_port("127.0.0.1");
