@@ -105,7 +105,7 @@ QUARTET_C_EXPORT quartet_status quartet_linear_forward(quartet_linear* linear, c
 /* dx = dy w (overwritten); dw = dy^T x, added to dw's values if accumulate_dw is 1, written if 0.
  * x and w must hold what the forward was given. `saved` is the forward's object; NULL
  * recomputes it from x, w and `call` (bitwise the same, at the cost of the forward's
- * quantization and product). */
+ * quantizations; the forward's product is not recomputed). */
 QUARTET_C_EXPORT quartet_status quartet_linear_backward(quartet_linear* linear, const quartet_linear_saved* saved,
                                                         const void* x, const float* w, const void* dy,
                                                         quartet_dtype dtype, int64_t tokens, void* dx, float* dw,

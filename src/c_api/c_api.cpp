@@ -323,13 +323,9 @@ quartet_status quartet_linear_backward(quartet_linear* linear, const quartet_lin
     std::lock_guard lock(s.mutex);
     run_on_stream(s.device, s.index, stream, [&] {
       LinearSaved state;
-      if (saved != nullptr) {
-        state = saved->saved;
-      } else {
-        // Recompute what the forward saved: its quantizers are deterministic given the call.
-        Tensor scratch = s.backend->empty({tokens, linear->out_features}, dt);
-        linear_forward(*s.backend, linear->recipe, tx, tw, scratch, state, random);
-      }
+      // Else recompute what the forward saved (its quantizers are deterministic given the
+      // call), without the forward's product.
+      state = saved != nullptr ? saved->saved : linear_saved_for_backward(*s.backend, linear->recipe, tx, tw, random);
       if (linear->recipe.saves_high_precision_x()) state.x = tx;
       if (accumulate_dw == 0) s.backend->fill(tdw, 0.0);
       linear_backward(*s.backend, linear->recipe, tdy, tw, state, tdx, tdw, random);

@@ -95,6 +95,19 @@ const char* gemm_name(LinearGemm gemm) {
   return "?";
 }
 
+namespace {
+
+// What the backward re-uses of the forward's operands: the rest is dropped.
+void keep_what_backward_needs(const Recipe& recipe, const Tensor& x, LinearSaved& saved) {
+  if (recipe.saves_high_precision_x()) saved.x = x;
+  const bool need_xq = recipe.wgrad_xt.quantized() && recipe.wgrad_xt.source != OperandSource::high_precision;
+  const bool need_wq = recipe.dgrad_wt.quantized() && recipe.dgrad_wt.source != OperandSource::high_precision;
+  if (!need_xq && !recipe.backward_through_trust_mask) saved.xq = QTensor{};
+  if (!need_wq && !recipe.backward_through_trust_mask) saved.wq = QTensor{};
+}
+
+}  // namespace
+
 void linear_forward(Backend& backend, const Recipe& recipe, const Tensor& x, const Tensor& w, Tensor& y,
                     LinearSaved& saved, const LinearRandom& random, const Tensor& w_bf16, const LinearProbeHook& probe) {
   check_linear_shapes(x, w, y);
@@ -116,12 +129,24 @@ void linear_forward(Backend& backend, const Recipe& recipe, const Tensor& x, con
     exact_forward(backend, x, w, w_bf16, y);
   }
   if (probe.probe) saved.probed_x = x;
-  if (recipe.saves_high_precision_x()) saved.x = x;
-  // The quantized tensors are needed only where backward re-uses them.
-  const bool need_xq = recipe.wgrad_xt.quantized() && recipe.wgrad_xt.source != OperandSource::high_precision;
-  const bool need_wq = recipe.dgrad_wt.quantized() && recipe.dgrad_wt.source != OperandSource::high_precision;
-  if (!need_xq && !recipe.backward_through_trust_mask) saved.xq = QTensor{};
-  if (!need_wq && !recipe.backward_through_trust_mask) saved.wq = QTensor{};
+  keep_what_backward_needs(recipe, x, saved);
+}
+
+LinearSaved linear_saved_for_backward(Backend& backend, const Recipe& recipe, const Tensor& x, const Tensor& w,
+                                      const LinearRandom& random) {
+  if (x.ndim() != 2 || w.ndim() != 2 || x.dim(1) != w.dim(1)) {
+    throw Error(fmt::format("linear: X {} W {} do not fit X W^T", shape_string(x.shape()), shape_string(w.shape())));
+  }
+  LinearSaved saved;
+  saved.tokens = x.dim(0);
+  // The forward's quantizations, the same calls with the same random streams: the same bits.
+  if (recipe.fwd_x.quantized()) {
+    const Rotation rot = forward_rotation(recipe.fwd_x);
+    saved.xq = backend.quantize(x, false, *recipe.fwd_x.quantizer, rot, operand_random(random, kFwdX));
+    saved.wq = backend.quantize(w, false, *recipe.fwd_w.quantizer, rot, operand_random(random, kFwdW));
+  }
+  keep_what_backward_needs(recipe, x, saved);
+  return saved;
 }
 
 void linear_backward(Backend& backend, const Recipe& recipe, const Tensor& dy, const Tensor& w, const LinearSaved& saved,

@@ -274,6 +274,35 @@ TEST_F(LinearTest, EveryRecipeRunsBackwardWithFiniteGradients) {
   }
 }
 
+// What a caller that keeps only x and w recomputes for the backward is what the forward saved:
+// the backward from it gives the same bits, for every recipe (with the forward's random call).
+TEST_F(LinearTest, SavedForBackwardIsWhatTheForwardSaved) {
+  for (const std::string& name : recipe_names()) {
+    const Recipe r = make_recipe(name);
+    Tensor x = make({M, K}, DType::bf16, 51), w = make({N, K}, DType::f32, 52, 0.1), dy = make({M, N}, DType::bf16, 53);
+    Tensor y = be->empty({M, N}, DType::bf16);
+    const LinearRandom random{9, 2, 5};
+    LinearSaved forward_saved;
+    linear_forward(*be, r, x, w, y, forward_saved, random);
+    const LinearSaved recomputed = linear_saved_for_backward(*be, r, x, w, random);
+    EXPECT_EQ(recomputed.tokens, forward_saved.tokens) << name;
+    EXPECT_EQ(recomputed.x.defined(), forward_saved.x.defined()) << name;
+    EXPECT_EQ(recomputed.xq.defined(), forward_saved.xq.defined()) << name;
+    EXPECT_EQ(recomputed.wq.defined(), forward_saved.wq.defined()) << name;
+    const auto backward = [&](const LinearSaved& saved) {
+      Tensor dx = be->empty({M, K}, DType::bf16), dw = be->zeros({N, K}, DType::f32);
+      linear_backward(*be, r, dy, w, saved, dx, dw, random);
+      return std::make_pair(be->download(dx), be->download(dw));
+    };
+    const auto [dx_forward, dw_forward] = backward(forward_saved);
+    const auto [dx_recomputed, dw_recomputed] = backward(recomputed);
+    EXPECT_EQ(dx_recomputed, dx_forward) << name;
+    EXPECT_EQ(dw_recomputed, dw_forward) << name;
+  }
+  Tensor x = make({M, K}, DType::bf16, 1), w = make({N, K + 16}, DType::f32, 2);
+  EXPECT_THROW(linear_saved_for_backward(*be, make_recipe("quartet2"), x, w, {}), Error);
+}
+
 TEST_F(LinearTest, RejectsMismatchedShapes) {
   Tensor x = make({M, K}, DType::bf16, 1), w = make({N, K + 16}, DType::f32, 2), y = be->empty({M, N}, DType::bf16);
   LinearSaved s;

@@ -260,7 +260,9 @@ TEST(Trainer, OverlappedStepsAreTheSameRun) {
     EXPECT_EQ(overlapped.history[i].loss, plain.history[i].loss) << "step " << i + 1;
     EXPECT_EQ(overlapped.history[i].grad_norm, plain.history[i].grad_norm) << "step " << i + 1;
     EXPECT_EQ(overlapped.history[i].val_loss.has_value(), plain.history[i].val_loss.has_value()) << "step " << i + 1;
-    if (plain.history[i].val_loss) EXPECT_EQ(*overlapped.history[i].val_loss, *plain.history[i].val_loss);
+    if (plain.history[i].val_loss) {
+      EXPECT_EQ(*overlapped.history[i].val_loss, *plain.history[i].val_loss);
+    }
   }
   EXPECT_EQ(overlapped.final_val_loss, plain.final_val_loss);
   for (const char* step : {"step-000003", "step-000006", "step-000008"}) {

@@ -109,6 +109,11 @@ void linear_forward(Backend& backend, const Recipe& recipe, const Tensor& x, con
                     LinearSaved& saved, const LinearRandom& random, const Tensor& w_bf16 = Tensor{},
                     const LinearProbeHook& probe = {});
 
+// What linear_forward saves for the backward pass, bit for bit, without its product: for a
+// caller that keeps only x and w between the passes (a compiled graph) and recomputes the rest.
+LinearSaved linear_saved_for_backward(Backend& backend, const Recipe& recipe, const Tensor& x, const Tensor& w,
+                                      const LinearRandom& random);
+
 // dx [M, K] = dy w (overwritten); dw [N, K] += dy^T x (accumulated).
 void linear_backward(Backend& backend, const Recipe& recipe, const Tensor& dy, const Tensor& w, const LinearSaved& saved,
                      Tensor& dx, Tensor& dw, const LinearRandom& random, const Tensor& w_bf16 = Tensor{},
