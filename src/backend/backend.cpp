@@ -31,6 +31,36 @@ void check_parameter_segments(const std::vector<ParameterSegment>& segments, std
   }
 }
 
+namespace {
+
+// A synchronous backend's values are final when queue() is called.
+class ImmediateRead final : public QueuedRead {
+ public:
+  ImmediateRead(Backend& backend, std::int64_t max_bytes) : backend_(backend), max_bytes_(max_bytes) {}
+  void queue(const Tensor& t) override {
+    check_queued_read_size(t, max_bytes_);
+    values_ = backend_.download(t);
+  }
+  std::vector<double> wait() override { return values_; }
+
+ private:
+  Backend& backend_;
+  std::int64_t max_bytes_;
+  std::vector<double> values_;
+};
+
+}  // namespace
+
+void check_queued_read_size(const Tensor& t, std::int64_t max_bytes) {
+  if (t.bytes() > static_cast<std::size_t>(max_bytes)) {
+    throw Error(fmt::format("queued read: a tensor of {} bytes in a reader made for {}", t.bytes(), max_bytes));
+  }
+}
+
+std::unique_ptr<QueuedRead> Backend::make_queued_read(std::int64_t max_bytes) {
+  return std::make_unique<ImmediateRead>(*this, max_bytes);
+}
+
 double Backend::cross_entropy_loss(Tensor& dlogits, const Tensor& logits, const Tensor& targets, double grad_scale) {
   Tensor sum = zeros({1}, DType::f64);
   cross_entropy(dlogits, logits, targets, logits.ndim() == 2 ? logits.dim(1) : 0, grad_scale, sum);

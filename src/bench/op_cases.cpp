@@ -589,7 +589,7 @@ OpRun build_adamw_step(Backend& be, const OpShape& s, CaseInputs& in) {
   // Values outside the segments must stay as they were: start the copy from random ones.
   Tensor params_bf16 = in.tensor(be, "params_bf16", {n}, DType::bf16, normal_values(1.0), true);
   Tensor status = in.tensor(be, "status", {kStepSlots}, DType::f64,
-                            fixed_values({s.finite_loss ? 2.5 : std::nan(""), 0.0, 0.0, 0.0}), true);
+                            fixed_values({s.finite_loss ? 2.5 : std::nan(""), 0.0, 0.0, 0.0, 0.0}), true);
   AdamWStep hp;
   hp.lr = 1e-2;
   hp.weight_decay = 0.1;

@@ -12,7 +12,10 @@ TrainStep::TrainStep(Backend& backend, LlamaModel& model, StepOptimizer& optimiz
     : backend_(backend), model_(model), optimizer_(optimizer), batch_(batch), seq_(seq) {
   tokens_ = backend.empty({batch * seq}, DType::i32);
   targets_ = backend.empty({batch * seq}, DType::i32);
-  for (Slot& slot : slots_) slot.status = backend.zeros({kStepSlots}, DType::f64);
+  for (Slot& slot : slots_) {
+    slot.status = backend.zeros({kStepSlots}, DType::f64);
+    slot.read = backend.make_queued_read(static_cast<std::int64_t>(slot.status.bytes()));
+  }
 }
 
 void TrainStep::launch(std::int64_t step, const std::vector<Batch>& micro_batches, double grad_scale,
@@ -46,6 +49,8 @@ void TrainStep::launch(std::int64_t step, const std::vector<Batch>& micro_batche
     }
   }
   optimizer_.step(hyper, slot.status);
+  // finish() waits for this read only, not for a step queued after it.
+  slot.read->queue(slot.status);
   ++launched_;
 }
 
@@ -53,13 +58,17 @@ StepOutcome TrainStep::finish() {
   if (in_flight() == 0) throw Error("TrainStep: finish() with no step launched");
   Slot& slot = slots_[static_cast<std::size_t>(finished_ % kMaxInFlight)];
   ++finished_;
-  const std::vector<double> s = backend_.download(slot.status);
+  const std::vector<double> s = slot.read->wait();
   StepOutcome out;
   out.loss_sum = s[kStepLoss];
   out.grad_norm = s[kStepGradNorm];
   out.applied = s[kStepApplied] != 0;
   if (out.applied) return out;
   out.why_skipped = slot.failure;
+  // A device's record of a non-finite quantizer input went into this step's status.
+  if (out.why_skipped.empty() && s[kStepNonFiniteInput] != 0) {
+    out.why_skipped = backend_.describe_non_finite_input(s[kStepNonFiniteKey]);
+  }
   if (out.why_skipped.empty()) {
     try {
       backend_.raise_pending_errors();  // Error (bad data) propagates; NonFiniteError says where

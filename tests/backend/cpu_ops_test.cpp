@@ -234,7 +234,7 @@ TEST_F(CpuOps, AdamWStepMatchesTheFormula) {
   // Two segments (a decayed matrix and an undecayed norm) with a gap between them.
   Tensor p = tensor({5}, {1.0, -2.0, 0.0, 3.0, 0.5}), g = tensor({5}, {0.5, 0.25, 0.0, -0.125, 0.0625});
   Tensor m = be->zeros({5}, DType::f64), v = be->zeros({5}, DType::f64), p16 = be->zeros({5}, DType::bf16);
-  Tensor status = tensor({kStepSlots}, {1.5, 0.0, 0.0, 0.0});
+  Tensor status = tensor({kStepSlots}, {1.5, 0.0, 0.0, 0.0, 0.0});
   const std::vector<ParameterSegment> segments = {{0, 2, true}, {3, 2, false}};
   AdamWStep hp;
   hp.lr = 0.1;
@@ -270,7 +270,7 @@ TEST_F(CpuOps, AdamWStepClipsToTheGlobalNorm) {
   // Clipping scales every gradient by max_norm / norm: with Adam's first step the update of a
   // coordinate is sign-like, so compare the moments instead.
   Tensor p = tensor({2}, {0.0, 0.0}), g = tensor({2}, {3.0, 4.0}), m = be->zeros({2}, DType::f64), v = be->zeros({2}, DType::f64);
-  Tensor status = tensor({kStepSlots}, {0.0, 0.0, 0.0, 0.0}), none;
+  Tensor status = tensor({kStepSlots}, {0.0, 0.0, 0.0, 0.0, 0.0}), none;
   AdamWStep hp;
   hp.lr = 0.1;
   hp.max_grad_norm = 1.0;
@@ -284,7 +284,7 @@ TEST_F(CpuOps, AdamWStepSkipsANonFiniteLossOrGradient) {
   for (const bool bad_loss : {true, false}) {
     Tensor p = tensor({2}, {1.0, 2.0}), g = tensor({2}, {0.5, bad_loss ? 0.5 : INFINITY});
     Tensor m = be->zeros({2}, DType::f64), v = be->zeros({2}, DType::f64), none;
-    Tensor status = tensor({kStepSlots}, {bad_loss ? NAN : 1.0, 0.0, 0.0, 0.0});
+    Tensor status = tensor({kStepSlots}, {bad_loss ? NAN : 1.0, 0.0, 0.0, 0.0, 0.0});
     be->adamw_step(p, none, g, m, v, {{0, 2, true}}, AdamWStep{.lr = 0.1}, status);
     EXPECT_EQ(be->download(status)[kStepApplied], 0.0) << bad_loss;
     EXPECT_EQ(be->download(p), (std::vector<double>{1.0, 2.0})) << "parameters unchanged";
@@ -294,7 +294,7 @@ TEST_F(CpuOps, AdamWStepSkipsANonFiniteLossOrGradient) {
 
 TEST_F(CpuOps, AdamWStepRejectsSegmentsOutsideTheBuffers) {
   Tensor p = tensor({2}, {1.0, 2.0}), g = tensor({2}, {0.5, 0.5}), m = be->zeros({2}, DType::f64), v = be->zeros({2}, DType::f64);
-  Tensor status = tensor({kStepSlots}, {0.0, 0.0, 0.0, 0.0}), none;
+  Tensor status = tensor({kStepSlots}, {0.0, 0.0, 0.0, 0.0, 0.0}), none;
   EXPECT_THROW(be->adamw_step(p, none, g, m, v, {{1, 2, true}}, AdamWStep{}, status), Error);
   EXPECT_THROW(be->adamw_step(p, none, g, m, v, {{0, 2, true}, {1, 1, false}}, AdamWStep{}, status), Error)
       << "overlapping segments";

@@ -798,7 +798,8 @@ TEST_F(CudaAdamW, SkipsStepsThatCannotApply) {
     EXPECT_EQ(sg[kStepApplied], 0.0);
     EXPECT_TRUE(std::isinf(sg[kStepGradNorm]));
   }
-  {  // A quantizer met a non-finite input: every step skips until raise_pending_errors reports it.
+  {  // A quantizer met a non-finite input: the step skips and takes the record into its status
+     // (where describe_non_finite_input reads it); the next step decides on its own inputs.
     FlatState s = state(n, 0, 1.0, 1420);
     std::vector<double> x = random_values(64 * 64, 1421);
     x[100] = NAN;
@@ -810,13 +811,17 @@ TEST_F(CudaAdamW, SkipsStepsThatCannotApply) {
     std::vector<double> sg = gpu->download(s.status.gpu);
     EXPECT_EQ(sg[kStepApplied], 0.0);
     EXPECT_EQ(sg[kStepNonFiniteInput], 1.0);
-    EXPECT_THROW(gpu->raise_pending_errors(), NonFiniteError);
+    // Element 100 of the 64 x 64 input is row 1, column 36.
+    EXPECT_EQ(gpu->describe_non_finite_input(sg[kStepNonFiniteKey]),
+              "quantize: input element (1, 36) of the 64 x 64 tensor is not finite; quantizers need finite values");
+    EXPECT_NO_THROW(gpu->raise_pending_errors()) << "the step took the record";
     step(*cpu, s, true, true, segments, hp);
     step(*gpu, s, false, true, segments, hp);
     sg = gpu->download(s.status.gpu);
-    EXPECT_EQ(sg[kStepApplied], 1.0) << "applies again once reported";
+    EXPECT_EQ(sg[kStepApplied], 1.0) << "the next step applies";
     EXPECT_EQ(sg[kStepNonFiniteInput], 0.0);
-    expect_same_state(s, "adamw after a reported non-finite input");
+    EXPECT_EQ(sg[kStepNonFiniteKey], 0.0);
+    expect_same_state(s, "adamw after a step that skipped for a non-finite input");
   }
 }
 

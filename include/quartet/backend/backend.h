@@ -92,9 +92,24 @@ enum StepSlot : int {
   kStepLoss = 0,           // summed loss of the step's micro-batches (cross_entropy adds to it)
   kStepGradNorm = 1,       // global gradient norm before clipping (written by adamw_step)
   kStepApplied = 2,        // 1 if adamw_step updated the parameters, 0 if it skipped the step
-  kStepNonFiniteInput = 3, // 1 if a quantizer met a non-finite input (raise_pending_errors says where)
-  kStepSlots = 4,
+  kStepNonFiniteInput = 3, // 1 if a quantizer met a non-finite input
+  kStepNonFiniteKey = 4,   // where (a device's record, for describe_non_finite_input), else 0
+  kStepSlots = 5,
 };
+
+// A read of a small tensor queued behind the work queued so far, collected later: the host
+// waits for that work only, not for what it queued after (the next training step).
+class QueuedRead {
+ public:
+  virtual ~QueuedRead() = default;
+  // Queues the read of t's current values (at most the bytes the reader was made for).
+  virtual void queue(const Tensor& t) = 0;
+  // The values of the last queue(), once the work before it is done.
+  virtual std::vector<double> wait() = 0;
+};
+
+// Error unless t fits a reader made for max_bytes.
+void check_queued_read_size(const Tensor& t, std::int64_t max_bytes);
 
 class Backend {
  public:
@@ -113,6 +128,9 @@ class Backend {
   // integral values). They are for set-up, tests and checkpoints, not for the step loop.
   virtual void upload(Tensor& dst, const std::vector<double>& values) = 0;
   virtual std::vector<double> download(const Tensor& src) = 0;
+  // A reusable reader of tensors of up to max_bytes (QueuedRead). Synchronous backends read at
+  // queue() time, which is the same thing.
+  virtual std::unique_ptr<QueuedRead> make_queued_read(std::int64_t max_bytes);
   // Token ids to an i32 tensor. Asynchronous on a GPU (through pinned staging memory): the
   // vector may be reused as soon as the call returns.
   virtual void upload_tokens(Tensor& dst, const std::vector<std::int32_t>& tokens) = 0;
@@ -218,6 +236,11 @@ class Backend {
   // backends throw at once and have nothing pending. A non-finite input stays recorded (and
   // every adamw_step skips) until this call reports it.
   virtual void raise_pending_errors() {}
+  // What status[kStepNonFiniteKey] of a skipped step says: the quantizer input that was not
+  // finite ("" where the backend does not record; a synchronous one threw at once instead).
+  // adamw_step takes the record into the step's status and clears it, so that a step queued
+  // behind a skipped one decides on its own inputs.
+  virtual std::string describe_non_finite_input(double key) { return key == 0 ? "" : "a non-finite quantizer input"; }
 
   // ---- optimizer ----
   // Sum of squares in double, deterministic (the same bits on every call).

@@ -7,6 +7,7 @@
 
 #include <array>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -48,6 +49,7 @@ class TrainStep {
  private:
   struct Slot {
     Tensor status;
+    std::unique_ptr<QueuedRead> read;  // the status, queued behind the step's work
     std::string failure;  // a synchronous backend's NonFiniteError in the step
   };
   Backend& backend_;

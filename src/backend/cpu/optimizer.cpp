@@ -64,6 +64,7 @@ void gradient_squares(const Tensor& grads, const std::vector<ParameterSegment>& 
   double* st = status.data<double>();
   st[kStepGradNorm] = sq;
   st[kStepNonFiniteInput] = 0;  // synchronous quantizers throw instead of recording
+  st[kStepNonFiniteKey] = 0;
 }
 
 template <class Real>

@@ -6,6 +6,7 @@
 #include <dlfcn.h>
 #include <fmt/format.h>
 
+#include <bit>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -20,6 +21,7 @@
 #include "backend/cuda/ops.h"
 #include "backend/cuda/pinned_staging.h"
 #include "backend/cuda/quantize.h"
+#include "backend/cuda/queued_read.h"
 #include "quartet/backend/cuda.h"
 #include "quartet/error.h"
 #include "quartet/numerics/bf16.h"
@@ -120,17 +122,11 @@ class CudaBackend final : public Backend {
     expect_device(src, "download");
     std::vector<unsigned char> host(src.bytes());
     QUARTET_CUDA_CHECK(cudaMemcpy(host.data(), src.raw(), host.size(), cudaMemcpyDeviceToHost));
-    std::vector<double> out(static_cast<std::size_t>(src.numel()));
-    for (std::size_t i = 0; i < out.size(); ++i) {
-      switch (src.dtype()) {
-        case DType::f32: out[i] = reinterpret_cast<const float*>(host.data())[i]; break;
-        case DType::bf16: out[i] = bf16_to_float(reinterpret_cast<const std::uint16_t*>(host.data())[i]); break;
-        case DType::i32: out[i] = reinterpret_cast<const std::int32_t*>(host.data())[i]; break;
-        case DType::u8: out[i] = host[i]; break;
-        case DType::f64: out[i] = reinterpret_cast<const double*>(host.data())[i]; break;
-      }
-    }
-    return out;
+    return cuda::values_from_bytes(host.data(), src.dtype(), src.numel());
+  }
+
+  std::unique_ptr<QueuedRead> make_queued_read(std::int64_t max_bytes) override {
+    return cuda::make_queued_read(max_bytes, stream_);
   }
 
   void upload_tokens(Tensor& dst, const std::vector<std::int32_t>& tokens) override {
@@ -308,6 +304,11 @@ class CudaBackend final : public Backend {
   void raise_pending_errors() override {
     cuda::raise_data_errors();
     cuda::raise_pending_errors();
+  }
+
+  std::string describe_non_finite_input(double key) override {
+    if (key == 0) return "";
+    return cuda::describe_non_finite_key(std::bit_cast<unsigned long long>(key));
   }
 
   // ---- optimizer ----

@@ -56,10 +56,11 @@ void attention_forward_cached(Tensor& out, Tensor& k_cache, Tensor& v_cache, con
 
 // ---- optimizer.cu ----
 // Backend::adamw_step; `non_finite_record` is the quantizers' device record of a non-finite
-// input (~0 when there was none), read by the step's decision.
+// input (~0 when there was none), which the step's decision reads, moves into the status
+// (kStepNonFiniteKey) and clears.
 void adamw_step(Tensor& params, Tensor& params_bf16, const Tensor& grads, Tensor& m, Tensor& v,
                 const std::vector<ParameterSegment>& segments, const AdamWStep& hp, Tensor& status,
-                const unsigned long long* non_finite_record, cudaStream_t stream);
+                unsigned long long* non_finite_record, cudaStream_t stream);
 // Backend::gradient_squares and Backend::adamw_update: adamw_step's two halves (the same
 // kernels' arithmetic, so the same bits), for the sharded optimizer.
 void gradient_squares(const Tensor& grads, const std::vector<ParameterSegment>& segments, Tensor& status,

@@ -99,7 +99,7 @@ __global__ void __launch_bounds__(kThreads)
 // the step's decision. `non_finite_record` may be null (no quantizer record to consult).
 __global__ void __launch_bounds__(kThreads)
     decide_step_kernel(const double* __restrict__ partials, std::int64_t chunk_count, double* __restrict__ status,
-                       const unsigned long long* __restrict__ non_finite_record, double max_grad_norm,
+                       unsigned long long* __restrict__ non_finite_record, double max_grad_norm,
                        StepDecision* __restrict__ decision) {
   double acc = 0.0;
   for (std::int64_t i = threadIdx.x; i < chunk_count; i += kThreads) acc += partials[i];
@@ -111,6 +111,9 @@ __global__ void __launch_bounds__(kThreads)
   status[kStepGradNorm] = norm;
   status[kStepApplied] = applied ? 1.0 : 0.0;
   status[kStepNonFiniteInput] = input_finite ? 0.0 : 1.0;
+  // The record goes with this step (its key's bits in the status): the next step starts clear.
+  status[kStepNonFiniteKey] = input_finite ? 0.0 : __longlong_as_double(static_cast<long long>(*non_finite_record));
+  if (!input_finite) *non_finite_record = ~0ull;
   decision->applied = applied ? 1 : 0;
   decision->clip = norm > max_grad_norm ? 1 : 0;
   decision->clip_factor = __double2float_rn(max_grad_norm / norm);
@@ -128,6 +131,7 @@ __global__ void __launch_bounds__(kThreads)
   const bool input_finite = non_finite_record == nullptr || *non_finite_record == ~0ull;
   status[kStepGradNorm] = sum;
   status[kStepNonFiniteInput] = input_finite ? 0.0 : 1.0;
+  status[kStepNonFiniteKey] = 0.0;  // summed over ranks, a key would mean nothing: the record stays
 }
 
 // The second half, for Backend::adamw_update: the decision from the status slots (summed over
@@ -269,7 +273,7 @@ AdamWConstants adamw_constants(const AdamWStep& hp) {
 
 void adamw_step(Tensor& params, Tensor& params_bf16, const Tensor& grads, Tensor& m, Tensor& v,
                 const std::vector<ParameterSegment>& segments, const AdamWStep& hp, Tensor& status,
-                const unsigned long long* non_finite_record, cudaStream_t stream) {
+                unsigned long long* non_finite_record, cudaStream_t stream) {
   const std::int64_t n = params.numel();
   expect_flat_f32(params, "the parameters", n);
   expect_flat_f32(grads, "the gradients", n);

@@ -664,23 +664,30 @@ void raise_pending_errors() {
   if (g_pending_shapes.empty()) return;
   unsigned long long key = 0;
   QUARTET_CUDA_CHECK(cudaMemcpyFromSymbol(&key, g_first_non_finite, sizeof(key)));
-  const auto shapes = std::move(g_pending_shapes);
-  g_pending_shapes.clear();
-  if (key == ~0ull) return;
+  if (key == ~0ull) {
+    g_pending_shapes.clear();
+    return;
+  }
   const unsigned long long reset = ~0ull;
   QUARTET_CUDA_CHECK(cudaMemcpyToSymbol(g_first_non_finite, &reset, sizeof(reset)));
-  const auto it = shapes.find(key >> 40);
-  const std::int64_t index = static_cast<std::int64_t>(key & ((1ull << 40) - 1));
-  if (it == shapes.end()) throw NonFiniteError("quantize: a non-finite input element (position unknown)");
-  const auto [rows, cols] = it->second;
-  throw NonFiniteError(message("quantize: input element (", index / cols, ", ", index % cols, ") of the ", rows, " x ",
-                               cols, " tensor is not finite; quantizers need finite values"));
+  const std::string what = describe_non_finite_key(key);
+  g_pending_shapes.clear();
+  throw NonFiniteError(what);
 }
 
-const unsigned long long* non_finite_record() {
+unsigned long long* non_finite_record() {
   void* address = nullptr;
   QUARTET_CUDA_CHECK(cudaGetSymbolAddress(&address, g_first_non_finite));
-  return static_cast<const unsigned long long*>(address);
+  return static_cast<unsigned long long*>(address);
+}
+
+std::string describe_non_finite_key(unsigned long long key) {
+  const auto it = g_pending_shapes.find(key >> 40);
+  if (it == g_pending_shapes.end()) return "quantize: a non-finite input element (position unknown)";
+  const std::int64_t index = static_cast<std::int64_t>(key & ((1ull << 40) - 1));
+  const auto [rows, cols] = it->second;
+  return message("quantize: input element (", index / cols, ", ", index % cols, ") of the ", rows, " x ", cols,
+                 " tensor is not finite; quantizers need finite values");
 }
 
 DeviceQuantized quantize(const void* x, DType dtype, std::int64_t x_rows, std::int64_t x_cols, bool transpose,

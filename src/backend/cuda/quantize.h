@@ -75,8 +75,10 @@ void apply_trust_mask_and_unrotate(void* g, DType dtype, const DeviceQuantized& 
 // kernels record it on the device instead of synchronising every call).
 void raise_pending_errors();
 // The device address of that record (~0 when clear), for kernels that decide on it (the
-// optimizer step skips while it is set).
-const unsigned long long* non_finite_record();
+// optimizer step skips while it is set, and takes it into the step's status).
+unsigned long long* non_finite_record();
+// The message raise_pending_errors() would give for a record's key, without clearing anything.
+std::string describe_non_finite_key(unsigned long long key);
 
 // The scales of an NVFP4 tensor in the 128x4-tiled layout that block-scaled FP4 GEMMs read
 // (numerics.md §2): uint8 [round_up(rows, 128) * round_up(groups, 4)], padding bytes 0.
