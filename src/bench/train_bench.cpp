@@ -75,7 +75,9 @@ std::vector<Batch> random_batches(int count, std::int64_t tokens, std::uint64_t 
 
 struct Measured {
   double tokens_per_s = 0, ms_per_step = 0, peak_gib = 0, last_loss = 0;
-  double host_ms_per_step = 0;  // queueing the step's work (TrainStep::launch) on the host
+  // TrainStep::launch on the host: queueing the step's work, and with a step in flight also
+  // waiting for the upload buffers that step still uses.
+  double host_ms_per_step = 0;
   nlohmann::json op_ms;         // device ms per step and operation (QUARTET_PROFILE_OPS=1 only)
   nlohmann::json op_host_ms;    // host ms per step and operation, the same way
 };

@@ -714,7 +714,7 @@ class CudaAdamW : public CudaModelOps {
             pair({n}, DType::f32, random_values(n, seed + 2, 1e-3), offset),
             pair({n}, DType::f32, random_values(n, seed + 3, 1e-3), offset),
             pair({n}, DType::f32, v, offset),
-            pair({kStepSlots}, DType::f64, {loss, 0.0, 0.0, 0.0})};
+            pair({kStepSlots}, DType::f64, {loss, 0.0, 0.0, 0.0, 0.0})};
   }
 
   void step(Backend& be, FlatState& s, bool cpu_side, bool with_bf16, const std::vector<ParameterSegment>& segments,
