@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# On the GPU machine, from a .gpu/ bundle (scripts/gpu-bundle.sh): one command that checks the
+# build, optionally measures, and gives the rest of its time to the fidelity campaign
+# (scripts/fidelity-30m.sh, docs/fidelity.md), so that one call does the most it can:
+#   bash .gpu/gpu-session.sh MODE SECONDS [NAME...]
+# MODE: a '+'-joined set of tests (cuda_tests, to $OUT/cuda-tests.log), bench (`quartet bench
+# --only train` at 124m and 1b for quartet2 and bf16) or fullbench (every recipe beside the
+# PyTorch reference), or none. SECONDS: the whole command's budget; the campaign runs NAMEs
+# (started or resumed) in what is left of it.
+set -uo pipefail
+call_start=$(date +%s)
+[ $# -ge 2 ] || { echo "usage: $0 MODE SECONDS [NAME...]" >&2; exit 2; }
+mode=$1
+budget=$2
+shift 2
+[[ "$budget" =~ ^[0-9]+$ ]] || { echo "gpu-session: SECONDS must be a whole number, got $budget" >&2; exit 2; }
+cd "$(dirname "$0")"
+for f in lib/libopenblas.so.0 quartet cuda_tests; do [ -f "$f.gz" ] && gunzip -f "$f.gz"; done
+chmod +x quartet cuda_tests
+export LD_LIBRARY_PATH=$PWD/lib:${LD_LIBRARY_PATH:-}
+OUT=${OUT:-.}
+nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader
+if [[ "$mode" == *tests* ]]; then
+  t0=$(date +%s)
+  QUARTET_BINARY=$PWD/quartet ./cuda_tests --gtest_brief=1 > "$OUT/cuda-tests.log" 2>&1
+  echo "cuda_tests rc=$? in $(( $(date +%s) - t0 )) s"
+  tail -4 "$OUT/cuda-tests.log"
+fi
+if [[ "$mode" == *bench* ]]; then
+  t0=$(date +%s)
+  if [[ "$mode" == *fullbench* ]]; then
+    bench=(--recipes quartet2,nvidia,tetrajet2,quartet1 --pytorch "$PWD/pytorch_reference.py")
+  else
+    bench=(--models 124m,1b --recipes quartet2)
+  fi
+  ./quartet bench --only train "${bench[@]}" --json "$OUT/train-bench.json" > "$OUT/train-bench.log" 2>&1
+  echo "train bench rc=$? in $(( $(date +%s) - t0 )) s"
+  grep '"case":"train/' "$OUT/train-bench.log" | cut -c1-200
+fi
+left=$(( budget - ($(date +%s) - call_start) ))
+if [ $# -gt 0 ]; then
+  cd ..
+  QUARTET_DIAGNOSTICS=${QUARTET_DIAGNOSTICS:-250} QUARTET_DIAGNOSE=${QUARTET_DIAGNOSE:-1} \
+    bash scripts/fidelity-30m.sh "$PWD/.gpu/quartet" "$(( left > 0 ? left : 0 ))" "$@"
+fi
