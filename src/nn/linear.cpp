@@ -144,6 +144,9 @@ LinearSaved linear_saved_for_backward(Backend& backend, const Recipe& recipe, co
     const Rotation rot = forward_rotation(recipe.fwd_x);
     saved.xq = backend.quantize(x, false, *recipe.fwd_x.quantizer, rot, operand_random(random, kFwdX));
     saved.wq = backend.quantize(w, false, *recipe.fwd_w.quantizer, rot, operand_random(random, kFwdW));
+    // No forward product takes their GEMM copies here, which would free them.
+    backend.drop_gemm_copy(saved.xq);
+    backend.drop_gemm_copy(saved.wq);
   }
   keep_what_backward_needs(recipe, x, saved);
   return saved;

@@ -745,6 +745,53 @@ TEST_F(Cuda, LinearLayerOfEveryRecipe) {
   }
 }
 
+// Bytes of the default memory pool in use, once the queued work (and its frees) are done.
+std::int64_t pool_bytes_in_use() {
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  int device = 0;
+  cudaMemPool_t pool = nullptr;
+  EXPECT_EQ(cudaGetDevice(&device), cudaSuccess);
+  EXPECT_EQ(cudaDeviceGetDefaultMemPool(&pool, device), cudaSuccess);
+  std::uint64_t used = 0;
+  EXPECT_EQ(cudaMemPoolGetAttribute(pool, cudaMemPoolAttrUsedMemCurrent, &used), cudaSuccess);
+  return static_cast<std::int64_t>(used);
+}
+
+// What a saved-less backward recomputes (linear_saved_for_backward) gives the backward of the
+// forward's own save, bit for bit, for every recipe; and it holds only the quantized operands,
+// not the BF16 copies the quantizers write for the emulated GEMM (no product takes them).
+TEST_F(Cuda, SavedForBackwardIsWhatTheForwardSavedAndHoldsNoGemmCopies) {
+  // Large enough that the copies (2 bytes per element of x and w: 10 MiB) stand out of the
+  // pool's rounding of the two quantized tensors' allocations (allowed: 4 MiB).
+  const std::int64_t M = 4096, K = 1024, N = 1024;
+  for (const std::string& name : recipe_names()) {
+    const Recipe r = make_recipe(name);
+    Tensor x = gpu->empty({M, K}, DType::bf16), w = gpu->empty({N, K}, DType::f32), dy = gpu->empty({M, N}, DType::bf16);
+    gpu->upload(x, random_values(M * K, 81));
+    gpu->upload(w, random_values(N * K, 82, 0.05));
+    gpu->upload(dy, random_values(M * N, 83));
+    const LinearRandom rnd{5, 3, 11};
+    const auto backward = [&](const LinearSaved& saved) {
+      Tensor dx = gpu->empty({M, K}, DType::bf16), dw = gpu->zeros({N, K}, DType::f32);
+      linear_backward(*gpu, r, dy, w, saved, dx, dw, rnd);
+      return std::make_pair(gpu->download(dx), gpu->download(dw));
+    };
+    Tensor y = gpu->empty({M, N}, DType::bf16);
+    LinearSaved forward_saved;
+    linear_forward(*gpu, r, x, w, y, forward_saved, rnd);
+    const auto expected = backward(forward_saved);
+    forward_saved = LinearSaved{};
+    const std::int64_t before = pool_bytes_in_use();
+    const LinearSaved recomputed = linear_saved_for_backward(*gpu, r, x, w, rnd);
+    const std::int64_t held = pool_bytes_in_use() - before;
+    const std::int64_t quantized = static_cast<std::int64_t>(recomputed.xq.bytes + recomputed.wq.bytes);
+    EXPECT_LE(held, quantized + (std::int64_t{4} << 20)) << name << ": " << held << " bytes held for " << quantized;
+    const auto got = backward(recomputed);
+    EXPECT_EQ(got.first, expected.first) << name << " dx";
+    EXPECT_EQ(got.second, expected.second) << name << " dw";
+  }
+}
+
 // A few training steps of the tiny model: the same losses to within the GEMMs' rounding.
 TEST_F(Cuda, TrainingStepsTrackTheCpu) {
   for (const char* recipe : {"bf16", "quartet2"}) {

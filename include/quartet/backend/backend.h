@@ -219,6 +219,9 @@ class Backend {
   // materialising it) along the reduction dimension.
   virtual QTensor quantize(const Tensor& x, bool transpose, const QuantizerSpec& spec, const Rotation& rotation,
                            const RandomContext& random) = 0;
+  // A backend whose quantizers also write a copy of the operand for its GEMM (the emulated NVFP4
+  // GEMM's BF16 values) frees it: for a quantized tensor that no GEMM will take.
+  virtual void drop_gemm_copy(const QTensor&) {}
   // Dequantize q (in its rotated domain), transpose, rotate and quantize again (numerics of a
   // backward operand re-quantized from a forward one).
   virtual QTensor requantize_transposed(const QTensor& q, const QuantizerSpec& spec, const Rotation& rotation,

@@ -282,6 +282,7 @@ class CudaBackend final : public Backend {
     return wrap(cuda::quantize(x.raw(), x.dtype(), x.dim(0), x.dim(1), transpose, spec, rotation, random, stream_,
                                fused_dequantize_));
   }
+  void drop_gemm_copy(const QTensor& q) override { unwrap(q).dequantized = nullptr; }
   QTensor requantize_transposed(const QTensor& q, const QuantizerSpec& spec, const Rotation& rotation,
                                 const RandomContext& random) override {
     QUARTET_OP_SCOPE("requantize_transposed");
