@@ -1,6 +1,7 @@
 """scripts/fidelity-30m.sh, the campaign's run driver, against a stand-in for the quartet program
 that records its arguments: which runs start, which resume, which are skipped as finished, what
-each call copies out, and that bad names are refused before any work."""
+each call copies out, and that bad names are refused before any work; and scripts/gpu-session.sh,
+which runs the CUDA tests before it and gives it the rest of its time."""
 import json
 import os
 import shutil
@@ -39,7 +40,9 @@ sys.exit(124)
 """
 
 
-class FidelityScript(unittest.TestCase):
+class CampaignFixture(unittest.TestCase):
+    """A stand-in quartet program, a corpus folder and the runs folder, in a temporary folder."""
+
     def setUp(self):
         self.dir = tempfile.mkdtemp(prefix="quartet-fidelity-")
         self.quartet = os.path.join(self.dir, "quartet")
@@ -69,6 +72,8 @@ class FidelityScript(unittest.TestCase):
         with open(self.calls) as f:
             return [json.loads(line) for line in f]
 
+
+class FidelityScript(CampaignFixture):
     def test_runs_start_then_resume_then_are_skipped(self):
         p, out = self.call(600, "bf16-s1", "quartet2-no46-s3")
         self.assertEqual(p.returncode, 0, p.stderr)
@@ -144,6 +149,51 @@ class FidelityScript(unittest.TestCase):
         self.assertIn("SECONDS must be a whole number", p.stderr)
         self.assertEqual(self.recorded(), [])
 
+
+
+class GpuSessionScript(CampaignFixture):
+    """scripts/gpu-session.sh from a bundle laid out as gpu-bundle.sh makes it (.gpu/ beside
+    scripts/): it runs the CUDA tests, then gives the campaign what is left of its budget."""
+
+    def setUp(self):
+        super().setUp()
+        root = os.path.join(self.dir, "checkout")
+        os.makedirs(os.path.join(root, ".gpu", "lib"))
+        os.makedirs(os.path.join(root, "scripts"))
+        scripts = os.path.dirname(SCRIPT)
+        shutil.copy(os.path.join(scripts, "fidelity-30m.sh"), os.path.join(root, "scripts"))
+        self.session = os.path.join(root, ".gpu", "gpu-session.sh")
+        shutil.copy(os.path.join(scripts, "gpu-session.sh"), self.session)
+        shutil.copy(self.quartet, os.path.join(root, ".gpu", "quartet"))
+        with open(os.path.join(root, ".gpu", "cuda_tests"), "w") as f:
+            f.write("#!/bin/sh\necho \"[  PASSED  ] 3 tests. binary=$QUARTET_BINARY\"\n")
+        os.chmod(os.path.join(root, ".gpu", "cuda_tests"), 0o755)
+
+    def session_call(self, *args):
+        out = tempfile.mkdtemp(dir=self.dir)
+        p = subprocess.run(["bash", self.session, *args], capture_output=True, text=True, timeout=120,
+                           env=dict(self.env, OUT=out))
+        return p, out
+
+    def test_tests_then_the_campaign_in_the_time_left(self):
+        p, out = self.session_call("tests", "600", "bf16-s1")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        with open(os.path.join(out, "cuda-tests.log")) as f:
+            self.assertIn("PASSED", f.read())
+        self.assertIn("cuda_tests rc=0", p.stdout)
+        (run,) = self.recorded()
+        self.assertEqual(run[:2], ["train", "--model"])
+        self.assertEqual(run[run.index("--diagnostics") + 1], "250")
+        budget = int(p.stdout.split("(budget ")[1].split(" s)")[0])
+        self.assertTrue(500 < budget <= 600, budget)
+        self.assertTrue(os.path.exists(os.path.join(out, "bf16-s1.log")))
+
+    def test_bad_arguments_are_refused_before_any_work(self):
+        for args, fragment in [((), "usage"), (("tests",), "usage"), (("tests", "ten"), "whole number")]:
+            p, _ = self.session_call(*args)
+            self.assertEqual(p.returncode, 2, args)
+            self.assertIn(fragment, p.stderr, args)
+        self.assertEqual(self.recorded(), [])
 
 if __name__ == "__main__":
     unittest.main()
