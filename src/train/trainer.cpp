@@ -385,6 +385,7 @@ TrainResult run(TrainConfig c, const std::filesystem::path& checkpoint, const nl
   const auto evaluates_after = [&](std::int64_t step) {
     return step + 1 == c.steps || (c.eval_every > 0 && (step + 1) % c.eval_every == 0);
   };
+  const auto save_every_after = [&](std::int64_t step) { return c.save_every > 0 && (step + 1) % c.save_every == 0; };
   const auto measures_at = [&](std::int64_t step) {
     return diagnostics_every > 0 && (step + 1) % diagnostics_every == 0;
   };
@@ -396,7 +397,7 @@ TrainResult run(TrainConfig c, const std::filesystem::path& checkpoint, const nl
                                  (control.step_overlap == StepOverlap::automatic && backend->device() != Device::cpu));
   const auto may_run_ahead = [&](std::int64_t step) {
     return overlap && step + 1 < c.steps && !evaluates_after(step) &&
-           !(c.save_every > 0 && (step + 1) % c.save_every == 0) && !measures_at(step) && !measures_at(step + 1) &&
+           !save_every_after(step) && !measures_at(step) && !measures_at(step + 1) &&
            !save_is_due() && !(control.stop && control.stop->load());
   };
   std::unique_ptr<LaunchedStep> current;
@@ -476,7 +477,7 @@ TrainResult run(TrainConfig c, const std::filesystem::path& checkpoint, const nl
       save_due = flags[0] > 0;
       stop_requested = flags[1] > 0;
     }
-    if (final_step || (c.save_every > 0 && (step + 1) % c.save_every == 0) || save_due) {
+    if (final_step || save_every_after(step) || save_due) {
       save(step + 1);
       saved_step = step + 1;
       last = std::chrono::steady_clock::now();
