@@ -1,20 +1,26 @@
 #!/usr/bin/env bash
 # Runs of the 30m fidelity campaign (docs/fidelity.md) on the GPU machine, each started or
-# resumed, one after the other within one time budget: the runs take 13-20 minutes and a command
-# on that machine at most 10, so a run spans several calls on one warm machine, and a call that
-# finishes one run goes on with the next. Run folders live in /tmp/quartet-runs (QUARTET_RUNS):
-# the machine keeps /tmp between calls while it stays warm (30 s after a call), but replaces the
-# working tree's untracked folders with each call's copy. On SIGTERM at the budget's end the
-# trainer saves a checkpoint and the next call resumes it. Each call copies every named run's
-# metrics.jsonl and log to $OUT, and a finished run's run.json: committed as
-# docs/results/fidelity-30m/NAME/{metrics.jsonl,run.json}, `quartet compare --from` gathers them.
+# resumed, within one time budget: the runs take 13-20 minutes and a command on that machine at
+# most 10, so a run spans several calls on one warm machine, and a call that finishes one run goes
+# on with the next. On a machine of several GPUs the runs go in lanes, one per GPU
+# (CUDA_VISIBLE_DEVICES), each lane taking every QUARTET_GPUS-th unfinished name in order.
+# Run folders live in /tmp/quartet-runs (QUARTET_RUNS): the machine keeps /tmp between calls while
+# it stays warm (30 s after a call), but replaces the working tree's untracked folders with each
+# call's copy. On SIGTERM at the budget's end the trainer saves a checkpoint and the next call
+# resumes it. Each call packs every named run's metrics.jsonl, train.log, and once it has them its
+# run.json and diagnose.json, into one file, $OUT/fidelity-30m.tar.gz, as NAME/<file>: a finished
+# run's folder (it holds run.json) is committed as docs/results/fidelity-30m/NAME, and
+# `quartet compare --from` gathers them.
 #   bash scripts/fidelity-30m.sh QUARTET SECONDS NAME [NAME...]
 # NAME is <recipe>-s<seed>: bf16, nvidia, tetrajet2, quartet2, or quartet2-no46 (quartet2 with
 # 4/6 off), e.g. quartet2-no46-s3. A finished run (its run.json exists) is skipped.
+# QUARTET_GPUS=N: the number of lanes (default: the GPUs nvidia-smi lists, else 1).
 # QUARTET_DIAGNOSTICS=N adds `--diagnostics N` (docs/diagnostics.md) to every start and resume:
 # the run's numerics are unchanged, its metrics.jsonl gains the quantization figures.
-# QUARTET_DIAGNOSE=1 runs `quartet diagnose` on each finished run (NAME.diagnose.{json,png}; a
-# finished run then brings 5 files, and a call returns at most 8: one such run per call).
+# QUARTET_DIAGNOSE=NAME[,NAME...] (or "all") runs `quartet diagnose` once on each of those runs
+# when it has finished (minutes of GPU time each: the bias of every recipe's estimators on that
+# trained model), without its picture: the GPU machine has no gnuplot, and
+# `quartet plot --diagnose diagnose.json` draws it afterwards.
 set -euo pipefail
 if [ $# -lt 3 ]; then
   echo "usage: $0 QUARTET SECONDS NAME [NAME...]" >&2
@@ -34,6 +40,8 @@ for name in "$@"; do
     *) echo "fidelity-30m: unknown recipe '$recipe' in $name" >&2; exit 2 ;;
   esac
 done
+[ -z "${QUARTET_GPUS:-}" ] || [[ "$QUARTET_GPUS" =~ ^[1-9][0-9]*$ ]] ||
+  { echo "fidelity-30m: QUARTET_GPUS must be a positive whole number, got $QUARTET_GPUS" >&2; exit 2; }
 here=$(cd "$(dirname "$0")/.." && pwd)
 runs=${QUARTET_RUNS:-/tmp/quartet-runs}/fidelity-30m
 corpus=${QUARTET_CORPUS:-/tmp/code-corpus}
@@ -44,10 +52,18 @@ if [ ! -f "$corpus/dataset.json" ]; then
   bash "$here/scripts/build-code-corpus.sh" "$quartet" "$corpus" > "$runs/corpus.log" 2>&1 ||
     { echo "fidelity-30m: building the corpus failed:" >&2; tail -5 "$runs/corpus.log" >&2; exit 1; }
 fi
-for name in "$@"; do
+
+# Whether NAME is one of QUARTET_DIAGNOSE's.
+diagnosed_here() {
+  [ "${QUARTET_DIAGNOSE:-}" = all ] || [[ ",${QUARTET_DIAGNOSE:-}," == *",$1,"* ]]
+}
+
+# Starts or resumes one run in what is left of the budget, then diagnoses it if asked.
+run_one() {
+  local name=$1 recipe seed run left rc
   recipe=${name%-s*}
   seed=${name##*-s}
-  extra=()
+  local extra=()
   if [ "$recipe" = quartet2-no46 ]; then recipe=quartet2; extra=(--four-over-six off); fi
   run="$runs/$name"
   if [ -f "$run/run.json" ]; then
@@ -56,13 +72,14 @@ for name in "$@"; do
     left=$(( budget - ($(date +%s) - start) ))
     if [ "$left" -lt 60 ]; then
       echo "fidelity-30m: $name not started: ${left} s of the budget left"
-      continue
+      return 0
     fi
     # The authors' 30M configuration (Quartet-II's scripts): seq 512, 512 sequences (262,144
     # tokens) per step, lr 1.2e-3, warmup 10%, cosine to lr/10; 2861 steps = 750M tokens, 25 per
     # parameter of the paper's 30M count.
-    observe=(--keep-last 1)  # run controls: given again on every resume
+    local observe=(--keep-last 1)  # run controls: given again on every resume
     [ -z "${QUARTET_DIAGNOSTICS:-}" ] || observe+=(--diagnostics "$QUARTET_DIAGNOSTICS")
+    local cmd
     if [ -e "$run/checkpoints/latest" ]; then
       cmd=("$quartet" train --resume "$run" --out "$run" "${observe[@]}")
     else
@@ -83,21 +100,56 @@ for name in "$@"; do
       [ -e "$run/checkpoints/latest" ] || echo "fidelity-30m: $name left no checkpoint: $(tail -n 1 "$run.log")"
     fi
   fi
-  # QUARTET_DIAGNOSE=1: each finished run's gradient estimators on its own trained model and
-  # data (`quartet diagnose`, docs/diagnostics.md): one micro-batch of 16 x 512 tokens, 64 draws,
-  # the layers of blocks 1 and 4 of 6 (every layer would take minutes of the GPU's time).
-  if [ -n "${QUARTET_DIAGNOSE:-}" ] && [ -f "$run/run.json" ] && [ ! -f "$run/diagnose/diagnose.json" ]; then
+  # One micro-batch of 16 x 512 tokens, 64 draws, the layers of blocks 1 and 4 of 6: every
+  # recipe on this run's trained model and data (docs/diagnostics.md).
+  if diagnosed_here "$name" && [ -f "$run/run.json" ] && [ ! -f "$run/diagnose/diagnose.json" ]; then
     left=$(( budget - ($(date +%s) - start) ))
     if [ "$left" -lt 60 ]; then
       echo "fidelity-30m: $name not diagnosed: ${left} s of the budget left"
     else
-      timeout "$left" "$quartet" diagnose "$run" --device cuda --batch 16 --draws 64 --layers 1,4 --out "$run/diagnose" \
-        > "$run.diagnose.log" 2>&1 || echo "fidelity-30m: diagnose of $name failed: $(tail -n 1 "$run.diagnose.log")"
+      timeout "$left" "$quartet" diagnose "$run" --device cuda --batch 16 --draws 64 --layers 1,4 --no-plot \
+        --out "$run/diagnose" > "$run.diagnose.log" 2>&1 || echo "fidelity-30m: diagnose of $name failed: $(tail -n 1 "$run.diagnose.log")"
     fi
   fi
-  cp "$run/diagnose/diagnose.json" "$out/$name.diagnose.json" 2>/dev/null || true
-  cp "$run/diagnose/diagnose.png" "$out/$name.diagnose.png" 2>/dev/null || true
-  cp "$run/metrics.jsonl" "$out/$name.metrics.jsonl" 2>/dev/null || true
-  cp "$run.log" "$out/$name.log" 2>/dev/null || true
-  cp "$run/run.json" "$out/$name.run.json" 2>/dev/null || true
+}
+
+# The names that still need work, spread over the lanes; finished ones are said at once.
+pending=()
+for name in "$@"; do
+  if [ -f "$runs/$name/run.json" ] && { ! diagnosed_here "$name" || [ -f "$runs/$name/diagnose/diagnose.json" ]; }; then
+    echo "fidelity-30m: $name finished earlier"
+  else
+    pending+=("$name")
+  fi
 done
+lanes=${QUARTET_GPUS:-$(nvidia-smi -L 2>/dev/null | grep -c '^GPU ' || true)}
+[ "${lanes:-0}" -ge 1 ] || lanes=1
+[ "$lanes" -le "${#pending[@]}" ] || lanes=${#pending[@]}
+if [ "$lanes" -le 1 ]; then
+  for name in "${pending[@]}"; do run_one "$name"; done
+else
+  echo "fidelity-30m: ${#pending[@]} runs in $lanes lanes, one per GPU"
+  for (( lane = 0; lane < lanes; ++lane )); do
+    (
+      export CUDA_VISIBLE_DEVICES=$lane
+      for (( i = lane; i < ${#pending[@]}; i += lanes )); do run_one "${pending[$i]}"; done
+    ) &
+  done
+  wait
+fi
+
+# One archive, whatever the number of runs (a call brings back at most 8 files).
+pack=$(mktemp -d)
+for name in "$@"; do
+  run="$runs/$name"
+  [ -e "$run.log" ] || [ -d "$run" ] || continue
+  mkdir -p "$pack/$name"
+  cp "$run/metrics.jsonl" "$pack/$name/metrics.jsonl" 2>/dev/null || true
+  cp "$run.log" "$pack/$name/train.log" 2>/dev/null || true
+  cp "$run/run.json" "$pack/$name/run.json" 2>/dev/null || true
+  cp "$run/diagnose/diagnose.json" "$pack/$name/diagnose.json" 2>/dev/null || true
+  cp "$run.diagnose.log" "$pack/$name/diagnose.log" 2>/dev/null || true
+done
+tar -czf "$out/fidelity-30m.tar.gz" -C "$pack" .
+rm -rf "$pack"
+echo "fidelity-30m: wrote $out/fidelity-30m.tar.gz"

@@ -6,7 +6,9 @@
 # MODE: a '+'-joined set of tests (cuda_tests, to $OUT/cuda-tests.log), bench (`quartet bench
 # --only train` at 124m and 1b for quartet2 and bf16) or fullbench (every recipe beside the
 # PyTorch reference), or none. SECONDS: the whole command's budget; the campaign runs NAMEs
-# (started or resumed) in what is left of it.
+# (started or resumed) in what is left of it, one lane per GPU, with diagnostics every 250 steps
+# and `quartet diagnose` on quartet2-s1 once it has finished (QUARTET_DIAGNOSTICS and
+# QUARTET_DIAGNOSE override these; scripts/fidelity-30m.sh).
 set -uo pipefail
 call_start=$(date +%s)
 [ $# -ge 2 ] || { echo "usage: $0 MODE SECONDS [NAME...]" >&2; exit 2; }
@@ -40,6 +42,6 @@ fi
 left=$(( budget - ($(date +%s) - call_start) ))
 if [ $# -gt 0 ]; then
   cd ..
-  QUARTET_DIAGNOSTICS=${QUARTET_DIAGNOSTICS:-250} QUARTET_DIAGNOSE=${QUARTET_DIAGNOSE:-1} \
+  QUARTET_DIAGNOSTICS=${QUARTET_DIAGNOSTICS:-250} QUARTET_DIAGNOSE=${QUARTET_DIAGNOSE-quartet2-s1} \
     bash scripts/fidelity-30m.sh "$PWD/.gpu/quartet" "$(( left > 0 ? left : 0 ))" "$@"
 fi

@@ -334,6 +334,60 @@ nlohmann::ordered_json estimator_rows_json(const std::vector<LayerEstimators>& m
   return rows;
 }
 
+namespace {
+
+double number_or_nan(const nlohmann::json& v) {
+  return v.is_null() ? std::numeric_limits<double>::quiet_NaN() : v.get<double>();
+}
+
+}  // namespace
+
+std::vector<MeanEstimator> estimator_means_from_json(const nlohmann::json& mean, const std::string& where) {
+  if (!mean.is_array() || mean.empty()) throw Error(fmt::format("{}: \"mean\" is not a list of rows", where));
+  std::vector<MeanEstimator> means;
+  for (std::size_t i = 0; i < mean.size(); ++i) {
+    const nlohmann::json& j = mean[i];
+    MeanEstimator m;
+    try {
+      m.recipe = j.at("recipe").get<std::string>();
+      const std::string product = j.at("product").get<std::string>(), reference = j.at("reference").get<std::string>();
+      if (product == gemm_name(LinearGemm::dgrad)) {
+        m.product = LinearGemm::dgrad;
+      } else if (product == gemm_name(LinearGemm::wgrad)) {
+        m.product = LinearGemm::wgrad;
+      } else {
+        throw Error(fmt::format("{}: mean row {}: unknown product '{}' (dgrad or wgrad)", where, i, product));
+      }
+      if (reference == reference_name(GradientReference::exact)) {
+        m.reference = GradientReference::exact;
+      } else if (reference == reference_name(GradientReference::forward_quantized)) {
+        m.reference = GradientReference::forward_quantized;
+      } else {
+        throw Error(fmt::format("{}: mean row {}: unknown reference '{}' (exact or forward_quantized)", where, i,
+                                reference));
+      }
+      m.layers = j.at("layers").get<std::int64_t>();
+      m.error = number_or_nan(j.at("error"));
+      m.k = j.at("k").get<std::vector<std::int64_t>>();
+      for (const nlohmann::json& b : j.at("bias")) m.bias.push_back(number_or_nan(b));
+      m.slope = number_or_nan(j.at("slope"));
+      m.bias_limit = number_or_nan(j.at("bias_limit"));
+    } catch (const nlohmann::json::exception& e) {
+      throw Error(fmt::format("{}: mean row {}: a field is missing or has the wrong type: {}", where, i, e.what()));
+    }
+    if (m.k.empty()) throw Error(fmt::format("{}: mean row {}: no draw counts (k)", where, i));
+    if (m.k.size() != m.bias.size()) {
+      throw Error(fmt::format("{}: mean row {}: {} draw counts (k) but {} bias values", where, i, m.k.size(),
+                              m.bias.size()));
+    }
+    if (i > 0 && m.k != means.front().k) {
+      throw Error(fmt::format("{}: mean row {}: its draw counts (k) differ from the first row's", where, i));
+    }
+    means.push_back(std::move(m));
+  }
+  return means;
+}
+
 nlohmann::ordered_json estimator_means_json(const std::vector<MeanEstimator>& means) {
   nlohmann::ordered_json rows = nlohmann::ordered_json::array();
   for (const MeanEstimator& m : means) {

@@ -1,11 +1,13 @@
 """scripts/fidelity-30m.sh, the campaign's run driver, against a stand-in for the quartet program
-that records its arguments: which runs start, which resume, which are skipped as finished, what
-each call copies out, and that bad names are refused before any work; and scripts/gpu-session.sh,
-which runs the CUDA tests before it and gives it the rest of its time."""
+that records its arguments: which runs start, which resume, which are skipped as finished, which
+GPU each lane's runs get, what each call packs for the way back, and that bad names are refused
+before any work; and scripts/gpu-session.sh, which runs the CUDA tests before it and gives it the
+rest of its time."""
 import json
 import os
 import shutil
 import subprocess
+import tarfile
 import tempfile
 import unittest
 
@@ -19,6 +21,9 @@ args = sys.argv[1:]
 with open(os.environ["CALLS"], "a") as f:
     f.write(json.dumps(args) + "\n")
 out = args[args.index("--out") + 1]
+if "CUDA_VISIBLE_DEVICES" in os.environ:
+    with open(os.environ["CALLS"] + ".gpus", "a") as f:
+        f.write(os.path.basename(out) + " " + os.environ["CUDA_VISIBLE_DEVICES"] + "\n")
 if args[0] == "diagnose":  # the table's files in --out
     os.makedirs(out, exist_ok=True)
     for name in ("diagnose.json", "diagnose.png"):
@@ -55,7 +60,8 @@ class CampaignFixture(unittest.TestCase):
             f.write("{}")
         self.calls = os.path.join(self.dir, "calls.jsonl")
         self.env = dict(os.environ, CALLS=self.calls, QUARTET_RUNS=os.path.join(self.dir, "runs"),
-                        QUARTET_CORPUS=corpus)
+                        QUARTET_CORPUS=corpus, QUARTET_GPUS="1")
+        self.env.pop("CUDA_VISIBLE_DEVICES", None)
 
     def tearDown(self):
         shutil.rmtree(self.dir)
@@ -72,6 +78,13 @@ class CampaignFixture(unittest.TestCase):
         with open(self.calls) as f:
             return [json.loads(line) for line in f]
 
+    def packed(self, out):
+        """The one file a call brings back: {NAME/file: content}."""
+        self.assertEqual(os.listdir(out), ["fidelity-30m.tar.gz"])
+        with tarfile.open(os.path.join(out, "fidelity-30m.tar.gz")) as tar:
+            return {m.name.removeprefix("./"): tar.extractfile(m).read().decode()
+                    for m in tar.getmembers() if m.isfile()}
+
 
 class FidelityScript(CampaignFixture):
     def test_runs_start_then_resume_then_are_skipped(self):
@@ -87,21 +100,26 @@ class FidelityScript(CampaignFixture):
         self.assertEqual(second[second.index("--four-over-six") + 1], "off")
         self.assertEqual(second[second.index("--seed") + 1], "3")
         self.assertIn("bf16-s1 stopped", p.stdout)
-        self.assertEqual(sorted(os.listdir(out)), ["bf16-s1.log", "bf16-s1.metrics.jsonl", "quartet2-no46-s3.log",
-                                                   "quartet2-no46-s3.metrics.jsonl"])
+        files = self.packed(out)
+        self.assertEqual(sorted(files), ["bf16-s1/metrics.jsonl", "bf16-s1/train.log", "quartet2-no46-s3/metrics.jsonl",
+                                         "quartet2-no46-s3/train.log"])
+        self.assertIn("train [100/2861]", files["bf16-s1/train.log"])
+        self.assertFalse(os.path.exists(self.calls + ".gpus"), "one lane leaves the GPU choice alone")
 
         p, out = self.call(600, "bf16-s1", "quartet2-no46-s3")
         self.assertEqual(p.returncode, 0, p.stderr)
         resumed = self.recorded()[2:]
         self.assertEqual([c[c.index("--resume") + 1].rsplit("/", 1)[1] for c in resumed], ["bf16-s1", "quartet2-no46-s3"])
         self.assertIn("bf16-s1 finished", p.stdout)
-        self.assertIn("bf16-s1.run.json", os.listdir(out))
+        files = self.packed(out)
+        self.assertIn("bf16-s1/run.json", files)
+        self.assertEqual(files["bf16-s1/metrics.jsonl"].count("\n"), 2, "both calls' metrics")
 
         p, out = self.call(600, "bf16-s1")
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertEqual(len(self.recorded()), 4, "a finished run is not run again")
         self.assertIn("bf16-s1 finished earlier", p.stdout)
-        self.assertIn("bf16-s1.run.json", os.listdir(out))
+        self.assertEqual(sorted(self.packed(out)), ["bf16-s1/metrics.jsonl", "bf16-s1/run.json", "bf16-s1/train.log"])
 
     def test_diagnostics_are_asked_for_on_start_and_on_every_resume(self):
         self.env["QUARTET_DIAGNOSTICS"] = "250"
@@ -116,20 +134,49 @@ class FidelityScript(CampaignFixture):
         self.call(600, "nvidia-s3")
         self.assertNotIn("--diagnostics", self.recorded()[2])
 
-    def test_finished_runs_are_diagnosed_once(self):
-        self.env["QUARTET_DIAGNOSE"] = "1"
-        self.call(600, "quartet2-s1")
-        self.assertEqual([c[0] for c in self.recorded()], ["train"], "an unfinished run is not diagnosed")
-        p, out = self.call(600, "quartet2-s1")
+    def test_the_named_finished_runs_are_diagnosed_once(self):
+        self.env["QUARTET_DIAGNOSE"] = "bf16-s9,quartet2-s1"
+        self.call(600, "quartet2-s1", "nvidia-s1")
+        self.assertEqual([c[0] for c in self.recorded()], ["train", "train"], "an unfinished run is not diagnosed")
+        p, out = self.call(600, "quartet2-s1", "nvidia-s1")
         self.assertEqual(p.returncode, 0, p.stderr)
-        diagnose = self.recorded()[2]
+        self.assertEqual([c[0] for c in self.recorded()], ["train", "train", "train", "diagnose", "train"],
+                         "quartet2-s1 diagnosed after it finished; nvidia-s1, not named, not diagnosed")
+        diagnose = self.recorded()[3]
         self.assertEqual(diagnose[:2], ["diagnose", os.path.join(self.env["QUARTET_RUNS"], "fidelity-30m", "quartet2-s1")])
-        for flag, value in [("--device", "cuda"), ("--draws", "64"), ("--batch", "16")]:
+        for flag, value in [("--device", "cuda"), ("--draws", "64"), ("--batch", "16"), ("--layers", "1,4")]:
             self.assertEqual(diagnose[diagnose.index(flag) + 1], value, flag)
-        self.assertTrue({"quartet2-s1.diagnose.json", "quartet2-s1.diagnose.png"} <= set(os.listdir(out)))
+        self.assertIn("--no-plot", diagnose, "the GPU machine has no gnuplot")
+        self.assertIn("quartet2-s1/diagnose.json", self.packed(out))
         p, out = self.call(600, "quartet2-s1")
-        self.assertEqual(len(self.recorded()), 3, "diagnosed once")
-        self.assertIn("quartet2-s1.diagnose.json", os.listdir(out))
+        self.assertEqual(len(self.recorded()), 5, "diagnosed once")
+        self.assertIn("quartet2-s1 finished earlier", p.stdout)
+        self.assertIn("quartet2-s1/diagnose.json", self.packed(out))
+
+    def test_a_finished_run_named_later_for_diagnosis_is_diagnosed(self):
+        self.call(600, "bf16-s1")
+        self.call(600, "bf16-s1")
+        self.env["QUARTET_DIAGNOSE"] = "all"
+        p, _ = self.call(600, "bf16-s1")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual([c[0] for c in self.recorded()], ["train", "train", "diagnose"])
+
+    def test_several_gpus_run_the_unfinished_runs_in_lanes(self):
+        self.call(600, "bf16-s1")
+        self.call(600, "bf16-s1")  # finished: no lane is given it
+        self.env["QUARTET_GPUS"] = "2"
+        p, out = self.call(600, "bf16-s1", "nvidia-s1", "tetrajet2-s1", "quartet2-s1")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("3 runs in 2 lanes", p.stdout)
+        with open(self.calls + ".gpus") as f:
+            gpus = dict(line.split() for line in f)
+        self.assertEqual(gpus, {"nvidia-s1": "0", "tetrajet2-s1": "1", "quartet2-s1": "0"})
+        self.assertEqual(sorted(n.split("/")[0] for n in self.packed(out) if n.endswith("train.log")),
+                         ["bf16-s1", "nvidia-s1", "quartet2-s1", "tetrajet2-s1"])
+        self.env["QUARTET_GPUS"] = "8"
+        p, _ = self.call(600, "nvidia-s1")
+        self.assertNotIn("lanes", p.stdout, "no more lanes than runs")
+        self.assertIn("nvidia-s1 finished", p.stdout)
 
     def test_too_little_budget_starts_nothing(self):
         p, _ = self.call(30, "bf16-s2")
@@ -147,6 +194,11 @@ class FidelityScript(CampaignFixture):
         p, _ = self.call("ten", "bf16-s1")
         self.assertEqual(p.returncode, 2)
         self.assertIn("SECONDS must be a whole number", p.stderr)
+        for gpus in ("0", "two"):
+            self.env["QUARTET_GPUS"] = gpus
+            p, _ = self.call(600, "bf16-s1")
+            self.assertEqual(p.returncode, 2, gpus)
+            self.assertIn("QUARTET_GPUS must be a positive whole number", p.stderr)
         self.assertEqual(self.recorded(), [])
 
 
@@ -186,7 +238,7 @@ class GpuSessionScript(CampaignFixture):
         self.assertEqual(run[run.index("--diagnostics") + 1], "250")
         budget = int(p.stdout.split("(budget ")[1].split(" s)")[0])
         self.assertTrue(500 < budget <= 600, budget)
-        self.assertTrue(os.path.exists(os.path.join(out, "bf16-s1.log")))
+        self.assertTrue(os.path.exists(os.path.join(out, "fidelity-30m.tar.gz")))
 
     def test_bad_arguments_are_refused_before_any_work(self):
         for args, fragment in [((), "usage"), (("tests",), "usage"), (("tests", "ten"), "whole number")]:

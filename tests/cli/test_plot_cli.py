@@ -194,6 +194,83 @@ class Plot(unittest.TestCase):
         self.assertFalse(os.path.exists(self.path("a", "training.png")))
 
 
+def diagnose_report(mean):
+    """A diagnose.json as `quartet diagnose --out` writes it, with mean rows chosen here."""
+    return {"checkpoint": "run/checkpoints/step-000010", "step": 10, "trained_recipe": "bf16", "draws": 8,
+            "k": [1, 2, 4, 8], "mean": mean, "rows": []}
+
+
+def mean_row(recipe, product, reference, bias):
+    return {"recipe": recipe, "layers": 2, "product": product, "reference": reference, "error": 0.5,
+            "k": [1, 2, 4, 8], "bias": bias, "slope": -0.5, "bias_limit": 0.01}
+
+
+class PlotDiagnose(unittest.TestCase):
+    """`quartet plot --diagnose`: the picture of a diagnose.json measured where there was no gnuplot."""
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="quartet-plot-diagnose-")
+
+    def tearDown(self):
+        shutil.rmtree(self.dir)
+
+    def write(self, name, report):
+        path = os.path.join(self.dir, name)
+        with open(path, "w") as f:
+            f.write(report if isinstance(report, str) else json.dumps(report))
+        return path
+
+    def test_draws_diagnose_png_beside_the_json_with_its_values(self):
+        mean = [mean_row("quartet2", "dgrad", "exact", [0.5, 0.25, 0.125, None]),
+                mean_row("quartet2", "wgrad", "forward_quantized", [0.4, 0.3, 0.2, 0.1]),
+                mean_row("nvidia", "dgrad", "exact", [0.8, 0.7, 0.6, 0.5])]
+        path = self.write("diagnose.json", diagnose_report(mean))
+        p = run("plot", "--diagnose", path)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        with open(os.path.join(self.dir, "diagnose.png"), "rb") as f:
+            self.assertEqual(f.read(8), PNG_MAGIC)
+        script = read(os.path.join(self.dir, "diagnose.gnuplot"))
+        rows = datablock(script, "bias")
+        self.assertEqual([r[0] for r in rows], [1, 2, 4, 8])
+        self.assertEqual([r[1:] for r in rows[:3]], [[0.5, 0.4, 0.8], [0.25, 0.3, 0.7], [0.125, 0.2, 0.6]])
+        self.assertNotEqual(rows[3][1], rows[3][1], "a null bias is a gap (NaN)")
+        self.assertIn("bf16, step 10, 8 draws", script)
+        self.assertIn(os.path.join(self.dir, "diagnose.png"), p.stdout)
+
+        out = os.path.join(self.dir, "elsewhere.png")
+        p = run("plot", "--diagnose", path, "--out", out)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertTrue(os.path.exists(out))
+
+    def test_bad_files_are_named(self):
+        good = mean_row("quartet2", "dgrad", "exact", [0.5, 0.25, 0.125, 0.0625])
+        self.assertEqual(run("plot", "--diagnose", os.path.join(self.dir, "none.json")).returncode, 1)
+        for name, report, message in [
+                ("torn.json", json.dumps(diagnose_report([good]))[:-20], "not valid JSON"),
+                ("nomean.json", {"step": 1}, 'no "mean" rows'),
+                ("emptymean.json", diagnose_report([]), '"mean" is not a list of rows'),
+                ("product.json", diagnose_report([dict(good, product="forward")]), "unknown product 'forward'"),
+                ("reference.json", diagnose_report([dict(good, reference="bf16")]), "unknown reference 'bf16'"),
+                ("short.json", diagnose_report([dict(good, bias=[0.5])]), "4 draw counts (k) but 1 bias values"),
+                ("k.json", diagnose_report([good, dict(good, k=[1, 2, 3, 4])]), "row 1: its draw counts (k) differ"),
+                ("type.json", diagnose_report([dict(good, layers="two")]), "mean row 0: a field is missing"),
+                ("nostep.json", {k: v for k, v in diagnose_report([good]).items() if k != "step"},
+                 "a field is missing")]:
+            path = self.write(name, report)
+            p = run("plot", "--diagnose", path)
+            self.assertEqual(p.returncode, 1, name)
+            self.assertIn(name, p.stderr)
+            self.assertIn(message, p.stderr, name)
+            self.assertFalse(os.path.exists(os.path.join(self.dir, "diagnose.png")), name)
+
+    def test_runs_and_diagnose_are_one_or_the_other(self):
+        path = self.write("diagnose.json", diagnose_report([mean_row("nvidia", "dgrad", "exact", [1, 1, 1, 1])]))
+        write_run(os.path.join(self.dir, "a"), steps(4, 5.0, 2))
+        p = run("plot", os.path.join(self.dir, "a"), "--diagnose", path)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("one or the other", p.stderr)
+
+
 class TrainDrawsItsPlot(unittest.TestCase):
     def setUp(self):
         self.dir = tempfile.mkdtemp(prefix="quartet-plot-train-")

@@ -14,6 +14,7 @@
 #include <fmt/format.h>
 
 #include <cmath>
+#include <nlohmann/json.hpp>
 
 #include "quartet/error.h"
 #include "quartet/numerics/bf16.h"
@@ -253,6 +254,56 @@ TEST(Diagnose, MeansOverLayers) {
   EXPECT_EQ(means[1].product, LinearGemm::dgrad);  // dgrad before wgrad
   EXPECT_EQ(means[2].product, LinearGemm::wgrad);
   EXPECT_NEAR(means[2].slope, -0.5, 1e-12);
+}
+
+// What diagnose.json keeps of the means reads back as it was written (`quartet plot --diagnose`),
+// an undefined figure (null in the file) as NaN.
+TEST(Diagnose, MeansReadBackFromTheirJson) {
+  MeanEstimator a;
+  a.recipe = "quartet2";
+  a.product = LinearGemm::wgrad;
+  a.reference = GradientReference::forward_quantized;
+  a.layers = 3;
+  a.error = 0.25;
+  a.k = {1, 2, 4};
+  a.bias = {0.5, std::nan(""), 0.125};
+  a.slope = std::nan("");
+  a.bias_limit = 0.0625;
+  MeanEstimator b = a;
+  b.recipe = "nvidia";
+  b.product = LinearGemm::dgrad;
+  b.reference = GradientReference::exact;
+  const nlohmann::json written = nlohmann::json::parse(estimator_means_json({a, b}).dump());
+  const std::vector<MeanEstimator> read = estimator_means_from_json(written, "d.json");
+  ASSERT_EQ(read.size(), 2u);
+  EXPECT_EQ(read[0].recipe, "quartet2");
+  EXPECT_EQ(read[0].product, LinearGemm::wgrad);
+  EXPECT_EQ(read[0].reference, GradientReference::forward_quantized);
+  EXPECT_EQ(read[0].layers, 3);
+  EXPECT_EQ(read[0].error, 0.25);
+  EXPECT_EQ(read[0].k, (std::vector<std::int64_t>{1, 2, 4}));
+  ASSERT_EQ(read[0].bias.size(), 3u);
+  EXPECT_EQ(read[0].bias[0], 0.5);
+  EXPECT_TRUE(std::isnan(read[0].bias[1]));
+  EXPECT_TRUE(std::isnan(read[0].slope));
+  EXPECT_EQ(read[0].bias_limit, 0.0625);
+  EXPECT_EQ(read[1].recipe, "nvidia");
+  EXPECT_EQ(read[1].product, LinearGemm::dgrad);
+  EXPECT_EQ(read[1].reference, GradientReference::exact);
+
+  nlohmann::json forward = written;
+  forward[1]["product"] = "forward";  // measured only for the backward products
+  EXPECT_THROW(
+      {
+        try {
+          estimator_means_from_json(forward, "d.json");
+        } catch (const Error& e) {
+          EXPECT_NE(std::string(e.what()).find("d.json: mean row 1: unknown product 'forward'"), std::string::npos)
+              << e.what();
+          throw;
+        }
+      },
+      Error);
 }
 
 // The captured inputs are the layers' real X and E: for every layer of a tiny model, the weight

@@ -126,4 +126,9 @@ double log_log_slope(const std::vector<std::int64_t>& x, const std::vector<doubl
 nlohmann::ordered_json estimator_rows_json(const std::vector<LayerEstimators>& measured);
 nlohmann::ordered_json estimator_means_json(const std::vector<MeanEstimator>& means);
 
+// The "mean" rows of a diagnose.json read back (a null figure as NaN), to draw them where they
+// were not measured. Throws Error naming `where` and the row for a missing field, a wrong type,
+// an unknown product or reference, or k and bias of different lengths.
+std::vector<MeanEstimator> estimator_means_from_json(const nlohmann::json& mean, const std::string& where);
+
 }  // namespace quartet
