@@ -1,5 +1,6 @@
 #include "quartet/train/trainer.h"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -212,31 +213,40 @@ TEST(Trainer, ADivergedRunStopsAfterTheConfiguredConsecutiveSkips) {
   EXPECT_GE(train(c, {}, control).skipped_steps, 3);
 }
 
-// A stop request (what SIGINT/SIGTERM set) ends the run after the step under way, with a
-// checkpoint of that step, from which the run goes on as if it had never stopped.
-TEST(Trainer, AStopRequestSavesTheStepUnderWayAndReturns) {
+// Asks a `steps`-step bf16 run to stop once step 2 has been reported, under `overlap`; expects
+// it to stop after step `stops_after` with a checkpoint of that step, and the resumed run to be
+// the uninterrupted one's remaining steps, loss for loss.
+void expect_stop_saves_and_resumes(std::int64_t steps, StepOverlap overlap, std::size_t stops_after) {
   testing::TempDir full_dir, dir;
-  TrainConfig c = small_run("bf16", 5);
+  TrainConfig c = small_run("bf16", steps);
   c.out_dir = full_dir.str();
   const TrainResult full = train(c);
   c.out_dir = dir.str();
   std::atomic<bool> stop{false};
   RunControl control;
   control.stop = &stop;
+  control.step_overlap = overlap;
   TrainCallbacks cb;
   cb.on_step = [&](const StepMetrics& m) {
     if (m.step == 2) stop = true;
   };
   const TrainResult stopped = train(c, cb, control);
   EXPECT_TRUE(stopped.stopped);
-  ASSERT_EQ(stopped.history.size(), 2u);
-  EXPECT_EQ(stopped.last_checkpoint, (dir.path() / "checkpoints" / "step-000002").string());
-  EXPECT_EQ(read_file(dir.path() / "checkpoints" / "latest"), "step-000002\n");
+  ASSERT_EQ(stopped.history.size(), stops_after);
+  const std::string checkpoint = fmt::format("step-{:06d}", stops_after);
+  EXPECT_EQ(stopped.last_checkpoint, (dir.path() / "checkpoints" / checkpoint).string());
+  EXPECT_EQ(read_file(dir.path() / "checkpoints" / "latest"), checkpoint + "\n");
   const TrainResult resumed = resume(dir.str());
-  ASSERT_EQ(resumed.history.size(), 3u);
+  ASSERT_EQ(resumed.history.size(), static_cast<std::size_t>(steps) - stops_after);
   EXPECT_FALSE(resumed.stopped);
-  for (std::size_t i = 0; i < 3; ++i) EXPECT_EQ(resumed.history[i].loss, full.history[i + 2].loss);
+  for (std::size_t i = 0; i < resumed.history.size(); ++i) {
+    EXPECT_EQ(resumed.history[i].loss, full.history[i + stops_after].loss) << "step " << i + stops_after + 1;
+  }
 }
+
+// A stop request (what SIGINT/SIGTERM set) ends the run after the step under way, with a
+// checkpoint of that step, from which the run goes on as if it had never stopped.
+TEST(Trainer, AStopRequestSavesTheStepUnderWayAndReturns) { expect_stop_saves_and_resumes(5, StepOverlap::automatic, 2); }
 
 // The next step queued before the last one's outcome is read (what a CUDA run does) is the same
 // run: each step reads its own loss and gradient norm (not the one queued after it), the
@@ -277,26 +287,7 @@ TEST(Trainer, OverlappedStepsAreTheSameRun) {
 // With two steps in flight a stop request finishes both: the run stops one step later than
 // asked, with a checkpoint of that step, and resumes as if it had never stopped.
 TEST(Trainer, AStopRequestWithOverlappedStepsFinishesBothAndResumes) {
-  testing::TempDir full_dir, dir;
-  TrainConfig c = small_run("bf16", 6);
-  c.out_dir = full_dir.str();
-  const TrainResult full = train(c);
-  c.out_dir = dir.str();
-  std::atomic<bool> stop{false};
-  RunControl control;
-  control.stop = &stop;
-  control.step_overlap = StepOverlap::on;
-  TrainCallbacks cb;
-  cb.on_step = [&](const StepMetrics& m) {
-    if (m.step == 2) stop = true;
-  };
-  const TrainResult stopped = train(c, cb, control);
-  EXPECT_TRUE(stopped.stopped);
-  ASSERT_EQ(stopped.history.size(), 3u);
-  EXPECT_EQ(read_file(dir.path() / "checkpoints" / "latest"), "step-000003\n");
-  const TrainResult resumed = resume(dir.str());
-  ASSERT_EQ(resumed.history.size(), 3u);
-  for (std::size_t i = 0; i < 3; ++i) EXPECT_EQ(resumed.history[i].loss, full.history[i + 3].loss);
+  expect_stop_saves_and_resumes(6, StepOverlap::on, 3);
 }
 
 // train() into a folder that already holds a run used to cut its metrics.jsonl, move `latest`
