@@ -23,5 +23,6 @@ Command add_prepare_command(CLI::App& parent);
 Command add_export_command(CLI::App& parent);
 Command add_bench_command(CLI::App& parent);
 Command add_diagnose_command(CLI::App& parent);
+Command add_eval_command(CLI::App& parent);
 
 }  // namespace quartet::cli

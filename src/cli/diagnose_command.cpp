@@ -18,6 +18,7 @@
 #include "cli/gnuplot.h"
 #include "cli/option_checks.h"
 #include "cli/progress.h"
+#include "cli/trained_model.h"
 #include "quartet/data/dataset.h"
 #include "quartet/data/tokenizer.h"
 #include "quartet/error.h"
@@ -244,12 +245,10 @@ Command add_diagnose_command(CLI::App& parent) {
     const bool plot = !o->out.empty() && !o->no_plot;
     if (plot && !gnuplot_available()) throw Error(std::string(kGnuplotMissing) + "; install it or pass --no-plot");
 
-    const std::filesystem::path dir = resolve_checkpoint(o->checkpoint);
-    const nlohmann::json state = read_checkpoint_state(dir);
-    const TrainConfig c = TrainConfig::from_json(state.at("config"), (dir / "state.json").string(), "config");
-    const std::string tokenizer_name = state.at("tokenizer").get<std::string>();
-    const std::unique_ptr<Tokenizer> tokenizer = make_tokenizer(tokenizer_name);
-    const LlamaConfig mc = model_config(c, tokenizer->vocab_size());
+    const TrainedModel trained = read_trained_model(o->checkpoint);
+    const std::filesystem::path& dir = trained.dir;
+    const TrainConfig& c = trained.config;
+    const LlamaConfig& mc = trained.model;
     selection.check_blocks(mc.n_layers);
     const std::int64_t batch = o->batch ? o->batch : c.batch, seq = o->seq ? o->seq : c.seq;
     if (seq > mc.max_seq_len) {
@@ -263,18 +262,12 @@ Command add_diagnose_command(CLI::App& parent) {
       }
     }
     const std::uint64_t seed = o->seed ? *o->seed : c.seed;
-
-    const std::string source = o->data.empty() ? c.data : o->data;
-    const Dataset data = load_dataset(source, tokenizer_name);
-    if (data.tokenizer != tokenizer_name) {
-      throw Error(fmt::format("--data {} is tokenized with '{}'; the checkpoint's model reads '{}' tokens", source,
-                              data.tokenizer, tokenizer_name));
-    }
+    const Dataset data = load_model_data(trained, o->data);
     const bool validation = static_cast<std::int64_t>(data.val.size()) >= batch * seq + 1;
     if (!validation) {
       fmt::print(stderr, "note: the validation split of {} ({} tokens) is shorter than one micro-batch of {} x {}; "
                          "the micro-batch comes from the training split\n",
-                 source, data.val.size(), batch, seq);
+                 data.source, data.val.size(), batch, seq);
     }
     BatchLoader loader(validation ? data.val : data.train, batch, seq, validation ? "validation" : "training");
     std::vector<std::int32_t> inputs, targets;
@@ -290,7 +283,7 @@ Command add_diagnose_command(CLI::App& parent) {
     if (layers.empty()) throw Error(fmt::format("--layers {} selects no layer of the model", o->layers));
     const std::string setting = fmt::format(
         "{} (trained with {}, step {}); one {} micro-batch of {} x {} tokens from {}; {} draws, seed {}; {} layers; {}",
-        dir.string(), c.recipe, state.at("step").get<std::int64_t>(), validation ? "validation" : "training", batch,
+        dir.string(), c.recipe, trained.step, validation ? "validation" : "training", batch,
         seq, data.source, o->draws, seed, layers.size(), backend->name());
     fmt::print("quartet diagnose: {}\n\n", setting);
     std::fflush(stdout);
@@ -317,7 +310,7 @@ Command add_diagnose_command(CLI::App& parent) {
     std::filesystem::create_directories(out);
     nlohmann::ordered_json report;
     report["checkpoint"] = dir.string();
-    report["step"] = state.at("step");
+    report["step"] = trained.step;
     report["trained_recipe"] = c.recipe;
     report["data"] = data.source;
     report["split"] = validation ? "validation" : "train";
@@ -332,7 +325,7 @@ Command add_diagnose_command(CLI::App& parent) {
     write_file_atomic(out / "diagnose.json", report.dump(2) + "\n");
     fmt::print("\nwrote {}", (out / "diagnose.json").string());
     if (plot) {
-      plot_diagnose(means, fmt::format("{}, step {}, {} draws", c.recipe, state.at("step").get<std::int64_t>(), o->draws),
+      plot_diagnose(means, fmt::format("{}, step {}, {} draws", c.recipe, trained.step, o->draws),
                     out / "diagnose.png");
       fmt::print(" and {}", (out / "diagnose.png").string());
     }

@@ -73,6 +73,7 @@ int main(int argc, char** argv) {
   commands.push_back(add_compare_command(app));
   commands.push_back(add_plot_command(app));
   commands.push_back(add_sample_command(app));
+  commands.push_back(add_eval_command(app));
   commands.push_back(add_prepare_command(app));
   commands.push_back(add_export_command(app));
   commands.push_back(add_bench_command(app));

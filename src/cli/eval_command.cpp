@@ -1,0 +1,139 @@
+// `quartet eval CHECKPOINT`: a trained model's loss, perplexity and bits per byte on the
+// validation split of its own data or of another corpus, through the forward pass of the recipe
+// it trained with or of another (a model trained in 4 bits, evaluated in BF16, say).
+#include <fmt/format.h>
+
+#include <cmath>
+#include <cstdio>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+
+#include "cli/commands.h"
+#include "cli/option_checks.h"
+#include "cli/trained_model.h"
+#include "quartet/error.h"
+#include "quartet/nn/recipe.h"
+#include "quartet/train/checkpoint.h"
+#include "quartet/train/devices.h"
+#include "quartet/train/evaluation.h"
+
+namespace quartet::cli {
+
+namespace {
+
+struct EvalOptions {
+  std::string checkpoint;
+  std::string data;
+  std::string recipe;  // empty: the checkpoint's, with its options
+  std::int64_t batches = 64;
+  std::int64_t batch = 0, seq = 0;  // 0: the checkpoint's
+  std::string device = "auto";
+  bool json = false;
+};
+
+nlohmann::ordered_json number_or_null(double v) { return std::isfinite(v) ? nlohmann::ordered_json(v) : nullptr; }
+
+}  // namespace
+
+Command add_eval_command(CLI::App& parent) {
+  auto o = std::make_shared<EvalOptions>();
+  CLI::App* app = parent.add_subcommand(
+      "eval", "Evaluate a checkpoint: loss, perplexity and bits per byte on a validation split (docs/eval.md)");
+  app->add_option("checkpoint", o->checkpoint, "checkpoint folder or run folder (its latest checkpoint)")->required();
+  app->add_option("--data", o->data,
+                  "embedded:austen or a folder of shards, tokenized as the model reads (default: the checkpoint's "
+                  "data); its validation split is evaluated");
+  app->add_option("--recipe", o->recipe,
+                  "the forward pass to evaluate with (default: the recipe the checkpoint trained with, and its "
+                  "options)");
+  app->add_option("--batches", o->batches, "windows of --batch x --seq tokens, from the start of the split")
+      ->capture_default_str()
+      ->check(integer_in(1, kMaxInt32));
+  app->add_option("--batch", o->batch, "sequences per window (default: the checkpoint's)")->check(integer_in(1, kMaxInt32));
+  app->add_option("--seq", o->seq, "tokens per sequence (default: the checkpoint's)")->check(integer_in(2, kMaxInt32));
+  app->add_option("--device", o->device, "auto (the GPU if there is one), cpu or cuda")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+  app->add_flag("--json", o->json, "print one JSON object on stdout instead of the text");
+
+  Command command;
+  command.app = app;
+  command.check = [o]() {
+    if (!o->recipe.empty()) {
+      try {
+        make_recipe(o->recipe);
+      } catch (const Error& e) {
+        throw Error(fmt::format("--recipe: {}", e.what()));
+      }
+    }
+  };
+  command.run = [o]() {
+    const TrainedModel trained = read_trained_model(o->checkpoint);
+    const TrainConfig& c = trained.config;
+    const Recipe recipe = o->recipe.empty() ? make_recipe(c.recipe, c.recipe_options) : make_recipe(o->recipe);
+    const std::int64_t batch = o->batch ? o->batch : c.batch, seq = o->seq ? o->seq : c.seq;
+    if (seq > trained.model.max_seq_len) {
+      throw Error(fmt::format("--seq {} is longer than the model's maximum sequence length {}", seq,
+                              trained.model.max_seq_len));
+    }
+    try {
+      check_recipe_fits(trained.model, recipe, batch * seq);
+    } catch (const Error& e) {
+      throw Error(fmt::format("{} (a window: --batch {} x --seq {})", e.what(), batch, seq));
+    }
+    const Dataset data = load_model_data(trained, o->data);
+    // A window reads seq + 1 tokens per sequence's worth: its targets run one token ahead.
+    const std::int64_t available = (static_cast<std::int64_t>(data.val.size()) - 1) / (batch * seq);
+    if (available < 1) {
+      throw Error(fmt::format("the validation split of {} ({} tokens) is shorter than one window of --batch {} x "
+                              "--seq {} tokens (and one more)",
+                              data.source, data.val.size(), batch, seq));
+    }
+    const std::int64_t batches = std::min(o->batches, available);
+    if (batches < o->batches) {
+      fmt::print(stderr, "note: the validation split of {} holds {} windows of {} x {} tokens; --batches {} asked for "
+                         "more\n",
+                 data.source, available, batch, seq, o->batches);
+    }
+
+    const std::unique_ptr<Backend> backend = make_backend(o->device);
+    LlamaModel model(*backend, trained.model, recipe, c.seed);
+    load_checkpoint_tensors(trained.dir, *backend, model, nullptr);
+    const Evaluation e = evaluate(*backend, model, data, *trained.tokenizer, batch, seq, batches);
+    const double perplexity = std::exp(e.loss);
+
+    if (o->json) {
+      nlohmann::ordered_json j;
+      j["checkpoint"] = trained.dir.string();
+      j["step"] = trained.step;
+      j["trained_recipe"] = c.recipe;
+      j["recipe"] = recipe.name;
+      j["data"] = data.source;
+      j["split"] = "validation";
+      j["batch"] = batch;
+      j["seq"] = seq;
+      j["batches"] = batches;
+      j["tokens"] = batches * batch * seq;
+      j["device"] = backend->name();
+      j["loss"] = number_or_null(e.loss);
+      j["perplexity"] = number_or_null(perplexity);
+      j["bpb"] = number_or_null(e.bpb);
+      fmt::print("{}\n", j.dump());
+      return 0;
+    }
+    fmt::print("quartet eval: {} (trained with {}, step {}) on {}, validation split; {}\n", trained.dir.string(),
+               c.recipe, trained.step, data.source, backend->name());
+    fmt::print("recipe {}{}: {} windows of {} x {} tokens ({} tokens)\n", recipe.name,
+               o->recipe.empty() ? " (the checkpoint's)" : "", batches, batch, seq, batches * batch * seq);
+    if (!std::isfinite(e.loss)) {
+      fmt::print("val loss nan: the model's forward pass is not finite on this data (a diverged model)\n");
+      return 0;
+    }
+    fmt::print("val loss {:.4f} | perplexity {:.2f} | {:.4f} bits per byte\n", e.loss, perplexity, e.bpb);
+    return 0;
+  };
+  return command;
+}
+
+}  // namespace quartet::cli
