@@ -68,6 +68,9 @@ void add_train_options(CLI::App& app, TrainOptions& o) {
   app.add_option("--bf16-blocks", o.bf16_blocks, "keep blocks in BF16, as 'first:N,last:M' (NVIDIA's published recipe)");
   app.add_option("--data", c.data, "embedded:austen or a folder of shards made by `quartet prepare`")->capture_default_str();
   app.add_option("--tokenizer", c.tokenizer, "byte or gpt2 (for the embedded corpus; shard folders name their own)");
+  app.add_option("--init-from", c.init_from,
+                 "start from the weights of this checkpoint (or run folder: its latest) instead of random ones: a "
+                 "model of the same shape, under any recipe; a new run, with its own optimizer and schedule");
   app.add_option("--steps", c.steps, "optimizer steps")->capture_default_str()
       ->check(integer_in(1, kMaxInt64));
   app.add_option("--batch", c.batch, "sequences per micro-batch")->capture_default_str()

@@ -189,6 +189,7 @@ nlohmann::json TrainConfig::to_json() const {
   if (warmup_steps) j["warmup_steps"] = *warmup_steps;
   if (min_lr) j["min_lr"] = *min_lr;
   if (decay_fraction) j["decay_fraction"] = *decay_fraction;
+  if (!init_from.empty()) j["init_from"] = init_from;  // absent: random weights, as in older runs
   return j;
 }
 
@@ -208,6 +209,7 @@ TrainConfig TrainConfig::from_json(const nlohmann::json& j, const std::string& s
   c.recipe_options = options_from_json(f.object("recipe_options"));
   c.data = f.string("data");
   c.tokenizer = f.string("tokenizer");
+  if (f.has("init_from")) c.init_from = f.string("init_from");
   c.steps = f.integer("steps");
   c.batch = f.integer("batch");
   c.seq = f.integer("seq");

@@ -13,6 +13,7 @@
 #include "quartet/error.h"
 #include "quartet/train/batch_prefetcher.h"
 #include "quartet/train/checkpoint.h"
+#include "quartet/train/initial_weights.h"
 #include "quartet/train/devices.h"
 #include "quartet/train/diagnostics.h"
 #include "quartet/train/evaluation.h"
@@ -225,6 +226,8 @@ TrainResult run(TrainConfig c, const std::filesystem::path& checkpoint, const nl
     loader.set_epoch(resume_state.at("data").at("epoch"));
     elapsed_before = elapsed_at_checkpoint(resume_state, checkpoint, log);
     log(fmt::format("resumed from {} at step {}", checkpoint.string(), start_step));
+  } else if (!c.init_from.empty()) {
+    c.init_from = load_initial_weights(c.init_from, *backend, model, mc, data.tokenizer, log).string();
   }
   log(fmt::format("device {}", backend->name()));
   log(fmt::format("model {}: {} layers, d {}, {} heads ({} kv), ffn {}, vocab {}: {:.2f}M parameters ({:.2f}M in blocks)",

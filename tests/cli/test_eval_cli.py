@@ -71,6 +71,18 @@ class Eval(CliCase):
         on, _ = self.eval_json(out, "--batches", "3", "--recipe", "quartet2")
         self.assertNotEqual(on["loss"], result["val_loss"])
 
+    def test_agrees_with_a_run_started_from_the_checkpoint(self):
+        # `train --init-from` with a learning rate too small to move a weight evaluates the same
+        # weights under its recipe at the end: eval's figure for that recipe, bit for bit.
+        out, _ = self.runs["bf16"]
+        started = self.path("started")
+        self.ok("train", *TRAIN, "--recipe", "quartet2", "--init-from", out, "--lr", "1e-30", "--steps", "1",
+                "--out", started)
+        with open(os.path.join(started, "run.json")) as f:
+            result = json.load(f)
+        j, _ = self.eval_json(out, "--batches", "3", "--recipe", "quartet2")
+        self.assertEqual(j["loss"], result["val_loss"])
+
     def test_the_text_report(self):
         out, result = self.runs["bf16"]
         p = self.ok("eval", out, "--batches", "2", "--batch", "1", "--seq", "32", "--device", "cpu")

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "quartet/train/trainer.h"
+#include "support/small_run.h"
 
 namespace quartet::testing {
 
@@ -11,20 +12,12 @@ namespace quartet::testing {
 // fit every recipe's rotations (128 tokens per micro-batch, widths multiples of 128): the GPU
 // training tests' run, on `device` ("cpu" or "cuda"), without evaluation during the run.
 inline TrainConfig small_gpu_run(const std::string& recipe, const std::string& device, std::int64_t steps) {
-  TrainConfig c;
+  TrainConfig c = small_cpu_run(recipe, steps);
   c.device = device;
-  c.recipe = recipe;
-  c.model_size = "tiny";
   c.model_overrides.d_model = 256;
   c.model_overrides.n_heads = 4;
   c.model_overrides.n_kv_heads = 2;
-  c.steps = steps;
-  c.batch = 2;
   c.seq = 128;
-  c.lr = 3e-3;
-  c.eval_every = 0;
-  c.eval_batches = 2;
-  c.final_eval_batches = 2;
   c.seed = 5;
   return c;
 }

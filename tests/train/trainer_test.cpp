@@ -13,26 +13,13 @@
 #include "quartet/error.h"
 #include "quartet/train/checkpoint.h"
 #include "quartet/util/files.h"
+#include "support/small_run.h"
 #include "support/temp_dir.h"
 
 namespace quartet {
 namespace {
 
-// A run small enough for the test suite: the tiny model on 2 x 64-token sequences (128 tokens
-// per step: the multiple of 128 the RHT-128 along the token dimension needs).
-TrainConfig small_run(const std::string& recipe, std::int64_t steps) {
-  TrainConfig c;
-  c.recipe = recipe;
-  c.steps = steps;
-  c.batch = 2;
-  c.seq = 64;
-  c.lr = 3e-3;
-  c.eval_every = 0;
-  c.eval_batches = 2;
-  c.final_eval_batches = 2;
-  c.seed = 11;
-  return c;
-}
+using testing::small_cpu_run;
 
 double mean_loss(const TrainResult& r, std::size_t from, std::size_t to) {
   double s = 0;
@@ -45,7 +32,7 @@ class EveryRecipe : public ::testing::TestWithParam<std::string> {};
 // Every recipe trains: the loss is finite throughout and falls from the uniform ln(257) = 5.55
 // (the first steps) to below 4 within 30 steps (bf16 reaches ~3.3 here).
 TEST_P(EveryRecipe, TrainsATinyModelWithFallingLoss) {
-  const TrainResult r = train(small_run(GetParam(), 30));
+  const TrainResult r = train(small_cpu_run(GetParam(), 30));
   ASSERT_EQ(r.history.size(), 30u);
   for (const StepMetrics& m : r.history) {
     ASSERT_TRUE(std::isfinite(m.loss)) << "step " << m.step;
@@ -70,8 +57,8 @@ INSTANTIATE_TEST_SUITE_P(Recipes, EveryRecipe,
                          });
 
 TEST(Trainer, DeterministicFromTheSeed) {
-  const TrainResult a = train(small_run("quartet2", 4)), b = train(small_run("quartet2", 4));
-  TrainConfig other = small_run("quartet2", 4);
+  const TrainResult a = train(small_cpu_run("quartet2", 4)), b = train(small_cpu_run("quartet2", 4));
+  TrainConfig other = small_cpu_run("quartet2", 4);
   other.seed = 12;
   const TrainResult c = train(other);
   for (std::size_t i = 0; i < 4; ++i) {
@@ -85,7 +72,7 @@ TEST(Trainer, DeterministicFromTheSeed) {
 // same per-step losses and gradient norms, same final weights and optimizer moments.
 TEST(Trainer, ResumeIsBitwiseIdentical) {
   testing::TempDir full_dir, part_dir;
-  TrainConfig c = small_run("quartet2", 8);
+  TrainConfig c = small_cpu_run("quartet2", 8);
   c.grad_accum = 2;
   c.eval_every = 4;
   c.out_dir = full_dir.str();
@@ -130,7 +117,7 @@ TEST(Trainer, ResumeAtAnEpochBoundaryIsBitwise) {
   write_shard(data.path() / "tiny_train_000000.bin", tokens);
   write_shard(data.path() / "tiny_val_000000.bin", std::vector<std::int32_t>(tokens.begin(), tokens.begin() + 300));
   write_file_atomic(data.path() / "dataset.json", R"({"tokenizer": "byte", "documents": 1})");
-  TrainConfig c = small_run("bf16", 10);
+  TrainConfig c = small_cpu_run("bf16", 10);
   c.data = data.str();
   c.out_dir = full_dir.str();
   const TrainResult full = train(c);
@@ -149,7 +136,7 @@ TEST(Trainer, ResumeAtAnEpochBoundaryIsBitwise) {
 
 TEST(Trainer, MetricsFileHasOneObjectPerStep) {
   testing::TempDir dir;
-  TrainConfig c = small_run("bf16", 3);
+  TrainConfig c = small_cpu_run("bf16", 3);
   c.out_dir = dir.str();
   train(c);
   std::ifstream in(dir.str() + "/metrics.jsonl");
@@ -168,7 +155,7 @@ TEST(Trainer, MetricsFileHasOneObjectPerStep) {
 // counted, never applied, and the run goes on.
 TEST(Trainer, NonFiniteStepsAreSkippedAndCounted) {
   for (const char* recipe : {"bf16", "quartet2"}) {
-    TrainConfig c = small_run(recipe, 4);
+    TrainConfig c = small_cpu_run(recipe, 4);
     c.lr = 1e30;
     c.warmup_fraction = 0;
     std::vector<std::string> logs;
@@ -187,7 +174,7 @@ TEST(Trainer, NonFiniteStepsAreSkippedAndCounted) {
 // A diverged run used to skip every remaining step, save a checkpoint and succeed.
 TEST(Trainer, ADivergedRunStopsAfterTheConfiguredConsecutiveSkips) {
   testing::TempDir dir;
-  TrainConfig c = small_run("bf16", 30);
+  TrainConfig c = small_cpu_run("bf16", 30);
   c.lr = 1e30;
   c.warmup_fraction = 0;
   c.out_dir = dir.str();
@@ -218,7 +205,7 @@ TEST(Trainer, ADivergedRunStopsAfterTheConfiguredConsecutiveSkips) {
 // the uninterrupted one's remaining steps, loss for loss.
 void expect_stop_saves_and_resumes(std::int64_t steps, StepOverlap overlap, std::size_t stops_after) {
   testing::TempDir full_dir, dir;
-  TrainConfig c = small_run("bf16", steps);
+  TrainConfig c = small_cpu_run("bf16", steps);
   c.out_dir = full_dir.str();
   const TrainResult full = train(c);
   c.out_dir = dir.str();
@@ -253,7 +240,7 @@ TEST(Trainer, AStopRequestSavesTheStepUnderWayAndReturns) { expect_stop_saves_an
 // evaluations and checkpoints see the model of their own step. Forced on here, on the CPU.
 TEST(Trainer, OverlappedStepsAreTheSameRun) {
   testing::TempDir plain_dir, overlapped_dir;
-  TrainConfig c = small_run("quartet2", 8);
+  TrainConfig c = small_cpu_run("quartet2", 8);
   c.grad_accum = 2;
   c.eval_every = 4;
   c.save_every = 3;
@@ -294,7 +281,7 @@ TEST(Trainer, AStopRequestWithOverlappedStepsFinishesBothAndResumes) {
 // and leave the old checkpoints among the new ones.
 TEST(Trainer, AnExistingRunIsReplacedOnlyOnRequest) {
   testing::TempDir dir;
-  TrainConfig c = small_run("bf16", 3);
+  TrainConfig c = small_cpu_run("bf16", 3);
   c.save_every = 1;
   c.out_dir = dir.str();
   train(c);
@@ -314,7 +301,7 @@ TEST(Trainer, AnExistingRunIsReplacedOnlyOnRequest) {
   EXPECT_EQ(read_file(dir.path() / "checkpoints/latest"), "step-000003\n");
   // A resume written into another run's folder is refused the same way.
   testing::TempDir other;
-  TrainConfig o = small_run("bf16", 2);
+  TrainConfig o = small_cpu_run("bf16", 2);
   o.out_dir = other.str();
   train(o);
   ResumeOptions r;
@@ -346,7 +333,7 @@ TEST(Trainer, AnExistingRunIsReplacedOnlyOnRequest) {
 // Settings that do not change what is trained were silently ignored on resume; they apply now.
 TEST(Trainer, ResumeAppliesEvaluationSettingsAndSaysSo) {
   testing::TempDir dir;
-  TrainConfig c = small_run("bf16", 2);
+  TrainConfig c = small_cpu_run("bf16", 2);
   c.out_dir = dir.str();
   train(c);
   ResumeOptions o;
@@ -382,7 +369,7 @@ TEST(Trainer, LearningRateScheduleWarmsUpAndDecays) {
 TEST(Trainer, BadConfigurationsAreRejectedBeforeAnythingIsWritten) {
   testing::TempDir dir;
   const auto rejects = [&](auto mutate, const char* fragment) {
-    TrainConfig c = small_run("quartet2", 2);
+    TrainConfig c = small_cpu_run("quartet2", 2);
     c.out_dir = dir.str() + "/run";
     mutate(c);
     try {

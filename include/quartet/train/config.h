@@ -33,6 +33,9 @@ struct TrainConfig {
   // data
   std::string data = "embedded:austen";
   std::string tokenizer;  // empty: the dataset's own (byte for the embedded corpus)
+  // A checkpoint whose weights the run starts from (initial_weights.h); empty: random weights.
+  // The run records the checkpoint folder it read.
+  std::string init_from;
   // optimisation
   std::int64_t steps = 600;
   std::int64_t batch = 16;

@@ -1,0 +1,49 @@
+#include "quartet/train/initial_weights.h"
+
+#include <fmt/format.h>
+
+#include "quartet/data/tokenizer.h"
+#include "quartet/error.h"
+#include "quartet/train/checkpoint.h"
+#include "quartet/train/config.h"
+
+namespace quartet {
+
+namespace {
+
+// The dimensions that decide the weights' shapes, as a log and error message show them.
+std::string shape_text(const LlamaConfig& c) {
+  return fmt::format("{} layers, d {}, {} heads ({} kv), ffn {}, vocab {}", c.n_layers, c.d_model, c.n_heads,
+                     c.n_kv_heads, c.ffn(), c.vocab_size);
+}
+
+}  // namespace
+
+std::filesystem::path load_initial_weights(const std::string& from, Backend& backend, LlamaModel& model,
+                                           const LlamaConfig& config, const std::string& tokenizer,
+                                           const std::function<void(const std::string&)>& log) {
+  const std::filesystem::path dir = resolve_checkpoint(from);
+  const nlohmann::json state = read_checkpoint_state(dir);
+  const TrainConfig trained = TrainConfig::from_json(state.at("config"), (dir / "state.json").string(), "config");
+  const std::string trained_tokenizer = state.at("tokenizer").get<std::string>();
+  if (trained_tokenizer != tokenizer) {
+    throw Error(fmt::format("--init-from {}: its model reads '{}' tokens; this run's data is tokenized with '{}'",
+                            dir.string(), trained_tokenizer, tokenizer));
+  }
+  const LlamaConfig theirs = model_config(trained, make_tokenizer(trained_tokenizer)->vocab_size());
+  if (theirs.vocab_size != config.vocab_size || theirs.d_model != config.d_model || theirs.n_layers != config.n_layers ||
+      theirs.n_heads != config.n_heads || theirs.n_kv_heads != config.n_kv_heads || theirs.ffn() != config.ffn()) {
+    throw Error(fmt::format("--init-from {}: its model ({}: {}) is not this run's ({}: {}); give the same --model and "
+                            "overrides",
+                            dir.string(), theirs.size, shape_text(theirs), config.size, shape_text(config)));
+  }
+  load_checkpoint_tensors(dir, backend, model, nullptr);
+  if (log) {
+    log(fmt::format("initialised from {}: the weights of step {} of a {} run (not its optimizer state, schedule or data "
+                    "position)",
+                    dir.string(), state.at("step").get<std::int64_t>(), trained.recipe));
+  }
+  return dir;
+}
+
+}  // namespace quartet
