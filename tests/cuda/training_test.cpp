@@ -186,6 +186,24 @@ TEST_F(GpuTraining, DiagnosticsLeaveTheRunBitwiseAndMatchTheCpu) {
   }
 }
 
+// --init-from across devices: a GPU run starts from a CPU run's checkpoint (the same file format),
+// and with a learning rate too small to move a weight (1e-30 against weights of about 0.02) its
+// final evaluation is the CPU run's, up to the forward pass's device differences: one evaluation
+// of the same bf16 model, within 0.5% (a random model would be at ln(257) = 5.55, the trained one
+// near 4).
+TEST_F(GpuTraining, AGpuRunStartsFromACpuCheckpoint) {
+  testing::TempDir cpu_dir;
+  TrainConfig pretrain = small_gpu_run("bf16", "cpu", 12);
+  pretrain.out_dir = cpu_dir.str();
+  const TrainResult cpu = train(pretrain);
+  ASSERT_LT(cpu.final_val_loss, 5.0);
+  TrainConfig c = small_gpu_run("bf16", "cuda", 1);
+  c.lr = 1e-30;
+  c.init_from = cpu_dir.str();
+  const TrainResult gpu = train(c);
+  EXPECT_NEAR(gpu.final_val_loss, cpu.final_val_loss, 0.005 * cpu.final_val_loss);
+}
+
 // The command a user types. QUARTET_BINARY names the program (the GPU test script sets it).
 TEST_F(GpuTraining, TrainCommandRunsOnTheGpu) {
   const char* binary = std::getenv("QUARTET_BINARY");
@@ -197,6 +215,16 @@ TEST_F(GpuTraining, TrainCommandRunsOnTheGpu) {
   const std::string log = read_file(out.path() / "log.txt");
   EXPECT_NE(log.find("device cuda"), std::string::npos) << log;
   EXPECT_TRUE(std::filesystem::exists(out.path() / "checkpoints" / "step-000030" / "model.safetensors"));
+
+  // `quartet eval` of the run on the same device evaluates what its final evaluation did: the
+  // same loss, bit for bit (printed by both with JSON's shortest round-trip form).
+  const std::string eval = std::string(binary) + " eval " + out.str() + " --device cuda --json > " +
+                           (out.path() / "eval.json").string() + " 2> " + (out.path() / "eval.log").string();
+  ASSERT_EQ(std::system(eval.c_str()), 0) << read_file(out.path() / "eval.log");
+  const nlohmann::json evaluated = nlohmann::json::parse(read_file(out.path() / "eval.json"));
+  const nlohmann::json run = nlohmann::json::parse(read_file(out.path() / "run.json"));
+  EXPECT_EQ(evaluated.at("loss"), run.at("val_loss"));
+  EXPECT_NE(evaluated.at("device").get<std::string>().find("cuda"), std::string::npos) << evaluated.dump();
 }
 
 }  // namespace
