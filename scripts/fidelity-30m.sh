@@ -8,7 +8,8 @@
 # it stays warm (30 s after a call), but replaces the working tree's untracked folders with each
 # call's copy. On SIGTERM at the budget's end the trainer saves a checkpoint and the next call
 # resumes it. Each call packs every named run's metrics.jsonl, train.log, and once it has them its
-# run.json and diagnose.json, into one file, $OUT/fidelity-30m.tar.gz, as NAME/<file>: a finished
+# run.json, eval-bf16.json (a 4-bit run's model evaluated with a BF16 forward pass, `quartet
+# eval --recipe bf16`) and diagnose.json, into one file, $OUT/fidelity-30m.tar.gz, as NAME/<file>: a finished
 # run's folder (it holds run.json) is committed as docs/results/fidelity-30m/NAME, and
 # `quartet compare --from` gathers them.
 #   bash scripts/fidelity-30m.sh QUARTET SECONDS NAME [NAME...]
@@ -100,6 +101,12 @@ run_one() {
       [ -e "$run/checkpoints/latest" ] || echo "fidelity-30m: $name left no checkpoint: $(tail -n 1 "$run.log")"
     fi
   fi
+  # A 4-bit run's model evaluated with a BF16 forward pass as well (seconds): what its quantized
+  # forward pass costs it, beside its own final loss in run.json.
+  if [ "$recipe" != bf16 ] && [ -f "$run/run.json" ] && [ ! -s "$run/eval-bf16.json" ]; then
+    "$quartet" eval "$run" --recipe bf16 --device cuda --json > "$run/eval-bf16.json" 2> "$run.eval.log" ||
+      { echo "fidelity-30m: eval of $name in bf16 failed: $(tail -n 1 "$run.eval.log")"; rm -f "$run/eval-bf16.json"; }
+  fi
   # One micro-batch of 16 x 512 tokens, 64 draws, the layers of blocks 1 and 4 of 6: every
   # recipe on this run's trained model and data (docs/diagnostics.md).
   if diagnosed_here "$name" && [ -f "$run/run.json" ] && [ ! -f "$run/diagnose/diagnose.json" ]; then
@@ -148,6 +155,7 @@ for name in "$@"; do
   cp "$run.log" "$pack/$name/train.log" 2>/dev/null || true
   cp "$run/run.json" "$pack/$name/run.json" 2>/dev/null || true
   cp "$run/diagnose/diagnose.json" "$pack/$name/diagnose.json" 2>/dev/null || true
+  cp "$run/eval-bf16.json" "$pack/$name/eval-bf16.json" 2>/dev/null || true
   cp "$run.diagnose.log" "$pack/$name/diagnose.log" 2>/dev/null || true
 done
 tar -czf "$out/fidelity-30m.tar.gz" -C "$pack" .

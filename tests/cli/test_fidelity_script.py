@@ -20,6 +20,9 @@ import json, os, sys
 args = sys.argv[1:]
 with open(os.environ["CALLS"], "a") as f:
     f.write(json.dumps(args) + "\n")
+if args[0] == "eval":  # the JSON line of `quartet eval --json`
+    print(json.dumps({"recipe": args[args.index("--recipe") + 1], "loss": 3.5}))
+    sys.exit(0)
 out = args[args.index("--out") + 1]
 if "CUDA_VISIBLE_DEVICES" in os.environ:
     with open(os.environ["CALLS"] + ".gpus", "a") as f:
@@ -72,11 +75,13 @@ class CampaignFixture(unittest.TestCase):
                            timeout=120, env=dict(self.env, OUT=out))
         return p, out
 
-    def recorded(self):
+    def recorded(self, *commands):
+        """The stand-in's calls in order, only those of `commands` (train, eval, diagnose) if given."""
         if not os.path.exists(self.calls):
             return []
         with open(self.calls) as f:
-            return [json.loads(line) for line in f]
+            calls = [json.loads(line) for line in f]
+        return [c for c in calls if not commands or c[0] in commands]
 
     def packed(self, out):
         """The one file a call brings back: {NAME/file: content}."""
@@ -108,31 +113,39 @@ class FidelityScript(CampaignFixture):
 
         p, out = self.call(600, "bf16-s1", "quartet2-no46-s3")
         self.assertEqual(p.returncode, 0, p.stderr)
-        resumed = self.recorded()[2:]
+        resumed = self.recorded("train")[2:]
         self.assertEqual([c[c.index("--resume") + 1].rsplit("/", 1)[1] for c in resumed], ["bf16-s1", "quartet2-no46-s3"])
         self.assertIn("bf16-s1 finished", p.stdout)
         files = self.packed(out)
         self.assertIn("bf16-s1/run.json", files)
         self.assertEqual(files["bf16-s1/metrics.jsonl"].count("\n"), 2, "both calls' metrics")
+        # The 4-bit run's model is evaluated in BF16 once it has finished; the bf16 run's is not.
+        (evaluated,) = self.recorded("eval")
+        self.assertEqual(evaluated[:2], ["eval", os.path.join(self.env["QUARTET_RUNS"], "fidelity-30m", "quartet2-no46-s3")])
+        self.assertEqual(evaluated[evaluated.index("--recipe") + 1], "bf16")
+        self.assertIn("--json", evaluated)
+        self.assertEqual(json.loads(files["quartet2-no46-s3/eval-bf16.json"])["recipe"], "bf16")
+        self.assertNotIn("bf16-s1/eval-bf16.json", files)
 
-        p, out = self.call(600, "bf16-s1")
+        p, out = self.call(600, "bf16-s1", "quartet2-no46-s3")
         self.assertEqual(p.returncode, 0, p.stderr)
-        self.assertEqual(len(self.recorded()), 4, "a finished run is not run again")
+        self.assertEqual(len(self.recorded()), 5, "a finished run is not run, nor evaluated, again")
         self.assertIn("bf16-s1 finished earlier", p.stdout)
-        self.assertEqual(sorted(self.packed(out)), ["bf16-s1/metrics.jsonl", "bf16-s1/run.json", "bf16-s1/train.log"])
+        self.assertEqual(sorted(n for n in self.packed(out) if n.startswith("bf16-s1/")),
+                         ["bf16-s1/metrics.jsonl", "bf16-s1/run.json", "bf16-s1/train.log"])
 
     def test_diagnostics_are_asked_for_on_start_and_on_every_resume(self):
         self.env["QUARTET_DIAGNOSTICS"] = "250"
         self.call(600, "nvidia-s2")
         self.call(600, "nvidia-s2")
-        start, resume = self.recorded()
+        start, resume = self.recorded("train")
         for args in (start, resume):
             self.assertEqual(args[args.index("--diagnostics") + 1], "250")
             self.assertEqual(args[args.index("--keep-last") + 1], "1")
         self.assertIn("--resume", resume)
         del self.env["QUARTET_DIAGNOSTICS"]
         self.call(600, "nvidia-s3")
-        self.assertNotIn("--diagnostics", self.recorded()[2])
+        self.assertNotIn("--diagnostics", self.recorded("train")[2])
 
     def test_the_named_finished_runs_are_diagnosed_once(self):
         self.env["QUARTET_DIAGNOSE"] = "bf16-s9,quartet2-s1"
@@ -140,16 +153,16 @@ class FidelityScript(CampaignFixture):
         self.assertEqual([c[0] for c in self.recorded()], ["train", "train"], "an unfinished run is not diagnosed")
         p, out = self.call(600, "quartet2-s1", "nvidia-s1")
         self.assertEqual(p.returncode, 0, p.stderr)
-        self.assertEqual([c[0] for c in self.recorded()], ["train", "train", "train", "diagnose", "train"],
+        self.assertEqual([c[0] for c in self.recorded("train", "diagnose")], ["train", "train", "train", "diagnose", "train"],
                          "quartet2-s1 diagnosed after it finished; nvidia-s1, not named, not diagnosed")
-        diagnose = self.recorded()[3]
+        (diagnose,) = self.recorded("diagnose")
         self.assertEqual(diagnose[:2], ["diagnose", os.path.join(self.env["QUARTET_RUNS"], "fidelity-30m", "quartet2-s1")])
         for flag, value in [("--device", "cuda"), ("--draws", "64"), ("--batch", "16"), ("--layers", "1,4")]:
             self.assertEqual(diagnose[diagnose.index(flag) + 1], value, flag)
         self.assertIn("--no-plot", diagnose, "the GPU machine has no gnuplot")
         self.assertIn("quartet2-s1/diagnose.json", self.packed(out))
         p, out = self.call(600, "quartet2-s1")
-        self.assertEqual(len(self.recorded()), 5, "diagnosed once")
+        self.assertEqual(len(self.recorded("diagnose")), 1, "diagnosed once")
         self.assertIn("quartet2-s1 finished earlier", p.stdout)
         self.assertIn("quartet2-s1/diagnose.json", self.packed(out))
 
@@ -159,7 +172,7 @@ class FidelityScript(CampaignFixture):
         self.env["QUARTET_DIAGNOSE"] = "all"
         p, _ = self.call(600, "bf16-s1")
         self.assertEqual(p.returncode, 0, p.stderr)
-        self.assertEqual([c[0] for c in self.recorded()], ["train", "train", "diagnose"])
+        self.assertEqual([c[0] for c in self.recorded()], ["train", "train", "diagnose"], "bf16 is not evaluated in bf16")
 
     def test_several_gpus_run_the_unfinished_runs_in_lanes(self):
         self.call(600, "bf16-s1")
