@@ -15,7 +15,9 @@
 #   bash scripts/fidelity-30m.sh QUARTET SECONDS NAME [NAME...]
 # NAME is <recipe>-s<seed>: bf16, nvidia, tetrajet2, quartet2, or quartet2-no46 (quartet2 with
 # 4/6 off), e.g. quartet2-no46-s3. A finished run (its run.json exists) is skipped.
-# QUARTET_GPUS=N: the number of lanes (default: the GPUs nvidia-smi lists, else 1).
+# QUARTET_GPUS=N: use the first N GPUs (default: all of CUDA_VISIBLE_DEVICES's, else all that
+# nvidia-smi lists, else 1); QUARTET_RUNS_PER_GPU=M: M lanes per GPU (default 1; several runs
+# may share a GPU faster than they follow one another: scripts/gpu-concurrency.sh measures it).
 # QUARTET_DIAGNOSTICS=N adds `--diagnostics N` (docs/diagnostics.md) to every start and resume:
 # the run's numerics are unchanged, its metrics.jsonl gains the quantization figures.
 # QUARTET_DIAGNOSE=NAME[,NAME...] (or "all") runs `quartet diagnose` once on each of those runs
@@ -31,18 +33,46 @@ quartet=$1
 budget=$2
 shift 2
 [[ "$budget" =~ ^[0-9]+$ ]] || { echo "fidelity-30m: SECONDS must be a whole number, got $budget" >&2; exit 2; }
-# Every name is checked before any work starts.
-for name in "$@"; do
-  recipe=${name%-s*}
-  seed=${name##*-s}
-  [[ "$name" == *-s* && "$seed" =~ ^[0-9]+$ ]] || { echo "fidelity-30m: NAME must end in -s<seed>, got $name" >&2; exit 2; }
+# A run name (<recipe>-s<seed>), or exit 2 saying what is wrong with it ($2: where it was given).
+check_name() {
+  local recipe=${1%-s*} seed=${1##*-s}
+  [[ "$1" == *-s* && "$seed" =~ ^[0-9]+$ ]] || { echo "fidelity-30m: $2 must end in -s<seed>, got $1" >&2; exit 2; }
   case "$recipe" in
     bf16|nvidia|tetrajet2|quartet2|quartet2-no46) ;;
-    *) echo "fidelity-30m: unknown recipe '$recipe' in $name" >&2; exit 2 ;;
+    *) echo "fidelity-30m: unknown recipe '$recipe' in $1 ($2)" >&2; exit 2 ;;
   esac
+}
+# Every name is checked before any work starts. One name twice would put two trainers in one
+# run folder at once (in lanes).
+declare -A seen=()
+for name in "$@"; do
+  check_name "$name" NAME
+  [ -z "${seen[$name]:-}" ] || { echo "fidelity-30m: $name is named twice" >&2; exit 2; }
+  seen[$name]=1
 done
-[ -z "${QUARTET_GPUS:-}" ] || [[ "$QUARTET_GPUS" =~ ^[1-9][0-9]*$ ]] ||
-  { echo "fidelity-30m: QUARTET_GPUS must be a positive whole number, got $QUARTET_GPUS" >&2; exit 2; }
+if [ -n "${QUARTET_DIAGNOSE:-}" ] && [ "$QUARTET_DIAGNOSE" != all ]; then
+  IFS=, read -r -a diagnose_names <<< "$QUARTET_DIAGNOSE"
+  for name in "${diagnose_names[@]}"; do check_name "$name" QUARTET_DIAGNOSE; done
+fi
+for setting in QUARTET_GPUS QUARTET_RUNS_PER_GPU; do
+  value=${!setting:-}
+  [ -z "$value" ] || [[ "$value" =~ ^[1-9][0-9]*$ ]] ||
+    { echo "fidelity-30m: $setting must be a positive whole number, got $value" >&2; exit 2; }
+done
+# The GPUs the lanes use: CUDA_VISIBLE_DEVICES's entries when it is set, else nvidia-smi's.
+if [ -n "${CUDA_VISIBLE_DEVICES:-}" ]; then
+  IFS=, read -r -a gpus <<< "$CUDA_VISIBLE_DEVICES"
+else
+  mapfile -t gpus < <(nvidia-smi --query-gpu=index --format=csv,noheader 2>/dev/null || true)
+fi
+if [ -n "${QUARTET_GPUS:-}" ]; then
+  if [ "${#gpus[@]}" -gt 0 ] && [ "$QUARTET_GPUS" -gt "${#gpus[@]}" ]; then
+    echo "fidelity-30m: QUARTET_GPUS is $QUARTET_GPUS, but this machine shows ${#gpus[@]} GPU(s)" >&2
+    exit 2
+  fi
+  [ "${#gpus[@]}" -gt 0 ] || mapfile -t gpus < <(seq 0 $(( QUARTET_GPUS - 1 )))
+  gpus=("${gpus[@]:0:$QUARTET_GPUS}")
+fi
 here=$(cd "$(dirname "$0")/.." && pwd)
 runs=${QUARTET_RUNS:-/tmp/quartet-runs}/fidelity-30m
 corpus=${QUARTET_CORPUS:-/tmp/code-corpus}
@@ -57,6 +87,11 @@ fi
 # Whether NAME is one of QUARTET_DIAGNOSE's.
 diagnosed_here() {
   [ "${QUARTET_DIAGNOSE:-}" = all ] || [[ ",${QUARTET_DIAGNOSE:-}," == *",$1,"* ]]
+}
+
+# Whether NAME is a finished 4-bit run without its evaluation in bf16.
+needs_bf16_eval() {
+  [ "${1%-s*}" != bf16 ] && [ -f "$runs/$1/run.json" ] && [ ! -s "$runs/$1/eval-bf16.json" ]
 }
 
 # Starts or resumes one run in what is left of the budget, then diagnoses it if asked.
@@ -90,7 +125,7 @@ run_one() {
     fi
     echo "fidelity-30m: ${cmd[*]} (budget ${left} s)"
     set +e
-    timeout --signal=TERM --kill-after=120 "$left" "${cmd[@]}" >> "$run.log" 2>&1
+    timeout --signal=TERM --kill-after=30 "$left" "${cmd[@]}" >> "$run.log" 2>&1
     rc=$?
     set -e
     if [ -f "$run/run.json" ]; then
@@ -103,15 +138,20 @@ run_one() {
   fi
   # A 4-bit run's model evaluated with a BF16 forward pass as well (seconds): what its quantized
   # forward pass costs it, beside its own final loss in run.json.
-  if [ "$recipe" != bf16 ] && [ -f "$run/run.json" ] && [ ! -s "$run/eval-bf16.json" ]; then
-    "$quartet" eval "$run" --recipe bf16 --device cuda --json > "$run/eval-bf16.json" 2> "$run.eval.log" ||
-      { echo "fidelity-30m: eval of $name in bf16 failed: $(tail -n 1 "$run.eval.log")"; rm -f "$run/eval-bf16.json"; }
+  if needs_bf16_eval "$name"; then
+    left=$(( budget - ($(date +%s) - start) ))
+    if [ "$left" -lt 30 ]; then
+      echo "fidelity-30m: $name not evaluated in bf16: ${left} s of the budget left"
+    else
+      timeout "$left" "$quartet" eval "$run" --recipe bf16 --device cuda --json > "$run/eval-bf16.json" 2> "$run.eval.log" ||
+        { echo "fidelity-30m: eval of $name in bf16 failed: $(tail -n 1 "$run.eval.log")"; rm -f "$run/eval-bf16.json"; }
+    fi
   fi
   # One micro-batch of 16 x 512 tokens, 64 draws, the layers of blocks 1 and 4 of 6: every
   # recipe on this run's trained model and data (docs/diagnostics.md).
   if diagnosed_here "$name" && [ -f "$run/run.json" ] && [ ! -f "$run/diagnose/diagnose.json" ]; then
     left=$(( budget - ($(date +%s) - start) ))
-    if [ "$left" -lt 60 ]; then
+    if [ "$left" -lt 300 ]; then  # it takes about 270 s on an H100 (docs/fidelity.md)
       echo "fidelity-30m: $name not diagnosed: ${left} s of the budget left"
     else
       timeout "$left" "$quartet" diagnose "$run" --device cuda --batch 16 --draws 64 --layers 1,4 --no-plot \
@@ -123,22 +163,23 @@ run_one() {
 # The names that still need work, spread over the lanes; finished ones are said at once.
 pending=()
 for name in "$@"; do
-  if [ -f "$runs/$name/run.json" ] && { ! diagnosed_here "$name" || [ -f "$runs/$name/diagnose/diagnose.json" ]; }; then
+  if [ -f "$runs/$name/run.json" ] && ! needs_bf16_eval "$name" &&
+     { ! diagnosed_here "$name" || [ -f "$runs/$name/diagnose/diagnose.json" ]; }; then
     echo "fidelity-30m: $name finished earlier"
   else
     pending+=("$name")
   fi
 done
-lanes=${QUARTET_GPUS:-$(nvidia-smi -L 2>/dev/null | grep -c '^GPU ' || true)}
-[ "${lanes:-0}" -ge 1 ] || lanes=1
+per_gpu=${QUARTET_RUNS_PER_GPU:-1}
+lanes=$(( ${#gpus[@]} > 0 ? ${#gpus[@]} * per_gpu : per_gpu ))
 [ "$lanes" -le "${#pending[@]}" ] || lanes=${#pending[@]}
 if [ "$lanes" -le 1 ]; then
   for name in "${pending[@]}"; do run_one "$name"; done
 else
-  echo "fidelity-30m: ${#pending[@]} runs in $lanes lanes, one per GPU"
+  echo "fidelity-30m: ${#pending[@]} runs in $lanes lanes on GPU(s) ${gpus[*]:-0}, $per_gpu per GPU"
   for (( lane = 0; lane < lanes; ++lane )); do
     (
-      export CUDA_VISIBLE_DEVICES=$lane
+      [ "${#gpus[@]}" -eq 0 ] || export CUDA_VISIBLE_DEVICES=${gpus[$(( lane % ${#gpus[@]} ))]}
       for (( i = lane; i < ${#pending[@]}; i += lanes )); do run_one "${pending[$i]}"; done
     ) &
   done

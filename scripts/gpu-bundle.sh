@@ -26,5 +26,5 @@ strip .gpu/quartet .gpu/cuda_tests
 # Compressed to fit the transfer to the GPU machine; gpu-run-tests.sh and gpu-bench.sh unpack.
 gzip -9 .gpu/lib/libopenblas.so.0 .gpu/quartet .gpu/cuda_tests
 cp scripts/gpu-session.sh scripts/gpu-bench.sh scripts/gpu-profile.sh scripts/gpu-timeline.sh scripts/gpu-sass.sh scripts/gpu-kernels.sh \
-  scripts/gpu-train-report.sh scripts/build-code-corpus.sh bench/pytorch_reference.py .gpu/
+  scripts/gpu-train-report.sh scripts/build-code-corpus.sh scripts/gpu-concurrency.sh bench/pytorch_reference.py .gpu/
 du -sh .gpu

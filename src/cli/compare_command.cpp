@@ -18,6 +18,7 @@
 #include "cli/progress.h"
 #include "cli/train_options.h"
 #include "quartet/error.h"
+#include "quartet/train/initial_weights.h"
 #include "quartet/util/files.h"
 #include "quartet/util/text.h"
 
@@ -179,7 +180,12 @@ Command add_compare_command(CLI::App& parent) {
   command.run = [o, recipes_ptr = checked_recipes, configs_ptr = checked_configs]() {
     if (!o->from.empty()) return run_compare_gather(o->from, o->out, o->no_plot, o->force);
     const std::vector<std::string>& recipes = *recipes_ptr;
-    const std::vector<TrainConfig>& configs = *configs_ptr;
+    std::vector<TrainConfig> configs = *configs_ptr;
+    // One checkpoint for every recipe, resolved once: a run folder's latest may move meanwhile.
+    if (!configs.front().init_from.empty()) {
+      const std::string from = resolve_initial_checkpoint(configs.front().init_from, o->out).string();
+      for (TrainConfig& c : configs) c.init_from = from;
+    }
     RunControl control;
     control.replace_existing_run = o->force;
     control.commit = QUARTET_GIT_COMMIT;  // into each run's metrics.jsonl (src/CMakeLists.txt defines it)

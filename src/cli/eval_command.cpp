@@ -26,7 +26,7 @@ struct EvalOptions {
   std::string checkpoint;
   std::string data;
   std::string recipe;  // empty: the checkpoint's, with its options
-  std::int64_t batches = 64;
+  std::int64_t batches = 0;  // 0: the run's final evaluation's (--final-eval-batches)
   std::int64_t batch = 0, seq = 0;  // 0: the checkpoint's
   std::string device = "auto";
   bool json = false;
@@ -47,8 +47,9 @@ Command add_eval_command(CLI::App& parent) {
   app->add_option("--recipe", o->recipe,
                   "the forward pass to evaluate with (default: the recipe the checkpoint trained with, and its "
                   "options)");
-  app->add_option("--batches", o->batches, "windows of --batch x --seq tokens, from the start of the split")
-      ->capture_default_str()
+  app->add_option("--batches", o->batches,
+                  "windows of --batch x --seq tokens, from the start of the split (default: as many as the run's "
+                  "final evaluation)")
       ->check(integer_in(1, kMaxInt32));
   app->add_option("--batch", o->batch, "sequences per window (default: the checkpoint's)")->check(integer_in(1, kMaxInt32));
   app->add_option("--seq", o->seq, "tokens per sequence (default: the checkpoint's)")->check(integer_in(2, kMaxInt32));
@@ -71,7 +72,9 @@ Command add_eval_command(CLI::App& parent) {
   command.run = [o]() {
     const TrainedModel trained = read_trained_model(o->checkpoint);
     const TrainConfig& c = trained.config;
-    const Recipe recipe = o->recipe.empty() ? make_recipe(c.recipe, c.recipe_options) : make_recipe(o->recipe);
+    const Recipe trained_recipe = make_recipe(c.recipe, c.recipe_options);  // "NAME (modified)" with its options
+    const Recipe recipe = o->recipe.empty() ? trained_recipe : make_recipe(o->recipe);
+    const std::int64_t wanted = o->batches ? o->batches : c.final_eval_batches;
     const std::int64_t batch = o->batch ? o->batch : c.batch, seq = o->seq ? o->seq : c.seq;
     if (seq > trained.model.max_seq_len) {
       throw Error(fmt::format("--seq {} is longer than the model's maximum sequence length {}", seq,
@@ -82,7 +85,14 @@ Command add_eval_command(CLI::App& parent) {
     } catch (const Error& e) {
       throw Error(fmt::format("{} (a window: --batch {} x --seq {})", e.what(), batch, seq));
     }
-    const Dataset data = load_model_data(trained, o->data);
+    Dataset data;
+    try {
+      data = load_model_data(trained, o->data);
+    } catch (const Error& e) {
+      if (!o->data.empty()) throw;
+      throw Error(fmt::format("{} (the data the checkpoint names, as the run gave it; --data names other data)",
+                              e.what()));
+    }
     // A window reads seq + 1 tokens per sequence's worth: its targets run one token ahead.
     const std::int64_t available = (static_cast<std::int64_t>(data.val.size()) - 1) / (batch * seq);
     if (available < 1) {
@@ -90,11 +100,12 @@ Command add_eval_command(CLI::App& parent) {
                               "--seq {} tokens (and one more)",
                               data.source, data.val.size(), batch, seq));
     }
-    const std::int64_t batches = std::min(o->batches, available);
-    if (batches < o->batches) {
-      fmt::print(stderr, "note: the validation split of {} holds {} windows of {} x {} tokens; --batches {} asked for "
-                         "more\n",
-                 data.source, available, batch, seq, o->batches);
+    const std::int64_t batches = std::min(wanted, available);
+    if (batches < wanted) {
+      fmt::print(stderr, "note: the validation split of {} holds {} windows of {} x {} tokens; {} asked for more\n",
+                 data.source, available, batch, seq,
+                 o->batches ? fmt::format("--batches {}", wanted)
+                            : fmt::format("the run's final evaluation ({} windows)", wanted));
     }
 
     const std::unique_ptr<Backend> backend = make_backend(o->device);
@@ -107,7 +118,7 @@ Command add_eval_command(CLI::App& parent) {
       nlohmann::ordered_json j;
       j["checkpoint"] = trained.dir.string();
       j["step"] = trained.step;
-      j["trained_recipe"] = c.recipe;
+      j["trained_recipe"] = trained_recipe.name;
       j["recipe"] = recipe.name;
       j["data"] = data.source;
       j["split"] = "validation";
@@ -123,7 +134,7 @@ Command add_eval_command(CLI::App& parent) {
       return 0;
     }
     fmt::print("quartet eval: {} (trained with {}, step {}) on {}, validation split; {}\n", trained.dir.string(),
-               c.recipe, trained.step, data.source, backend->name());
+               trained_recipe.name, trained.step, data.source, backend->name());
     fmt::print("recipe {}{}: {} windows of {} x {} tokens ({} tokens)\n", recipe.name,
                o->recipe.empty() ? " (the checkpoint's)" : "", batches, batch, seq, batches * batch * seq);
     if (!std::isfinite(e.loss)) {

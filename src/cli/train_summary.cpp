@@ -34,6 +34,7 @@ nlohmann::json train_summary(const TrainResult& r, const SummaryContext& c) {
   j["out"] = path_or_null(c.out_dir);
   j["metrics"] = c.out_dir.empty() ? nlohmann::json() : nlohmann::json((std::filesystem::path(c.out_dir) / "metrics.jsonl").string());
   j["checkpoint"] = path_or_null(r.last_checkpoint);
+  j["init_from"] = path_or_null(r.init_from);
   j["tensorboard"] = path_or_null(r.tensorboard_file);
   j["commit"] = c.commit;
   j["sample"] = c.sample_requested ? nlohmann::json(c.sample) : nlohmann::json();

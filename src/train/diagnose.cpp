@@ -375,7 +375,17 @@ std::vector<MeanEstimator> estimator_means_from_json(const nlohmann::json& mean,
     } catch (const nlohmann::json::exception& e) {
       throw Error(fmt::format("{}: mean row {}: a field is missing or has the wrong type: {}", where, i, e.what()));
     }
+    // The names go into the gnuplot script: only the recipes `quartet diagnose` measures.
+    const std::vector<std::string>& known = recipe_names();
+    if (std::find(known.begin(), known.end(), m.recipe) == known.end()) {
+      throw Error(fmt::format("{}: mean row {}: unknown recipe '{}'", where, i, m.recipe));
+    }
     if (m.k.empty()) throw Error(fmt::format("{}: mean row {}: no draw counts (k)", where, i));
+    for (std::size_t c = 0; c < m.k.size(); ++c) {
+      if (m.k[c] < 1 || (c > 0 && m.k[c] <= m.k[c - 1])) {
+        throw Error(fmt::format("{}: mean row {}: the draw counts (k) must rise from 1 or more", where, i));
+      }
+    }
     if (m.k.size() != m.bias.size()) {
       throw Error(fmt::format("{}: mean row {}: {} draw counts (k) but {} bias values", where, i, m.k.size(),
                               m.bias.size()));

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #include "quartet/data/tokenizer.h"
 #include "quartet/error.h"
 #include "quartet/train/checkpoint.h"
@@ -18,6 +20,20 @@ std::string shape_text(const LlamaConfig& c) {
 }
 
 }  // namespace
+
+std::filesystem::path resolve_initial_checkpoint(const std::string& from, const std::string& out_dir) {
+  const std::filesystem::path dir = std::filesystem::weakly_canonical(std::filesystem::absolute(resolve_checkpoint(from)));
+  if (!out_dir.empty()) {
+    const std::filesystem::path out = std::filesystem::weakly_canonical(std::filesystem::absolute(out_dir));
+    const auto [o, d] = std::mismatch(out.begin(), out.end(), dir.begin(), dir.end());
+    if (o == out.end()) {
+      throw Error(fmt::format("--init-from {}: the checkpoint lies inside --out {}, the folder this run writes (and "
+                              "--force clears); give the run another --out",
+                              from, out_dir));
+    }
+  }
+  return dir;
+}
 
 std::filesystem::path load_initial_weights(const std::string& from, Backend& backend, LlamaModel& model,
                                            const LlamaConfig& config, const std::string& tokenizer,

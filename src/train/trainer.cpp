@@ -172,6 +172,8 @@ TrainResult run(TrainConfig c, const std::filesystem::path& checkpoint, const nl
   if (control.diagnostics_every > 0 && c.out_dir.empty()) {
     throw Error("--diagnostics needs --out: the measurements are written to OUT/metrics.jsonl");
   }
+  // Resolved before the ranks compare their settings: a run folder's latest checkpoint may move.
+  if (checkpoint.empty() && !c.init_from.empty()) c.init_from = resolve_initial_checkpoint(c.init_from, c.out_dir).string();
   // Before any connection: every rank finds the same error in its settings.
   const MicroBatchSlice slice = micro_batch_slice(c.grad_accum, world, rank);
   std::unique_ptr<Rendezvous> rendezvous;
@@ -227,7 +229,7 @@ TrainResult run(TrainConfig c, const std::filesystem::path& checkpoint, const nl
     elapsed_before = elapsed_at_checkpoint(resume_state, checkpoint, log);
     log(fmt::format("resumed from {} at step {}", checkpoint.string(), start_step));
   } else if (!c.init_from.empty()) {
-    c.init_from = load_initial_weights(c.init_from, *backend, model, mc, data.tokenizer, log).string();
+    load_initial_weights(c.init_from, *backend, model, mc, data.tokenizer, log);
   }
   log(fmt::format("device {}", backend->name()));
   log(fmt::format("model {}: {} layers, d {}, {} heads ({} kv), ffn {}, vocab {}: {:.2f}M parameters ({:.2f}M in blocks)",
@@ -291,6 +293,7 @@ TrainResult run(TrainConfig c, const std::filesystem::path& checkpoint, const nl
 
   TrainResult result;
   result.start_step = start_step;
+  result.init_from = c.init_from;
   if (events) result.tensorboard_file = events->path().string();
   // Set when the loop starts; the run's elapsed time is elapsed_before plus the time since then.
   std::chrono::steady_clock::time_point start_time;

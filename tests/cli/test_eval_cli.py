@@ -9,10 +9,11 @@ import math
 import os
 import shutil
 import struct
+import subprocess
 import tempfile
 import unittest
 
-from cli_case import CliCase, run
+from cli_case import QUARTET, TIMEOUT, CliCase, run
 
 TRAIN = ["--steps", "3", "--batch", "2", "--seq", "64", "--eval-every", "0", "--eval-batches", "1",
          "--final-eval-batches", "3", "--quiet", "--sample-tokens", "0", "--device", "cpu", "--no-plot"]
@@ -46,12 +47,14 @@ class Eval(CliCase):
     def test_the_checkpoints_own_recipe_gives_the_runs_final_loss_bit_for_bit(self):
         for name, (out, result) in self.runs.items():
             with self.subTest(recipe=name):
-                j, _ = self.eval_json(out, "--batches", "3")
+                # No options: the run's final evaluation's windows (its --final-eval-batches 3).
+                j, _ = self.eval_json(out)
                 self.assertEqual(j["loss"], result["val_loss"])
                 self.assertEqual(j["bpb"], result["val_bpb"])
                 # The run's options come with its recipe: 4/6 off marks quartet2 as modified.
-                self.assertEqual(j["recipe"], {"quartet2": "quartet2 (modified)", "bf16": "bf16"}[name])
-                self.assertEqual(j["trained_recipe"], name)
+                named = {"quartet2": "quartet2 (modified)", "bf16": "bf16"}[name]
+                self.assertEqual(j["recipe"], named)
+                self.assertEqual(j["trained_recipe"], named)
                 self.assertEqual(j["step"], 3)
                 self.assertEqual((j["batch"], j["seq"], j["batches"], j["tokens"]), (2, 64, 3, 3 * 2 * 64))
                 self.assertAlmostEqual(j["perplexity"], math.exp(result["val_loss"]), places=9)
@@ -62,14 +65,15 @@ class Eval(CliCase):
         out, result = self.runs["quartet2"]
         j, _ = self.eval_json(out, "--batches", "3", "--recipe", "bf16")
         self.assertEqual(j["recipe"], "bf16")
-        self.assertEqual(j["trained_recipe"], "quartet2")
+        self.assertEqual(j["trained_recipe"], "quartet2 (modified)")
         self.assertNotEqual(j["loss"], result["val_loss"], "the 4-bit forward pass is not BF16's")
         # The same weights: the losses of a 3-step tiny model differ by its forward quantization
         # error only, well under 5% (a model that was not the trained one sits at ln(256) = 5.5).
         self.assertLess(abs(j["loss"] - result["val_loss"]) / result["val_loss"], 0.05)
         # With 4/6 on (the recipe's default, not this checkpoint's option) the loss differs too.
-        on, _ = self.eval_json(out, "--batches", "3", "--recipe", "quartet2")
+        on, p = self.eval_json(out, "--batches", "3", "--recipe", "quartet2")
         self.assertNotEqual(on["loss"], result["val_loss"])
+        self.assertEqual((on["recipe"], on["trained_recipe"]), ("quartet2", "quartet2 (modified)"))
 
     def test_agrees_with_a_run_started_from_the_checkpoint(self):
         # `train --init-from` with a learning rate too small to move a weight evaluates the same
@@ -132,6 +136,23 @@ class Eval(CliCase):
         self.assertIsNone(j["bpb"])
         p = self.ok("eval", copy, "--batches", "1", "--device", "cpu")
         self.assertIn("val loss nan: the model's forward pass is not finite on this data", p.stdout)
+
+    def test_the_runs_relative_data_path_is_said_when_it_is_not_found(self):
+        text = self.path("text.txt")
+        with open(text, "w") as f:
+            f.write("A sentence of the corpus. " * 2000)
+        self.ok("prepare", text, "--out", self.path("corpus"), "--tokenizer", "byte", "--val-fraction", "0.5")
+        env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
+        p = subprocess.run([QUARTET, "train", *TRAIN, "--recipe", "bf16", "--data", "corpus", "--out", "run"],
+                           cwd=self.dir, capture_output=True, text=True, timeout=TIMEOUT, env=env)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        p = subprocess.run([QUARTET, "eval", os.path.join(self.dir, "run"), "--device", "cpu"], cwd=self.runs_dir,
+                           capture_output=True, text=True, timeout=TIMEOUT, env=env)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn("corpus", p.stderr)
+        self.assertIn("(the data the checkpoint names, as the run gave it; --data names other data)", p.stderr)
+        j, _ = self.eval_json(os.path.join(self.dir, "run"), "--data", self.path("corpus"))
+        self.assertEqual(j["data"], self.path("corpus"))
 
     def test_bad_input_is_named(self):
         out, _ = self.runs["quartet2"]

@@ -21,6 +21,9 @@ args = sys.argv[1:]
 with open(os.environ["CALLS"], "a") as f:
     f.write(json.dumps(args) + "\n")
 if args[0] == "eval":  # the JSON line of `quartet eval --json`
+    if os.environ.get("FAIL_EVAL"):
+        print("quartet eval: error: the GPU is gone", file=sys.stderr)
+        sys.exit(1)
     print(json.dumps({"recipe": args[args.index("--recipe") + 1], "loss": 3.5}))
     sys.exit(0)
 out = args[args.index("--out") + 1]
@@ -62,8 +65,15 @@ class CampaignFixture(unittest.TestCase):
         with open(os.path.join(corpus, "dataset.json"), "w") as f:
             f.write("{}")
         self.calls = os.path.join(self.dir, "calls.jsonl")
+        # A machine of FAKE_GPUS GPUs, whatever this one has: nvidia-smi lists their indices.
+        bin_dir = os.path.join(self.dir, "bin")
+        os.makedirs(bin_dir)
+        with open(os.path.join(bin_dir, "nvidia-smi"), "w") as f:
+            f.write("#!/bin/sh\ni=0\nwhile [ $i -lt \"$FAKE_GPUS\" ]; do echo $i; i=$((i + 1)); done\n")
+        os.chmod(os.path.join(bin_dir, "nvidia-smi"), 0o755)
         self.env = dict(os.environ, CALLS=self.calls, QUARTET_RUNS=os.path.join(self.dir, "runs"),
-                        QUARTET_CORPUS=corpus, QUARTET_GPUS="1")
+                        QUARTET_CORPUS=corpus, QUARTET_GPUS="1", FAKE_GPUS="8",
+                        PATH=bin_dir + os.pathsep + os.environ["PATH"])
         self.env.pop("CUDA_VISIBLE_DEVICES", None)
 
     def tearDown(self):
@@ -191,6 +201,40 @@ class FidelityScript(CampaignFixture):
         self.assertNotIn("lanes", p.stdout, "no more lanes than runs")
         self.assertIn("nvidia-s1 finished", p.stdout)
 
+    def gpus_of_a_call(self, *names):
+        if os.path.exists(self.calls + ".gpus"):
+            os.remove(self.calls + ".gpus")
+        p, _ = self.call(600, *names)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        with open(self.calls + ".gpus") as f:
+            return dict(line.split() for line in f)
+
+    def test_lanes_use_the_gpus_cuda_visible_devices_names(self):
+        del self.env["QUARTET_GPUS"]
+        self.env["CUDA_VISIBLE_DEVICES"] = "5,3"
+        self.assertEqual(self.gpus_of_a_call("bf16-s1", "nvidia-s1", "quartet2-s1"),
+                         {"bf16-s1": "5", "nvidia-s1": "3", "quartet2-s1": "5"})
+
+    def test_several_runs_per_gpu(self):
+        self.env["QUARTET_RUNS_PER_GPU"] = "2"
+        self.assertEqual(self.gpus_of_a_call("bf16-s1", "nvidia-s1"), {"bf16-s1": "0", "nvidia-s1": "0"})
+        self.env["QUARTET_GPUS"] = "2"
+        self.assertEqual(self.gpus_of_a_call("bf16-s2", "nvidia-s2", "tetrajet2-s2", "quartet2-s2"),
+                         {"bf16-s2": "0", "nvidia-s2": "1", "tetrajet2-s2": "0", "quartet2-s2": "1"})
+
+    def test_a_failed_bf16_evaluation_is_tried_again(self):
+        self.env["FAIL_EVAL"] = "1"
+        self.call(600, "quartet2-s1")
+        p, out = self.call(600, "quartet2-s1")
+        self.assertIn("eval of quartet2-s1 in bf16 failed: quartet eval: error: the GPU is gone", p.stdout)
+        self.assertNotIn("quartet2-s1/eval-bf16.json", self.packed(out))
+        del self.env["FAIL_EVAL"]
+        p, out = self.call(600, "quartet2-s1")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(len(self.recorded("eval")), 2)
+        self.assertIn("quartet2-s1/eval-bf16.json", self.packed(out))
+        self.assertEqual(len(self.recorded("train")), 2, "the finished run is not trained again")
+
     def test_too_little_budget_starts_nothing(self):
         p, _ = self.call(30, "bf16-s2")
         self.assertEqual(p.returncode, 0, p.stderr)
@@ -212,6 +256,20 @@ class FidelityScript(CampaignFixture):
             p, _ = self.call(600, "bf16-s1")
             self.assertEqual(p.returncode, 2, gpus)
             self.assertIn("QUARTET_GPUS must be a positive whole number", p.stderr)
+        self.env["QUARTET_GPUS"] = "9"
+        p, _ = self.call(600, "bf16-s1")
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("QUARTET_GPUS is 9, but this machine shows 8 GPU(s)", p.stderr)
+        self.env["QUARTET_GPUS"] = "1"
+        p, _ = self.call(600, "bf16-s1", "nvidia-s1", "bf16-s1")
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("bf16-s1 is named twice", p.stderr)
+        for diagnose, fragment in [("1", "QUARTET_DIAGNOSE must end in -s<seed>, got 1"),
+                                   ("quartet-s1", "unknown recipe 'quartet' in quartet-s1 (QUARTET_DIAGNOSE)")]:
+            self.env["QUARTET_DIAGNOSE"] = diagnose
+            p, _ = self.call(600, "bf16-s1")
+            self.assertEqual(p.returncode, 2, diagnose)
+            self.assertIn(fragment, p.stderr)
         self.assertEqual(self.recorded(), [])
 
 

@@ -254,6 +254,10 @@ class PlotDiagnose(unittest.TestCase):
                 ("short.json", diagnose_report([dict(good, bias=[0.5])]), "4 draw counts (k) but 1 bias values"),
                 ("k.json", diagnose_report([good, dict(good, k=[1, 2, 3, 4])]), "row 1: its draw counts (k) differ"),
                 ("type.json", diagnose_report([dict(good, layers="two")]), "mean row 0: a field is missing"),
+                ("recipe.json", diagnose_report([dict(good, recipe="x\nEOD\nsystem('touch pwned')")]),
+                 "mean row 0: unknown recipe 'x"),
+                ("falling.json", diagnose_report([dict(good, k=[4, 2, 1, 8])]), "must rise from 1 or more"),
+                ("zero.json", diagnose_report([dict(good, k=[0, 1, 2, 4])]), "must rise from 1 or more"),
                 ("nostep.json", {k: v for k, v in diagnose_report([good]).items() if k != "step"},
                  "a field is missing")]:
             path = self.write(name, report)

@@ -12,6 +12,12 @@
 
 namespace quartet {
 
+// The checkpoint folder `from` names (a checkpoint, or a run folder: its latest), as an absolute
+// path without links: what a run records, resolved once so that every rank and every recipe of a
+// comparison reads the same step. Throws Error when it is missing, or when it lies inside
+// `out_dir` (the folder the run writes, which --force clears: the source would be lost).
+std::filesystem::path resolve_initial_checkpoint(const std::string& from, const std::string& out_dir);
+
 // Loads the weights of `from` (a checkpoint folder, or a run folder: its latest checkpoint) into
 // `model`, a fresh model of shape `config` reading `tokenizer` tokens. Throws Error naming the
 // checkpoint and what differs when its model has another shape or reads other tokens, or when it

@@ -55,6 +55,7 @@ struct TrainResult {
   std::int64_t start_step = 0;  // the checkpoint's step for a resumed run, else 0
   std::string tensorboard_file;  // the events file this process wrote (RunControl::tensorboard)
   std::string last_checkpoint;
+  std::string init_from;  // the checkpoint whose weights the run started from (--init-from), or empty
   bool stopped = false;  // RunControl::stop was set: the run ended early, after a checkpoint
 };
 
