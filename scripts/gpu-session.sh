@@ -5,7 +5,8 @@
 #   bash .gpu/gpu-session.sh MODE SECONDS [NAME...]
 # MODE: a '+'-joined set of tests (cuda_tests, to $OUT/cuda-tests.log), bench (`quartet bench
 # --only train` at 124m and 1b for quartet2 and bf16) or fullbench (every recipe beside the
-# PyTorch reference), or none. SECONDS: the whole command's budget; the campaign runs NAMEs
+# PyTorch reference), concurrency (gpu-concurrency.sh: two quartet2 runs of the campaign's shape
+# on one GPU, about two minutes), or none. SECONDS: the whole command's budget; the campaign runs NAMEs
 # (started or resumed) in what is left of it, one lane per GPU, with diagnostics every 250 steps
 # and `quartet diagnose` on quartet2-s1 once it has finished (QUARTET_DIAGNOSTICS and
 # QUARTET_DIAGNOSE override these; scripts/fidelity-30m.sh).
@@ -38,6 +39,12 @@ if [[ "$mode" == *bench* ]]; then
   ./quartet bench --only train "${bench[@]}" --json "$OUT/train-bench.json" > "$OUT/train-bench.log" 2>&1
   echo "train bench rc=$? in $(( $(date +%s) - t0 )) s"
   grep '"case":"train/' "$OUT/train-bench.log" | cut -c1-200
+fi
+if [[ "$mode" == *concurrency* ]]; then  # runs of the campaign's shape sharing one GPU
+  t0=$(date +%s)
+  bash ./gpu-concurrency.sh quartet2 2 60 > "$OUT/concurrency.log" 2>&1
+  echo "concurrency rc=$? in $(( $(date +%s) - t0 )) s"
+  cat "$OUT/concurrency.txt" 2>/dev/null
 fi
 left=$(( budget - ($(date +%s) - call_start) ))
 if [ $# -gt 0 ]; then

@@ -37,6 +37,14 @@ if args[0] == "diagnose":  # the table's files in --out
             f.write(name)
     sys.exit(0)
 os.makedirs(os.path.join(out, "checkpoints"), exist_ok=True)
+steps = int(args[args.index("--steps") + 1]) if "--steps" in args else None
+if steps is not None and steps <= 100:  # a short measuring run (gpu-concurrency.sh) runs to its end: a rate per step
+    with open(os.path.join(out, "metrics.jsonl"), "w") as f:
+        for s in range(1, steps + 1):
+            f.write(json.dumps({"step": s, "loss": 5.0, "tokens_per_s": 1000.0 * s}) + "\n")
+    with open(os.path.join(out, "run.json"), "w") as f:
+        json.dump({"steps": steps}, f)
+    sys.exit(0)
 with open(os.path.join(out, "metrics.jsonl"), "a") as f:
     f.write(json.dumps({"step": 1, "loss": 5.0}) + "\n")
 if "--resume" in args:
@@ -285,6 +293,7 @@ class GpuSessionScript(CampaignFixture):
         os.makedirs(os.path.join(root, "scripts"))
         scripts = os.path.dirname(SCRIPT)
         shutil.copy(os.path.join(scripts, "fidelity-30m.sh"), os.path.join(root, "scripts"))
+        shutil.copy(os.path.join(scripts, "gpu-concurrency.sh"), os.path.join(root, ".gpu"))
         self.session = os.path.join(root, ".gpu", "gpu-session.sh")
         shutil.copy(os.path.join(scripts, "gpu-session.sh"), self.session)
         shutil.copy(self.quartet, os.path.join(root, ".gpu", "quartet"))
@@ -310,6 +319,24 @@ class GpuSessionScript(CampaignFixture):
         budget = int(p.stdout.split("(budget ")[1].split(" s)")[0])
         self.assertTrue(500 < budget <= 600, budget)
         self.assertTrue(os.path.exists(os.path.join(out, "fidelity-30m.tar.gz")))
+
+    def test_concurrency_measures_one_run_then_two_at_once(self):
+        p, out = self.session_call("concurrency", "600")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("concurrency rc=0", p.stdout)
+        # The stand-in's steps 11..60 report 1000 x step tokens/s: the median is 35,500.
+        with open(os.path.join(out, "concurrency.txt")) as f:
+            report = f.read()
+        self.assertIn("alone: 1 run(s) of quartet2 at once: 35500 = 35500 tokens/s", report)
+        self.assertIn("shared: 2 run(s) of quartet2 at once: 35500 + 35500 = 71000 tokens/s", report)
+        # One run alone, two at once, and two more under MPS where this machine has it.
+        under_mps = ["1", "2"] if "mps: 2 run(s)" in report else []
+        seeds = sorted(c[c.index("--seed") + 1] for c in self.recorded("train"))
+        self.assertEqual(seeds, sorted(["1", "1", "2"] + under_mps))
+        for c in self.recorded("train"):
+            for flag, value in [("--model", "30m"), ("--seq", "512"), ("--batch", "128"), ("--grad-accum", "4"),
+                                ("--recipe", "quartet2"), ("--steps", "60")]:
+                self.assertEqual(c[c.index(flag) + 1], value, flag)
 
     def test_bad_arguments_are_refused_before_any_work(self):
         for args, fragment in [((), "usage"), (("tests",), "usage"), (("tests", "ten"), "whole number")]:
