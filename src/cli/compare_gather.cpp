@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <map>
 #include <set>
 
@@ -23,6 +24,8 @@ const std::set<std::string> kVaryingKeys = {"recipe",       "recipe_options", "s
 
 std::string value_text(const nlohmann::json& j) { return j.is_null() ? "(unset)" : j.dump(); }
 
+nlohmann::json number_or_null(double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(); }
+
 double mean_of(const std::vector<double>& v) {
   double s = 0;
   for (double x : v) s += x;
@@ -35,6 +38,39 @@ double sd_of(const std::vector<double>& v) {
   double s = 0;
   for (double x : v) s += (x - m) * (x - m);
   return std::sqrt(s / static_cast<double>(v.size() - 1));
+}
+
+// RUN/eval-bf16.json's loss (`quartet eval --recipe bf16 --json` of the run's final model), if
+// the file is there; it must be that evaluation, of the run's last step, on the windows of the
+// run's final evaluation (the same tokens as run.json's val_loss).
+std::optional<double> read_bf16_forward_loss(const std::filesystem::path& dir, std::int64_t steps,
+                                             const nlohmann::json& config) {
+  const std::filesystem::path file = dir / "eval-bf16.json";
+  if (!std::filesystem::exists(file)) return std::nullopt;
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(read_file(file));
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(fmt::format("{}: not valid JSON: {}", file.string(), e.what()));
+  }
+  try {
+    if (j.at("recipe").get<std::string>() != "bf16") {
+      throw Error(fmt::format("{}: an evaluation with recipe {}, not bf16", file.string(), j.at("recipe").dump()));
+    }
+    const std::int64_t step = j.at("step").get<std::int64_t>(), batches = j.at("batches").get<std::int64_t>(),
+                       batch = j.at("batch").get<std::int64_t>(), seq = j.at("seq").get<std::int64_t>();
+    const std::int64_t final_batches = config.at("final_eval_batches").get<std::int64_t>(),
+                       run_batch = config.at("batch").get<std::int64_t>(), run_seq = config.at("seq").get<std::int64_t>();
+    if (step != steps || batch != run_batch || seq != run_seq || batches != final_batches) {
+      throw Error(fmt::format("{}: it evaluated step {} on {} windows of {} x {}; the run's final evaluation is step {} "
+                              "on {} windows of {} x {}",
+                              file.string(), step, batches, batch, seq, steps, final_batches, run_batch, run_seq));
+    }
+    if (j.at("loss").is_null()) return std::numeric_limits<double>::quiet_NaN();  // a model diverged in BF16
+    return j.at("loss").get<double>();
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(fmt::format("{}: a field is missing or has the wrong type: {}", file.string(), e.what()));
+  }
 }
 
 }  // namespace
@@ -89,6 +125,7 @@ GatheredRun read_gathered_run(const std::filesystem::path& dir) {
       throw Error(fmt::format("{}: the run has no validation loss at its last step", dir.string()));
     }
     r.val_loss = j.at("val_loss").get<double>();
+    r.bf16_forward_loss = read_bf16_forward_loss(dir, steps, r.config);
     return r;
   } catch (const nlohmann::json::exception& e) {
     throw Error(fmt::format("{}: a field is missing or has the wrong type: {}", file.string(), e.what()));
@@ -138,6 +175,11 @@ std::vector<RecipeSummary> summarize(const std::vector<GatheredRun>& runs) {
     }
     s.mean = mean_of(losses);
     s.sd = sd_of(losses);
+    std::vector<double> bf16_forward;
+    for (const GatheredRun* r : by_label[label]) {
+      if (r->bf16_forward_loss) bf16_forward.push_back(*r->bf16_forward_loss);
+    }
+    if (bf16_forward.size() == by_label[label].size()) s.bf16_forward_mean = mean_of(bf16_forward);
     out.push_back(s);
   }
   if (!out.empty() && out.front().label == "bf16") {
@@ -147,6 +189,7 @@ std::vector<RecipeSummary> summarize(const std::vector<GatheredRun>& runs) {
       const double se = s.sd / std::sqrt(static_cast<double>(s.seeds.size()));
       s.gap_pct = 100.0 * (s.mean - bf16.mean) / bf16.mean;
       s.gap_se_pct = 100.0 * std::sqrt(se * se + bf16_se * bf16_se) / bf16.mean;
+      if (s.bf16_forward_mean) s.bf16_forward_gap_pct = 100.0 * (*s.bf16_forward_mean - bf16.mean) / bf16.mean;
     }
   }
   return out;
@@ -163,6 +206,7 @@ nlohmann::json gathered_report(const std::vector<GatheredRun>& runs, const std::
   for (const GatheredRun& r : runs) {
     nlohmann::json row = {{"recipe", r.label}, {"seed", r.seed}, {"val_loss", r.val_loss}, {"run", r.dir.string()}};
     if (bf16_mean) row["gap_to_bf16"] = 100.0 * (r.val_loss - *bf16_mean) / *bf16_mean;
+    if (r.bf16_forward_loss) row["bf16_forward_val_loss"] = number_or_null(*r.bf16_forward_loss);
     results.push_back(row);
   }
   for (const RecipeSummary& s : summary) {
@@ -171,6 +215,8 @@ nlohmann::json gathered_report(const std::vector<GatheredRun>& runs, const std::
       row["gap_to_bf16"] = *s.gap_pct;
       row["gap_to_bf16_se"] = *s.gap_se_pct;
     }
+    if (s.bf16_forward_mean) row["bf16_forward_val_loss_mean"] = number_or_null(*s.bf16_forward_mean);
+    if (s.bf16_forward_gap_pct) row["bf16_forward_gap_to_bf16"] = number_or_null(*s.bf16_forward_gap_pct);
     rows.push_back(row);
   }
   return {{"mode", "gathered"},
@@ -194,15 +240,25 @@ int run_compare_gather(const std::vector<std::string>& run_dirs, const std::file
   for (const std::string& d : run_dirs) runs.push_back(read_gathered_run(d));
   check_comparable(runs);
   const std::vector<RecipeSummary> summary = summarize(runs);
-  fmt::print("{:<20} {:>6} {:>22} {:>22}\n", "recipe", "seeds", "val loss (mean ± sd)", "gap to bf16 (± se)");
+  // The bf16-forward column only where some recipe has it (the campaign's runs).
+  const bool bf16_forward = std::any_of(summary.begin(), summary.end(), [](const RecipeSummary& s) {
+    return s.bf16_forward_gap_pct.has_value();
+  });
+  fmt::print("{:<20} {:>6} {:>22} {:>22}{}\n", "recipe", "seeds", "val loss (mean ± sd)", "gap to bf16 (± se)",
+             bf16_forward ? fmt::format(" {:>22}", "gap, bf16 forward") : "");
   for (const RecipeSummary& s : summary) {
     const std::string gap = s.gap_pct ? fmt::format("{:+.2f}% ± {:.2f}%", *s.gap_pct, *s.gap_se_pct) : "-";
-    fmt::print("{:<20} {:>6} {:>22} {:>22}\n", s.label, s.seeds.size(), fmt::format("{:.4f} ± {:.4f}", s.mean, s.sd),
-               gap);
+    const std::string forward =
+        !bf16_forward ? "" : fmt::format(" {:>22}", s.bf16_forward_gap_pct ? fmt::format("{:+.2f}%", *s.bf16_forward_gap_pct) : "-");
+    fmt::print("{:<20} {:>6} {:>22} {:>22}{}\n", s.label, s.seeds.size(), fmt::format("{:.4f} ± {:.4f}", s.mean, s.sd),
+               gap, forward);
   }
   std::filesystem::create_directories(out);
   write_file_atomic(out / "compare.json", gathered_report(runs, summary).dump(2) + "\n");
-  fmt::print("\n(final validation loss of each run; the gap's standard error combines both means' over seeds)\n");
+  fmt::print("\n(final validation loss of each run; the gap's standard error combines both means' over seeds{})\n",
+             bf16_forward ? "; gap, bf16 forward: the same models evaluated with a BF16 forward pass (eval-bf16.json), "
+                            "against bf16's mean"
+                          : "");
   fmt::print("wrote {}", (out / "compare.json").string());
   if (!no_plot) {
     std::vector<std::filesystem::path> dirs;

@@ -17,11 +17,16 @@ struct GatheredRun {
   std::string label;  // the recipe, with a suffix per ablation that changes it (e.g. quartet2-no46)
   std::uint64_t seed = 0;
   double val_loss = 0;
+  // RUN/eval-bf16.json, where the campaign wrote it: the final model's loss on the same
+  // windows with a BF16 forward pass (`quartet eval --recipe bf16`).
+  std::optional<double> bf16_forward_loss;
   nlohmann::json config;
 };
 
-// Reads RUN/run.json. Throws Error naming the folder: no run.json (not a finished run), a run
-// that stopped before its last step, or a run without a final validation loss.
+// Reads RUN/run.json (and RUN/eval-bf16.json if there is one). Throws Error naming the folder: no
+// run.json (not a finished run), a run that stopped before its last step, or a run without a
+// final validation loss; or naming eval-bf16.json when it is corrupt, not a bf16 evaluation, or
+// of another step or other windows than the run's final evaluation.
 GatheredRun read_gathered_run(const std::filesystem::path& dir);
 
 // The recipe's name plus a suffix per ablation option the run set: -no46 (4/6 off), -46 (on),
@@ -41,14 +46,18 @@ struct RecipeSummary {
   // Gap to bf16 in percent of bf16's mean loss, and its standard error: the standard errors
   // of both means combined (seed noise on either side counts).
   std::optional<double> gap_pct, gap_se_pct;
+  // Where every run of the label has its bf16-forward loss: their mean, and its gap to bf16's
+  // mean loss in percent (what the 4-bit forward pass, not the training, costs is the rest).
+  std::optional<double> bf16_forward_mean, bf16_forward_gap_pct;
 };
 
 // Grouped by label in first-appearance order, bf16 first when present.
 std::vector<RecipeSummary> summarize(const std::vector<GatheredRun>& runs);
 
 // The report compare.json holds: {"mode": "gathered", "gap_unit": ..., "config": (the shared
-// part), "results": [one row per run: recipe, seed, val_loss, gap_to_bf16 (%), run],
-// "summary": [one per label]}.
+// part), "results": [one row per run: recipe, seed, val_loss, gap_to_bf16 (%), run, and
+// bf16_forward_val_loss where there is one], "summary": [one per label, with
+// bf16_forward_val_loss_mean and bf16_forward_gap_to_bf16 where every run has one]}.
 nlohmann::json gathered_report(const std::vector<GatheredRun>& runs, const std::vector<RecipeSummary>& summary);
 
 // The whole command: reads, checks, prints the table, writes OUT/compare.json and (unless

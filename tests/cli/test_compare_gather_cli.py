@@ -85,6 +85,50 @@ class CompareGather(unittest.TestCase):
         self.assertEqual(report["config"]["steps"], 3)
         self.assertNotIn("seed", report["config"])
 
+    def test_bf16_forward_evaluations_join_the_table(self):
+        # Copies of the quartet2 runs with their models evaluated in BF16 by `quartet eval`, as the
+        # campaign's script leaves them (eval-bf16.json); the bf16 runs have none.
+        copies = {}
+        for name in ("quartet2-s1", "quartet2-s2"):
+            copies[name] = os.path.join(self.dir, "with-eval", name)
+            shutil.copytree(self.runs[name], copies[name], dirs_exist_ok=True)
+            p = run("eval", copies[name], "--recipe", "bf16", "--device", "cpu", "--json")
+            self.assertEqual(p.returncode, 0, p.stderr)
+            with open(os.path.join(copies[name], "eval-bf16.json"), "w") as f:
+                f.write(p.stdout)
+        evaluated = [load(os.path.join(copies[n], "eval-bf16.json"))["loss"] for n in ("quartet2-s1", "quartet2-s2")]
+        out = os.path.join(self.dir, "compare-bf16-forward")
+        p = run("compare", "--from", self.runs["bf16-s1"], self.runs["bf16-s2"], *copies.values(), "--out", out,
+                "--no-plot")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("gap, bf16 forward", p.stdout)
+        report = load(os.path.join(out, "compare.json"))
+        bf16_mean = (self.val_loss("bf16-s1") + self.val_loss("bf16-s2")) / 2
+        summary = {s["recipe"]: s for s in report["summary"]}
+        mean = sum(evaluated) / 2
+        self.assertAlmostEqual(summary["quartet2"]["bf16_forward_val_loss_mean"], mean, places=12)
+        self.assertAlmostEqual(summary["quartet2"]["bf16_forward_gap_to_bf16"], 100 * (mean - bf16_mean) / bf16_mean,
+                               places=9)
+        self.assertNotIn("bf16_forward_val_loss_mean", summary["bf16"])
+        rows = {(r["recipe"], r["seed"]): r for r in report["results"]}
+        self.assertEqual(rows[("quartet2", 2)]["bf16_forward_val_loss"], evaluated[1])
+        self.assertNotEqual(evaluated[1], self.val_loss("quartet2-s2"), "a BF16 forward pass is not quartet2's")
+
+        # An evaluation of other windows, or of another recipe, is refused, naming the file.
+        bad = copies["quartet2-s1"]
+        for args, fragment in [(["--batches", "1"], "on 1 windows of 4 x 32; the run's final evaluation is step 3 on 2"),
+                               (["--recipe", "nvidia"], 'an evaluation with recipe "nvidia", not bf16')]:
+            p = run("eval", bad, "--device", "cpu", "--json", *(["--recipe", "bf16"] if "--recipe" not in args else []),
+                    *args)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            with open(os.path.join(bad, "eval-bf16.json"), "w") as f:
+                f.write(p.stdout)
+            p = run("compare", "--from", self.runs["bf16-s1"], bad, "--out", os.path.join(self.dir, "refused"),
+                    "--no-plot", "--force")
+            self.assertEqual(p.returncode, 1, p.stderr)
+            self.assertIn(os.path.join(bad, "eval-bf16.json"), p.stderr)
+            self.assertIn(fragment, p.stderr)
+
     def test_the_plot_is_drawn(self):
         if shutil.which("gnuplot") is None:
             self.skipTest("gnuplot is not installed")
