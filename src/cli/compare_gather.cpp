@@ -40,6 +40,14 @@ double sd_of(const std::vector<double>& v) {
   return std::sqrt(s / static_cast<double>(v.size() - 1));
 }
 
+nlohmann::json parse_json_file(const std::filesystem::path& file) {
+  try {
+    return nlohmann::json::parse(read_file(file));
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(fmt::format("{}: not valid JSON: {}", file.string(), e.what()));
+  }
+}
+
 // RUN/eval-bf16.json's loss (`quartet eval --recipe bf16 --json` of the run's final model), if
 // the file is there; it must be that evaluation, of the run's last step, on the windows of the
 // run's final evaluation (the same tokens as run.json's val_loss).
@@ -47,12 +55,7 @@ std::optional<double> read_bf16_forward_loss(const std::filesystem::path& dir, s
                                              const nlohmann::json& config) {
   const std::filesystem::path file = dir / "eval-bf16.json";
   if (!std::filesystem::exists(file)) return std::nullopt;
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(read_file(file));
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(fmt::format("{}: not valid JSON: {}", file.string(), e.what()));
-  }
+  const nlohmann::json j = parse_json_file(file);
   try {
     if (j.at("recipe").get<std::string>() != "bf16") {
       throw Error(fmt::format("{}: an evaluation with recipe {}, not bf16", file.string(), j.at("recipe").dump()));
@@ -104,12 +107,7 @@ GatheredRun read_gathered_run(const std::filesystem::path& dir) {
                             "the end)",
                             dir.string()));
   }
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(read_file(file));
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(fmt::format("{}: not valid JSON: {}", file.string(), e.what()));
-  }
+  const nlohmann::json j = parse_json_file(file);
   try {
     GatheredRun r;
     r.dir = dir;
