@@ -193,6 +193,28 @@ std::vector<RecipeSummary> summarize(const std::vector<GatheredRun>& runs) {
   return out;
 }
 
+std::vector<GapDifference> gap_differences(const std::vector<RecipeSummary>& summary) {
+  std::vector<GapDifference> out;
+  if (summary.empty() || summary.front().label != "bf16") return out;
+  const double bf16_mean = summary.front().mean;
+  const auto se_pct = [&](const RecipeSummary& s) {
+    return 100.0 * s.sd / std::sqrt(static_cast<double>(s.seeds.size())) / bf16_mean;
+  };
+  for (std::size_t i = 1; i < summary.size(); ++i) {
+    for (std::size_t j = i + 1; j < summary.size(); ++j) {
+      const RecipeSummary &a = summary[i], &b = summary[j];
+      GapDifference d;
+      d.recipe = b.label;
+      d.minus = a.label;
+      d.difference = *b.gap_pct - *a.gap_pct;
+      d.se = std::hypot(se_pct(a), se_pct(b));
+      if (*a.gap_pct != 0) d.ratio = *b.gap_pct / *a.gap_pct;
+      out.push_back(d);
+    }
+  }
+  return out;
+}
+
 nlohmann::json gathered_report(const std::vector<GatheredRun>& runs, const std::vector<RecipeSummary>& summary) {
   std::optional<double> bf16_mean;
   for (const RecipeSummary& s : summary) {
@@ -217,11 +239,20 @@ nlohmann::json gathered_report(const std::vector<GatheredRun>& runs, const std::
     if (s.bf16_forward_gap_pct) row["bf16_forward_gap_to_bf16"] = number_or_null(*s.bf16_forward_gap_pct);
     rows.push_back(row);
   }
+  nlohmann::json differences = nlohmann::json::array();
+  for (const GapDifference& d : gap_differences(summary)) {
+    differences.push_back({{"recipe", d.recipe},
+                           {"minus", d.minus},
+                           {"difference", d.difference},
+                           {"se", d.se},
+                           {"ratio", d.ratio ? nlohmann::json(*d.ratio) : nlohmann::json()}});
+  }
   return {{"mode", "gathered"},
           {"gap_unit", "percent of bf16's mean final validation loss"},
           {"config", config},
           {"results", results},
-          {"summary", rows}};
+          {"summary", rows},
+          {"gap_differences", differences}};
 }
 
 int run_compare_gather(const std::vector<std::string>& run_dirs, const std::filesystem::path& out, bool no_plot,
@@ -250,6 +281,15 @@ int run_compare_gather(const std::vector<std::string>& run_dirs, const std::file
         !bf16_forward ? "" : fmt::format(" {:>22}", s.bf16_forward_gap_pct ? fmt::format("{:+.2f}%", *s.bf16_forward_gap_pct) : "-");
     fmt::print("{:<20} {:>6} {:>22} {:>22}{}\n", s.label, s.seeds.size(), fmt::format("{:.4f} ± {:.4f}", s.mean, s.sd),
                gap, forward);
+  }
+  const std::vector<GapDifference> differences = gap_differences(summary);
+  if (!differences.empty()) {
+    fmt::print("\ngaps set against each other (points of percent; se from both recipes' seeds):\n");
+    for (const GapDifference& d : differences) {
+      const std::string z = d.se > 0 ? fmt::format(" ({:+.1f} se)", d.difference / d.se) : "";
+      const std::string ratio = d.ratio ? fmt::format("; gap ratio {:.2f}", *d.ratio) : "";
+      fmt::print("  {} - {}: {:+.2f} ± {:.2f}{}{}\n", d.recipe, d.minus, d.difference, d.se, z, ratio);
+    }
   }
   std::filesystem::create_directories(out);
   write_file_atomic(out / "compare.json", gathered_report(runs, summary).dump(2) + "\n");

@@ -54,10 +54,25 @@ struct RecipeSummary {
 // Grouped by label in first-appearance order, bf16 first when present.
 std::vector<RecipeSummary> summarize(const std::vector<GatheredRun>& runs);
 
+// Two recipes' gaps to bf16 set against each other (the paper's claim is an ordering): `recipe`'s
+// gap minus `minus`'s, in points of percent, with its standard error. bf16's mean is common to
+// both gaps, so only the two recipes' seed noise counts: 100 sqrt(se_a^2 + se_b^2) / bf16's mean,
+// each se = sd / sqrt(seeds) (0 for a recipe of one run). ratio: `recipe`'s gap over `minus`'s.
+struct GapDifference {
+  std::string recipe, minus;
+  double difference = 0, se = 0;
+  std::optional<double> ratio;  // unset where `minus`'s gap is 0
+};
+
+// Every pair of the recipes other than bf16, in summary order (`minus` the earlier); none
+// without bf16.
+std::vector<GapDifference> gap_differences(const std::vector<RecipeSummary>& summary);
+
 // The report compare.json holds: {"mode": "gathered", "gap_unit": ..., "config": (the shared
 // part), "results": [one row per run: recipe, seed, val_loss, gap_to_bf16 (%), run, and
 // bf16_forward_val_loss where there is one], "summary": [one per label, with
-// bf16_forward_val_loss_mean and bf16_forward_gap_to_bf16 where every run has one]}.
+// bf16_forward_val_loss_mean and bf16_forward_gap_to_bf16 where every run has one],
+// "gap_differences": [gap_differences: recipe, minus, difference, se, ratio]}.
 nlohmann::json gathered_report(const std::vector<GatheredRun>& runs, const std::vector<RecipeSummary>& summary);
 
 // The whole command: reads, checks, prints the table, writes OUT/compare.json and (unless

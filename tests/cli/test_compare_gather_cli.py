@@ -82,6 +82,16 @@ class CompareGather(unittest.TestCase):
         self.assertAlmostEqual(summary["quartet2"]["gap_to_bf16_se"], se, places=9)
         self.assertEqual(summary["quartet2-no46"]["val_loss_sd"], 0)
         self.assertIn("quartet2-no46", p.stdout)
+        # The one pair of recipes besides bf16: quartet2-no46's gap minus quartet2's, whose
+        # standard error is quartet2's alone (one no46 run has no spread), and their ratio.
+        gap_q2 = 100 * (q2_mean - bf16_mean) / bf16_mean
+        gap_no46 = 100 * (self.val_loss("quartet2-no46-s1") - bf16_mean) / bf16_mean
+        (difference,) = report["gap_differences"]
+        self.assertEqual((difference["recipe"], difference["minus"]), ("quartet2-no46", "quartet2"))
+        self.assertAlmostEqual(difference["difference"], gap_no46 - gap_q2, places=9)
+        self.assertAlmostEqual(difference["se"], 100 * sd(q2) / math.sqrt(2) / bf16_mean, places=9)
+        self.assertAlmostEqual(difference["ratio"], gap_no46 / gap_q2, places=9)
+        self.assertIn(f"quartet2-no46 - quartet2: {gap_no46 - gap_q2:+.2f} ± {difference['se']:.2f}", p.stdout)
         self.assertEqual(report["config"]["steps"], 3)
         self.assertNotIn("seed", report["config"])
 
