@@ -74,6 +74,17 @@ class InitFrom(CliCase):
         self.expect(1, ["compare", *COMPARE, "--recipes", "bf16,quartet2", "--init-from", target, "--out", self.dir,
                         "--force"], "the checkpoint lies inside --out")
 
+    def test_data_parallel_ranks_start_from_the_same_weights(self):
+        # Two ranks of one micro-batch each, at a learning rate too small to move a weight: the
+        # final evaluation (windows shared between the ranks, summed exactly) is the source's.
+        out = self.path("two-ranks")
+        p = self.ok("train", *SMALL, "--recipe", "bf16", "--processes", "2", "--grad-accum", "2", "--lr", "1e-30",
+                    "--steps", "1", "--init-from", self.source("a"), "--out", out)
+        self.assertIn("data parallel: 2 ranks", p.stderr)
+        self.assertEqual(p.stderr.count("initialised from"), 1, "rank 0 alone reports")
+        self.assertEqual(read_json(out, "run.json")["val_loss"], read_json(self.source("a"), "run.json")["val_loss"])
+        self.assertEqual(read_json(out, "run.json")["config"]["init_from"], self.a_checkpoint)
+
     def test_compare_starts_every_recipe_from_one_checkpoint(self):
         out = self.path("cmp")
         self.ok("compare", *COMPARE, "--recipes", "bf16,quartet2",
