@@ -36,7 +36,7 @@ print(round(statistics.median(rates)) if rates else 0)' "$1"
 measure() {  # LABEL COUNT
   local label=$1 count=$2 i total=0 rates=""
   for (( i = 1; i <= count; ++i )); do
-    ./quartet "${args[@]}" --seed "$i" --out "$work/$label-$i" > "$work/$label-$i.log" 2>&1 &
+    timeout 240 ./quartet "${args[@]}" --seed "$i" --out "$work/$label-$i" > "$work/$label-$i.log" 2>&1 &
   done
   wait
   for (( i = 1; i <= count; ++i )); do
@@ -59,9 +59,9 @@ measure() {  # LABEL COUNT
   if command -v nvidia-cuda-mps-control > /dev/null; then
     export CUDA_MPS_PIPE_DIRECTORY=$work/mps-pipe CUDA_MPS_LOG_DIRECTORY=$work/mps-log
     mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
-    if nvidia-cuda-mps-control -d; then
+    if timeout 20 nvidia-cuda-mps-control -d; then
       measure mps "$n"
-      echo quit | nvidia-cuda-mps-control
+      echo quit | timeout 20 nvidia-cuda-mps-control
     else
       echo "mps: the control daemon did not start"
     fi
