@@ -42,7 +42,8 @@ if [[ "$mode" == *bench* ]]; then
 fi
 if [[ "$mode" == *concurrency* ]]; then  # runs of the campaign's shape sharing one GPU
   t0=$(date +%s)
-  bash ./gpu-concurrency.sh quartet2 2 60 > "$OUT/concurrency.log" 2>&1
+  # Three measurements of about 40 s; at most 420 s, whatever hangs (its runs are stopped too).
+  timeout -k 20 420 bash ./gpu-concurrency.sh quartet2 2 60 > "$OUT/concurrency.log" 2>&1
   echo "concurrency rc=$? in $(( $(date +%s) - t0 )) s"
   cat "$OUT/concurrency.txt" 2>/dev/null
 fi

@@ -62,12 +62,17 @@ std::optional<double> read_bf16_forward_loss(const std::filesystem::path& dir, s
     }
     const std::int64_t step = j.at("step").get<std::int64_t>(), batches = j.at("batches").get<std::int64_t>(),
                        batch = j.at("batch").get<std::int64_t>(), seq = j.at("seq").get<std::int64_t>();
-    const std::int64_t final_batches = config.at("final_eval_batches").get<std::int64_t>(),
+    // Runs older than --final-eval-batches evaluated at the end on eval_batches windows.
+    const std::int64_t final_batches = config.value("final_eval_batches", config.at("eval_batches")).get<std::int64_t>(),
                        run_batch = config.at("batch").get<std::int64_t>(), run_seq = config.at("seq").get<std::int64_t>();
     if (step != steps || batch != run_batch || seq != run_seq || batches != final_batches) {
       throw Error(fmt::format("{}: it evaluated step {} on {} windows of {} x {}; the run's final evaluation is step {} "
                               "on {} windows of {} x {}",
                               file.string(), step, batches, batch, seq, steps, final_batches, run_batch, run_seq));
+    }
+    if (j.at("data") != config.at("data")) {
+      throw Error(fmt::format("{}: it evaluated data {}; the run trained on {}", file.string(), j.at("data").dump(),
+                              config.at("data").dump()));
     }
     if (j.at("loss").is_null()) return std::numeric_limits<double>::quiet_NaN();  // a model diverged in BF16
     return j.at("loss").get<double>();
@@ -196,9 +201,11 @@ std::vector<RecipeSummary> summarize(const std::vector<GatheredRun>& runs) {
 std::vector<GapDifference> gap_differences(const std::vector<RecipeSummary>& summary) {
   std::vector<GapDifference> out;
   if (summary.empty() || summary.front().label != "bf16") return out;
-  const double bf16_mean = summary.front().mean;
-  const auto se_pct = [&](const RecipeSummary& s) {
-    return 100.0 * s.sd / std::sqrt(static_cast<double>(s.seeds.size())) / bf16_mean;
+  const RecipeSummary& bf16 = summary.front();
+  // The standard error of a recipe's mean loss; none for one run.
+  const auto se_of = [](const RecipeSummary& s) -> std::optional<double> {
+    if (s.seeds.size() < 2) return std::nullopt;
+    return s.sd / std::sqrt(static_cast<double>(s.seeds.size()));
   };
   for (std::size_t i = 1; i < summary.size(); ++i) {
     for (std::size_t j = i + 1; j < summary.size(); ++j) {
@@ -207,8 +214,17 @@ std::vector<GapDifference> gap_differences(const std::vector<RecipeSummary>& sum
       d.recipe = b.label;
       d.minus = a.label;
       d.difference = *b.gap_pct - *a.gap_pct;
-      d.se = std::hypot(se_pct(a), se_pct(b));
-      if (*a.gap_pct != 0) d.ratio = *b.gap_pct / *a.gap_pct;
+      const std::optional<double> se_a = se_of(a), se_b = se_of(b), se_0 = se_of(bf16);
+      if (se_a && se_b) d.se = 100.0 * std::hypot(*se_a, *se_b) / bf16.mean;
+      const double da = a.mean - bf16.mean;
+      if (da != 0) {
+        const double r = (b.mean - bf16.mean) / da;
+        d.ratio = r;
+        if (se_a && se_b && se_0) {
+          d.ratio_se = std::sqrt(*se_b * *se_b + r * r * *se_a * *se_a + (r - 1) * (r - 1) * *se_0 * *se_0) /
+                       std::abs(da);
+        }
+      }
       out.push_back(d);
     }
   }
@@ -241,11 +257,13 @@ nlohmann::json gathered_report(const std::vector<GatheredRun>& runs, const std::
   }
   nlohmann::json differences = nlohmann::json::array();
   for (const GapDifference& d : gap_differences(summary)) {
+    const auto optional = [](const std::optional<double>& v) { return v ? number_or_null(*v) : nlohmann::json(); };
     differences.push_back({{"recipe", d.recipe},
                            {"minus", d.minus},
-                           {"difference", d.difference},
-                           {"se", d.se},
-                           {"ratio", d.ratio ? nlohmann::json(*d.ratio) : nlohmann::json()}});
+                           {"difference", number_or_null(d.difference)},
+                           {"se", optional(d.se)},
+                           {"ratio", optional(d.ratio)},
+                           {"ratio_se", optional(d.ratio_se)}});
   }
   return {{"mode", "gathered"},
           {"gap_unit", "percent of bf16's mean final validation loss"},
@@ -284,11 +302,18 @@ int run_compare_gather(const std::vector<std::string>& run_dirs, const std::file
   }
   const std::vector<GapDifference> differences = gap_differences(summary);
   if (!differences.empty()) {
-    fmt::print("\ngaps set against each other (points of percent; se from both recipes' seeds):\n");
+    fmt::print("\ngaps set against each other (points of percent; se from the recipes' seeds):\n");
     for (const GapDifference& d : differences) {
-      const std::string z = d.se > 0 ? fmt::format(" ({:+.1f} se)", d.difference / d.se) : "";
-      const std::string ratio = d.ratio ? fmt::format("; gap ratio {:.2f}", *d.ratio) : "";
-      fmt::print("  {} - {}: {:+.2f} ± {:.2f}{}{}\n", d.recipe, d.minus, d.difference, d.se, z, ratio);
+      std::string line = fmt::format("  {} - {}: {:+.2f}", d.recipe, d.minus, d.difference);
+      if (!d.se) {
+        line += " (a recipe of one run: no standard error)";
+      } else {
+        line += fmt::format(" ± {:.2f}", *d.se);
+        if (*d.se > 0) line += fmt::format(" ({:+.1f} se)", d.difference / *d.se);
+      }
+      if (d.ratio) line += fmt::format("; gap ratio {:.2f}", *d.ratio);
+      if (d.ratio_se) line += fmt::format(" ± {:.2f}", *d.ratio_se);
+      fmt::print("{}\n", line);
     }
   }
   std::filesystem::create_directories(out);

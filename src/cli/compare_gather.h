@@ -55,13 +55,18 @@ struct RecipeSummary {
 std::vector<RecipeSummary> summarize(const std::vector<GatheredRun>& runs);
 
 // Two recipes' gaps to bf16 set against each other (the paper's claim is an ordering): `recipe`'s
-// gap minus `minus`'s, in points of percent, with its standard error. bf16's mean is common to
-// both gaps, so only the two recipes' seed noise counts: 100 sqrt(se_a^2 + se_b^2) / bf16's mean,
-// each se = sd / sqrt(seeds) (0 for a recipe of one run). ratio: `recipe`'s gap over `minus`'s.
+// gap minus `minus`'s, in points of percent, with its standard error. The difference is
+// 100 (m_b - m_a) / m_bf16: bf16's mean only scales it, so the two recipes' seed noise is what
+// counts: 100 sqrt(se_a^2 + se_b^2) / m_bf16, each se = sd / sqrt(seeds). ratio: `recipe`'s gap
+// over `minus`'s, R = (m_b - m_0) / (m_a - m_0), whose standard error (first order) takes bf16's
+// noise too: sqrt(se_b^2 + R^2 se_a^2 + (R - 1)^2 se_0^2) / |m_a - m_0|. A recipe of one run has
+// no spread to estimate: then the standard errors are unset, not 0.
 struct GapDifference {
   std::string recipe, minus;
-  double difference = 0, se = 0;
-  std::optional<double> ratio;  // unset where `minus`'s gap is 0
+  double difference = 0;
+  std::optional<double> se;
+  std::optional<double> ratio;     // unset where `minus`'s gap is 0
+  std::optional<double> ratio_se;  // unset with the ratio, or where a recipe (bf16 too) has one run
 };
 
 // Every pair of the recipes other than bf16, in summary order (`minus` the earlier); none
@@ -72,7 +77,8 @@ std::vector<GapDifference> gap_differences(const std::vector<RecipeSummary>& sum
 // part), "results": [one row per run: recipe, seed, val_loss, gap_to_bf16 (%), run, and
 // bf16_forward_val_loss where there is one], "summary": [one per label, with
 // bf16_forward_val_loss_mean and bf16_forward_gap_to_bf16 where every run has one],
-// "gap_differences": [gap_differences: recipe, minus, difference, se, ratio]}.
+// "gap_differences": [gap_differences: recipe, minus, difference, se, ratio, ratio_se; null where
+// unset]}.
 nlohmann::json gathered_report(const std::vector<GatheredRun>& runs, const std::vector<RecipeSummary>& summary);
 
 // The whole command: reads, checks, prints the table, writes OUT/compare.json and (unless

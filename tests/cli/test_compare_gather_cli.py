@@ -82,18 +82,46 @@ class CompareGather(unittest.TestCase):
         self.assertAlmostEqual(summary["quartet2"]["gap_to_bf16_se"], se, places=9)
         self.assertEqual(summary["quartet2-no46"]["val_loss_sd"], 0)
         self.assertIn("quartet2-no46", p.stdout)
-        # The one pair of recipes besides bf16: quartet2-no46's gap minus quartet2's, whose
-        # standard error is quartet2's alone (one no46 run has no spread), and their ratio.
+        # The one pair of recipes besides bf16: quartet2-no46's gap minus quartet2's, and their
+        # ratio. One no46 run has no spread to estimate: no standard error, rather than 0.
         gap_q2 = 100 * (q2_mean - bf16_mean) / bf16_mean
         gap_no46 = 100 * (self.val_loss("quartet2-no46-s1") - bf16_mean) / bf16_mean
         (difference,) = report["gap_differences"]
         self.assertEqual((difference["recipe"], difference["minus"]), ("quartet2-no46", "quartet2"))
         self.assertAlmostEqual(difference["difference"], gap_no46 - gap_q2, places=9)
-        self.assertAlmostEqual(difference["se"], 100 * sd(q2) / math.sqrt(2) / bf16_mean, places=9)
+        self.assertIsNone(difference["se"])
+        self.assertIsNone(difference["ratio_se"])
         self.assertAlmostEqual(difference["ratio"], gap_no46 / gap_q2, places=9)
-        self.assertIn(f"quartet2-no46 - quartet2: {gap_no46 - gap_q2:+.2f} ± {difference['se']:.2f}", p.stdout)
+        self.assertIn(f"quartet2-no46 - quartet2: {gap_no46 - gap_q2:+.2f} (a recipe of one run: no standard error)",
+                      p.stdout)
         self.assertEqual(report["config"]["steps"], 3)
         self.assertNotIn("seed", report["config"])
+
+    def test_gap_differences_carry_standard_errors_from_the_seeds(self):
+        second = os.path.join(self.dir, "quartet2-no46-s2")
+        if not os.path.exists(os.path.join(second, "run.json")):
+            p = run("train", *TINY, "--recipe", "quartet2", "--four-over-six", "off", "--seed", "2", "--out", second)
+            self.assertEqual(p.returncode, 0, p.stderr)
+        names = ["bf16-s1", "bf16-s2", "quartet2-s1", "quartet2-s2", "quartet2-no46-s1"]
+        out = os.path.join(self.dir, "compare-se")
+        p = run("compare", "--from", *[self.runs[n] for n in names], second, "--out", out, "--no-plot")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        (d,) = load(os.path.join(out, "compare.json"))["gap_differences"]
+        losses = {n: self.val_loss(n) for n in names}
+        losses["quartet2-no46-s2"] = load(os.path.join(second, "run.json"))["val_loss"]
+        mean = lambda v: sum(v) / len(v)
+        se = lambda v: math.sqrt(sum((x - mean(v)) ** 2 for x in v) / (len(v) - 1)) / math.sqrt(len(v))
+        bf16 = [losses["bf16-s1"], losses["bf16-s2"]]
+        q2 = [losses["quartet2-s1"], losses["quartet2-s2"]]
+        no46 = [losses["quartet2-no46-s1"], losses["quartet2-no46-s2"]]
+        m0 = mean(bf16)
+        self.assertAlmostEqual(d["difference"], 100 * (mean(no46) - mean(q2)) / m0, places=9)
+        self.assertAlmostEqual(d["se"], 100 * math.sqrt(se(q2) ** 2 + se(no46) ** 2) / m0, places=9)
+        r = (mean(no46) - m0) / (mean(q2) - m0)
+        self.assertAlmostEqual(d["ratio"], r, places=9)
+        ratio_se = math.sqrt(se(no46) ** 2 + r * r * se(q2) ** 2 + (r - 1) ** 2 * se(bf16) ** 2) / abs(mean(q2) - m0)
+        self.assertAlmostEqual(d["ratio_se"], ratio_se, places=9)
+        self.assertIn(f"gap ratio {r:.2f} ± {ratio_se:.2f}", p.stdout)
 
     def test_bf16_forward_evaluations_join_the_table(self):
         # Copies of the quartet2 runs with their models evaluated in BF16 by `quartet eval`, as the
@@ -127,12 +155,19 @@ class CompareGather(unittest.TestCase):
         # An evaluation of other windows, or of another recipe, is refused, naming the file.
         bad = copies["quartet2-s1"]
         for args, fragment in [(["--batches", "1"], "on 1 windows of 4 x 32; the run's final evaluation is step 3 on 2"),
-                               (["--recipe", "nvidia"], 'an evaluation with recipe "nvidia", not bf16')]:
-            p = run("eval", bad, "--device", "cpu", "--json", *(["--recipe", "bf16"] if "--recipe" not in args else []),
-                    *args)
-            self.assertEqual(p.returncode, 0, p.stderr)
+                               (["--recipe", "nvidia"], 'an evaluation with recipe "nvidia", not bf16'),
+                               (["other-data"], 'it evaluated data "elsewhere"; the run trained on "embedded:austen"')]:
+            if args == ["other-data"]:  # another corpus's evaluation, as its JSON would name it
+                evaluation = dict(load(os.path.join(copies["quartet2-s2"], "eval-bf16.json")), data="elsewhere")
+                evaluation["step"] = 3
+                text = json.dumps(evaluation)
+            else:
+                p = run("eval", bad, "--device", "cpu", "--json",
+                        *(["--recipe", "bf16"] if "--recipe" not in args else []), *args)
+                self.assertEqual(p.returncode, 0, p.stderr)
+                text = p.stdout
             with open(os.path.join(bad, "eval-bf16.json"), "w") as f:
-                f.write(p.stdout)
+                f.write(text)
             p = run("compare", "--from", self.runs["bf16-s1"], bad, "--out", os.path.join(self.dir, "refused"),
                     "--no-plot", "--force")
             self.assertEqual(p.returncode, 1, p.stderr)

@@ -39,9 +39,13 @@ if args[0] == "diagnose":  # the table's files in --out
 os.makedirs(os.path.join(out, "checkpoints"), exist_ok=True)
 steps = int(args[args.index("--steps") + 1]) if "--steps" in args else None
 if steps is not None and steps <= 100:  # a short measuring run (gpu-concurrency.sh) runs to its end: a rate per step
+    if os.environ.get("FAIL_SEED") == args[args.index("--seed") + 1]:
+        print("quartet train: error: out of memory", file=sys.stderr)
+        sys.exit(1)
     with open(os.path.join(out, "metrics.jsonl"), "w") as f:
-        for s in range(1, steps + 1):
-            f.write(json.dumps({"step": s, "loss": 5.0, "tokens_per_s": 1000.0 * s}) + "\n")
+        for s in range(1, steps + 1):  # one step of 262,144 tokens a second
+            f.write(json.dumps({"step": s, "loss": 5.0, "tokens_per_s": 1000.0 * s, "tokens": 262144 * s,
+                                "time": 1000.0 + s}) + "\n")
     with open(os.path.join(out, "run.json"), "w") as f:
         json.dump({"steps": steps}, f)
     sys.exit(0)
@@ -327,8 +331,10 @@ class GpuSessionScript(CampaignFixture):
         # The stand-in's steps 11..60 report 1000 x step tokens/s: the median is 35,500.
         with open(os.path.join(out, "concurrency.txt")) as f:
             report = f.read()
-        self.assertIn("alone: 1 run(s) of quartet2 at once: 35500 = 35500 tokens/s", report)
-        self.assertIn("shared: 2 run(s) of quartet2 at once: 35500 + 35500 = 71000 tokens/s", report)
+        # Together: steps 11..60 of each run (50 x 262,144 tokens) over the 50 s they span.
+        self.assertIn("alone: 1 run(s) of quartet2 at once: 35500 = 35500 tokens/s; together 262144 tokens/s", report)
+        self.assertIn("shared: 2 run(s) of quartet2 at once: 35500 + 35500 = 71000 tokens/s; together 524288 tokens/s",
+                      report)
         # One run alone, two at once, and two more under MPS where this machine has it.
         under_mps = ["1", "2"] if "mps: 2 run(s)" in report else []
         seeds = sorted(c[c.index("--seed") + 1] for c in self.recorded("train"))
@@ -337,6 +343,13 @@ class GpuSessionScript(CampaignFixture):
             for flag, value in [("--model", "30m"), ("--seq", "512"), ("--batch", "128"), ("--grad-accum", "4"),
                                 ("--recipe", "quartet2"), ("--steps", "60")]:
                 self.assertEqual(c[c.index(flag) + 1], value, flag)
+
+    def test_a_failed_concurrency_run_is_said(self):
+        self.env["FAIL_SEED"] = "2"
+        p, out = self.session_call("concurrency", "600")
+        self.assertIn("concurrency rc=1", p.stdout)
+        with open(os.path.join(out, "concurrency.txt")) as f:
+            self.assertIn("shared: run 2 failed: quartet train: error: out of memory", f.read())
 
     def test_bad_arguments_are_refused_before_any_work(self):
         for args, fragment in [((), "usage"), (("tests",), "usage"), (("tests", "ten"), "whole number")]:
