@@ -12,6 +12,7 @@
 #include "cli/training_plot.h"
 #include "quartet/error.h"
 #include "quartet/util/files.h"
+#include "quartet/util/json_number.h"
 
 namespace quartet::cli {
 
@@ -24,7 +25,6 @@ const std::set<std::string> kVaryingKeys = {"recipe",       "recipe_options", "s
 
 std::string value_text(const nlohmann::json& j) { return j.is_null() ? "(unset)" : j.dump(); }
 
-nlohmann::json number_or_null(double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(); }
 
 double mean_of(const std::vector<double>& v) {
   double s = 0;

@@ -11,12 +11,13 @@
 
 #include "cli/commands.h"
 #include "cli/option_checks.h"
-#include "cli/trained_model.h"
 #include "quartet/error.h"
 #include "quartet/nn/recipe.h"
 #include "quartet/train/checkpoint.h"
 #include "quartet/train/devices.h"
+#include "quartet/train/trained_model.h"
 #include "quartet/train/evaluation.h"
+#include "quartet/util/json_number.h"
 
 namespace quartet::cli {
 
@@ -32,7 +33,6 @@ struct EvalOptions {
   bool json = false;
 };
 
-nlohmann::ordered_json number_or_null(double v) { return std::isfinite(v) ? nlohmann::ordered_json(v) : nullptr; }
 
 }  // namespace
 
@@ -127,9 +127,9 @@ Command add_eval_command(CLI::App& parent) {
       j["batches"] = batches;
       j["tokens"] = batches * batch * seq;
       j["device"] = backend->name();
-      j["loss"] = number_or_null(e.loss);
-      j["perplexity"] = number_or_null(perplexity);
-      j["bpb"] = number_or_null(e.bpb);
+      j["loss"] = number_or_null<nlohmann::ordered_json>(e.loss);
+      j["perplexity"] = number_or_null<nlohmann::ordered_json>(perplexity);
+      j["bpb"] = number_or_null<nlohmann::ordered_json>(e.bpb);
       fmt::print("{}\n", j.dump());
       return 0;
     }

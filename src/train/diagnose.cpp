@@ -12,6 +12,7 @@
 #include "quartet/error.h"
 #include "quartet/numerics/quantizer.h"
 #include "quartet/train/diagnostics.h"
+#include "quartet/util/json_number.h"
 
 namespace quartet {
 
@@ -19,11 +20,10 @@ namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
-nlohmann::ordered_json number_or_null(double v) { return std::isfinite(v) ? nlohmann::ordered_json(v) : nullptr; }
 
 nlohmann::ordered_json numbers_or_null(const std::vector<double>& values) {
   nlohmann::ordered_json a = nlohmann::ordered_json::array();
-  for (double v : values) a.push_back(number_or_null(v));
+  for (double v : values) a.push_back(number_or_null<nlohmann::ordered_json>(v));
   return a;
 }
 
@@ -311,11 +311,11 @@ nlohmann::ordered_json curve_json(const std::string& recipe, const std::string& 
   j[layer_key] = layer;
   j["product"] = gemm_name(product);
   j["reference"] = reference_name(reference);
-  j["error"] = number_or_null(error);
+  j["error"] = number_or_null<nlohmann::ordered_json>(error);
   j["k"] = k;
   j["bias"] = numbers_or_null(bias);
-  j["slope"] = number_or_null(slope);
-  j["bias_limit"] = number_or_null(bias_limit);
+  j["slope"] = number_or_null<nlohmann::ordered_json>(slope);
+  j["bias_limit"] = number_or_null<nlohmann::ordered_json>(bias_limit);
   return j;
 }
 
@@ -327,7 +327,7 @@ nlohmann::ordered_json estimator_rows_json(const std::vector<LayerEstimators>& m
     for (const EstimatorCurve& c : l.curves) {
       nlohmann::ordered_json j = curve_json(l.recipe, "layer", l.layer, c.product, c.reference, c.error(), c.k, c.bias,
                                             c.slope(), c.bias_limit());
-      j["error_sd"] = number_or_null(c.error_sd());
+      j["error_sd"] = number_or_null<nlohmann::ordered_json>(c.error_sd());
       rows.push_back(std::move(j));
     }
   }

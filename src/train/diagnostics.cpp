@@ -10,6 +10,7 @@
 #include "quartet/error.h"
 #include "quartet/numerics/hadamard.h"
 #include "quartet/numerics/quantizer.h"
+#include "quartet/util/json_number.h"
 
 namespace quartet {
 
@@ -23,17 +24,16 @@ double ratio(double numerator, double denominator) {
 }
 
 // NaN (and infinities, which JSON has not either) as null.
-nlohmann::ordered_json number_or_null(double v) { return std::isfinite(v) ? nlohmann::ordered_json(v) : nullptr; }
 
 // The figures of one GEMM, named by its operands: {"x_err", "w_err", "out_err", "cosine", "norm_ratio"}.
 nlohmann::ordered_json gemm_figures(const std::string& a_name, double a_error, const std::string& b_name,
                                     double b_error, const VectorComparison& product) {
   nlohmann::ordered_json j;
-  j[a_name + "_err"] = number_or_null(a_error);
-  j[b_name + "_err"] = number_or_null(b_error);
-  j["out_err"] = number_or_null(product.relative_error);
-  j["cosine"] = number_or_null(product.cosine);
-  j["norm_ratio"] = number_or_null(product.norm_ratio);
+  j[a_name + "_err"] = number_or_null<nlohmann::ordered_json>(a_error);
+  j[b_name + "_err"] = number_or_null<nlohmann::ordered_json>(b_error);
+  j["out_err"] = number_or_null<nlohmann::ordered_json>(product.relative_error);
+  j["cosine"] = number_or_null<nlohmann::ordered_json>(product.cosine);
+  j["norm_ratio"] = number_or_null<nlohmann::ordered_json>(product.norm_ratio);
   return j;
 }
 

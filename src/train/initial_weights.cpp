@@ -4,10 +4,9 @@
 
 #include <algorithm>
 
-#include "quartet/data/tokenizer.h"
 #include "quartet/error.h"
 #include "quartet/train/checkpoint.h"
-#include "quartet/train/config.h"
+#include "quartet/train/trained_model.h"
 
 namespace quartet {
 
@@ -38,15 +37,13 @@ std::filesystem::path resolve_initial_checkpoint(const std::string& from, const 
 std::filesystem::path load_initial_weights(const std::string& from, Backend& backend, LlamaModel& model,
                                            const LlamaConfig& config, const std::string& tokenizer,
                                            const std::function<void(const std::string&)>& log) {
-  const std::filesystem::path dir = resolve_checkpoint(from);
-  const nlohmann::json state = read_checkpoint_state(dir);
-  const TrainConfig trained = TrainConfig::from_json(state.at("config"), (dir / "state.json").string(), "config");
-  const std::string trained_tokenizer = state.at("tokenizer").get<std::string>();
-  if (trained_tokenizer != tokenizer) {
+  const TrainedModel trained = read_trained_model(from);
+  const std::filesystem::path& dir = trained.dir;
+  if (trained.tokenizer_name != tokenizer) {
     throw Error(fmt::format("--init-from {}: its model reads '{}' tokens; this run's data is tokenized with '{}'",
-                            dir.string(), trained_tokenizer, tokenizer));
+                            dir.string(), trained.tokenizer_name, tokenizer));
   }
-  const LlamaConfig theirs = model_config(trained, make_tokenizer(trained_tokenizer)->vocab_size());
+  const LlamaConfig& theirs = trained.model;
   if (theirs.vocab_size != config.vocab_size || theirs.d_model != config.d_model || theirs.n_layers != config.n_layers ||
       theirs.n_heads != config.n_heads || theirs.n_kv_heads != config.n_kv_heads || theirs.ffn() != config.ffn()) {
     throw Error(fmt::format("--init-from {}: its model ({}: {}) is not this run's ({}: {}); give the same --model and "
@@ -57,7 +54,7 @@ std::filesystem::path load_initial_weights(const std::string& from, Backend& bac
   if (log) {
     log(fmt::format("initialised from {}: the weights of step {} of a {} run (not its optimizer state, schedule or data "
                     "position)",
-                    dir.string(), state.at("step").get<std::int64_t>(), trained.recipe));
+                    dir.string(), trained.step, trained.config.recipe));
   }
   return dir;
 }

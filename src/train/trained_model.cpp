@@ -1,11 +1,11 @@
-#include "cli/trained_model.h"
+#include "quartet/train/trained_model.h"
 
 #include <fmt/format.h>
 
 #include "quartet/error.h"
 #include "quartet/train/checkpoint.h"
 
-namespace quartet::cli {
+namespace quartet {
 
 TrainedModel read_trained_model(const std::string& checkpoint) {
   TrainedModel t;
@@ -29,4 +29,4 @@ Dataset load_model_data(const TrainedModel& trained, const std::string& source) 
   return data;
 }
 
-}  // namespace quartet::cli
+}  // namespace quartet

@@ -1,5 +1,6 @@
-// What the commands that read a trained model (`quartet eval`, `quartet diagnose`) share: the
-// checkpoint's configuration and tokenizer, and data checked against that tokenizer.
+// A trained model's description as its checkpoint holds it (configuration, tokenizer, shape),
+// for what reads one: `quartet eval`, `quartet diagnose`, `--init-from`; and data checked
+// against its tokenizer.
 #pragma once
 
 #include <cstdint>
@@ -13,7 +14,7 @@
 #include "quartet/nn/llama.h"
 #include "quartet/train/config.h"
 
-namespace quartet::cli {
+namespace quartet {
 
 struct TrainedModel {
   std::filesystem::path dir;  // the checkpoint folder
@@ -31,4 +32,4 @@ TrainedModel read_trained_model(const std::string& checkpoint);
 // `source` (empty: the data the run trained on), which must be tokenized as the model reads.
 Dataset load_model_data(const TrainedModel& trained, const std::string& source);
 
-}  // namespace quartet::cli
+}  // namespace quartet
