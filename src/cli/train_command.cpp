@@ -28,6 +28,7 @@
 #include "quartet/util/text.h"
 #include "quartet/nn/generate.h"
 #include "quartet/train/checkpoint.h"
+#include "quartet/train/diagnostics.h"
 #include "quartet/util/files.h"
 
 #ifndef QUARTET_GIT_COMMIT
@@ -47,6 +48,7 @@ struct TrainCommandOptions {
   std::int64_t max_skipped_steps = RunControl{}.max_skipped_steps;
   std::int64_t keep_last = 0;
   std::int64_t diagnostics = 0;
+  std::int64_t diagnostics_tokens = RunControl{}.diagnostics_tokens;
   double save_every_minutes = 0;
   bool force = false;
   bool quiet = false;
@@ -85,7 +87,7 @@ const std::set<std::string> kResumeMayChange = {
     "--resume",      "--steps",        "--out",          "--save-every", "--eval-every",        "--eval-batches",
     "--final-eval-batches", "--device", "--sample-tokens", "--quiet",     "--max-skipped-steps", "--config",
     "--force",       "--help",         "--keep-last",    "--save-every-minutes", "--no-plot",
-    "--tensorboard", "--json",        "--diagnostics", "--gpus",     "--processes"};
+    "--tensorboard", "--json",        "--diagnostics", "--diagnostics-tokens", "--gpus",     "--processes"};
 
 void refuse_fixed_options_on_resume(const CLI::App& app) {
   for (const CLI::Option* option : app.get_options()) {
@@ -95,7 +97,7 @@ void refuse_fixed_options_on_resume(const CLI::App& app) {
       throw Error(fmt::format("{} cannot change when resuming: the run continues with its checkpoint's settings "
                               "(those that may change: --steps, --out, --save-every, --eval-every, --eval-batches, "
                               "--final-eval-batches, --device, --max-skipped-steps, --keep-last, --save-every-minutes, --no-plot, "
-                              "--tensorboard, --json, --diagnostics, --force, --gpus, --processes)",
+                              "--tensorboard, --json, --diagnostics, --diagnostics-tokens, --force, --gpus, --processes)",
                               name));
     }
   }
@@ -151,6 +153,11 @@ Command add_train_command(CLI::App& parent) {
                   "(docs/diagnostics.md; 0: off)")
       ->capture_default_str()
       ->check(integer_in(0, kMaxInt64));
+  app->add_option("--diagnostics-tokens", o->diagnostics_tokens,
+                  "measure the diagnostics' activations and gradients on the micro-batch's first N tokens: a multiple "
+                  "of 128, or 0 for all (docs/diagnostics.md)")
+      ->capture_default_str()
+      ->check(integer_in(0, kMaxInt64));
   app->add_option("--gpus", o->gpus,
                   "train data-parallel on N GPUs of this machine, one process each (implies --device cuda; "
                   "--grad-accum must be a multiple of N; docs/multi-gpu.md)")
@@ -178,6 +185,10 @@ Command add_train_command(CLI::App& parent) {
       throw Error(
           "--gpus and --processes start their own ranks, but RANK/WORLD_SIZE/LOCAL_RANK are set (torchrun, Slurm): "
           "under an external launcher leave them out, every process is one rank (docs/multi-gpu.md)");
+    }
+    if (o->diagnostics_tokens % kDiagnosticsTokenMultiple != 0) {
+      throw Error(fmt::format("--diagnostics-tokens must be 0 (whole tensors) or a multiple of {}, got {}",
+                              kDiagnosticsTokenMultiple, o->diagnostics_tokens));
     }
     if (o->resume.empty()) {
       o->resolved = o->train.resolve();
@@ -225,6 +236,7 @@ Command add_train_command(CLI::App& parent) {
     control.commit = QUARTET_GIT_COMMIT;
     control.tensorboard = o->tensorboard;
     control.diagnostics_every = o->diagnostics;
+    control.diagnostics_tokens = o->diagnostics_tokens;
     control.distributed = dist;
 
     control.replace_existing_run = o->force;

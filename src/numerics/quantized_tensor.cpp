@@ -151,6 +151,38 @@ QuantizedTensor with_scale_layout(const QuantizedTensor& tensor, ScaleLayout lay
   return out;
 }
 
+QuantizedTensor leading_block(const QuantizedTensor& tensor, std::int64_t rows, std::int64_t cols) {
+  if (rows < 1 || cols < 1 || rows > tensor.rows || cols > tensor.cols) {
+    throw Error(fmt::format("leading_block: a {} x {} block of a {} x {} tensor", rows, cols, tensor.rows, tensor.cols));
+  }
+  if (cols != tensor.cols && cols % tensor.group_size() != 0) {
+    throw Error(fmt::format("leading_block: {} columns would split a scale group of {}", cols, tensor.group_size()));
+  }
+  const QuantizedTensor src = with_scale_layout(tensor, ScaleLayout::linear);
+  QuantizedTensor out;
+  out.format = src.format;
+  out.scale_layout = ScaleLayout::linear;
+  out.rows = rows;
+  out.cols = cols;
+  out.tensor_scale = src.tensor_scale;
+  out.square_blocks = src.square_blocks;
+  out.rotation_size = src.rotation_size;
+  // Per row: the block's leading bytes of the source row (codes two per byte, one scale per group,
+  // trust bits eight per byte; padded_cols is a multiple of 16, so every slice is whole bytes).
+  const auto take_rows = [rows](const std::vector<std::uint8_t>& from, std::int64_t from_row, std::int64_t to_row) {
+    std::vector<std::uint8_t> to(static_cast<std::size_t>(rows * to_row));
+    for (std::int64_t r = 0; r < rows; ++r) {
+      std::copy_n(from.begin() + r * from_row, to_row, to.begin() + r * to_row);
+    }
+    return to;
+  };
+  out.codes = take_rows(src.codes, src.code_row_bytes(), out.code_row_bytes());
+  out.scales = take_rows(src.scales, src.scale_cols(), out.scale_cols());
+  if (!src.trust_mask.empty()) out.trust_mask = take_rows(src.trust_mask, src.padded_cols() / 8, out.padded_cols() / 8);
+  out.validate();
+  return out;
+}
+
 namespace {
 
 // Fills rows x width values code * block scale, optionally times t.

@@ -56,46 +56,86 @@ VectorComparison compare_vectors(const std::vector<double>& a, const std::vector
   return c;
 }
 
-double operand_relative_error(Backend& backend, const ProbedOperand& operand) {
+void check_token_limit(std::int64_t limit) {
+  if (limit < 0 || limit % kDiagnosticsTokenMultiple != 0) {
+    throw Error(fmt::format("diagnostics: a token (row) limit must be 0 (whole tensors) or a multiple of {}, got {}",
+                            kDiagnosticsTokenMultiple, limit));
+  }
+}
+
+namespace {
+
+// The first min(rows, row_limit) rows of a tensor whose first dimension counts rows (all of it
+// for a limit of 0), as a view: only those are downloaded.
+Tensor leading_rows(const Tensor& t, std::int64_t row_limit) {
+  const std::int64_t rows = t.shape().empty() ? 1 : t.shape().front();
+  if (row_limit == 0 || rows <= row_limit) return t;
+  Shape shape = t.shape();
+  shape.front() = row_limit;
+  return t.view(0, shape);
+}
+
+}  // namespace
+
+double operand_relative_error(Backend& backend, const ProbedOperand& operand, std::int64_t row_limit) {
+  check_token_limit(row_limit);
   const QTensor& q = operand.quantized;
   const std::int64_t rows = q.rows, cols = q.cols;
   // The exact tensor's own shape: [cols, rows] when the operand is its transpose.
   const std::int64_t exact_rows = operand.transposed ? cols : rows, exact_cols = operand.transposed ? rows : cols;
   operand.exact.expect(operand.name, {exact_rows, exact_cols}, operand.exact.dtype());
-  const std::vector<float> approx = dequantize_unrotated(backend.download_quantized(q), operand.rotation);
-  std::vector<double> exact = backend.download(operand.exact);
+  // The exact tensor's leading rows are the operand's leading rows, or its leading columns when it
+  // is the transpose: whole scale groups and rotation blocks, as the limit is a multiple of 128.
+  const std::int64_t kept = row_limit > 0 ? std::min(exact_rows, row_limit) : exact_rows;
+  QuantizedTensor quantized = backend.download_quantized(q);
+  if (kept < exact_rows) {
+    quantized = operand.transposed ? leading_block(quantized, rows, kept) : leading_block(quantized, kept, cols);
+  }
+  const std::int64_t q_rows = quantized.rows, q_cols = quantized.cols;
+  const std::vector<float> approx = dequantize_unrotated(quantized, operand.rotation);
+  std::vector<double> exact = backend.download(leading_rows(operand.exact, kept));
   if (operand.exact_rotation.enabled()) {
     std::vector<float> rotated(exact.begin(), exact.end());
-    rotate_rows(rotated.data(), exact_rows, exact_cols, exact_cols, operand.exact_rotation);
+    rotate_rows(rotated.data(), kept, exact_cols, exact_cols, operand.exact_rotation);
     exact.assign(rotated.begin(), rotated.end());
   }
-  std::vector<double> reference(static_cast<std::size_t>(rows * cols));
-  for (std::int64_t r = 0; r < rows; ++r) {
-    for (std::int64_t c = 0; c < cols; ++c) {
-      reference[static_cast<std::size_t>(r * cols + c)] =
-          exact[static_cast<std::size_t>(operand.transposed ? c * exact_cols + r : r * cols + c)];
+  std::vector<double> reference(static_cast<std::size_t>(q_rows * q_cols));
+  for (std::int64_t r = 0; r < q_rows; ++r) {
+    for (std::int64_t c = 0; c < q_cols; ++c) {
+      reference[static_cast<std::size_t>(r * q_cols + c)] =
+          exact[static_cast<std::size_t>(operand.transposed ? c * exact_cols + r : r * q_cols + c)];
     }
   }
   return compare_vectors(std::vector<double>(approx.begin(), approx.end()), reference).relative_error;
 }
 
-GemmDiagnostics measure_gemm(Backend& backend, const ProbedGemm& gemm) {
+GemmDiagnostics measure_gemm(Backend& backend, const ProbedGemm& gemm, std::int64_t token_limit) {
+  check_token_limit(token_limit);
   GemmDiagnostics d;
   d.gemm = gemm.gemm;
   d.a_name = gemm.a.name;
   d.b_name = gemm.b.name;
-  d.a_error = operand_relative_error(backend, gemm.a);
-  d.b_error = operand_relative_error(backend, gemm.b);
+  // Rows are tokens in the A operand (X, E, E's rows in Eᵀ), in Xᵀ's exact X, and in the forward
+  // and dgrad products; the weights and the weight gradient have none and are measured whole.
+  const bool wgrad = gemm.gemm == LinearGemm::wgrad;
+  d.a_error = operand_relative_error(backend, gemm.a, token_limit);
+  d.b_error = operand_relative_error(backend, gemm.b, wgrad ? token_limit : 0);
+  const std::int64_t product_rows = wgrad ? 0 : token_limit;
   const Tensor product = gemm.product(), exact = gemm.exact_product();
-  d.product = compare_vectors(backend.download(product), backend.download(exact));
+  d.product = compare_vectors(backend.download(leading_rows(product, product_rows)),
+                              backend.download(leading_rows(exact, product_rows)));
   return d;
+}
+
+QuantDiagnostics::QuantDiagnostics(Backend& backend, std::int64_t token_limit) : backend_(backend), token_limit_(token_limit) {
+  check_token_limit(token_limit);
 }
 
 void QuantDiagnostics::observe(const std::string& layer, const ProbedGemm& gemm) {
   const auto start = std::chrono::steady_clock::now();
   auto it = std::find_if(layers_.begin(), layers_.end(), [&](const Layer& l) { return l.name == layer; });
   if (it == layers_.end()) it = layers_.insert(layers_.end(), Layer{layer, {}});
-  it->gemms.push_back(measure_gemm(backend_, gemm));
+  it->gemms.push_back(measure_gemm(backend_, gemm, token_limit_));
   seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
@@ -138,6 +178,7 @@ nlohmann::ordered_json QuantDiagnostics::to_json(std::int64_t step) const {
   record["kind"] = "diagnostics";
   record["step"] = step;
   record["seconds"] = seconds_;
+  record["token_limit"] = token_limit_;
   record["layers"] = std::move(layers);
   record["mean"] = std::move(mean);
   return record;

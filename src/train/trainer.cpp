@@ -172,6 +172,10 @@ TrainResult run(TrainConfig c, const std::filesystem::path& checkpoint, const nl
   if (control.diagnostics_every > 0 && c.out_dir.empty()) {
     throw Error("--diagnostics needs --out: the measurements are written to OUT/metrics.jsonl");
   }
+  if (control.diagnostics_tokens < 0 || control.diagnostics_tokens % kDiagnosticsTokenMultiple != 0) {
+    throw Error(fmt::format("--diagnostics-tokens must be 0 (whole tensors) or a multiple of {}, got {}",
+                            kDiagnosticsTokenMultiple, control.diagnostics_tokens));
+  }
   // Resolved before the ranks compare their settings: a run folder's latest checkpoint may move.
   if (checkpoint.empty() && !c.init_from.empty()) c.init_from = resolve_initial_checkpoint(c.init_from, c.out_dir).string();
   // Before any connection: every rank finds the same error in its settings.
@@ -383,7 +387,7 @@ TrainResult run(TrainConfig c, const std::filesystem::path& checkpoint, const nl
     hyper.step = step + 1;
     hyper.max_grad_norm = c.grad_clip;
     if (diagnostics_every > 0 && (step + 1) % diagnostics_every == 0) {
-      l.diagnostics = std::make_unique<QuantDiagnostics>(*backend);
+      l.diagnostics = std::make_unique<QuantDiagnostics>(*backend, control.diagnostics_tokens);
     }
     train_step.launch(step, micro_batches, grad_scale, hyper, l.diagnostics.get(), slice.first, c.grad_accum);
     return launched;

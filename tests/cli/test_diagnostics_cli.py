@@ -38,6 +38,15 @@ class Diagnostics(CliCase):
         self.assertFalse(os.path.exists(self.path("run")))
         # 0 is off: accepted anywhere.
         self.ok("train", *SMALL, "--steps", "1", "--recipe", "bf16", "--diagnostics", "0")
+        # --diagnostics-tokens: 0 (all) or a multiple of 128, so that transposed operands keep
+        # whole scale groups and rotation blocks.
+        for value in ("100", "-128", "x"):
+            with self.subTest(tokens=value):
+                self.refused(["train", *SMALL, "--diagnostics", "2", "--diagnostics-tokens", value, "--out",
+                              self.path("run")], "--diagnostics-tokens")
+        self.refused(["train", *SMALL, "--diagnostics", "2", "--diagnostics-tokens", "192", "--out", self.path("run")],
+                     "--diagnostics-tokens must be 0 (whole tensors) or a multiple of 128, got 192")
+        self.assertFalse(os.path.exists(self.path("run")))
 
     def test_records_the_picture_and_the_other_readers(self):
         out = self.path("run")
@@ -46,6 +55,7 @@ class Diagnostics(CliCase):
         self.assertEqual([(l.get("kind", "step"), l["step"]) for l in lines],
                          [("step", 1), ("step", 2), ("diagnostics", 2), ("step", 3), ("step", 4), ("diagnostics", 4)])
         record = lines[2]
+        self.assertEqual(record["token_limit"], 1024)  # the default
         self.assertEqual(set(record["layers"]), LAYERS)
         self.assertEqual(set(record["mean"]), {"forward", "dgrad", "wgrad"})
         self.assertEqual(set(record["mean"]["dgrad"]), {"e_err", "wt_err", "out_err", "cosine", "norm_ratio"})
@@ -62,8 +72,11 @@ class Diagnostics(CliCase):
 
         # A run control: it may be given (or changed) on --resume; the records up to the
         # checkpoint stay, and the resumed steps add theirs.
-        self.ok("train", "--resume", out, "--steps", "6", "--diagnostics", "3", "--quiet", "--sample-tokens", "0")
-        self.assertEqual([l["step"] for l in metrics(out) if l.get("kind") == "diagnostics"], [2, 4, 6])
+        self.ok("train", "--resume", out, "--steps", "6", "--diagnostics", "3", "--diagnostics-tokens", "0", "--quiet",
+                "--sample-tokens", "0")
+        records = [l for l in metrics(out) if l.get("kind") == "diagnostics"]
+        self.assertEqual([l["step"] for l in records], [2, 4, 6])
+        self.assertEqual([l["token_limit"] for l in records], [1024, 1024, 0])
         with open(os.path.join(out, "diagnostics.gnuplot")) as f:
             self.assertEqual(datablock_steps(f.read()), [2, 4, 6])
 

@@ -68,6 +68,43 @@ INSTANTIATE_TEST_SUITE_P(Formats, LayoutFormats,
                          ::testing::Values(QuantizerKind::rtn, QuantizerKind::mxfp4_rtn),
                          [](const auto& param_info) { return std::string(quantizer_name(param_info.param)); });
 
+// A leading block holds exactly the values (and QuEST's trust bits) of the tensor's top-left
+// corner, from either scale layout; a block that splits a group or leaves the tensor is refused.
+TEST(Layout, LeadingBlockKeepsTheCornersValues) {
+  const std::int64_t rows = 150, cols = 200;  // 200: padded to 208 (NVFP4) and 224 (MXFP4)
+  const std::vector<float> x = testing::gaussian_matrix(rows, cols, 5);
+  for (QuantizerKind kind : {QuantizerKind::four_over_six, QuantizerKind::mxfp4_quest}) {
+    SCOPED_TRACE(quantizer_name(kind));
+    const QuantizedTensor q = quantize(ConstMatrixView(x.data(), rows, cols), QuantizerSpec::defaults(kind),
+                                       Rotation::none(), RandomContext{1, 2, 3});
+    ASSERT_EQ(q.trust_mask.empty(), kind != QuantizerKind::mxfp4_quest);
+    const std::int64_t group = q.group_size();
+    for (const QuantizedTensor& source : {q, with_scale_layout(q, ScaleLayout::tiled)}) {
+      for (const auto& [r, c] : {std::pair{rows, cols}, std::pair<std::int64_t, std::int64_t>{37, 4 * group},
+                                 std::pair<std::int64_t, std::int64_t>{1, group}, std::pair{rows, 2 * group}}) {
+        SCOPED_TRACE(std::to_string(r) + " x " + std::to_string(c));
+        const QuantizedTensor block = leading_block(source, r, c);
+        ASSERT_EQ(block.rows, r);
+        ASSERT_EQ(block.cols, c);
+        EXPECT_EQ(block.scale_layout, ScaleLayout::linear);
+        EXPECT_EQ(block.tensor_scale, q.tensor_scale);
+        EXPECT_EQ(block.trust_mask.empty(), q.trust_mask.empty());
+        const std::vector<float> values = dequantize(block), all = dequantize(q);
+        for (std::int64_t i = 0; i < r; ++i) {
+          for (std::int64_t j = 0; j < c; ++j) {
+            ASSERT_EQ(values[static_cast<std::size_t>(i * c + j)], all[static_cast<std::size_t>(i * cols + j)]);
+            ASSERT_EQ(block.trusted(i, j), q.trusted(i, j));
+          }
+        }
+      }
+    }
+    EXPECT_THROW(leading_block(q, rows, group + 8), Error);  // splits a group
+    EXPECT_THROW(leading_block(q, rows + 1, cols), Error);
+    EXPECT_THROW(leading_block(q, 0, cols), Error);
+    EXPECT_THROW(leading_block(q, rows, cols + group), Error);
+  }
+}
+
 TEST(Layout, AccessorsAgreeWithTheBuffers) {
   QuantizedTensor t = QuantizedTensor::zeros(ElementFormat::nvfp4, 2, 20);  // padded to 32
   EXPECT_EQ(t.padded_cols(), 32);

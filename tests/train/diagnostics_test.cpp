@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <map>
 #include <set>
 #include <sstream>
 
@@ -30,10 +31,10 @@ using testing::random_values;
 // tensors stay alive in the copies) for the test's own computations.
 class RecordingProbe : public LinearProbe {
  public:
-  explicit RecordingProbe(Backend& backend) : backend_(backend) {}
+  explicit RecordingProbe(Backend& backend, std::int64_t token_limit = 0) : backend_(backend), token_limit_(token_limit) {}
   void observe(const std::string& layer, const ProbedGemm& gemm) override {
     layers.push_back(layer);
-    figures.push_back(measure_gemm(backend_, gemm));
+    figures.push_back(measure_gemm(backend_, gemm, token_limit_));
     operands.push_back({gemm.a, gemm.b});
   }
   const GemmDiagnostics& of(LinearGemm g) const {
@@ -54,6 +55,7 @@ class RecordingProbe : public LinearProbe {
 
  private:
   Backend& backend_;
+  std::int64_t token_limit_;
 };
 
 std::vector<double> rounded_to_bf16(std::vector<double> v) {
@@ -61,24 +63,24 @@ std::vector<double> rounded_to_bf16(std::vector<double> v) {
   return v;
 }
 
-// One linear layer on the CPU backend: M tokens, K inputs, N outputs (multiples of 128, so that
+// One linear layer on the CPU backend: m tokens, k inputs, n outputs (multiples of 128, so that
 // every recipe's rotations fit), the inputs Gaussian.
-struct TinyLayer {
-  static constexpr std::int64_t M = 128, K = 128, N = 128;
+struct LayerCase {
+  std::int64_t m, k, n;
   std::unique_ptr<Backend> be = make_cpu_backend();
   Tensor x, w, dy, y, dx, dw;
   LinearSaved saved;
 
-  TinyLayer() {
-    x = be->empty({M, K}, DType::bf16);
-    w = be->empty({N, K}, DType::f32);
-    dy = be->empty({M, N}, DType::bf16);
-    be->upload(x, random_values(M * K, 31));
-    be->upload(w, random_values(N * K, 32, 0.1));
-    be->upload(dy, random_values(M * N, 33, 0.01));
-    y = be->empty({M, N}, DType::bf16);
-    dx = be->empty({M, K}, DType::bf16);
-    dw = be->zeros({N, K}, DType::f32);
+  LayerCase(std::int64_t tokens, std::int64_t inputs, std::int64_t outputs) : m(tokens), k(inputs), n(outputs) {
+    x = be->empty({m, k}, DType::bf16);
+    w = be->empty({n, k}, DType::f32);
+    dy = be->empty({m, n}, DType::bf16);
+    be->upload(x, random_values(m * k, 31));
+    be->upload(w, random_values(n * k, 32, 0.1));
+    be->upload(dy, random_values(m * n, 33, 0.01));
+    y = be->empty({m, n}, DType::bf16);
+    dx = be->empty({m, k}, DType::bf16);
+    dw = be->zeros({n, k}, DType::f32);
   }
   void run(const Recipe& recipe, LinearProbe* probe) {
     const LinearRandom random{5, 1, 7};
@@ -86,6 +88,23 @@ struct TinyLayer {
     linear_backward(*be, recipe, dy, w, saved, dx, dw, random, Tensor{}, {probe, "layer"});
   }
 };
+
+struct TinyLayer : LayerCase {
+  static constexpr std::int64_t M = 128, K = 128, N = 128;
+  TinyLayer() : LayerCase(M, K, N) {}
+};
+
+// The exact product of the layer's GEMM g, computed here: BF16 weights, as the BF16 GEMM reads
+// them (its BF16 output rounding moves the figures by far less than the tests' tolerances).
+std::vector<double> exact_product(const LayerCase& t, LinearGemm g) {
+  const std::vector<double> x = t.be->download(t.x), w = rounded_to_bf16(t.be->download(t.w)), dy = t.be->download(t.dy);
+  switch (g) {
+    case LinearGemm::forward: return matmul_tn(x, false, w, false, t.m, t.n, t.k);
+    case LinearGemm::dgrad: return matmul_tn(dy, false, w, true, t.m, t.k, t.n);
+    case LinearGemm::wgrad: return matmul_tn(dy, true, x, true, t.n, t.k, t.m);
+  }
+  throw Error("unknown GEMM");
+}
 
 TEST(Diagnostics, CompareVectorsOnKnownPairs) {
   const std::vector<double> v = random_values(1000, 1);
@@ -133,10 +152,8 @@ TEST(Diagnostics, ForwardOperandErrorIsThatOfTheDequantizedOperand) {
     EXPECT_GT(figure, 0.03);  // 4-bit: a few per cent
     EXPECT_LT(figure, 0.2);
   }
-  // The output against the exact product computed here (BF16 weights, as the BF16 GEMM reads
-  // them; its BF16 output rounding moves the figure by far less than the tolerance).
-  const std::vector<double> exact_y = matmul_tn(t.be->download(t.x), false, rounded_to_bf16(t.be->download(t.w)), false,
-                                                TinyLayer::M, TinyLayer::N, TinyLayer::K);
+  // The output against the exact product computed here.
+  const std::vector<double> exact_y = exact_product(t, LinearGemm::forward);
   const std::vector<double> y = t.be->download(t.y);
   EXPECT_NEAR(f.product.relative_error, norm(minus(y, exact_y)) / norm(exact_y), 2e-3);
   EXPECT_NEAR(f.product.cosine, testing::dot(y, exact_y) / (norm(y) * norm(exact_y)), 1e-4);
@@ -177,11 +194,8 @@ TEST(Diagnostics, BackwardFiguresOfMsEdenMatchIndependentProducts) {
       EXPECT_LT(figure, 0.3) << operand.name;
     }
   }
-  const std::vector<double> x = t.be->download(t.x), w = rounded_to_bf16(t.be->download(t.w)), dy = t.be->download(t.dy);
-  const std::vector<double> exact_dx = matmul_tn(dy, false, w, true, TinyLayer::M, TinyLayer::K, TinyLayer::N);
-  const std::vector<double> exact_dw = matmul_tn(dy, true, x, true, TinyLayer::N, TinyLayer::K, TinyLayer::M);
-  for (const auto& [g, got, exact] : {std::tuple{LinearGemm::dgrad, t.be->download(t.dx), exact_dx},
-                                      std::tuple{LinearGemm::wgrad, t.be->download(t.dw), exact_dw}}) {
+  for (const auto& [g, got, exact] : {std::tuple{LinearGemm::dgrad, t.be->download(t.dx), exact_product(t, LinearGemm::dgrad)},
+                                      std::tuple{LinearGemm::wgrad, t.be->download(t.dw), exact_product(t, LinearGemm::wgrad)}}) {
     SCOPED_TRACE(gemm_name(g));
     const VectorComparison& p = probe.of(g).product;
     EXPECT_NEAR(p.cosine, testing::dot(got, exact) / (norm(got) * norm(exact)), 1e-4);
@@ -192,6 +206,75 @@ TEST(Diagnostics, BackwardFiguresOfMsEdenMatchIndependentProducts) {
     // ||a - b||^2 / ||b||^2 = r^2 + 1 - 2 r cos: the three figures agree with each other.
     EXPECT_NEAR(p.relative_error * p.relative_error,
                 p.norm_ratio * p.norm_ratio + 1 - 2 * p.norm_ratio * p.cosine, 1e-9);
+  }
+}
+
+// With a token limit the activations and their gradients are measured on the micro-batch's first
+// tokens: X, E and the forward and dgrad products on their first rows, Eᵀ and Xᵀ on their first
+// columns; the weights (W, Wᵀ) and the weight gradient whole. A layer of 384 tokens and 256
+// outputs (more rows than the limit in every tensor) measured with a limit of 128; each figure
+// recomputed here from the corner of the whole dequantized operand, in the domain the GEMM saw.
+TEST(Diagnostics, TokenLimitMeasuresTheFirstTokens) {
+  constexpr std::int64_t kLimit = 128;
+  LayerCase t(384, 128, 256);
+  RecordingProbe probe(*t.be, kLimit);
+  t.run(make_recipe("quartet2"), &probe);
+  ASSERT_EQ(probe.figures.size(), 3u);
+  const std::map<LinearGemm, Tensor> products = {
+      {LinearGemm::forward, t.y}, {LinearGemm::dgrad, t.dx}, {LinearGemm::wgrad, t.dw}};
+  const std::set<std::string> token_operands = {"x", "e", "et", "xt"};
+  int sampled = 0;
+  for (const GemmDiagnostics& d : probe.figures) {
+    SCOPED_TRACE(gemm_name(d.gemm));
+    const auto& [a, b] = probe.operands_of(d.gemm);
+    for (const auto& [operand, figure] : {std::pair{a, d.a_error}, std::pair{b, d.b_error}}) {
+      SCOPED_TRACE(operand.name);
+      const QTensor& q = operand.quantized;
+      const std::int64_t exact_rows = operand.transposed ? q.cols : q.rows, exact_cols = operand.transposed ? q.rows : q.cols;
+      ASSERT_GT(exact_rows, kLimit);
+      ASSERT_FALSE(operand.exact_rotation.enabled());
+      const bool tokens = token_operands.count(operand.name) > 0;
+      sampled += tokens;
+      const std::int64_t kept = tokens ? kLimit : exact_rows;
+      // The first `kept` rows of the exact tensor in the operand's layout: [kept, cols] or,
+      // transposed, [cols, kept].
+      const std::int64_t rows = operand.transposed ? exact_cols : kept, cols = operand.transposed ? kept : exact_cols;
+      const std::vector<double> exact_raw = t.be->download(operand.exact);
+      const std::vector<float> all = dequantize(t.be->download_quantized(q));
+      std::vector<float> exact(static_cast<std::size_t>(rows * cols));
+      std::vector<double> corner(static_cast<std::size_t>(rows * cols));
+      for (std::int64_t r = 0; r < rows; ++r) {
+        for (std::int64_t c = 0; c < cols; ++c) {
+          exact[static_cast<std::size_t>(r * cols + c)] = static_cast<float>(
+              exact_raw[static_cast<std::size_t>(operand.transposed ? c * exact_cols + r : r * exact_cols + c)]);
+          corner[static_cast<std::size_t>(r * cols + c)] = all[static_cast<std::size_t>(r * q.cols + c)];
+        }
+      }
+      if (operand.rotation.enabled()) rotate_rows(exact.data(), rows, cols, cols, operand.rotation);
+      const std::vector<double> reference(exact.begin(), exact.end());
+      const double expected = norm(minus(corner, reference)) / norm(reference);
+      EXPECT_NEAR(figure, expected, 1e-5 * expected);
+      if (tokens) {
+        EXPECT_NE(figure, operand_relative_error(*t.be, operand, 0));  // not the whole tensor's figure
+      } else {
+        EXPECT_EQ(figure, operand_relative_error(*t.be, operand, 0));
+      }
+    }
+    const Tensor& product = products.at(d.gemm);
+    const std::int64_t product_rows = d.gemm == LinearGemm::wgrad ? product.shape().front() : kLimit;
+    ASSERT_GT(product.shape().front(), kLimit);
+    const std::vector<double> got = t.be->download(product), exact = exact_product(t, d.gemm);
+    const std::size_t kept = static_cast<std::size_t>(product_rows * product.shape().back());
+    const std::vector<double> got_rows(got.begin(), got.begin() + kept), exact_rows(exact.begin(), exact.begin() + kept);
+    EXPECT_NEAR(d.product.cosine, testing::dot(got_rows, exact_rows) / (norm(got_rows) * norm(exact_rows)), 1e-4);
+    EXPECT_NEAR(d.product.norm_ratio, norm(got_rows) / norm(exact_rows), 2e-3);
+    EXPECT_NEAR(d.product.relative_error, norm(minus(got_rows, exact_rows)) / norm(exact_rows), 2e-3);
+  }
+  EXPECT_EQ(sampled, 4);  // x, e, et, xt
+  // A limit that would split a scale group or a rotation block is refused.
+  const ProbedOperand& x = probe.operands_of(LinearGemm::forward).first;
+  for (std::int64_t bad : {-128, 100, 192}) {
+    EXPECT_THROW(operand_relative_error(*t.be, x, bad), Error) << bad;
   }
 }
 
@@ -334,6 +417,7 @@ TEST(Diagnostics, TrainingIsBitwiseTheSameAndRecordsAreWritten) {
     for (const auto& [name, layer] : record.at("layers").items()) sum += layer.at("wgrad").at("xt_err").get<double>();
     EXPECT_NEAR(record.at("mean").at("wgrad").at("xt_err").get<double>(), sum / 8, 1e-12);
     EXPECT_GE(record.at("seconds").get<double>(), 0.0);
+    EXPECT_EQ(record.at("token_limit"), 1024);  // the default: more than this run's 128 tokens
   }
   // The step lines are the same as without diagnostics, but for the clock.
   const std::vector<nlohmann::json> plain = metrics_lines(without_dir.path());
@@ -369,6 +453,20 @@ TEST(Diagnostics, BadValuesAreRefusedNamingTheOption) {
   EXPECT_NE(message(tiny_run("quartet2", dir.str()), -1).find("--diagnostics must be a number of steps >= 1 (or 0: off)"),
             std::string::npos);
   EXPECT_NE(message(tiny_run("quartet2", ""), 2).find("--diagnostics needs --out"), std::string::npos);
+  for (std::int64_t rows : {-128, 100}) {
+    RunControl control;
+    control.diagnostics_every = 2;
+    control.diagnostics_tokens = rows;
+    try {
+      train(tiny_run("quartet2", dir.str()), TrainCallbacks{}, control);
+      ADD_FAILURE() << "--diagnostics-tokens " << rows << " was accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("--diagnostics-tokens must be 0 (whole tensors) or a multiple of 128, got " +
+                                           std::to_string(rows)),
+                std::string::npos)
+          << e.what();
+    }
+  }
 }
 
 }  // namespace

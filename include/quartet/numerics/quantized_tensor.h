@@ -72,6 +72,13 @@ std::vector<std::uint8_t> unpack_codes(const std::vector<std::uint8_t>& packed);
 // The same tensor with its scales in the other layout (a copy; values are unchanged).
 QuantizedTensor with_scale_layout(const QuantizedTensor& tensor, ScaleLayout layout);
 
+// The top-left rows x cols block of `tensor` as a tensor of its own: the same format, tensor
+// scale and rotation, its codes, block scales (linear layout) and trust mask. A block never
+// splits a scale group: cols is tensor.cols or a multiple of the group size. Throws Error for a
+// block outside the tensor or one that splits a group. (A rotated tensor's block must also hold
+// whole rotation blocks to be rotated back; dequantize_unrotated checks that.)
+QuantizedTensor leading_block(const QuantizedTensor& tensor, std::int64_t rows, std::int64_t cols);
+
 // rows x cols values e2m1 * scale * t, in the quantized (possibly rotated) domain.
 std::vector<float> dequantize(const QuantizedTensor& tensor);
 

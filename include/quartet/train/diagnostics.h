@@ -30,11 +30,21 @@ struct VectorComparison {
 };
 VectorComparison compare_vectors(const std::vector<double>& a, const std::vector<double>& b);
 
-// ||Q - X|| / ||X|| of one operand: Q dequantized and rotated back along its reduction dimension
+// The diagnostics measure the activations and their gradients on the micro-batch's first tokens,
+// at most a token limit of them (0: all): at GPU scale whole tensors cost minutes of host time
+// per measured step, and a thousand tokens estimate the same ratios of norms. The weights and the
+// weight gradient are measured whole. A limit is a multiple of 128, so that an operand quantized
+// transposed (tokens along its rows) keeps whole scale groups and rotation blocks.
+inline constexpr std::int64_t kDiagnosticsTokenMultiple = 128;
+// Throws Error naming the limit unless it is 0 or a positive multiple of 128.
+void check_token_limit(std::int64_t limit);
+
+// ||Q - X|| / ||X|| of one operand, over the first min(rows, row_limit) rows of X (all for 0;
+// the limit as a token limit above): Q dequantized and rotated back along its reduction dimension
 // (the RHT is orthonormal, so this is also the error in the rotated space the GEMM saw), X the
 // exact tensor in the operand's layout (transposed, and its rows rotated by exact_rotation, as
 // ProbedOperand says).
-double operand_relative_error(Backend& backend, const ProbedOperand& operand);
+double operand_relative_error(Backend& backend, const ProbedOperand& operand, std::int64_t row_limit = 0);
 
 struct GemmDiagnostics {
   LinearGemm gemm = LinearGemm::forward;
@@ -43,7 +53,8 @@ struct GemmDiagnostics {
   VectorComparison product;         // the layer's product against the exact one
 };
 
-GemmDiagnostics measure_gemm(Backend& backend, const ProbedGemm& gemm);
+// The operands' errors and the product's figures, with the token limit above.
+GemmDiagnostics measure_gemm(Backend& backend, const ProbedGemm& gemm, std::int64_t token_limit = 0);
 
 // The probe the trainer gives the first micro-batch of a diagnostic step: measures every GEMM it
 // sees and keeps the figures per layer, in the order the layers first ran.
@@ -54,7 +65,7 @@ class QuantDiagnostics : public LinearProbe {
     std::vector<GemmDiagnostics> gemms;  // in the order they ran: forward, dgrad, wgrad
   };
 
-  explicit QuantDiagnostics(Backend& backend) : backend_(backend) {}
+  explicit QuantDiagnostics(Backend& backend, std::int64_t token_limit = 0);
   void observe(const std::string& layer, const ProbedGemm& gemm) override;
 
   const std::vector<Layer>& layers() const { return layers_; }
@@ -62,7 +73,7 @@ class QuantDiagnostics : public LinearProbe {
   double seconds() const { return seconds_; }
 
   // The metrics.jsonl record of `step`:
-  //   {"kind": "diagnostics", "step": S, "seconds": T,
+  //   {"kind": "diagnostics", "step": S, "seconds": T, "token_limit": R,
   //    "layers": {"layers.0.qkv_proj": {"forward": {"x_err": ., "w_err": ., "out_err": .,
   //               "cosine": ., "norm_ratio": .}, "dgrad": {"e_err", "wt_err", ...},
   //               "wgrad": {"et_err", "xt_err", ...}}, ...},
@@ -73,6 +84,7 @@ class QuantDiagnostics : public LinearProbe {
 
  private:
   Backend& backend_;
+  std::int64_t token_limit_ = 0;
   std::vector<Layer> layers_;
   double seconds_ = 0;
 };

@@ -108,6 +108,9 @@ struct RunControl {
   // and write a {"kind": "diagnostics"} line to out_dir/metrics.jsonl after the step's line. The
   // run is the same bits with and without. Needs out_dir. 0: off.
   std::int64_t diagnostics_every = 0;
+  // The diagnostics measure activations and their gradients on the micro-batch's first this-many
+  // tokens (train/diagnostics.h): 0 (all) or a multiple of 128.
+  std::int64_t diagnostics_tokens = 1024;
   // A data-parallel run (docs/multi-gpu.md): this process is one rank of several, which meet at
   // the environment's rendezvous. The step's micro-batches (grad_accum, a multiple of the world
   // size) are shared out among the ranks, the optimizer state is sharded, and only rank 0 logs,
