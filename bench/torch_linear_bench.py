@@ -21,7 +21,11 @@ skipped, with a message, where transformers is not installed.
 
 Timing: CUDA events around each repetition, after warm-ups; the median (the upper one of an even
 count, as quartet bench takes) of at least 20 repetitions, continuing up to 50 until about 3 s
-are spent; --reps N takes exactly N. Gradients are dropped before each linear repetition,
+are spent; --reps N takes exactly N. Each repetition is queued behind a GPU sleep that outlasts
+the host's issuing of it (twice the warm-ups' longest host time), so that the events time the
+GPU's work as in a training loop, where the host runs ahead; without it the first launch's host
+latency (about 0.2 ms through Python against tens of microseconds in C++) lands inside the
+timed span. Gradients are dropped before each linear repetition,
 untimed, as quartet bench times the layers alone. Each row also has host_ms, the median host
 time to issue a repetition: near median_ms, Python bounds the case, not the GPU. Results as a table and, with --json FILE, as
 {"device", "commit", "date", "torch_version", ..., "results": [rows]}.
@@ -356,22 +360,35 @@ def require_quartet_cuda(recipes):
     return {"path": str(library.path), "version": library.version()}
 
 
+# torch.cuda._sleep spins for a number of GPU clock cycles; 2e6 is 1 ms at 2 GHz, longer at the
+# lower clocks of a power-limited GPU, which only lengthens an untimed wait.
+_SLEEP_CYCLES_PER_MS = 2_000_000
+_MAX_SLEEP_MS = 200.0
+
+
 def time_ms(fn, limits, setup=None):
     """Timing of fn on the current stream: warm-ups, then CUDA events around each repetition until
     min_reps are done and about budget_s seconds are spent (at most max_reps). `setup` runs before
-    each repetition, untimed. The host time to issue a repetition is kept beside: where it nears
-    the GPU time, the Python side, not the kernels, bounds the case."""
+    each repetition, untimed. Each repetition is queued behind a GPU sleep longer than the host
+    takes to issue it, so that its kernels run back to back from the start event on. The host
+    time to issue a repetition is kept beside: where it nears the GPU time, the Python side, not
+    the kernels, bounds the case."""
     min_reps, max_reps, budget_s = limits
+    warm_host_ms = []
     for _ in range(WARMUP):
         if setup is not None:
             setup()
+        issued = time.perf_counter()
         fn()
+        warm_host_ms.append((time.perf_counter() - issued) * 1e3)
+    sleep_cycles = int(min(max(2 * max(warm_host_ms), 0.5), _MAX_SLEEP_MS) * _SLEEP_CYCLES_PER_MS)
     torch.cuda.synchronize()
     start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     times, host_times, spent_s = [], [], 0.0
     while len(times) < max_reps and (len(times) < min_reps or spent_s < budget_s):
         if setup is not None:
             setup()
+        torch.cuda._sleep(sleep_cycles)
         start.record()
         issued = time.perf_counter()
         fn()
