@@ -217,7 +217,9 @@ Command add_train_command(CLI::App& parent) {
       fmt::print(stderr, "{}\n", line);
     };
     callbacks.on_step = [&](const StepMetrics& m) {
-      progress.update(m.step, total_steps, step_summary(m), m.val_loss.has_value());
+      // Steps with an evaluation or diagnostics stay on screen (and in a log): their figures and what
+      // they cost.
+      progress.update(m.step, total_steps, step_summary(m), m.val_loss.has_value() || m.diagnostics_seconds.has_value());
     };
     std::string sample;
     callbacks.on_finish = [&](Backend& backend, LlamaModel& model, const Tokenizer& tokenizer) {

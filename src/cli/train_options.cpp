@@ -158,6 +158,7 @@ std::string step_summary(const StepMetrics& m) {
                               m.tokens_per_second);
   if (m.skipped) s += fmt::format(" | skipped {}", m.skipped);
   if (m.val_loss) s += fmt::format(" | val {:.4f} ({:.3f} bpb)", *m.val_loss, *m.val_bpb);
+  if (m.diagnostics_seconds) s += fmt::format(" | diagnostics {:.1f}s", *m.diagnostics_seconds);
   return s;
 }
 

@@ -441,6 +441,7 @@ TrainResult run(TrainConfig c, const std::filesystem::path& checkpoint, const nl
     const double step_time =
         std::chrono::duration<double>(now - last).count() - (diagnostics ? diagnostics->seconds() : 0.0);
     m.tokens_per_second = static_cast<double>(c.tokens_per_step()) / step_time;
+    if (diagnostics) m.diagnostics_seconds = diagnostics->seconds();
     step_seconds += step_time;
     last = now;
     const bool final_step = step + 1 == c.steps;

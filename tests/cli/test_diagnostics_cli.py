@@ -80,6 +80,18 @@ class Diagnostics(CliCase):
         with open(os.path.join(out, "diagnostics.gnuplot")) as f:
             self.assertEqual(datablock_steps(f.read()), [2, 4, 6])
 
+    def test_progress_shows_each_measured_step_and_its_cost(self):
+        # Not a terminal here: the progress prints about every twentieth step, and every measured one.
+        args = [a for a in SMALL if a != "--quiet"]
+        p = self.ok("train", *args, "--steps", "40", "--diagnostics", "7", "--no-plot", "--out", self.path("run"))
+        lines = [l for l in p.stderr.splitlines() if l.startswith("train [")]
+        measured = [l for l in lines if "| diagnostics " in l]
+        self.assertEqual([l.split("]")[0] for l in measured], [f"train [{s}/40" for s in (7, 14, 21, 28, 35)], p.stderr)
+        for line in measured:
+            self.assertRegex(line, r"\| diagnostics \d+\.\ds  elapsed")
+        self.assertIn("train [1/40]", p.stderr)  # the usual lines go on beside them
+        self.assertNotIn("diagnostics", lines[0])
+
     def test_bf16_has_nothing_to_measure(self):
         out = self.path("run")
         p = self.ok("train", *SMALL, "--steps", "2", "--recipe", "bf16", "--diagnostics", "1", "--out", out)

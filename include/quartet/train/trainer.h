@@ -33,6 +33,9 @@ struct StepMetrics {
   bool was_skipped = false;
   std::optional<double> val_loss;
   std::optional<double> val_bpb;
+  // Wall seconds the step's quantization diagnostics took (--diagnostics), when it had them; they
+  // have their own metrics.jsonl record, so to_json() leaves this out.
+  std::optional<double> diagnostics_seconds;
   // Run tracking (docs/run-tracking.md): when the step ended, in Unix seconds and in wall
   // seconds since the run's first step (counting the earlier processes of a resumed run up to
   // its checkpoint), and the commit of the build that ran it.
