@@ -1,8 +1,9 @@
 // Fused NVFP4 quantization kernels (kernels.md, "Recipes that worked"): the input is read
 // with 16-byte loads, rotated in registers and quantized in one pass that writes packed codes
 // and scales; the per-tensor amax, where a quantizer needs it before its scales, is a second
-// pass of the same kernel that reduces instead of writing. Included by quantize.cu, which
-// owns the device-side constants, the non-finite record and the dispatch.
+// pass of the same kernel that reduces instead of writing, whose result the quantizing pass turns
+// into the tensor constants itself. Included by quantize.cu, which owns the constants'
+// functions, the non-finite record and the dispatch.
 //
 // Thread layout, the same for every kernel here: one thread holds one 16-element group along
 // the reduction dimension of one output row; eight consecutive lanes (an "item") hold the
@@ -82,7 +83,11 @@ struct FusedArgs {
   DivideU32 by_row_tiles{};      // tile kernel: division by ceil(rows / kTileR)
   int rotation = 0;         // 0, 16, 32 or 128 (the kernels take it as a template argument too)
   SignBits signs{};
-  const Constants* constants = nullptr;  // quantize pass of the two-pass kinds
+  // Quantizing pass of the two-pass kinds (and MXFP4): the amax pass's result, from which every
+  // thread computes the tensor constants (tensor_constants) and block 0 stores t.
+  const unsigned* tensor_amax = nullptr;
+  ConstantsArgs constants_args{};
+  float* tensor_scale = nullptr;
   unsigned* amax_bits = nullptr;         // amax pass; ms_eden_g16 (tiny-tensor detection)
   RandomContext random{};
   float eden_scale = 1.0f;
@@ -96,6 +101,13 @@ struct FusedArgs {
   bool check_finite = false;
   unsigned long long sequence = 0;
 };
+
+// The tensor constants of a quantizing pass; the first thread of the grid stores t.
+__device__ __forceinline__ Constants pass_constants(const FusedArgs& a) {
+  const Constants k = tensor_constants(__uint_as_float(*a.tensor_amax), a.constants_args);
+  if (blockIdx.x == 0 && threadIdx.x == 0) *a.tensor_scale = k.t;
+  return k;
+}
 
 template <int kRotation>
 __device__ __forceinline__ std::uint32_t group_sign_bits(const SignBits& s, int lane_in_item) {
@@ -526,7 +538,7 @@ __global__ void __launch_bounds__(kFusedThreads, rowwise_min_blocks<kAmaxPass, K
     __syncthreads();
   }
   Constants k{1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 0};
-  if (!kAmaxPass && a.constants) k = *a.constants;
+  if (!kAmaxPass && a.tensor_amax) k = pass_constants(a);
   RunningMax run;
   std::uint32_t base = warp * 4;
   RowSlot slot = row_slot(base, lane, items, items_per_row, a.by_items_per_row, groups);
@@ -740,7 +752,7 @@ __global__ void __launch_bounds__(kFusedThreads, tile_min_blocks<kAmaxPass, K, k
   const std::int64_t row_tiles = (a.rows + kTileR - 1) / kTileR;
   const std::int64_t tiles = row_tiles * ((a.groups * kNvGroup + kTileC - 1) / kTileC);
   Constants k{1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 0};
-  if (!kAmaxPass && a.constants) k = *a.constants;
+  if (!kAmaxPass && a.tensor_amax) k = pass_constants(a);
   const float factor = src.factor();
   RunningMax run;
   const std::uint32_t* words = reinterpret_cast<const std::uint32_t*>(tile);

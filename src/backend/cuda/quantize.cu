@@ -171,8 +171,11 @@ struct ConstantsArgs {
   float t_divisor;  // MS-EDEN research form
 };
 
-__global__ void constants_kernel(const unsigned* amax_bits, ConstantsArgs a, Constants* out, float* tensor_scale) {
-  float amax = __uint_as_float(*amax_bits);
+// The constants of a tensor of amax `amax` under quantizer a.kind. The quantizing passes of the
+// fused kernels compute them in every thread from the amax pass's result (one launch fewer per
+// quantization than a separate one-thread kernel); the reference path's constants_kernel stores
+// them once.
+__device__ Constants tensor_constants(float amax, const ConstantsArgs& a) {
   Constants k{1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 0};
   if (a.nvfp4 && amax < kTinyAmax) {
     k.zero = 1;
@@ -205,6 +208,11 @@ __global__ void constants_kernel(const unsigned* amax_bits, ConstantsArgs a, Con
     case QuantizerKind::mxfp4_sr: k.t = kMxBackwardTensorScale; break;
     default: break;  // ms_eden_g16 sets t after its first pass; QuEST has t = 1
   }
+  return k;
+}
+
+__global__ void constants_kernel(const unsigned* amax_bits, ConstantsArgs a, Constants* out, float* tensor_scale) {
+  const Constants k = tensor_constants(__uint_as_float(*amax_bits), a);
   *out = k;
   *tensor_scale = k.t;
 }
@@ -565,7 +573,7 @@ __nv_bfloat16* allocate_dequantized(DeviceQuantized& q) {
 }
 
 // q's codes, scales and tensor scale and a pass's 64-byte scratch ([0]: amax bits, [4]: max
-// corrected, [16..]: constants) as one allocation: the stream-ordered allocator costs the host
+// corrected) as one allocation: the stream-ordered allocator costs the host
 // a few microseconds per call, and at small shapes a quantization was mostly that.
 std::shared_ptr<void> allocate_codes_scales_and_scratch(DeviceQuantized& q) {
   const auto aligned = [](std::size_t bytes) { return (bytes + 255) / 256 * 256; };
@@ -579,8 +587,9 @@ std::shared_ptr<void> allocate_codes_scales_and_scratch(DeviceQuantized& q) {
 }
 
 // Fills q (shape set, NVFP4) with the fused kernels: `launch(amax_pass, args)` starts one pass.
-// MS-EDEN g16 needs one heavy pass and the small scale pass; the others an amax pass, the
-// one-thread constants step and the quantizing pass. Nothing synchronises the host.
+// MS-EDEN g16 needs one heavy pass and the small scale pass; the others an amax pass and the
+// quantizing pass, which derives the tensor constants from the amax itself (tensor_constants)
+// and stores t. Nothing synchronises the host.
 template <class Launch>
 void run_fused(DeviceQuantized& q, const QuantizerSpec& spec, const Rotation& rotation, const RandomContext& random,
                bool check_finite, unsigned long long sequence, bool emit_dequantized, cudaStream_t stream, Launch launch) {
@@ -588,7 +597,6 @@ void run_fused(DeviceQuantized& q, const QuantizerSpec& spec, const Rotation& ro
   const std::shared_ptr<void> scratch = allocate_codes_scales_and_scratch(q);
   auto* amax_bits = reinterpret_cast<unsigned*>(ptr<char>(scratch));
   auto* max_corrected = reinterpret_cast<unsigned*>(ptr<char>(scratch) + 4);
-  auto* constants = reinterpret_cast<Constants*>(ptr<char>(scratch) + 16);
   QUARTET_CUDA_CHECK(cudaMemsetAsync(scratch.get(), 0, 16, stream));
   FusedArgs a;
   a.kind = spec.kind;
@@ -614,10 +622,10 @@ void run_fused(DeviceQuantized& q, const QuantizerSpec& spec, const Rotation& ro
       a.trust_mask = ptr<std::uint8_t>(q.trust_mask);
     }
     if (emit_dequantized) a.dequantized = allocate_dequantized(q);
-    constants_kernel<<<1, 1, 0, stream>>>(amax_bits, ca, constants, ptr<float>(q.tensor_scale));
-    QUARTET_CUDA_LAUNCHED();
     a.amax_bits = nullptr;
-    a.constants = constants;
+    a.tensor_amax = amax_bits;  // zero: the MXFP4 constants do not depend on it
+    a.constants_args = ca;
+    a.tensor_scale = ptr<float>(q.tensor_scale);
     launch(false, a);
     return;
   }
@@ -642,11 +650,11 @@ void run_fused(DeviceQuantized& q, const QuantizerSpec& spec, const Rotation& ro
     a.dequantized = allocate_dequantized(q);  // written by the quantizing pass
   }
   launch(true, a);
-  constants_kernel<<<1, 1, 0, stream>>>(amax_bits, ca, constants, ptr<float>(q.tensor_scale));
-  QUARTET_CUDA_LAUNCHED();
   a.check_finite = false;
   a.amax_bits = nullptr;
-  a.constants = constants;
+  a.tensor_amax = amax_bits;
+  a.constants_args = ca;
+  a.tensor_scale = ptr<float>(q.tensor_scale);
   launch(false, a);
 }
 
