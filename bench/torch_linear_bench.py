@@ -22,7 +22,7 @@ skipped, with a message, where transformers is not installed.
 Timing: CUDA events around each repetition, after warm-ups; the median (the upper one of an even
 count, as quartet bench takes) of at least 20 repetitions, continuing up to 50 until about 3 s
 are spent; --reps N takes exactly N. Each repetition is queued behind a GPU sleep that outlasts
-the host's issuing of it (twice the warm-ups' longest host time), so that the events time the
+the host's issuing of it (twice the last warm-up's host time), so that the events time the
 GPU's work as in a training loop, where the host runs ahead; without it the first launch's host
 latency (about 0.2 ms through Python against tens of microseconds in C++) lands inside the
 timed span. Gradients are dropped before each linear repetition,
@@ -372,7 +372,8 @@ def time_ms(fn, limits, setup=None):
     each repetition, untimed. Each repetition is queued behind a GPU sleep longer than the host
     takes to issue it, so that its kernels run back to back from the start event on. The host
     time to issue a repetition is kept beside: where it nears the GPU time, the Python side, not
-    the kernels, bounds the case."""
+    the kernels, bounds the case (and where fn blocks the host, e.g. on a full launch queue, the
+    sleep hides less of it)."""
     min_reps, max_reps, budget_s = limits
     warm_host_ms = []
     for _ in range(WARMUP):
@@ -381,7 +382,8 @@ def time_ms(fn, limits, setup=None):
         issued = time.perf_counter()
         fn()
         warm_host_ms.append((time.perf_counter() - issued) * 1e3)
-    sleep_cycles = int(min(max(2 * max(warm_host_ms), 0.5), _MAX_SLEEP_MS) * _SLEEP_CYCLES_PER_MS)
+    # The last warm-up: the first ones also create handles and grow the allocator.
+    sleep_cycles = int(min(max(2 * warm_host_ms[-1], 0.5), _MAX_SLEEP_MS) * _SLEEP_CYCLES_PER_MS)
     torch.cuda.synchronize()
     start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     times, host_times, spent_s = [], [], 0.0

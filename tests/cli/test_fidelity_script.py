@@ -325,18 +325,34 @@ class GpuSessionScript(CampaignFixture):
         self.assertTrue(os.path.exists(os.path.join(out, "fidelity-30m.tar.gz")))
 
     def test_failing_cuda_tests_start_no_campaign_run(self):
-        with open(os.path.join(os.path.dirname(self.session), "cuda_tests"), "w") as f:
+        tests = os.path.join(os.path.dirname(self.session), "cuda_tests")
+        with open(tests) as f:
+            passing = f.read()
+        with open(tests, "w") as f:
             f.write("#!/bin/sh\necho \"[  FAILED  ] 1 test, listed below\"\nexit 1\n")
         p, out = self.session_call("tests", "600", "quartet2-s1")
         self.assertEqual(p.returncode, 1, p.stdout + p.stderr)
         self.assertIn("cuda_tests rc=1", p.stdout)
         self.assertIn("the campaign runs (quartet2-s1) are not started", p.stdout)
+        # The calls after it, which run no tests, refuse too; a test call without runs says so.
+        p, out = self.session_call("none", "600", "quartet2-s1")
+        self.assertEqual(p.returncode, 1, p.stdout + p.stderr)
+        self.assertIn("are not started", p.stdout)
+        p, out = self.session_call("tests", "600")
+        self.assertEqual(p.returncode, 1, p.stdout + p.stderr)
         self.assertEqual(self.recorded(), [])
         # Asked for explicitly, they start anyway.
         self.env["QUARTET_CAMPAIGN_DESPITE_FAILED_TESTS"] = "1"
-        p, out = self.session_call("tests", "600", "quartet2-s1")
+        p, out = self.session_call("none", "600", "quartet2-s1")
         self.assertEqual(p.returncode, 0, p.stderr)
-        self.assertEqual(len(self.recorded()), 1)
+        self.assertEqual(len(self.recorded("train")), 1)
+        # A passing test run clears the mark.
+        del self.env["QUARTET_CAMPAIGN_DESPITE_FAILED_TESTS"]
+        with open(tests, "w") as f:
+            f.write(passing)
+        p, out = self.session_call("tests", "600", "quartet2-s1")
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertEqual(len(self.recorded("train")), 2)
 
     def test_concurrency_measures_one_run_then_two_at_once(self):
         p, out = self.session_call("concurrency", "600")

@@ -105,6 +105,23 @@ TEST(Layout, LeadingBlockKeepsTheCornersValues) {
   }
 }
 
+// What a block carries over besides the values: the rotation the values live in, and NVIDIA's
+// square-block flag.
+TEST(Layout, LeadingBlockKeepsRotationAndSquareBlocks) {
+  const std::int64_t rows = 64, cols = 128;
+  const std::vector<float> x = testing::gaussian_matrix(rows, cols, 6);
+  const QuantizedTensor rotated = quantize(ConstMatrixView(x.data(), rows, cols), QuantizerSpec::defaults(QuantizerKind::rtn),
+                                           Rotation::hadamard(16), RandomContext{1, 2, 3});
+  ASSERT_EQ(rotated.rotation_size, 16);
+  EXPECT_EQ(leading_block(rotated, 16, 32).rotation_size, 16);
+  const QuantizedTensor square = quantize(ConstMatrixView(x.data(), rows, cols),
+                                          QuantizerSpec::defaults(QuantizerKind::square16), Rotation::none(), {});
+  ASSERT_TRUE(square.square_blocks);
+  const QuantizedTensor block = leading_block(square, 32, 64);
+  EXPECT_TRUE(block.square_blocks);
+  EXPECT_EQ(dequantize(transpose_square_blocks(block)).size(), 32u * 64u);
+}
+
 TEST(Layout, AccessorsAgreeWithTheBuffers) {
   QuantizedTensor t = QuantizedTensor::zeros(ElementFormat::nvfp4, 2, 20);  // padded to 32
   EXPECT_EQ(t.padded_cols(), 32);

@@ -34,7 +34,7 @@ VectorComparison compare_vectors(const std::vector<double>& a, const std::vector
 // at most a token limit of them (0: all): at GPU scale whole tensors cost minutes of host time
 // per measured step, and a thousand tokens estimate the same ratios of norms. The weights and the
 // weight gradient are measured whole. A limit is a multiple of 128, so that an operand quantized
-// transposed (tokens along its rows) keeps whole scale groups and rotation blocks.
+// transposed (tokens along its columns) keeps whole scale groups and rotation blocks.
 inline constexpr std::int64_t kDiagnosticsTokenMultiple = 128;
 // Throws Error naming the limit unless it is 0 or a positive multiple of 128.
 void check_token_limit(std::int64_t limit);
