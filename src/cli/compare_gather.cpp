@@ -25,7 +25,6 @@ const std::set<std::string> kVaryingKeys = {"recipe",       "recipe_options", "s
 
 std::string value_text(const nlohmann::json& j) { return j.is_null() ? "(unset)" : j.dump(); }
 
-
 double mean_of(const std::vector<double>& v) {
   double s = 0;
   for (double x : v) s += x;

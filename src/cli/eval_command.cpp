@@ -33,7 +33,6 @@ struct EvalOptions {
   bool json = false;
 };
 
-
 }  // namespace
 
 Command add_eval_command(CLI::App& parent) {

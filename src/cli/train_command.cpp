@@ -186,10 +186,8 @@ Command add_train_command(CLI::App& parent) {
           "--gpus and --processes start their own ranks, but RANK/WORLD_SIZE/LOCAL_RANK are set (torchrun, Slurm): "
           "under an external launcher leave them out, every process is one rank (docs/multi-gpu.md)");
     }
-    if (o->diagnostics_tokens % kDiagnosticsTokenMultiple != 0) {
-      throw Error(fmt::format("--diagnostics-tokens must be 0 (whole tensors) or a multiple of {}, got {}",
-                              kDiagnosticsTokenMultiple, o->diagnostics_tokens));
-    }
+    // Here as well as in the trainer: a usage error (exit 2), found before anything runs.
+    check_token_limit(o->diagnostics_tokens, "--diagnostics-tokens");
     if (o->resume.empty()) {
       o->resolved = o->train.resolve();
       // Without --out nothing is saved, so these would silently do nothing.

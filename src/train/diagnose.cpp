@@ -20,7 +20,6 @@ namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
-
 nlohmann::ordered_json numbers_or_null(const std::vector<double>& values) {
   nlohmann::ordered_json a = nlohmann::ordered_json::array();
   for (double v : values) a.push_back(number_or_null<nlohmann::ordered_json>(v));

@@ -56,10 +56,10 @@ VectorComparison compare_vectors(const std::vector<double>& a, const std::vector
   return c;
 }
 
-void check_token_limit(std::int64_t limit) {
+void check_token_limit(std::int64_t limit, std::string_view what) {
   if (limit < 0 || limit % kDiagnosticsTokenMultiple != 0) {
-    throw Error(fmt::format("diagnostics: a token (row) limit must be 0 (whole tensors) or a multiple of {}, got {}",
-                            kDiagnosticsTokenMultiple, limit));
+    throw Error(fmt::format("{} must be 0 (whole tensors) or a multiple of {}, got {}", what, kDiagnosticsTokenMultiple,
+                            limit));
   }
 }
 

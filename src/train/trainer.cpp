@@ -172,10 +172,7 @@ TrainResult run(TrainConfig c, const std::filesystem::path& checkpoint, const nl
   if (control.diagnostics_every > 0 && c.out_dir.empty()) {
     throw Error("--diagnostics needs --out: the measurements are written to OUT/metrics.jsonl");
   }
-  if (control.diagnostics_tokens < 0 || control.diagnostics_tokens % kDiagnosticsTokenMultiple != 0) {
-    throw Error(fmt::format("--diagnostics-tokens must be 0 (whole tensors) or a multiple of {}, got {}",
-                            kDiagnosticsTokenMultiple, control.diagnostics_tokens));
-  }
+  check_token_limit(control.diagnostics_tokens, "--diagnostics-tokens");
   // Resolved before the ranks compare their settings: a run folder's latest checkpoint may move.
   if (checkpoint.empty() && !c.init_from.empty()) c.init_from = resolve_initial_checkpoint(c.init_from, c.out_dir).string();
   // Before any connection: every rank finds the same error in its settings.

@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -36,8 +37,9 @@ VectorComparison compare_vectors(const std::vector<double>& a, const std::vector
 // weight gradient are measured whole. A limit is a multiple of 128, so that an operand quantized
 // transposed (tokens along its columns) keeps whole scale groups and rotation blocks.
 inline constexpr std::int64_t kDiagnosticsTokenMultiple = 128;
-// Throws Error naming the limit unless it is 0 or a positive multiple of 128.
-void check_token_limit(std::int64_t limit);
+// Throws Error unless the limit is 0 or a positive multiple of 128: "<what> must be 0 (whole
+// tensors) or a multiple of 128, got <limit>".
+void check_token_limit(std::int64_t limit, std::string_view what = "diagnostics: a token (row) limit");
 
 // ||Q - X|| / ||X|| of one operand, over the first min(rows, row_limit) rows of X (all for 0;
 // the limit as a token limit above): Q dequantized and rotated back along its reduction dimension
