@@ -2,8 +2,7 @@
 # On the GPU machine, from a .gpu/ bundle: the full benchmark suite into $OUT/bench.json, then
 # a short table of the headline figures.
 cd "$(dirname "$0")"
-for f in lib/libopenblas.so.0 quartet cuda_tests; do [ -f "$f.gz" ] && gunzip -f "$f.gz" && chmod +x "$f"; done
-export LD_LIBRARY_PATH=$PWD/lib:${LD_LIBRARY_PATH:-}
+. ./gpu-unpack.sh
 OUT=${OUT:-.}
 ./quartet bench --json "$OUT/bench.json" ${QUARTET_BENCH_ARGS:-} > "$OUT/bench.log" 2>&1 || { tail -20 "$OUT/bench.log"; exit 1; }
 python3 - "$OUT/bench.json" <<'PY'

@@ -22,9 +22,14 @@ for lib in $(ldd build/release/tests/cuda_tests build/release/quartet | awk '/=>
     libopenblas*|libgfortran*|libquadmath*|libfmt*|libpcre2*|libcrypto*) cp -L "$lib" .gpu/lib/ ;;
   esac
 done
+# CUPTI, for `quartet bench --trace-dir` (opened at run time; the GPU machine's toolkit may not be
+# on its library path).
+cupti=$(find /usr/local/cuda/ -name 'libcupti.so.13' 2>/dev/null | head -1)
+if [ -n "$cupti" ]; then cp -L "$cupti" .gpu/lib/; else echo "gpu-bundle: no libcupti.so.13 here; the bundle cannot trace" >&2; fi
 strip .gpu/quartet .gpu/cuda_tests
 # Compressed to fit the transfer to the GPU machine; gpu-run-tests.sh and gpu-bench.sh unpack.
 gzip -9 .gpu/lib/libopenblas.so.0 .gpu/quartet .gpu/cuda_tests
-cp scripts/gpu-session.sh scripts/gpu-bench.sh scripts/gpu-profile.sh scripts/gpu-timeline.sh scripts/gpu-sass.sh scripts/gpu-kernels.sh \
+[ ! -f .gpu/lib/libcupti.so.13 ] || gzip -9 .gpu/lib/libcupti.so.13
+cp scripts/gpu-unpack.sh scripts/gpu-session.sh scripts/gpu-bench.sh scripts/gpu-profile.sh scripts/gpu-timeline.sh scripts/gpu-sass.sh scripts/gpu-kernels.sh \
   scripts/gpu-train-report.sh scripts/build-code-corpus.sh scripts/gpu-concurrency.sh bench/pytorch_reference.py .gpu/
 du -sh .gpu

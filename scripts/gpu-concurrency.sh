@@ -12,9 +12,7 @@
 #   bash .gpu/gpu-concurrency.sh [RECIPE] [N] [STEPS]
 set -uo pipefail
 cd "$(dirname "$0")"
-for f in lib/libopenblas.so.0 quartet; do [ -f "$f.gz" ] && gunzip -f "$f.gz"; done
-chmod +x quartet
-export LD_LIBRARY_PATH=$PWD/lib:${LD_LIBRARY_PATH:-}
+. ./gpu-unpack.sh
 recipe=${1:-quartet2}
 n=${2:-2}
 steps=${3:-60}

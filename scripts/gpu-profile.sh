@@ -6,8 +6,7 @@
 # The raw reports go, one after the other, to the single file $OUT/ncu.txt (only so many files
 # come back from the machine).
 cd "$(dirname "$0")"
-for f in lib/libopenblas.so.0 quartet cuda_tests; do [ -f "$f.gz" ] && gunzip -f "$f.gz" && chmod +x "$f"; done
-export LD_LIBRARY_PATH=$PWD/lib:${LD_LIBRARY_PATH:-}
+. ./gpu-unpack.sh
 OUT=${OUT:-.}
 NCU=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
 source ./gpu-kernels.sh

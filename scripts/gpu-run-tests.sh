@@ -3,8 +3,7 @@
 # "sanitize" a compute-sanitizer memcheck pass over the kernels; with "bench" the full
 # `quartet bench` (bench.json). Logs and results go to $OUT.
 cd "$(dirname "$0")"
-for f in lib/libopenblas.so.0 quartet cuda_tests; do [ -f "$f.gz" ] && gunzip -f "$f.gz" && chmod +x "$f"; done
-export LD_LIBRARY_PATH=$PWD/lib:${LD_LIBRARY_PATH:-}
+. ./gpu-unpack.sh
 export QUARTET_BINARY=$PWD/quartet  # the training test runs the command as a user would
 OUT=${OUT:-.}
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv,noheader

@@ -5,7 +5,9 @@
 #   bash .gpu/gpu-session.sh MODE SECONDS [NAME...]
 # MODE: a '+'-joined set of tests (cuda_tests, to $OUT/cuda-tests.log), bench (`quartet bench
 # --only train` at 124m and 1b for quartet2 and bf16) or fullbench (every recipe beside the
-# PyTorch reference), concurrency (gpu-concurrency.sh: two quartet2 runs of the campaign's shape
+# PyTorch reference), trace (`quartet bench --only train --models 124m --recipes quartet2
+# --trace-dir`: the device's busy and idle time per step, and each kernel's share, recorded with
+# CUPTI; the Chrome traces to $OUT/traces), concurrency (gpu-concurrency.sh: two quartet2 runs of the campaign's shape
 # on one GPU, about two minutes), or none. SECONDS: the whole command's budget; the campaign runs NAMEs
 # (started or resumed) in what is left of it, one lane per GPU, with diagnostics every 250 steps
 # and `quartet diagnose` on quartet2-s1 once it has finished (QUARTET_DIAGNOSTICS and
@@ -20,9 +22,7 @@ budget=$2
 shift 2
 [[ "$budget" =~ ^[0-9]+$ ]] || { echo "gpu-session: SECONDS must be a whole number, got $budget" >&2; exit 2; }
 cd "$(dirname "$0")"
-for f in lib/libopenblas.so.0 quartet cuda_tests; do [ -f "$f.gz" ] && gunzip -f "$f.gz"; done
-chmod +x quartet cuda_tests
-export LD_LIBRARY_PATH=$PWD/lib:${LD_LIBRARY_PATH:-}
+. ./gpu-unpack.sh
 OUT=${OUT:-.}
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader
 # A failed test run leaves this mark beside the bundle, so that the calls after it (mode none)
@@ -46,6 +46,25 @@ if [[ "$mode" == *bench* ]]; then
   ./quartet bench --only train "${bench[@]}" --json "$OUT/train-bench.json" > "$OUT/train-bench.log" 2>&1
   echo "train bench rc=$? in $(( $(date +%s) - t0 )) s"
   grep '"case":"train/' "$OUT/train-bench.log" | cut -c1-200
+fi
+if [[ "$mode" == *trace* ]]; then
+  t0=$(date +%s)
+  ./quartet bench --only train --models 124m --recipes quartet2 --trace-dir "$OUT/traces" \
+    --json "$OUT/train-trace.json" > "$OUT/train-trace.log" 2>&1
+  echo "traced train bench rc=$? in $(( $(date +%s) - t0 )) s"
+  gzip -9f "$OUT"/traces/*.trace.json 2>/dev/null
+  python3 - "$OUT/train-trace.json" <<'PY' || tail -5 "$OUT/train-trace.log"
+import json, sys
+for r in json.load(open(sys.argv[1]))["results"]:
+    t = r.get("device_timeline")
+    if not t: continue
+    print(f"{r['case']}: {r['ms_per_step']:.2f} ms/step timed; traced span {t['span_ms_per_step']:.2f}, "
+          f"busy {t['busy_ms_per_step']:.2f}, idle in step {t['idle_in_step_ms_per_step']:.2f}, between "
+          f"{t['idle_between_steps_ms_per_step']:.2f}; {t['kernels_per_step']:.0f} kernels, "
+          f"{t['memsets_per_step']:.0f} memsets, {t['memcpys_per_step']:.0f} copies per step")
+    for e in t["by_idle_before"][:6]:
+        print(f"   idle {e['idle_before_ms_per_step']:.3f} ms before {e['calls_per_step']:.0f}x {e['name'][:90]}")
+PY
 fi
 if [[ "$mode" == *concurrency* ]]; then  # runs of the campaign's shape sharing one GPU
   t0=$(date +%s)

@@ -10,8 +10,7 @@
 # Nsight Systems traces the run where it is installed, otherwise Nsight Compute times every
 # launch. The SASS of the main kernels is scripts/gpu-sass.sh's job. Writes three files to $OUT.
 cd "$(dirname "$0")"
-for f in lib/libopenblas.so.0 quartet cuda_tests; do [ -f "$f.gz" ] && gunzip -f "$f.gz" && chmod +x "$f"; done
-export LD_LIBRARY_PATH=$PWD/lib:${LD_LIBRARY_PATH:-}
+. ./gpu-unpack.sh
 OUT=${OUT:-.}
 if [ "${1:-}" = train ]; then
   run=(./quartet bench --only train --quick --models "${2:-124m}" --recipes "${3:-quartet2}")

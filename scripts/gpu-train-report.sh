@@ -5,8 +5,7 @@
 # About six minutes on an H100. Files to $OUT: cuda_tests.log, ops.json, train-profile.json,
 # train.json (and their .log).
 cd "$(dirname "$0")"
-for f in lib/libopenblas.so.0 quartet cuda_tests; do [ -f "$f.gz" ] && gunzip -f "$f.gz" && chmod +x "$f"; done
-export LD_LIBRARY_PATH=$PWD/lib:${LD_LIBRARY_PATH:-}
+. ./gpu-unpack.sh
 export QUARTET_BINARY=$PWD/quartet
 OUT=${OUT:-.}
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm --format=csv,noheader

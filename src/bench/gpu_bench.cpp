@@ -296,6 +296,7 @@ nlohmann::json run_gpu_benchmarks(const GpuBenchOptions& o, const std::function<
     t.recipes = o.recipes;
     t.quick = o.quick;
     t.pytorch_script = o.pytorch_script;
+    t.trace_dir = o.trace_dir;
     run_train_benchmarks(t, note);
   }
   return rows;

@@ -23,6 +23,9 @@ struct GpuBenchOptions {
   // none).
   std::vector<std::string> train_models = {"124m", "1b"};
   std::string pytorch_script;
+  // Not empty: each of our training cases also records a few more steps' GPU activity and writes
+  // its timeline here (train_bench.h).
+  std::string trace_dir;
   // The "ops" section: only the operations whose name contains one of these (empty: all).
   std::vector<std::string> ops;
   // Shape sets of the linear-layer cases (performance.md): "800M", "7B".

@@ -5,11 +5,13 @@
 // memory.
 #include "bench/train_bench.h"
 #include "bench/train_dp.h"
+#include "bench/device_timeline.h"
 
 #include <cuda_runtime_api.h>
 #include <fmt/format.h>
 
 #include <chrono>
+#include <filesystem>
 #include <optional>
 #include <random>
 
@@ -21,6 +23,7 @@
 #include "quartet/train/optimizer.h"
 #include "quartet/train/sharded_optimizer.h"
 #include "quartet/train/train_step.h"
+#include "quartet/util/files.h"
 #include "quartet/util/process.h"
 
 namespace quartet {
@@ -80,6 +83,7 @@ struct Measured {
   double host_ms_per_step = 0;
   nlohmann::json op_ms;         // device ms per step and operation (QUARTET_PROFILE_OPS=1 only)
   nlohmann::json op_host_ms;    // host ms per step and operation, the same way
+  nlohmann::json timeline;      // device_timeline.h's summary of the traced steps (trace_dir only)
 };
 
 // The preset at the shape's sequence length, checked to fit the recipe.
@@ -91,7 +95,7 @@ LlamaConfig bench_model_config(const std::string& model_name, const Recipe& reci
 }
 
 Measured measure_recipe(const std::string& model_name, const std::string& recipe_name, const TrainBenchShape& shape,
-                        int warmup, int steps) {
+                        int warmup, int steps, const std::string& trace_dir) {
   auto backend = make_cuda_backend();
   const Recipe recipe = make_recipe(recipe_name);
   const LlamaConfig config = bench_model_config(model_name, recipe, shape);
@@ -138,6 +142,22 @@ Measured measure_recipe(const std::string& model_name, const std::string& recipe
     m.op_host_ms[t.op] = t.host_ms / steps;
   }
   m.peak_gib = peak_memory_gib();
+  if (!trace_dir.empty()) {
+    const int first = warmup + steps;
+    cuda_activity_start();
+    launch(first);
+    for (int i = first + 1; i < first + kTraceSteps; ++i) {
+      launch(i);
+      finish();
+    }
+    finish();
+    const std::vector<DeviceActivity> activities = cuda_activity_stop();
+    m.timeline = timeline_summary_json(summarize_timeline(activities, "adamw_kernel"), 25);
+    const std::filesystem::path file =
+        std::filesystem::path(trace_dir) / fmt::format("{}-{}.trace.json", recipe_name, model_name);
+    write_file_atomic(file, chrome_trace(activities).dump() + "\n");
+    m.timeline["trace_file"] = file.string();
+  }
   return m;
 }
 
@@ -256,7 +276,7 @@ nlohmann::json run_train_benchmarks(const TrainBenchOptions& o, const std::funct
       emit(row);
     }
     for (const std::string& recipe : o.recipes) {
-      const Measured m = measure_recipe(model, recipe, shape, warmup, steps);
+      const Measured m = measure_recipe(model, recipe, shape, warmup, steps, o.trace_dir);
       nlohmann::json row = {{"case", fmt::format("train/{}/{}", recipe, model)},
                             {"tokens_per_s", m.tokens_per_s},
                             {"ms_per_step", m.ms_per_step},
@@ -269,6 +289,7 @@ nlohmann::json run_train_benchmarks(const TrainBenchOptions& o, const std::funct
                             {"parameters", config.total_parameters()},
                             {"last_loss", m.last_loss},
                             {"host_ms_per_step", m.host_ms_per_step}};
+      if (!m.timeline.empty()) row["device_timeline"] = m.timeline;
       if (!m.op_ms.empty()) {
         row["device_ms_per_step_by_op"] = m.op_ms;
         row["host_ms_per_step_by_op"] = m.op_host_ms;

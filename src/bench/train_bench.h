@@ -19,7 +19,14 @@ struct TrainBenchOptions {
   bool quick = false;            // a few steps of each: a smoke test, not a measurement
   std::string pytorch_script;    // bench/pytorch_reference.py; empty: no PyTorch rows
   std::string python = "python3";
+  // Not empty: after its timed steps, each of our cases runs kTraceSteps more the same way while
+  // the GPU's activity is recorded (quartet/backend/cuda.h: CUPTI), writes the Chrome trace
+  // <trace_dir>/<recipe>-<model>.trace.json and adds the timeline's summary to its row as
+  // "device_timeline" (bench/device_timeline.h): busy and idle device time per step, and the
+  // kernels by time and by the idle time before them. The timed figures are not traced.
+  std::string trace_dir;
 };
+constexpr int kTraceSteps = 5;
 
 // The batch and sequence each model is measured at: 124m 8 x 1024, 1b 8 x 2048.
 struct TrainBenchShape {
@@ -31,7 +38,8 @@ TrainBenchShape train_bench_shape(const std::string& model);
 double training_flops_per_token(std::int64_t parameters, std::int64_t layers, std::int64_t d_model, std::int64_t seq);
 
 // Rows {"case": "train/<recipe>/<model>" or "train/pytorch/<model>", "tokens_per_s", "ms_per_step",
-// "mfu", "peak_gib", "flops_per_token", "peak_tflops", ratios}. Throws Error without a GPU.
+// "mfu", "peak_gib", "flops_per_token", "peak_tflops", ratios, and with a trace_dir
+// "device_timeline"}. Throws Error without a GPU.
 nlohmann::json run_train_benchmarks(const TrainBenchOptions& options, const std::function<void(const nlohmann::json&)>& note);
 
 }  // namespace quartet

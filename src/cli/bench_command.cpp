@@ -127,6 +127,10 @@ Command add_bench_command(CLI::App& parent) {
   app->add_option("--gpus", o->gpus,
                   "with --only train: also run the training cases data-parallel on N GPUs of this node and report "
                   "tokens/s per GPU, scaling efficiency against one GPU and optimizer memory per rank");
+  app->add_option("--trace-dir", o->bench.trace_dir,
+                  "with --only train: record the GPU's activity over a few more steps of each of our training cases "
+                  "(CUPTI); write each timeline as a Chrome trace into this folder and its busy and idle time per step "
+                  "into the case's row");
   app->add_option("--sets", o->sets, "comma-separated shape sets for the linear-layer cases: 800M, 7B (default: both)");
 
   Command command;
@@ -180,6 +184,15 @@ Command add_bench_command(CLI::App& parent) {
     }
     if (!o->bench.pytorch_script.empty() && !o->bench.wants("train")) {
       throw Error("--pytorch runs beside the training cases, which --only leaves out (add --only train)");
+    }
+    if (!o->bench.trace_dir.empty()) {
+      if (!o->bench.wants("train")) throw Error("--trace-dir traces the training cases, which --only leaves out (add --only train)");
+      std::error_code ec;
+      std::filesystem::create_directories(o->bench.trace_dir, ec);
+      if (ec || !std::filesystem::is_directory(o->bench.trace_dir)) {
+        throw Error(fmt::format("--trace-dir: cannot make the folder {}{}", o->bench.trace_dir,
+                                ec ? " (" + ec.message() + ")" : " (a file of that name is in the way)"));
+      }
     }
     if (o->gpus != 0) check_data_parallel_bench(o->gpus, o->bench.only, o->bench.pytorch_script);
     if (const char* rows_file = std::getenv(kBenchRankRows); rows_file != nullptr && o->gpus > 0) {

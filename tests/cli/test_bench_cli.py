@@ -3,6 +3,7 @@ binary). The measurements themselves need a GPU and run on the GPU machine
 (scripts/gpu-run-tests.sh bench); without one the command must say so and fail."""
 import os
 import subprocess
+import tempfile
 import unittest
 
 QUARTET = os.environ["QUARTET"]
@@ -51,6 +52,20 @@ class BenchCommand(unittest.TestCase):
         p = run("bench", "--only", "train", "--gpus", "2", "--pytorch", "bench/pytorch_reference.py")
         self.assertNotEqual(p.returncode, 0)
         self.assertIn("run it without --gpus", p.stderr)
+
+    def test_trace_dir_needs_the_training_section_and_a_folder(self):
+        p = run("bench", "--only", "ops", "--trace-dir", "/tmp")
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("--trace-dir traces the training cases", p.stderr)
+        with tempfile.TemporaryDirectory() as d:
+            blocker = os.path.join(d, "file")
+            with open(blocker, "w") as f:
+                f.write("kept")
+            p = run("bench", "--only", "train", "--trace-dir", blocker)
+            self.assertNotEqual(p.returncode, 0)
+            self.assertIn("--trace-dir: cannot make the folder", p.stderr)
+            with open(blocker) as f:
+                self.assertEqual(f.read(), "kept")  # nothing written over it
 
     def test_without_a_gpu_it_fails_and_says_why(self):
         if os.path.exists("/dev/nvidia0"):

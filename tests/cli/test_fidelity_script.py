@@ -298,6 +298,7 @@ class GpuSessionScript(CampaignFixture):
         scripts = os.path.dirname(SCRIPT)
         shutil.copy(os.path.join(scripts, "fidelity-30m.sh"), os.path.join(root, "scripts"))
         shutil.copy(os.path.join(scripts, "gpu-concurrency.sh"), os.path.join(root, ".gpu"))
+        shutil.copy(os.path.join(scripts, "gpu-unpack.sh"), os.path.join(root, ".gpu"))
         self.session = os.path.join(root, ".gpu", "gpu-session.sh")
         shutil.copy(os.path.join(scripts, "gpu-session.sh"), self.session)
         shutil.copy(self.quartet, os.path.join(root, ".gpu", "quartet"))

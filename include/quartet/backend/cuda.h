@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "quartet/backend/backend.h"
+#include "quartet/backend/device_activity.h"
 
 namespace quartet {
 
@@ -48,5 +49,14 @@ struct CudaOpTime {
   std::int64_t calls = 0;
 };
 std::vector<CudaOpTime> cuda_op_profile(bool reset = true);
+
+// Every kernel, memset and copy the GPU runs between cuda_activity_start() and
+// cuda_activity_stop(), timed by the device as the run goes (CUPTI's activity records: the
+// run's own clocks and overlap, unlike a profiler that replays each kernel alone), in the order
+// they started. CUPTI is loaded when first needed, from QUARTET_CUPTI, the library path or the
+// CUDA toolkit; Error says where it looked when it is not there. One recording at a time;
+// cuda_activity_stop() waits for the device.
+void cuda_activity_start();
+std::vector<DeviceActivity> cuda_activity_stop();
 
 }  // namespace quartet

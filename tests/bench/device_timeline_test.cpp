@@ -1,0 +1,121 @@
+// The arithmetic of a recorded GPU timeline (bench/device_timeline.h) on a hand-made timeline
+// whose busy and idle times are worked out below, and its errors.
+#include <gtest/gtest.h>
+
+#include "bench/device_timeline.h"
+#include "quartet/error.h"
+
+namespace quartet {
+namespace {
+
+constexpr std::uint64_t kMs = 1'000'000;  // the activities' times are in nanoseconds
+
+DeviceActivity kernel(const std::string& name, std::uint64_t start_ms, std::uint64_t end_ms, std::uint32_t stream = 1) {
+  return {DeviceActivityKind::kernel, name, start_ms * kMs, end_ms * kMs, stream, 0};
+}
+
+// Step 1 (0-50 ms): a [0,10], idle 5, memset [15,17], b [17,27] beside c [20,30] on another
+// stream, idle 10, adamw [40,50]: busy 10 + 2 + 13 + 10 = 35, idle 15.
+// Between the steps: 5. Step 2 (55-70): a [55,60], idle 2, adamw [62,70]: busy 13, idle 2.
+// A copy after the last step's adamw belongs to no step.
+std::vector<DeviceActivity> two_steps() {
+  return {kernel("void q::a<1>(float*)", 0, 10),
+          {DeviceActivityKind::memset, "memset", 15 * kMs, 17 * kMs, 1, 16},
+          kernel("void q::b(int)", 17, 27),
+          kernel("q::c()", 20, 30, 2),
+          kernel("void q::adamw_kernel(float*, int)", 40, 50),
+          kernel("void q::a<1>(float*)", 55, 60),
+          kernel("void q::adamw_kernel(float*, int)", 62, 70),
+          {DeviceActivityKind::memcpy, "memcpy device-to-host", 75 * kMs, 80 * kMs, 1, 32}};
+}
+
+TEST(DeviceTimeline, StepsSpanBusyAndIdle) {
+  const TimelineSummary s = summarize_timeline(two_steps(), "adamw_kernel");
+  ASSERT_EQ(s.steps.size(), 2u);
+  EXPECT_EQ(s.steps[0].start_ns, 0u);
+  EXPECT_EQ(s.steps[0].end_ns, 50 * kMs);
+  EXPECT_EQ(s.steps[0].busy_ns, 35 * kMs);
+  EXPECT_EQ(s.steps[0].kernels, 4);
+  EXPECT_EQ(s.steps[0].memsets, 1);
+  EXPECT_EQ(s.steps[0].memcpys, 0);
+  EXPECT_EQ(s.steps[1].start_ns, 55 * kMs);
+  EXPECT_EQ(s.steps[1].end_ns, 70 * kMs);
+  EXPECT_EQ(s.steps[1].busy_ns, 13 * kMs);
+  EXPECT_EQ(s.between_steps_idle_ns, 5 * kMs);
+}
+
+TEST(DeviceTimeline, EntriesCountCallsTimeAndTheIdleBeforeThem) {
+  const TimelineSummary s = summarize_timeline(two_steps(), "adamw_kernel");
+  ASSERT_EQ(s.entries.size(), 5u);  // a, memset, b, c, adamw; the trailing copy is in no step
+  EXPECT_EQ(s.entries[0].name, "q::adamw_kernel");
+  EXPECT_EQ(s.entries[0].calls, 2);
+  EXPECT_EQ(s.entries[0].busy_ns, 18 * kMs);
+  EXPECT_EQ(s.entries[0].idle_before_ns, 12 * kMs);  // 10 in step 1, 2 in step 2
+  EXPECT_EQ(s.entries[1].name, "q::a<1>");
+  EXPECT_EQ(s.entries[1].busy_ns, 15 * kMs);
+  EXPECT_EQ(s.entries[1].idle_before_ns, 0u);  // each starts its step
+  EXPECT_EQ(s.entries[2].name, "q::b");
+  EXPECT_EQ(s.entries[3].name, "q::c");
+  EXPECT_EQ(s.entries[3].idle_before_ns, 0u);  // it starts while b runs
+  EXPECT_EQ(s.entries[4].name, "memset");
+  EXPECT_EQ(s.entries[4].kind, DeviceActivityKind::memset);
+  EXPECT_EQ(s.entries[4].idle_before_ns, 5 * kMs);
+}
+
+TEST(DeviceTimeline, JsonGivesMillisecondsPerStep) {
+  const nlohmann::json j = timeline_summary_json(summarize_timeline(two_steps(), "adamw_kernel"), 2);
+  EXPECT_EQ(j.at("steps"), 2);
+  EXPECT_DOUBLE_EQ(j.at("span_ms_per_step").get<double>(), 32.5);  // (50 + 15) / 2
+  EXPECT_DOUBLE_EQ(j.at("busy_ms_per_step").get<double>(), 24.0);  // (35 + 13) / 2
+  EXPECT_DOUBLE_EQ(j.at("idle_in_step_ms_per_step").get<double>(), 8.5);
+  EXPECT_DOUBLE_EQ(j.at("idle_between_steps_ms_per_step").get<double>(), 5.0);
+  EXPECT_DOUBLE_EQ(j.at("kernels_per_step").get<double>(), 3.0);
+  EXPECT_DOUBLE_EQ(j.at("memsets_per_step").get<double>(), 0.5);
+  ASSERT_EQ(j.at("by_busy_time").size(), 2u);  // the top 2
+  EXPECT_EQ(j.at("by_busy_time")[1].at("name"), "q::a<1>");
+  EXPECT_DOUBLE_EQ(j.at("by_busy_time")[0].at("ms_per_step").get<double>(), 9.0);
+  ASSERT_EQ(j.at("by_idle_before").size(), 2u);
+  EXPECT_EQ(j.at("by_idle_before")[0].at("name"), "q::adamw_kernel");
+  EXPECT_DOUBLE_EQ(j.at("by_idle_before")[0].at("idle_before_ms_per_step").get<double>(), 6.0);
+  EXPECT_EQ(j.at("by_idle_before")[1].at("kind"), "memset");
+}
+
+TEST(DeviceTimeline, ChromeTraceHasOneCompleteEventPerActivity) {
+  const nlohmann::json t = chrome_trace(two_steps());
+  const nlohmann::json& events = t.at("traceEvents");
+  ASSERT_EQ(events.size(), 8u);
+  EXPECT_EQ(events[3].at("name"), "q::c");
+  EXPECT_EQ(events[3].at("ph"), "X");
+  EXPECT_EQ(events[3].at("tid"), 2);
+  EXPECT_DOUBLE_EQ(events[3].at("ts").get<double>(), 20000.0);  // microseconds from the first start
+  EXPECT_DOUBLE_EQ(events[3].at("dur").get<double>(), 10000.0);
+  EXPECT_EQ(events[7].at("name"), "memcpy device-to-host");
+  EXPECT_EQ(events[7].at("args").at("bytes"), 32);
+}
+
+TEST(DeviceTimeline, ShortKernelNames) {
+  EXPECT_EQ(short_kernel_name("void q::k<1, 2>(float*, int)"), "q::k<1, 2>");
+  EXPECT_EQ(short_kernel_name("void quartet::(anonymous namespace)::tile<0, quartet::(anonymous namespace)::T<0> >("
+                              "quartet::(anonymous namespace)::Args, int)"),
+            "quartet::(anonymous namespace)::tile<0, quartet::(anonymous namespace)::T<0> >");
+  EXPECT_EQ(short_kernel_name("nvjet_sm90_tst_320x128_64x3_1x2_h_bx_coopB_TNT"), "nvjet_sm90_tst_320x128_64x3_1x2_h_bx_coopB_TNT");
+}
+
+TEST(DeviceTimeline, RefusesWhatItCannotRead) {
+  EXPECT_THROW(summarize_timeline({}, "adamw_kernel"), Error);
+  try {
+    summarize_timeline(two_steps(), "sgd_kernel");
+    FAIL() << "no marker accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("sgd_kernel"), std::string::npos) << e.what();
+  }
+  std::vector<DeviceActivity> unordered = two_steps();
+  std::swap(unordered[1], unordered[2]);
+  EXPECT_THROW(summarize_timeline(unordered, "adamw_kernel"), Error);
+  std::vector<DeviceActivity> backwards = two_steps();
+  backwards[2].end_ns = backwards[2].start_ns - 1;
+  EXPECT_THROW(summarize_timeline(backwards, "adamw_kernel"), Error);
+}
+
+}  // namespace
+}  // namespace quartet

@@ -1,0 +1,65 @@
+// The GPU activity recorder (cuda_activity_start/stop, CUPTI) on known work: a fill before the
+// start is left out; a fill, and a 4/6 quantization (a 16-byte memset of its scratch and two
+// kernels) after it are there, in order, with the device's times. Skips without a GPU.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+
+#include "bench/device_timeline.h"
+#include "quartet/backend/cuda.h"
+#include "quartet/error.h"
+
+namespace quartet {
+namespace {
+
+TEST(ActivityRecorder, RecordsTheKernelsAndMemsetsQueuedWhileItRuns) {
+  if (!cuda_available()) GTEST_SKIP() << cuda_device_description();
+  auto gpu = make_cuda_backend();
+  Tensor x = gpu->empty({256, 512}, DType::bf16);
+  Tensor y = gpu->empty({1 << 20}, DType::f32);
+  gpu->fill(y, 1.0);  // before the recording: not in it
+  cuda_activity_start();
+  EXPECT_THROW(cuda_activity_start(), Error);  // one recording at a time
+  gpu->fill(x, 0.5);
+  const QTensor q = gpu->quantize(x, false, QuantizerSpec::defaults(QuantizerKind::four_over_six), Rotation::none(),
+                                  {1, 2, 3});
+  gpu->fill(y, 2.0);
+  const std::vector<DeviceActivity> got = cuda_activity_stop();
+  EXPECT_THROW(cuda_activity_stop(), Error);  // none running now
+
+  ASSERT_GE(got.size(), 5u);  // two fills, a memset, the amax and the quantizing pass
+  const auto fills = std::count_if(got.begin(), got.end(), [](const DeviceActivity& a) {
+    return a.kind == DeviceActivityKind::kernel && a.name.find("fill_kernel") != std::string::npos;
+  });
+  EXPECT_EQ(fills, 2);
+  EXPECT_TRUE(std::any_of(got.begin(), got.end(), [](const DeviceActivity& a) {
+    return a.kind == DeviceActivityKind::memset && a.bytes == 16;
+  }));
+  EXPECT_TRUE(std::any_of(got.begin(), got.end(), [](const DeviceActivity& a) {
+    return a.kind == DeviceActivityKind::kernel && a.name.find("fused_rowwise_kernel") != std::string::npos;
+  }));
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    EXPECT_LT(got[i].start_ns, got[i].end_ns) << got[i].name;
+    if (i > 0) {
+      EXPECT_LE(got[i - 1].start_ns, got[i].start_ns);
+    }
+  }
+  // On one stream the first fill ends before the quantization starts, which ends before the
+  // last fill.
+  EXPECT_NE(got.front().name.find("fill_kernel"), std::string::npos) << got.front().name;
+  EXPECT_NE(got.back().name.find("fill_kernel"), std::string::npos) << got.back().name;
+  const TimelineSummary s = summarize_timeline(got, "fill_kernel");
+  ASSERT_EQ(s.steps.size(), 2u);
+  EXPECT_GT(s.steps[1].kernels, 2);  // the quantization's passes and the second fill
+  EXPECT_LE(s.steps[1].busy_ns, s.steps[1].end_ns - s.steps[1].start_ns);
+
+  // A second recording starts empty.
+  cuda_activity_start();
+  gpu->fill(y, 3.0);
+  const std::vector<DeviceActivity> again = cuda_activity_stop();
+  ASSERT_EQ(again.size(), 1u);
+  EXPECT_NE(again[0].name.find("fill_kernel"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace quartet
