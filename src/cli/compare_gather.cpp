@@ -176,7 +176,7 @@ std::vector<RecipeSummary> summarize(const std::vector<GatheredRun>& runs) {
       losses.push_back(r->val_loss);
     }
     s.mean = mean_of(losses);
-    s.sd = sd_of(losses);
+    if (losses.size() >= 2) s.sd = sd_of(losses);
     std::vector<double> bf16_forward;
     for (const GatheredRun* r : by_label[label]) {
       if (r->bf16_forward_loss) bf16_forward.push_back(*r->bf16_forward_loss);
@@ -186,11 +186,13 @@ std::vector<RecipeSummary> summarize(const std::vector<GatheredRun>& runs) {
   }
   if (!out.empty() && out.front().label == "bf16") {
     const RecipeSummary& bf16 = out.front();
-    const double bf16_se = bf16.sd / std::sqrt(static_cast<double>(bf16.seeds.size()));
     for (RecipeSummary& s : out) {
-      const double se = s.sd / std::sqrt(static_cast<double>(s.seeds.size()));
       s.gap_pct = 100.0 * (s.mean - bf16.mean) / bf16.mean;
-      s.gap_se_pct = 100.0 * std::sqrt(se * se + bf16_se * bf16_se) / bf16.mean;
+      if (s.sd && bf16.sd) {
+        const double se = *s.sd / std::sqrt(static_cast<double>(s.seeds.size()));
+        const double bf16_se = *bf16.sd / std::sqrt(static_cast<double>(bf16.seeds.size()));
+        s.gap_se_pct = 100.0 * std::sqrt(se * se + bf16_se * bf16_se) / bf16.mean;
+      }
       if (s.bf16_forward_mean) s.bf16_forward_gap_pct = 100.0 * (*s.bf16_forward_mean - bf16.mean) / bf16.mean;
     }
   }
@@ -203,8 +205,8 @@ std::vector<GapDifference> gap_differences(const std::vector<RecipeSummary>& sum
   const RecipeSummary& bf16 = summary.front();
   // The standard error of a recipe's mean loss; none for one run.
   const auto se_of = [](const RecipeSummary& s) -> std::optional<double> {
-    if (s.seeds.size() < 2) return std::nullopt;
-    return s.sd / std::sqrt(static_cast<double>(s.seeds.size()));
+    if (!s.sd) return std::nullopt;
+    return *s.sd / std::sqrt(static_cast<double>(s.seeds.size()));
   };
   for (std::size_t i = 1; i < summary.size(); ++i) {
     for (std::size_t j = i + 1; j < summary.size(); ++j) {
@@ -245,10 +247,13 @@ nlohmann::json gathered_report(const std::vector<GatheredRun>& runs, const std::
     results.push_back(row);
   }
   for (const RecipeSummary& s : summary) {
-    nlohmann::json row = {{"recipe", s.label}, {"seeds", s.seeds}, {"val_loss_mean", s.mean}, {"val_loss_sd", s.sd}};
+    nlohmann::json row = {{"recipe", s.label},
+                          {"seeds", s.seeds},
+                          {"val_loss_mean", s.mean},
+                          {"val_loss_sd", s.sd ? nlohmann::json(*s.sd) : nlohmann::json()}};
     if (s.gap_pct) {
       row["gap_to_bf16"] = *s.gap_pct;
-      row["gap_to_bf16_se"] = *s.gap_se_pct;
+      row["gap_to_bf16_se"] = s.gap_se_pct ? nlohmann::json(*s.gap_se_pct) : nlohmann::json();
     }
     if (s.bf16_forward_mean) row["bf16_forward_val_loss_mean"] = number_or_null(*s.bf16_forward_mean);
     if (s.bf16_forward_gap_pct) row["bf16_forward_gap_to_bf16"] = number_or_null(*s.bf16_forward_gap_pct);
@@ -293,10 +298,14 @@ int run_compare_gather(const std::vector<std::string>& run_dirs, const std::file
   fmt::print("{:<20} {:>6} {:>22} {:>22}{}\n", "recipe", "seeds", "val loss (mean ± sd)", "gap to bf16 (± se)",
              bf16_forward ? fmt::format(" {:>22}", "gap, bf16 forward") : "");
   for (const RecipeSummary& s : summary) {
-    const std::string gap = s.gap_pct ? fmt::format("{:+.2f}% ± {:.2f}%", *s.gap_pct, *s.gap_se_pct) : "-";
+    std::string gap = "-";
+    if (s.gap_pct) {
+      gap = s.gap_se_pct ? fmt::format("{:+.2f}% ± {:.2f}%", *s.gap_pct, *s.gap_se_pct)
+                         : fmt::format("{:+.2f}% ± ?", *s.gap_pct);
+    }
     const std::string forward =
         !bf16_forward ? "" : fmt::format(" {:>22}", s.bf16_forward_gap_pct ? fmt::format("{:+.2f}%", *s.bf16_forward_gap_pct) : "-");
-    fmt::print("{:<20} {:>6} {:>22} {:>22}{}\n", s.label, s.seeds.size(), fmt::format("{:.4f} ± {:.4f}", s.mean, s.sd),
+    fmt::print("{:<20} {:>6} {:>22} {:>22}{}\n", s.label, s.seeds.size(), s.sd ? fmt::format("{:.4f} ± {:.4f}", s.mean, *s.sd) : fmt::format("{:.4f} ± ?", s.mean),
                gap, forward);
   }
   const std::vector<GapDifference> differences = gap_differences(summary);
@@ -317,7 +326,8 @@ int run_compare_gather(const std::vector<std::string>& run_dirs, const std::file
   }
   std::filesystem::create_directories(out);
   write_file_atomic(out / "compare.json", gathered_report(runs, summary).dump(2) + "\n");
-  fmt::print("\n(final validation loss of each run; the gap's standard error combines both means' over seeds{})\n",
+  fmt::print("\n(final validation loss of each run; the gap's standard error combines both means' over seeds, "
+             "'± ?' where a recipe has one run, which has no spread{})\n",
              bf16_forward ? "; gap, bf16 forward: the same models evaluated with a BF16 forward pass (eval-bf16.json), "
                             "against bf16's mean"
                           : "");

@@ -42,9 +42,10 @@ void check_comparable(const std::vector<GatheredRun>& runs);
 struct RecipeSummary {
   std::string label;
   std::vector<std::uint64_t> seeds;
-  double mean = 0, sd = 0;  // of the final validation loss over seeds (sd: n-1; 0 for one run)
+  double mean = 0;  // of the final validation loss over seeds
+  std::optional<double> sd;  // its standard deviation (n-1); none for one run, which has no spread
   // Gap to bf16 in percent of bf16's mean loss, and its standard error: the standard errors
-  // of both means combined (seed noise on either side counts).
+  // of both means combined (seed noise on either side counts); none unless both have 2+ runs.
   std::optional<double> gap_pct, gap_se_pct;
   // Where every run of the label has its bf16-forward loss: their mean, and its gap to bf16's
   // mean loss in percent (what the 4-bit forward pass, not the training, costs is the rest).
