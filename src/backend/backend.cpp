@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <chrono>
 
 #include "quartet/error.h"
 
@@ -49,6 +50,20 @@ class ImmediateRead final : public QueuedRead {
   std::vector<double> values_;
 };
 
+// The device is the host: what was queued before record() has run when it is called.
+class HostClockMark final : public DeviceMark {
+ public:
+  void record() override { at_ = std::chrono::steady_clock::now(); }
+  double seconds_since(const DeviceMark& earlier) override {
+    const auto* e = dynamic_cast<const HostClockMark*>(&earlier);
+    if (e == nullptr) throw Error("DeviceMark: marks of two different backends compared");
+    return std::chrono::duration<double>(at_ - e->at_).count();
+  }
+
+ private:
+  std::chrono::steady_clock::time_point at_{};
+};
+
 }  // namespace
 
 void check_queued_read_size(const Tensor& t, std::int64_t max_bytes) {
@@ -60,6 +75,8 @@ void check_queued_read_size(const Tensor& t, std::int64_t max_bytes) {
 std::unique_ptr<QueuedRead> Backend::make_queued_read(std::int64_t max_bytes) {
   return std::make_unique<ImmediateRead>(*this, max_bytes);
 }
+
+std::unique_ptr<DeviceMark> Backend::make_device_mark() { return std::make_unique<HostClockMark>(); }
 
 double Backend::cross_entropy_loss(Tensor& dlogits, const Tensor& logits, const Tensor& targets, double grad_scale) {
   Tensor sum = zeros({1}, DType::f64);

@@ -16,6 +16,10 @@ TrainStep::TrainStep(Backend& backend, LlamaModel& model, StepOptimizer& optimiz
     slot.status = backend.zeros({kStepSlots}, DType::f64);
     slot.read = backend.make_queued_read(static_cast<std::int64_t>(slot.status.bytes()));
   }
+  for (Marks& m : marks_) {
+    m.start = backend.make_device_mark();
+    m.end = backend.make_device_mark();
+  }
 }
 
 void TrainStep::launch(std::int64_t step, const std::vector<Batch>& micro_batches, double grad_scale,
@@ -25,6 +29,10 @@ void TrainStep::launch(std::int64_t step, const std::vector<Batch>& micro_batche
                             kMaxInFlight));
   }
   Slot& slot = slots_[static_cast<std::size_t>(launched_ % kMaxInFlight)];
+  Marks& marks = marks_[static_cast<std::size_t>(launched_ % (kMaxInFlight + 1))];
+  marks.follows_previous = in_flight() > 0;
+  marks.started_at = std::chrono::steady_clock::now();
+  marks.start->record();
   slot.failure.clear();
   backend_.fill(slot.status, 0.0);
   Tensor loss_sum = slot.status.view(kStepLoss, {1});
@@ -51,15 +59,21 @@ void TrainStep::launch(std::int64_t step, const std::vector<Batch>& micro_batche
   optimizer_.step(hyper, slot.status);
   // finish() waits for this read only, not for a step queued after it.
   slot.read->queue(slot.status);
+  marks.end->record();
   ++launched_;
 }
 
 StepOutcome TrainStep::finish() {
   if (in_flight() == 0) throw Error("TrainStep: finish() with no step launched");
   Slot& slot = slots_[static_cast<std::size_t>(finished_ % kMaxInFlight)];
+  Marks& marks = marks_[static_cast<std::size_t>(finished_ % (kMaxInFlight + 1))];
+  const Marks& previous = marks_[static_cast<std::size_t>((finished_ + kMaxInFlight) % (kMaxInFlight + 1))];
   ++finished_;
   const std::vector<double> s = slot.read->wait();
   StepOutcome out;
+  out.device_seconds = marks.end->seconds_since(marks.follows_previous ? *previous.end : *marks.start);
+  out.follows_previous = marks.follows_previous;
+  out.started_at = marks.started_at;
   out.loss_sum = s[kStepLoss];
   out.grad_norm = s[kStepGradNorm];
   out.applied = s[kStepApplied] != 0;

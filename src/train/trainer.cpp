@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -434,9 +435,12 @@ TrainResult run(TrainConfig c, const std::filesystem::path& checkpoint, const nl
     m.tokens = tokens_seen;
     const QuantDiagnostics* diagnostics = current->diagnostics.get();
     const auto now = std::chrono::steady_clock::now();
-    // The diagnostics' measurements are not training throughput.
-    const double step_time =
-        std::chrono::duration<double>(now - last).count() - (diagnostics ? diagnostics->seconds() : 0.0);
+    // The step's time (StepOutcome::device_seconds), with the host's time before it started
+    // since the last step, evaluation or save; the diagnostics' measurements are not training
+    // throughput.
+    const double host_before =
+        outcome.follows_previous ? 0.0 : std::max(0.0, std::chrono::duration<double>(outcome.started_at - last).count());
+    const double step_time = host_before + outcome.device_seconds - (diagnostics ? diagnostics->seconds() : 0.0);
     m.tokens_per_second = static_cast<double>(c.tokens_per_step()) / step_time;
     if (diagnostics) m.diagnostics_seconds = diagnostics->seconds();
     step_seconds += step_time;

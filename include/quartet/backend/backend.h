@@ -108,6 +108,19 @@ class QueuedRead {
   virtual std::vector<double> wait() = 0;
 };
 
+// A point in the device's queue of work, timed by the device when it gets there: the time the
+// device took between two marks, whatever the host did meanwhile (training throughput; the host
+// runs ahead of the device, so its own clock says when it queued work, not when it ran).
+class DeviceMark {
+ public:
+  virtual ~DeviceMark() = default;
+  // Queues the mark behind the work queued so far (again: moves it there).
+  virtual void record() = 0;
+  // Seconds from `earlier` to this mark, both recorded, earlier first on the same backend;
+  // waits until the device has reached this mark.
+  virtual double seconds_since(const DeviceMark& earlier) = 0;
+};
+
 // Error unless t fits a reader made for max_bytes.
 void check_queued_read_size(const Tensor& t, std::int64_t max_bytes);
 
@@ -131,6 +144,9 @@ class Backend {
   // A reusable reader of tensors of up to max_bytes (QueuedRead). Synchronous backends read at
   // queue() time, which is the same thing.
   virtual std::unique_ptr<QueuedRead> make_queued_read(std::int64_t max_bytes);
+  // A DeviceMark. Synchronous backends (the work before a call is done when it returns) read
+  // the host's clock at record(), which is the same thing.
+  virtual std::unique_ptr<DeviceMark> make_device_mark();
   // Token ids to an i32 tensor. Asynchronous on a GPU (through pinned staging memory): the
   // vector may be reused as soon as the call returns.
   virtual void upload_tokens(Tensor& dst, const std::vector<std::int32_t>& tokens) = 0;

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <array>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -23,6 +24,17 @@ struct StepOutcome {
   double grad_norm = 0;  // before clipping
   bool applied = false;
   std::string why_skipped;  // when not applied: the non-finite input, loss or gradient
+  // How long the step took, for throughput. The host runs ahead of the device, so the time
+  // between two finish() calls can be far from it (a finish() that waited behind the next
+  // step's launch comes late): the device's clock (DeviceMark) says instead. A step launched
+  // while the one before it was in flight (follows_previous) took the device's time from that
+  // step's end to its own. Any other step took the device's time from its own start (the
+  // device was idle then: the host had waited for the step before) to its end, and the host
+  // started it at `started_at`: what the host did before that (an evaluation, a save) is not
+  // the step's.
+  double device_seconds = 0;
+  bool follows_previous = false;
+  std::chrono::steady_clock::time_point started_at{};
 };
 
 class TrainStep {
@@ -58,6 +70,15 @@ class TrainStep {
   std::int64_t batch_, seq_;
   Tensor tokens_, targets_;
   std::array<Slot, kMaxInFlight> slots_;
+  // The device's marks of a step's start and end. One set more than the steps in flight: a
+  // step's time may be counted from the end of the step before it, whose set must still hold
+  // when the step after it has been launched.
+  struct Marks {
+    std::unique_ptr<DeviceMark> start, end;
+    bool follows_previous = false;  // launched while the step before it was in flight
+    std::chrono::steady_clock::time_point started_at{};
+  };
+  std::array<Marks, kMaxInFlight + 1> marks_;
   std::int64_t launched_ = 0, finished_ = 0;
 };
 

@@ -128,6 +128,7 @@ class CudaBackend final : public Backend {
   std::unique_ptr<QueuedRead> make_queued_read(std::int64_t max_bytes) override {
     return cuda::make_queued_read(max_bytes, stream_);
   }
+  std::unique_ptr<DeviceMark> make_device_mark() override { return cuda::make_device_mark(stream_); }
 
   void upload_tokens(Tensor& dst, const std::vector<std::int32_t>& tokens) override {
     QUARTET_OP_SCOPE("upload_tokens");

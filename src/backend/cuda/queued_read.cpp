@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "backend/cuda/cuda_check.h"
+#include "quartet/error.h"
 #include "quartet/numerics/bf16.h"
 
 namespace quartet::cuda {
@@ -61,7 +62,37 @@ class PinnedQueuedRead final : public QueuedRead {
   std::int64_t numel_ = 0;
 };
 
+class EventMark final : public DeviceMark {
+ public:
+  explicit EventMark(cudaStream_t stream) : stream_(stream) { QUARTET_CUDA_CHECK(cudaEventCreate(&event_)); }
+  ~EventMark() override { cudaEventDestroy(event_); }
+  EventMark(const EventMark&) = delete;
+  EventMark& operator=(const EventMark&) = delete;
+
+  void record() override {
+    QUARTET_CUDA_CHECK(cudaEventRecord(event_, stream_));
+    recorded_ = true;
+  }
+
+  double seconds_since(const DeviceMark& earlier) override {
+    const auto* e = dynamic_cast<const EventMark*>(&earlier);
+    if (e == nullptr) throw Error("DeviceMark: marks of two different backends compared");
+    if (!recorded_ || !e->recorded_) throw Error("DeviceMark: a mark compared before it was recorded");
+    QUARTET_CUDA_CHECK(cudaEventSynchronize(event_));
+    float ms = 0;
+    QUARTET_CUDA_CHECK(cudaEventElapsedTime(&ms, e->event_, event_));
+    return static_cast<double>(ms) * 1e-3;
+  }
+
+ private:
+  cudaStream_t stream_;
+  cudaEvent_t event_ = nullptr;
+  bool recorded_ = false;
+};
+
 }  // namespace
+
+std::unique_ptr<DeviceMark> make_device_mark(cudaStream_t stream) { return std::make_unique<EventMark>(stream); }
 
 std::unique_ptr<QueuedRead> make_queued_read(std::int64_t max_bytes, cudaStream_t stream) {
   return std::make_unique<PinnedQueuedRead>(max_bytes, stream);

@@ -1,6 +1,7 @@
-// The GPU activity recorder (cuda_activity_start/stop, CUPTI) on known work: a fill before the
-// start is left out; a fill, and a 4/6 quantization (a 16-byte memset of its scratch and two
-// kernels) after it are there, in order, with the device's times. Skips without a GPU.
+// The device's clocks, on known work (skipped without a GPU): the activity recorder
+// (cuda_activity_start/stop, CUPTI), where a fill before the start is left out and a fill and a
+// 4/6 quantization (a 16-byte memset of its scratch and two kernels) after it are there, in
+// order, with the device's times; and DeviceMark, the training step's timer.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -59,6 +60,28 @@ TEST(ActivityRecorder, RecordsTheKernelsAndMemsetsQueuedWhileItRuns) {
   const std::vector<DeviceActivity> again = cuda_activity_stop();
   ASSERT_EQ(again.size(), 1u);
   EXPECT_NE(again[0].name.find("fill_kernel"), std::string::npos);
+}
+
+// DeviceMark on the GPU (a timing event): the device's time between two marks covers the work
+// queued between them, measured by the device however long the host took to queue it.
+TEST(DeviceMark, TimesTheWorkBetweenTwoMarks) {
+  if (!cuda_available()) GTEST_SKIP() << cuda_device_description();
+  auto gpu = make_cuda_backend();
+  Tensor y = gpu->empty({1 << 26}, DType::f32);  // 256 MiB: each fill takes tens of microseconds
+  auto before = gpu->make_device_mark(), after = gpu->make_device_mark(), unrecorded = gpu->make_device_mark();
+  EXPECT_THROW(after->seconds_since(*before), Error);  // neither recorded yet
+  before->record();
+  for (int i = 0; i < 20; ++i) gpu->fill(y, i);
+  after->record();
+  const double seconds = after->seconds_since(*before);
+  // 20 writes of 256 MiB at no more than 5 TB/s take at least 1 ms; on any GPU under 1 s.
+  EXPECT_GT(seconds, 20.0 * 268435456 / 5e12);
+  EXPECT_LT(seconds, 1.0);
+  EXPECT_THROW(after->seconds_since(*unrecorded), Error);
+  auto cpu = make_cpu_backend();
+  auto host_mark = cpu->make_device_mark();
+  host_mark->record();
+  EXPECT_THROW(after->seconds_since(*host_mark), Error);  // another backend's clock
 }
 
 }  // namespace
