@@ -53,15 +53,20 @@ class ImmediateRead final : public QueuedRead {
 // The device is the host: what was queued before record() has run when it is called.
 class HostClockMark final : public DeviceMark {
  public:
-  void record() override { at_ = std::chrono::steady_clock::now(); }
+  void record() override {
+    at_ = std::chrono::steady_clock::now();
+    recorded_ = true;
+  }
   double seconds_since(const DeviceMark& earlier) override {
     const auto* e = dynamic_cast<const HostClockMark*>(&earlier);
     if (e == nullptr) throw Error("DeviceMark: marks of two different backends compared");
+    if (!recorded_ || !e->recorded_) throw Error("DeviceMark: a mark compared before it was recorded");
     return std::chrono::duration<double>(at_ - e->at_).count();
   }
 
  private:
   std::chrono::steady_clock::time_point at_{};
+  bool recorded_ = false;
 };
 
 }  // namespace

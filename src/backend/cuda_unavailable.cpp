@@ -16,6 +16,7 @@ std::unique_ptr<Backend> make_cuda_backend(const CudaBackendOptions&) {
 }
 
 std::vector<CudaOpTime> cuda_op_profile(bool) { return {}; }
+void cuda_activity_check() { throw Error("this build of quartet has no CUDA backend: there is no GPU activity to record"); }
 void cuda_activity_start() { throw Error("this build of quartet has no CUDA backend: there is no GPU activity to record"); }
 std::vector<DeviceActivity> cuda_activity_stop() {
   throw Error("this build of quartet has no CUDA backend: there is no GPU activity to record");

@@ -61,11 +61,19 @@ TimelineSummary summarize_timeline(const std::vector<DeviceActivity>& activities
   if (markers.empty()) {
     throw Error(fmt::format("timeline: no activity is named like '{}', which ends each step", step_marker));
   }
+  // The copies to the host right after the marker (the step's status read) are the step's too.
+  for (std::size_t& m : markers) {
+    while (m + 1 < activities.size() && activities[m + 1].kind == DeviceActivityKind::memcpy &&
+           activities[m + 1].name == "memcpy device-to-host") {
+      ++m;
+    }
+  }
   TimelineSummary s;
   std::map<std::pair<std::string, DeviceActivityKind>, TimelineEntry> entries;
   std::size_t first = 0;
   std::uint64_t last_step_end = 0;
   for (const std::size_t marker : markers) {
+    if (marker < first) continue;  // a marker that a step's copies took in
     TimelineStep step;
     step.start_ns = activities[first].start_ns;
     std::uint64_t covered = step.start_ns;

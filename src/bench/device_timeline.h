@@ -35,7 +35,8 @@ struct TimelineSummary {
 };
 
 // The steps end with the activities whose name contains `step_marker` (the optimizer's kernel of
-// a training step); activities after the last one are left out. Error when `activities` is
+// a training step) and the device-to-host copies right after it (the step's status read);
+// activities after the last step are left out. Error when `activities` is
 // empty, not in order of start, or has no marker.
 TimelineSummary summarize_timeline(const std::vector<DeviceActivity>& activities, const std::string& step_marker);
 

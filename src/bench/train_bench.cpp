@@ -145,12 +145,20 @@ Measured measure_recipe(const std::string& model_name, const std::string& recipe
   if (!trace_dir.empty()) {
     const int first = warmup + steps;
     cuda_activity_start();
-    launch(first);
-    for (int i = first + 1; i < first + kTraceSteps; ++i) {
-      launch(i);
+    try {
+      launch(first);
+      for (int i = first + 1; i < first + kTraceSteps; ++i) {
+        launch(i);
+        finish();
+      }
       finish();
+    } catch (...) {
+      try {
+        cuda_activity_stop();  // the next case's recording must be able to start
+      } catch (const Error&) {
+      }
+      throw;
     }
-    finish();
     const std::vector<DeviceActivity> activities = cuda_activity_stop();
     m.timeline = timeline_summary_json(summarize_timeline(activities, "adamw_kernel"), 25);
     const std::filesystem::path file =

@@ -193,6 +193,7 @@ Command add_bench_command(CLI::App& parent) {
         throw Error(fmt::format("--trace-dir: cannot make the folder {}{}", o->bench.trace_dir,
                                 ec ? " (" + ec.message() + ")" : " (a file of that name is in the way)"));
       }
+      cuda_activity_check();  // before minutes of measurements, not after the first case
     }
     if (o->gpus != 0) check_data_parallel_bench(o->gpus, o->bench.only, o->bench.pytorch_script);
     if (const char* rows_file = std::getenv(kBenchRankRows); rows_file != nullptr && o->gpus > 0) {

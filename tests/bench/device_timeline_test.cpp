@@ -14,39 +14,42 @@ DeviceActivity kernel(const std::string& name, std::uint64_t start_ms, std::uint
   return {DeviceActivityKind::kernel, name, start_ms * kMs, end_ms * kMs, stream, 0};
 }
 
-// Step 1 (0-50 ms): a [0,10], idle 5, memset [15,17], b [17,27] beside c [20,30] on another
-// stream, idle 10, adamw [40,50]: busy 10 + 2 + 13 + 10 = 35, idle 15.
-// Between the steps: 5. Step 2 (55-70): a [55,60], idle 2, adamw [62,70]: busy 13, idle 2.
-// A copy after the last step's adamw belongs to no step.
+// Step 1 (0-51 ms): a [0,10], idle 5, memset [15,17], b [17,27] beside c [20,30] on another
+// stream, idle 10, adamw [40,50] and its status copy [50,51]: busy 10 + 2 + 13 + 10 + 1 = 36,
+// idle 15. Between the steps: 4. Step 2 (55-80): a [55,60], idle 2, adamw [62,70], idle 5, its
+// status copy [75,80]: busy 18, idle 7. A copy to the device after it belongs to no step.
 std::vector<DeviceActivity> two_steps() {
   return {kernel("void q::a<1>(float*)", 0, 10),
           {DeviceActivityKind::memset, "memset", 15 * kMs, 17 * kMs, 1, 16},
           kernel("void q::b(int)", 17, 27),
           kernel("q::c()", 20, 30, 2),
           kernel("void q::adamw_kernel(float*, int)", 40, 50),
+          {DeviceActivityKind::memcpy, "memcpy device-to-host", 50 * kMs, 51 * kMs, 1, 40},
           kernel("void q::a<1>(float*)", 55, 60),
           kernel("void q::adamw_kernel(float*, int)", 62, 70),
-          {DeviceActivityKind::memcpy, "memcpy device-to-host", 75 * kMs, 80 * kMs, 1, 32}};
+          {DeviceActivityKind::memcpy, "memcpy device-to-host", 75 * kMs, 80 * kMs, 1, 32},
+          {DeviceActivityKind::memcpy, "memcpy host-to-device", 85 * kMs, 86 * kMs, 1, 64}};
 }
 
 TEST(DeviceTimeline, StepsSpanBusyAndIdle) {
   const TimelineSummary s = summarize_timeline(two_steps(), "adamw_kernel");
   ASSERT_EQ(s.steps.size(), 2u);
   EXPECT_EQ(s.steps[0].start_ns, 0u);
-  EXPECT_EQ(s.steps[0].end_ns, 50 * kMs);
-  EXPECT_EQ(s.steps[0].busy_ns, 35 * kMs);
+  EXPECT_EQ(s.steps[0].end_ns, 51 * kMs);  // the status copy after adamw is the step's
+  EXPECT_EQ(s.steps[0].busy_ns, 36 * kMs);
   EXPECT_EQ(s.steps[0].kernels, 4);
   EXPECT_EQ(s.steps[0].memsets, 1);
-  EXPECT_EQ(s.steps[0].memcpys, 0);
+  EXPECT_EQ(s.steps[0].memcpys, 1);
   EXPECT_EQ(s.steps[1].start_ns, 55 * kMs);
-  EXPECT_EQ(s.steps[1].end_ns, 70 * kMs);
-  EXPECT_EQ(s.steps[1].busy_ns, 13 * kMs);
-  EXPECT_EQ(s.between_steps_idle_ns, 5 * kMs);
+  EXPECT_EQ(s.steps[1].end_ns, 80 * kMs);
+  EXPECT_EQ(s.steps[1].busy_ns, 18 * kMs);
+  EXPECT_EQ(s.steps[1].memcpys, 1);  // not the upload after it
+  EXPECT_EQ(s.between_steps_idle_ns, 4 * kMs);
 }
 
 TEST(DeviceTimeline, EntriesCountCallsTimeAndTheIdleBeforeThem) {
   const TimelineSummary s = summarize_timeline(two_steps(), "adamw_kernel");
-  ASSERT_EQ(s.entries.size(), 5u);  // a, memset, b, c, adamw; the trailing copy is in no step
+  ASSERT_EQ(s.entries.size(), 6u);  // a, memset, b, c, adamw, the status copy; the upload is in no step
   EXPECT_EQ(s.entries[0].name, "q::adamw_kernel");
   EXPECT_EQ(s.entries[0].calls, 2);
   EXPECT_EQ(s.entries[0].busy_ns, 18 * kMs);
@@ -57,40 +60,47 @@ TEST(DeviceTimeline, EntriesCountCallsTimeAndTheIdleBeforeThem) {
   EXPECT_EQ(s.entries[2].name, "q::b");
   EXPECT_EQ(s.entries[3].name, "q::c");
   EXPECT_EQ(s.entries[3].idle_before_ns, 0u);  // it starts while b runs
-  EXPECT_EQ(s.entries[4].name, "memset");
-  EXPECT_EQ(s.entries[4].kind, DeviceActivityKind::memset);
+  EXPECT_EQ(s.entries[4].name, "memcpy device-to-host");
+  EXPECT_EQ(s.entries[4].kind, DeviceActivityKind::memcpy);
+  EXPECT_EQ(s.entries[4].calls, 2);
+  EXPECT_EQ(s.entries[4].busy_ns, 6 * kMs);
   EXPECT_EQ(s.entries[4].idle_before_ns, 5 * kMs);
+  EXPECT_EQ(s.entries[5].name, "memset");
+  EXPECT_EQ(s.entries[5].kind, DeviceActivityKind::memset);
+  EXPECT_EQ(s.entries[5].idle_before_ns, 5 * kMs);
 }
 
 TEST(DeviceTimeline, JsonGivesMillisecondsPerStep) {
   const nlohmann::json j = timeline_summary_json(summarize_timeline(two_steps(), "adamw_kernel"), 2);
   EXPECT_EQ(j.at("steps"), 2);
-  EXPECT_DOUBLE_EQ(j.at("span_ms_per_step").get<double>(), 32.5);  // (50 + 15) / 2
-  EXPECT_DOUBLE_EQ(j.at("busy_ms_per_step").get<double>(), 24.0);  // (35 + 13) / 2
-  EXPECT_DOUBLE_EQ(j.at("idle_in_step_ms_per_step").get<double>(), 8.5);
-  EXPECT_DOUBLE_EQ(j.at("idle_between_steps_ms_per_step").get<double>(), 5.0);
+  EXPECT_DOUBLE_EQ(j.at("span_ms_per_step").get<double>(), 38.0);  // (51 + 25) / 2
+  EXPECT_DOUBLE_EQ(j.at("busy_ms_per_step").get<double>(), 27.0);  // (36 + 18) / 2
+  EXPECT_DOUBLE_EQ(j.at("idle_in_step_ms_per_step").get<double>(), 11.0);
+  EXPECT_DOUBLE_EQ(j.at("idle_between_steps_ms_per_step").get<double>(), 4.0);
   EXPECT_DOUBLE_EQ(j.at("kernels_per_step").get<double>(), 3.0);
   EXPECT_DOUBLE_EQ(j.at("memsets_per_step").get<double>(), 0.5);
+  EXPECT_DOUBLE_EQ(j.at("memcpys_per_step").get<double>(), 1.0);
   ASSERT_EQ(j.at("by_busy_time").size(), 2u);  // the top 2
   EXPECT_EQ(j.at("by_busy_time")[1].at("name"), "q::a<1>");
   EXPECT_DOUBLE_EQ(j.at("by_busy_time")[0].at("ms_per_step").get<double>(), 9.0);
   ASSERT_EQ(j.at("by_idle_before").size(), 2u);
   EXPECT_EQ(j.at("by_idle_before")[0].at("name"), "q::adamw_kernel");
   EXPECT_DOUBLE_EQ(j.at("by_idle_before")[0].at("idle_before_ms_per_step").get<double>(), 6.0);
-  EXPECT_EQ(j.at("by_idle_before")[1].at("kind"), "memset");
+  EXPECT_EQ(j.at("by_idle_before")[1].at("kind"), "memcpy");
+  EXPECT_DOUBLE_EQ(j.at("by_idle_before")[1].at("idle_before_ms_per_step").get<double>(), 2.5);
 }
 
 TEST(DeviceTimeline, ChromeTraceHasOneCompleteEventPerActivity) {
   const nlohmann::json t = chrome_trace(two_steps());
   const nlohmann::json& events = t.at("traceEvents");
-  ASSERT_EQ(events.size(), 8u);
+  ASSERT_EQ(events.size(), 10u);
   EXPECT_EQ(events[3].at("name"), "q::c");
   EXPECT_EQ(events[3].at("ph"), "X");
   EXPECT_EQ(events[3].at("tid"), 2);
   EXPECT_DOUBLE_EQ(events[3].at("ts").get<double>(), 20000.0);  // microseconds from the first start
   EXPECT_DOUBLE_EQ(events[3].at("dur").get<double>(), 10000.0);
-  EXPECT_EQ(events[7].at("name"), "memcpy device-to-host");
-  EXPECT_EQ(events[7].at("args").at("bytes"), 32);
+  EXPECT_EQ(events[8].at("name"), "memcpy device-to-host");
+  EXPECT_EQ(events[8].at("args").at("bytes"), 32);
 }
 
 TEST(DeviceTimeline, ShortKernelNames) {

@@ -58,5 +58,8 @@ std::vector<CudaOpTime> cuda_op_profile(bool reset = true);
 // cuda_activity_stop() waits for the device.
 void cuda_activity_start();
 std::vector<DeviceActivity> cuda_activity_stop();
+// Error, saying why, unless a recording could start here as far as CUPTI goes (it is found and
+// of the version this program reads): for checking options before minutes of work.
+void cuda_activity_check();
 
 }  // namespace quartet

@@ -3,6 +3,7 @@
 // only the bench's timeline asks for it. Its records carry the device's start and end of each
 // kernel, memset and copy as they ran, concurrent kernels included.
 #include <cupti.h>
+#include <fmt/format.h>
 #include <cxxabi.h>
 #include <dlfcn.h>
 
@@ -16,7 +17,6 @@
 #include <vector>
 
 #include "backend/cuda/cuda_check.h"
-#include "backend/cuda/message.h"
 #include "quartet/backend/cuda.h"
 #include "quartet/error.h"
 
@@ -34,9 +34,9 @@ struct Cupti {
   decltype(&cuptiActivityFlushAll) flush_all = nullptr;
   decltype(&cuptiActivityGetNextRecord) next_record = nullptr;
   decltype(&cuptiActivityGetNumDroppedRecords) dropped_records = nullptr;
+  decltype(&cuptiFinalize) finalize = nullptr;
 };
 
-// The record layouts below are this header's: a library of another API version may write others.
 const Cupti& load_cupti() {
   static const Cupti cupti = [] {
     std::vector<std::string> candidates;
@@ -44,23 +44,26 @@ const Cupti& load_cupti() {
       candidates = {path};
     } else {
       candidates = {"libcupti.so.13", "/usr/local/cuda/extras/CUPTI/lib64/libcupti.so.13",
-                    "/usr/local/cuda/lib64/libcupti.so.13", "/usr/local/cuda/targets/x86_64-linux/lib/libcupti.so.13"};
+                    "/usr/local/cuda/lib64/libcupti.so.13", "/usr/local/cuda/lib/libcupti.so.13",
+                    "/usr/local/cuda/targets/x86_64-linux/lib/libcupti.so.13"};
     }
     void* handle = nullptr;
     std::string tried;
     for (const std::string& c : candidates) {
       handle = dlopen(c.c_str(), RTLD_NOW | RTLD_LOCAL);
       if (handle != nullptr) break;
-      tried += (tried.empty() ? "" : ", ") + c;
+      const char* why = dlerror();
+      tried += fmt::format("{}{} ({})", tried.empty() ? "" : "; ", c, why != nullptr ? why : "not loadable");
     }
     if (handle == nullptr) {
-      throw Error(cuda::message("recording GPU activity needs CUPTI (libcupti.so.13, part of the CUDA toolkit); not found as ",
-                                tried, " (set QUARTET_CUPTI to its path)"));
+      throw Error(fmt::format("recording GPU activity needs CUPTI (libcupti.so.13, part of the CUDA toolkit); tried {} "
+                              "(set QUARTET_CUPTI to its path)",
+                              tried));
     }
     Cupti c;
     const auto bind = [&](auto& fn, const char* name) {
       fn = reinterpret_cast<std::remove_reference_t<decltype(fn)>>(dlsym(handle, name));
-      if (fn == nullptr) throw Error(cuda::message("CUPTI: the library has no ", name));
+      if (fn == nullptr) throw Error(fmt::format("CUPTI: the library has no {}", name));
     };
     bind(c.get_version, "cuptiGetVersion");
     bind(c.result_string, "cuptiGetResultString");
@@ -70,10 +73,14 @@ const Cupti& load_cupti() {
     bind(c.flush_all, "cuptiActivityFlushAll");
     bind(c.next_record, "cuptiActivityGetNextRecord");
     bind(c.dropped_records, "cuptiActivityGetNumDroppedRecords");
+    bind(c.finalize, "cuptiFinalize");
     std::uint32_t version = 0;
-    if (c.get_version(&version) != CUPTI_SUCCESS || version != CUPTI_API_VERSION) {
-      throw Error(cuda::message("CUPTI: the library found has API version ", version, ", this program reads version ",
-                                CUPTI_API_VERSION, "'s records (set QUARTET_CUPTI to a matching libcupti)"));
+    if (c.get_version(&version) != CUPTI_SUCCESS) throw Error("CUPTI: the library does not tell its API version");
+    // The record layouts read below are this header's; another version's library may write others.
+    if (version != CUPTI_API_VERSION) {
+      throw Error(fmt::format("CUPTI: the library found has API version {}, this program reads version {}'s records "
+                              "(set QUARTET_CUPTI to the libcupti of the CUDA toolkit it was built with)",
+                              version, CUPTI_API_VERSION));
     }
     return c;
   }();
@@ -84,7 +91,7 @@ void check(const Cupti& cupti, CUptiResult result, const char* what) {
   if (result == CUPTI_SUCCESS) return;
   const char* text = "unknown error";
   cupti.result_string(result, &text);
-  throw Error(cuda::message("CUPTI: ", what, " failed: ", text));
+  throw Error(fmt::format("CUPTI: {} failed: {}", what, text));
 }
 
 std::string demangled(const char* name) {
@@ -110,6 +117,7 @@ struct Recording {
   bool active = false;
   std::vector<DeviceActivity> activities;
   std::size_t dropped = 0;
+  std::size_t untimed = 0;  // records CUPTI could not time (start and end 0)
 };
 Recording g_recording;
 
@@ -148,36 +156,61 @@ void CUPTIAPI buffer_completed(CUcontext, std::uint32_t, std::uint8_t* buffer, s
     }
     got.push_back(std::move(a));
   }
+  const std::size_t untimed = static_cast<std::size_t>(std::count_if(
+      got.begin(), got.end(), [](const DeviceActivity& a) { return a.start_ns == 0 || a.end_ns < a.start_ns; }));
   std::size_t dropped = 0;
   cupti.dropped_records(nullptr, 0, &dropped);
   std::free(buffer);
   std::lock_guard<std::mutex> lock(g_recording.mutex);
   if (!g_recording.active) return;  // a late buffer of an earlier recording
   g_recording.dropped += dropped;
-  for (DeviceActivity& a : got) g_recording.activities.push_back(std::move(a));
+  g_recording.untimed += untimed;
+  for (DeviceActivity& a : got) {
+    if (a.start_ns != 0 && a.end_ns >= a.start_ns) g_recording.activities.push_back(std::move(a));
+  }
 }
 
 constexpr CUpti_ActivityKind kKinds[] = {CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL, CUPTI_ACTIVITY_KIND_MEMSET,
                                          CUPTI_ACTIVITY_KIND_MEMCPY};
 
+// Detaches CUPTI from the process (after the device's work and the records are in): the
+// measurements after a recording run without it. The next recording attaches it again.
+void detach(const Cupti& cupti) {
+  for (CUpti_ActivityKind kind : kKinds) cupti.disable(kind);
+  cupti.flush_all(CUPTI_ACTIVITY_FLAG_FLUSH_FORCED);
+  cupti.finalize();
+}
+
 }  // namespace
+
+void cuda_activity_check() { load_cupti(); }
 
 void cuda_activity_start() {
   const Cupti& cupti = load_cupti();
-  static std::once_flag registered;
-  std::call_once(registered, [&] {
-    check(cupti, cupti.register_callbacks(buffer_requested, buffer_completed), "registering the buffer callbacks");
-  });
   {
     std::lock_guard<std::mutex> lock(g_recording.mutex);
     if (g_recording.active) throw Error("cuda_activity_start: a recording is already running");
-    g_recording.active = true;
-    g_recording.activities.clear();
-    g_recording.dropped = 0;
   }
   // Work queued before the start is not the caller's to see.
   QUARTET_CUDA_CHECK(cudaDeviceSynchronize());
-  for (CUpti_ActivityKind kind : kKinds) check(cupti, cupti.enable(kind), "enabling an activity kind");
+  check(cupti, cupti.register_callbacks(buffer_requested, buffer_completed), "registering the buffer callbacks");
+  {
+    std::lock_guard<std::mutex> lock(g_recording.mutex);
+    g_recording.active = true;
+    g_recording.activities.clear();
+    g_recording.dropped = 0;
+    g_recording.untimed = 0;
+  }
+  try {
+    for (CUpti_ActivityKind kind : kKinds) check(cupti, cupti.enable(kind), "enabling an activity kind");
+  } catch (...) {
+    {
+      std::lock_guard<std::mutex> lock(g_recording.mutex);
+      g_recording.active = false;
+    }
+    detach(cupti);
+    throw;
+  }
 }
 
 std::vector<DeviceActivity> cuda_activity_stop() {
@@ -186,13 +219,22 @@ std::vector<DeviceActivity> cuda_activity_stop() {
     std::lock_guard<std::mutex> lock(g_recording.mutex);
     if (!g_recording.active) throw Error("cuda_activity_stop: no recording is running (call cuda_activity_start first)");
   }
-  QUARTET_CUDA_CHECK(cudaDeviceSynchronize());
-  for (CUpti_ActivityKind kind : kKinds) check(cupti, cupti.disable(kind), "disabling an activity kind");
-  check(cupti, cupti.flush_all(CUPTI_ACTIVITY_FLAG_FLUSH_FORCED), "flushing the records");
+  const cudaError_t synced = cudaDeviceSynchronize();
+  // A forced flush returns every buffer through the completion callback before it returns.
+  detach(cupti);
+  std::size_t dropped_unreturned = 0;
+  cupti.dropped_records(nullptr, 0, &dropped_unreturned);
   std::lock_guard<std::mutex> lock(g_recording.mutex);
   g_recording.active = false;
-  if (g_recording.dropped > 0) {
-    throw Error(cuda::message("CUPTI dropped ", g_recording.dropped, " activity records: the timeline is incomplete"));
+  QUARTET_CUDA_CHECK(synced);
+  if (g_recording.dropped + dropped_unreturned > 0) {
+    throw Error(fmt::format("CUPTI dropped {} activity records (out of buffer space): the timeline is incomplete",
+                            g_recording.dropped + dropped_unreturned));
+  }
+  if (g_recording.untimed > 0) {
+    throw Error(fmt::format("CUPTI could not time {} of the recorded kernels, memsets and copies (start and end 0: it "
+                            "ran short of device memory for its records): the timeline is incomplete",
+                            g_recording.untimed));
   }
   std::vector<DeviceActivity> out = std::move(g_recording.activities);
   g_recording.activities.clear();

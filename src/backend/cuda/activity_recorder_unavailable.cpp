@@ -11,6 +11,7 @@ namespace {
 }
 }  // namespace
 
+void cuda_activity_check() { unavailable(); }
 void cuda_activity_start() { unavailable(); }
 std::vector<DeviceActivity> cuda_activity_stop() { unavailable(); }
 
