@@ -196,21 +196,53 @@ Dataset load_dataset(const std::string& source, const std::string& tokenizer_nam
   return d;
 }
 
+DataOrder parse_data_order(const std::string& name) {
+  if (name == "sequential") return DataOrder::sequential;
+  if (name == "shuffled") return DataOrder::shuffled;
+  throw Error(fmt::format("unknown data order '{}' (expected sequential or shuffled)", name));
+}
+
+const char* data_order_name(DataOrder order) { return order == DataOrder::shuffled ? "shuffled" : "sequential"; }
+
 BatchLoader::BatchLoader(const std::vector<std::uint16_t>& stream, std::int64_t batch, std::int64_t seq,
-                         const std::string& what)
-    : stream_(stream), batch_(batch), seq_(seq) {
+                         const std::string& what, DataOrder order, std::uint64_t seed)
+    : stream_(stream), batch_(batch), seq_(seq), order_(order), seed_(seed) {
   if (batch < 1 || seq < 1) throw Error(fmt::format("batch {} and sequence length {} must be positive", batch, seq));
   if (static_cast<std::int64_t>(stream.size()) < batch * seq + 1) {
     throw Error(fmt::format("the {} split has {} tokens, fewer than one batch of {} x {} + 1", what, stream.size(), batch,
                             seq));
   }
+  if (order_ == DataOrder::shuffled) {
+    windows_ = (static_cast<std::int64_t>(stream.size()) - 1) / seq;  // >= batch, by the check above
+    shuffle_windows();
+  }
+}
+
+// Each epoch's permutation from the run's seed and the epoch alone, so that a resumed run
+// reads the same windows as the run it continues.
+void BatchLoader::shuffle_windows() {
+  std::uint64_t z = seed_ + 0x9E3779B97F4A7C15ull * static_cast<std::uint64_t>(epoch_ + 1);  // splitmix64
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  window_order_ = seeded_permutation(static_cast<std::size_t>(windows_), z ^ (z >> 31));
+}
+
+void BatchLoader::set_epoch(std::int64_t epoch) {
+  if (epoch < 0) throw Error(fmt::format("data epoch {} is negative", epoch));
+  const bool changed = epoch != epoch_;
+  epoch_ = epoch;
+  if (order_ == DataOrder::shuffled && changed) shuffle_windows();
 }
 
 // Any position in the stream, including one too near its end for another window: that is where
 // a loader stands after the last window of an epoch (next() wraps), and so where a checkpoint
 // taken then resumes.
 void BatchLoader::set_position(std::int64_t position) {
-  if (position < 0 || position > static_cast<std::int64_t>(stream_.size())) {
+  if (order_ == DataOrder::shuffled) {
+    if (position < 0 || position > windows_) {
+      throw Error(fmt::format("data position {} is outside the {} windows of the shuffled stream", position, windows_));
+    }
+  } else if (position < 0 || position > static_cast<std::int64_t>(stream_.size())) {
     throw Error(fmt::format("data position {} is outside the stream of {} tokens", position, stream_.size()));
   }
   position_ = position;
@@ -218,6 +250,24 @@ void BatchLoader::set_position(std::int64_t position) {
 
 void BatchLoader::next(std::vector<std::int32_t>& inputs, std::vector<std::int32_t>& targets) {
   const std::int64_t n = batch_ * seq_;
+  if (order_ == DataOrder::shuffled) {
+    if (position_ + batch_ > windows_) {
+      position_ = 0;
+      set_epoch(epoch_ + 1);
+    }
+    inputs.resize(static_cast<std::size_t>(n));
+    targets.resize(static_cast<std::size_t>(n));
+    for (std::int64_t b = 0; b < batch_; ++b) {
+      const std::size_t start = window_order_[static_cast<std::size_t>(position_ + b)] * static_cast<std::size_t>(seq_);
+      for (std::int64_t i = 0; i < seq_; ++i) {
+        const auto at = static_cast<std::size_t>(b * seq_ + i);
+        inputs[at] = stream_[start + static_cast<std::size_t>(i)];
+        targets[at] = stream_[start + static_cast<std::size_t>(i) + 1];
+      }
+    }
+    position_ += batch_;
+    return;
+  }
   if (position_ + n + 1 > static_cast<std::int64_t>(stream_.size())) {
     position_ = 0;
     ++epoch_;

@@ -26,6 +26,9 @@ void TrainConfig::validate() const {
   if (!(grad_clip > 0)) fail(fmt::format("--grad-clip must be positive, got {}", grad_clip));
   if (eval_every < 0 || save_every < 0) fail("--eval-every and --save-every must be non-negative");
   if (eval_batches < 1) fail(fmt::format("--eval-batches must be at least 1, got {}", eval_batches));
+  if (data_order != "sequential" && data_order != "shuffled") {
+    fail(fmt::format("--data-order must be sequential or shuffled, got '{}'", data_order));
+  }
   if (final_eval_batches < 1) fail(fmt::format("--final-eval-batches must be at least 1, got {}", final_eval_batches));
   if (device != "auto" && device != "cpu" && device != "cuda") {
     fail(fmt::format("--device must be auto, cpu or cuda, got '{}'", device));
@@ -190,6 +193,9 @@ nlohmann::json TrainConfig::to_json() const {
   if (min_lr) j["min_lr"] = *min_lr;
   if (decay_fraction) j["decay_fraction"] = *decay_fraction;
   if (!init_from.empty()) j["init_from"] = init_from;  // absent: random weights, as in older runs
+  // Absent: sequential, as every run before the option read its data (and their configs stay
+  // comparable with those of new sequential runs).
+  if (data_order != "sequential") j["data_order"] = data_order;
   return j;
 }
 
@@ -210,6 +216,7 @@ TrainConfig TrainConfig::from_json(const nlohmann::json& j, const std::string& s
   c.data = f.string("data");
   c.tokenizer = f.string("tokenizer");
   if (f.has("init_from")) c.init_from = f.string("init_from");
+  if (f.has("data_order")) c.data_order = f.string("data_order");
   c.steps = f.integer("steps");
   c.batch = f.integer("batch");
   c.seq = f.integer("seq");

@@ -190,7 +190,7 @@ TrainResult run(TrainConfig c, const std::filesystem::path& checkpoint, const nl
   const LlamaConfig mc = model_config(c, tokenizer->vocab_size());
   const Recipe recipe = make_recipe(c.recipe, c.recipe_options);
   check_recipe_fits(mc, recipe, c.batch * c.seq);
-  BatchLoader loader(data.train, c.batch, c.seq, "training");
+  BatchLoader loader(data.train, c.batch, c.seq, "training", parse_data_order(c.data_order), c.seed);
   // A data-parallel run pads the flat buffers so that they cut into equal shards.
   LlamaModel model(*backend, mc, recipe, c.seed, control.distributed ? world * FlatParameters::kSegmentAlignment : 1);
   std::unique_ptr<Communicator> comm;

@@ -172,7 +172,8 @@ class CheckpointState(Case):
 
     def test_resume_refuses_options_it_would_ignore(self):
         out, _, _ = self.trained_run()
-        for flag, value in [("--layers", "3"), ("--weight-decay", "0.5"), ("--seed", "7"), ("--lr", "0.1")]:
+        for flag, value in [("--layers", "3"), ("--weight-decay", "0.5"), ("--seed", "7"), ("--lr", "0.1"),
+                            ("--data-order", "shuffled")]:
             with self.subTest(flag=flag):
                 self.expect(USAGE, ["train", "--resume", out, "--steps", "3", flag, value], flag, "resuming")
 

@@ -164,6 +164,64 @@ TEST(BatchLoader, WindowsAdvanceAndWrap) {
   EXPECT_THROW(BatchLoader(stream, 4, 5, "test"), Error);
 }
 
+// The shuffled order: 1000 tokens whose values are their positions, windows of 10 (99 whole
+// ones, the last token only a target), 3 a batch: 33 batches an epoch.
+std::vector<std::size_t> shuffled_starts(BatchLoader& loader, int batches) {
+  std::vector<std::size_t> starts;
+  std::vector<std::int32_t> in, tgt;
+  for (int b = 0; b < batches; ++b) {
+    loader.next(in, tgt);
+    EXPECT_EQ(in.size(), 30u);
+    for (std::size_t i = 0; i < in.size(); ++i) EXPECT_EQ(tgt[i], in[i] + 1);  // targets shift by one
+    for (std::size_t w = 0; w < 3; ++w) {
+      for (std::size_t i = 1; i < 10; ++i) EXPECT_EQ(in[w * 10 + i], in[w * 10] + static_cast<std::int32_t>(i));
+      starts.push_back(static_cast<std::size_t>(in[w * 10]));
+    }
+  }
+  return starts;
+}
+
+TEST(BatchLoader, ShuffledVisitsEveryWindowOnceAnEpochInANewOrder) {
+  std::vector<std::uint16_t> stream(1000);
+  for (std::size_t i = 0; i < stream.size(); ++i) stream[i] = static_cast<std::uint16_t>(i);
+  BatchLoader loader(stream, 3, 10, "test", DataOrder::shuffled, 5);
+  const std::vector<std::size_t> first = shuffled_starts(loader, 33), second = shuffled_starts(loader, 33);
+  EXPECT_EQ(loader.epoch(), 1);
+  std::vector<std::size_t> all(99);
+  for (std::size_t w = 0; w < all.size(); ++w) all[w] = w * 10;
+  for (const std::vector<std::size_t>* epoch : {&first, &second}) {
+    std::vector<std::size_t> sorted = *epoch;
+    std::sort(sorted.begin(), sorted.end());
+    EXPECT_EQ(sorted, all);  // each window once
+    EXPECT_NE(*epoch, all);  // not in the stream's order
+  }
+  EXPECT_NE(first, second);  // a new permutation each epoch
+  BatchLoader same(stream, 3, 10, "test", DataOrder::shuffled, 5), other(stream, 3, 10, "test", DataOrder::shuffled, 6);
+  EXPECT_EQ(shuffled_starts(same, 33), first);
+  EXPECT_NE(shuffled_starts(other, 33), first);
+}
+
+TEST(BatchLoader, ShuffledResumesFromPositionAndEpoch) {
+  std::vector<std::uint16_t> stream(1000);
+  for (std::size_t i = 0; i < stream.size(); ++i) stream[i] = static_cast<std::uint16_t>(i);
+  BatchLoader a(stream, 3, 10, "test", DataOrder::shuffled, 5);
+  shuffled_starts(a, 40);  // into the second epoch
+  BatchLoader b(stream, 3, 10, "test", DataOrder::shuffled, 5);
+  b.set_position(a.position());
+  b.set_epoch(a.epoch());
+  EXPECT_EQ(a.position(), 21);  // windows, not tokens
+  EXPECT_EQ(shuffled_starts(b, 30), shuffled_starts(a, 30));  // across the next epoch's start too
+  EXPECT_THROW(b.set_position(100), Error);  // 99 windows
+  EXPECT_THROW(b.set_epoch(-1), Error);
+  EXPECT_EQ(parse_data_order("shuffled"), DataOrder::shuffled);
+  try {
+    parse_data_order("random");
+    FAIL() << "an unknown order accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("'random'"), std::string::npos) << e.what();
+  }
+}
+
 TEST(Files, GunzipRejectsCorruptData) {
   EXPECT_THROW(gunzip("not gzip at all", "x"), Error);
   EXPECT_THROW(read_file("/no/such/file"), Error);

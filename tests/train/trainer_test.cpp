@@ -109,8 +109,11 @@ TEST(Trainer, ResumeIsBitwiseIdentical) {
 }
 
 // A checkpoint taken right after an epoch's last batch (a position too near the end of the
-// stream for another window) resumes, and continues as the run that never stopped did.
-TEST(Trainer, ResumeAtAnEpochBoundaryIsBitwise) {
+// stream for another window) resumes, and continues as the run that never stopped did: in
+// either data order (shuffled: 15 windows of 64 tokens, 7 batches of 2 an epoch).
+class EpochBoundary : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(EpochBoundary, ResumeIsBitwise) {
   testing::TempDir data, full_dir, part_dir;
   std::vector<std::int32_t> tokens(1000);
   for (std::size_t i = 0; i < tokens.size(); ++i) tokens[i] = i % 97 == 0 ? 256 : static_cast<std::int32_t>(i * 31 % 256);
@@ -119,19 +122,44 @@ TEST(Trainer, ResumeAtAnEpochBoundaryIsBitwise) {
   write_file_atomic(data.path() / "dataset.json", R"({"tokenizer": "byte", "documents": 1})");
   TrainConfig c = small_cpu_run("bf16", 10);
   c.data = data.str();
+  c.data_order = GetParam();
   c.out_dir = full_dir.str();
   const TrainResult full = train(c);
   c.out_dir = part_dir.str();
-  c.save_every = 7;  // 7 batches of 128 tokens: position 896, where the 8th batch wraps
+  c.save_every = 7;  // 7 batches: where the 8th wraps
   train(c);
   const nlohmann::json state =
       nlohmann::json::parse(read_file(part_dir.path() / "checkpoints" / "step-000007" / "state.json"));
-  ASSERT_EQ(state.at("data").at("position").get<std::int64_t>(), 896);
+  // 896 tokens, or 14 of the 15 windows.
+  ASSERT_EQ(state.at("data").at("position").get<std::int64_t>(), GetParam() == "shuffled" ? 14 : 896);
   ResumeOptions o;
   o.out_dir = (part_dir.path() / "resumed").string();
   const TrainResult resumed = resume((part_dir.path() / "checkpoints" / "step-000007").string(), o);
   ASSERT_EQ(resumed.history.size(), 3u);
   for (std::size_t i = 0; i < 3; ++i) EXPECT_EQ(resumed.history[i].loss, full.history[i + 7].loss) << "step " << i + 8;
+}
+
+INSTANTIATE_TEST_SUITE_P(DataOrders, EpochBoundary, ::testing::Values("sequential", "shuffled"));
+
+// The shuffled order reads other batches than the sequential one (other losses from the first
+// step: the first windows differ), and the run's config records it; a sequential run's config
+// has no data_order key, as before the option.
+TEST(Trainer, ShuffledDataOrderIsRecordedAndReadsOtherBatches) {
+  testing::TempDir shuffled_dir, sequential_dir;
+  TrainConfig c = small_cpu_run("bf16", 3);
+  c.out_dir = sequential_dir.str();
+  const TrainResult sequential = train(c);
+  c.data_order = "shuffled";
+  c.out_dir = shuffled_dir.str();
+  const TrainResult shuffled = train(c);
+  EXPECT_NE(shuffled.history[0].loss, sequential.history[0].loss);
+  const auto config_of = [](const testing::TempDir& d) {
+    return nlohmann::json::parse(read_file(d.path() / "checkpoints" / "step-000003" / "state.json")).at("config");
+  };
+  EXPECT_EQ(config_of(shuffled_dir).at("data_order"), "shuffled");
+  EXPECT_FALSE(config_of(sequential_dir).contains("data_order"));
+  c.data_order = "random";
+  EXPECT_THROW(c.validate(), Error);
 }
 
 TEST(Trainer, MetricsFileHasOneObjectPerStep) {

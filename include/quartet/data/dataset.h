@@ -54,21 +54,39 @@ std::vector<std::string> embedded_corpus_documents(const std::string& name);
 // Throws Error naming the source and what is missing or wrong.
 Dataset load_dataset(const std::string& source, const std::string& tokenizer_name = "");
 
-// Consecutive windows of batch x (seq + 1) tokens over a stream, wrapping at the end (one
-// pass over the stream is an epoch). The position is the whole state (checkpoints keep it).
+// The order a training run reads its stream in (--data-order, docs/run-options.md):
+//  sequential: each batch is the next batch x seq tokens of the stream (llm.c's loader);
+//  shuffled: the stream is cut into windows of seq tokens (each with the token after it as its
+//    last target), each batch takes the next `batch` windows of a seeded permutation of them,
+//    a new permutation every epoch: the sequences of a batch come from all over the corpus.
+enum class DataOrder { sequential, shuffled };
+// "sequential" or "shuffled"; Error naming the value otherwise.
+DataOrder parse_data_order(const std::string& name);
+const char* data_order_name(DataOrder order);
+
+// Batches of batch x seq tokens (and their targets, shifted by one) over a stream in `order`,
+// wrapping at the end (one pass over the stream is an epoch). The position and the epoch are
+// the whole state (checkpoints keep them): tokens for sequential, windows for shuffled.
 class BatchLoader {
  public:
-  BatchLoader(const std::vector<std::uint16_t>& stream, std::int64_t batch, std::int64_t seq, const std::string& what);
+  BatchLoader(const std::vector<std::uint16_t>& stream, std::int64_t batch, std::int64_t seq, const std::string& what,
+              DataOrder order = DataOrder::sequential, std::uint64_t seed = 0);
   // inputs and targets receive batch * seq tokens each (targets are inputs shifted by one).
   void next(std::vector<std::int32_t>& inputs, std::vector<std::int32_t>& targets);
   std::int64_t position() const { return position_; }
   void set_position(std::int64_t position);
   std::int64_t epoch() const { return epoch_; }
-  void set_epoch(std::int64_t epoch) { epoch_ = epoch; }
+  void set_epoch(std::int64_t epoch);
 
  private:
+  void shuffle_windows();  // window_order_ for epoch_
+
   const std::vector<std::uint16_t>& stream_;
   std::int64_t batch_, seq_;
+  DataOrder order_;
+  std::uint64_t seed_;
+  std::int64_t windows_ = 0;              // shuffled: whole windows in the stream
+  std::vector<std::size_t> window_order_;  // shuffled: this epoch's permutation of them
   std::int64_t position_ = 0;
   std::int64_t epoch_ = 0;
 };

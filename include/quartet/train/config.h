@@ -33,6 +33,9 @@ struct TrainConfig {
   // data
   std::string data = "embedded:austen";
   std::string tokenizer;  // empty: the dataset's own (byte for the embedded corpus)
+  // The order the training stream is read in: sequential or shuffled (quartet/data/dataset.h's
+  // DataOrder). Shuffled draws its permutations from `seed`.
+  std::string data_order = "sequential";
   // A checkpoint whose weights the run starts from (initial_weights.h); empty: random weights.
   // The run records the checkpoint folder it read.
   std::string init_from;
