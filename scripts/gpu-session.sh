@@ -58,6 +58,9 @@ import json, sys
 for r in json.load(open(sys.argv[1]))["results"]:
     t = r.get("device_timeline")
     if not t: continue
+    if "error" in t:
+        print(f"{r['case']}: {r['ms_per_step']:.2f} ms/step timed; no timeline: {t['error']}")
+        continue
     print(f"{r['case']}: {r['ms_per_step']:.2f} ms/step timed; traced span {t['span_ms_per_step']:.2f}, "
           f"busy {t['busy_ms_per_step']:.2f}, idle in step {t['idle_in_step_ms_per_step']:.2f}, between "
           f"{t['idle_between_steps_ms_per_step']:.2f}; {t['kernels_per_step']:.0f} kernels, "

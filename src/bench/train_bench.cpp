@@ -94,6 +94,35 @@ LlamaConfig bench_model_config(const std::string& model_name, const Recipe& reci
   return config;
 }
 
+// Records kTraceSteps more steps from step `first`, queued as the timed ones were; writes the
+// Chrome trace and returns the timeline's summary.
+template <class Launch, class Finish>
+nlohmann::json trace_steps(const std::string& recipe_name, const std::string& model_name, int first, Launch& launch,
+                           Finish& finish, const std::string& trace_dir) {
+  cuda_activity_start();
+  try {
+    launch(first);
+    for (int i = first + 1; i < first + kTraceSteps; ++i) {
+      launch(i);
+      finish();
+    }
+    finish();
+  } catch (...) {
+    try {
+      cuda_activity_stop();  // the next case's recording must be able to start
+    } catch (const Error&) {
+    }
+    throw;
+  }
+  const std::vector<DeviceActivity> activities = cuda_activity_stop();
+  nlohmann::json timeline = timeline_summary_json(summarize_timeline(activities, "adamw_kernel"), 25);
+  const std::filesystem::path file =
+      std::filesystem::path(trace_dir) / fmt::format("{}-{}.trace.json", recipe_name, model_name);
+  write_file_atomic(file, chrome_trace(activities).dump() + "\n");
+  timeline["trace_file"] = file.string();
+  return timeline;
+}
+
 Measured measure_recipe(const std::string& model_name, const std::string& recipe_name, const TrainBenchShape& shape,
                         int warmup, int steps, const std::string& trace_dir) {
   auto backend = make_cuda_backend();
@@ -143,28 +172,12 @@ Measured measure_recipe(const std::string& model_name, const std::string& recipe
   }
   m.peak_gib = peak_memory_gib();
   if (!trace_dir.empty()) {
-    const int first = warmup + steps;
-    cuda_activity_start();
+    // A case whose recording fails keeps its timed figures: the row says why it has no timeline.
     try {
-      launch(first);
-      for (int i = first + 1; i < first + kTraceSteps; ++i) {
-        launch(i);
-        finish();
-      }
-      finish();
-    } catch (...) {
-      try {
-        cuda_activity_stop();  // the next case's recording must be able to start
-      } catch (const Error&) {
-      }
-      throw;
+      m.timeline = trace_steps(recipe_name, model_name, warmup + steps, launch, finish, trace_dir);
+    } catch (const Error& e) {
+      m.timeline = {{"error", e.what()}};
     }
-    const std::vector<DeviceActivity> activities = cuda_activity_stop();
-    m.timeline = timeline_summary_json(summarize_timeline(activities, "adamw_kernel"), 25);
-    const std::filesystem::path file =
-        std::filesystem::path(trace_dir) / fmt::format("{}-{}.trace.json", recipe_name, model_name);
-    write_file_atomic(file, chrome_trace(activities).dump() + "\n");
-    m.timeline["trace_file"] = file.string();
   }
   return m;
 }
