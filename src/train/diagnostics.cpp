@@ -127,11 +127,16 @@ GemmDiagnostics measure_gemm(Backend& backend, const ProbedGemm& gemm, std::int6
   return d;
 }
 
-QuantDiagnostics::QuantDiagnostics(Backend& backend, std::int64_t token_limit) : backend_(backend), token_limit_(token_limit) {
+QuantDiagnostics::QuantDiagnostics(Backend& backend, std::int64_t token_limit)
+    : backend_(backend), token_limit_(token_limit), reached_(backend.make_device_mark()) {
   check_token_limit(token_limit);
 }
 
 void QuantDiagnostics::observe(const std::string& layer, const ProbedGemm& gemm) {
+  // The device runs the step up to this GEMM first: the measurement's downloads would wait for
+  // it, and that wait is the step's time, which the trainer counts.
+  reached_->record();
+  reached_->seconds_since(*reached_);
   const auto start = std::chrono::steady_clock::now();
   auto it = std::find_if(layers_.begin(), layers_.end(), [&](const Layer& l) { return l.name == layer; });
   if (it == layers_.end()) it = layers_.insert(layers_.end(), Layer{layer, {}});

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -71,7 +72,8 @@ class QuantDiagnostics : public LinearProbe {
   void observe(const std::string& layer, const ProbedGemm& gemm) override;
 
   const std::vector<Layer>& layers() const { return layers_; }
-  // Wall seconds spent measuring (the trainer leaves them out of the step's tokens/s).
+  // Wall seconds spent measuring (the trainer leaves them out of the step's tokens/s), not
+  // counting the wait for the device to reach the measured GEMM: that is the step's own time.
   double seconds() const { return seconds_; }
 
   // The metrics.jsonl record of `step`:
@@ -89,6 +91,7 @@ class QuantDiagnostics : public LinearProbe {
   std::int64_t token_limit_ = 0;
   std::vector<Layer> layers_;
   double seconds_ = 0;
+  std::unique_ptr<DeviceMark> reached_;  // waited for before each measurement, untimed
 };
 
 }  // namespace quartet
