@@ -94,19 +94,14 @@ LlamaConfig bench_model_config(const std::string& model_name, const Recipe& reci
   return config;
 }
 
-// Records kTraceSteps more steps from step `first`, queued as the timed ones were; writes the
-// Chrome trace and returns the timeline's summary.
-template <class Launch, class Finish>
-nlohmann::json trace_steps(const std::string& recipe_name, const std::string& model_name, int first, Launch& launch,
-                           Finish& finish, const std::string& trace_dir) {
+// Records the GPU's activity while `run` runs training steps; writes the Chrome trace and
+// returns the timeline's summary.
+template <class Run>
+nlohmann::json trace_steps(const std::string& recipe_name, const std::string& model_name, const Run& run,
+                           const std::string& trace_dir) {
   cuda_activity_start();
   try {
-    launch(first);
-    for (int i = first + 1; i < first + kTraceSteps; ++i) {
-      launch(i);
-      finish();
-    }
-    finish();
+    run();
   } catch (...) {
     try {
       cuda_activity_stop();  // the next case's recording must be able to start
@@ -146,6 +141,16 @@ Measured measure_recipe(const std::string& model_name, const std::string& recipe
     host_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - queued).count();
   };
   const auto finish = [&] { m.last_loss = step.finish().loss_sum * grad_scale; };
+  // Steps first .. first + count - 1 as `quartet train` runs them: the next step queued before
+  // the last one's outcome is read.
+  const auto run_overlapped = [&](int first, int count) {
+    launch(first);
+    for (int i = first + 1; i < first + count; ++i) {
+      launch(i);
+      finish();
+    }
+    finish();
+  };
   for (int i = 0; i < warmup; ++i) {
     launch(i);
     finish();
@@ -153,13 +158,7 @@ Measured measure_recipe(const std::string& model_name, const std::string& recipe
   cuda_op_profile(true);  // the timed steps only
   host_seconds = 0;
   const auto start = std::chrono::steady_clock::now();
-  // As `quartet train` runs them: the next step queued before the last one's outcome is read.
-  launch(warmup);
-  for (int i = warmup + 1; i < warmup + steps; ++i) {
-    launch(i);
-    finish();
-  }
-  finish();
+  run_overlapped(warmup, steps);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   m.ms_per_step = seconds * 1e3 / steps;
   m.host_ms_per_step = host_seconds * 1e3 / steps;
@@ -174,7 +173,7 @@ Measured measure_recipe(const std::string& model_name, const std::string& recipe
   if (!trace_dir.empty()) {
     // A case whose recording fails keeps its timed figures: the row says why it has no timeline.
     try {
-      m.timeline = trace_steps(recipe_name, model_name, warmup + steps, launch, finish, trace_dir);
+      m.timeline = trace_steps(recipe_name, model_name, [&] { run_overlapped(warmup + steps, kTraceSteps); }, trace_dir);
     } catch (const Error& e) {
       m.timeline = {{"error", e.what()}};
     }
