@@ -1,7 +1,9 @@
 // The device's clocks, on known work (skipped without a GPU): the activity recorder
-// (cuda_activity_start/stop, CUPTI), where a fill before the start is left out and a fill and a
-// 4/6 quantization (a 16-byte memset of its scratch and two kernels) after it are there, in
-// order, with the device's times; and DeviceMark, the training step's timer.
+// (cuda_activity_start/stop, CUPTI), where a fill before the start is left out and what is
+// queued after it is there, in order, with the device's times: fills, a fused 4/6 quantization
+// (its amax pass and quantizing pass, and no memset: the passes share per-block maxima instead
+// of a zeroed accumulator) and a reference-path quantization (FP32, transposed: a 16-byte memset
+// of its atomic scratch, then its kernels); and DeviceMark, the training step's timer.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -17,45 +19,54 @@ TEST(ActivityRecorder, RecordsTheKernelsAndMemsetsQueuedWhileItRuns) {
   if (!cuda_available()) GTEST_SKIP() << cuda_device_description();
   auto gpu = make_cuda_backend();
   Tensor x = gpu->empty({256, 512}, DType::bf16);
+  Tensor x32 = gpu->empty({512, 256}, DType::f32);
   Tensor y = gpu->empty({1 << 20}, DType::f32);
   gpu->fill(y, 1.0);  // before the recording: not in it
+  gpu->fill(x32, 0.25);
+  const QuantizerSpec four_over_six = QuantizerSpec::defaults(QuantizerKind::four_over_six);
   cuda_activity_start();
   EXPECT_THROW(cuda_activity_start(), Error);  // one recording at a time
   gpu->fill(x, 0.5);
-  const QTensor q = gpu->quantize(x, false, QuantizerSpec::defaults(QuantizerKind::four_over_six), Rotation::none(),
-                                  {1, 2, 3});
+  const QTensor fused = gpu->quantize(x, false, four_over_six, Rotation::none(), {1, 2, 3});
   gpu->fill(y, 2.0);
+  const QTensor reference = gpu->quantize(x32, true, four_over_six, Rotation::none(), {1, 2, 4});
+  gpu->fill(y, 3.0);
   const std::vector<DeviceActivity> got = cuda_activity_stop();
   EXPECT_THROW(cuda_activity_stop(), Error);  // none running now
 
-  ASSERT_GE(got.size(), 5u);  // two fills, a memset, the amax and the quantizing pass
+  ASSERT_GE(got.size(), 7u);  // three fills, two fused passes, a memset and the reference kernels
   const auto fills = std::count_if(got.begin(), got.end(), [](const DeviceActivity& a) {
     return a.kind == DeviceActivityKind::kernel && a.name.find("fill_kernel") != std::string::npos;
   });
-  EXPECT_EQ(fills, 2);
+  EXPECT_EQ(fills, 3);
   EXPECT_TRUE(std::any_of(got.begin(), got.end(), [](const DeviceActivity& a) {
     return a.kind == DeviceActivityKind::memset && a.bytes == 16;
   }));
-  EXPECT_TRUE(std::any_of(got.begin(), got.end(), [](const DeviceActivity& a) {
-    return a.kind == DeviceActivityKind::kernel && a.name.find("fused_rowwise_kernel") != std::string::npos;
-  }));
+  EXPECT_EQ(std::count_if(got.begin(), got.end(),
+                          [](const DeviceActivity& a) {
+                            return a.kind == DeviceActivityKind::kernel &&
+                                   a.name.find("fused_rowwise_kernel") != std::string::npos;
+                          }),
+            2);
   for (std::size_t i = 0; i < got.size(); ++i) {
     EXPECT_LT(got[i].start_ns, got[i].end_ns) << got[i].name;
     if (i > 0) {
       EXPECT_LE(got[i - 1].start_ns, got[i].start_ns);
     }
   }
-  // On one stream the first fill ends before the quantization starts, which ends before the
-  // last fill.
+  // On one stream each fill ends before the next quantization starts, which ends before the
+  // next fill.
   EXPECT_NE(got.front().name.find("fill_kernel"), std::string::npos) << got.front().name;
   EXPECT_NE(got.back().name.find("fill_kernel"), std::string::npos) << got.back().name;
   const TimelineSummary s = summarize_timeline(got, "fill_kernel");
-  ASSERT_EQ(s.steps.size(), 2u);
-  // Between the two fills: the quantization's amax and quantizing passes after the memset of
-  // its scratch, then the second fill.
-  EXPECT_EQ(s.steps[1].kernels, 3);
-  EXPECT_EQ(s.steps[1].memsets, 1);
+  ASSERT_EQ(s.steps.size(), 3u);
   EXPECT_EQ(s.steps[0].kernels, 1);
+  // After the first fill: the fused quantization's two passes, then the second fill; no memset.
+  EXPECT_EQ(s.steps[1].kernels, 3);
+  EXPECT_EQ(s.steps[1].memsets, 0);
+  // After the second: the reference path's memset and at least its amax and group kernels.
+  EXPECT_EQ(s.steps[2].memsets, 1);
+  EXPECT_GE(s.steps[2].kernels, 3);
 
   // A second recording starts empty.
   cuda_activity_start();

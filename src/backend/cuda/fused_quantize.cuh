@@ -1,9 +1,11 @@
 // Fused NVFP4 quantization kernels (kernels.md, "Recipes that worked"): the input is read
 // with 16-byte loads, rotated in registers and quantized in one pass that writes packed codes
 // and scales; the per-tensor amax, where a quantizer needs it before its scales, is a second
-// pass of the same kernel that reduces instead of writing, whose result the quantizing pass turns
-// into the tensor constants itself. Included by quantize.cu, which owns the constants'
-// functions, the non-finite record and the dispatch.
+// pass of the same kernel that writes each block's maximum instead of codes; every block of the
+// quantizing pass reduces those maxima and turns them into the tensor constants itself. Nothing
+// accumulates across blocks into memory that would have to be zeroed first (a memset per
+// quantization). Included by quantize.cu, which owns the constants' functions, the non-finite
+// record and the dispatch.
 //
 // Thread layout, the same for every kernel here: one thread holds one 16-element group along
 // the reduction dimension of one output row; eight consecutive lanes (an "item") hold the
@@ -57,6 +59,41 @@ constexpr int kFusedMinBlocks = QUARTET_FUSED_MIN_BLOCKS;
 #endif
 constexpr int kLeanMinBlocks =
     QUARTET_LEAN_MIN_BLOCKS > kFusedMinBlocks ? QUARTET_LEAN_MIN_BLOCKS : kFusedMinBlocks;
+
+// One block's maxima of a pass, as the bit patterns of non-negative floats (which order as
+// their bits, so that a maximum of bits is the floats' maximum, and a NaN's bits stay on top as
+// the atomic maximum kept them): the magnitudes' amax and, for ms_eden_g16, the largest
+// provisional scale c_g.
+struct PartialMax {
+  unsigned amax_bits;
+  unsigned corrected_bits;
+};
+
+// The maxima over partials[0, count), in every thread of the block; every thread must call it
+// (it synchronises the block). count 0 gives zeros.
+__device__ __forceinline__ PartialMax block_reduce_partial_max(const PartialMax* partials, unsigned count) {
+  __shared__ PartialMax warp_max[32];
+  PartialMax m{0u, 0u};
+  for (unsigned i = threadIdx.x; i < count; i += blockDim.x) {
+    const PartialMax p = partials[i];
+    m.amax_bits = max(m.amax_bits, p.amax_bits);
+    m.corrected_bits = max(m.corrected_bits, p.corrected_bits);
+  }
+  for (int off = 16; off > 0; off /= 2) {
+    m.amax_bits = max(m.amax_bits, __shfl_xor_sync(0xFFFFFFFFu, m.amax_bits, off));
+    m.corrected_bits = max(m.corrected_bits, __shfl_xor_sync(0xFFFFFFFFu, m.corrected_bits, off));
+  }
+  const unsigned warp = threadIdx.x / 32, warps = (blockDim.x + 31) / 32;
+  __syncthreads();  // warp_max may still be read by an earlier call
+  if ((threadIdx.x & 31) == 0) warp_max[warp] = m;
+  __syncthreads();
+  m = warp_max[0];
+  for (unsigned w = 1; w < warps; ++w) {
+    m.amax_bits = max(m.amax_bits, warp_max[w].amax_bits);
+    m.corrected_bits = max(m.corrected_bits, warp_max[w].corrected_bits);
+  }
+  return m;
+}
 constexpr int kGroupsPerItem = 8;
 constexpr std::int64_t kMaxRowwiseItems = std::int64_t{1} << 31;  // items a row-wise launch may count
 
@@ -83,16 +120,19 @@ struct FusedArgs {
   DivideU32 by_row_tiles{};      // tile kernel: division by ceil(rows / kTileR)
   int rotation = 0;         // 0, 16, 32 or 128 (the kernels take it as a template argument too)
   SignBits signs{};
-  // Quantizing pass of the two-pass kinds (and MXFP4): the amax pass's result, from which every
-  // thread computes the tensor constants (tensor_constants) and block 0 stores t.
-  const unsigned* tensor_amax = nullptr;
+  // Quantizing pass of the two-pass kinds (and MXFP4): the amax pass's per-block maxima, from
+  // which every block reduces the tensor amax and computes the tensor constants
+  // (tensor_constants); block 0 stores t. MXFP4 passes a count of 0 (amax 0: its constants do
+  // not depend on it).
+  const PartialMax* tensor_partials = nullptr;
+  unsigned tensor_partial_count = 0;
   ConstantsArgs constants_args{};
   float* tensor_scale = nullptr;
-  unsigned* amax_bits = nullptr;         // amax pass; ms_eden_g16 (tiny-tensor detection)
+  // Amax pass and ms_eden_g16's pass: each block's maxima, at partial_max[blockIdx.x].
+  PartialMax* partial_max = nullptr;
   RandomContext random{};
   float eden_scale = 1.0f;
   float* corrected = nullptr;            // ms_eden_g16: provisional FP32 scales c_g
-  unsigned* max_corrected = nullptr;     // ms_eden_g16: max c_g
   std::uint8_t* codes = nullptr;
   std::uint8_t* scales = nullptr;
   std::uint8_t* trust_mask = nullptr;    // mxfp4_quest
@@ -102,9 +142,11 @@ struct FusedArgs {
   unsigned long long sequence = 0;
 };
 
-// The tensor constants of a quantizing pass; the first thread of the grid stores t.
+// The tensor constants of a quantizing pass (every thread of the block calls it); the first
+// thread of the grid stores t.
 __device__ __forceinline__ Constants pass_constants(const FusedArgs& a) {
-  const Constants k = tensor_constants(__uint_as_float(*a.tensor_amax), a.constants_args);
+  const PartialMax m = block_reduce_partial_max(a.tensor_partials, a.tensor_partial_count);
+  const Constants k = tensor_constants(__uint_as_float(m.amax_bits), a.constants_args);
   if (blockIdx.x == 0 && threadIdx.x == 0) *a.tensor_scale = k.t;
   return k;
 }
@@ -430,9 +472,8 @@ __device__ __forceinline__ void reduce_running_max(const FusedArgs& a, RunningMa
       m = fmax2(m, warp_amax[w]);
       c = fmax2(c, warp_corrected[w]);
     }
-    // Non-negative floats order as their bit patterns.
-    if (a.amax_bits) atomicMax(a.amax_bits, __float_as_uint(m));
-    if (a.max_corrected) atomicMax(a.max_corrected, __float_as_uint(c));
+    // The next pass reduces these as bit patterns (block_reduce_partial_max).
+    if (a.partial_max) a.partial_max[blockIdx.x] = PartialMax{__float_as_uint(m), __float_as_uint(c)};
   }
 }
 
@@ -537,13 +578,14 @@ __global__ void __launch_bounds__(kFusedThreads, rowwise_min_blocks<kAmaxPass, K
     flips.template fill<kRotation, RawLayout<T>>(a.signs);
     __syncthreads();
   }
-  Constants k{1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 0};
-  if (!kAmaxPass && a.tensor_amax) k = pass_constants(a);
   RunningMax run;
   std::uint32_t base = warp * 4;
   RowSlot slot = row_slot(base, lane, items, items_per_row, a.by_items_per_row, groups);
   RawGroup<T> raw{};
   if (slot.valid) load_raw(x + group_offset(slot, a.groups) * kNvGroup, raw);
+  // After the first load is issued, so that the two reads' latencies overlap.
+  Constants k{1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 0};
+  if (!kAmaxPass && a.tensor_partials) k = pass_constants(a);
   for (; base < items; base += stride) {
     const RowSlot cur = slot;
     if constexpr (kRotation != 0) {
@@ -751,8 +793,6 @@ __global__ void __launch_bounds__(kFusedThreads, tile_min_blocks<kAmaxPass, K, k
   const int pair = lane / 8 + 4 * static_cast<int>(threadIdx.x / 32);  // 0..31: rows r0 + 2 pair, + 1
   const std::int64_t row_tiles = (a.rows + kTileR - 1) / kTileR;
   const std::int64_t tiles = row_tiles * ((a.groups * kNvGroup + kTileC - 1) / kTileC);
-  Constants k{1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 0};
-  if (!kAmaxPass && a.tensor_amax) k = pass_constants(a);
   const float factor = src.factor();
   RunningMax run;
   const std::uint32_t* words = reinterpret_cast<const std::uint32_t*>(tile);
@@ -764,6 +804,9 @@ __global__ void __launch_bounds__(kFusedThreads, tile_min_blocks<kAmaxPass, K, k
     return std::pair<std::int64_t, std::int64_t>{ct * kTileC, (t - ct * row_tiles) * kTileR};
   };
   if (blockIdx.x < tiles) src.fetch(origin(blockIdx.x).first, origin(blockIdx.x).second, regs);
+  // After the first fetch is issued, so that the two reads' latencies overlap.
+  Constants k{1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 0};
+  if (!kAmaxPass && a.tensor_partials) k = pass_constants(a);
   for (std::int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
     const auto [c0, r0] = origin(t);
     __syncthreads();  // the previous tile has been read
@@ -830,11 +873,23 @@ __device__ __forceinline__ void eden_block_scales(const float* corrected8, const
   *reinterpret_cast<uint2*>(scales8) = make_uint2(packed[0], packed[1]);
 }
 
+// The tensor amax and the maximum provisional scale of pass 1's per-block maxima: whether the
+// tensor is tiny, and t. Every thread of the block calls it.
+struct EdenTensorScale {
+  bool tiny;
+  float t;
+};
+
+__device__ __forceinline__ EdenTensorScale eden_tensor_scale(const PartialMax* partials, unsigned count) {
+  const PartialMax m = block_reduce_partial_max(partials, count);
+  const bool tiny = __uint_as_float(m.amax_bits) < kTinyAmax;
+  return {tiny, tiny ? 1.0f : ms_eden_g16_tensor_scale(__uint_as_float(m.corrected_bits))};
+}
+
 __global__ void eden_g16_finish_kernel(const float* corrected, std::int64_t rows, std::int64_t groups,
-                                       const unsigned* amax_bits, const unsigned* max_corrected, RandomContext random,
+                                       const PartialMax* partials, unsigned partial_count, RandomContext random,
                                        float* tensor_scale, std::uint8_t* scales, std::uint8_t* codes) {
-  const bool tiny = __uint_as_float(*amax_bits) < kTinyAmax;
-  const float t = tiny ? 1.0f : ms_eden_g16_tensor_scale(__uint_as_float(*max_corrected));
+  const auto [tiny, t] = eden_tensor_scale(partials, partial_count);
   const std::int64_t blocks_per_row = (groups + 7) / 8;
   const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i == 0) *tensor_scale = t;
@@ -869,11 +924,10 @@ constexpr int kFinishChunkGroups = kFusedThreads * 8;
 constexpr int kFinishUnitsPerThread = 2 * kFinishChunkGroups / kFusedThreads;  // half-group code words
 
 __global__ void __launch_bounds__(kFusedThreads) eden_g16_finish_dequantize_kernel(
-    const float* corrected, std::int64_t rows, std::int64_t groups, const unsigned* amax_bits, const unsigned* max_corrected,
+    const float* corrected, std::int64_t rows, std::int64_t groups, const PartialMax* partials, unsigned partial_count,
     RandomContext random, float* tensor_scale, std::uint8_t* scales, std::uint8_t* codes, __nv_bfloat16* out) {
   __shared__ float chunk_scales[kFinishChunkGroups];
-  const bool tiny = __uint_as_float(*amax_bits) < kTinyAmax;
-  const float t = tiny ? 1.0f : ms_eden_g16_tensor_scale(__uint_as_float(*max_corrected));
+  const auto [tiny, t] = eden_tensor_scale(partials, partial_count);
   if (blockIdx.x == 0 && threadIdx.x == 0) *tensor_scale = t;
   const std::int64_t total = rows * groups, blocks_per_row = groups / 8;
   const std::int64_t chunks = (total + kFinishChunkGroups - 1) / kFinishChunkGroups;

@@ -499,16 +499,19 @@ void with_fused_kind_and_rotation(QuantizerKind kind, int rotation, F&& f) {
   if (!known) throw Error(message("quantizer ", quantizer_name(kind), " has no fused kernel here"));
 }
 
+// Returns the grid's size: a pass that writes per-block maxima writes this many.
 template <class Kernel, class... Args>
-void launch_persistent(Kernel kernel, std::int64_t work_blocks, cudaStream_t stream, Args... args) {
-  kernel<<<resident_blocks(kernel, work_blocks), kFusedThreads, 0, stream>>>(args...);
+unsigned launch_persistent(Kernel kernel, std::int64_t work_blocks, cudaStream_t stream, Args... args) {
+  const unsigned blocks = resident_blocks(kernel, work_blocks);
+  kernel<<<blocks, kFusedThreads, 0, stream>>>(args...);
   QUARTET_CUDA_LAUNCHED();
+  return blocks;
 }
 
 // One pass of the row-wise kernel: the amax pass (the same for every quantizer) or the
-// quantizing pass of a.kind, for a.rotation.
+// quantizing pass of a.kind, for a.rotation. Returns the grid's size.
 template <class T>
-void launch_rowwise(bool amax_pass, FusedArgs a, const void* x, cudaStream_t stream) {
+unsigned launch_rowwise(bool amax_pass, FusedArgs a, const void* x, cudaStream_t stream) {
   const std::int64_t items_per_row = (a.groups + kGroupsPerItem - 1) / kGroupsPerItem;
   const std::int64_t items = a.rows * items_per_row;
   // The kernel counts items (128-element spans) and a row's groups in 32 bits: 2^31 items would be
@@ -520,20 +523,23 @@ void launch_rowwise(bool amax_pass, FusedArgs a, const void* x, cudaStream_t str
   a.by_items_per_row = DivideU32::by(static_cast<std::uint32_t>(std::max<std::int64_t>(items_per_row, 1)));
   const std::int64_t blocks = (items + kFusedThreads / kGroupsPerItem - 1) / (kFusedThreads / kGroupsPerItem);
   const T* input = static_cast<const T*>(x);
+  unsigned grid = 0;
   if (amax_pass) {
     with_rotation(a.rotation, [&](auto rot) {
-      launch_persistent(fused_rowwise_kernel<true, QuantizerKind::rtn, rot.value, T>, blocks, stream, a, input);
+      grid = launch_persistent(fused_rowwise_kernel<true, QuantizerKind::rtn, rot.value, T>, blocks, stream, a, input);
     });
-    return;
+    return grid;
   }
   with_fused_kind_and_rotation<true, true>(a.kind, a.rotation, [&](auto kind, auto rot) {
-    launch_persistent(fused_rowwise_kernel<false, kind.value, rot.value, T>, blocks, stream, a, input);
+    grid = launch_persistent(fused_rowwise_kernel<false, kind.value, rot.value, T>, blocks, stream, a, input);
   });
+  return grid;
 }
 
-// kNv, kMx: the formats of the quantizers this tile source is combined with.
+// kNv, kMx: the formats of the quantizers this tile source is combined with. Returns the
+// grid's size.
 template <bool kNv, bool kMx, class Tile>
-void launch_tiles(bool amax_pass, FusedArgs a, const Tile& tile, cudaStream_t stream) {
+unsigned launch_tiles(bool amax_pass, FusedArgs a, const Tile& tile, cudaStream_t stream) {
   const std::int64_t row_tiles = (a.rows + kTileR - 1) / kTileR;
   const std::int64_t tiles = row_tiles * ((a.groups * kNvGroup + kTileC - 1) / kTileC);
   // The kernel divides tile indices in 32 bits: 2^32 tiles of 8192 elements would be 70 TB.
@@ -542,26 +548,29 @@ void launch_tiles(bool amax_pass, FusedArgs a, const Tile& tile, cudaStream_t st
                         " tiles of 64 x 128 elements; the tile kernel takes fewer than 2^32"));
   }
   a.by_row_tiles = DivideU32::by(static_cast<std::uint32_t>(std::max<std::int64_t>(row_tiles, 1)));
+  unsigned grid = 0;
   if (amax_pass) {
     if constexpr (kNv) {  // the MXFP4 quantizers have fixed tensor scales: no amax pass
       with_rotation(a.rotation, [&](auto rot) {
-        launch_persistent(fused_tile_kernel<true, QuantizerKind::rtn, rot.value, Tile>, tiles, stream, a, tile);
+        grid = launch_persistent(fused_tile_kernel<true, QuantizerKind::rtn, rot.value, Tile>, tiles, stream, a, tile);
       });
-      return;
+      return grid;
     }
     throw Error("an MXFP4 quantizer has no amax pass");
   }
   with_fused_kind_and_rotation<kNv, kMx>(a.kind, a.rotation, [&](auto kind, auto rot) {
-    launch_persistent(fused_tile_kernel<false, kind.value, rot.value, Tile>, tiles, stream, a, tile);
+    grid = launch_persistent(fused_tile_kernel<false, kind.value, rot.value, Tile>, tiles, stream, a, tile);
   });
+  return grid;
 }
 
 // MS-EDEN canonical form, pass 2 (after either path's pass 1): q's tensor scale and scales.
-void finish_eden_g16(DeviceQuantized& q, const float* corrected, const unsigned* amax_bits, const unsigned* max_corrected,
+// partials: pass 1's maxima (the fused pass's per block; the reference path's one atomic pair).
+void finish_eden_g16(DeviceQuantized& q, const float* corrected, const PartialMax* partials, unsigned partial_count,
                      const RandomContext& random, cudaStream_t stream) {
   const std::int64_t groups = q.padded_cols / kNvGroup;
   eden_g16_finish_kernel<<<blocks_for(q.rows * ((groups + 7) / 8)), kThreads, 0, stream>>>(
-      corrected, q.rows, groups, amax_bits, max_corrected, random, ptr<float>(q.tensor_scale), ptr<std::uint8_t>(q.scales),
+      corrected, q.rows, groups, partials, partial_count, random, ptr<float>(q.tensor_scale), ptr<std::uint8_t>(q.scales),
       ptr<std::uint8_t>(q.codes));
   QUARTET_CUDA_LAUNCHED();
 }
@@ -572,32 +581,52 @@ __nv_bfloat16* allocate_dequantized(DeviceQuantized& q) {
   return ptr<__nv_bfloat16>(q.dequantized);
 }
 
-// q's codes, scales and tensor scale and a pass's 64-byte scratch ([0]: amax bits, [4]: max
-// corrected) as one allocation: the stream-ordered allocator costs the host
-// a few microseconds per call, and at small shapes a quantization was mostly that.
-std::shared_ptr<void> allocate_codes_scales_and_scratch(DeviceQuantized& q) {
+// The most blocks of kFusedThreads threads the device holds at once: a bound on every
+// persistent grid (resident_blocks), hence on the per-block maxima a pass writes.
+unsigned max_resident_fused_blocks() {
+  static const unsigned bound = [] {
+    int device = 0, sms = 0, threads_per_sm = 0;
+    QUARTET_CUDA_CHECK(cudaGetDevice(&device));
+    QUARTET_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+    QUARTET_CUDA_CHECK(cudaDeviceGetAttribute(&threads_per_sm, cudaDevAttrMaxThreadsPerMultiProcessor, device));
+    return static_cast<unsigned>(sms * std::max(threads_per_sm / kFusedThreads, 1));
+  }();
+  return bound;
+}
+
+// q's codes, scales and tensor scale and a pass's per-block maxima (max_resident_fused_blocks
+// of them) as one allocation: the stream-ordered allocator costs the host a few microseconds
+// per call, and at small shapes a quantization was mostly that.
+PartialMax* allocate_codes_scales_and_partials(DeviceQuantized& q) {
   const auto aligned = [](std::size_t bytes) { return (bytes + 255) / 256 * 256; };
   const std::size_t codes = aligned(q.code_bytes()), scales = aligned(q.scale_bytes());
-  const std::shared_ptr<void> block = device_alloc(codes + scales + 256 + 64);
+  const std::shared_ptr<void> block =
+      device_alloc(codes + scales + 256 + std::size_t{max_resident_fused_blocks()} * sizeof(PartialMax));
   char* const base = ptr<char>(block);
   q.codes = std::shared_ptr<void>(block, base);
   q.scales = std::shared_ptr<void>(block, base + codes);
   q.tensor_scale = std::shared_ptr<void>(block, base + codes + scales);
-  return std::shared_ptr<void>(block, base + codes + scales + 256);
+  return reinterpret_cast<PartialMax*>(base + codes + scales + 256);  // lives as long as q.codes
 }
 
-// Fills q (shape set, NVFP4) with the fused kernels: `launch(amax_pass, args)` starts one pass.
-// MS-EDEN g16 needs one heavy pass and the small scale pass; the others an amax pass and the
-// quantizing pass, which derives the tensor constants from the amax itself (tensor_constants)
-// and stores t. Nothing synchronises the host.
+// The grid of a pass that wrote per-block maxima, checked against the room allocated for them.
+unsigned partials_written(unsigned grid) {
+  if (grid > max_resident_fused_blocks()) {
+    throw Error(message("quantize: a pass ran ", grid, " blocks, more than the ", max_resident_fused_blocks(),
+                        " the device holds at once (internal error)"));
+  }
+  return grid;
+}
+
+// Fills q (shape set, NVFP4) with the fused kernels: `launch(amax_pass, args)` starts one pass
+// and returns its grid's size. MS-EDEN g16 needs one heavy pass and the small scale pass; the
+// others an amax pass and the quantizing pass, which derives the tensor constants from the amax
+// pass's per-block maxima itself (tensor_constants) and stores t. Nothing synchronises the host.
 template <class Launch>
 void run_fused(DeviceQuantized& q, const QuantizerSpec& spec, const Rotation& rotation, const RandomContext& random,
                bool check_finite, unsigned long long sequence, bool emit_dequantized, cudaStream_t stream, Launch launch) {
   const std::int64_t groups = q.padded_cols / kNvGroup;
-  const std::shared_ptr<void> scratch = allocate_codes_scales_and_scratch(q);
-  auto* amax_bits = reinterpret_cast<unsigned*>(ptr<char>(scratch));
-  auto* max_corrected = reinterpret_cast<unsigned*>(ptr<char>(scratch) + 4);
-  QUARTET_CUDA_CHECK(cudaMemsetAsync(scratch.get(), 0, 16, stream));
+  PartialMax* const partials = allocate_codes_scales_and_partials(q);
   FusedArgs a;
   a.kind = spec.kind;
   a.rows = q.rows;
@@ -611,7 +640,7 @@ void run_fused(DeviceQuantized& q, const QuantizerSpec& spec, const Rotation& ro
   a.logical_cols = q.cols;
   a.check_finite = check_finite;
   a.sequence = sequence;
-  a.amax_bits = amax_bits;
+  a.partial_max = partials;
   const ConstantsArgs ca{spec.kind, q.format == ElementFormat::nvfp4, spec.val_max(),
                          static_cast<float>(255.99 * (6.0 / (spec.clip * spec.headroom)))};
   if (q.format == ElementFormat::mxfp4) {
@@ -622,8 +651,9 @@ void run_fused(DeviceQuantized& q, const QuantizerSpec& spec, const Rotation& ro
       a.trust_mask = ptr<std::uint8_t>(q.trust_mask);
     }
     if (emit_dequantized) a.dequantized = allocate_dequantized(q);
-    a.amax_bits = nullptr;
-    a.tensor_amax = amax_bits;  // zero: the MXFP4 constants do not depend on it
+    a.partial_max = nullptr;
+    a.tensor_partials = partials;  // none: amax 0, on which the MXFP4 constants do not depend
+    a.tensor_partial_count = 0;
     a.constants_args = ca;
     a.tensor_scale = ptr<float>(q.tensor_scale);
     launch(false, a);
@@ -632,16 +662,15 @@ void run_fused(DeviceQuantized& q, const QuantizerSpec& spec, const Rotation& ro
   if (spec.kind == QuantizerKind::ms_eden_g16) {
     auto corrected = device_alloc(static_cast<std::size_t>(q.rows * groups) * sizeof(float));
     a.corrected = ptr<float>(corrected);
-    a.max_corrected = max_corrected;
-    launch(false, a);
+    const unsigned count = partials_written(launch(false, a));
     if (emit_dequantized && groups % 8 == 0) {
       __nv_bfloat16* const dequantized = allocate_dequantized(q);
       launch_persistent(eden_g16_finish_dequantize_kernel, (q.rows * groups + kFinishChunkGroups - 1) / kFinishChunkGroups,
                         stream, static_cast<const float*>(ptr<float>(corrected)), q.rows, groups,
-                        static_cast<const unsigned*>(amax_bits), static_cast<const unsigned*>(max_corrected), random,
-                        ptr<float>(q.tensor_scale), ptr<std::uint8_t>(q.scales), ptr<std::uint8_t>(q.codes), dequantized);
+                        static_cast<const PartialMax*>(partials), count, random, ptr<float>(q.tensor_scale),
+                        ptr<std::uint8_t>(q.scales), ptr<std::uint8_t>(q.codes), dequantized);
     } else {
-      finish_eden_g16(q, ptr<float>(corrected), amax_bits, max_corrected, random, stream);
+      finish_eden_g16(q, ptr<float>(corrected), partials, count, random, stream);
     }
     return;  // the temporaries are released in stream order
   }
@@ -649,10 +678,11 @@ void run_fused(DeviceQuantized& q, const QuantizerSpec& spec, const Rotation& ro
       (spec.kind == QuantizerKind::rtn || spec.kind == QuantizerKind::four_over_six || spec.kind == QuantizerKind::sr)) {
     a.dequantized = allocate_dequantized(q);  // written by the quantizing pass
   }
-  launch(true, a);
+  const unsigned count = partials_written(launch(true, a));
   a.check_finite = false;
-  a.amax_bits = nullptr;
-  a.tensor_amax = amax_bits;
+  a.partial_max = nullptr;
+  a.tensor_partials = partials;
+  a.tensor_partial_count = count;
   a.constants_args = ca;
   a.tensor_scale = ptr<float>(q.tensor_scale);
   launch(false, a);
@@ -724,18 +754,15 @@ DeviceQuantized quantize(const void* x, DType dtype, std::int64_t x_rows, std::i
 
   if (fused_kind(spec.kind, rotation.size) && !transpose && cols % q.group() == 0) {
     run_fused(q, spec, rotation, random, true, seq, emit_dequantized, stream, [&](bool amax_pass, const FusedArgs& a) {
-      if (dtype == DType::bf16) {
-        launch_rowwise<__nv_bfloat16>(amax_pass, a, x, stream);
-      } else {
-        launch_rowwise<float>(amax_pass, a, x, stream);
-      }
+      return dtype == DType::bf16 ? launch_rowwise<__nv_bfloat16>(amax_pass, a, x, stream)
+                                  : launch_rowwise<float>(amax_pass, a, x, stream);
     });
     return q;
   }
   if (fused_kind(spec.kind, rotation.size) && transpose && dtype == DType::bf16 && x_cols % 8 == 0) {
     const TransposedBf16Tile tile{static_cast<const __nv_bfloat16*>(x), x_rows, x_cols};
     run_fused(q, spec, rotation, random, true, seq, emit_dequantized, stream,
-              [&](bool amax_pass, const FusedArgs& a) { launch_tiles<true, true>(amax_pass, a, tile, stream); });
+              [&](bool amax_pass, const FusedArgs& a) { return launch_tiles<true, true>(amax_pass, a, tile, stream); });
     return q;
   }
 
@@ -814,7 +841,10 @@ DeviceQuantized quantize(const void* x, DType dtype, std::int64_t x_rows, std::i
     }
     nv_group_kernel<<<blocks_for(rows * groups), kThreads, 0, stream>>>(a);
     QUARTET_CUDA_LAUNCHED();
-    if (spec.kind == QuantizerKind::ms_eden_g16) finish_eden_g16(q, ptr<float>(corrected), amax_bits, max_corrected, random, stream);
+    // The atomic pair at the scratch's start is one PartialMax.
+    if (spec.kind == QuantizerKind::ms_eden_g16) {
+      finish_eden_g16(q, ptr<float>(corrected), reinterpret_cast<const PartialMax*>(amax_bits), 1, random, stream);
+    }
   }
   return q;  // temporaries are released in stream order (device_alloc uses the stream-ordered allocator)
 }
@@ -836,7 +866,7 @@ DeviceQuantized requantize_transposed(const DeviceQuantized& q, const QuantizerS
     const auto run = [&](const auto& tile) {
       constexpr bool kNv = std::decay_t<decltype(tile)>::kGroup == kNvGroup;
       run_fused(out, spec, rotation, random, false, 0, emit_dequantized, stream,
-                [&](bool amax_pass, const FusedArgs& a) { launch_tiles<kNv, !kNv>(amax_pass, a, tile, stream); });
+                [&](bool amax_pass, const FusedArgs& a) { return launch_tiles<kNv, !kNv>(amax_pass, a, tile, stream); });
     };
     const std::uint8_t* codes = ptr<std::uint8_t>(q.codes);
     const std::uint8_t* scales = ptr<std::uint8_t>(q.scales);
