@@ -64,13 +64,14 @@ constexpr int kLeanMinBlocks =
 // their bits, so that a maximum of bits is the floats' maximum, and a NaN's bits stay on top as
 // the atomic maximum kept them): the magnitudes' amax and, for ms_eden_g16, the largest
 // provisional scale c_g.
-struct PartialMax {
+struct alignas(8) PartialMax {
   unsigned amax_bits;
   unsigned corrected_bits;
 };
 
 // The maxima over partials[0, count), in every thread of the block; every thread must call it
-// (it synchronises the block). count 0 gives zeros.
+// (it synchronises the block), and blockDim.x must be a multiple of 32 (full-warp shuffles).
+// count 0 gives zeros.
 __device__ __forceinline__ PartialMax block_reduce_partial_max(const PartialMax* partials, unsigned count) {
   __shared__ PartialMax warp_max[32];
   PartialMax m{0u, 0u};

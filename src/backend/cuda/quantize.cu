@@ -431,17 +431,38 @@ namespace quartet::cuda {
 
 namespace {
 
-// A persistent grid: as many blocks as fit on the device at once, at most `work`.
+// The most blocks of kFusedThreads threads the current device holds at once: a bound on every
+// persistent grid (resident_blocks), hence on the per-block maxima a pass writes. Per device,
+// as a process may drive devices of different sizes.
+unsigned max_resident_fused_blocks() {
+  static std::map<int, unsigned> bound;
+  int device = 0;
+  QUARTET_CUDA_CHECK(cudaGetDevice(&device));
+  auto it = bound.find(device);
+  if (it == bound.end()) {
+    int sms = 0, threads_per_sm = 0;
+    QUARTET_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+    QUARTET_CUDA_CHECK(cudaDeviceGetAttribute(&threads_per_sm, cudaDevAttrMaxThreadsPerMultiProcessor, device));
+    it = bound.emplace(device, static_cast<unsigned>(sms * std::max(threads_per_sm / kFusedThreads, 1))).first;
+  }
+  return it->second;
+}
+
+// A persistent grid: as many blocks as fit on the current device at once, at most `work`, and
+// never more than max_resident_fused_blocks.
 template <class Kernel>
 unsigned resident_blocks(Kernel kernel, std::int64_t work) {
-  static std::map<const void*, std::int64_t> capacity;
-  auto it = capacity.find(reinterpret_cast<const void*>(kernel));
+  static std::map<std::pair<int, const void*>, std::int64_t> capacity;
+  int device = 0;
+  QUARTET_CUDA_CHECK(cudaGetDevice(&device));
+  const std::pair<int, const void*> key{device, reinterpret_cast<const void*>(kernel)};
+  auto it = capacity.find(key);
   if (it == capacity.end()) {
-    int device = 0, sms = 0, per_sm = 0;
-    QUARTET_CUDA_CHECK(cudaGetDevice(&device));
+    int sms = 0, per_sm = 0;
     QUARTET_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
     QUARTET_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kFusedThreads, 0));
-    it = capacity.emplace(reinterpret_cast<const void*>(kernel), std::int64_t{sms} * (per_sm > 0 ? per_sm : 1)).first;
+    const std::int64_t blocks = std::int64_t{sms} * (per_sm > 0 ? per_sm : 1);
+    it = capacity.emplace(key, std::min<std::int64_t>(blocks, max_resident_fused_blocks())).first;
   }
   // QUARTET_CUDA_MAX_BLOCKS caps the grid, so that tests run the grid-stride loops (and the
   // prefetch across iterations) on small inputs.
@@ -581,19 +602,6 @@ __nv_bfloat16* allocate_dequantized(DeviceQuantized& q) {
   return ptr<__nv_bfloat16>(q.dequantized);
 }
 
-// The most blocks of kFusedThreads threads the device holds at once: a bound on every
-// persistent grid (resident_blocks), hence on the per-block maxima a pass writes.
-unsigned max_resident_fused_blocks() {
-  static const unsigned bound = [] {
-    int device = 0, sms = 0, threads_per_sm = 0;
-    QUARTET_CUDA_CHECK(cudaGetDevice(&device));
-    QUARTET_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-    QUARTET_CUDA_CHECK(cudaDeviceGetAttribute(&threads_per_sm, cudaDevAttrMaxThreadsPerMultiProcessor, device));
-    return static_cast<unsigned>(sms * std::max(threads_per_sm / kFusedThreads, 1));
-  }();
-  return bound;
-}
-
 // q's codes, scales and tensor scale and a pass's per-block maxima (max_resident_fused_blocks
 // of them) as one allocation: the stream-ordered allocator costs the host a few microseconds
 // per call, and at small shapes a quantization was mostly that.
@@ -609,14 +617,6 @@ PartialMax* allocate_codes_scales_and_partials(DeviceQuantized& q) {
   return reinterpret_cast<PartialMax*>(base + codes + scales + 256);  // lives as long as q.codes
 }
 
-// The grid of a pass that wrote per-block maxima, checked against the room allocated for them.
-unsigned partials_written(unsigned grid) {
-  if (grid > max_resident_fused_blocks()) {
-    throw Error(message("quantize: a pass ran ", grid, " blocks, more than the ", max_resident_fused_blocks(),
-                        " the device holds at once (internal error)"));
-  }
-  return grid;
-}
 
 // Fills q (shape set, NVFP4) with the fused kernels: `launch(amax_pass, args)` starts one pass
 // and returns its grid's size. MS-EDEN g16 needs one heavy pass and the small scale pass; the
@@ -662,7 +662,7 @@ void run_fused(DeviceQuantized& q, const QuantizerSpec& spec, const Rotation& ro
   if (spec.kind == QuantizerKind::ms_eden_g16) {
     auto corrected = device_alloc(static_cast<std::size_t>(q.rows * groups) * sizeof(float));
     a.corrected = ptr<float>(corrected);
-    const unsigned count = partials_written(launch(false, a));
+    const unsigned count = launch(false, a);  // at most max_resident_fused_blocks
     if (emit_dequantized && groups % 8 == 0) {
       __nv_bfloat16* const dequantized = allocate_dequantized(q);
       launch_persistent(eden_g16_finish_dequantize_kernel, (q.rows * groups + kFinishChunkGroups - 1) / kFinishChunkGroups,
@@ -678,7 +678,7 @@ void run_fused(DeviceQuantized& q, const QuantizerSpec& spec, const Rotation& ro
       (spec.kind == QuantizerKind::rtn || spec.kind == QuantizerKind::four_over_six || spec.kind == QuantizerKind::sr)) {
     a.dequantized = allocate_dequantized(q);  // written by the quantizing pass
   }
-  const unsigned count = partials_written(launch(true, a));
+  const unsigned count = launch(true, a);  // at most max_resident_fused_blocks
   a.check_finite = false;
   a.partial_max = nullptr;
   a.tensor_partials = partials;
