@@ -7,7 +7,8 @@
 # --only train` at 124m and 1b for quartet2 and bf16) or fullbench (every recipe beside the
 # PyTorch reference), trace (`quartet bench --only train --models 124m --recipes quartet2
 # --trace-dir`: the device's busy and idle time per step, and each kernel's share, recorded with
-# CUPTI; the Chrome traces to $OUT/traces), concurrency (gpu-concurrency.sh: two quartet2 runs of the campaign's shape
+# CUPTI; the Chrome traces to $OUT/traces), nodependent (trace's timed rows again with
+# QUARTET_DEPENDENT_LAUNCH=0, to $OUT/train-nodependent.json), concurrency (gpu-concurrency.sh: two quartet2 runs of the campaign's shape
 # on one GPU, about two minutes), or none. SECONDS: the whole command's budget; the campaign runs NAMEs
 # (started or resumed) in what is left of it, one lane per GPU, with diagnostics every 250 steps
 # and `quartet diagnose` on quartet2-s1 once it has finished (QUARTET_DIAGNOSTICS and
@@ -68,6 +69,13 @@ for r in json.load(open(sys.argv[1]))["results"]:
     for e in t["by_idle_before"][:6]:
         print(f"   idle {e['idle_before_ms_per_step']:.3f} ms before {e['calls_per_step']:.0f}x {e['name'][:90]}")
 PY
+fi
+if [[ "$mode" == *nodependent* ]]; then  # the same as trace's timed rows, without dependent launches
+  t0=$(date +%s)
+  QUARTET_DEPENDENT_LAUNCH=0 ./quartet bench --only train --models 124m --recipes quartet2 \
+    --json "$OUT/train-nodependent.json" > "$OUT/train-nodependent.log" 2>&1
+  echo "train bench without dependent launches rc=$? in $(( $(date +%s) - t0 )) s"
+  grep '"case":"train/' "$OUT/train-nodependent.log" | cut -c1-160
 fi
 if [[ "$mode" == *concurrency* ]]; then  # runs of the campaign's shape sharing one GPU
   t0=$(date +%s)

@@ -567,6 +567,8 @@ constexpr int rowwise_min_blocks() {
 // lane of a warp in the same iteration (the shuffles need the whole warp).
 template <bool kAmaxPass, QuantizerKind K, int kRotation, class T>
 __global__ void __launch_bounds__(kFusedThreads, rowwise_min_blocks<kAmaxPass, K, T>()) fused_rowwise_kernel(FusedArgs a, const T* x) {
+  wait_for_upstream_grids();  // launched as a dependent (launch_persistent)
+  allow_downstream_launch();
   constexpr int kRawWords = static_cast<int>(sizeof(RawGroup<T>) / 4);
   __shared__ FlipTable<kRawWords> flips;
   const int lane = static_cast<int>(threadIdx.x & 31), lane_in_item = lane & 7;
@@ -785,6 +787,8 @@ constexpr int tile_min_blocks() {
 
 template <bool kAmaxPass, QuantizerKind K, int kRotation, class Tile>
 __global__ void __launch_bounds__(kFusedThreads, tile_min_blocks<kAmaxPass, K, kRotation, Tile>()) fused_tile_kernel(FusedArgs a, Tile src) {
+  wait_for_upstream_grids();  // launched as a dependent (launch_persistent)
+  allow_downstream_launch();
   __shared__ uint4 tile[kTileC * kTileWords / 4];
   // A tile word holds two rows' elements of one c: one mask (bits 15 and 31) flips both.
   __shared__ FlipTable<kNvGroup> flips;
@@ -927,6 +931,8 @@ constexpr int kFinishUnitsPerThread = 2 * kFinishChunkGroups / kFusedThreads;  /
 __global__ void __launch_bounds__(kFusedThreads) eden_g16_finish_dequantize_kernel(
     const float* corrected, std::int64_t rows, std::int64_t groups, const PartialMax* partials, unsigned partial_count,
     RandomContext random, float* tensor_scale, std::uint8_t* scales, std::uint8_t* codes, __nv_bfloat16* out) {
+  wait_for_upstream_grids();  // launched as a dependent (launch_persistent)
+  allow_downstream_launch();
   __shared__ float chunk_scales[kFinishChunkGroups];
   const auto [tiny, t] = eden_tensor_scale(partials, partial_count);
   if (blockIdx.x == 0 && threadIdx.x == 0) *tensor_scale = t;
@@ -979,6 +985,8 @@ constexpr int kDequantUnroll = 4;
 template <ElementFormat F>
 __global__ void dequantize_bf16_kernel(const std::uint8_t* codes, const std::uint8_t* scales, std::int64_t units,
                                        __nv_bfloat16* out) {
+  wait_for_upstream_grids();  // launched as a dependent (launch_persistent)
+  allow_downstream_launch();
   constexpr int kUnitsPerGroup = F == ElementFormat::nvfp4 ? 2 : 4;
   const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
   for (std::int64_t base = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; base < units;
@@ -1013,6 +1021,8 @@ template <int kRotation, class T>
 __global__ void __launch_bounds__(kFusedThreads) trust_mask_unrotate_fused_kernel(T* g, std::int64_t rows, std::int64_t cols,
                                                                                   std::int64_t mask_row_bytes,
                                                                                   const std::uint8_t* mask, SignBits signs) {
+  wait_for_upstream_grids();  // launched as a dependent (launch_persistent)
+  allow_downstream_launch();
   const std::int64_t units_per_row = cols / kNvGroup, units = rows * units_per_row;
   const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
   for (std::int64_t u = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; u - static_cast<int>(threadIdx.x & 31) < units;

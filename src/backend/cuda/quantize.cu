@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/dependent_launch.cuh"
 #include "backend/cuda/device_memory.h"
 #include "backend/cuda/message.h"
 #include "backend/cuda/device_real.cuh"
@@ -520,12 +521,13 @@ void with_fused_kind_and_rotation(QuantizerKind kind, int rotation, F&& f) {
   if (!known) throw Error(message("quantizer ", quantizer_name(kind), " has no fused kernel here"));
 }
 
-// Returns the grid's size: a pass that writes per-block maxima writes this many.
+// A dependent launch (dependent_launch.cuh): every persistent kernel waits for the grids
+// before it first thing. Returns the grid's size: a pass that writes per-block maxima writes
+// this many.
 template <class Kernel, class... Args>
 unsigned launch_persistent(Kernel kernel, std::int64_t work_blocks, cudaStream_t stream, Args... args) {
   const unsigned blocks = resident_blocks(kernel, work_blocks);
-  kernel<<<blocks, kFusedThreads, 0, stream>>>(args...);
-  QUARTET_CUDA_LAUNCHED();
+  launch_dependent(kernel, blocks, kFusedThreads, stream, args...);
   return blocks;
 }
 
