@@ -66,6 +66,9 @@ for r in json.load(open(sys.argv[1]))["results"]:
           f"busy {t['busy_ms_per_step']:.2f}, idle in step {t['idle_in_step_ms_per_step']:.2f}, between "
           f"{t['idle_between_steps_ms_per_step']:.2f}; {t['kernels_per_step']:.0f} kernels, "
           f"{t['memsets_per_step']:.0f} memsets, {t['memcpys_per_step']:.0f} copies per step")
+    print("   idle gaps in a step: " + ", ".join(
+        f"{'<' + format(g['below_us'], 'g') if g['below_us'] is not None else '>=100'} us "
+        f"{g['gaps_per_step']:.0f}x {g['ms_per_step']:.2f} ms" for g in t.get("idle_gaps_in_step", [])))
     for e in t["by_idle_before"][:6]:
         print(f"   idle {e['idle_before_ms_per_step']:.3f} ms before {e['calls_per_step']:.0f}x {e['name'][:90]}")
 PY

@@ -69,6 +69,14 @@ TimelineSummary summarize_timeline(const std::vector<DeviceActivity>& activities
     }
   }
   TimelineSummary s;
+  for (const std::uint64_t bound : kIdleGapBoundsNs) s.idle_gaps.push_back({bound, 0, 0});
+  s.idle_gaps.push_back({0, 0, 0});
+  const auto record_gap = [&](std::uint64_t gap) {
+    std::size_t c = 0;
+    while (c + 1 < s.idle_gaps.size() && gap >= s.idle_gaps[c].below_ns) ++c;
+    s.idle_gaps[c].gaps += 1;
+    s.idle_gaps[c].idle_ns += gap;
+  };
   std::map<std::pair<std::string, DeviceActivityKind>, TimelineEntry> entries;
   std::size_t first = 0;
   std::uint64_t last_step_end = 0;
@@ -82,7 +90,10 @@ TimelineSummary summarize_timeline(const std::vector<DeviceActivity>& activities
       TimelineEntry& e = entries[{entry_name(a), a.kind}];
       e.calls += 1;
       e.busy_ns += a.end_ns - a.start_ns;
-      if (a.start_ns > covered) e.idle_before_ns += a.start_ns - covered;
+      if (a.start_ns > covered) {
+        e.idle_before_ns += a.start_ns - covered;
+        record_gap(a.start_ns - covered);
+      }
       if (a.end_ns > covered) step.busy_ns += a.end_ns - std::max(covered, a.start_ns);
       covered = std::max(covered, a.end_ns);
       (a.kind == DeviceActivityKind::kernel ? step.kernels
@@ -131,6 +142,12 @@ nlohmann::json timeline_summary_json(const TimelineSummary& s, std::size_t top) 
   for (std::size_t i = 0; i < std::min(top, idle_order.size()) && idle_order[i].idle_before_ns > 0; ++i) {
     by_idle.push_back(entry_json(idle_order[i]));
   }
+  nlohmann::json gaps = nlohmann::json::array();
+  for (const IdleGapClass& c : s.idle_gaps) {
+    gaps.push_back({{"below_us", c.below_ns ? nlohmann::json(static_cast<double>(c.below_ns) / 1e3) : nlohmann::json()},
+                    {"gaps_per_step", static_cast<double>(c.gaps) / steps},
+                    {"ms_per_step", per_step_ms(static_cast<double>(c.idle_ns))}});
+  }
   return {{"steps", s.steps.size()},
           {"span_ms_per_step", per_step_ms(span)},
           {"busy_ms_per_step", per_step_ms(busy)},
@@ -140,6 +157,7 @@ nlohmann::json timeline_summary_json(const TimelineSummary& s, std::size_t top) 
           {"kernels_per_step", static_cast<double>(kernels) / steps},
           {"memsets_per_step", static_cast<double>(memsets) / steps},
           {"memcpys_per_step", static_cast<double>(memcpys) / steps},
+          {"idle_gaps_in_step", gaps},
           {"by_busy_time", by_busy},
           {"by_idle_before", by_idle}};
 }

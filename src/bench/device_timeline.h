@@ -28,8 +28,21 @@ struct TimelineEntry {
   std::uint64_t idle_before_ns = 0;  // summed idle time that ended with this entry's starts
 };
 
+// Idle gaps inside steps of one size class: many short ones are launch latency between
+// dependent kernels (what dependent launches or a CUDA graph remove), a few long ones the host
+// or a synchronisation.
+struct IdleGapClass {
+  std::uint64_t below_ns = 0;  // the class's upper bound; 0: unbounded (the last class)
+  std::int64_t gaps = 0;
+  std::uint64_t idle_ns = 0;
+};
+
+// Upper bounds of the idle-gap classes, in nanoseconds (the last class has none).
+inline constexpr std::uint64_t kIdleGapBoundsNs[] = {2'000, 5'000, 20'000, 100'000};
+
 struct TimelineSummary {
   std::vector<TimelineStep> steps;
+  std::vector<IdleGapClass> idle_gaps;  // one per bound in kIdleGapBoundsNs, then the unbounded
   std::vector<TimelineEntry> entries;  // longest busy time first
   std::uint64_t between_steps_idle_ns = 0;  // from each step's end to the next one's start
 };
@@ -45,7 +58,8 @@ TimelineSummary summarize_timeline(const std::vector<DeviceActivity>& activities
 std::string short_kernel_name(const std::string& demangled);
 
 // Milliseconds per step: span, busy, idle inside steps, idle between them, activities by kind,
-// and the `top` entries by busy time and by idle time before them.
+// the idle gaps inside steps by size class, and the `top` entries by busy time and by idle time
+// before them.
 nlohmann::json timeline_summary_json(const TimelineSummary& summary, std::size_t top);
 
 // The Chrome trace-event format (chrome://tracing, Perfetto): one complete event per activity,

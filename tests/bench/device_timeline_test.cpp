@@ -90,6 +90,40 @@ TEST(DeviceTimeline, JsonGivesMillisecondsPerStep) {
   EXPECT_DOUBLE_EQ(j.at("by_idle_before")[1].at("idle_before_ms_per_step").get<double>(), 2.5);
 }
 
+// The idle gaps inside steps by size class (bounds 2, 5, 20 and 100 us; a bound belongs to the
+// class above it). One step: a [0,10], b [11,20] (gap 1), c [22,30] (gap 2), d [34,40] (gap 4),
+// e [38,41] on a second stream (overlaps d: no gap), f [50,55] (gap 9 after e), g [80,90] (gap
+// 25), adamw [340,350] (gap 250): idle 291 of a 350 us span, busy 59.
+TEST(DeviceTimeline, IdleGapsBySizeClass) {
+  constexpr std::uint64_t kUs = 1'000;
+  const auto k = [&](const char* name, std::uint64_t start_us, std::uint64_t end_us, std::uint32_t stream = 1) {
+    return DeviceActivity{DeviceActivityKind::kernel, name, start_us * kUs, end_us * kUs, stream, 0};
+  };
+  const TimelineSummary s = summarize_timeline({k("a", 0, 10), k("b", 11, 20), k("c", 22, 30), k("d", 34, 40),
+                                                k("e", 38, 41, 2), k("f", 50, 55), k("g", 80, 90),
+                                                k("adamw_kernel", 340, 350)},
+                                               "adamw_kernel");
+  ASSERT_EQ(s.steps.size(), 1u);
+  EXPECT_EQ(s.steps[0].busy_ns, 59 * kUs);
+  ASSERT_EQ(s.idle_gaps.size(), 5u);
+  const std::uint64_t bounds[] = {2 * kUs, 5 * kUs, 20 * kUs, 100 * kUs, 0};
+  const std::int64_t gaps[] = {1, 2, 1, 1, 1};
+  const std::uint64_t idle_us[] = {1, 2 + 4, 9, 25, 250};
+  for (std::size_t c = 0; c < 5; ++c) {
+    EXPECT_EQ(s.idle_gaps[c].below_ns, bounds[c]) << "class " << c;
+    EXPECT_EQ(s.idle_gaps[c].gaps, gaps[c]) << "class " << c;
+    EXPECT_EQ(s.idle_gaps[c].idle_ns, idle_us[c] * kUs) << "class " << c;
+  }
+
+  const nlohmann::json j = timeline_summary_json(s, 3);
+  ASSERT_EQ(j.at("idle_gaps_in_step").size(), 5u);
+  EXPECT_DOUBLE_EQ(j.at("idle_gaps_in_step")[0].at("below_us").get<double>(), 2.0);
+  EXPECT_TRUE(j.at("idle_gaps_in_step")[4].at("below_us").is_null());
+  EXPECT_DOUBLE_EQ(j.at("idle_gaps_in_step")[4].at("ms_per_step").get<double>(), 0.25);
+  EXPECT_DOUBLE_EQ(j.at("idle_gaps_in_step")[1].at("gaps_per_step").get<double>(), 2.0);
+  EXPECT_DOUBLE_EQ(j.at("idle_in_step_ms_per_step").get<double>(), 0.291);
+}
+
 TEST(DeviceTimeline, ChromeTraceHasOneCompleteEventPerActivity) {
   const nlohmann::json t = chrome_trace(two_steps());
   const nlohmann::json& events = t.at("traceEvents");
