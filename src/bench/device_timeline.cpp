@@ -45,7 +45,8 @@ std::string entry_name(const DeviceActivity& a) {
 
 }  // namespace
 
-TimelineSummary summarize_timeline(const std::vector<DeviceActivity>& activities, const std::string& step_marker) {
+TimelineSummary summarize_timeline(const std::vector<DeviceActivity>& activities, const std::string& step_marker,
+                                   std::size_t skip_steps) {
   if (activities.empty()) throw Error("timeline: no GPU activity was recorded");
   std::vector<std::size_t> markers;
   for (std::size_t i = 0; i < activities.size(); ++i) {
@@ -60,6 +61,10 @@ TimelineSummary summarize_timeline(const std::vector<DeviceActivity>& activities
   }
   if (markers.empty()) {
     throw Error(fmt::format("timeline: no activity is named like '{}', which ends each step", step_marker));
+  }
+  if (markers.size() <= skip_steps) {
+    throw Error(fmt::format("timeline: {} steps recorded, and the first {} are to be left out", markers.size(),
+                            skip_steps));
   }
   // The copies to the host right after the marker (the step's status read) are the step's too.
   for (std::size_t& m : markers) {
@@ -80,8 +85,14 @@ TimelineSummary summarize_timeline(const std::vector<DeviceActivity>& activities
   std::map<std::pair<std::string, DeviceActivityKind>, TimelineEntry> entries;
   std::size_t first = 0;
   std::uint64_t last_step_end = 0;
+  std::size_t skipped = 0;
   for (const std::size_t marker : markers) {
     if (marker < first) continue;  // a marker that a step's copies took in
+    if (skipped < skip_steps) {
+      ++skipped;
+      first = marker + 1;
+      continue;
+    }
     TimelineStep step;
     step.start_ns = activities[first].start_ns;
     std::uint64_t covered = step.start_ns;

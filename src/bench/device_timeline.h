@@ -49,9 +49,11 @@ struct TimelineSummary {
 
 // The steps end with the activities whose name contains `step_marker` (the optimizer's kernel of
 // a training step) and the device-to-host copies right after it (the step's status read);
-// activities after the last step are left out. Error when `activities` is
-// empty, not in order of start, or has no marker.
-TimelineSummary summarize_timeline(const std::vector<DeviceActivity>& activities, const std::string& step_marker);
+// activities after the last step are left out, and so are the first `skip_steps` steps (a
+// recording's first step starts late: its first activity waits for the recorder). Error when
+// `activities` is empty, not in order of start, or has no more than skip_steps markers.
+TimelineSummary summarize_timeline(const std::vector<DeviceActivity>& activities, const std::string& step_marker,
+                                   std::size_t skip_steps = 0);
 
 // A kernel's demangled name without its parameter list and leading return type:
 // "void ns::k<1, 2>(float*, int)" -> "ns::k<1, 2>".

@@ -20,7 +20,8 @@ struct TrainBenchOptions {
   std::string pytorch_script;    // bench/pytorch_reference.py; empty: no PyTorch rows
   std::string python = "python3";
   // Not empty: after its timed steps, each of our cases runs kTraceSteps more the same way while
-  // the GPU's activity is recorded (quartet/backend/cuda.h: CUPTI), writes the Chrome trace
+  // the GPU's activity is recorded (quartet/backend/cuda.h: CUPTI), and one before them that the
+  // summary leaves out (its first activity waits for the recorder), writes the Chrome trace
   // <trace_dir>/<recipe>-<model>.trace.json and adds the timeline's summary to its row as
   // "device_timeline" (bench/device_timeline.h): busy and idle device time per step, and the
   // kernels by time and by the idle time before them. The timed figures are not traced.

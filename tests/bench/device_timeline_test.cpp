@@ -124,6 +124,22 @@ TEST(DeviceTimeline, IdleGapsBySizeClass) {
   EXPECT_DOUBLE_EQ(j.at("idle_in_step_ms_per_step").get<double>(), 0.291);
 }
 
+// Leaving out the first step: the summary is step 2's alone (busy 18 of 25 ms, idle 2 before
+// adamw and 5 before the status copy), and nothing of step 1 is counted.
+TEST(DeviceTimeline, LeavesOutTheFirstSteps) {
+  const TimelineSummary s = summarize_timeline(two_steps(), "adamw_kernel", 1);
+  ASSERT_EQ(s.steps.size(), 1u);
+  EXPECT_EQ(s.steps[0].start_ns, 55 * kMs);
+  EXPECT_EQ(s.steps[0].busy_ns, 18 * kMs);
+  EXPECT_EQ(s.between_steps_idle_ns, 0u);
+  std::int64_t calls = 0;
+  for (const TimelineEntry& e : s.entries) calls += e.calls;
+  EXPECT_EQ(calls, 3);  // a, adamw, the status copy
+  EXPECT_EQ(s.idle_gaps.back().gaps, 2);  // 2 and 5 ms: both above 100 us
+  EXPECT_EQ(s.idle_gaps.back().idle_ns, 7 * kMs);
+  EXPECT_THROW(summarize_timeline(two_steps(), "adamw_kernel", 2), Error);  // no step would be left
+}
+
 TEST(DeviceTimeline, ChromeTraceHasOneCompleteEventPerActivity) {
   const nlohmann::json t = chrome_trace(two_steps());
   const nlohmann::json& events = t.at("traceEvents");

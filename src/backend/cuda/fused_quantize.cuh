@@ -921,35 +921,39 @@ __global__ void eden_g16_finish_kernel(const float* corrected, std::int64_t rows
 
 // Pass 2 for an operand that an emulated GEMM reads next: the scale pass above and the
 // dequantization below in one kernel (rows of whole 8-group Philox blocks, groups % 8 == 0).
-// A block takes a chunk of 256 Philox blocks (2048 groups) at a time: first each thread
-// computes the eight scales of one Philox block, as eden_g16_finish_kernel does, into shared
-// memory; then the block dequantizes the chunk in the dequantization kernel's order (half a
-// group per thread, consecutive lanes on consecutive halves).
-constexpr int kFinishChunkGroups = kFusedThreads * 8;
-constexpr int kFinishUnitsPerThread = 2 * kFinishChunkGroups / kFusedThreads;  // half-group code words
+// A block takes a chunk of kChunkGroups / 8 = 64 Philox blocks at a time: first one thread per
+// Philox block computes its eight scales, as eden_g16_finish_kernel does, into shared memory;
+// then the block dequantizes the chunk in the dequantization kernel's order (half a group per
+// thread, consecutive lanes on consecutive halves). Chunks of 2048 groups (every thread
+// computing scales) left the GPU mostly empty at the training shapes of a 124m or 1b model (a
+// 8192 x 768 tensor is 192 such chunks for 132 SMs' 1,056 resident blocks).
+constexpr int kFinishChunkGroups = kFusedThreads * 2;
 
 __global__ void __launch_bounds__(kFusedThreads) eden_g16_finish_dequantize_kernel(
     const float* corrected, std::int64_t rows, std::int64_t groups, const PartialMax* partials, unsigned partial_count,
     RandomContext random, float* tensor_scale, std::uint8_t* scales, std::uint8_t* codes, __nv_bfloat16* out) {
+  constexpr int kChunkGroups = kFinishChunkGroups;
+  static_assert(kChunkGroups % kFusedThreads == 0 && kChunkGroups / 8 <= kFusedThreads, "a chunk's shape");
+  constexpr int kUnitsPerThread = 2 * kChunkGroups / kFusedThreads;  // half-group code words
   wait_for_upstream_grids();  // launched as a dependent (launch_persistent)
   allow_downstream_launch();
-  __shared__ float chunk_scales[kFinishChunkGroups];
+  __shared__ float chunk_scales[kChunkGroups];
   const auto [tiny, t] = eden_tensor_scale(partials, partial_count);
   if (blockIdx.x == 0 && threadIdx.x == 0) *tensor_scale = t;
   const std::int64_t total = rows * groups, blocks_per_row = groups / 8;
-  const std::int64_t chunks = (total + kFinishChunkGroups - 1) / kFinishChunkGroups;
+  const std::int64_t chunks = (total + kChunkGroups - 1) / kChunkGroups;
   for (std::int64_t chunk = blockIdx.x; chunk < chunks; chunk += gridDim.x) {
-    const std::int64_t first = chunk * kFinishChunkGroups;
-    const std::int64_t halves = 2 * std::min<std::int64_t>(kFinishChunkGroups, total - first);
+    const std::int64_t first = chunk * kChunkGroups;
+    const std::int64_t halves = 2 * std::min<std::int64_t>(kChunkGroups, total - first);
     // The chunk's code words are loaded first, so that their latency overlaps the Philox work.
-    std::uint32_t c[kFinishUnitsPerThread];
+    std::uint32_t c[kUnitsPerThread];
 #pragma unroll
-    for (int u = 0; u < kFinishUnitsPerThread; ++u) {
+    for (int u = 0; u < kUnitsPerThread; ++u) {
       const std::int64_t j = threadIdx.x + u * kFusedThreads;
       c[u] = j < halves ? reinterpret_cast<const std::uint32_t*>(codes)[2 * first + j] : 0u;
     }
-    const std::int64_t block = first / 8 + threadIdx.x;  // this thread's Philox block
-    if (block * 8 < total) {
+    const std::int64_t block = first / 8 + threadIdx.x;  // this thread's Philox block, if any
+    if (threadIdx.x < kChunkGroups / 8 && block * 8 < total) {
       const std::int64_t r = block / blocks_per_row, g0 = (block - r * blocks_per_row) * 8;
       float e[8];
       eden_block_scales(corrected + block * 8, random, static_cast<std::uint32_t>(r), static_cast<std::uint32_t>(g0 / 8), t,
@@ -959,7 +963,7 @@ __global__ void __launch_bounds__(kFusedThreads) eden_g16_finish_dequantize_kern
     }
     __syncthreads();
 #pragma unroll
-    for (int u = 0; u < kFinishUnitsPerThread; ++u) {
+    for (int u = 0; u < kUnitsPerThread; ++u) {
       const std::int64_t j = threadIdx.x + u * kFusedThreads;
       if (j >= halves) break;
       const std::int64_t h = 2 * first + j;
