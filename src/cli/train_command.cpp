@@ -136,7 +136,9 @@ Command add_train_command(CLI::App& parent) {
       ->capture_default_str()
       ->check(number_above(0, true));
   app->add_option("--resume", o->resume, "continue from a checkpoint folder or a run folder (its latest checkpoint)");
-  app->add_flag("--force", o->force, "replace the run already in --out (its metrics and checkpoints)");
+  app->add_flag("--force", o->force,
+                "replace the run already in --out (its metrics and checkpoints); with --resume from an older "
+                "checkpoint of the run, rewind the run to it");
   app->add_option("--max-skipped-steps", o->max_skipped_steps,
                   "stop with an error after this many consecutive skipped (non-finite) steps (0: never)")
       ->capture_default_str();

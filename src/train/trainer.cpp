@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <regex>
 #include <sstream>
@@ -67,6 +68,29 @@ std::string data_fingerprint(const std::vector<std::uint16_t>& tokens) {
     h = (h ^ (t >> 8)) * 1099511628211ull;
   }
   return fmt::format("{}:{:016x}", tokens.size(), h);
+}
+
+// A run resumed in its own folder from a checkpoint older than the run's latest would write
+// its next checkpoints over the later ones, which came from another schedule. Refused unless
+// --force, which rewinds the run: the later checkpoints are removed (the metrics after the step
+// are dropped by truncate_metrics) and `latest` names the checkpoint resumed from.
+void rewind_later_checkpoints(const std::string& run_dir, const std::filesystem::path& checkpoint, std::int64_t step,
+                              const RunControl& control, const std::function<void(const std::string&)>& log) {
+  std::vector<std::filesystem::path> later;
+  for (const auto& [s, path] : checkpoint_folders(run_dir)) {
+    if (s > static_cast<std::uint64_t>(step)) later.push_back(path);
+  }
+  if (later.empty()) return;
+  if (!control.replace_existing_run) {
+    throw Error(fmt::format("--resume {} is at step {}, but {} holds {} later checkpoint(s), up to {}; going on from "
+                            "here would replace them. Resume from the run folder (its latest checkpoint), or add "
+                            "--force to rewind the run to step {} (its later checkpoints and metrics are removed)",
+                            checkpoint.string(), step, run_dir, later.size(), later.back().filename().string(), step));
+  }
+  for (const std::filesystem::path& p : later) std::filesystem::remove_all(p);
+  write_file_atomic(std::filesystem::path(run_dir) / "checkpoints" / "latest", checkpoint.filename().string() + "\n");
+  log(fmt::format("--force: rewound the run to step {}: removed {} later checkpoint(s), up to {}", step, later.size(),
+                  later.back().filename().string()));
 }
 
 bool holds_a_run(const std::filesystem::path& dir) {
@@ -265,6 +289,8 @@ TrainResult run(TrainConfig c, const std::filesystem::path& checkpoint, const nl
     if (!own_folder) {
       check_run_folder(c.out_dir, control);
       if (control.replace_existing_run) remove_old_run(c.out_dir, log);
+    } else {
+      rewind_later_checkpoints(c.out_dir, checkpoint, start_step, control, log);
     }
     std::filesystem::create_directories(c.out_dir);
     remove_killed_writes(c.out_dir, log);

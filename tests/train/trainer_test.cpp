@@ -88,8 +88,11 @@ TEST(Trainer, ResumeIsBitwiseIdentical) {
   ASSERT_TRUE(std::filesystem::exists(step3));
   ResumeOptions o;
   o.save_every = 0;
-  const TrainResult resumed = resume(step3, o);
+  RunControl rewind;  // the run holds checkpoints 6 and 8: going on from 3 rewinds it
+  rewind.replace_existing_run = true;
+  const TrainResult resumed = resume(step3, o, {}, rewind);
   ASSERT_EQ(resumed.history.size(), 5u);
+  EXPECT_FALSE(std::filesystem::exists(part_dir.str() + "/checkpoints/step-000006"));  // the rewind removed it
   for (std::size_t i = 0; i < 5; ++i) {
     EXPECT_EQ(resumed.history[i].step, full.history[i + 3].step);
     EXPECT_EQ(resumed.history[i].loss, full.history[i + 3].loss) << "step " << resumed.history[i].step;
@@ -359,6 +362,34 @@ TEST(Trainer, AnExistingRunIsReplacedOnlyOnRequest) {
 }
 
 // Settings that do not change what is trained were silently ignored on resume; they apply now.
+// Resuming a run in its own folder from a checkpoint older than its latest would write over the
+// later checkpoints: refused, naming them, with every file of the run left as it was.
+TEST(Trainer, ResumeFromAnOlderCheckpointIsRefusedWithoutForce) {
+  testing::TempDir dir;
+  TrainConfig c = small_cpu_run("bf16", 4);
+  c.save_every = 2;
+  c.out_dir = dir.str();
+  train(c);
+  const std::string later = dir.str() + "/checkpoints/step-000004/model.safetensors";
+  const std::string weights = read_file(later), metrics = read_file(dir.str() + "/metrics.jsonl"),
+                    latest = read_file(dir.str() + "/checkpoints/latest");
+  ResumeOptions o;
+  o.steps = 6;
+  try {
+    resume(dir.str() + "/checkpoints/step-000002", o);
+    ADD_FAILURE() << "resume from step 2 with a checkpoint of step 4 was not refused";
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("step-000004"), std::string::npos) << what;
+    EXPECT_NE(what.find("--force"), std::string::npos) << what;
+  }
+  EXPECT_EQ(read_file(later), weights);
+  EXPECT_EQ(read_file(dir.str() + "/metrics.jsonl"), metrics);
+  EXPECT_EQ(read_file(dir.str() + "/checkpoints/latest"), latest);
+  // From the latest checkpoint (or the run folder) nothing is in the way.
+  EXPECT_EQ(resume(dir.str(), o).history.size(), 2u);
+}
+
 TEST(Trainer, ResumeAppliesEvaluationSettingsAndSaysSo) {
   testing::TempDir dir;
   TrainConfig c = small_cpu_run("bf16", 2);

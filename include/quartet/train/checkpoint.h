@@ -9,7 +9,9 @@
 #pragma once
 
 #include <filesystem>
+#include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -32,6 +34,10 @@ std::filesystem::path save_checkpoint(const std::filesystem::path& run_dir, std:
 
 // A checkpoint folder, or a run folder (then its latest checkpoint). Throws Error if none.
 std::filesystem::path resolve_checkpoint(const std::filesystem::path& path);
+
+// The step-N checkpoint folders of run_dir/checkpoints, by ascending step: real folders named
+// step-<digits> only (not symlinks, temporaries or other files). Empty when there are none.
+std::vector<std::pair<std::uint64_t, std::filesystem::path>> checkpoint_folders(const std::filesystem::path& run_dir);
 
 // Removes the step-N checkpoint folders of run_dir/checkpoints beyond the `keep` with the
 // highest steps, never the one `latest` names (a run resumed from an older checkpoint keeps

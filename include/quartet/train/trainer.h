@@ -84,7 +84,9 @@ enum class StepOverlap { automatic, on, off };
 struct RunControl {
   // train() into an out_dir that already holds a run (metrics.jsonl or checkpoints/) is refused
   // unless this is set; then the old run's metrics and checkpoints are removed first, so the
-  // folder never mixes two runs.
+  // folder never mixes two runs. resume() in the run's own folder from a checkpoint older than
+  // its latest is refused too unless this is set; then the run is rewound: the later
+  // checkpoints and metrics are removed.
   bool replace_existing_run = false;
   // A diverged run skips every step: after this many consecutive skipped steps the run stops
   // with an Error (its checkpoints stay as they were). 0: never stop.
