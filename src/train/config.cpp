@@ -34,6 +34,25 @@ void TrainConfig::validate() const {
     fail(fmt::format("--device must be auto, cpu or cuda, got '{}'", device));
   }
   validate_schedule(*this);
+  // The optimizer computes in FP32: a value finite and positive as a double can round to 0 or
+  // infinity there, which would silently ruin the weights (an eps of 1e-50 divides by zero).
+  const auto fp32 = [&](double value, const char* flag) {
+    const float f = static_cast<float>(value);
+    if (!std::isfinite(f) || (value != 0 && !(std::fabs(f) >= std::numeric_limits<float>::min()))) {
+      fail(fmt::format("{} {} is outside FP32's normal range ({:g} to {:g}), in which the optimizer computes", flag,
+                       value, std::numeric_limits<float>::min(), std::numeric_limits<float>::max()));
+    }
+  };
+  fp32(lr, "--lr");
+  fp32(eps, "--eps");
+  fp32(weight_decay, "--weight-decay");
+  fp32(grad_clip, "--grad-clip");
+  if (min_lr) fp32(*min_lr, "--min-lr");
+  for (const auto& [value, flag] : {std::pair{beta1, "--beta1"}, {beta2, "--beta2"}}) {
+    if (!(static_cast<float>(value) < 1.0f)) {
+      fail(fmt::format("{} {} rounds to 1 in FP32, in which the optimizer computes; it must be below 1", flag, value));
+    }
+  }
   const ModelOverrides& m = model_overrides;
   for (const auto& [value, flag] : {std::pair{m.d_model, "--d-model"}, {m.n_layers, "--layers"}, {m.n_heads, "--heads"},
                                     {m.n_kv_heads, "--kv-heads"}, {m.ffn_hidden, "--ffn"}}) {

@@ -147,7 +147,17 @@ TEST(Schedule, BadSettingsAreRefusedNamingTheFlag) {
   expect_refused(with([](TrainConfig& c) { c.beta2 = 1.0; }), "--beta2");
   expect_refused(with([](TrainConfig& c) { c.eps = 0.0; }), "--eps");
   expect_refused(with([](TrainConfig& c) { c.eps = INFINITY; }), "--eps");
+  // Finite and positive as doubles, but 0, subnormal or infinite in the optimizer's FP32.
+  expect_refused(with([](TrainConfig& c) { c.eps = 1e-50; }), "--eps");
+  expect_refused(with([](TrainConfig& c) { c.eps = 1e-40; }), "--eps");  // subnormal in FP32
+  expect_refused(with([](TrainConfig& c) { c.lr = 1e39; }), "--lr");
+  expect_refused(with([](TrainConfig& c) { c.weight_decay = 1e300; }), "--weight-decay");
+  expect_refused(with([](TrainConfig& c) { c.grad_clip = 1e-46; }), "--grad-clip");
+  expect_refused(with([](TrainConfig& c) { c.min_lr = 1e-45; }), "--min-lr");
+  expect_refused(with([](TrainConfig& c) { c.beta2 = 0.99999999999; }), "--beta2");  // 1 in FP32
   // The edges that are allowed.
+  EXPECT_NO_THROW(with([](TrainConfig& c) { c.eps = 1.2e-38; c.weight_decay = 0; c.min_lr = 0; }).validate());
+  EXPECT_NO_THROW(with([](TrainConfig& c) { c.beta2 = 0.9999999; }).validate());  // 1 - 2^-24 in FP32
   EXPECT_NO_THROW(with([](TrainConfig& c) { c.schedule = "wsd"; c.decay_fraction = 0.9; }).validate());
   EXPECT_NO_THROW(with([](TrainConfig& c) { c.min_lr = c.lr; c.warmup_steps = 99; c.beta1 = 0; }).validate());
 }
