@@ -118,6 +118,10 @@ void remove_old_run(const std::filesystem::path& dir, const std::function<void(c
     log(fmt::format("--force: removed {} checkpoints of the run that was in {}", removed, dir.string()));
   }
   std::filesystem::remove(dir / "metrics.jsonl", ec);
+  // What `quartet train` writes when a run ends (its record and plot): left behind, they would
+  // describe the old run beside the new one's metrics until the new one ends, or for good if
+  // it fails.
+  for (const char* name : {"run.json", "training.png", "training.gnuplot"}) std::filesystem::remove(dir / name, ec);
   // The old run's TensorBoard events would be drawn as part of the new run.
   const std::filesystem::path events = tensorboard_folder(dir);
   if (std::filesystem::is_directory(std::filesystem::symlink_status(events))) {

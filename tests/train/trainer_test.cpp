@@ -340,11 +340,16 @@ TEST(Trainer, AnExistingRunIsReplacedOnlyOnRequest) {
   r.out_dir = dir.str();
   EXPECT_THROW(resume(other.str(), r), Error);
   EXPECT_EQ(read_file(dir.path() / "metrics.jsonl"), metrics);
-  // Replacing: the old checkpoints go, so the folder holds one run.
+  // Replacing: the old checkpoints go, and the record and plot `quartet train` wrote at the old
+  // run's end, so the folder holds one run (even if the new one fails before its end).
   write_file_atomic(dir.path() / "notes.txt", "mine");
+  for (const char* name : {"run.json", "training.png", "training.gnuplot"}) write_file_atomic(dir.path() / name, "old");
   RunControl replace;
   replace.replace_existing_run = true;
   train(c, {}, replace);
+  for (const char* name : {"run.json", "training.png", "training.gnuplot"}) {
+    EXPECT_FALSE(std::filesystem::exists(dir.path() / name)) << name;
+  }
   EXPECT_FALSE(std::filesystem::exists(dir.path() / "checkpoints/step-000003"));
   EXPECT_TRUE(std::filesystem::exists(dir.path() / "checkpoints/step-000002/state.json"));
   EXPECT_EQ(read_file(dir.path() / "checkpoints/latest"), "step-000002\n");
