@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "cli/option_checks.h"
 #include "cli/progress.h"
 #include "quartet/data/dataset.h"
 #include "quartet/data/shards.h"
@@ -119,13 +120,15 @@ Command add_prepare_command(CLI::App& parent) {
   app->add_option("inputs", o->inputs, "text files");
   app->add_option("--files-from", o->files_from,
                   "a file listing more inputs, one path per line ('-': standard input); for corpora of many files");
-  app->add_option("--threads", o->threads, "threads that read and tokenize (default: one per core)");
+  app->add_option("--threads", o->threads, "threads that read and tokenize (default: one per core)")
+      ->check(integer_in(0, kMaxInt32));
   app->add_flag("--skip-binary", o->skip_binary,
                 "skip inputs that look binary (a NUL byte, or >10% invalid UTF-8) instead of stopping; listed in "
                 "sources.tsv");
   app->add_option("--shuffle", o->shuffle_seed,
                   "put the documents in an order drawn from this seed (default: the order given); a corpus "
-                  "listed by path is otherwise trained one folder at a time");
+                  "listed by path is otherwise trained one folder at a time")
+      ->check(unsigned_integer());
   app->add_flag("--dedupe", o->dedupe, "keep one copy of inputs with identical contents; the others are listed in "
                                         "sources.tsv");
   app->add_option("--out", o->out, "output folder")->required();

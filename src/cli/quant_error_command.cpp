@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "cli/commands.h"
+#include "cli/option_checks.h"
 #include "cli/progress.h"
 #include "quartet/error.h"
 #include "quartet/numerics/quant_error.h"
@@ -110,14 +111,17 @@ Command add_quant_error_command(CLI::App& parent) {
   CLI::App* app = parent.add_subcommand(
       "quant-error", "Measure every quantizer's error on the numerics.md §8 protocol (rows of 128 values, "
                      "log-uniform row scales, RHT, quantize, rotate back)");
-  app->add_option("--rows", options->rows, "number of rows of 128 values")->capture_default_str();
+  app->add_option("--rows", options->rows, "number of rows of 128 values")->capture_default_str()->check(integer_in(1, kMaxInt64));
   app->add_option("--dist", options->distribution, "distribution of the values: gaussian, laplace or student-t3")
       ->capture_default_str();
   app->add_option("--draws", options->draws,
                   "independent draws per quantizer (fresh rotation signs and rounding bits); with more than one, "
                   "also reports the error of their mean")
-      ->capture_default_str();
-  app->add_option("--seed", options->seed, "seed of the input, the rotations and the rounding")->capture_default_str();
+      ->capture_default_str()
+      ->check(integer_in(1, kMaxInt32));
+  app->add_option("--seed", options->seed, "seed of the input, the rotations and the rounding")
+      ->capture_default_str()
+      ->check(unsigned_integer());
   app->add_option("--quantizers", options->quantizers,
                   "comma-separated subset of: " + quantizer_names_joined(","));
   app->add_flag("--json", options->json, "print a JSON array instead of the table");

@@ -141,7 +141,8 @@ Command add_train_command(CLI::App& parent) {
                 "checkpoint of the run, rewind the run to it");
   app->add_option("--max-skipped-steps", o->max_skipped_steps,
                   "stop with an error after this many consecutive skipped (non-finite) steps (0: never)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(integer_in(0, kMaxInt64));
   app->add_option("--sample-tokens", o->sample_tokens, "tokens of generated text to print at the end (0: none)")
       ->capture_default_str()
       ->check(integer_in(0, kMaxInt32));

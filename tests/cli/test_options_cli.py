@@ -54,6 +54,29 @@ class NumericFlags(Case):
             with self.subTest(flag=flag, value=value):
                 self.expect(USAGE, ["train", f"{flag}={value}"], flag, value)
 
+    def test_other_commands_refuse_wrapped_or_clamped_integers(self):
+        # Each ran with a wrapped or clamped value and recorded it (a seed of 2^64 - 1 for -1).
+        for args, flag, value in [
+                (["quant-error", "--rows", "4", "--seed", "-1"], "--seed", "-1"),
+                (["quant-error", "--rows", "99999999999999999999"], "--rows", "99999999999999999999"),
+                (["quant-error", "--rows", "4", "--draws", "0"], "--draws", "0"),
+                (["prepare", "in.txt", "--out", self.path("p"), "--shuffle", "-1"], "--shuffle", "-1"),
+                (["prepare", "in.txt", "--out", self.path("p"), "--threads", "-1"], "--threads", "-1"),
+                (["train", "--max-skipped-steps", "99999999999999999999"], "--max-skipped-steps",
+                 "99999999999999999999"),
+                (["train", "--max-skipped-steps", "-5"], "--max-skipped-steps", "-5")]:
+            with self.subTest(args=args):
+                self.expect(USAGE, args, flag, value)
+        self.assertFalse(os.path.exists(self.path("p")))
+
+    def test_optimizer_values_beyond_fp32_are_refused(self):
+        # Finite as doubles, 0 or infinite in the FP32 optimizer: the run used to finish with NaN
+        # weights and exit 0.
+        for flag, value, shown in [("--eps", "1e-50", "1e-50"), ("--lr", "1e39", "1e+39"),
+                                   ("--weight-decay", "1e300", "1e+300")]:
+            with self.subTest(flag=flag, value=value):
+                self.expect(USAGE, ["train", *TINY, flag, value], flag, shown, "FP32")
+
     def test_numbers_must_be_finite_and_whole(self):
         for flag, value in [("--lr", "nan"), ("--lr", "inf"), ("--lr", "-1e-3"), ("--lr", "1e999"),
                             ("--steps", "2.5"), ("--steps", "ten"), ("--seed", "1e3"), ("--batch", "0x10")]:
