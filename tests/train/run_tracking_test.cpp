@@ -141,6 +141,7 @@ TEST(RunTracking, AResumeWritesANewEventsFileThatRestartsAtTheCheckpoint) {
   const std::filesystem::path step2 = dir.path() / "checkpoints" / "step-000002";
   const double at_checkpoint = nlohmann::json::parse(read_file(step2 / "state.json")).at("elapsed_s");
   EXPECT_GE(at_checkpoint, metrics_lines(dir.path()).at(1).at("elapsed_s").get<double>());
+  std::filesystem::remove_all(dir.path() / "checkpoints" / "step-000004");  // the crash lost it
   resume(step2.string(), {}, {}, control);
 
   const auto lines = metrics_lines(dir.path());
