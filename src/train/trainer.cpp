@@ -71,7 +71,7 @@ std::string data_fingerprint(const std::vector<std::uint16_t>& tokens) {
 }
 
 // A run resumed in its own folder from a checkpoint older than the run's latest would write
-// its next checkpoints over the later ones, which came from another schedule. Refused unless
+// its next checkpoints over the later ones, which may come from another schedule. Refused unless
 // --force, which rewinds the run: the later checkpoints are removed (the metrics after the step
 // are dropped by truncate_metrics) and `latest` names the checkpoint resumed from.
 void rewind_later_checkpoints(const std::string& run_dir, const std::filesystem::path& checkpoint, std::int64_t step,
@@ -81,6 +81,14 @@ void rewind_later_checkpoints(const std::string& run_dir, const std::filesystem:
     if (s > static_cast<std::uint64_t>(step)) later.push_back(path);
   }
   if (later.empty()) return;
+  // Resumed from the checkpoint `latest` names, the later folders are a save that an
+  // interruption cut off before it moved `latest` (checkpoint.h): the same schedule, whose
+  // steps this run writes again, bit for bit.
+  try {
+    if (std::filesystem::equivalent(resolve_checkpoint(run_dir), checkpoint)) return;
+  } catch (const Error&) {
+    // no valid `latest`: the checkpoint was named explicitly
+  }
   if (!control.replace_existing_run) {
     throw Error(fmt::format("--resume {} is at step {}, but {} holds {} later checkpoint(s), up to {}; going on from "
                             "here would replace them. Resume from the run folder (its latest checkpoint), or add "
