@@ -7,6 +7,8 @@
 #include <limits>
 #include <map>
 #include <set>
+#include <tuple>
+#include <utility>
 
 #include "cli/gnuplot.h"
 #include "cli/training_plot.h"
@@ -158,6 +160,32 @@ void check_comparable(const std::vector<GatheredRun>& runs) {
   }
 }
 
+namespace {
+
+// Each run's gap to bf16's run of the same seed, in percent, by label and seed; labels without
+// bf16 runs are left out.
+std::map<std::string, std::map<std::uint64_t, double>> gaps_by_seed(const std::vector<GatheredRun>& runs) {
+  std::map<std::uint64_t, double> bf16;
+  for (const GatheredRun& r : runs) {
+    if (r.label == "bf16") bf16[r.seed] = r.val_loss;
+  }
+  std::map<std::string, std::map<std::uint64_t, double>> out;
+  for (const GatheredRun& r : runs) {
+    const auto b = bf16.find(r.seed);
+    if (r.label != "bf16" && b != bf16.end()) out[r.label][r.seed] = 100.0 * (r.val_loss - b->second) / b->second;
+  }
+  return out;
+}
+
+// The mean of `values` and its standard error (none for one value); `values` is not empty.
+std::pair<double, std::optional<double>> mean_and_se(const std::vector<double>& values) {
+  std::optional<double> se;
+  if (values.size() >= 2) se = sd_of(values) / std::sqrt(static_cast<double>(values.size()));
+  return {mean_of(values), se};
+}
+
+}  // namespace
+
 std::vector<RecipeSummary> summarize(const std::vector<GatheredRun>& runs) {
   std::vector<std::string> order;
   std::map<std::string, std::vector<const GatheredRun*>> by_label;
@@ -196,11 +224,29 @@ std::vector<RecipeSummary> summarize(const std::vector<GatheredRun>& runs) {
       if (s.bf16_forward_mean) s.bf16_forward_gap_pct = 100.0 * (*s.bf16_forward_mean - bf16.mean) / bf16.mean;
     }
   }
+  const auto paired = gaps_by_seed(runs);
+  for (RecipeSummary& s : out) {
+    const auto gaps = paired.find(s.label);
+    if (gaps == paired.end()) continue;
+    std::vector<double> values;
+    for (const auto& [seed, gap] : gaps->second) {
+      s.paired_seeds.push_back(seed);
+      values.push_back(gap);
+    }
+    std::tie(s.paired_gap_pct, s.paired_gap_se_pct) = mean_and_se(values);
+  }
   return out;
 }
 
-std::vector<GapDifference> gap_differences(const std::vector<RecipeSummary>& summary) {
+std::vector<GapDifference> gap_differences(const std::vector<RecipeSummary>& summary,
+                                           const std::vector<GatheredRun>& runs) {
   std::vector<GapDifference> out;
+  const auto paired = gaps_by_seed(runs);
+  const std::map<std::uint64_t, double> none;
+  const auto gaps_of = [&](const std::string& label) -> const std::map<std::uint64_t, double>& {
+    const auto it = paired.find(label);
+    return it == paired.end() ? none : it->second;
+  };
   if (summary.empty() || summary.front().label != "bf16") return out;
   const RecipeSummary& bf16 = summary.front();
   // The standard error of a recipe's mean loss; none for one run.
@@ -226,6 +272,15 @@ std::vector<GapDifference> gap_differences(const std::vector<RecipeSummary>& sum
                        std::abs(da);
         }
       }
+      const auto &gaps_a = gaps_of(a.label), &gaps_b = gaps_of(b.label);
+      std::vector<double> values;
+      for (const auto& [seed, gap_b] : gaps_b) {
+        const auto ga = gaps_a.find(seed);
+        if (ga == gaps_a.end()) continue;
+        d.paired_seeds.push_back(seed);
+        values.push_back(gap_b - ga->second);
+      }
+      if (!values.empty()) std::tie(d.paired_difference, d.paired_se) = mean_and_se(values);
       out.push_back(d);
     }
   }
@@ -257,17 +312,28 @@ nlohmann::json gathered_report(const std::vector<GatheredRun>& runs, const std::
     }
     if (s.bf16_forward_mean) row["bf16_forward_val_loss_mean"] = number_or_null(*s.bf16_forward_mean);
     if (s.bf16_forward_gap_pct) row["bf16_forward_gap_to_bf16"] = number_or_null(*s.bf16_forward_gap_pct);
+    if (s.paired_gap_pct) {
+      row["paired_seeds"] = s.paired_seeds;
+      row["paired_gap_to_bf16"] = number_or_null(*s.paired_gap_pct);
+      row["paired_gap_to_bf16_se"] = s.paired_gap_se_pct ? number_or_null(*s.paired_gap_se_pct) : nlohmann::json();
+    }
     rows.push_back(row);
   }
   nlohmann::json differences = nlohmann::json::array();
-  for (const GapDifference& d : gap_differences(summary)) {
+  for (const GapDifference& d : gap_differences(summary, runs)) {
     const auto optional = [](const std::optional<double>& v) { return v ? number_or_null(*v) : nlohmann::json(); };
-    differences.push_back({{"recipe", d.recipe},
-                           {"minus", d.minus},
-                           {"difference", number_or_null(d.difference)},
-                           {"se", optional(d.se)},
-                           {"ratio", optional(d.ratio)},
-                           {"ratio_se", optional(d.ratio_se)}});
+    nlohmann::json row = {{"recipe", d.recipe},
+                          {"minus", d.minus},
+                          {"difference", number_or_null(d.difference)},
+                          {"se", optional(d.se)},
+                          {"ratio", optional(d.ratio)},
+                          {"ratio_se", optional(d.ratio_se)}};
+    if (d.paired_difference) {
+      row["paired_seeds"] = d.paired_seeds;
+      row["paired_difference"] = number_or_null(*d.paired_difference);
+      row["paired_se"] = optional(d.paired_se);
+    }
+    differences.push_back(row);
   }
   return {{"mode", "gathered"},
           {"gap_unit", "percent of bf16's mean final validation loss"},
@@ -295,7 +361,11 @@ int run_compare_gather(const std::vector<std::string>& run_dirs, const std::file
   const bool bf16_forward = std::any_of(summary.begin(), summary.end(), [](const RecipeSummary& s) {
     return s.bf16_forward_gap_pct.has_value();
   });
-  fmt::print("{:<20} {:>6} {:>22} {:>22}{}\n", "recipe", "seeds", "val loss (mean ± sd)", "gap to bf16 (± se)",
+  const bool paired = std::any_of(summary.begin(), summary.end(), [](const RecipeSummary& s) {
+    return s.paired_gap_pct.has_value();
+  });
+  fmt::print("{:<20} {:>6} {:>22} {:>22}{}{}\n", "recipe", "seeds", "val loss (mean ± sd)", "gap to bf16 (± se)",
+             paired ? fmt::format(" {:>28}", "gap seed by seed (± se)") : "",
              bf16_forward ? fmt::format(" {:>22}", "gap, bf16 forward") : "");
   for (const RecipeSummary& s : summary) {
     std::string gap = "-";
@@ -305,10 +375,20 @@ int run_compare_gather(const std::vector<std::string>& run_dirs, const std::file
     }
     const std::string forward =
         !bf16_forward ? "" : fmt::format(" {:>22}", s.bf16_forward_gap_pct ? fmt::format("{:+.2f}%", *s.bf16_forward_gap_pct) : "-");
-    fmt::print("{:<20} {:>6} {:>22} {:>22}{}\n", s.label, s.seeds.size(), s.sd ? fmt::format("{:.4f} ± {:.4f}", s.mean, *s.sd) : fmt::format("{:.4f} ± ?", s.mean),
-               gap, forward);
+    std::string by_seed;
+    if (paired) {
+      std::string text = "-";
+      if (s.paired_gap_pct) {
+        text = fmt::format("{:+.2f}% ± {} ({} seed{})", *s.paired_gap_pct,
+                           s.paired_gap_se_pct ? fmt::format("{:.2f}%", *s.paired_gap_se_pct) : "?",
+                           s.paired_seeds.size(), s.paired_seeds.size() == 1 ? "" : "s");
+      }
+      by_seed = fmt::format(" {:>28}", text);
+    }
+    fmt::print("{:<20} {:>6} {:>22} {:>22}{}{}\n", s.label, s.seeds.size(), s.sd ? fmt::format("{:.4f} ± {:.4f}", s.mean, *s.sd) : fmt::format("{:.4f} ± ?", s.mean),
+               gap, by_seed, forward);
   }
-  const std::vector<GapDifference> differences = gap_differences(summary);
+  const std::vector<GapDifference> differences = gap_differences(summary, runs);
   if (!differences.empty()) {
     fmt::print("\ngaps set against each other (points of percent; se from the recipes' seeds):\n");
     for (const GapDifference& d : differences) {
@@ -321,13 +401,21 @@ int run_compare_gather(const std::vector<std::string>& run_dirs, const std::file
       }
       if (d.ratio) line += fmt::format("; gap ratio {:.2f}", *d.ratio);
       if (d.ratio_se) line += fmt::format(" ± {:.2f}", *d.ratio_se);
+      if (d.paired_difference) {
+        line += fmt::format("; seed by seed {:+.2f}", *d.paired_difference);
+        if (d.paired_se) line += fmt::format(" ± {:.2f}", *d.paired_se);
+        line += fmt::format(" ({} seed{})", d.paired_seeds.size(), d.paired_seeds.size() == 1 ? "" : "s");
+      }
       fmt::print("{}\n", line);
     }
   }
   std::filesystem::create_directories(out);
   write_file_atomic(out / "compare.json", gathered_report(runs, summary).dump(2) + "\n");
   fmt::print("\n(final validation loss of each run; the gap's standard error combines both means' over seeds, "
-             "'± ?' where a recipe has one run, which has no spread{})\n",
+             "'± ?' where a recipe has one run, which has no spread{}{})\n",
+             paired ? "; gap seed by seed: each run against bf16's run of its seed (the same initialisation and data "
+                      "order), averaged over the seeds both ran"
+                    : "",
              bf16_forward ? "; gap, bf16 forward: the same models evaluated with a BF16 forward pass (eval-bf16.json), "
                             "against bf16's mean"
                           : "");

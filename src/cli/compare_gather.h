@@ -50,6 +50,12 @@ struct RecipeSummary {
   // Where every run of the label has its bf16-forward loss: their mean, and its gap to bf16's
   // mean loss in percent (what the 4-bit forward pass, not the training, costs is the rest).
   std::optional<double> bf16_forward_mean, bf16_forward_gap_pct;
+  // The gap taken seed by seed: over the seeds that both this recipe and bf16 ran (each pair
+  // shares its initialisation and data order, so the seeds' own spread cancels), the mean of
+  // 100 (loss - bf16's loss of that seed) / bf16's loss of that seed, and its standard error
+  // (sd of those gaps / sqrt(pairs); none for one pair). Unset without a shared seed.
+  std::vector<std::uint64_t> paired_seeds;
+  std::optional<double> paired_gap_pct, paired_gap_se_pct;
 };
 
 // Grouped by label in first-appearance order, bf16 first when present.
@@ -68,11 +74,17 @@ struct GapDifference {
   std::optional<double> se;
   std::optional<double> ratio;     // unset where `minus`'s gap is 0
   std::optional<double> ratio_se;  // unset with the ratio, or where a recipe (bf16 too) has one run
+  // Seed by seed: over the seeds all three ran (the two recipes and bf16), the mean of `recipe`'s
+  // gap minus `minus`'s, each taken against bf16's run of that seed, and its standard error (none
+  // for one seed). Unset without such a seed.
+  std::vector<std::uint64_t> paired_seeds;
+  std::optional<double> paired_difference, paired_se;
 };
 
 // Every pair of the recipes other than bf16, in summary order (`minus` the earlier); none
-// without bf16.
-std::vector<GapDifference> gap_differences(const std::vector<RecipeSummary>& summary);
+// without bf16. `runs` gives the seed-by-seed figures.
+std::vector<GapDifference> gap_differences(const std::vector<RecipeSummary>& summary,
+                                           const std::vector<GatheredRun>& runs);
 
 // The report compare.json holds: {"mode": "gathered", "gap_unit": ..., "config": (the shared
 // part), "results": [one row per run: recipe, seed, val_loss, gap_to_bf16 (%), run, and

@@ -102,6 +102,42 @@ class CompareGather(unittest.TestCase):
         self.assertEqual(report["config"]["steps"], 3)
         self.assertNotIn("seed", report["config"])
 
+    def test_gaps_are_also_taken_seed_by_seed(self):
+        # Each run against bf16's run of its own seed (the same initialisation and data order),
+        # averaged over the seeds both ran; a recipe pair over the seeds all three ran.
+        out = os.path.join(self.dir, "compare-paired")
+        p = run("compare", "--from", *self.runs.values(), "--out", out, "--no-plot")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        report = load(os.path.join(out, "compare.json"))
+        summary = {s["recipe"]: s for s in report["summary"]}
+        loss = {n: self.val_loss(n) for n in self.runs}
+        gap = lambda name, seed: 100 * (loss[name] - loss[f"bf16-s{seed}"]) / loss[f"bf16-s{seed}"]
+        q2 = [gap("quartet2-s1", 1), gap("quartet2-s2", 2)]
+        mean = sum(q2) / 2
+        se = math.sqrt(sum((g - mean) ** 2 for g in q2)) / math.sqrt(2)  # sd over n - 1 = 1, over sqrt(2)
+        self.assertEqual(summary["quartet2"]["paired_seeds"], [1, 2])
+        self.assertAlmostEqual(summary["quartet2"]["paired_gap_to_bf16"], mean, places=9)
+        self.assertAlmostEqual(summary["quartet2"]["paired_gap_to_bf16_se"], se, places=9)
+        # One shared seed: its gap, and no standard error rather than 0.
+        self.assertEqual(summary["quartet2-no46"]["paired_seeds"], [1])
+        self.assertAlmostEqual(summary["quartet2-no46"]["paired_gap_to_bf16"], gap("quartet2-no46-s1", 1), places=9)
+        self.assertIsNone(summary["quartet2-no46"]["paired_gap_to_bf16_se"])
+        self.assertNotIn("paired_gap_to_bf16", summary["bf16"])
+        self.assertIn(f"{mean:+.2f}% ± {se:.2f}% (2 seeds)", p.stdout)
+        self.assertIn(f"{gap('quartet2-no46-s1', 1):+.2f}% ± ? (1 seed)", p.stdout)
+        (d,) = report["gap_differences"]
+        self.assertEqual(d["paired_seeds"], [1])
+        self.assertAlmostEqual(d["paired_difference"], gap("quartet2-no46-s1", 1) - gap("quartet2-s1", 1), places=9)
+        self.assertIsNone(d["paired_se"])
+        self.assertIn(f"seed by seed {d['paired_difference']:+.2f} (1 seed)", p.stdout)
+        # Without bf16's run of a seed, that seed is not paired: here no seed is.
+        out = os.path.join(self.dir, "compare-unpaired")
+        p = run("compare", "--from", self.runs["bf16-s1"], self.runs["quartet2-s2"], "--out", out, "--no-plot")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        (bf16, q2_row) = load(os.path.join(out, "compare.json"))["summary"]
+        self.assertNotIn("paired_gap_to_bf16", q2_row)
+        self.assertNotIn("seed by seed", p.stdout)
+
     def test_gap_differences_carry_standard_errors_from_the_seeds(self):
         second = os.path.join(self.dir, "quartet2-no46-s2")
         if not os.path.exists(os.path.join(second, "run.json")):
