@@ -8,7 +8,7 @@
 # PyTorch reference), trace (`quartet bench --only train --models 124m --recipes quartet2
 # --trace-dir`: the device's busy and idle time per step, and each kernel's share, recorded with
 # CUPTI; the Chrome traces to $OUT/traces), nodependent (trace's timed rows again with
-# QUARTET_DEPENDENT_LAUNCH=0, to $OUT/train-nodependent.json), concurrency (gpu-concurrency.sh: two quartet2 runs of the campaign's shape
+# QUARTET_DEPENDENT_LAUNCH=0, traced, to $OUT/train-nodependent.json and $OUT/traces-nodependent), concurrency (gpu-concurrency.sh: two quartet2 runs of the campaign's shape
 # on one GPU, about two minutes), or none. SECONDS: the whole command's budget; the campaign runs NAMEs
 # (started or resumed) in what is left of it, one lane per GPU, with diagnostics every 250 steps
 # and `quartet diagnose` on quartet2-s1 once it has finished (QUARTET_DIAGNOSTICS and
@@ -29,6 +29,30 @@ nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader
 # A failed test run leaves this mark beside the bundle, so that the calls after it (mode none)
 # refuse the campaign too, until a test run passes.
 failed_mark=$PWD/cuda-tests.failed
+# The device timeline of a traced bench's JSON ($1): per step busy and idle time, the idle gaps
+# by size, the kernels with most idle time before them and ($2 of them) the most busy time.
+print_timeline() {
+  python3 - "$1" "$2" <<'PY'
+import json, sys
+for r in json.load(open(sys.argv[1]))["results"]:
+    t = r.get("device_timeline")
+    if not t: continue
+    if "error" in t:
+        print(f"{r['case']}: {r['ms_per_step']:.2f} ms/step timed; no timeline: {t['error']}")
+        continue
+    print(f"{r['case']}: {r['ms_per_step']:.2f} ms/step timed; traced span {t['span_ms_per_step']:.2f}, "
+          f"busy {t['busy_ms_per_step']:.2f}, idle in step {t['idle_in_step_ms_per_step']:.2f}, between "
+          f"{t['idle_between_steps_ms_per_step']:.2f}; {t['kernels_per_step']:.0f} kernels, "
+          f"{t['memsets_per_step']:.0f} memsets, {t['memcpys_per_step']:.0f} copies per step")
+    print("   idle gaps in a step: " + ", ".join(
+        f"{'<' + format(g['below_us'], 'g') if g['below_us'] is not None else '>=100'} us "
+        f"{g['gaps_per_step']:.0f}x {g['ms_per_step']:.2f} ms" for g in t.get("idle_gaps_in_step", [])))
+    for e in t["by_idle_before"][:6]:
+        print(f"   idle {e['idle_before_ms_per_step']:.3f} ms before {e['calls_per_step']:.0f}x {e['name'][:90]}")
+    for e in t["by_busy_time"][:int(sys.argv[2])]:
+        print(f"   busy {e['ms_per_step']:.3f} ms in {e['calls_per_step']:.0f}x {e['name'][:90]}")
+PY
+}
 if [[ "$mode" == *tests* ]]; then
   t0=$(date +%s)
   QUARTET_BINARY=$PWD/quartet ./cuda_tests --gtest_brief=1 > "$OUT/cuda-tests.log" 2>&1
@@ -54,31 +78,18 @@ if [[ "$mode" == *trace* ]]; then
     --json "$OUT/train-trace.json" > "$OUT/train-trace.log" 2>&1
   echo "traced train bench rc=$? in $(( $(date +%s) - t0 )) s"
   gzip -9f "$OUT"/traces/*.trace.json 2>/dev/null
-  python3 - "$OUT/train-trace.json" <<'PY' || tail -5 "$OUT/train-trace.log"
-import json, sys
-for r in json.load(open(sys.argv[1]))["results"]:
-    t = r.get("device_timeline")
-    if not t: continue
-    if "error" in t:
-        print(f"{r['case']}: {r['ms_per_step']:.2f} ms/step timed; no timeline: {t['error']}")
-        continue
-    print(f"{r['case']}: {r['ms_per_step']:.2f} ms/step timed; traced span {t['span_ms_per_step']:.2f}, "
-          f"busy {t['busy_ms_per_step']:.2f}, idle in step {t['idle_in_step_ms_per_step']:.2f}, between "
-          f"{t['idle_between_steps_ms_per_step']:.2f}; {t['kernels_per_step']:.0f} kernels, "
-          f"{t['memsets_per_step']:.0f} memsets, {t['memcpys_per_step']:.0f} copies per step")
-    print("   idle gaps in a step: " + ", ".join(
-        f"{'<' + format(g['below_us'], 'g') if g['below_us'] is not None else '>=100'} us "
-        f"{g['gaps_per_step']:.0f}x {g['ms_per_step']:.2f} ms" for g in t.get("idle_gaps_in_step", [])))
-    for e in t["by_idle_before"][:6]:
-        print(f"   idle {e['idle_before_ms_per_step']:.3f} ms before {e['calls_per_step']:.0f}x {e['name'][:90]}")
-PY
+  print_timeline "$OUT/train-trace.json" 0 || tail -5 "$OUT/train-trace.log"
 fi
 if [[ "$mode" == *nodependent* ]]; then  # the same as trace's timed rows, without dependent launches
   t0=$(date +%s)
+  # Traced too: without dependent launches no kernel's duration includes waiting for the one
+  # before it, so the busy time per kernel is that kernel's own.
   QUARTET_DEPENDENT_LAUNCH=0 ./quartet bench --only train --models 124m --recipes quartet2 \
+    --trace-dir "$OUT/traces-nodependent" \
     --json "$OUT/train-nodependent.json" > "$OUT/train-nodependent.log" 2>&1
   echo "train bench without dependent launches rc=$? in $(( $(date +%s) - t0 )) s"
-  grep '"case":"train/' "$OUT/train-nodependent.log" | cut -c1-160
+  gzip -9f "$OUT"/traces-nodependent/*.trace.json 2>/dev/null
+  print_timeline "$OUT/train-nodependent.json" 25 || tail -5 "$OUT/train-nodependent.log"
 fi
 if [[ "$mode" == *concurrency* ]]; then  # runs of the campaign's shape sharing one GPU
   t0=$(date +%s)
