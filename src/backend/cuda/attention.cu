@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/dependent_launch.cuh"
 #include "backend/cuda/device_memory.h"
 #include "backend/cuda/device_real.cuh"
 #include "backend/cuda/flash_attention_backward.cuh"
@@ -62,6 +63,7 @@ template <bool Inverse, class In>
 __global__ void rope_kernel(const In* __restrict__ in, std::int64_t in_stride, bf16* __restrict__ out,
                             std::int64_t out_stride, const float* __restrict__ cos_t, const float* __restrict__ sin_t,
                             Dims d) {
+  wait_for_upstream_grids();
   const int half = d.head_dim / 2, per_slot = half / 8, slots = d.heads + d.kv_heads;
   const std::int64_t items = d.tokens() * slots * per_slot;
   for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < items;
@@ -92,6 +94,7 @@ __global__ void rope_kernel(const In* __restrict__ in, std::int64_t in_stride, b
 // delta[b][h][t] = sum_d dO * O (FP32), one warp per (token, head).
 __global__ void delta_kernel(const bf16* __restrict__ dout, const bf16* __restrict__ out, float* __restrict__ delta,
                              Dims d) {
+  wait_for_upstream_grids();
   const std::int64_t rows = d.tokens() * d.heads;
   const int lane = threadIdx.x % 32;
   for (std::int64_t r = (blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x) / 32; r < rows;
@@ -145,7 +148,7 @@ void allow_shared_bytes(Kernel kernel, int bytes) {
 std::shared_ptr<void> rotated_qk(const Tensor& qkv, const Dims& d, const RopeTables& tables, cudaStream_t stream) {
   auto qk = device_alloc(static_cast<std::size_t>(d.tokens() * d.qk_width) * sizeof(bf16));
   const std::int64_t items = d.tokens() * (d.heads + d.kv_heads) * (d.head_dim / 16);
-  rope_kernel<false><<<blocks_for(items), kThreads, 0, stream>>>(
+  launch_dependent(rope_kernel<false, bf16>, blocks_for(items), kThreads, 0, stream,
       static_cast<const bf16*>(qkv.raw()), d.width, ptr<bf16>(qk), d.qk_width, ptr<float>(tables.cos),
       ptr<float>(tables.sin), d);
   QUARTET_CUDA_LAUNCHED();
@@ -187,7 +190,7 @@ void launch_forward_shape(const flash::ForwardArgs& args, const Dims& d, cudaStr
   static const bool configured = (allow_shared_bytes(flash::forward_kernel<D, Warps, Keys>, bytes), true);
   (void)configured;
   const dim3 grid((d.seq + Warps * 16 - 1) / (Warps * 16), d.heads, d.batch);
-  flash::forward_kernel<D, Warps, Keys><<<grid, Warps * 32, bytes, stream>>>(args);
+  launch_dependent(flash::forward_kernel<D, Warps, Keys>, grid, Warps * 32, bytes, stream, args);
   QUARTET_CUDA_LAUNCHED();
 }
 
@@ -217,7 +220,7 @@ void launch_forward(const flash::ForwardArgs& args, const Dims& d, cudaStream_t 
       static const bool configured = (allow_shared_bytes(flash::forward_wgmma_kernel, bytes), true);
       (void)configured;
       const dim3 grid((d.seq + flash::kWgmmaRows - 1) / flash::kWgmmaRows, d.heads, d.batch);
-      flash::forward_wgmma_kernel<<<grid, flash::kWgmmaThreads, bytes, stream>>>(args);
+      launch_dependent(flash::forward_wgmma_kernel, grid, flash::kWgmmaThreads, bytes, stream, args);
       QUARTET_CUDA_LAUNCHED();
       return;
     }
@@ -271,15 +274,15 @@ void launch_backward(flash::BackwardArgs args, const Dims& d, cudaStream_t strea
     args.kv_heads = d.kv_heads;
     const std::int64_t tasks = static_cast<std::int64_t>(key_blocks) * d.kv_heads * d.batch;
     const int grid = static_cast<int>(std::min<std::int64_t>(tasks, fused_backward_blocks<D>()));
-    flash::fused_backward_kernel<D><<<grid, flash::kKeyWarps * 32, fused_bytes, stream>>>(args);
+    launch_dependent(flash::fused_backward_kernel<D>, grid, flash::kKeyWarps * 32, fused_bytes, stream, args);
     QUARTET_CUDA_LAUNCHED();
     return;  // `order` is released in stream order
   }
   const dim3 query_grid((d.seq + flash::kQueryRows - 1) / flash::kQueryRows, d.heads, d.batch);
-  flash::query_gradient_kernel<D><<<query_grid, flash::kQueryWarps * 32, query_bytes, stream>>>(args);
+  launch_dependent(flash::query_gradient_kernel<D>, query_grid, flash::kQueryWarps * 32, query_bytes, stream, args);
   QUARTET_CUDA_LAUNCHED();
   const dim3 key_grid(key_blocks, d.kv_heads, d.batch);
-  flash::key_gradient_kernel<D><<<key_grid, flash::kKeyWarps * 32, key_bytes, stream>>>(args);
+  launch_dependent(flash::key_gradient_kernel<D>, key_grid, flash::kKeyWarps * 32, key_bytes, stream, args);
   QUARTET_CUDA_LAUNCHED();
 }
 
@@ -329,7 +332,7 @@ void attention_backward(Tensor& dqkv, const Tensor& dout, const Tensor& qkv, con
   const std::shared_ptr<void> qk = rotated_qk(qkv, d, tables, stream);
 
   auto delta = device_alloc(static_cast<std::size_t>(d.tokens() * d.heads) * sizeof(float));
-  delta_kernel<<<blocks_for(d.tokens() * d.heads * 32), kThreads, 0, stream>>>(
+  launch_dependent(delta_kernel, blocks_for(d.tokens() * d.heads * 32), kThreads, 0, stream,
       static_cast<const bf16*>(dout.raw()), static_cast<const bf16*>(st->out.raw()), ptr<float>(delta), d);
   QUARTET_CUDA_LAUNCHED();
 
@@ -351,7 +354,7 @@ void attention_backward(Tensor& dqkv, const Tensor& dout, const Tensor& qkv, con
   }
 
   const std::int64_t items = d.tokens() * (d.heads + d.kv_heads) * (d.head_dim / 16);
-  rope_kernel<true><<<blocks_for(items), kThreads, 0, stream>>>(ptr<float>(dqk), d.qk_width,
+  launch_dependent(rope_kernel<true, float>, blocks_for(items), kThreads, 0, stream, ptr<float>(dqk), d.qk_width,
                                                                 static_cast<bf16*>(dqkv.raw()), d.width,
                                                                 ptr<float>(tables.cos), ptr<float>(tables.sin), d);
   QUARTET_CUDA_LAUNCHED();

@@ -20,6 +20,7 @@
 #include <limits>
 
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/dependent_launch.cuh"
 #include "backend/cuda/device_errors.cuh"
 #include "backend/cuda/device_errors.h"
 #include "backend/cuda/device_memory.h"
@@ -188,6 +189,7 @@ __global__ void __launch_bounds__(kThreads)
     cross_entropy_rows_kernel(const T* logits, T* dlogits, const std::int32_t* __restrict__ targets,
                               double* __restrict__ row_loss, int vocab, int width, float scale, bool vectorised,
                               unsigned long long* error_slot) {
+  wait_for_upstream_grids();
   constexpr int P = kPerVector<T>;
   const std::int64_t row = blockIdx.x;
   const int t = static_cast<int>(threadIdx.x);
@@ -265,6 +267,7 @@ __global__ void __launch_bounds__(kThreads)
 // fixed tree over the threads: the same bits on every call.
 __global__ void __launch_bounds__(kSumThreads)
     add_row_losses_kernel(const double* __restrict__ row_loss, std::int64_t rows, double* __restrict__ loss_sum) {
+  wait_for_upstream_grids();
   __shared__ double partial[kSumThreads];
   double acc = 0.0;
   for (std::int64_t i = threadIdx.x; i < rows; i += kSumThreads) acc += row_loss[i];
@@ -315,16 +318,16 @@ void cross_entropy(Tensor& dlogits, const Tensor& logits, const Tensor& targets,
   const auto scale = static_cast<float>(grad_scale);
   unsigned long long* slot = data_error_slot(DataErrorKind::loss_target);
   if (logits.dtype() == DType::bf16) {
-    cross_entropy_rows_kernel<__nv_bfloat16><<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(
+    launch_dependent(cross_entropy_rows_kernel<__nv_bfloat16>, static_cast<unsigned>(rows), kThreads, 0, stream,
         static_cast<const __nv_bfloat16*>(logits.raw()), static_cast<__nv_bfloat16*>(dlogits.raw()), t,
         ptr<double>(losses), static_cast<int>(vocab), static_cast<int>(width), scale, vectorised, slot);
   } else {
-    cross_entropy_rows_kernel<float><<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(
+    launch_dependent(cross_entropy_rows_kernel<float>, static_cast<unsigned>(rows), kThreads, 0, stream,
         static_cast<const float*>(logits.raw()), static_cast<float*>(dlogits.raw()), t, ptr<double>(losses),
         static_cast<int>(vocab), static_cast<int>(width), scale, vectorised, slot);
   }
   QUARTET_CUDA_LAUNCHED();
-  add_row_losses_kernel<<<1, kSumThreads, 0, stream>>>(ptr<double>(losses), rows, static_cast<double*>(loss_sum.raw()));
+  launch_dependent(add_row_losses_kernel, 1, kSumThreads, 0, stream, ptr<double>(losses), rows, static_cast<double*>(loss_sum.raw()));
   QUARTET_CUDA_LAUNCHED();
 }
 

@@ -9,6 +9,9 @@
 
 #include <cuda_runtime.h>
 
+#include <cstddef>
+#include <utility>
+
 #include "backend/cuda/cuda_check.h"
 
 namespace quartet::cuda {
@@ -29,14 +32,16 @@ __device__ __forceinline__ void allow_downstream_launch() {
 // QUARTET_DEPENDENT_LAUNCH=0 (to measure what it brings, or to rule it out).
 bool dependent_launch_enabled();
 
-// kernel<<<grid, block, 0, stream>>>(args...), as a dependent launch when enabled. The kernel
-// must follow the rules above.
+// kernel<<<grid, block, shared_bytes, stream>>>(args...), as a dependent launch when enabled. The
+// kernel must follow the rules above: every kernel of this backend starts with
+// wait_for_upstream_grids() and is launched this way (the FP64 reference kernels for tests excepted).
 template <class... Params, class... Args>
-void launch_dependent(void (*kernel)(Params...), unsigned grid, unsigned block, cudaStream_t stream, Args&&... args) {
+void launch_dependent(void (*kernel)(Params...), dim3 grid, dim3 block, std::size_t shared_bytes, cudaStream_t stream,
+                      Args&&... args) {
   cudaLaunchConfig_t config{};
-  config.gridDim = dim3(grid);
-  config.blockDim = dim3(block);
-  config.dynamicSmemBytes = 0;
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.dynamicSmemBytes = shared_bytes;
   config.stream = stream;
   cudaLaunchAttribute attribute{};
   attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/dependent_launch.cuh"
 #include "backend/cuda/device_memory.h"
 #include "backend/cuda/elementwise.h"
 
@@ -59,19 +60,23 @@ int code(DType d) {
        i += static_cast<std::int64_t>(gridDim.x) * blockDim.x)
 
 __global__ void fill_kernel(void* p, int dtype, std::int64_t n, float v) {
+  wait_for_upstream_grids();
   QUARTET_GRID_STRIDE(i, n) store(p, dtype, i, v);
 }
 
 __global__ void convert_kernel(const void* src, int src_dtype, void* dst, int dst_dtype, std::int64_t n) {
+  wait_for_upstream_grids();
   QUARTET_GRID_STRIDE(i, n) store(dst, dst_dtype, i, load(src, src_dtype, i));
 }
 
 __global__ void add_kernel(void* a, int a_dtype, const void* b, int b_dtype, std::int64_t n) {
+  wait_for_upstream_grids();
   QUARTET_GRID_STRIDE(i, n) store(a, a_dtype, i, load(a, a_dtype, i) + load(b, b_dtype, i));
 }
 
 // Per-block partial sums of squares (in double) and non-finite counts, fixed partition.
 __global__ void partials_kernel(const void* a, int dtype, std::int64_t n, double* sums, unsigned* bad) {
+  wait_for_upstream_grids();
   __shared__ double s[kThreads];
   __shared__ unsigned nb[kThreads];
   double acc = 0;
@@ -97,29 +102,29 @@ __global__ void partials_kernel(const void* a, int dtype, std::int64_t n, double
   }
 }
 
-__global__ void product_kernel(const float* a, const float* b, float* out) { *out = *a * *b; }
+__global__ void product_kernel(const float* a, const float* b, float* out) { wait_for_upstream_grids(); *out = *a * *b; }
 
 }  // namespace
 
 void fill(void* p, DType dtype, std::int64_t n, float value, cudaStream_t stream) {
-  fill_kernel<<<blocks_for(n), kThreads, 0, stream>>>(p, code(dtype), n, value);
+  launch_dependent(fill_kernel, blocks_for(n), kThreads, 0, stream, p, code(dtype), n, value);
   QUARTET_CUDA_LAUNCHED();
 }
 
 void convert(const void* src, DType src_dtype, void* dst, DType dst_dtype, std::int64_t n, cudaStream_t stream) {
-  convert_kernel<<<blocks_for(n), kThreads, 0, stream>>>(src, code(src_dtype), dst, code(dst_dtype), n);
+  launch_dependent(convert_kernel, blocks_for(n), kThreads, 0, stream, src, code(src_dtype), dst, code(dst_dtype), n);
   QUARTET_CUDA_LAUNCHED();
 }
 
 void add_inplace(void* a, DType a_dtype, const void* b, DType b_dtype, std::int64_t n, cudaStream_t stream) {
-  add_kernel<<<blocks_for(n), kThreads, 0, stream>>>(a, code(a_dtype), b, code(b_dtype), n);
+  launch_dependent(add_kernel, blocks_for(n), kThreads, 0, stream, a, code(a_dtype), b, code(b_dtype), n);
   QUARTET_CUDA_LAUNCHED();
 }
 
 SumAndFinite sum_of_squares(const void* a, DType dtype, std::int64_t n, cudaStream_t stream) {
   auto sums = device_alloc(kReduceBlocks * sizeof(double));
   auto bad = device_alloc(kReduceBlocks * sizeof(unsigned));
-  partials_kernel<<<kReduceBlocks, kThreads, 0, stream>>>(a, code(dtype), n, ptr<double>(sums), ptr<unsigned>(bad));
+  launch_dependent(partials_kernel, kReduceBlocks, kThreads, 0, stream, a, code(dtype), n, ptr<double>(sums), ptr<unsigned>(bad));
   QUARTET_CUDA_LAUNCHED();
   std::vector<double> s(kReduceBlocks);
   std::vector<unsigned> b(kReduceBlocks);
@@ -135,7 +140,7 @@ SumAndFinite sum_of_squares(const void* a, DType dtype, std::int64_t n, cudaStre
 }
 
 void product(const float* a, const float* b, float* out, cudaStream_t stream) {
-  product_kernel<<<1, 1, 0, stream>>>(a, b, out);
+  launch_dependent(product_kernel, 1, 1, 0, stream, a, b, out);
   QUARTET_CUDA_LAUNCHED();
 }
 

@@ -13,6 +13,7 @@
 #include <limits>
 
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/dependent_launch.cuh"
 #include "backend/cuda/device_errors.cuh"
 #include "backend/cuda/device_errors.h"
 #include "backend/cuda/device_memory.h"
@@ -39,6 +40,7 @@ __global__ void __launch_bounds__(kWarp * kRowsPerBlock)
     embedding_forward_kernel(const std::int32_t* __restrict__ tokens, const void* __restrict__ table, bool table_bf16,
                              void* __restrict__ out, bool out_bf16, std::int64_t rows, std::int64_t cols,
                              std::int64_t vocab, unsigned long long* error_slot) {
+  wait_for_upstream_grids();
   const std::int64_t row = blockIdx.x * static_cast<std::int64_t>(kRowsPerBlock) + threadIdx.y;
   if (row >= rows) return;
   const std::int32_t token = tokens[row];
@@ -70,6 +72,7 @@ __global__ void __launch_bounds__(kWarp * kRowsPerBlock)
 __global__ void sort_keys_kernel(const std::int32_t* __restrict__ tokens, std::int64_t rows, std::int64_t vocab,
                                  unsigned* __restrict__ keys, std::int32_t* __restrict__ positions,
                                  unsigned long long* error_slot) {
+  wait_for_upstream_grids();
   const std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
   if (i >= rows) return;
   const std::int32_t token = tokens[i];
@@ -89,6 +92,7 @@ __global__ void __launch_bounds__(kWarp * kRowsPerBlock)
     accumulate_runs_kernel(const unsigned* __restrict__ keys, const std::int32_t* __restrict__ positions,
                            std::int64_t rows, const void* __restrict__ dout, bool dout_bf16,
                            float* __restrict__ dtable, std::int64_t cols, unsigned skipped_key) {
+  wait_for_upstream_grids();
   constexpr int kWidth = kVectorised ? kVector : 1;
   const std::int64_t start = blockIdx.x * static_cast<std::int64_t>(kRowsPerBlock) + threadIdx.y;
   if (start >= rows) return;
@@ -175,10 +179,10 @@ void embedding_forward(Tensor& out, const Tensor& tokens, const Tensor& table, c
   unsigned long long* slot = data_error_slot(DataErrorKind::embedding_token);
   const bool table_bf16 = table.dtype() == DType::bf16, out_bf16 = out.dtype() == DType::bf16;
   if (vectorised) {
-    embedding_forward_kernel<true><<<blocks, block, 0, stream>>>(ids, table.raw(), table_bf16, out.raw(), out_bf16,
+    launch_dependent(embedding_forward_kernel<true>, blocks, block, 0, stream, ids, table.raw(), table_bf16, out.raw(), out_bf16,
                                                                   rows, cols, vocab, slot);
   } else {
-    embedding_forward_kernel<false><<<blocks, block, 0, stream>>>(ids, table.raw(), table_bf16, out.raw(), out_bf16,
+    launch_dependent(embedding_forward_kernel<false>, blocks, block, 0, stream, ids, table.raw(), table_bf16, out.raw(), out_bf16,
                                                                    rows, cols, vocab, slot);
   }
   QUARTET_CUDA_LAUNCHED();
@@ -221,7 +225,7 @@ void embedding_backward(Tensor& dtable, const Tensor& tokens, const Tensor& dout
   auto* sorted_positions = reinterpret_cast<std::int32_t*>(base + 3 * array_bytes);
 
   constexpr int kKeyThreads = 256;
-  sort_keys_kernel<<<static_cast<unsigned>((rows + kKeyThreads - 1) / kKeyThreads), kKeyThreads, 0, stream>>>(
+  launch_dependent(sort_keys_kernel, static_cast<unsigned>((rows + kKeyThreads - 1) / kKeyThreads), kKeyThreads, 0, stream,
       static_cast<const std::int32_t*>(tokens.raw()), rows, vocab, keys, positions,
       data_error_slot(DataErrorKind::embedding_backward_token));
   QUARTET_CUDA_LAUNCHED();
@@ -234,10 +238,10 @@ void embedding_backward(Tensor& dtable, const Tensor& tokens, const Tensor& dout
   const bool dout_bf16 = dout.dtype() == DType::bf16;
   const auto skipped = static_cast<unsigned>(vocab);
   if (vectorised) {
-    accumulate_runs_kernel<true><<<grid, block, 0, stream>>>(sorted_keys, sorted_positions, rows, dout.raw(), dout_bf16,
+    launch_dependent(accumulate_runs_kernel<true>, grid, block, 0, stream, sorted_keys, sorted_positions, rows, dout.raw(), dout_bf16,
                                                              grad, cols, skipped);
   } else {
-    accumulate_runs_kernel<false><<<grid, block, 0, stream>>>(sorted_keys, sorted_positions, rows, dout.raw(),
+    launch_dependent(accumulate_runs_kernel<false>, grid, block, 0, stream, sorted_keys, sorted_positions, rows, dout.raw(),
                                                               dout_bf16, grad, cols, skipped);
   }
   QUARTET_CUDA_LAUNCHED();

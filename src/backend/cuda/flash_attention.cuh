@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cuda_bf16.h>
+#include "backend/cuda/dependent_launch.cuh"
 
 #include <cmath>
 #include <cstdint>
@@ -168,6 +169,7 @@ constexpr int forward_shared_bytes() {
 
 template <int D, int Warps, int Keys>
 __global__ void __launch_bounds__(Warps * 32) forward_kernel(const ForwardArgs a) {
+  wait_for_upstream_grids();
   constexpr int Br = Warps * 16, Bc = Keys, kThreads = Warps * 32;
   using QTile = SwizzledTile<Br, D>;
   using KTile = SwizzledTile<Bc, D>;

@@ -21,6 +21,7 @@
 #pragma once
 
 #include "backend/cuda/flash_attention.cuh"
+#include "backend/cuda/dependent_launch.cuh"
 
 namespace quartet::cuda::flash {
 
@@ -309,6 +310,7 @@ __device__ __forceinline__ void key_block_backward(const BackwardArgs& a, unsign
 
 template <int D>
 __global__ void __launch_bounds__(kKeyWarps * 32) fused_backward_kernel(const BackwardArgs a) {
+  wait_for_upstream_grids();
   extern __shared__ __align__(128) unsigned char shared[];
   int* task_slot = reinterpret_cast<int*>(shared + fused_shared_bytes<D>() - 16);
   const int key_blocks = (a.seq + kKeyRows - 1) / kKeyRows;
@@ -332,6 +334,7 @@ __global__ void __launch_bounds__(kKeyWarps * 32) fused_backward_kernel(const Ba
 
 template <int D>
 __global__ void __launch_bounds__(kKeyWarps * 32, D == 64 ? 3 : 1) key_gradient_kernel(const BackwardArgs a) {
+  wait_for_upstream_grids();
   extern __shared__ __align__(128) unsigned char shared[];
   key_block_backward<D, false>(a, shared, static_cast<int>(blockIdx.x), static_cast<int>(blockIdx.y),
                                static_cast<int>(blockIdx.z));
@@ -348,6 +351,7 @@ constexpr int query_shared_bytes() {
 
 template <int D>
 __global__ void __launch_bounds__(kQueryWarps * 32) query_gradient_kernel(const BackwardArgs a) {
+  wait_for_upstream_grids();
   constexpr int Br = kQueryRows, Bc = kQueryKeys, kThreads = kQueryWarps * 32;
   using QTile = SwizzledTile<Br, D>;
   using KTile = SwizzledTile<Bc, D>;

@@ -6,6 +6,7 @@
 #pragma once
 
 #include "backend/cuda/flash_attention.cuh"
+#include "backend/cuda/dependent_launch.cuh"
 #include "backend/cuda/wgmma.cuh"
 
 namespace quartet::cuda::flash {
@@ -47,6 +48,7 @@ constexpr int forward_wgmma_shared_bytes() {
 }
 
 __global__ void __launch_bounds__(kWgmmaThreads) forward_wgmma_kernel(const ForwardArgs a) {
+  wait_for_upstream_grids();
   constexpr int Br = kWgmmaRows, Bc = kWgmmaKeys;
   using QTile = WgmmaTile<Br>;
   using KTile = WgmmaTile<Bc>;

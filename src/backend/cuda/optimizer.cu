@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/dependent_launch.cuh"
 #include "backend/cuda/device_memory.h"
 #include "backend/cuda/message.h"
 #include "backend/cuda/ops.h"
@@ -79,6 +80,7 @@ __device__ double block_sum(double v) {
 __global__ void __launch_bounds__(kThreads)
     chunk_sum_of_squares_kernel(const float* __restrict__ grads, const Chunk* __restrict__ chunks, bool vectorised,
                                 double* __restrict__ partials) {
+  wait_for_upstream_grids();
   const Chunk c = chunks[blockIdx.x];
   double acc = 0.0;
   const auto square = [](float g) { return static_cast<double>(g) * static_cast<double>(g); };
@@ -101,6 +103,7 @@ __global__ void __launch_bounds__(kThreads)
     decide_step_kernel(const double* __restrict__ partials, std::int64_t chunk_count, double* __restrict__ status,
                        unsigned long long* __restrict__ non_finite_record, double max_grad_norm,
                        StepDecision* __restrict__ decision) {
+  wait_for_upstream_grids();
   double acc = 0.0;
   for (std::int64_t i = threadIdx.x; i < chunk_count; i += kThreads) acc += partials[i];
   const double sum = block_sum(acc);
@@ -124,6 +127,7 @@ __global__ void __launch_bounds__(kThreads)
 __global__ void __launch_bounds__(kThreads)
     sum_partials_kernel(const double* __restrict__ partials, std::int64_t chunk_count, double* __restrict__ status,
                         const unsigned long long* __restrict__ non_finite_record) {
+  wait_for_upstream_grids();
   double acc = 0.0;
   for (std::int64_t i = threadIdx.x; i < chunk_count; i += kThreads) acc += partials[i];
   const double sum = block_sum(acc);
@@ -138,6 +142,7 @@ __global__ void __launch_bounds__(kThreads)
 // the ranks in between, by the sharded optimizer).
 __global__ void decide_from_status_kernel(double* __restrict__ status, double max_grad_norm,
                                           StepDecision* __restrict__ decision) {
+  wait_for_upstream_grids();
   const double norm = sqrt(status[kStepGradNorm]);
   const bool applied = isfinite(status[kStepLoss]) && isfinite(norm) && status[kStepNonFiniteInput] == 0.0;
   status[kStepGradNorm] = norm;
@@ -161,6 +166,7 @@ __global__ void __launch_bounds__(kThreads)
     adamw_kernel(float* __restrict__ params, std::uint16_t* __restrict__ params_bf16, const float* __restrict__ grads,
                  float* __restrict__ m, float* __restrict__ v, const Chunk* __restrict__ chunks, bool vectorised,
                  AdamWConstants k, const StepDecision* __restrict__ decision) {
+  wait_for_upstream_grids();
   if (!decision->applied) return;
   const Chunk c = chunks[blockIdx.x];
   const float wd = c.decay ? k.weight_decay : 0.0f;
@@ -300,16 +306,16 @@ void adamw_step(Tensor& params, Tensor& params_bf16, const Tensor& grads, Tensor
   auto* decision = ptr<StepDecision>(plan.decision);
 
   if (chunks > 0) {
-    chunk_sum_of_squares_kernel<<<chunks, kThreads, 0, stream>>>(g, table, vectorised, ptr<double>(plan.partials));
+    launch_dependent(chunk_sum_of_squares_kernel, chunks, kThreads, 0, stream, g, table, vectorised, ptr<double>(plan.partials));
     QUARTET_CUDA_LAUNCHED();
   }
-  decide_step_kernel<<<1, kThreads, 0, stream>>>(ptr<double>(plan.partials), plan.chunk_count(),
+  launch_dependent(decide_step_kernel, 1, kThreads, 0, stream, ptr<double>(plan.partials), plan.chunk_count(),
                                                  static_cast<double*>(status.raw()), non_finite_record,
                                                  hp.max_grad_norm, decision);
   QUARTET_CUDA_LAUNCHED();
   if (chunks == 0) return;
 
-  adamw_kernel<<<chunks, kThreads, 0, stream>>>(p, p16, g, mp, vp, table, vectorised, adamw_constants(hp), decision);
+  launch_dependent(adamw_kernel, chunks, kThreads, 0, stream, p, p16, g, mp, vp, table, vectorised, adamw_constants(hp), decision);
   QUARTET_CUDA_LAUNCHED();
 }
 
@@ -332,11 +338,11 @@ void gradient_squares(const Tensor& grads, const std::vector<ParameterSegment>& 
   const auto chunks = static_cast<unsigned>(plan.chunk_count());
   const auto* g = static_cast<const float*>(grads.raw());
   if (chunks > 0) {
-    chunk_sum_of_squares_kernel<<<chunks, kThreads, 0, stream>>>(g, ptr<const Chunk>(plan.chunks), aligned(g, 16),
+    launch_dependent(chunk_sum_of_squares_kernel, chunks, kThreads, 0, stream, g, ptr<const Chunk>(plan.chunks), aligned(g, 16),
                                                                  ptr<double>(plan.partials));
     QUARTET_CUDA_LAUNCHED();
   }
-  sum_partials_kernel<<<1, kThreads, 0, stream>>>(ptr<double>(plan.partials), plan.chunk_count(),
+  launch_dependent(sum_partials_kernel, 1, kThreads, 0, stream, ptr<double>(plan.partials), plan.chunk_count(),
                                                   static_cast<double*>(status.raw()), non_finite_record);
   QUARTET_CUDA_LAUNCHED();
 }
@@ -365,10 +371,10 @@ void adamw_update(Tensor& params, Tensor& params_bf16, const Tensor& grads, Tens
   const bool vectorised = aligned(p, 16) && aligned(g, 16) && aligned(mp, 16) && aligned(vp, 16) &&
                           (p16 == nullptr || aligned(p16, 8));
   auto* decision = ptr<StepDecision>(plan.decision);
-  decide_from_status_kernel<<<1, 1, 0, stream>>>(static_cast<double*>(status.raw()), hp.max_grad_norm, decision);
+  launch_dependent(decide_from_status_kernel, 1, 1, 0, stream, static_cast<double*>(status.raw()), hp.max_grad_norm, decision);
   QUARTET_CUDA_LAUNCHED();
   if (chunks == 0) return;
-  adamw_kernel<<<chunks, kThreads, 0, stream>>>(p, p16, g, mp, vp, ptr<const Chunk>(plan.chunks), vectorised,
+  launch_dependent(adamw_kernel, chunks, kThreads, 0, stream, p, p16, g, mp, vp, ptr<const Chunk>(plan.chunks), vectorised,
                                                 adamw_constants(hp), decision);
   QUARTET_CUDA_LAUNCHED();
 }

@@ -68,6 +68,7 @@ __device__ void note_non_finite(float v, std::int64_t r, std::int64_t c, std::in
 
 // work[r][c] = input (zero-padded to padded_cols), one thread per element.
 __global__ void prepare_plain_kernel(Input in, float* work, std::int64_t padded_cols, unsigned long long seq) {
+  wait_for_upstream_grids();
   const std::int64_t n = in.rows * padded_cols;
   for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
@@ -85,6 +86,7 @@ __global__ void prepare_plain_kernel(Input in, float* work, std::int64_t padded_
 // columns past cols were zeroed beforehand. (The fused kernels spread a block over lanes.)
 __global__ void prepare_rotated_kernel(Input in, RotationArgs rot, float* work, std::int64_t padded_cols,
                                        unsigned long long seq) {
+  wait_for_upstream_grids();
   const std::int64_t blocks_per_row = in.cols / rot.size;
   const std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
   if (i >= in.rows * blocks_per_row) return;
@@ -98,6 +100,7 @@ __global__ void prepare_rotated_kernel(Input in, RotationArgs rot, float* work, 
 }
 
 __global__ void amax_kernel(const float* work, std::int64_t n, unsigned* amax_bits) {
+  wait_for_upstream_grids();
   float m = 0.0f;
   for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
@@ -146,6 +149,7 @@ struct GroupSource {
 
 // amax of the input read directly, with the non-finite check.
 __global__ void amax_input_kernel(Input in, unsigned* amax_bits, unsigned long long seq) {
+  wait_for_upstream_grids();
   float m = 0.0f;
   const std::int64_t n = in.rows * in.cols;
   for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
@@ -213,6 +217,7 @@ __device__ Constants tensor_constants(float amax, const ConstantsArgs& a) {
 }
 
 __global__ void constants_kernel(const unsigned* amax_bits, ConstantsArgs a, Constants* out, float* tensor_scale) {
+  wait_for_upstream_grids();
   const Constants k = tensor_constants(__uint_as_float(*amax_bits), a);
   *out = k;
   *tensor_scale = k.t;
@@ -247,6 +252,7 @@ struct NvGroupArgs {
 
 // One thread per NVFP4 group of 16: rtn, four_over_six, square16, sr, ms_eden_g16 (pass 1).
 __global__ void nv_group_kernel(NvGroupArgs a) {
+  wait_for_upstream_grids();
   const std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
   if (i >= a.rows * a.groups) return;
   const std::int64_t r = i / a.groups, g = i % a.groups;
@@ -280,6 +286,7 @@ __global__ void nv_group_kernel(NvGroupArgs a) {
 
 __global__ void tile_amax_kernel(GroupSource source, std::int64_t rows, std::int64_t padded_cols, std::int64_t groups,
                                  const Constants* constants, float* tile_amax) {
+  wait_for_upstream_grids();
   const std::int64_t tile_rows = (rows + kNvGroup - 1) / kNvGroup;
   const std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
   if (i >= tile_rows * groups) return;
@@ -299,6 +306,7 @@ __global__ void tile_amax_kernel(GroupSource source, std::int64_t rows, std::int
 __global__ void eden_g128_kernel(GroupSource source, std::int64_t rows, std::int64_t padded_cols, std::int64_t groups,
                                  const Constants* constants, RandomContext random, std::uint8_t* codes,
                                  std::uint8_t* scales) {
+  wait_for_upstream_grids();
   const std::int64_t blocks = (groups + kEdenBlockGroups - 1) / kEdenBlockGroups;
   const std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
   if (i >= rows * blocks) return;
@@ -327,6 +335,7 @@ __global__ void eden_g128_kernel(GroupSource source, std::int64_t rows, std::int
 __global__ void mx_group_kernel(QuantizerKind kind, GroupSource source, std::int64_t rows, std::int64_t padded_cols,
                                 std::int64_t groups, const Constants* constants, RandomContext random,
                                 std::uint8_t* codes, std::uint8_t* scales, std::uint8_t* trust_mask) {
+  wait_for_upstream_grids();
   const std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
   if (i >= rows * groups) return;
   const std::int64_t r = i / groups, g = i % groups;
@@ -361,6 +370,7 @@ __device__ float decode_scale(ElementFormat f, std::uint8_t b) { return f == Ele
 __global__ void dequantize_transposed_kernel(const std::uint8_t* codes, const std::uint8_t* scales,
                                              const float* tensor_scale, ElementFormat format, std::int64_t rows,
                                              std::int64_t cols, std::int64_t padded_cols, float* out) {
+  wait_for_upstream_grids();
   const std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
   if (i >= rows * cols) return;
   const std::int64_t r = i / cols, c = i % cols;
@@ -373,6 +383,7 @@ __global__ void dequantize_transposed_kernel(const std::uint8_t* codes, const st
 __global__ void transpose_square_kernel(const std::uint8_t* codes, const std::uint8_t* scales, std::int64_t rows,
                                         std::int64_t padded_cols, std::int64_t out_rows, std::int64_t out_padded,
                                         std::uint8_t* out_codes, std::uint8_t* out_scales) {
+  wait_for_upstream_grids();
   const std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
   const std::int64_t bytes_per_row = out_padded / 2;
   if (i < out_rows * bytes_per_row) {  // one output byte: elements (r', 2j) and (r', 2j+1)
@@ -392,6 +403,7 @@ __global__ void transpose_square_kernel(const std::uint8_t* codes, const std::ui
 // One thread per (row, rotation block): mask by the trust bits, then D H (rht_block.h).
 __global__ void trust_mask_unrotate_kernel(void* g, bool bf16, std::int64_t rows, std::int64_t cols,
                                            std::int64_t padded_cols, const std::uint8_t* mask, RotationArgs rot) {
+  wait_for_upstream_grids();
   const int n = rot.size ? rot.size : 1;
   const std::int64_t blocks_per_row = cols / n;
   const std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
@@ -411,6 +423,7 @@ __global__ void trust_mask_unrotate_kernel(void* g, bool bf16, std::int64_t rows
 // rows and groups get 0).
 __global__ void tile_scales_kernel(const std::uint8_t* scales, std::int64_t rows, std::int64_t groups,
                                    std::int64_t padded_rows, std::int64_t padded_groups, std::uint8_t* out) {
+  wait_for_upstream_grids();
   const std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
   if (i >= padded_rows * padded_groups) return;
   const std::int64_t r = i / padded_groups, g = i % padded_groups;
@@ -527,7 +540,7 @@ void with_fused_kind_and_rotation(QuantizerKind kind, int rotation, F&& f) {
 template <class Kernel, class... Args>
 unsigned launch_persistent(Kernel kernel, std::int64_t work_blocks, cudaStream_t stream, Args... args) {
   const unsigned blocks = resident_blocks(kernel, work_blocks);
-  launch_dependent(kernel, blocks, kFusedThreads, stream, args...);
+  launch_dependent(kernel, blocks, kFusedThreads, 0, stream, args...);
   return blocks;
 }
 
@@ -592,7 +605,7 @@ unsigned launch_tiles(bool amax_pass, FusedArgs a, const Tile& tile, cudaStream_
 void finish_eden_g16(DeviceQuantized& q, const float* corrected, const PartialMax* partials, unsigned partial_count,
                      const RandomContext& random, cudaStream_t stream) {
   const std::int64_t groups = q.padded_cols / kNvGroup;
-  eden_g16_finish_kernel<<<blocks_for(q.rows * ((groups + 7) / 8)), kThreads, 0, stream>>>(
+  launch_dependent(eden_g16_finish_kernel, blocks_for(q.rows * ((groups + 7) / 8)), kThreads, 0, stream,
       corrected, q.rows, groups, partials, partial_count, random, ptr<float>(q.tensor_scale), ptr<std::uint8_t>(q.scales),
       ptr<std::uint8_t>(q.codes));
   QUARTET_CUDA_LAUNCHED();
@@ -781,38 +794,38 @@ DeviceQuantized quantize(const void* x, DType dtype, std::int64_t x_rows, std::i
   auto* constants = reinterpret_cast<Constants*>(ptr<char>(scratch) + 16);
   QUARTET_CUDA_CHECK(cudaMemsetAsync(scratch.get(), 0, 16, stream));
   if (direct) {
-    amax_input_kernel<<<grid_stride_blocks(rows * cols), kThreads, 0, stream>>>(in, amax_bits, seq);
+    launch_dependent(amax_input_kernel, grid_stride_blocks(rows * cols), kThreads, 0, stream, in, amax_bits, seq);
   } else {
     work = device_alloc(static_cast<std::size_t>(rows * q.padded_cols) * sizeof(float));
     source.work = ptr<float>(work);
     if (rotation.size) {
       QUARTET_CUDA_CHECK(cudaMemsetAsync(work.get(), 0, static_cast<std::size_t>(rows * q.padded_cols) * sizeof(float), stream));
-      prepare_rotated_kernel<<<blocks_for(rows * (cols / rotation.size)), kThreads, 0, stream>>>(
+      launch_dependent(prepare_rotated_kernel, blocks_for(rows * (cols / rotation.size)), kThreads, 0, stream,
           in, rotation_args(rotation), ptr<float>(work), q.padded_cols, seq);
     } else {
-      prepare_plain_kernel<<<grid_stride_blocks(rows * q.padded_cols), kThreads, 0, stream>>>(in, ptr<float>(work),
+      launch_dependent(prepare_plain_kernel, grid_stride_blocks(rows * q.padded_cols), kThreads, 0, stream, in, ptr<float>(work),
                                                                                                q.padded_cols, seq);
     }
     QUARTET_CUDA_LAUNCHED();
-    amax_kernel<<<grid_stride_blocks(rows * q.padded_cols), kThreads, 0, stream>>>(ptr<float>(work), rows * q.padded_cols, amax_bits);
+    launch_dependent(amax_kernel, grid_stride_blocks(rows * q.padded_cols), kThreads, 0, stream, ptr<float>(work), rows * q.padded_cols, amax_bits);
   }
   QUARTET_CUDA_LAUNCHED();
   q.tensor_scale = device_alloc(sizeof(float));
   const ConstantsArgs ca{spec.kind, q.format == ElementFormat::nvfp4, spec.val_max(),
                          static_cast<float>(255.99 * (6.0 / (spec.clip * spec.headroom)))};
-  constants_kernel<<<1, 1, 0, stream>>>(amax_bits, ca, constants, ptr<float>(q.tensor_scale));
+  launch_dependent(constants_kernel, 1, 1, 0, stream, amax_bits, ca, constants, ptr<float>(q.tensor_scale));
   QUARTET_CUDA_LAUNCHED();
 
   q.codes = device_alloc(q.code_bytes());
   q.scales = device_alloc(q.scale_bytes());
   if (q.format == ElementFormat::mxfp4) {
     if (spec.kind == QuantizerKind::mxfp4_quest) q.trust_mask = device_alloc(static_cast<std::size_t>(rows * q.padded_cols / 8));
-    mx_group_kernel<<<blocks_for(rows * groups), kThreads, 0, stream>>>(
+    launch_dependent(mx_group_kernel, blocks_for(rows * groups), kThreads, 0, stream,
         spec.kind, source, rows, q.padded_cols, groups, constants, random, ptr<std::uint8_t>(q.codes),
         ptr<std::uint8_t>(q.scales), q.trust_mask ? ptr<std::uint8_t>(q.trust_mask) : nullptr);
     QUARTET_CUDA_LAUNCHED();
   } else if (spec.kind == QuantizerKind::ms_eden_g128) {
-    eden_g128_kernel<<<blocks_for(rows * ((groups + 7) / 8)), kThreads, 0, stream>>>(
+    launch_dependent(eden_g128_kernel, blocks_for(rows * ((groups + 7) / 8)), kThreads, 0, stream,
         source, rows, q.padded_cols, groups, constants, random, ptr<std::uint8_t>(q.codes), ptr<std::uint8_t>(q.scales));
     QUARTET_CUDA_LAUNCHED();
   } else {
@@ -831,7 +844,7 @@ DeviceQuantized quantize(const void* x, DType dtype, std::int64_t x_rows, std::i
     if (spec.kind == QuantizerKind::square16) {
       const std::int64_t tile_rows = (rows + kNvGroup - 1) / kNvGroup;
       tiles = device_alloc(static_cast<std::size_t>(tile_rows * groups) * sizeof(float));
-      tile_amax_kernel<<<blocks_for(tile_rows * groups), kThreads, 0, stream>>>(source, rows, q.padded_cols, groups,
+      launch_dependent(tile_amax_kernel, blocks_for(tile_rows * groups), kThreads, 0, stream, source, rows, q.padded_cols, groups,
                                                                                 constants, ptr<float>(tiles));
       QUARTET_CUDA_LAUNCHED();
       a.tile_amax = ptr<float>(tiles);
@@ -841,7 +854,7 @@ DeviceQuantized quantize(const void* x, DType dtype, std::int64_t x_rows, std::i
       a.corrected = ptr<float>(corrected);
       a.max_corrected = max_corrected;
     }
-    nv_group_kernel<<<blocks_for(rows * groups), kThreads, 0, stream>>>(a);
+    launch_dependent(nv_group_kernel, blocks_for(rows * groups), kThreads, 0, stream, a);
     QUARTET_CUDA_LAUNCHED();
     // The atomic pair at the scratch's start is one PartialMax.
     if (spec.kind == QuantizerKind::ms_eden_g16) {
@@ -880,7 +893,7 @@ DeviceQuantized requantize_transposed(const DeviceQuantized& q, const QuantizerS
     return out;
   }
   auto values = device_alloc(static_cast<std::size_t>(q.rows * q.cols) * sizeof(float));
-  dequantize_transposed_kernel<<<blocks_for(q.rows * q.cols), kThreads, 0, stream>>>(
+  launch_dependent(dequantize_transposed_kernel, blocks_for(q.rows * q.cols), kThreads, 0, stream,
       ptr<std::uint8_t>(q.codes), ptr<std::uint8_t>(q.scales), ptr<float>(q.tensor_scale), q.format, q.rows, q.cols,
       q.padded_cols, ptr<float>(values));
   QUARTET_CUDA_LAUNCHED();
@@ -902,7 +915,7 @@ DeviceQuantized transpose_square_blocks(const DeviceQuantized& q, cudaStream_t s
   QUARTET_CUDA_CHECK(cudaMemcpyAsync(t.tensor_scale.get(), q.tensor_scale.get(), sizeof(float), cudaMemcpyDeviceToDevice, stream));
   t.codes = device_alloc(t.code_bytes());
   t.scales = device_alloc(t.scale_bytes());
-  transpose_square_kernel<<<blocks_for(t.rows * t.padded_cols / 2), kThreads, 0, stream>>>(
+  launch_dependent(transpose_square_kernel, blocks_for(t.rows * t.padded_cols / 2), kThreads, 0, stream,
       ptr<std::uint8_t>(q.codes), ptr<std::uint8_t>(q.scales), q.rows, q.padded_cols, t.rows, t.padded_cols,
       ptr<std::uint8_t>(t.codes), ptr<std::uint8_t>(t.scales));
   QUARTET_CUDA_LAUNCHED();
@@ -949,7 +962,7 @@ void apply_trust_mask_and_unrotate(void* g, DType dtype, const DeviceQuantized& 
     });
     return;
   }
-  trust_mask_unrotate_kernel<<<blocks_for(q.rows * (q.cols / n)), kThreads, 0, stream>>>(
+  launch_dependent(trust_mask_unrotate_kernel, blocks_for(q.rows * (q.cols / n)), kThreads, 0, stream,
       g, dtype == DType::bf16, q.rows, q.cols, q.padded_cols, ptr<std::uint8_t>(q.trust_mask), rotation_args(rotation));
   QUARTET_CUDA_LAUNCHED();
 }
@@ -963,7 +976,7 @@ std::shared_ptr<void> tiled_scales(const DeviceQuantized& q, cudaStream_t stream
   const std::int64_t groups = q.padded_cols / kNvGroup;
   const std::int64_t padded_rows = round_up(q.rows, 128), padded_groups = round_up(groups, 4);
   auto out = device_alloc(tiled_scale_bytes(q));
-  tile_scales_kernel<<<blocks_for(padded_rows * padded_groups), kThreads, 0, stream>>>(
+  launch_dependent(tile_scales_kernel, blocks_for(padded_rows * padded_groups), kThreads, 0, stream,
       ptr<std::uint8_t>(q.scales), q.rows, groups, padded_rows, padded_groups, ptr<std::uint8_t>(out));
   QUARTET_CUDA_LAUNCHED();
   return out;

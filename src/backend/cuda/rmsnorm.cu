@@ -19,6 +19,7 @@
 #include <type_traits>
 
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/dependent_launch.cuh"
 #include "backend/cuda/device_memory.h"
 #include "backend/cuda/device_real.cuh"
 #include "backend/cuda/message.h"
@@ -78,6 +79,7 @@ __global__ void __launch_bounds__(kBlockThreads)
     rmsnorm_team_kernel(const void* x, bool x_bf16, const void* y, bool y_bf16, void* sum, bool sum_bf16,
                         const void* __restrict__ weight, bool weight_bf16, void* __restrict__ out, bool out_bf16,
                         float* __restrict__ rstd, std::int64_t rows, std::int64_t cols, float eps) {
+  wait_for_upstream_grids();
   __shared__ float warp_sums[kBlockThreads / kWarp];
   const std::int64_t row = blockIdx.x * static_cast<std::int64_t>(blockDim.y) + threadIdx.y;
   const bool live = row < rows;  // a team past the end still takes part in the block's reductions
@@ -122,6 +124,7 @@ __global__ void __launch_bounds__(kLoopThreads)
     rmsnorm_loop_kernel(const void* x, bool x_bf16, const void* y, bool y_bf16, void* sum, bool sum_bf16,
                         const void* __restrict__ weight, bool weight_bf16, void* __restrict__ out, bool out_bf16,
                         float* __restrict__ rstd, std::int64_t cols, float eps) {
+  wait_for_upstream_grids();
   __shared__ float warp_sums[kLoopThreads / kWarp];
   const std::int64_t base = blockIdx.x * cols;
   float squares = 0.0f;
@@ -155,6 +158,7 @@ __global__ void __launch_bounds__(kBlockThreads)
                                  const void* __restrict__ x, bool x_bf16, const void* __restrict__ weight,
                                  bool weight_bf16, const float* __restrict__ rstd, float* __restrict__ partials,
                                  std::int64_t rows, std::int64_t cols) {
+  wait_for_upstream_grids();
   __shared__ float warp_sums[kBlockThreads / kWarp];
   extern __shared__ float team_columns[];  // [rows per block][cols], when a block has several teams
   const std::int64_t vectors = cols / kVector;
@@ -224,6 +228,7 @@ __global__ void __launch_bounds__(kLoopThreads)
                                  const void* __restrict__ x, bool x_bf16, const void* __restrict__ weight,
                                  bool weight_bf16, const float* __restrict__ rstd, float* __restrict__ partials,
                                  std::int64_t rows, std::int64_t cols) {
+  wait_for_upstream_grids();
   __shared__ float warp_sums[kLoopThreads / kWarp];
   float* const block_row = partials + blockIdx.x * cols;
   for (std::int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
@@ -253,6 +258,7 @@ __global__ void __launch_bounds__(kLoopThreads)
 __global__ void __launch_bounds__(kColumnTile * kColumnLanes)
     add_column_sums_kernel(const float* __restrict__ partials, int blocks, std::int64_t cols, void* dweight,
                            bool dweight_bf16) {
+  wait_for_upstream_grids();
   __shared__ float lane_sums[kColumnLanes][kColumnTile + 1];
   const std::int64_t col = blockIdx.x * static_cast<std::int64_t>(kColumnTile) + threadIdx.x;
   float acc = 0.0f;
@@ -351,7 +357,7 @@ void launch_forward(Tensor& out, Tensor& rstd, const Tensor& x, const Tensor* y,
                                 : team_layout(cols, {x.raw(), weight.raw(), out.raw()});
   if (t.threads_per_row == 0 || cols == 0) {
     const auto launch = [&](auto kernel) {
-      kernel<<<static_cast<unsigned>(rows), kLoopThreads, 0, stream>>>(x.raw(), is_bf16(x), yp, y_bf16, sp, sum_bf16,
+      launch_dependent(kernel, static_cast<unsigned>(rows), kLoopThreads, 0, stream, x.raw(), is_bf16(x), yp, y_bf16, sp, sum_bf16,
                                                                        weight.raw(), is_bf16(weight), out.raw(),
                                                                        is_bf16(out), r, cols, e);
     };
@@ -365,7 +371,7 @@ void launch_forward(Tensor& out, Tensor& rstd, const Tensor& x, const Tensor* y,
     const auto blocks = static_cast<unsigned>((rows + t.rows_per_block - 1) / t.rows_per_block);
     with_vectors_per_thread(t.vectors_per_thread, [&](auto v) {
       const auto launch = [&](auto kernel) {
-        kernel<<<blocks, block, 0, stream>>>(x.raw(), is_bf16(x), yp, y_bf16, sp, sum_bf16, weight.raw(),
+        launch_dependent(kernel, blocks, block, 0, stream, x.raw(), is_bf16(x), yp, y_bf16, sp, sum_bf16, weight.raw(),
                                              is_bf16(weight), out.raw(), is_bf16(out), r, rows, cols, e);
       };
       if (residual) {
@@ -415,21 +421,21 @@ void rmsnorm_backward(Tensor& dx, Tensor& dweight, const Tensor& dout, const Ten
   float* p = ptr<float>(partials);
   const float* r = static_cast<const float*>(rstd.raw());
   if (t.threads_per_row == 0) {
-    rmsnorm_backward_loop_kernel<<<static_cast<unsigned>(blocks), kLoopThreads, 0, stream>>>(
+    launch_dependent(rmsnorm_backward_loop_kernel, static_cast<unsigned>(blocks), kLoopThreads, 0, stream,
         dx.raw(), is_bf16(dx), accumulate_dx, dout.raw(), is_bf16(dout), x.raw(), is_bf16(x), weight.raw(),
         is_bf16(weight), r, p, rows, cols);
   } else {
     const dim3 block(static_cast<unsigned>(t.threads_per_row), static_cast<unsigned>(t.rows_per_block));
     const std::size_t shared = t.rows_per_block > 1 ? static_cast<std::size_t>(t.rows_per_block * cols) * sizeof(float) : 0;
     with_vectors_per_thread(t.vectors_per_thread, [&](auto v) {
-      rmsnorm_backward_team_kernel<decltype(v)::value><<<static_cast<unsigned>(blocks), block, shared, stream>>>(
+      launch_dependent(rmsnorm_backward_team_kernel<decltype(v)::value>, static_cast<unsigned>(blocks), block, shared, stream,
           dx.raw(), is_bf16(dx), accumulate_dx, dout.raw(), is_bf16(dout), x.raw(), is_bf16(x), weight.raw(),
           is_bf16(weight), r, p, rows, cols);
     });
   }
   QUARTET_CUDA_LAUNCHED();
   const auto tiles = static_cast<unsigned>((cols + kColumnTile - 1) / kColumnTile);
-  add_column_sums_kernel<<<tiles, dim3(kColumnTile, kColumnLanes), 0, stream>>>(p, blocks, cols, dweight.raw(),
+  launch_dependent(add_column_sums_kernel, tiles, dim3(kColumnTile, kColumnLanes), 0, stream, p, blocks, cols, dweight.raw(),
                                                                                  is_bf16(dweight));
   QUARTET_CUDA_LAUNCHED();
 }

@@ -12,6 +12,7 @@
 #include <cstdint>
 
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/dependent_launch.cuh"
 #include "backend/cuda/device_real.cuh"
 #include "backend/cuda/message.h"
 #include "backend/cuda/ops.h"
@@ -66,6 +67,7 @@ template <int W>
 __global__ void __launch_bounds__(kThreads)
     swiglu_forward_kernel(const void* __restrict__ gate_up, bool gate_up_bf16, void* __restrict__ out, bool out_bf16,
                           std::int64_t rows, std::int64_t f) {
+  wait_for_upstream_grids();
   const std::int64_t j = (blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x) * W;
   if (j >= f) return;
   for (std::int64_t row = blockIdx.y * static_cast<std::int64_t>(blockDim.y) + threadIdx.y; row < rows;
@@ -85,6 +87,7 @@ template <int W>
 __global__ void __launch_bounds__(kThreads)
     swiglu_backward_kernel(const void* gate_up, bool gate_up_bf16, const void* __restrict__ dout, bool dout_bf16,
                            void* dgate_up, bool dgate_up_bf16, std::int64_t rows, std::int64_t f) {
+  wait_for_upstream_grids();
   const std::int64_t j = (blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x) * W;
   if (j >= f) return;
   for (std::int64_t row = blockIdx.y * static_cast<std::int64_t>(blockDim.y) + threadIdx.y; row < rows;
@@ -162,10 +165,10 @@ void swiglu_forward(Tensor& out, const Tensor& gate_up, cudaStream_t stream) {
   if (rows == 0 || f == 0) return;
   const Launch l = launch_shape(rows, f, f % kVector == 0 && aligned16(gate_up.raw()) && aligned16(out.raw()));
   if (l.vectorised) {
-    swiglu_forward_kernel<kVector><<<l.grid, l.block, 0, stream>>>(gate_up.raw(), is_bf16(gate_up), out.raw(),
+    launch_dependent(swiglu_forward_kernel<kVector>, l.grid, l.block, 0, stream, gate_up.raw(), is_bf16(gate_up), out.raw(),
                                                                    is_bf16(out), rows, f);
   } else {
-    swiglu_forward_kernel<1><<<l.grid, l.block, 0, stream>>>(gate_up.raw(), is_bf16(gate_up), out.raw(), is_bf16(out),
+    launch_dependent(swiglu_forward_kernel<1>, l.grid, l.block, 0, stream, gate_up.raw(), is_bf16(gate_up), out.raw(), is_bf16(out),
                                                              rows, f);
   }
   QUARTET_CUDA_LAUNCHED();
@@ -181,11 +184,11 @@ void swiglu_backward(Tensor& dgate_up, const Tensor& dout, const Tensor& gate_up
       f % kVector == 0 && aligned16(gate_up.raw()) && aligned16(dout.raw()) && aligned16(dgate_up.raw());
   const Launch l = launch_shape(rows, f, vectorised);
   if (l.vectorised) {
-    swiglu_backward_kernel<kVector><<<l.grid, l.block, 0, stream>>>(gate_up.raw(), is_bf16(gate_up), dout.raw(),
+    launch_dependent(swiglu_backward_kernel<kVector>, l.grid, l.block, 0, stream, gate_up.raw(), is_bf16(gate_up), dout.raw(),
                                                                     is_bf16(dout), dgate_up.raw(), is_bf16(dgate_up),
                                                                     rows, f);
   } else {
-    swiglu_backward_kernel<1><<<l.grid, l.block, 0, stream>>>(gate_up.raw(), is_bf16(gate_up), dout.raw(),
+    launch_dependent(swiglu_backward_kernel<1>, l.grid, l.block, 0, stream, gate_up.raw(), is_bf16(gate_up), dout.raw(),
                                                               is_bf16(dout), dgate_up.raw(), is_bf16(dgate_up), rows, f);
   }
   QUARTET_CUDA_LAUNCHED();
