@@ -894,6 +894,7 @@ __device__ __forceinline__ EdenTensorScale eden_tensor_scale(const PartialMax* p
 __global__ void eden_g16_finish_kernel(const float* corrected, std::int64_t rows, std::int64_t groups,
                                        const PartialMax* partials, unsigned partial_count, RandomContext random,
                                        float* tensor_scale, std::uint8_t* scales, std::uint8_t* codes) {
+  wait_for_upstream_grids();
   const auto [tiny, t] = eden_tensor_scale(partials, partial_count);
   const std::int64_t blocks_per_row = (groups + 7) / 8;
   const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
