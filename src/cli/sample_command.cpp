@@ -75,6 +75,10 @@ Command add_sample_command(CLI::App& parent) {
     const nlohmann::json state = read_checkpoint_state(dir);
     const TrainConfig c = TrainConfig::from_json(state.at("config"));
     const std::unique_ptr<Tokenizer> tokenizer = make_tokenizer(state.at("tokenizer").get<std::string>());
+    if (o->sampling.top_k > tokenizer->vocab_size()) {
+      throw Error(fmt::format("--top-k {} is more than the model's vocabulary of {} tokens (0 samples among all of them)",
+                              o->sampling.top_k, tokenizer->vocab_size()));
+    }
     auto backend = make_backend(o->device);
     LlamaModel model(*backend, model_config(c, tokenizer->vocab_size()), make_recipe(c.recipe, c.recipe_options), c.seed);
     load_checkpoint_tensors(dir, *backend, model, nullptr);

@@ -3,6 +3,7 @@
 // per byte, and a short generated sample.
 #include <fmt/format.h>
 
+#include <cmath>
 #include <filesystem>
 #include <memory>
 #include <algorithm>
@@ -14,6 +15,7 @@
 #include "cli/commands.h"
 #include "cli/config_file.h"
 #include "cli/diagnostics_plot.h"
+#include "cli/exit_codes.h"
 #include "cli/option_checks.h"
 #include "cli/progress.h"
 #include "cli/stop_signals.h"
@@ -309,12 +311,24 @@ Command add_train_command(CLI::App& parent) {
       record["config"] = read_checkpoint_state(result.last_checkpoint).at("config");
       write_file_atomic(std::filesystem::path(run_dir) / "run.json", record.dump(2) + "\n");
     }
+    // A run whose final validation loss is not finite diverged: everything is written as for any
+    // finished run (run.json, the checkpoint, the metrics), but the exit status says it failed,
+    // so that a script does not take it for a result.
+    const auto finished_status = [&]() {
+      if (std::isfinite(result.final_val_loss)) return kExitOk;
+      std::fflush(stdout);
+      fmt::print(stderr,
+                 "quartet train: error: the run finished, but its final validation loss is {}: the model diverged "
+                 "(see the loss and gradient norm in the metrics; a lower --lr may help); its files are kept\n",
+                 result.final_val_loss);
+      return kExitRuntimeError;
+    };
     if (o->json) {
       fmt::print(stderr, "{}\n", validation_note(eval_batches, final_eval_batches));
       if (!run_dir.empty() && !o->no_plot) plot_finished_run(run_dir, stderr);
       if (!run_dir.empty() && !o->no_plot && o->diagnostics > 0) plot_finished_diagnostics(run_dir, stderr);
       print_summary();
-      return 0;
+      return finished_status();
     }
     if (result.history.empty()) return 0;
     const StepMetrics& last = result.history.back();
@@ -328,7 +342,7 @@ Command add_train_command(CLI::App& parent) {
     if (!sample.empty()) fmt::print("sample:\n{}\n", sample);
     if (!run_dir.empty() && !o->no_plot) plot_finished_run(run_dir);
     if (!run_dir.empty() && !o->no_plot && o->diagnostics > 0) plot_finished_diagnostics(run_dir);
-    return 0;
+    return finished_status();
   };
   return command;
 }

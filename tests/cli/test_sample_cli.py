@@ -79,5 +79,15 @@ class Sample(unittest.TestCase):
             self.assertEqual(p.stdout, "")
 
 
+    def test_top_k_beyond_the_vocabulary_is_refused(self):
+        # The byte tokenizer's vocabulary is 257 tokens: 257 is all of them, 258 is a mistake that
+        # must not be cut down to 257 silently.
+        self.sample("bf16", "--tokens", "2", "--top-k", "257", "--temperature", "1")
+        p = run("sample", self.runs["bf16"], "--device", "cpu", "--tokens", "2", "--top-k", "258")
+        self.assertEqual(p.returncode, RUNTIME, p.stderr)
+        self.assertIn("--top-k 258", p.stderr)
+        self.assertIn("257 tokens", p.stderr)
+        self.assertEqual(p.stdout, "")
+
 if __name__ == "__main__":
     unittest.main()

@@ -246,5 +246,35 @@ class Commands(unittest.TestCase):
         self.expect_error(["compare", "--recipes", "bf16,q9"], "q9")
 
 
+    def test_a_run_whose_final_validation_loss_is_not_finite_fails_but_keeps_its_files(self):
+        # A model whose LM head holds +-3e38 (finite, so the checkpoint is accepted) gives
+        # infinite logits and a NaN loss: the run finishes, writes everything, and exits 1.
+        import glob
+        import struct
+        base = self.path("base")
+        p = run("train", "--steps", "1", "--batch", "4", "--seq", "32", "--eval-every", "0", "--final-eval-batches",
+                "1", "--recipe", "bf16", "--device", "cpu", "--no-plot", "--quiet", "--out", base)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        (checkpoint,) = glob.glob(os.path.join(base, "checkpoints", "step-*"))
+        broken = self.path("broken")
+        shutil.copytree(checkpoint, broken)
+        with open(os.path.join(broken, "model.safetensors"), "r+b") as f:
+            header_size = struct.unpack("<Q", f.read(8))[0]
+            head = json.loads(f.read(header_size))["lm_head.weight"]
+            self.assertEqual(head["dtype"], "F32")
+            count = head["shape"][0] * head["shape"][1]
+            f.seek(8 + header_size + head["data_offsets"][0])
+            f.write(struct.pack(f"<{count}f", *[3e38 if i % 2 else -3e38 for i in range(count)]))
+        out = self.path("diverged")
+        p = run("train", "--init-from", broken, "--steps", "1", "--batch", "4", "--seq", "32", "--eval-every", "0",
+                "--final-eval-batches", "1", "--recipe", "bf16", "--device", "cpu", "--no-plot", "--out", out)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn("final validation loss is nan", p.stderr)
+        self.assertIn("final: step 1", p.stdout)
+        record = json.load(open(os.path.join(out, "run.json")))
+        self.assertIsNone(record["val_loss"])
+        self.assertEqual(len(glob.glob(os.path.join(out, "checkpoints", "step-*"))), 1)
+        self.assertEqual(len(open(os.path.join(out, "metrics.jsonl")).readlines()), 1)
+
 if __name__ == "__main__":
     unittest.main()
