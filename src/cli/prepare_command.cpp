@@ -132,27 +132,33 @@ Command add_prepare_command(CLI::App& parent) {
   app->add_flag("--dedupe", o->dedupe, "keep one copy of inputs with identical contents; the others are listed in "
                                         "sources.tsv");
   app->add_option("--out", o->out, "output folder")->required();
-  app->add_option("--tokenizer", o->tokenizer, "gpt2 or byte")->capture_default_str();
+  app->add_option("--tokenizer", o->tokenizer, "gpt2 or byte")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"byte", "gpt2"}));
   app->add_option("--name", o->name, "shard name prefix (default: the output folder's name)");
   app->add_option("--val-fraction", o->val_fraction, "share of each document (its end) kept for validation")
-      ->capture_default_str();
-  app->add_option("--shard-tokens", o->shard_tokens, "tokens per shard file (at most 2147483647)")->capture_default_str();
+      ->capture_default_str()
+      ->check(number_in(0, 1, false, false));
+  // A shard's header counts its tokens in an int32.
+  app->add_option("--shard-tokens", o->shard_tokens, "tokens per shard file (at most 2147483647)")
+      ->capture_default_str()
+      ->check(integer_in(1, kMaxInt32));
   app->add_option("--max-input-bytes", o->max_input_bytes,
                   "largest size a .gz input may decompress to (a guard against gzip bombs)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(integer_in(1, kMaxInt64));
   app->add_flag("--force", o->force, "replace shards already in the output folder");
 
   Command command;
   command.app = app;
-  command.run = [o]() {
-    const std::filesystem::path out(o->out);
-    // A shard's header counts its tokens in an int32; checked before anything is read or removed.
-    checked_range(o->shard_tokens, 1, 0x7FFFFFFF, "--shard-tokens");
-    checked_range(o->max_input_bytes, 1, std::numeric_limits<std::int64_t>::max(), "--max-input-bytes");
-    const std::unique_ptr<Tokenizer> tokenizer = make_tokenizer(o->tokenizer);
+  command.check = [o]() {
     // The shards are written as <out>/<name>_<split>_NNNNNN.bin: a name with a path in it would
     // put them outside --out.
     if (!o->name.empty()) check_plain_name(o->name, "--name");
+  };
+  command.run = [o]() {
+    const std::filesystem::path out(o->out);
+    const std::unique_ptr<Tokenizer> tokenizer = make_tokenizer(o->tokenizer);
     if (std::filesystem::exists(out) && !std::filesystem::is_directory(out)) {
       throw Error(fmt::format("--out {} exists and is not a folder", o->out));
     }

@@ -29,6 +29,8 @@
 #include "quartet/error.h"
 #include "quartet/util/text.h"
 #include "quartet/nn/generate.h"
+#include "quartet/nn/llama.h"
+#include "quartet/nn/recipe.h"
 #include "quartet/train/checkpoint.h"
 #include "quartet/train/diagnostics.h"
 #include "quartet/util/files.h"
@@ -195,6 +197,12 @@ Command add_train_command(CLI::App& parent) {
     check_token_limit(o->diagnostics_tokens, "--diagnostics-tokens");
     if (o->resume.empty()) {
       o->resolved = o->train.resolve();
+      // The model's shape and the recipe's fit to it, as usage errors found before anything
+      // runs (the trainer checks them again with the data's vocabulary, which they do not
+      // depend on; 257 is the byte tokenizer's).
+      const LlamaConfig shape = model_config(o->resolved, 257);
+      check_recipe_fits(shape, make_recipe(o->resolved.recipe, o->resolved.recipe_options),
+                        o->resolved.batch * o->resolved.seq);
       // Without --out nothing is saved, so these would silently do nothing.
       for (const char* flag : {"--keep-last", "--save-every-minutes", "--tensorboard"}) {
         if (app->count(flag) > 0 && o->resolved.out_dir.empty()) throw Error(fmt::format("{} needs --out", flag));

@@ -54,7 +54,8 @@ void add_schedule_options(CLI::App& app, TrainConfig& c) {
 void add_train_options(CLI::App& app, TrainOptions& o) {
   TrainConfig& c = o.config;
   app.add_option("--model", c.model_size, fmt::format("model size: {}", fmt::join(llama_preset_names(), ", ")))
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::IsMember(llama_preset_names()));
   app.add_option("--d-model", c.model_overrides.d_model, "override the model width")
       ->check(integer_in(1, kMaxInt32));
   app.add_option("--layers", c.model_overrides.n_layers, "override the number of blocks")
@@ -67,7 +68,8 @@ void add_train_options(CLI::App& app, TrainOptions& o) {
       ->check(integer_in(1, kMaxInt32));
   app.add_option("--bf16-blocks", o.bf16_blocks, "keep blocks in BF16, as 'first:N,last:M' (NVIDIA's published recipe)");
   app.add_option("--data", c.data, "embedded:austen or a folder of shards made by `quartet prepare`")->capture_default_str();
-  app.add_option("--tokenizer", c.tokenizer, "byte or gpt2 (for the embedded corpus; shard folders name their own)");
+  app.add_option("--tokenizer", c.tokenizer, "byte or gpt2 (for the embedded corpus; shard folders name their own)")
+      ->check(CLI::IsMember({"byte", "gpt2"}));
   app.add_option("--data-order", c.data_order,
                  "sequential (each batch the next span of the training stream) or shuffled (each sequence a window "
                  "of the stream in a seeded random order, new each epoch)")

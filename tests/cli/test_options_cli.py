@@ -115,6 +115,25 @@ class ExitCodesAndUnknownFlags(Case):
         self.expect(USAGE, ["sample", self.path("run"), "extra"], "unknown argument extra")
         self.expect(USAGE, ["train", "--recipe", "fp2"], "fp2")      # a usage error found after parsing
 
+    def test_names_and_shapes_that_cannot_work_are_usage_errors(self):
+        # These used to be found only once the run started (exit 1).
+        self.expect(USAGE, ["train", "--model", "huge"], "--model", "huge", "124m")
+        self.expect(USAGE, ["train", "--tokenizer", "foo"], "--tokenizer", "foo", "gpt2")
+        self.expect(USAGE, ["train", "--heads", "3"], "n_heads 3")
+        self.expect(USAGE, ["train", "--recipe", "quartet2", "--batch", "2", "--seq", "32"], "RHT-128", "= 64")
+        out = self.path("prepared")
+        text = self.path("doc.txt")
+        with open(text, "w") as f:
+            f.write("some text to tokenize\n" * 20)
+        for args, fragments in [(["--val-fraction", "2"], ["--val-fraction", "2"]),
+                                (["--val-fraction", "0"], ["--val-fraction"]),
+                                (["--shard-tokens", "0"], ["--shard-tokens", "0"]),
+                                (["--name", "a/b"], ["--name", "a/b"]),
+                                (["--tokenizer", "foo"], ["--tokenizer", "foo"])]:
+            with self.subTest(args=args):
+                self.expect(USAGE, ["prepare", text, "--out", out, *args], *fragments)
+                self.assertFalse(os.path.exists(out))  # nothing was written
+
     def test_help_and_version_exit_0(self):
         self.assertEqual(run("--help").returncode, 0)
         self.assertEqual(run("train", "--help").returncode, 0)
