@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <tuple>
+#include <optional>
 #include <cmath>
 #include <filesystem>
 #include <memory>
@@ -105,7 +107,10 @@ std::string shard_split(const std::filesystem::path& file) {
   return cut == std::string::npos ? stem : stem.substr(cut + 1);
 }
 
-std::vector<std::uint16_t> read_split(const std::filesystem::path& folder, const std::string& split) {
+// The split's tokens, shard after shard in name order; a token beyond `vocab_size` (when given)
+// is an error naming its file and position.
+std::vector<std::uint16_t> read_split(const std::filesystem::path& folder, const std::string& split,
+                                      std::int64_t vocab_size = 0, const std::string& tokenizer_name = "") {
   std::vector<std::filesystem::path> shards;
   for (const auto& entry : std::filesystem::directory_iterator(folder)) {
     if (shard_split(entry.path()) == split) shards.push_back(entry.path());
@@ -119,9 +124,27 @@ std::vector<std::uint16_t> read_split(const std::filesystem::path& folder, const
   std::vector<std::uint16_t> tokens;
   for (const auto& s : shards) {
     const std::vector<std::uint16_t> part = read_shard(s);
+    if (vocab_size > 0) {
+      const auto bad = std::find_if(part.begin(), part.end(), [&](std::uint16_t t) { return t >= vocab_size; });
+      if (bad != part.end()) {
+        throw Error(fmt::format("{}: token {} at position {} is outside the {} tokenizer's vocabulary of {} (a shard "
+                                "of another dataset, or a damaged one)",
+                                s.string(), *bad, bad - part.begin(), tokenizer_name, vocab_size));
+      }
+    }
     tokens.insert(tokens.end(), part.begin(), part.end());
   }
   return tokens;
+}
+
+// A count the manifest may hold (`quartet prepare` writes them): absent, or a non-negative integer.
+std::optional<std::int64_t> manifest_count(const nlohmann::json& j, const char* key) {
+  if (!j.contains(key)) return std::nullopt;
+  const nlohmann::json& v = j.at(key);
+  if (!v.is_number_integer() || v.get<std::int64_t>() < 0) {
+    throw Error(fmt::format("\"{}\" must be a non-negative integer, found {}", key, v.dump()));
+  }
+  return v.get<std::int64_t>();
 }
 
 // The tokenizer of a folder without dataset.json. llm.c writes none and its shards are GPT-2
@@ -164,15 +187,15 @@ Dataset load_dataset(const std::string& source, const std::string& tokenizer_nam
   d.source = source;
   const std::filesystem::path manifest = folder / "dataset.json";
   const bool has_manifest = std::filesystem::exists(manifest);
+  std::optional<std::int64_t> vocab_size, train_tokens, val_tokens;
   if (has_manifest) {
     try {
       const nlohmann::json j = nlohmann::json::parse(read_file(manifest));
       d.tokenizer = j.at("tokenizer").get<std::string>();
-      const nlohmann::json documents = j.value("documents", nlohmann::json(0));
-      if (!documents.is_number_integer() || documents.get<std::int64_t>() < 0) {
-        throw Error(fmt::format("\"documents\" must be a non-negative integer, found {}", documents.dump()));
-      }
-      d.documents = documents.get<std::int64_t>();
+      d.documents = manifest_count(j, "documents").value_or(0);
+      vocab_size = manifest_count(j, "vocab_size");
+      train_tokens = manifest_count(j, "train_tokens");
+      val_tokens = manifest_count(j, "val_tokens");
     } catch (const nlohmann::json::exception& e) {
       throw Error(fmt::format("{}: not a valid dataset manifest ({})", manifest.string(), e.what()));
     } catch (const Error& e) {
@@ -182,15 +205,38 @@ Dataset load_dataset(const std::string& source, const std::string& tokenizer_nam
   if (has_manifest && !tokenizer_name.empty() && tokenizer_name != d.tokenizer) {
     throw Error(fmt::format("{} was tokenized with '{}', not '{}'", source, d.tokenizer, tokenizer_name));
   }
-  d.train = read_split(folder, "train");
-  d.val = read_split(folder, "val");
-  if (!has_manifest) d.tokenizer = tokenizer_without_manifest(source, d.train, tokenizer_name);
-  const std::unique_ptr<Tokenizer> tokenizer = make_tokenizer(d.tokenizer);
-  for (const auto* split : {&d.train, &d.val}) {
-    const auto bad = std::find_if(split->begin(), split->end(), [&](std::uint16_t t) { return t >= tokenizer->vocab_size(); });
-    if (bad != split->end()) {
-      throw Error(fmt::format("{}: token {} is outside the {} tokenizer's vocabulary of {}", source, *bad, d.tokenizer,
-                              tokenizer->vocab_size()));
+  std::unique_ptr<Tokenizer> tokenizer;
+  if (has_manifest) {
+    tokenizer = make_tokenizer(d.tokenizer);
+    if (vocab_size && *vocab_size != tokenizer->vocab_size()) {
+      throw Error(fmt::format("{}: vocab_size {} is not the {} tokenizer's {}", manifest.string(), *vocab_size,
+                              d.tokenizer, tokenizer->vocab_size()));
+    }
+    d.train = read_split(folder, "train", tokenizer->vocab_size(), d.tokenizer);
+    d.val = read_split(folder, "val", tokenizer->vocab_size(), d.tokenizer);
+  } else {
+    d.train = read_split(folder, "train");
+    d.val = read_split(folder, "val");
+    d.tokenizer = tokenizer_without_manifest(source, d.train, tokenizer_name);
+    tokenizer = make_tokenizer(d.tokenizer);
+    for (const char* split : {"train", "val"}) {
+      const auto& tokens = std::string(split) == "train" ? d.train : d.val;
+      const auto bad = std::find_if(tokens.begin(), tokens.end(), [&](std::uint16_t t) { return t >= tokenizer->vocab_size(); });
+      if (bad != tokens.end()) {
+        throw Error(fmt::format("{}: token {} at position {} of the {} split is outside the {} tokenizer's vocabulary "
+                                "of {}",
+                                source, *bad, bad - tokens.begin(), split, d.tokenizer, tokenizer->vocab_size()));
+      }
+    }
+  }
+  // A shard missing, added or replaced since `quartet prepare` wrote the manifest would change
+  // what trains without any other sign.
+  for (const auto& [split, expected, tokens] : {std::tuple{"train", train_tokens, &d.train},
+                                                std::tuple{"val", val_tokens, &d.val}}) {
+    if (expected && *expected != static_cast<std::int64_t>(tokens->size())) {
+      throw Error(fmt::format("{}: the manifest counts {} {} tokens but the {} shards hold {} (a shard missing, added "
+                              "or replaced since it was written?)",
+                              manifest.string(), *expected, split, split, tokens->size()));
     }
   }
   return d;

@@ -1,6 +1,7 @@
 // What `quartet prepare` and the shard-folder loader refuse or warn about.
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -102,6 +103,46 @@ TEST(ShardFolders, ManifestNumbersAreChecked) {
   }
   write_file_atomic(dir.path() / "dataset.json", R"({"tokenizer": "byte", "documents": 7})");
   EXPECT_EQ(load_dataset(dir.str()).documents, 7);
+}
+
+// The manifest's counts are checked against the shards: a shard deleted, added or replaced
+// since `quartet prepare` wrote it would otherwise change what trains without any sign.
+TEST(ShardFolders, TheManifestsCountsMustMatchTheShards) {
+  testing::TempDir dir;
+  write_shard(dir.path() / "t_train_000000.bin", std::vector<std::int32_t>{256, 1, 2, 3});
+  write_shard(dir.path() / "t_train_000001.bin", std::vector<std::int32_t>{4, 5});
+  write_shard(dir.path() / "t_val_000000.bin", std::vector<std::int32_t>{256, 2});
+  const auto manifest = [&](const std::string& fields) {
+    write_file_atomic(dir.path() / "dataset.json", R"({"tokenizer": "byte", )" + fields + "}");
+  };
+  manifest(R"("vocab_size": 257, "train_tokens": 6, "val_tokens": 2)");
+  EXPECT_EQ(load_dataset(dir.str()).train.size(), 6u);
+  std::filesystem::remove(dir.path() / "t_train_000001.bin");
+  std::string message = error_of([&] { load_dataset(dir.str()); });
+  EXPECT_TRUE(has(message, "dataset.json: the manifest counts 6 train tokens but the train shards hold 4")) << message;
+  manifest(R"("train_tokens": 4, "val_tokens": 3)");
+  message = error_of([&] { load_dataset(dir.str()); });
+  EXPECT_TRUE(has(message, "counts 3 val tokens but the val shards hold 2")) << message;
+  manifest(R"("vocab_size": 50257, "train_tokens": 4)");
+  message = error_of([&] { load_dataset(dir.str()); });
+  EXPECT_TRUE(has(message, "vocab_size 50257 is not the byte tokenizer's 257")) << message;
+  manifest(R"("train_tokens": "many")");
+  EXPECT_TRUE(has(error_of([&] { load_dataset(dir.str()); }), "not a valid dataset manifest"));
+  // A manifest without the counts (written by hand, or by an older `quartet prepare`) still loads.
+  manifest(R"("documents": 1)");
+  EXPECT_EQ(load_dataset(dir.str()).train.size(), 4u);
+}
+
+// A token beyond the vocabulary names the shard file and the position in it, not the folder.
+TEST(ShardFolders, ATokenBeyondTheVocabularyNamesItsShard) {
+  testing::TempDir dir;
+  write_shard(dir.path() / "t_train_000000.bin", std::vector<std::int32_t>{256, 1, 2});
+  write_shard(dir.path() / "t_train_000001.bin", std::vector<std::int32_t>{4, 300, 5});
+  write_shard(dir.path() / "t_val_000000.bin", std::vector<std::int32_t>{256, 2});
+  write_file_atomic(dir.path() / "dataset.json", R"({"tokenizer": "byte"})");
+  const std::string message = error_of([&] { load_dataset(dir.str()); });
+  EXPECT_TRUE(has(message, (dir.path() / "t_train_000001.bin").string() + ": token 300 at position 1")) << message;
+  EXPECT_TRUE(has(message, "vocabulary of 257")) << message;
 }
 
 }  // namespace
