@@ -93,6 +93,16 @@ class Prepare(unittest.TestCase):
         self.assertIn("given more than once", p.stderr)
         self.assertEqual(self.manifest(out)["documents"], 2)
 
+    def test_inputs_without_any_text_are_refused_and_write_nothing(self):
+        # Used to make a dataset of 0 tokens and exit 0; training on it failed later.
+        empty = self.write("empty.txt", b"")
+        other = self.write("other.txt", b"")
+        out = self.path("out")
+        p = self.expect_error(["prepare", empty, other, "--out", out, "--tokenizer", "byte"],
+                              "the 2 input files hold no text", "nothing was written")
+        self.assertEqual(p.returncode, 1)
+        self.assertFalse(os.path.exists(out))
+
     def test_every_member_of_a_multi_member_gzip_is_read(self):
         data = gzip.compress(b"first member. " * 100) + gzip.compress(b"second member. " * 100)
         out, _ = self.prepared(self.write("two.txt.gz", data))
