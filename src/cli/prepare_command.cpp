@@ -215,8 +215,8 @@ Command add_prepare_command(CLI::App& parent) {
     }
     print_warnings(check_text_inputs(checked));
     if (bytes == 0) {
-      throw Error(fmt::format("the {} input file{} hold{} no text (empty, or skipped as binary or repeated; the warnings above name them): there is "
-                              "nothing to make a dataset of; nothing was written",
+      throw Error(fmt::format("the {} input file{} hold{} no text (empty, or skipped as binary or repeated; the "
+                              "warnings above name them): there is nothing to make a dataset of; nothing was written",
                               paths.size(), paths.size() == 1 ? "" : "s", paths.size() == 1 ? "s" : ""));
     }
     std::vector<std::vector<std::int32_t>> ids;

@@ -170,7 +170,9 @@ std::filesystem::path resolve_checkpoint(const std::filesystem::path& path) {
                                 root.string(), name));
       }
       if (!std::filesystem::exists(dir / "state.json")) {
-        throw Error(fmt::format("{}/latest names '{}', which is not a complete checkpoint", root.string(), name));
+        throw Error(fmt::format("{}/latest names '{}', which is not a complete checkpoint: {} is missing{}",
+                                root.string(), name, (dir / "state.json").string(),
+                                std::filesystem::is_directory(dir) ? "" : " (the folder itself is)"));
       }
       return dir;
     }

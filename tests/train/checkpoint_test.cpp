@@ -131,7 +131,7 @@ TEST_F(Checkpoints, StateProblems) {
   write_file_atomic(f, "{");
   expect_resume_error(run, "state.json");
   fs::remove(f);
-  expect_resume_error(run, "not a complete checkpoint");
+  expect_resume_error(run, "not a complete checkpoint: " + f.string() + " is missing");
 }
 
 TEST_F(Checkpoints, StatesThatAreNotObjectsOrLackFieldsGetClearErrors) {
