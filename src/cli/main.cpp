@@ -46,7 +46,10 @@ int report_errors(const std::string& who, int error_code, Body&& body) {
     fmt::print(stderr, "{}: error: {}\n", who, describe(e));
     return kExitRuntimeError;
   } catch (const std::bad_alloc&) {
-    fmt::print(stderr, "{}: error: out of memory\n", who);
+    fmt::print(stderr,
+               "{}: error: out of host memory; lower --batch or --seq, or choose a smaller --model (for prepare: "
+               "fewer or smaller inputs at once)\n",
+               who);
     return kExitRuntimeError;
   } catch (const std::exception& e) {
     fmt::print(stderr, "{}: internal error (a bug; please report it): {}\n", who, e.what());

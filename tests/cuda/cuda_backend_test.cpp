@@ -91,6 +91,23 @@ const QuantCase kQuantCases[] = {
     {QuantizerKind::mxfp4_quest, 0},   {QuantizerKind::mxfp4_rtn, 0},
 };
 
+// Running out of GPU memory names the size asked for, what the device has, and the flags that
+// lower it; the failure is not sticky (later allocations and kernels work).
+TEST_F(Cuda, OutOfMemorySaysHowMuchAndWhatToLower) {
+  std::string message;
+  try {
+    Tensor huge = gpu->empty({std::int64_t{1} << 20, std::int64_t{1} << 20}, DType::f32);  // 4 TiB
+  } catch (const Error& e) {
+    message = e.what();
+  }
+  EXPECT_NE(message.find("out of GPU memory: 4096.00 GiB more were needed"), std::string::npos) << message;
+  EXPECT_NE(message.find("GiB free of"), std::string::npos) << message;
+  EXPECT_NE(message.find("--batch"), std::string::npos) << message;
+  Tensor small = gpu->empty({64}, DType::f32);
+  gpu->fill(small, 2.0);
+  EXPECT_EQ(gpu->download(small)[63], 2.0);
+}
+
 TEST_F(Cuda, QuantizersAreBitwiseIdenticalToTheCpu) {
   for (const QuantCase& qc : kQuantCases) {
     for (bool transpose : {false, true}) {
