@@ -6,6 +6,7 @@ namespace quartet {
 
 bool cuda_built() { return false; }
 bool cuda_available() { return false; }
+int cuda_device_count() { return 0; }
 std::string cuda_device_description() {
   return "this build has no CUDA backend (configured without nvcc, without a GPU, or with QUARTET_CUDA=OFF)";
 }

@@ -22,6 +22,7 @@
 #include "cli/training_plot.h"
 #include "cli/train_options.h"
 #include "cli/train_summary.h"
+#include "quartet/backend/cuda.h"
 #include "quartet/data/tokenizer.h"
 #include "quartet/dist/environment.h"
 #include "quartet/dist/launcher.h"
@@ -186,6 +187,14 @@ Command add_train_command(CLI::App& parent) {
                                 o->train.config.device));
       }
       o->train.config.device = "cuda";
+      // Checked here, once, rather than by every rank after the launch.
+      const int usable = cuda_device_count();
+      if (std::getenv(kLaunchedRank) == nullptr && usable < o->gpus) {
+        throw Error(usable == 0 ? fmt::format("--gpus {}: {}", o->gpus, cuda_device_description())
+                                : fmt::format("--gpus {} asks for more GPUs than the {} this process may use ({}; "
+                                              "CUDA_VISIBLE_DEVICES limits them)",
+                                              o->gpus, usable, cuda_device_description()));
+      }
     }
     if ((o->gpus > 0 || o->processes > 0) && std::getenv(kLaunchedRank) == nullptr &&
         dist_environment_from_process().has_value()) {

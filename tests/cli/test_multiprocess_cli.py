@@ -150,6 +150,12 @@ class MultiProcess(unittest.TestCase):
         p = run("train", *RUN, "--gpus", "2")
         self.assertEqual(p.returncode, 2, p.stderr)
         self.assertIn("--gpus trains on GPUs, but --device is cpu", p.stderr)
+        # More GPUs than the machine has: said once, before any rank starts (no machine has 64).
+        no_device = [a for i, a in enumerate(RUN) if a != "--device" and (i == 0 or RUN[i - 1] != "--device")]
+        p = run("train", *no_device, "--gpus", "64")
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertEqual(p.stderr.count("--gpus 64"), 1, p.stderr)
+        self.assertNotIn("rank", p.stderr)
         p = run("train", *RUN, "--processes", "2",
                 env={"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
                      "MASTER_PORT": "1"})

@@ -17,6 +17,9 @@ bool cuda_built();
 bool cuda_available();
 // "NVIDIA H100 80GB HBM3 (sm_90, 132 SMs)" or why there is none.
 std::string cuda_device_description();
+// How many GPUs this process may use (CUDA_VISIBLE_DEVICES counts); 0 without any or without the
+// CUDA backend (never throws; creates no context).
+int cuda_device_count();
 struct CudaBackendOptions {
   // Where the NVFP4 GEMM is emulated (Hopper), the quantizers of quartet2's operands also write
   // the operand dequantized to BF16, so the GEMM that reads it next skips its dequantization

@@ -381,9 +381,11 @@ bool cuda_built() { return true; }
 
 std::vector<CudaOpTime> cuda_op_profile(bool reset) { return cuda::OpProfiler::instance().take(reset); }
 
-bool cuda_available() {
+bool cuda_available() { return cuda_device_count() > 0; }
+
+int cuda_device_count() {
   int count = 0;
-  return cudaGetDeviceCount(&count) == cudaSuccess && count > 0;
+  return cudaGetDeviceCount(&count) == cudaSuccess ? count : 0;
 }
 
 namespace {
