@@ -67,6 +67,14 @@ void check_export_folder(const std::filesystem::path& out, const std::filesystem
                             "(even with --force): choose another folder",
                             out.string()));
   }
+  // A training run's folder: the export would be mixed in with the run's own files, and
+  // `train --force` on the run would later leave it behind beside a new run.
+  if (std::filesystem::exists(out / "metrics.jsonl") || std::filesystem::exists(out / "checkpoints")) {
+    throw Error(fmt::format("--out {} is a training run's folder (it holds {}); export into a folder of its own, "
+                            "e.g. {}",
+                            out.string(), std::filesystem::exists(out / "metrics.jsonl") ? "metrics.jsonl" : "checkpoints/",
+                            (out / "hf").string()));
+  }
   if (force) return;
   for (const char* name : kExportFiles) {
     if (std::filesystem::exists(std::filesystem::symlink_status(out / name))) {
