@@ -125,7 +125,14 @@ GatheredRun read_gathered_run(const std::filesystem::path& dir) {
       throw Error(fmt::format("{}: the run stopped at step {} of {}: resume it to the end first", dir.string(), steps,
                               total));
     }
-    if (j.at("val_loss").is_null() || j.at("val_step").get<std::int64_t>() != steps) {
+    const bool evaluated_at_the_end = j.at("val_step").get<std::int64_t>() == steps;
+    if (evaluated_at_the_end && j.at("val_loss").is_null()) {
+      // `quartet train` keeps a diverged run's record with its non-finite loss written as null.
+      throw Error(fmt::format("{}: the run diverged (its final validation loss is not finite): a mean over seeds "
+                              "cannot take it; report it apart and leave it out of --from",
+                              dir.string()));
+    }
+    if (!evaluated_at_the_end) {
       throw Error(fmt::format("{}: the run has no validation loss at its last step", dir.string()));
     }
     r.val_loss = j.at("val_loss").get<double>();

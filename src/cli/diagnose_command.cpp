@@ -215,7 +215,7 @@ Command add_diagnose_command(CLI::App& parent) {
   app->add_option("--seq", o->seq, "tokens per sequence (default: the checkpoint's)")->check(integer_in(2, kMaxInt32));
   app->add_option("--device", o->device, "auto (the GPU if there is one), cpu or cuda")
       ->capture_default_str()
-      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+      ->check(name_one_of({"auto", "cpu", "cuda"}));
   app->add_option_function<std::uint64_t>(
          "--seed", [o](const std::uint64_t& v) { o->seed = v; }, "seed of the draws (default: the checkpoint's run seed)")
       ->check(unsigned_integer());

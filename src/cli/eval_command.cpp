@@ -54,7 +54,7 @@ Command add_eval_command(CLI::App& parent) {
   app->add_option("--seq", o->seq, "tokens per sequence (default: the checkpoint's)")->check(integer_in(2, kMaxInt32));
   app->add_option("--device", o->device, "auto (the GPU if there is one), cpu or cuda")
       ->capture_default_str()
-      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+      ->check(name_one_of({"auto", "cpu", "cuda"}));
   app->add_flag("--json", o->json, "print one JSON object on stdout instead of the text");
 
   Command command;

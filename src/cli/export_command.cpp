@@ -58,23 +58,31 @@ constexpr const char* kReferencePrompt = "It is a truth universally acknowledged
 // export (without --force).
 void check_export_folder(const std::filesystem::path& out, const std::filesystem::path& checkpoint, bool force) {
   const auto status = std::filesystem::status(out);
-  if (!std::filesystem::exists(status)) return;
-  if (!std::filesystem::is_directory(status)) {
+  const bool exists = std::filesystem::exists(status);
+  if (exists && !std::filesystem::is_directory(status)) {
     throw Error(fmt::format("--out {} exists and is not a folder", out.string()));
   }
-  if (std::filesystem::equivalent(out, checkpoint) || std::filesystem::exists(out / "state.json")) {
+  if (exists && (std::filesystem::equivalent(out, checkpoint) || std::filesystem::exists(out / "state.json"))) {
     throw Error(fmt::format("--out {} is a checkpoint folder; exporting into it would destroy the checkpoint "
                             "(even with --force): choose another folder",
                             out.string()));
   }
-  // A training run's folder: the export would be mixed in with the run's own files, and
-  // `train --force` on the run would later leave it behind beside a new run.
-  if (std::filesystem::exists(out / "metrics.jsonl") || std::filesystem::exists(out / "checkpoints")) {
-    throw Error(fmt::format("--out {} is a training run's folder (it holds {}); export into a folder of its own, "
-                            "e.g. {}",
-                            out.string(), std::filesystem::exists(out / "metrics.jsonl") ? "metrics.jsonl" : "checkpoints/",
-                            (out / "hf").string()));
+  // A training run's folder, or a folder inside one: the export would be mixed in with the
+  // run's own files, and `train --force` on the run would later leave it behind beside a new run.
+  // (A folder above --out counts as a run only with both of a run's marks, metrics.jsonl and
+  // checkpoints/: a home folder with a checkpoints/ folder in it is not a run.)
+  const std::filesystem::path target = std::filesystem::absolute(out).lexically_normal();
+  for (std::filesystem::path dir = target; !dir.empty(); dir = dir.parent_path()) {
+    const bool metrics = std::filesystem::exists(dir / "metrics.jsonl");
+    const bool checkpoints = std::filesystem::exists(dir / "checkpoints");
+    if (dir == target ? (metrics || checkpoints) : (metrics && checkpoints)) {
+      throw Error(fmt::format("--out {} is {} training run's folder ({} holds {}); export into a folder outside it",
+                              out.string(), dir == target ? "a" : "inside a", dir.string(),
+                              metrics ? "metrics.jsonl" : "checkpoints/"));
+    }
+    if (dir == dir.parent_path()) break;
   }
+  if (!exists) return;
   if (force) return;
   for (const char* name : kExportFiles) {
     if (std::filesystem::exists(std::filesystem::symlink_status(out / name))) {

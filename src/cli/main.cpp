@@ -47,8 +47,8 @@ int report_errors(const std::string& who, int error_code, Body&& body) {
     return kExitRuntimeError;
   } catch (const std::bad_alloc&) {
     fmt::print(stderr,
-               "{}: error: out of host memory; lower --batch or --seq, or choose a smaller --model (for prepare: "
-               "fewer or smaller inputs at once)\n",
+               "{}: error: out of host memory; use fewer tokens at once or a smaller model (train: lower --batch "
+               "or --seq, or choose a smaller --model; prepare: fewer or smaller inputs at once)\n",
                who);
     return kExitRuntimeError;
   } catch (const std::exception& e) {

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
@@ -79,6 +80,16 @@ CLI::Validator integer_one_of(std::initializer_list<std::int64_t> allowed) {
         for (std::int64_t v : values) {
           if (p && within(*p, v, v)) return {};
         }
+        return fmt::format("must be one of {}, got '{}'", listed, text);
+      },
+      fmt::format("one of {}", listed), kValueCheck);
+}
+
+CLI::Validator name_one_of(std::vector<std::string> allowed) {
+  const std::string listed = fmt::format("{}", fmt::join(allowed, ", "));
+  return CLI::Validator(
+      [allowed, listed](std::string& text) -> std::string {
+        if (std::find(allowed.begin(), allowed.end(), text) != allowed.end()) return {};
         return fmt::format("must be one of {}, got '{}'", listed, text);
       },
       fmt::format("one of {}", listed), kValueCheck);

@@ -11,6 +11,7 @@
 #include <initializer_list>
 #include <limits>
 #include <string>
+#include <vector>
 
 namespace quartet::cli {
 
@@ -24,6 +25,9 @@ CLI::Validator unsigned_integer();
 
 // One of a few integers (e.g. a rotation size 16, 32 or 128).
 CLI::Validator integer_one_of(std::initializer_list<std::int64_t> allowed);
+
+// One of a few names (a model size, a tokenizer, a device).
+CLI::Validator name_one_of(std::vector<std::string> allowed);
 
 // A finite number greater than lo (or at least lo when inclusive).
 CLI::Validator number_above(double lo, bool inclusive = false);

@@ -134,7 +134,7 @@ Command add_prepare_command(CLI::App& parent) {
   app->add_option("--out", o->out, "output folder")->required();
   app->add_option("--tokenizer", o->tokenizer, "gpt2 or byte")
       ->capture_default_str()
-      ->check(CLI::IsMember({"byte", "gpt2"}));
+      ->check(name_one_of({"byte", "gpt2"}));
   app->add_option("--name", o->name, "shard name prefix (default: the output folder's name)");
   app->add_option("--val-fraction", o->val_fraction, "share of each document (its end) kept for validation")
       ->capture_default_str()
@@ -215,9 +215,15 @@ Command add_prepare_command(CLI::App& parent) {
     }
     print_warnings(check_text_inputs(checked));
     if (bytes == 0) {
-      throw Error(fmt::format("the {} input file{} hold{} no text (empty, or skipped as binary or repeated; the "
-                              "warnings above name them): there is nothing to make a dataset of; nothing was written",
-                              paths.size(), paths.size() == 1 ? "" : "s", paths.size() == 1 ? "s" : ""));
+      std::vector<std::string> why;  // each input and what became of it, the first few
+      for (std::size_t i = 0; i < sources.size() && why.size() < 5; ++i) {
+        why.push_back(fmt::format("{} ({})", sources[i].path, sources[i].status == "used" ? "empty" : sources[i].status));
+      }
+      if (sources.size() > why.size()) why.push_back(fmt::format("and {} more", sources.size() - why.size()));
+      throw Error(fmt::format("the {} input file{} hold{} no text: {}; there is nothing to make a dataset of; nothing "
+                              "was written",
+                              paths.size(), paths.size() == 1 ? "" : "s", paths.size() == 1 ? "s" : "",
+                              fmt::join(why, ", ")));
     }
     std::vector<std::vector<std::int32_t>> ids;
     {

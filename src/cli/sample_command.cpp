@@ -63,7 +63,7 @@ Command add_sample_command(CLI::App& parent) {
   app->add_option("--count", o->count, "number of samples")->capture_default_str()->check(integer_in(1, kMaxInt32));
   app->add_option("--device", o->device, "auto (the GPU if there is one), cpu or cuda")
       ->capture_default_str()
-      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+      ->check(name_one_of({"auto", "cpu", "cuda"}));
   app->add_flag("--no-cache", o->no_cache, "recompute the whole context for every token instead of keeping a key/value cache "
                                             "(the reference: the same tokens, slower)");
 

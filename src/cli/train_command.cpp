@@ -191,9 +191,11 @@ Command add_train_command(CLI::App& parent) {
       const int usable = cuda_device_count();
       if (std::getenv(kLaunchedRank) == nullptr && usable < o->gpus) {
         throw Error(usable == 0 ? fmt::format("--gpus {}: {}", o->gpus, cuda_device_description())
-                                : fmt::format("--gpus {} asks for more GPUs than the {} this process may use ({}; "
-                                              "CUDA_VISIBLE_DEVICES limits them)",
-                                              o->gpus, usable, cuda_device_description()));
+                                : fmt::format("--gpus {} asks for more GPUs than the {} this process may use ({}{})",
+                                              o->gpus, usable, cuda_device_description(),
+                                              std::getenv("CUDA_VISIBLE_DEVICES") != nullptr
+                                                  ? "; CUDA_VISIBLE_DEVICES limits them"
+                                                  : ""));
       }
     }
     if ((o->gpus > 0 || o->processes > 0) && std::getenv(kLaunchedRank) == nullptr &&

@@ -55,7 +55,7 @@ void add_train_options(CLI::App& app, TrainOptions& o) {
   TrainConfig& c = o.config;
   app.add_option("--model", c.model_size, fmt::format("model size: {}", fmt::join(llama_preset_names(), ", ")))
       ->capture_default_str()
-      ->check(CLI::IsMember(llama_preset_names()));
+      ->check(name_one_of(llama_preset_names()));
   app.add_option("--d-model", c.model_overrides.d_model, "override the model width")
       ->check(integer_in(1, kMaxInt32));
   app.add_option("--layers", c.model_overrides.n_layers, "override the number of blocks")
@@ -69,12 +69,12 @@ void add_train_options(CLI::App& app, TrainOptions& o) {
   app.add_option("--bf16-blocks", o.bf16_blocks, "keep blocks in BF16, as 'first:N,last:M' (NVIDIA's published recipe)");
   app.add_option("--data", c.data, "embedded:austen or a folder of shards made by `quartet prepare`")->capture_default_str();
   app.add_option("--tokenizer", c.tokenizer, "byte or gpt2 (for the embedded corpus; shard folders name their own)")
-      ->check(CLI::IsMember({"byte", "gpt2"}));
+      ->check(name_one_of({"byte", "gpt2"}));
   app.add_option("--data-order", c.data_order,
                  "sequential (each batch the next span of the training stream) or shuffled (each sequence a window "
                  "of the stream in a seeded random order, new each epoch)")
       ->capture_default_str()
-      ->check(CLI::IsMember({"sequential", "shuffled"}));
+      ->check(name_one_of({"sequential", "shuffled"}));
   app.add_option("--init-from", c.init_from,
                  "start from the weights of this checkpoint (or run folder: its latest) instead of random ones: a "
                  "model of the same shape, under any recipe; a new run, with its own optimizer and schedule");

@@ -169,10 +169,14 @@ std::filesystem::path resolve_checkpoint(const std::filesystem::path& path) {
         throw Error(fmt::format("{}/latest names '{}', which is a symlink, not a checkpoint folder of this run",
                                 root.string(), name));
       }
+      if (!std::filesystem::is_directory(dir)) {
+        throw Error(fmt::format("{}/latest names '{}', which is not a complete checkpoint: {}", root.string(), name,
+                                std::filesystem::exists(dir) ? fmt::format("{} is not a folder", dir.string())
+                                                             : fmt::format("there is no folder {}", dir.string())));
+      }
       if (!std::filesystem::exists(dir / "state.json")) {
-        throw Error(fmt::format("{}/latest names '{}', which is not a complete checkpoint: {} is missing{}",
-                                root.string(), name, (dir / "state.json").string(),
-                                std::filesystem::is_directory(dir) ? "" : " (the folder itself is)"));
+        throw Error(fmt::format("{}/latest names '{}', which is not a complete checkpoint: {} is missing",
+                                root.string(), name, (dir / "state.json").string()));
       }
       return dir;
     }

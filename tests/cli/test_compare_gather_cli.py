@@ -237,8 +237,16 @@ class CompareGather(unittest.TestCase):
         record["steps"] = 2
         with open(os.path.join(unfinished, "run.json"), "w") as f:
             json.dump(record, f)
+        # A diverged run keeps its run.json with the non-finite loss written as null.
+        diverged = os.path.join(self.dir, "diverged")
+        shutil.copytree(self.runs["bf16-s2"], diverged)
+        record = load(os.path.join(diverged, "run.json"))
+        record["val_loss"] = None
+        with open(os.path.join(diverged, "run.json"), "w") as f:
+            json.dump(record, f)
         for args, fragment in [
             ([unfinished], "stopped at step 2 of 3"),
+            ([self.runs["bf16-s1"], diverged], "diverged (its final validation loss is not finite)"),
             ([self.runs["bf16-s1"], self.runs["bf16-s1"]], "a second bf16 run with seed 1"),
             ([self.dir], "no run.json"),
         ]:

@@ -172,6 +172,12 @@ class ConfigFiles(Case):
         cfg = self.config("config = \"other.toml\"\n")
         self.expect(USAGE, ["train", "--config", cfg], cfg, "'config'")
 
+    def test_names_out_of_their_list_name_the_file_and_the_key(self):
+        for key, value in [("model", "huge"), ("tokenizer", "foo"), ("data-order", "random")]:
+            with self.subTest(key=key):
+                cfg = self.config(f'{key} = "{value}"\n')
+                self.expect(USAGE, ["train", "--config", cfg], cfg, f"key '{key}'", value, "must be one of")
+
     def test_type_errors_name_the_file_and_the_key(self):
         for text, key in [('steps = "many"\n', "steps"), ("batch = 2.5\n", "batch"), ("lr = \"fast\"\n", "lr"),
                           ("forward-only = 3\n", "forward-only"), ("seed = -1\n", "seed"),

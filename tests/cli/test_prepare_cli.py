@@ -99,8 +99,14 @@ class Prepare(unittest.TestCase):
         other = self.write("other.txt", b"")
         out = self.path("out")
         p = self.expect_error(["prepare", empty, other, "--out", out, "--tokenizer", "byte"],
-                              "the 2 input files hold no text", "nothing was written")
+                              "the 2 input files hold no text", "empty.txt (empty)", "other.txt (empty)",
+                              "nothing was written")
         self.assertEqual(p.returncode, 1)
+        self.assertFalse(os.path.exists(out))
+        # Inputs skipped as binary are named with the reason.
+        binary = self.write("weights.bin", bytes(range(256)) * 40)
+        self.expect_error(["prepare", binary, "--skip-binary", "--out", out, "--tokenizer", "byte"],
+                          "the 1 input file holds no text", "weights.bin (skipped: binary)")
         self.assertFalse(os.path.exists(out))
 
     def test_every_member_of_a_multi_member_gzip_is_read(self):

@@ -116,8 +116,8 @@ class Commands(unittest.TestCase):
         self.expect_error(["export", ckpt, "--out", os.path.join(out, "checkpoints", "step-000004", "."), "--force"],
                           "checkpoint folder")
         # Nor the run's own folder: the export would be mixed in with the run's files.
-        self.expect_error(["export", out, "--out", out, "--force"], "training run's folder", "metrics.jsonl",
-                          os.path.join(out, "hf"))
+        self.expect_error(["export", out, "--out", out, "--force"], "is a training run's folder", "metrics.jsonl")
+        self.expect_error(["export", out, "--out", os.path.join(out, "hf")], "is inside a training run's folder")
         self.assertEqual(before, self.files_under(out))
         # --force replaces the run: one run's metrics, no old checkpoints.
         p = run("train", *SMALL[:-1], "--steps", "2", "--recipe", "bf16", "--out", out, "--force", "--sample-tokens", "0")

@@ -68,6 +68,10 @@ class DependentLaunchRule(unittest.TestCase):
     def test_launches_go_through_launch_dependent(self):
         for name, text in self.sources().items():
             if name in PLAIN_LAUNCH_FILES:
+                # Their kernels do not wait: they must never be launched as dependents.
+                self.assertNotRegex(text, r"launch_(dependent|persistent)\(",
+                                    f"{name}: its kernels are launched plainly and do not wait; a dependent launch "
+                                    f"of one needs the wait first")
                 continue
             self.assertNotIn("<<<", text, f"{name}: a plain <<<...>>> launch; use launch_dependent")
 

@@ -132,6 +132,9 @@ TEST_F(Checkpoints, StateProblems) {
   expect_resume_error(run, "state.json");
   fs::remove(f);
   expect_resume_error(run, "not a complete checkpoint: " + f.string() + " is missing");
+  write_file_atomic(run / "checkpoints" / "step-000009", "a file");
+  write_file_atomic(run / "checkpoints" / "latest", "step-000009\n");
+  expect_resume_error(run, (run / "checkpoints" / "step-000009").string() + " is not a folder");
 }
 
 TEST_F(Checkpoints, StatesThatAreNotObjectsOrLackFieldsGetClearErrors) {

@@ -34,7 +34,8 @@ bool dependent_launch_enabled();
 
 // kernel<<<grid, block, shared_bytes, stream>>>(args...), as a dependent launch when enabled. The
 // kernel must follow the rules above: every kernel of this backend starts with
-// wait_for_upstream_grids() and is launched this way (the FP64 reference kernels for tests excepted).
+// wait_for_upstream_grids() and is launched this way (the FP64 reference attention for tests and the
+// cached attention of sampling excepted: plain launches, which wait for everything before them).
 template <class... Params, class... Args>
 void launch_dependent(void (*kernel)(Params...), dim3 grid, dim3 block, std::size_t shared_bytes, cudaStream_t stream,
                       Args&&... args) {

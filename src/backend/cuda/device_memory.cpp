@@ -21,14 +21,14 @@ double gib(std::uint64_t bytes) { return static_cast<double>(bytes) / (1024.0 * 
   int device = 0;
   cudaMemPool_t pool = nullptr;
   if (cudaGetDevice(&device) == cudaSuccess && cudaDeviceGetDefaultMemPool(&pool, device) == cudaSuccess) {
-    cudaMemPoolGetAttribute(pool, cudaMemPoolAttrUsedMemCurrent, &held);
+    cudaMemPoolGetAttribute(pool, cudaMemPoolAttrReservedMemCurrent, &held);
   }
   throw Error(fmt::format(
-      "out of GPU memory: {:.2f} GiB more were needed{}; lower --batch (raise --grad-accum to keep the tokens per "
-      "step) or --seq, or choose a smaller --model",
+      "out of GPU memory: {:.2f} GiB more were needed{}; use fewer tokens at once or a smaller model (train: lower "
+      "--batch, raising --grad-accum to keep the tokens per step, or --seq, or choose a smaller --model)",
       gib(bytes),
-      have_info ? fmt::format(" ({:.2f} GiB free of {:.2f} GiB; this process holds {:.2f} GiB)", gib(free), gib(total),
-                              gib(held))
+      have_info ? fmt::format(" ({:.2f} GiB free of {:.2f} GiB; this process's memory pool holds {:.2f} GiB)", gib(free),
+                              gib(total), gib(held))
                 : std::string()));
 }
 
