@@ -231,29 +231,18 @@ std::vector<RecipeSummary> summarize(const std::vector<GatheredRun>& runs) {
       if (s.bf16_forward_mean) s.bf16_forward_gap_pct = 100.0 * (*s.bf16_forward_mean - bf16.mean) / bf16.mean;
     }
   }
-  const auto paired = gaps_by_seed(runs);
+  auto paired = gaps_by_seed(runs);
   for (RecipeSummary& s : out) {
-    const auto gaps = paired.find(s.label);
-    if (gaps == paired.end()) continue;
+    s.gaps_by_seed = std::move(paired[s.label]);
     std::vector<double> values;
-    for (const auto& [seed, gap] : gaps->second) {
-      s.paired_seeds.push_back(seed);
-      values.push_back(gap);
-    }
-    std::tie(s.paired_gap_pct, s.paired_gap_se_pct) = mean_and_se(values);
+    for (const auto& [seed, gap] : s.gaps_by_seed) values.push_back(gap);
+    if (!values.empty()) std::tie(s.paired_gap_pct, s.paired_gap_se_pct) = mean_and_se(values);
   }
   return out;
 }
 
-std::vector<GapDifference> gap_differences(const std::vector<RecipeSummary>& summary,
-                                           const std::vector<GatheredRun>& runs) {
+std::vector<GapDifference> gap_differences(const std::vector<RecipeSummary>& summary) {
   std::vector<GapDifference> out;
-  const auto paired = gaps_by_seed(runs);
-  const std::map<std::uint64_t, double> none;
-  const auto gaps_of = [&](const std::string& label) -> const std::map<std::uint64_t, double>& {
-    const auto it = paired.find(label);
-    return it == paired.end() ? none : it->second;
-  };
   if (summary.empty() || summary.front().label != "bf16") return out;
   const RecipeSummary& bf16 = summary.front();
   // The standard error of a recipe's mean loss; none for one run.
@@ -279,11 +268,10 @@ std::vector<GapDifference> gap_differences(const std::vector<RecipeSummary>& sum
                        std::abs(da);
         }
       }
-      const auto &gaps_a = gaps_of(a.label), &gaps_b = gaps_of(b.label);
       std::vector<double> values;
-      for (const auto& [seed, gap_b] : gaps_b) {
-        const auto ga = gaps_a.find(seed);
-        if (ga == gaps_a.end()) continue;
+      for (const auto& [seed, gap_b] : b.gaps_by_seed) {
+        const auto ga = a.gaps_by_seed.find(seed);
+        if (ga == a.gaps_by_seed.end()) continue;
         d.paired_seeds.push_back(seed);
         values.push_back(gap_b - ga->second);
       }
@@ -320,14 +308,16 @@ nlohmann::json gathered_report(const std::vector<GatheredRun>& runs, const std::
     if (s.bf16_forward_mean) row["bf16_forward_val_loss_mean"] = number_or_null(*s.bf16_forward_mean);
     if (s.bf16_forward_gap_pct) row["bf16_forward_gap_to_bf16"] = number_or_null(*s.bf16_forward_gap_pct);
     if (s.paired_gap_pct) {
-      row["paired_seeds"] = s.paired_seeds;
+      std::vector<std::uint64_t> seeds;
+      for (const auto& [seed, gap] : s.gaps_by_seed) seeds.push_back(seed);
+      row["paired_seeds"] = seeds;
       row["paired_gap_to_bf16"] = number_or_null(*s.paired_gap_pct);
       row["paired_gap_to_bf16_se"] = s.paired_gap_se_pct ? number_or_null(*s.paired_gap_se_pct) : nlohmann::json();
     }
     rows.push_back(row);
   }
   nlohmann::json differences = nlohmann::json::array();
-  for (const GapDifference& d : gap_differences(summary, runs)) {
+  for (const GapDifference& d : gap_differences(summary)) {
     const auto optional = [](const std::optional<double>& v) { return v ? number_or_null(*v) : nlohmann::json(); };
     nlohmann::json row = {{"recipe", d.recipe},
                           {"minus", d.minus},
@@ -388,14 +378,14 @@ int run_compare_gather(const std::vector<std::string>& run_dirs, const std::file
       if (s.paired_gap_pct) {
         text = fmt::format("{:+.2f}% ± {} ({} seed{})", *s.paired_gap_pct,
                            s.paired_gap_se_pct ? fmt::format("{:.2f}%", *s.paired_gap_se_pct) : "?",
-                           s.paired_seeds.size(), s.paired_seeds.size() == 1 ? "" : "s");
+                           s.gaps_by_seed.size(), s.gaps_by_seed.size() == 1 ? "" : "s");
       }
       by_seed = fmt::format(" {:>28}", text);
     }
     fmt::print("{:<20} {:>6} {:>22} {:>22}{}{}\n", s.label, s.seeds.size(), s.sd ? fmt::format("{:.4f} ± {:.4f}", s.mean, *s.sd) : fmt::format("{:.4f} ± ?", s.mean),
                gap, by_seed, forward);
   }
-  const std::vector<GapDifference> differences = gap_differences(summary, runs);
+  const std::vector<GapDifference> differences = gap_differences(summary);
   if (!differences.empty()) {
     fmt::print("\ngaps set against each other (points of percent; se from the recipes' seeds):\n");
     for (const GapDifference& d : differences) {

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <filesystem>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -50,11 +51,11 @@ struct RecipeSummary {
   // Where every run of the label has its bf16-forward loss: their mean, and its gap to bf16's
   // mean loss in percent (what the 4-bit forward pass, not the training, costs is the rest).
   std::optional<double> bf16_forward_mean, bf16_forward_gap_pct;
-  // The gap taken seed by seed: over the seeds that both this recipe and bf16 ran (each pair
-  // shares its initialisation and data order, so the seeds' own spread cancels), the mean of
-  // 100 (loss - bf16's loss of that seed) / bf16's loss of that seed, and its standard error
-  // (sd of those gaps / sqrt(pairs); none for one pair). Unset without a shared seed.
-  std::vector<std::uint64_t> paired_seeds;
+  // The gap taken seed by seed: for each seed that both this recipe and bf16 ran (each pair
+  // shares its initialisation and data order, so the seeds' own spread cancels), 100 (loss -
+  // bf16's loss of that seed) / bf16's loss of that seed; their mean and its standard error (sd of
+  // those gaps / sqrt(pairs); none for one pair). Empty and unset without a shared seed.
+  std::map<std::uint64_t, double> gaps_by_seed;
   std::optional<double> paired_gap_pct, paired_gap_se_pct;
 };
 
@@ -82,9 +83,8 @@ struct GapDifference {
 };
 
 // Every pair of the recipes other than bf16, in summary order (`minus` the earlier); none
-// without bf16. `runs` gives the seed-by-seed figures.
-std::vector<GapDifference> gap_differences(const std::vector<RecipeSummary>& summary,
-                                           const std::vector<GatheredRun>& runs);
+// without bf16.
+std::vector<GapDifference> gap_differences(const std::vector<RecipeSummary>& summary);
 
 // The report compare.json holds: {"mode": "gathered", "gap_unit": ..., "config": (the shared
 // part), "results": [one row per run: recipe, seed, val_loss, gap_to_bf16 (%), run, and

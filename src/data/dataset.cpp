@@ -7,8 +7,10 @@
 #include <optional>
 #include <cmath>
 #include <filesystem>
+#include <iterator>
 #include <memory>
 #include <random>
+#include <utility>
 #include <nlohmann/json.hpp>
 
 #include "quartet/data/embedded.h"
@@ -107,10 +109,13 @@ std::string shard_split(const std::filesystem::path& file) {
   return cut == std::string::npos ? stem : stem.substr(cut + 1);
 }
 
-// The split's tokens, shard after shard in name order; a token beyond `vocab_size` (when given)
-// is an error naming its file and position.
-std::vector<std::uint16_t> read_split(const std::filesystem::path& folder, const std::string& split,
-                                      std::int64_t vocab_size = 0, const std::string& tokenizer_name = "") {
+// A split's tokens, shard after shard in name order, and where each shard starts in them.
+struct SplitTokens {
+  std::vector<std::uint16_t> tokens;
+  std::vector<std::pair<std::filesystem::path, std::size_t>> shard_starts;
+};
+
+SplitTokens read_split(const std::filesystem::path& folder, const std::string& split) {
   std::vector<std::filesystem::path> shards;
   for (const auto& entry : std::filesystem::directory_iterator(folder)) {
     if (shard_split(entry.path()) == split) shards.push_back(entry.path());
@@ -121,20 +126,26 @@ std::vector<std::uint16_t> read_split(const std::filesystem::path& folder, const
                             "`quartet prepare`",
                             folder.string(), split, split, split));
   }
-  std::vector<std::uint16_t> tokens;
+  SplitTokens out;
   for (const auto& s : shards) {
     const std::vector<std::uint16_t> part = read_shard(s);
-    if (vocab_size > 0) {
-      const auto bad = std::find_if(part.begin(), part.end(), [&](std::uint16_t t) { return t >= vocab_size; });
-      if (bad != part.end()) {
-        throw Error(fmt::format("{}: token {} at position {} is outside the {} tokenizer's vocabulary of {} (a shard "
-                                "of another dataset, or a damaged one)",
-                                s.string(), *bad, bad - part.begin(), tokenizer_name, vocab_size));
-      }
-    }
-    tokens.insert(tokens.end(), part.begin(), part.end());
+    out.shard_starts.emplace_back(s, out.tokens.size());
+    out.tokens.insert(out.tokens.end(), part.begin(), part.end());
   }
-  return tokens;
+  return out;
+}
+
+// A token beyond the tokenizer's vocabulary is an error naming its shard file and position.
+void check_vocabulary(const SplitTokens& split, const Tokenizer& tokenizer) {
+  const auto& t = split.tokens;
+  const auto bad = std::find_if(t.begin(), t.end(), [&](std::uint16_t v) { return v >= tokenizer.vocab_size(); });
+  if (bad == t.end()) return;
+  const auto at = static_cast<std::size_t>(bad - t.begin());
+  const auto shard = std::prev(std::upper_bound(split.shard_starts.begin(), split.shard_starts.end(), at,
+                                                [](std::size_t i, const auto& start) { return i < start.second; }));
+  throw Error(fmt::format("{}: token {} at position {} is outside the {} tokenizer's vocabulary of {} (a shard of "
+                          "another dataset, or a damaged one)",
+                          shard->first.string(), *bad, at - shard->second, tokenizer.name(), tokenizer.vocab_size()));
 }
 
 // A count the manifest may hold (`quartet prepare` writes them): absent, or a non-negative integer.
@@ -205,30 +216,20 @@ Dataset load_dataset(const std::string& source, const std::string& tokenizer_nam
   if (has_manifest && !tokenizer_name.empty() && tokenizer_name != d.tokenizer) {
     throw Error(fmt::format("{} was tokenized with '{}', not '{}'", source, d.tokenizer, tokenizer_name));
   }
-  std::unique_ptr<Tokenizer> tokenizer;
-  if (has_manifest) {
-    tokenizer = make_tokenizer(d.tokenizer);
-    if (vocab_size && *vocab_size != tokenizer->vocab_size()) {
+  if (has_manifest && vocab_size) {
+    const std::int64_t named = make_tokenizer(d.tokenizer)->vocab_size();
+    if (*vocab_size != named) {
       throw Error(fmt::format("{}: vocab_size {} is not the {} tokenizer's {}", manifest.string(), *vocab_size,
-                              d.tokenizer, tokenizer->vocab_size()));
-    }
-    d.train = read_split(folder, "train", tokenizer->vocab_size(), d.tokenizer);
-    d.val = read_split(folder, "val", tokenizer->vocab_size(), d.tokenizer);
-  } else {
-    d.train = read_split(folder, "train");
-    d.val = read_split(folder, "val");
-    d.tokenizer = tokenizer_without_manifest(source, d.train, tokenizer_name);
-    tokenizer = make_tokenizer(d.tokenizer);
-    for (const char* split : {"train", "val"}) {
-      const auto& tokens = std::string(split) == "train" ? d.train : d.val;
-      const auto bad = std::find_if(tokens.begin(), tokens.end(), [&](std::uint16_t t) { return t >= tokenizer->vocab_size(); });
-      if (bad != tokens.end()) {
-        throw Error(fmt::format("{}: token {} at position {} of the {} split is outside the {} tokenizer's vocabulary "
-                                "of {}",
-                                source, *bad, bad - tokens.begin(), split, d.tokenizer, tokenizer->vocab_size()));
-      }
+                              d.tokenizer, named));
     }
   }
+  SplitTokens train = read_split(folder, "train"), val = read_split(folder, "val");
+  if (!has_manifest) d.tokenizer = tokenizer_without_manifest(source, train.tokens, tokenizer_name);
+  const std::unique_ptr<Tokenizer> tokenizer = make_tokenizer(d.tokenizer);
+  check_vocabulary(train, *tokenizer);
+  check_vocabulary(val, *tokenizer);
+  d.train = std::move(train.tokens);
+  d.val = std::move(val.tokens);
   // A shard missing, added or replaced since `quartet prepare` wrote the manifest would change
   // what trains without any other sign.
   for (const auto& [split, expected, tokens] : {std::tuple{"train", train_tokens, &d.train},
