@@ -17,7 +17,9 @@ linear/<recipe>/<set>/<pass>, which this script runs first (--quartet names the 
 both figures come from the same run of the same GPU. Then a training step (forward, backward,
 AdamW) of a Hugging Face LlamaForCausalLM close to the project's 124m preset, in BF16 autocast
 (torch/bf16-nn/llama-step) and converted with quartet.torch.convert (torch/<recipe>/llama-step);
-skipped, with a message, where transformers is not installed.
+skipped, with a message, where transformers is not installed. With --compile, the same models
+again through torch.compile (torch/<layer>/llama-step-compiled, each against the compiled
+baseline).
 
 Timing: CUDA events around each repetition, after warm-ups; the median (the upper one of an even
 count, as quartet bench takes) of at least 20 repetitions, continuing up to 50 until about 3 s
@@ -268,14 +270,17 @@ def linear_rows(cases, timings, cpp_rows):
     return rows
 
 
-def llama_rows(timings, config, batch, seq):
-    """One row per model of the training-step case ("torch/<layer>/llama-step"); `timings` maps
-    BASELINE or a recipe to a Timing or an error message (a skip reason for all)."""
+def llama_rows(timings, config, batch, seq, compiled=False):
+    """One row per model of the training-step case ("torch/<layer>/llama-step", or
+    "llama-step-compiled" for the models run through torch.compile, whose ratio is to the
+    compiled baseline); `timings` maps BASELINE or a recipe to a Timing or an error message (a
+    skip reason for all)."""
     tokens = batch * seq
     base = timings.get(BASELINE)
+    case = "llama-step-compiled" if compiled else "llama-step"
     rows = []
     for layer, t in timings.items():
-        row = {"case": f"torch/{layer}/llama-step", "batch": batch, "seq": seq,
+        row = {"case": f"torch/{layer}/{case}", "batch": batch, "seq": seq,
                "layers": config["num_hidden_layers"], "d": config["hidden_size"], "ffn": config["intermediate_size"]}
         if isinstance(t, Timing):
             row.update(median_ms=t.median_ms, reps=t.reps, tokens_per_s=tokens / (t.median_ms * 1e-3))
@@ -494,9 +499,10 @@ def time_training(model, tokens, limits):
     return time_ms(lambda: training_step(model, optimizer, tokens), limits)
 
 
-def time_llama(recipes, quick, limits):
+def time_llama(recipes, quick, limits, compiled=False):
     """Timing (or an error message) per layer kind of the training-step case; a skip message for
-    every kind where transformers is missing."""
+    every kind where transformers is missing. With `compiled`, each model runs through
+    torch.compile (Inductor); the warm-ups include the compilation, which is not timed."""
     config, batch, seq = llama_setup(quick)
     kinds = [BASELINE] + with_bf16(recipes)
     try:
@@ -523,10 +529,13 @@ def time_llama(recipes, quick, limits):
             model = copy.deepcopy(twin)
             if kind != BASELINE:
                 model = qt.convert(model, recipe=kind)
+            if compiled:
+                model = torch.compile(model)
             timings[kind] = time_training(model, tokens, limits)
-            print(f"  torch/{kind}/llama-step: {timings[kind].median_ms:.3f} ms", flush=True)
+            print(f"  torch/{kind}/llama-step{'-compiled' if compiled else ''}: {timings[kind].median_ms:.3f} ms",
+                  flush=True)
             check_quartet_errors()
-        except (RuntimeError, ValueError) as e:
+        except (RuntimeError, ValueError) as e:  # Dynamo's and Inductor's errors are RuntimeErrors too
             timings[kind] = f"{type(e).__name__}: {e}"
         model = None
         torch.cuda.empty_cache()
@@ -555,9 +564,14 @@ def parse_args(argv):
     parser.add_argument("--quick", action="store_true",
                         help="4,096 tokens, few repetitions, a 2-layer Llama: a smoke test, not a measurement")
     parser.add_argument("--no-llama", action="store_true", help="leave out the Llama training-step case")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time the Llama training step through torch.compile (rows llama-step-compiled; "
+                             "PyTorch 2.4+, whose custom operators the compiled layer calls)")
     args = parser.parse_args(argv)
     if args.reps < 0:
         parser.error(f"--reps must be positive, got {args.reps}")
+    if args.compile and args.no_llama:
+        parser.error("--compile times the Llama training step, which --no-llama leaves out")
     return args
 
 
@@ -575,6 +589,8 @@ def run(args):
     rows = linear_rows(cases, time_linear_cases(cases, limits), cpp_rows)
     if not args.no_llama:
         rows += llama_rows(*time_llama(recipes, args.quick, limits))
+        if args.compile:
+            rows += llama_rows(*time_llama(recipes, args.quick, limits, compiled=True), compiled=True)
 
     report = make_report(device_description(), rows, cpp_report, library, commit=git_describe())
     print(f"{report['device']}; commit {report['commit']}; torch {report['torch_version']}")

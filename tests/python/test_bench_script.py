@@ -163,6 +163,21 @@ class Rows(unittest.TestCase):
                                 config, batch, seq)
         self.assertTrue(all(r["error"].startswith("skipped") and "median_ms" not in r for r in skipped))
 
+    def test_compiled_llama_step_rows(self):
+        config, batch, seq = tb.llama_setup(False)
+        rows = tb.llama_rows({"bf16-nn": timing(30.0), "quartet2": timing(36.0)}, config, batch, seq, compiled=True)
+        self.assertEqual([r["case"] for r in rows],
+                         ["torch/bf16-nn/llama-step-compiled", "torch/quartet2/llama-step-compiled"])
+        self.assertAlmostEqual(rows[1]["ratio_to_bf16"], 1.2)  # against the compiled baseline
+        self.assertEqual(rows[1]["bf16_ms"], 30.0)
+
+    def test_compile_needs_the_llama_step(self):
+        with self.assertRaises(SystemExit), contextlib.redirect_stderr(io.StringIO()) as err:
+            tb.parse_args(["--quartet", "q", "--compile", "--no-llama"])
+        self.assertIn("--compile times the Llama training step", err.getvalue())
+        self.assertTrue(tb.parse_args(["--quartet", "q", "--compile"]).compile)
+        self.assertFalse(tb.parse_args(["--quartet", "q"]).compile)
+
     def test_the_report(self):
         rows = tb.linear_rows(self.cases, self.timings, self.cpp)
         report = tb.make_report("H100", rows, {"commit": "abc1234", "device": "H100 (cpp)"}, {"path": "x"})
