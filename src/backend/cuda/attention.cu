@@ -2,9 +2,10 @@
 // of flash_attention.cuh (head dims 64 and 128; other shapes take the reference kernels, see
 // backend.cpp). Forward: a RoPE pass writes the rotated q and k in BF16 (the tensor cores' input
 // type), then one kernel computes the output and each row's log-sum-exp. The forward pass keeps
-// only its output and the log-sum-exp; the backward pass rotates q and k again from the saved
-// qkv, computes rowsum(dO * O), runs the backward kernels (flash_attention_backward.cuh), and
-// rotates dQ and dK back.
+// its output, the log-sum-exp and the rotated q and k (as the backward of PyTorch's attention
+// keeps its rotated inputs: a RoPE pass more per layer costs more time than the buffer costs
+// memory); the backward pass computes rowsum(dO * O), runs the backward kernels
+// (flash_attention_backward.cuh), and rotates dQ and dK back.
 //
 // Numerics against the CPU, which keeps rotated q and k and the probabilities in FP32: here q, k
 // and the probabilities are rounded to BF16 before each tensor-core product (FP32 accumulation,
@@ -91,27 +92,40 @@ __global__ void rope_kernel(const In* __restrict__ in, std::int64_t in_stride, b
   }
 }
 
-// delta[b][h][t] = sum_d dO * O (FP32), one warp per (token, head).
+// delta[b][h][t] = sum_d dO * O (FP32). A row (token, head) of head_dim values is contiguous in
+// both inputs; each of its D/8 lanes takes eight values with one 16-byte load from each (D 64:
+// four rows a warp, 128: two), and the row's lanes add their sums by shuffles. Every thread of
+// the grid runs the same number of loop trips (the row count is rounded up), so that the
+// shuffles always have their whole warp.
+template <int D>
 __global__ void delta_kernel(const bf16* __restrict__ dout, const bf16* __restrict__ out, float* __restrict__ delta,
                              Dims d) {
   wait_for_upstream_grids();
+  constexpr int kLanesPerRow = D / 8;
   const std::int64_t rows = d.tokens() * d.heads;
-  const int lane = threadIdx.x % 32;
-  for (std::int64_t r = (blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x) / 32; r < rows;
-       r += static_cast<std::int64_t>(gridDim.x) * blockDim.x / 32) {
-    const std::int64_t token = r / d.heads;
-    const int h = static_cast<int>(r % d.heads);
-    const std::int64_t at = token * d.heads * d.head_dim + static_cast<std::int64_t>(h) * d.head_dim;
+  const std::int64_t threads = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
+  const std::int64_t first = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
+  const std::int64_t slots = (rows * kLanesPerRow + threads - 1) / threads * threads;
+  for (std::int64_t i = first; i < slots; i += threads) {
+    const std::int64_t r = i / kLanesPerRow;
+    const int part = static_cast<int>(i % kLanesPerRow);
     float sum = 0.0f;
-    for (int j = lane * 2; j < d.head_dim; j += 64) {
-      const __nv_bfloat162 g = *reinterpret_cast<const __nv_bfloat162*>(dout + at + j);
-      const __nv_bfloat162 o = *reinterpret_cast<const __nv_bfloat162*>(out + at + j);
-      sum += __low2float(g) * __low2float(o) + __high2float(g) * __high2float(o);
+    if (r < rows) {
+      const std::int64_t at = r * D + part * 8;
+      const uint4 g = *reinterpret_cast<const uint4*>(dout + at);
+      const uint4 o = *reinterpret_cast<const uint4*>(out + at);
+      const auto* g2 = reinterpret_cast<const __nv_bfloat162*>(&g);
+      const auto* o2 = reinterpret_cast<const __nv_bfloat162*>(&o);
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        sum += __low2float(g2[e]) * __low2float(o2[e]) + __high2float(g2[e]) * __high2float(o2[e]);
+      }
     }
 #pragma unroll
-    for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, off);
-    if (lane == 0) {
-      const std::int64_t b = token / d.seq, t = token % d.seq;
+    for (int off = kLanesPerRow / 2; off > 0; off /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+    if (r < rows && part == 0) {
+      const std::int64_t token = r / d.heads, b = token / d.seq, t = token % d.seq;
+      const int h = static_cast<int>(r % d.heads);
       delta[(b * d.heads + h) * d.seq + t] = sum;
     }
   }
@@ -120,6 +134,7 @@ __global__ void delta_kernel(const bf16* __restrict__ dout, const bf16* __restri
 struct FlashSaved {
   Tensor out;  // the forward output (shares the caller's buffer)
   std::shared_ptr<void> lse;
+  std::shared_ptr<void> qk;  // the rotated q and k, [tokens, qk_width] BF16
 };
 
 void check_flash_inputs(const AttentionShape& s, const Tensor& qkv, const char* what) {
@@ -297,13 +312,13 @@ void attention_forward(Tensor& out, AttentionSaved& saved, const Tensor& qkv, co
   if (out.device() != Device::cuda) throw Error("attention: the output must be a GPU tensor");
   const Dims d = dims_of(s);
   const RopeTables& tables = device_rope_tables(s.seq, s.head_dim, s.rope_theta);
-  const std::shared_ptr<void> qk = rotated_qk(qkv, d, tables, stream);
   auto st = std::make_shared<FlashSaved>();
+  st->qk = rotated_qk(qkv, d, tables, stream);
   st->out = out;
   st->lse = device_alloc(static_cast<std::size_t>(d.tokens() * d.heads) * sizeof(float));
 
   flash::ForwardArgs args{};
-  set_common_args(args, qk, qkv, d);
+  set_common_args(args, st->qk, qkv, d);
   args.out = static_cast<bf16*>(out.raw());
   args.lse = ptr<float>(st->lse);
   if (d.head_dim == 64) {
@@ -323,22 +338,30 @@ void attention_backward(Tensor& dqkv, const Tensor& dout, const Tensor& qkv, con
     throw Error("attention backward: dout and dqkv must be GPU tensors");
   }
   const auto* st = static_cast<const FlashSaved*>(saved.impl.get());
-  if (st == nullptr || !st->lse) throw Error("attention backward: the forward pass (fused kernels) saved nothing");
-  if (!aligned16(dout.raw()) || !aligned16(dqkv.raw())) {
-    throw Error("attention backward: the fused kernels need dout and dqkv at 16-byte aligned addresses");
+  if (st == nullptr || !st->lse || !st->qk) {
+    throw Error("attention backward: the forward pass (fused kernels) saved nothing");
+  }
+  if (!aligned16(dout.raw()) || !aligned16(dqkv.raw()) || !aligned16(st->out.raw())) {
+    throw Error("attention backward: the fused kernels need dout, dqkv and the forward's output at 16-byte aligned "
+                "addresses");
   }
   const Dims d = dims_of(s);
   const RopeTables& tables = device_rope_tables(s.seq, s.head_dim, s.rope_theta);
-  const std::shared_ptr<void> qk = rotated_qk(qkv, d, tables, stream);
 
   auto delta = device_alloc(static_cast<std::size_t>(d.tokens() * d.heads) * sizeof(float));
-  launch_dependent(delta_kernel, blocks_for(d.tokens() * d.heads * 32), kThreads, 0, stream,
-      static_cast<const bf16*>(dout.raw()), static_cast<const bf16*>(st->out.raw()), ptr<float>(delta), d);
+  const unsigned delta_blocks = blocks_for(d.tokens() * d.heads * (d.head_dim / 8));
+  const auto* dout_bf16 = static_cast<const bf16*>(dout.raw());
+  const auto* out_bf16 = static_cast<const bf16*>(st->out.raw());
+  if (d.head_dim == 64) {
+    launch_dependent(delta_kernel<64>, delta_blocks, kThreads, 0, stream, dout_bf16, out_bf16, ptr<float>(delta), d);
+  } else {
+    launch_dependent(delta_kernel<128>, delta_blocks, kThreads, 0, stream, dout_bf16, out_bf16, ptr<float>(delta), d);
+  }
   QUARTET_CUDA_LAUNCHED();
 
   auto dqk = device_alloc(static_cast<std::size_t>(d.tokens() * d.qk_width) * sizeof(float));
   flash::BackwardArgs args{};
-  set_common_args(args, qk, qkv, d);
+  set_common_args(args, st->qk, qkv, d);
   args.dout = static_cast<const bf16*>(dout.raw());
   args.lse = ptr<float>(st->lse);
   args.delta = ptr<float>(delta);
