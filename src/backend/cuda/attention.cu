@@ -4,8 +4,9 @@
 // type), then one kernel computes the output and each row's log-sum-exp. The forward pass keeps
 // its output, the log-sum-exp and the rotated q and k (as the backward of PyTorch's attention
 // keeps its rotated inputs: a RoPE pass more per layer costs more time than the buffer costs
-// memory); the backward pass computes rowsum(dO * O), runs the backward kernels
-// (flash_attention_backward.cuh), and rotates dQ and dK back.
+// memory); the backward pass computes rowsum(dO * O) and runs the backward kernels
+// (flash_attention_backward.cuh), whose split form rotates dQ and dK back in its epilogues; the
+// fused form leaves them in FP32 for a RoPE pass.
 //
 // Numerics against the CPU, which keeps rotated q and k and the probabilities in FP32: here q, k
 // and the probabilities are rounded to BF16 before each tensor-core product (FP32 accumulation,
@@ -269,7 +270,7 @@ int fused_backward_blocks() {
 }
 
 template <int D>
-void launch_backward(flash::BackwardArgs args, const Dims& d, cudaStream_t stream) {
+void launch_backward(flash::BackwardArgs args, bool fused, const Dims& d, cudaStream_t stream) {
   constexpr int key_bytes = flash::key_shared_bytes<D>(), query_bytes = flash::query_shared_bytes<D>();
   constexpr int fused_bytes = flash::fused_shared_bytes<D>();
   static const bool configured = (allow_shared_bytes(flash::key_gradient_kernel<D>, key_bytes),
@@ -277,7 +278,7 @@ void launch_backward(flash::BackwardArgs args, const Dims& d, cudaStream_t strea
                                   allow_shared_bytes(flash::fused_backward_kernel<D>, fused_bytes), true);
   (void)configured;
   const int key_blocks = (d.seq + flash::kKeyRows - 1) / flash::kKeyRows;
-  if (fused_backward()) {
+  if (fused) {
     // The task counter, then the dQ-addition counters, zeroed.
     const std::int64_t q_blocks = (d.seq + flash::key_query_rows<D>() - 1) / flash::key_query_rows<D>();
     const std::int64_t counters = 1 + static_cast<std::int64_t>(d.batch) * d.heads * q_blocks;
@@ -359,27 +360,39 @@ void attention_backward(Tensor& dqkv, const Tensor& dout, const Tensor& qkv, con
   }
   QUARTET_CUDA_LAUNCHED();
 
-  auto dqk = device_alloc(static_cast<std::size_t>(d.tokens() * d.qk_width) * sizeof(float));
+  const bool fused = fused_backward();
+  bf16* const dq_out = static_cast<bf16*>(dqkv.raw());
+  bf16* const dk_out = dq_out + static_cast<std::int64_t>(d.heads) * d.head_dim;
   flash::BackwardArgs args{};
   set_common_args(args, st->qk, qkv, d);
   args.dout = static_cast<const bf16*>(dout.raw());
   args.lse = ptr<float>(st->lse);
   args.delta = ptr<float>(delta);
-  args.dq = ptr<float>(dqk);
-  args.dk = ptr<float>(dqk) + static_cast<std::int64_t>(d.heads) * d.head_dim;
-  args.dv = static_cast<bf16*>(dqkv.raw()) + static_cast<std::int64_t>(d.heads + d.kv_heads) * d.head_dim;
-  args.dqk_stride = d.qk_width;
+  args.dv = dq_out + static_cast<std::int64_t>(d.heads + d.kv_heads) * d.head_dim;
   args.dv_stride = d.width;
-  if (d.head_dim == 64) {
-    launch_backward<64>(args, d, stream);
+  std::shared_ptr<void> dqk;  // the fused kernel's FP32 dQ and dK
+  if (fused) {
+    dqk = device_alloc(static_cast<std::size_t>(d.tokens() * d.qk_width) * sizeof(float));
+    args.dq = ptr<float>(dqk);
+    args.dk = ptr<float>(dqk) + static_cast<std::int64_t>(d.heads) * d.head_dim;
+    args.dqk_stride = d.qk_width;
   } else {
-    launch_backward<128>(args, d, stream);
+    args.dq_unrotated = dq_out;
+    args.dk_unrotated = dk_out;
+    args.rope_cos = ptr<float>(tables.cos);
+    args.rope_sin = ptr<float>(tables.sin);
   }
+  if (d.head_dim == 64) {
+    launch_backward<64>(args, fused, d, stream);
+  } else {
+    launch_backward<128>(args, fused, d, stream);
+  }
+  if (!fused) return;
 
   const std::int64_t items = d.tokens() * (d.heads + d.kv_heads) * (d.head_dim / 16);
   launch_dependent(rope_kernel<true, float>, blocks_for(items), kThreads, 0, stream, ptr<float>(dqk), d.qk_width,
-                                                                static_cast<bf16*>(dqkv.raw()), d.width,
-                                                                ptr<float>(tables.cos), ptr<float>(tables.sin), d);
+                                                                dq_out, d.width, ptr<float>(tables.cos),
+                                                                ptr<float>(tables.sin), d);
   QUARTET_CUDA_LAUNCHED();
 }
 

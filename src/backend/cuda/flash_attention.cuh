@@ -40,8 +40,15 @@ struct BackwardArgs {
   const bf16* dout;     // head 0 of dO; row stride out_stride
   const float* lse;     // from the forward pass
   const float* delta;   // rowsum(dO * O) per (batch, head, query)
-  float* dq;            // head 0 of dQ (rotated domain, FP32); row stride dqk_stride
-  float* dk;            // kv head 0 of dK (rotated domain, FP32); row stride dqk_stride
+  // The fused kernel: dQ and dK in the rotated domain, FP32 (row stride dqk_stride), which a
+  // RoPE pass turns back afterwards. The split kernels: dQ and dK rotated back in their epilogues,
+  // BF16, row stride dv_stride (the rows of dQKV), with the RoPE tables (cos, sin: [seq][D/2]).
+  float* dq;            // head 0 of dQ
+  float* dk;            // kv head 0 of dK
+  bf16* dq_unrotated;   // head 0 of dQ
+  bf16* dk_unrotated;   // kv head 0 of dK
+  const float* rope_cos;
+  const float* rope_sin;
   bf16* dv;             // kv head 0 of dV; row stride dv_stride
   int seq, heads, group;
   std::int64_t qk_stride, v_stride, out_stride, dqk_stride, dv_stride;

@@ -22,6 +22,7 @@
 
 #include "backend/cuda/flash_attention.cuh"
 #include "backend/cuda/dependent_launch.cuh"
+#include "quartet/numerics/host_device.h"
 
 namespace quartet::cuda::flash {
 
@@ -75,6 +76,34 @@ __device__ __forceinline__ std::uint32_t at_fragment_address(std::uint32_t tile,
 
 // One block of 64 keys (4 warps x 16 keys) of head `kvh`, batch `b`: dK and dV over every query
 // (Br at a time), and with WithDq each query block's dQ contribution added in order.
+// Row `pos` (its position in the sequence) of the gradient of rotated q or k, held as this
+// thread's accumulators (acc[dt][2r + e] is column 8 dt + 2c + e), scaled and rotated back by
+// RoPE's transpose into BF16 at dst: rope_kernel<true>'s FP32 operations in its order, on the
+// values the fused path stores in FP32, so both paths give the same bits. A column i < D/2 and
+// its partner i + D/2 sit in the same thread (tiles dt and dt + D/16).
+template <int D>
+__device__ __forceinline__ void store_unrotated_gradient_row(bf16* dst, const float (&acc)[D / 8][4], int r, int c,
+                                                             const BackwardArgs& a, int pos) {
+  const float* cos_row = a.rope_cos + static_cast<std::int64_t>(pos) * (D / 2);
+  const float* sin_row = a.rope_sin + static_cast<std::int64_t>(pos) * (D / 2);
+#pragma unroll
+  for (int dt = 0; dt < D / 16; ++dt) {
+    const int i = dt * 8 + 2 * c;
+    const float2 cs = *reinterpret_cast<const float2*>(cos_row + i);
+    const float2 sn = *reinterpret_cast<const float2*>(sin_row + i);
+    float first[2], second[2];
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      const float lo = fmul(acc[dt][2 * r + e], a.scale), hi = fmul(acc[dt + D / 16][2 * r + e], a.scale);
+      const float cv = e == 0 ? cs.x : cs.y, sv = e == 0 ? sn.x : sn.y;
+      first[e] = fadd(fmul(lo, cv), fmul(hi, sv));
+      second[e] = fsub(fmul(hi, cv), fmul(lo, sv));
+    }
+    *reinterpret_cast<std::uint32_t*>(dst + i) = pack_bf16(first[0], first[1]);
+    *reinterpret_cast<std::uint32_t*>(dst + i + D / 2) = pack_bf16(second[0], second[1]);
+  }
+}
+
 template <int D, bool WithDq>
 __device__ __forceinline__ void key_block_backward(const BackwardArgs& a, unsigned char* shared, int key_block, int kvh,
                                                    int b) {
@@ -296,12 +325,20 @@ __device__ __forceinline__ void key_block_backward(const BackwardArgs& a, unsign
   for (int r = 0; r < 2; ++r) {
     const int key = my_key0 + g + 8 * r;
     if (key >= a.seq) continue;
-    float* dk_row = a.dk + (token0 + key) * a.dqk_stride + kvh * D;
     bf16* dv_row = a.dv + (token0 + key) * a.dv_stride + kvh * D;
 #pragma unroll
     for (int dt = 0; dt < D / 8; ++dt) {
-      *reinterpret_cast<float2*>(dk_row + dt * 8 + 2 * c) = make_float2(dk[dt][2 * r] * a.scale, dk[dt][2 * r + 1] * a.scale);
       *reinterpret_cast<std::uint32_t*>(dv_row + dt * 8 + 2 * c) = pack_bf16(dv[dt][2 * r], dv[dt][2 * r + 1]);
+    }
+    if constexpr (WithDq) {
+      float* dk_row = a.dk + (token0 + key) * a.dqk_stride + kvh * D;
+#pragma unroll
+      for (int dt = 0; dt < D / 8; ++dt) {
+        *reinterpret_cast<float2*>(dk_row + dt * 8 + 2 * c) = make_float2(fmul(dk[dt][2 * r], a.scale),
+                                                                          fmul(dk[dt][2 * r + 1], a.scale));
+      }
+    } else {
+      store_unrotated_gradient_row<D>(a.dk_unrotated + (token0 + key) * a.dv_stride + kvh * D, dk, r, c, a, key);
     }
   }
 }
@@ -453,11 +490,7 @@ __global__ void __launch_bounds__(kQueryWarps * 32) query_gradient_kernel(const 
   for (int r = 0; r < 2; ++r) {
     const int row = my_row0 + g + 8 * r;
     if (row >= a.seq) continue;
-    float* dq_row = a.dq + (token0 + row) * a.dqk_stride + h * D;
-#pragma unroll
-    for (int dt = 0; dt < D / 8; ++dt) {
-      *reinterpret_cast<float2*>(dq_row + dt * 8 + 2 * c) = make_float2(dq[dt][2 * r] * a.scale, dq[dt][2 * r + 1] * a.scale);
-    }
+    store_unrotated_gradient_row<D>(a.dq_unrotated + (token0 + row) * a.dv_stride + h * D, dq, r, c, a, row);
   }
 }
 
