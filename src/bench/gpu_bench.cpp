@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <array>
+#include <chrono>
 #include <cmath>
 #include <functional>
 #include <random>
@@ -28,16 +29,34 @@ void sync() {
   if (cudaDeviceSynchronize() != cudaSuccess) throw Error("benchmark: the GPU reported an error");
 }
 
+// Host milliseconds since `start`.
+double host_ms_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+}
+
+// The spin queued before a repetition: twice the host's time to queue it (measured on the last
+// warm-up), at least 0.5 ms and at most 200, as bench/torch_linear_bench.py takes its sleep.
+double spin_ms_for(double host_ms) { return std::min(std::max(2.0 * host_ms, 0.5), 200.0); }
+
 // Median milliseconds of each of `fns` on the device, timed with CUDA events around each
-// repetition: a warm-up, then repetitions until both min_reps are done and about `budget_s`
-// seconds are spent (at most max_reps). Several cases run interleaved, in alternating order, so
-// that a drift of the GPU's clocks over the run (power, temperature) weighs on them alike; that
-// suits cases of similar power draw (a GEMM and its emulation), not a whole recipe against BF16
-// (see the linear-layer cases).
+// repetition: two warm-ups, then repetitions until both min_reps are done and about `budget_s`
+// seconds are spent (at most max_reps). Each repetition is queued behind a GPU spin that outlasts
+// the host's queueing of it (cuda_spin), so that the events time the device's work back to back,
+// as in a training loop where the host runs ahead, and not the latency of the first launches.
+// Several cases run interleaved, in alternating order, so that a drift of the GPU's clocks over
+// the run (power, temperature) weighs on them alike; that suits cases of similar power draw (a
+// GEMM and its emulation), not a whole recipe against BF16 (see the linear-layer cases).
 std::vector<double> interleaved_median_ms(const std::vector<std::function<void(int)>>& fns, int min_reps, int max_reps,
                                           double budget_s) {
   for (const auto& fn : fns) fn(0);
   sync();
+  std::vector<double> spin_ms;
+  for (const auto& fn : fns) {
+    const auto issued = std::chrono::steady_clock::now();
+    fn(0);
+    spin_ms.push_back(spin_ms_for(host_ms_since(issued)));
+    sync();
+  }
   cudaEvent_t start = nullptr, stop = nullptr;
   if (cudaEventCreate(&start) != cudaSuccess || cudaEventCreate(&stop) != cudaSuccess) {
     throw Error("benchmark: cannot create CUDA events");
@@ -47,6 +66,7 @@ std::vector<double> interleaved_median_ms(const std::vector<std::function<void(i
   for (int i = 0; i < max_reps && (i < min_reps || spent < budget_s); ++i) {
     for (std::size_t j = 0; j < fns.size(); ++j) {
       const std::size_t f = i % 2 ? fns.size() - 1 - j : j;
+      cuda_spin(spin_ms[f]);
       cudaEventRecord(start, nullptr);
       fns[f](i + 1);
       cudaEventRecord(stop, nullptr);

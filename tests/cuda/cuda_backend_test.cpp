@@ -108,6 +108,30 @@ TEST_F(Cuda, OutOfMemorySaysHowMuchAndWhatToLower) {
   EXPECT_EQ(gpu->download(small)[63], 2.0);
 }
 
+// The benchmarks' spin keeps the device busy for at least the time asked (it counts cycles of a
+// clock no faster than 2 GHz), so that what is queued behind it starts after it; a time outside
+// [0, 1000] ms is refused.
+TEST_F(Cuda, SpinHoldsTheDeviceAtLeastTheTimeAsked) {
+  cudaEvent_t before = nullptr, after = nullptr;
+  ASSERT_EQ(cudaEventCreate(&before), cudaSuccess);
+  ASSERT_EQ(cudaEventCreate(&after), cudaSuccess);
+  for (const double ms : {2.0, 10.0}) {
+    ASSERT_EQ(cudaEventRecord(before, nullptr), cudaSuccess);
+    cuda_spin(ms);
+    ASSERT_EQ(cudaEventRecord(after, nullptr), cudaSuccess);
+    ASSERT_EQ(cudaEventSynchronize(after), cudaSuccess);
+    float elapsed = 0;
+    ASSERT_EQ(cudaEventElapsedTime(&elapsed, before, after), cudaSuccess);
+    EXPECT_GE(elapsed, ms * 0.999) << "asked " << ms << " ms";
+    EXPECT_LT(elapsed, ms * 4 + 5) << "asked " << ms << " ms";  // a clock of at least 500 MHz
+  }
+  cudaEventDestroy(before);
+  cudaEventDestroy(after);
+  EXPECT_THROW(cuda_spin(-1.0), Error);
+  EXPECT_THROW(cuda_spin(1001.0), Error);
+  EXPECT_THROW(cuda_spin(std::nan("")), Error);
+}
+
 TEST_F(Cuda, QuantizersAreBitwiseIdenticalToTheCpu) {
   for (const QuantCase& qc : kQuantCases) {
     for (bool transpose : {false, true}) {

@@ -42,6 +42,11 @@ void cuda_select_device(int index);
 // queues collectives behind it. Throws Error for another backend.
 void* cuda_backend_stream(Backend& backend);
 
+// Queues on the default stream a kernel that keeps the GPU busy for at least `ms` milliseconds
+// (0 to 1000), for benchmarks that time the device's work alone: work queued behind it is all
+// queued by the time the GPU reaches it. Throws Error outside that range.
+void cuda_spin(double ms);
+
 // Device time per backend operation, when the environment has QUARTET_PROFILE_OPS=1 (each
 // operation's kernels are then bracketed by events; empty otherwise): the sums since the last
 // call (reset) or since the start. Synchronises with the device.
