@@ -83,6 +83,15 @@ std::unique_ptr<QueuedRead> Backend::make_queued_read(std::int64_t max_bytes) {
 
 std::unique_ptr<DeviceMark> Backend::make_device_mark() { return std::make_unique<HostClockMark>(); }
 
+std::pair<QTensor, QTensor> Backend::quantize_both_ways(const Tensor& x, const QuantizerSpec& row_spec,
+                                                        const Rotation& row_rotation, const RandomContext& row_random,
+                                                        const QuantizerSpec& col_spec, const Rotation& col_rotation,
+                                                        const RandomContext& col_random) {
+  QTensor rows = quantize(x, /*transpose=*/false, row_spec, row_rotation, row_random);
+  QTensor cols = quantize(x, /*transpose=*/true, col_spec, col_rotation, col_random);
+  return {std::move(rows), std::move(cols)};
+}
+
 double Backend::cross_entropy_loss(Tensor& dlogits, const Tensor& logits, const Tensor& targets, double grad_scale) {
   Tensor sum = zeros({1}, DType::f64);
   cross_entropy(dlogits, logits, targets, logits.ndim() == 2 ? logits.dim(1) : 0, grad_scale, sum);

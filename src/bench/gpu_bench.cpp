@@ -164,6 +164,32 @@ nlohmann::json run_gpu_benchmarks(const GpuBenchOptions& o, const std::function<
               {"rotation", q.rotation}, {"shape", {qr, qc}}, {"bytes_per_element", 2.5625}});
       }
     }
+    {
+      // quartet2's output gradient both ways, E (dX) and E^T (dW): one operation that reads the
+      // input once against the two calls it stands for, interleaved (the same work either way).
+      // Bytes: 2 read once (twice for the calls) and 2 x 0.5625 written, per element.
+      const QuantizerSpec spec = QuantizerSpec::defaults(QuantizerKind::ms_eden_g16);
+      const Rotation rot = Rotation::random(128, {1, 2, 3});
+      const auto x = [&](int i) -> const Tensor& { return inputs[static_cast<std::size_t>(i % 2)]; };
+      const auto rng = [](std::uint32_t stream, int i) { return RandomContext{1, stream, static_cast<std::uint32_t>(i)}; };
+      const std::vector<double> ms = interleaved_median_ms(
+          {[&](int i) { alone->quantize_both_ways(x(i), spec, rot, rng(1, i), spec, rot, rng(4, i)); },
+           [&](int i) {
+             alone->quantize(x(i), false, spec, rot, rng(1, i));
+             alone->quantize(x(i), true, spec, rot, rng(4, i));
+           }},
+          min_reps, max_reps, budget);
+      const double fused_bytes = static_cast<double>(qr * qc) * (2.0 + 2.0 * (0.5 + 1.0 / 16.0));
+      const double separate_bytes = static_cast<double>(qr * qc) * 2.0 * (2.0 + 0.5 + 1.0 / 16.0);
+      note({{"case", "quantize/ms_eden_g16+rht128/both_ways"}, {"median_ms", ms[0]},
+            {"tbps", fused_bytes / (ms[0] * 1e-3) / 1e12}, {"copy_tbps", copy_tbps},
+            {"ratio_to_copy", fused_bytes / (ms[0] * 1e-3) / 1e12 / copy_tbps}, {"speedup_over_two_calls", ms[1] / ms[0]},
+            {"shape", {qr, qc}}, {"bytes_per_element", 3.125}});
+      note({{"case", "quantize/ms_eden_g16+rht128/rowwise_then_transposed"}, {"median_ms", ms[1]},
+            {"tbps", separate_bytes / (ms[1] * 1e-3) / 1e12}, {"copy_tbps", copy_tbps},
+            {"ratio_to_copy", separate_bytes / (ms[1] * 1e-3) / 1e12 / copy_tbps}, {"shape", {qr, qc}},
+            {"bytes_per_element", 5.125}});
+    }
     if (be->name().find("emulation") != std::string::npos) {
       const std::pair<QuantizerKind, int> with_bf16[] = {
           {QuantizerKind::rtn, 0}, {QuantizerKind::four_over_six, 0}, {QuantizerKind::ms_eden_g16, 128}};

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <tuple>
+
 #include "quartet/error.h"
 
 namespace quartet {
@@ -162,10 +164,20 @@ void linear_backward(Backend& backend, const Recipe& recipe, const Tensor& dy, c
   const Tensor& x = saved.x.defined() ? saved.x : saved.probed_x;  // the exact X, where kept
   if (probe.probe) probe.probe->observe_call(probe.layer, LinearCall{x, w, w_bf16, dy, random});
 
+  // E and E^T from one read of dY where both backward GEMMs quantize it; each operand's own
+  // rotation and random stream, so the bits are those of the two quantize calls.
+  QTensor e, et;
+  if (recipe.dgrad_e.quantized() && recipe.wgrad_et.quantized()) {
+    std::tie(e, et) = backend.quantize_both_ways(
+        dy, *recipe.dgrad_e.quantizer, backward_rotation(recipe, recipe.dgrad_e.rotation, random),
+        operand_random(random, kDgradE), *recipe.wgrad_et.quantizer,
+        backward_rotation(recipe, recipe.wgrad_et.rotation, random), operand_random(random, kWgradEt));
+  }
+
   // dgrad: dX = E W, reduction over N. A = E [M, N], B = W^T [K, N].
   if (recipe.dgrad_e.quantized()) {
     const Rotation rot = backward_rotation(recipe, recipe.dgrad_e.rotation, random);
-    const QTensor e = backend.quantize(dy, false, *recipe.dgrad_e.quantizer, rot, operand_random(random, kDgradE));
+    if (!e.defined()) e = backend.quantize(dy, false, *recipe.dgrad_e.quantizer, rot, operand_random(random, kDgradE));
     const QTensor wt = backward_operand(backend, recipe.dgrad_wt, w, saved.wq, rot, operand_random(random, kDgradWt));
     backend.gemm_quantized(dx, e, wt, false);
     if (recipe.backward_through_trust_mask) backend.apply_trust_mask_and_unrotate(dx, saved.xq, fwd_rot);
@@ -187,7 +199,7 @@ void linear_backward(Backend& backend, const Recipe& recipe, const Tensor& dy, c
   const bool accumulate = !recipe.backward_through_trust_mask;
   if (recipe.wgrad_et.quantized()) {
     const Rotation rot = backward_rotation(recipe, recipe.wgrad_et.rotation, random);
-    const QTensor et = backend.quantize(dy, true, *recipe.wgrad_et.quantizer, rot, operand_random(random, kWgradEt));
+    if (!et.defined()) et = backend.quantize(dy, true, *recipe.wgrad_et.quantizer, rot, operand_random(random, kWgradEt));
     const QTensor xt = backward_operand(backend, recipe.wgrad_xt, saved.x, saved.xq, rot, operand_random(random, kWgradXt));
     backend.gemm_quantized(contribution, et, xt, accumulate);
     if (recipe.backward_through_trust_mask) backend.apply_trust_mask_and_unrotate(contribution, saved.wq, fwd_rot);

@@ -300,6 +300,57 @@ TEST_F(CpuOps, AdamWStepRejectsSegmentsOutsideTheBuffers) {
       << "overlapping segments";
 }
 
+// quantize_both_ways, as every backend without a kernel for the pair has it, is quantize(x, false,
+// the row-wise arguments) and then quantize(x, true, the transposed ones): each side with its own
+// quantizer, rotation and random stream (distinct here, so that a side given the other's shows),
+// and a non-finite input reported as the row-wise call, the first, reports it.
+TEST(CpuBackend, QuantizeBothWaysIsTheTwoQuantizeCalls) {
+  auto be = make_cpu_backend();
+  const std::int64_t rows = 256, cols = 128;
+  std::vector<double> values = random_values(static_cast<std::size_t>(rows * cols), 16);
+  Tensor x = be->empty({rows, cols}, DType::bf16);
+  be->upload(x, values);
+  const auto same = [](const QuantizedTensor& a, const QuantizedTensor& b) {
+    return a.rows == b.rows && a.cols == b.cols && a.rotation_size == b.rotation_size && a.tensor_scale == b.tensor_scale &&
+           a.codes == b.codes && a.scales == b.scales && a.trust_mask == b.trust_mask;
+  };
+  struct Side {
+    QuantizerKind kind;
+    int rotation;
+  };
+  const std::pair<Side, Side> pairs[] = {{{QuantizerKind::ms_eden_g16, 128}, {QuantizerKind::ms_eden_g16, 128}},
+                                         {{QuantizerKind::sr, 0}, {QuantizerKind::sr, 16}},
+                                         {{QuantizerKind::mxfp4_rtn, 32}, {QuantizerKind::mxfp4_sr, 32}}};
+  for (const auto& [row, col] : pairs) {
+    const QuantizerSpec row_spec = QuantizerSpec::defaults(row.kind), col_spec = QuantizerSpec::defaults(col.kind);
+    const Rotation row_rot = row.rotation ? Rotation::random(row.rotation, {1, 2, 3}) : Rotation::none();
+    const Rotation col_rot = col.rotation ? Rotation::random(col.rotation, {4, 5, 6}) : Rotation::none();
+    const RandomContext row_rng{7, 1, 9}, col_rng{7, 2, 9};
+    const auto [qr, qc] = be->quantize_both_ways(x, row_spec, row_rot, row_rng, col_spec, col_rot, col_rng);
+    const std::string what = std::string(quantizer_name(row.kind)) + " / " + std::string(quantizer_name(col.kind));
+    const QuantizedTensor r = be->download_quantized(qr), c = be->download_quantized(qc);
+    EXPECT_EQ(r.rows, rows) << what;
+    EXPECT_EQ(c.rows, cols) << what;
+    EXPECT_TRUE(same(r, be->download_quantized(be->quantize(x, false, row_spec, row_rot, row_rng)))) << what << " row-wise";
+    EXPECT_TRUE(same(c, be->download_quantized(be->quantize(x, true, col_spec, col_rot, col_rng)))) << what << " transposed";
+    // The streams matter (every transposed quantizer here rounds stochastically): under the
+    // row-wise stream the transposed side is another tensor.
+    EXPECT_FALSE(same(c, be->download_quantized(be->quantize(x, true, col_spec, col_rot, row_rng)))) << what;
+  }
+  // Offenders at (3, 70) and (90, 2): the transposed call's first would be (2, 90).
+  values[static_cast<std::size_t>(3 * cols + 70)] = std::nan("");
+  values[static_cast<std::size_t>(90 * cols + 2)] = std::nan("");
+  be->upload(x, values);
+  const QuantizerSpec eden = QuantizerSpec::defaults(QuantizerKind::ms_eden_g16);
+  const Rotation rot = Rotation::random(128, {1, 2, 3});
+  try {
+    be->quantize_both_ways(x, eden, rot, {}, eden, rot, {});
+    ADD_FAILURE() << "no NonFiniteError";
+  } catch (const NonFiniteError& e) {
+    EXPECT_NE(std::string(e.what()).find("element (3, 70) of the 256 x 128 tensor"), std::string::npos) << e.what();
+  }
+}
+
 // The FP32 backend stores activations in BF16: every stored value is a BF16 number.
 TEST(CpuFloatBackend, ActivationsAreStoredInBf16) {
   auto be = make_cpu_backend();

@@ -508,6 +508,197 @@ TEST_F(Cuda, NonFiniteInputUnderRotationIsReportedLikeOnTheCpu) {
   }
 }
 
+// ---- quantize_both_ways: E and E^T from one read of dY ----
+
+// The BF16 copies two quantizations wrote for the emulated GEMM (DeviceQuantized::dequantized):
+// both or neither, with the same bits.
+void expect_same_gemm_copy(const cuda::DeviceQuantized& a, const cuda::DeviceQuantized& b, const std::string& what) {
+  ASSERT_EQ(a.dequantized != nullptr, b.dequantized != nullptr) << what << ": only one wrote a BF16 copy";
+  if (!a.dequantized) return;
+  ASSERT_EQ(a.rows * a.padded_cols, b.rows * b.padded_cols) << what;
+  const std::size_t n = static_cast<std::size_t>(a.rows * a.padded_cols);
+  std::vector<std::uint16_t> va(n), vb(n);
+  ASSERT_EQ(cudaMemcpy(va.data(), a.dequantized.get(), n * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(vb.data(), b.dequantized.get(), n * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+  std::size_t differ = 0;
+  for (std::size_t i = 0; i < n; ++i) differ += va[i] != vb[i];
+  EXPECT_EQ(differ, 0u) << what << ": BF16 copies differ";
+}
+
+struct BothWaysCase {
+  std::int64_t rows, cols;  // x's
+  int row_rotation, col_rotation;
+  DType dtype;
+  QuantizerKind row_kind, col_kind;
+  bool fused;  // whether one kernel reads x for both (cuda::fuses_both_ways)
+};
+
+constexpr QuantizerKind kEden = QuantizerKind::ms_eden_g16;
+
+// quantize_both_ways reads a BF16 x once for its MS-EDEN g16 quantizations row-wise and
+// transposed (fused_both_ways_kernel) and is the two quantize calls otherwise. Either way its two
+// results are the two calls' bit for bit (codes, scales, tensor scales, the BF16 copies for the
+// emulated GEMM) and the CPU's. The kernel's cases: the smallest input of each rotation size,
+// non-square inputs, sides that are not multiples of its 128 x 128 block (without rotation or
+// with RHT-16/32: partial blocks both ways, a padded transposed reduction), the same rotation signs
+// both ways (as quartet2's) and unrelated ones. The fallbacks: FP32, a width of odd 8-groups,
+// unequal rotation sizes, other quantizers (nvidia's pair). Once more with the grid capped at two
+// blocks, so that each block takes several 128 x 128 blocks (the prefetch, the barriers).
+TEST_F(Cuda, QuantizeBothWaysIsTheTwoQuantizeCallsBitForBit) {
+  const BothWaysCase cases[] = {
+      {128, 128, 128, 128, DType::bf16, kEden, kEden, true},
+      {256, 384, 128, 128, DType::bf16, kEden, kEden, true},
+      {640, 256, 128, 128, DType::bf16, kEden, kEden, true},
+      {1, 16, 0, 0, DType::bf16, kEden, kEden, true},
+      {200, 272, 0, 0, DType::bf16, kEden, kEden, true},
+      {37, 80, 0, 0, DType::bf16, kEden, kEden, true},
+      {48, 272, 16, 16, DType::bf16, kEden, kEden, true},
+      {96, 160, 32, 32, DType::bf16, kEden, kEden, true},
+      {256, 384, 128, 128, DType::f32, kEden, kEden, false},
+      {128, 200, 0, 0, DType::bf16, kEden, kEden, false},
+      {256, 384, 128, 16, DType::bf16, kEden, kEden, false},
+      {256, 384, 128, 128, DType::bf16, QuantizerKind::sr, QuantizerKind::sr, false},
+      {256, 384, 0, 16, DType::bf16, QuantizerKind::sr, QuantizerKind::sr, false},
+  };
+  for (const char* max_blocks : {static_cast<const char*>(nullptr), "2"}) {
+    if (max_blocks) setenv("QUARTET_CUDA_MAX_BLOCKS", max_blocks, 1);
+    for (const BothWaysCase& c : cases) {
+      for (bool same_signs : {true, false}) {
+        if (!same_signs && c.row_rotation == 0 && c.col_rotation == 0) continue;
+        const std::string what = std::string(max_blocks ? "two blocks: " : "") + std::string(quantizer_name(c.row_kind)) +
+                                 " RHT-" + std::to_string(c.row_rotation) + " / " + std::string(quantizer_name(c.col_kind)) + " RHT-" +
+                                 std::to_string(c.col_rotation) + (same_signs ? " (same signs) " : " ") +
+                                 dtype_name(c.dtype) + " " + std::to_string(c.rows) + "x" + std::to_string(c.cols);
+        const auto rotation = [&](int size, std::uint64_t seed) {
+          return size ? Rotation::random(size, {seed, 1, 2}) : Rotation::none();
+        };
+        const Rotation row_rot = rotation(c.row_rotation, 3), col_rot = rotation(c.col_rotation, same_signs ? 3 : 4);
+        const QuantizerSpec row_spec = QuantizerSpec::defaults(c.row_kind), col_spec = QuantizerSpec::defaults(c.col_kind);
+        const RandomContext row_rng{11, 2, 13}, col_rng{11, 4, 13};  // as a linear layer's E and E^T streams
+        ASSERT_EQ(cuda::fuses_both_ways(c.dtype, c.rows, c.cols, row_spec, row_rot, col_spec, col_rot), c.fused) << what;
+        auto [x_cpu, x_gpu] = pair({c.rows, c.cols}, c.dtype,
+                                   random_values(static_cast<std::size_t>(c.rows * c.cols), 91, 1.0, true, c.cols));
+        const auto [row_g, col_g] = gpu->quantize_both_ways(x_gpu, row_spec, row_rot, row_rng, col_spec, col_rot, col_rng);
+        const QTensor row_s = gpu->quantize(x_gpu, false, row_spec, row_rot, row_rng);
+        const QTensor col_s = gpu->quantize(x_gpu, true, col_spec, col_rot, col_rng);
+        const auto [row_c, col_c] = cpu->quantize_both_ways(x_cpu, row_spec, row_rot, row_rng, col_spec, col_rot, col_rng);
+        gpu->raise_pending_errors();
+        const QuantizedTensor row = gpu->download_quantized(row_g), col = gpu->download_quantized(col_g);
+        ASSERT_EQ(row.rows, c.rows) << what;
+        ASSERT_EQ(col.rows, c.cols) << what;
+        expect_same_quantized(gpu->download_quantized(row_s), row, what + ", row-wise: against quantize");
+        expect_same_quantized(gpu->download_quantized(col_s), col, what + ", transposed: against quantize");
+        expect_same_quantized(cpu->download_quantized(row_c), row, what + ", row-wise: against the CPU");
+        expect_same_quantized(cpu->download_quantized(col_c), col, what + ", transposed: against the CPU");
+        // The BF16 copies an emulated GEMM reads, whatever this GPU's GEMM is.
+        const auto [row_d, col_d] = cuda::quantize_both_ways(x_gpu.raw(), c.dtype, c.rows, c.cols, row_spec, row_rot, row_rng,
+                                                             col_spec, col_rot, col_rng, nullptr, true);
+        const cuda::DeviceQuantized row_e =
+            cuda::quantize(x_gpu.raw(), c.dtype, c.rows, c.cols, false, row_spec, row_rot, row_rng, nullptr, true);
+        const cuda::DeviceQuantized col_e =
+            cuda::quantize(x_gpu.raw(), c.dtype, c.rows, c.cols, true, col_spec, col_rot, col_rng, nullptr, true);
+        cuda::raise_pending_errors();
+        expect_same_gemm_copy(row_e, row_d, what + ", row-wise");
+        expect_same_gemm_copy(col_e, col_d, what + ", transposed");
+      }
+    }
+    if (max_blocks) unsetenv("QUARTET_CUDA_MAX_BLOCKS");
+  }
+  // A rotation that a side does not fit: the calls' error, on both backends.
+  const QuantizerSpec eden = QuantizerSpec::defaults(kEden);
+  const Rotation rot = Rotation::random(128, {5, 5, 5});
+  auto [x_cpu, x_gpu] = pair({64, 256}, DType::bf16, random_values(64 * 256, 92));
+  EXPECT_FALSE(cuda::fuses_both_ways(DType::bf16, 64, 256, eden, rot, eden, rot));
+  EXPECT_THROW(gpu->quantize_both_ways(x_gpu, eden, rot, {}, eden, rot, {}), Error);
+  EXPECT_THROW(cpu->quantize_both_ways(x_cpu, eden, rot, {}, eden, rot, {}), Error);
+  gpu->raise_pending_errors();
+}
+
+// A non-finite element of x is reported by quantize_both_ways as by the two quantize calls: the
+// row-wise call's first offender (it is the first call), in x's coordinates, whichever of the
+// fused kernel's 128 x 128 blocks and grid-stride iterations holds it, for every kind of
+// offender; with two offenders, the transposed pass's first one is another element, which must
+// not win. A finite input whose rotated sums overflow is reported by neither.
+TEST_F(Cuda, QuantizeBothWaysReportsNonFiniteInputLikeTheTwoCalls) {
+  struct Case {
+    std::int64_t rows, cols;
+    int rotation;
+    DType dtype;
+  };
+  const Case cases[] = {{256, 384, 128, DType::bf16}, {200, 272, 0, DType::bf16}, {256, 384, 128, DType::f32}};
+  const double offenders[] = {NAN, INFINITY, -INFINITY};
+  // (row, column) pairs: one offender in the first block, one in a later block, and two whose
+  // first in x^T's order (the lower column) is not the first in x's.
+  const std::vector<std::vector<std::pair<std::int64_t, std::int64_t>>> positions = {
+      {{37, 150}}, {{190, 260}}, {{5, 200}, {100, 3}}};
+  const QuantizerSpec eden = QuantizerSpec::defaults(kEden);
+  const auto position = [](const std::string& m) { return m.substr(0, m.find(" is ")); };
+  for (const char* max_blocks : {static_cast<const char*>(nullptr), "1"}) {
+    if (max_blocks) setenv("QUARTET_CUDA_MAX_BLOCKS", max_blocks, 1);
+    for (const Case& c : cases) {
+      const Rotation rot = c.rotation ? Rotation::random(c.rotation, {2, 3, 4}) : Rotation::none();
+      ASSERT_EQ(cuda::fuses_both_ways(c.dtype, c.rows, c.cols, eden, rot, eden, rot), c.dtype == DType::bf16);
+      for (double bad : offenders) {
+        for (const auto& at : positions) {
+          std::string what = std::string(max_blocks ? "one block: " : "") + "RHT-" + std::to_string(c.rotation) + " " +
+                             dtype_name(c.dtype) + " " + std::to_string(c.rows) + "x" + std::to_string(c.cols) +
+                             " offender " + std::to_string(bad) + " at";
+          std::vector<double> v = random_values(static_cast<std::size_t>(c.rows * c.cols), 63);
+          for (auto [r, col] : at) {
+            v[static_cast<std::size_t>(r * c.cols + col)] = bad;
+            what += " (" + std::to_string(r) + ", " + std::to_string(col) + ")";
+          }
+          auto [x_cpu, x_gpu] = pair({c.rows, c.cols}, c.dtype, v);
+          std::string cpu_msg, fused_msg, calls_msg;
+          try {
+            cpu->quantize_both_ways(x_cpu, eden, rot, {1, 1, 1}, eden, rot, {1, 2, 1});
+          } catch (const NonFiniteError& e) {
+            cpu_msg = e.what();
+          }
+          try {
+            gpu->quantize_both_ways(x_gpu, eden, rot, {1, 1, 1}, eden, rot, {1, 2, 1});
+            gpu->raise_pending_errors();
+          } catch (const NonFiniteError& e) {
+            fused_msg = e.what();
+          }
+          try {
+            gpu->quantize(x_gpu, false, eden, rot, {1, 1, 1});
+            gpu->quantize(x_gpu, true, eden, rot, {1, 2, 1});
+            gpu->raise_pending_errors();
+          } catch (const NonFiniteError& e) {
+            calls_msg = e.what();
+          }
+          const std::string expected = "element (" + std::to_string(at[0].first) + ", " + std::to_string(at[0].second) +
+                                       ") of the " + std::to_string(c.rows) + " x " + std::to_string(c.cols) + " tensor";
+          EXPECT_NE(cpu_msg.find(expected), std::string::npos) << what << ": " << cpu_msg;
+          EXPECT_NE(fused_msg.find(expected), std::string::npos) << what << ": " << fused_msg;
+          EXPECT_EQ(fused_msg, calls_msg) << what;
+          EXPECT_EQ(position(fused_msg), position(cpu_msg)) << what;
+          EXPECT_NO_THROW(gpu->raise_pending_errors()) << what << ": the record is cleared once reported";
+        }
+      }
+      // Finite, but |x| near the BF16 / FP32 maximum: rotated sums overflow, along a row and
+      // down a column.
+      std::vector<double> v = random_values(static_cast<std::size_t>(c.rows * c.cols), 64);
+      for (int i = 0; i < 16; ++i) {
+        v[static_cast<std::size_t>(5 * c.cols + 16 + i)] = 3.0e38;
+        v[static_cast<std::size_t>((48 + i) * c.cols + 5)] = 3.0e38;
+      }
+      auto [x_cpu, x_gpu] = pair({c.rows, c.cols}, c.dtype, v);
+      bool threw = false;
+      try {
+        gpu->quantize_both_ways(x_gpu, eden, rot, {1, 1, 1}, eden, rot, {1, 2, 1});
+        gpu->raise_pending_errors();
+      } catch (const NonFiniteError&) {
+        threw = true;
+      } catch (const Error&) {
+      }
+      EXPECT_FALSE(threw) << "RHT-" << c.rotation << " " << c.rows << "x" << c.cols << ": a finite input reported as non-finite";
+    }
+    if (max_blocks) unsetenv("QUARTET_CUDA_MAX_BLOCKS");
+  }
+}
+
 // |gpu - cpu| <= 2 K 2^-24 sum|a b| + (bf16 ? 2^-8 |cpu| : 0), per element.
 void expect_gemm_close(const std::vector<double>& g, const std::vector<double>& c, const std::vector<double>& bound,
                        bool bf16, const std::string& what) {

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "quartet/backend/tensor.h"
@@ -235,6 +236,16 @@ class Backend {
   // materialising it) along the reduction dimension.
   virtual QTensor quantize(const Tensor& x, bool transpose, const QuantizerSpec& spec, const Rotation& rotation,
                            const RandomContext& random) = 0;
+  // Both quantizations of one tensor that a backward pass takes of its output gradient: x
+  // row-wise (first) and x^T (second), exactly quantize(x, false, row_spec, row_rotation,
+  // row_random) followed by quantize(x, true, col_spec, col_rotation, col_random), which is what
+  // this default does. A backend may read x once for both where it has a kernel for the pair
+  // (the GPU: MS-EDEN g16 from BF16 both ways); the results, non-finite errors included, are the
+  // same bits either way.
+  virtual std::pair<QTensor, QTensor> quantize_both_ways(const Tensor& x, const QuantizerSpec& row_spec,
+                                                         const Rotation& row_rotation, const RandomContext& row_random,
+                                                         const QuantizerSpec& col_spec, const Rotation& col_rotation,
+                                                         const RandomContext& col_random);
   // A backend whose quantizers also write a copy of the operand for its GEMM (the emulated NVFP4
   // GEMM's BF16 values) frees it: for a quantized tensor that no GEMM will take.
   virtual void drop_gemm_copy(const QTensor&) {}

@@ -283,6 +283,17 @@ class CudaBackend final : public Backend {
     return wrap(cuda::quantize(x.raw(), x.dtype(), x.dim(0), x.dim(1), transpose, spec, rotation, random, stream_,
                                fused_dequantize_));
   }
+  std::pair<QTensor, QTensor> quantize_both_ways(const Tensor& x, const QuantizerSpec& row_spec,
+                                                 const Rotation& row_rotation, const RandomContext& row_random,
+                                                 const QuantizerSpec& col_spec, const Rotation& col_rotation,
+                                                 const RandomContext& col_random) override {
+    QUARTET_OP_SCOPE("quantize_both_ways");
+    expect_device(x, "quantize");
+    if (x.ndim() != 2) throw Error(fmt::format("quantize: expected a 2-D tensor, got {}", shape_string(x.shape())));
+    auto [rows, cols] = cuda::quantize_both_ways(x.raw(), x.dtype(), x.dim(0), x.dim(1), row_spec, row_rotation, row_random,
+                                                 col_spec, col_rotation, col_random, stream_, fused_dequantize_);
+    return {wrap(std::move(rows)), wrap(std::move(cols))};
+  }
   void drop_gemm_copy(const QTensor& q) override { unwrap(q).dequantized = nullptr; }
   QTensor requantize_transposed(const QTensor& q, const QuantizerSpec& spec, const Rotation& rotation,
                                 const RandomContext& random) override {

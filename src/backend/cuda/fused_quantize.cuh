@@ -118,7 +118,7 @@ struct FusedArgs {
   std::int64_t rows = 0;    // output rows
   std::int64_t groups = 0;  // 16-groups per output row (padded_cols / 16; MXFP4 groups are two of them)
   DivideU32 by_items_per_row{};  // row-wise kernel: division by ceil(groups / 8)
-  DivideU32 by_row_tiles{};      // tile kernel: division by ceil(rows / kTileR)
+  DivideU32 by_row_tiles{};      // tile kernel: division by ceil(rows / kTileR) (both-ways kernel: kBothWaysR)
   int rotation = 0;         // 0, 16, 32 or 128 (the kernels take it as a template argument too)
   SignBits signs{};
   // Quantizing pass of the two-pass kinds (and MXFP4): the amax pass's per-block maxima, from
@@ -852,6 +852,167 @@ __global__ void __launch_bounds__(kFusedThreads, tile_min_blocks<kAmaxPass, K, k
     }
   }
   reduce_running_max(a, run);
+}
+
+// ---- both ways: one read of a BF16 tensor for its row-wise and transposed quantizations ----
+//
+// A backward pass quantizes its output gradient twice: row-wise (E, for dX) and transposed (E^T,
+// for dW). This kernel stages a 128 x 128 block of x in shared memory, two transposed tiles side
+// by side (c = x's rows c0.., x's columns r0.. and r0 + 64..), and runs both passes of MS-EDEN
+// g16 on it: the transposed tile kernel's work on each half (quantize_tile), and the row-wise
+// kernel's on the block's 128 rows, whose 128 columns are one item of eight lanes as in
+// fused_rowwise_kernel (so that the RHT-128's lane stages find their partners). Each group goes
+// through those kernels' own functions, so both results are theirs bit for bit; each pass has
+// its own arguments (codes, provisional scales, per-block maxima, non-finite record entry), and
+// each its own scale pass afterwards.
+constexpr int kBothWaysC = kTileC, kBothWaysR = 2 * kTileR;  // x's rows and columns per block
+constexpr int kTileQuads = kTileC * kTileWords / 4;             // one transposed tile's 16-byte words
+
+// The 16-group g (0..7) of row c_local of a staged both-ways block (`tiles`: its two tiles, one
+// after the other), as the row-wise kernel's raw words: the tile words of one c hold x's BF16
+// pairs as they lie in memory (column 2w low, 2w + 1 high), eight columns per 16-byte word.
+__device__ __forceinline__ void staged_row_group(const uint4* tiles, int c_local, int g, RawGroup<__nv_bfloat16>& raw) {
+  const uint4* half = tiles + (g / 4) * kTileQuads;
+  raw.v[0] = half[swizzled_quad(c_local, 2 * (g % 4))];
+  raw.v[1] = half[swizzled_quad(c_local, 2 * (g % 4) + 1)];
+}
+
+// The unrotated elements of a row-wise group whose rotated block was found non-finite, read again
+// from the staged block (its words are unflipped), checked one by one: check_row_group_finite's
+// work, kept out of the loop's registers likewise.
+__device__ __noinline__ void check_staged_row_group_finite(const FusedArgs& a, const uint4* tiles, int c_local, int g_local,
+                                                           std::int64_t r, std::int64_t g) {
+  RawGroup<__nv_bfloat16> raw;
+  staged_row_group(tiles, c_local, g_local, raw);
+  float y[kNvGroup];
+  unpack_raw(raw, y);
+  check_group_finite(a, y, r, g * kNvGroup);
+}
+
+// The transposed pass's work on one staged tile (c0, r0) for thread (pair, g_local): the 16-group
+// g_local of output rows r0 + 2 pair and r0 + 2 pair + 1, read from the tile's words, through the
+// pass of quantizer K. This is fused_tile_kernel's loop body, line for line; that kernel keeps its
+// own copy, as a call compiles to other register allocations there (ptxas, scripts/ptxas-report.sh).
+template <bool kAmaxPass, QuantizerKind K, int kRotation, class Tile>
+__device__ __forceinline__ void quantize_tile(const FusedArgs& a, const Constants& k, const std::uint32_t* words,
+                                              const FlipTable<kNvGroup>& flips, float factor, int pair, int g_local,
+                                              std::int64_t c0, std::int64_t r0, RunningMax& run) {
+  std::uint32_t w[kNvGroup];
+#pragma unroll
+  for (int j = 0; j < kNvGroup; ++j) w[j] = words[(kNvGroup * g_local + j) * kTileWords + (pair ^ (4 * g_local))];
+  if constexpr (kRotation != 0) {
+#pragma unroll
+    for (int q = 0; q < kNvGroup / 4; ++q) {
+      const uint4 m = flips.load(g_local, q);
+      w[4 * q] ^= m.x, w[4 * q + 1] ^= m.y, w[4 * q + 2] ^= m.z, w[4 * q + 3] ^= m.w;
+    }
+  }
+  const std::int64_t g = c0 / kNvGroup + g_local;
+  // Unrolled, so that `half` is a constant in each copy: ptxas then needs fewer registers
+  // (MS-EDEN + RHT-128 transposed 120 -> 109, its requant 113 -> 96) and 4/6 + RHT stops
+  // spilling; with `unroll 1` each element's half was chosen at run time.
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const std::int64_t r = r0 + 2 * pair + half;
+    const bool valid = r < a.rows && g < a.groups;
+    float y[kNvGroup];
+    tile_group_values<Tile>(w, half, factor, y);
+    if constexpr (kRotation != 0) {
+      mix_group<kRotation>(y, g_local);
+      if (Tile::kCheckFinite && a.check_finite && valid && rotated_group_may_be_non_finite(y)) {
+        float unrotated[kNvGroup];  // the sign flips leave finiteness as it was
+        tile_group_values<Tile>(w, half, factor, unrotated);
+        check_group_finite(a, unrotated, r, g * kNvGroup);
+      }
+    } else if (Tile::kCheckFinite && a.check_finite && valid) {
+      check_group_finite(a, y, r, g * kNvGroup);
+    }
+    finish_group<kAmaxPass, K>(a, k, r, g, valid, y, run);
+  }
+}
+
+// row: x row-wise ([x_rows][x_cols]); col: x^T, with by_row_tiles dividing by the blocks along x's
+// columns (ceil(x_cols / kBothWaysR)). Both MS-EDEN g16, rotations of size kRotation.
+template <int kRotation>
+__global__ void __launch_bounds__(kFusedThreads, kFusedMinBlocks) fused_both_ways_kernel(FusedArgs row, FusedArgs col,
+                                                                                        TransposedBf16Tile src) {
+  wait_for_upstream_grids();  // launched as a dependent (launch_persistent)
+  allow_downstream_launch();
+  constexpr QuantizerKind K = QuantizerKind::ms_eden_g16;
+  constexpr int kRawWords = static_cast<int>(sizeof(RawGroup<__nv_bfloat16>) / 4);
+  constexpr int kRowSteps = kBothWaysC / (kFusedThreads / kGroupsPerItem);  // rows per item and block
+  static_assert(kFusedThreads == 256 && kRowSteps == 4, "the row-wise walk below covers 128 rows with 8 warps");
+  __shared__ uint4 tile[2 * kTileQuads];  // the two tiles, one after the other
+  __shared__ FlipTable<kNvGroup> col_flips;   // on tile words, as in fused_tile_kernel
+  __shared__ FlipTable<kRawWords> row_flips;  // on raw words, as in fused_rowwise_kernel
+  const int lane = static_cast<int>(threadIdx.x & 31), g_local = lane & 7, warp = static_cast<int>(threadIdx.x / 32);
+  // Read only after the loop's first __syncthreads().
+  if constexpr (kRotation != 0) {
+    col_flips.template fill<kRotation, TileWordLayout>(col.signs);
+    row_flips.template fill<kRotation, RawLayout<__nv_bfloat16>>(row.signs);
+  }
+  const int pair = lane / 8 + 4 * warp;  // transposed: output rows r0 + 2 pair, + 1 of each half
+  const int item = lane / kGroupsPerItem;
+  const std::int64_t r_blocks = (col.rows + kBothWaysR - 1) / kBothWaysR;
+  const std::int64_t tiles = r_blocks * ((row.rows + kBothWaysC - 1) / kBothWaysC);
+  RunningMax run_row, run_col;
+  const Constants k{1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 0};  // MS-EDEN g16 takes none
+  TransposedBf16Tile::Regs regs[2];
+  // (c0, r0) of block t; neighbours in r are neighbours in memory. The host guarantees
+  // tiles < 2^32.
+  const auto origin = [&](std::int64_t t) {
+    const std::int64_t ct = col.by_row_tiles.divide(static_cast<std::uint32_t>(t));
+    return std::pair<std::int64_t, std::int64_t>{ct * kBothWaysC, (t - ct * r_blocks) * kBothWaysR};
+  };
+  const auto fetch = [&](std::int64_t t) {
+    const auto [c0, r0] = origin(t);
+    src.fetch(c0, r0, regs[0]);
+    src.fetch(c0, r0 + kTileR, regs[1]);
+  };
+  if (blockIdx.x < tiles) fetch(blockIdx.x);
+  for (std::int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
+    const auto [c0, r0] = origin(t);
+    __syncthreads();  // the previous block has been read
+    src.store(tile, regs[0]);
+    src.store(tile + kTileQuads, regs[1]);
+    __syncthreads();
+    if (t + gridDim.x < tiles) fetch(t + gridDim.x);
+#pragma unroll 1
+    for (int h = 0; h < 2; ++h) {
+      quantize_tile<false, K, kRotation, TransposedBf16Tile>(col, k, reinterpret_cast<const std::uint32_t*>(tile + h * kTileQuads),
+                                                             col_flips, 1.0f, pair, g_local, c0, r0 + h * kTileR, run_col);
+    }
+    const std::int64_t g = r0 / kNvGroup + g_local;
+#pragma unroll 1
+    for (int step = 0; step < kRowSteps; ++step) {
+      // A warp's four items take rows 16 apart, which lie under four different swizzles: its
+      // 16-byte reads then spread over all 32 banks.
+      const int c_local = 16 * item + 64 * (step / 2) + 8 * (step % 2) + warp;
+      const std::int64_t r = c0 + c_local;
+      const bool valid = r < row.rows && g < row.groups;
+      RawGroup<__nv_bfloat16> raw;
+      staged_row_group(tile, c_local, g_local, raw);
+      if constexpr (kRotation != 0) {
+#pragma unroll
+        for (int q = 0; q < kRawWords / 4; ++q) raw.v[q] = xor4(raw.v[q], row_flips.load(g_local, q));
+      }
+      float y[kNvGroup];
+      unpack_raw(raw, y);  // zeros for a group outside x
+      // fused_rowwise_kernel's steps on a group.
+      if constexpr (kRotation != 0) {
+        mix_group<kRotation>(y, g_local);
+        if (row.check_finite && valid && rotated_group_may_be_non_finite(y)) {
+          check_staged_row_group_finite(row, tile, c_local, g_local, r, g);
+        }
+      } else if (row.check_finite && valid) {
+        check_group_finite(row, y, r, g * kNvGroup);
+      }
+      finish_group<false, K>(row, k, r, g, valid, y, run_row);
+    }
+  }
+  reduce_running_max(row, run_row);
+  __syncthreads();  // reduce_running_max's shared maxima are read by thread 0 before they are reused
+  reduce_running_max(col, run_col);
 }
 
 // ---- MS-EDEN canonical form, pass 2, and dequantization -----------------------------------

@@ -633,19 +633,14 @@ PartialMax* allocate_codes_scales_and_partials(DeviceQuantized& q) {
 }
 
 
-// Fills q (shape set, NVFP4) with the fused kernels: `launch(amax_pass, args)` starts one pass
-// and returns its grid's size. MS-EDEN g16 needs one heavy pass and the small scale pass; the
-// others an amax pass and the quantizing pass, which derives the tensor constants from the amax
-// pass's per-block maxima itself (tensor_constants) and stores t. Nothing synchronises the host.
-template <class Launch>
-void run_fused(DeviceQuantized& q, const QuantizerSpec& spec, const Rotation& rotation, const RandomContext& random,
-               bool check_finite, unsigned long long sequence, bool emit_dequantized, cudaStream_t stream, Launch launch) {
-  const std::int64_t groups = q.padded_cols / kNvGroup;
-  PartialMax* const partials = allocate_codes_scales_and_partials(q);
+// The arguments of a fused pass over q (codes and scales allocated; partials: the per-block
+// maxima beside them) that every pass shares; the caller adds what its pass needs.
+FusedArgs fused_args(const DeviceQuantized& q, const QuantizerSpec& spec, const Rotation& rotation,
+                     const RandomContext& random, bool check_finite, unsigned long long sequence, PartialMax* partials) {
   FusedArgs a;
   a.kind = spec.kind;
   a.rows = q.rows;
-  a.groups = groups;
+  a.groups = q.padded_cols / kNvGroup;
   a.rotation = rotation.size;
   a.signs = sign_bits(rotation);
   a.random = random;
@@ -656,6 +651,39 @@ void run_fused(DeviceQuantized& q, const QuantizerSpec& spec, const Rotation& ro
   a.check_finite = check_finite;
   a.sequence = sequence;
   a.partial_max = partials;
+  return a;
+}
+
+// Room for MS-EDEN g16's provisional scales c_g, one float per group of q.
+std::shared_ptr<void> allocate_corrected(const DeviceQuantized& q) {
+  return device_alloc(static_cast<std::size_t>(q.rows * (q.padded_cols / kNvGroup)) * sizeof(float));
+}
+
+// MS-EDEN g16's scale pass after a fused pass 1 (count: its grid's size, the per-block maxima in
+// partials): fused with the dequantization into q's BF16 copy where one is asked for and the
+// rows are whole Philox blocks, else the plain scale pass.
+void finish_fused_eden_g16(DeviceQuantized& q, const float* corrected, const PartialMax* partials, unsigned count,
+                           const RandomContext& random, bool emit_dequantized, cudaStream_t stream) {
+  const std::int64_t groups = q.padded_cols / kNvGroup;
+  if (emit_dequantized && groups % 8 == 0) {
+    __nv_bfloat16* const dequantized = allocate_dequantized(q);
+    launch_persistent(eden_g16_finish_dequantize_kernel, (q.rows * groups + kFinishChunkGroups - 1) / kFinishChunkGroups,
+                      stream, corrected, q.rows, groups, partials, count, random, ptr<float>(q.tensor_scale),
+                      ptr<std::uint8_t>(q.scales), ptr<std::uint8_t>(q.codes), dequantized);
+  } else {
+    finish_eden_g16(q, corrected, partials, count, random, stream);
+  }
+}
+
+// Fills q (shape set, NVFP4) with the fused kernels: `launch(amax_pass, args)` starts one pass
+// and returns its grid's size. MS-EDEN g16 needs one heavy pass and the small scale pass; the
+// others an amax pass and the quantizing pass, which derives the tensor constants from the amax
+// pass's per-block maxima itself (tensor_constants) and stores t. Nothing synchronises the host.
+template <class Launch>
+void run_fused(DeviceQuantized& q, const QuantizerSpec& spec, const Rotation& rotation, const RandomContext& random,
+               bool check_finite, unsigned long long sequence, bool emit_dequantized, cudaStream_t stream, Launch launch) {
+  PartialMax* const partials = allocate_codes_scales_and_partials(q);
+  FusedArgs a = fused_args(q, spec, rotation, random, check_finite, sequence, partials);
   const ConstantsArgs ca{spec.kind, q.format == ElementFormat::nvfp4, spec.val_max(),
                          static_cast<float>(255.99 * (6.0 / (spec.clip * spec.headroom)))};
   if (q.format == ElementFormat::mxfp4) {
@@ -675,18 +703,10 @@ void run_fused(DeviceQuantized& q, const QuantizerSpec& spec, const Rotation& ro
     return;
   }
   if (spec.kind == QuantizerKind::ms_eden_g16) {
-    auto corrected = device_alloc(static_cast<std::size_t>(q.rows * groups) * sizeof(float));
+    const std::shared_ptr<void> corrected = allocate_corrected(q);
     a.corrected = ptr<float>(corrected);
     const unsigned count = launch(false, a);  // at most max_resident_fused_blocks
-    if (emit_dequantized && groups % 8 == 0) {
-      __nv_bfloat16* const dequantized = allocate_dequantized(q);
-      launch_persistent(eden_g16_finish_dequantize_kernel, (q.rows * groups + kFinishChunkGroups - 1) / kFinishChunkGroups,
-                        stream, static_cast<const float*>(ptr<float>(corrected)), q.rows, groups,
-                        static_cast<const PartialMax*>(partials), count, random, ptr<float>(q.tensor_scale),
-                        ptr<std::uint8_t>(q.scales), ptr<std::uint8_t>(q.codes), dequantized);
-    } else {
-      finish_eden_g16(q, ptr<float>(corrected), partials, count, random, stream);
-    }
+    finish_fused_eden_g16(q, ptr<float>(corrected), partials, count, random, emit_dequantized, stream);
     return;  // the temporaries are released in stream order
   }
   if (emit_dequantized &&
@@ -743,6 +763,32 @@ std::string describe_non_finite_key(unsigned long long key) {
                  " tensor is not finite; quantizers need finite values");
 }
 
+namespace {
+
+// The number of a quantize call in the non-finite record, its (rows, cols) kept for the message.
+unsigned long long register_quantize_call(std::int64_t rows, std::int64_t cols) {
+  // Callers that never check (benchmarks, inference loops) must not grow the record without
+  // bound, nor let the 23-bit sequence wrap onto a stale entry: check every 2^16 calls.
+  if (g_pending_shapes.size() >= (std::size_t{1} << 16)) raise_pending_errors();
+  const unsigned long long seq = g_next_sequence++ & ((1ull << 23) - 1);
+  g_pending_shapes[seq] = {rows, cols};
+  return seq;
+}
+
+// An empty quantized tensor of `rows` x `cols` (the reduction) under spec and rotation.
+DeviceQuantized quantized_shape(const QuantizerSpec& spec, std::int64_t rows, std::int64_t cols, const Rotation& rotation) {
+  DeviceQuantized q;
+  q.format = quantizer_format(spec.kind);
+  q.rows = rows;
+  q.cols = cols;
+  q.padded_cols = round_up(cols, q.group());
+  q.rotation_size = rotation.size;
+  q.square_blocks = spec.kind == QuantizerKind::square16;
+  return q;
+}
+
+}  // namespace
+
 DeviceQuantized quantize(const void* x, DType dtype, std::int64_t x_rows, std::int64_t x_cols, bool transpose,
                          const QuantizerSpec& spec, const Rotation& rotation, const RandomContext& random,
                          cudaStream_t stream, bool emit_dequantized) {
@@ -753,19 +799,9 @@ DeviceQuantized quantize(const void* x, DType dtype, std::int64_t x_rows, std::i
   const std::int64_t rows = transpose ? x_cols : x_rows, cols = transpose ? x_rows : x_cols;
   check_quantize_shape(rows, cols, rotation);
   if (rows * cols >= (std::int64_t{1} << 40)) throw Error("quantize: tensors above 2^40 elements are not supported");
-  DeviceQuantized q;
-  q.format = quantizer_format(spec.kind);
-  q.rows = rows;
-  q.cols = cols;
-  q.padded_cols = round_up(cols, q.group());
-  q.rotation_size = rotation.size;
-  q.square_blocks = spec.kind == QuantizerKind::square16;
+  DeviceQuantized q = quantized_shape(spec, rows, cols, rotation);
   const std::int64_t groups = q.padded_cols / q.group();
-  // Callers that never check (benchmarks, inference loops) must not grow the record without
-  // bound, nor let the 23-bit sequence wrap onto a stale entry: check every 2^16 calls.
-  if (g_pending_shapes.size() >= (std::size_t{1} << 16)) raise_pending_errors();
-  const unsigned long long seq = g_next_sequence++ & ((1ull << 23) - 1);
-  g_pending_shapes[seq] = {rows, cols};
+  const unsigned long long seq = register_quantize_call(rows, cols);
 
   if (fused_kind(spec.kind, rotation.size) && !transpose && cols % q.group() == 0) {
     run_fused(q, spec, rotation, random, true, seq, emit_dequantized, stream, [&](bool amax_pass, const FusedArgs& a) {
@@ -862,6 +898,67 @@ DeviceQuantized quantize(const void* x, DType dtype, std::int64_t x_rows, std::i
     }
   }
   return q;  // temporaries are released in stream order (device_alloc uses the stream-ordered allocator)
+}
+
+// fused_both_ways_kernel takes: BF16, MS-EDEN g16 both ways, rotations of one size that both
+// dimensions are multiples of, whole 16-groups along the rows (the row-wise pass reads no padding)
+// and, of what quantize would reject, nothing (that is left to the two calls, which say what is
+// wrong).
+bool fuses_both_ways(DType dtype, std::int64_t x_rows, std::int64_t x_cols, const QuantizerSpec& row_spec,
+                     const Rotation& row_rotation, const QuantizerSpec& col_spec, const Rotation& col_rotation) {
+  const int n = row_rotation.size;
+  if (dtype != DType::bf16 || row_spec.kind != QuantizerKind::ms_eden_g16 || col_spec.kind != QuantizerKind::ms_eden_g16 ||
+      col_rotation.size != n || !is_supported_rotation_size(n)) {
+    return false;
+  }
+  if (x_rows < 1 || x_cols < 1 || x_cols % kNvGroup != 0 || (n != 0 && (x_rows % n != 0 || x_cols % n != 0))) return false;
+  if (x_rows >= static_cast<std::int64_t>(kRotationSignRow) || x_cols >= static_cast<std::int64_t>(kRotationSignRow)) {
+    return false;
+  }
+  if (x_rows * x_cols >= (std::int64_t{1} << 40)) return false;
+  if (x_rows * ((x_cols / kNvGroup + kGroupsPerItem - 1) / kGroupsPerItem) >= kMaxRowwiseItems) return false;
+  const std::int64_t blocks = ((x_rows + kBothWaysC - 1) / kBothWaysC) * ((x_cols + kBothWaysR - 1) / kBothWaysR);
+  return blocks <= 0xFFFFFFFFll;  // the kernel divides block indices in 32 bits
+}
+
+std::pair<DeviceQuantized, DeviceQuantized> quantize_both_ways(const void* x, DType dtype, std::int64_t x_rows,
+                                                               std::int64_t x_cols, const QuantizerSpec& row_spec,
+                                                               const Rotation& row_rotation, const RandomContext& row_random,
+                                                               const QuantizerSpec& col_spec, const Rotation& col_rotation,
+                                                               const RandomContext& col_random, cudaStream_t stream,
+                                                               bool emit_dequantized) {
+  if (!fuses_both_ways(dtype, x_rows, x_cols, row_spec, row_rotation, col_spec, col_rotation)) {
+    DeviceQuantized rows =
+        quantize(x, dtype, x_rows, x_cols, false, row_spec, row_rotation, row_random, stream, emit_dequantized);
+    DeviceQuantized cols = quantize(x, dtype, x_rows, x_cols, true, col_spec, col_rotation, col_random, stream, emit_dequantized);
+    return {std::move(rows), std::move(cols)};
+  }
+  row_spec.validate();
+  col_spec.validate();
+  DeviceQuantized rq = quantized_shape(row_spec, x_rows, x_cols, row_rotation);
+  DeviceQuantized cq = quantized_shape(col_spec, x_cols, x_rows, col_rotation);
+  // Two calls' entries in the non-finite record, in the two calls' order: each pass records
+  // under its own, so the record ends as theirs would.
+  const unsigned long long row_sequence = register_quantize_call(x_rows, x_cols);
+  const unsigned long long col_sequence = register_quantize_call(x_cols, x_rows);
+  PartialMax* const row_partials = allocate_codes_scales_and_partials(rq);
+  PartialMax* const col_partials = allocate_codes_scales_and_partials(cq);
+  const std::shared_ptr<void> row_corrected = allocate_corrected(rq), col_corrected = allocate_corrected(cq);
+  FusedArgs ra = fused_args(rq, row_spec, row_rotation, row_random, true, row_sequence, row_partials);
+  FusedArgs ca = fused_args(cq, col_spec, col_rotation, col_random, true, col_sequence, col_partials);
+  ra.corrected = ptr<float>(row_corrected);
+  ca.corrected = ptr<float>(col_corrected);
+  const std::int64_t r_blocks = (x_cols + kBothWaysR - 1) / kBothWaysR;
+  const std::int64_t blocks = r_blocks * ((x_rows + kBothWaysC - 1) / kBothWaysC);
+  ca.by_row_tiles = DivideU32::by(static_cast<std::uint32_t>(r_blocks));
+  const TransposedBf16Tile tile{static_cast<const __nv_bfloat16*>(x), x_rows, x_cols};
+  unsigned grid = 0;  // at most max_resident_fused_blocks: both passes' per-block maxima
+  with_rotation(row_rotation.size, [&](auto rot) {
+    grid = launch_persistent(fused_both_ways_kernel<rot.value>, blocks, stream, ra, ca, tile);
+  });
+  finish_fused_eden_g16(rq, ptr<float>(row_corrected), row_partials, grid, row_random, emit_dequantized, stream);
+  finish_fused_eden_g16(cq, ptr<float>(col_corrected), col_partials, grid, col_random, emit_dequantized, stream);
+  return {std::move(rq), std::move(cq)};  // the provisional scales are released in stream order
 }
 
 DeviceQuantized requantize_transposed(const DeviceQuantized& q, const QuantizerSpec& spec, const Rotation& rotation,

@@ -9,6 +9,8 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
+#include <utility>
 
 #include <cuda_runtime_api.h>
 
@@ -53,6 +55,20 @@ struct DeviceQuantized {
 DeviceQuantized quantize(const void* x, DType dtype, std::int64_t x_rows, std::int64_t x_cols, bool transpose,
                          const QuantizerSpec& spec, const Rotation& rotation, const RandomContext& random,
                          cudaStream_t stream, bool emit_dequantized = false);
+
+// quantize(x, ..., false, row_spec, ...) and quantize(x, ..., true, col_spec, ...), in that order
+// and with the same results (non-finite records included), from one pass over x where one
+// kernel covers the pair: a bf16 x quantized both ways with ms_eden_g16 under rotations of one
+// size that both dimensions fit (fused_quantize.cuh, "both ways"). Anything else is the two calls.
+std::pair<DeviceQuantized, DeviceQuantized> quantize_both_ways(const void* x, DType dtype, std::int64_t x_rows,
+                                                               std::int64_t x_cols, const QuantizerSpec& row_spec,
+                                                               const Rotation& row_rotation, const RandomContext& row_random,
+                                                               const QuantizerSpec& col_spec, const Rotation& col_rotation,
+                                                               const RandomContext& col_random, cudaStream_t stream,
+                                                               bool emit_dequantized = false);
+// Whether quantize_both_ways reads x once for these arguments (tests: that the fused path runs).
+bool fuses_both_ways(DType dtype, std::int64_t x_rows, std::int64_t x_cols, const QuantizerSpec& row_spec,
+                     const Rotation& row_rotation, const QuantizerSpec& col_spec, const Rotation& col_rotation);
 
 // Dequantize (values e2m1 * scale * t, in the tensor's rotated domain), transpose, and quantize
 // again.
