@@ -8,7 +8,9 @@
 # PyTorch reference), trace (`quartet bench --only train --models 124m --recipes quartet2
 # --trace-dir`: the device's busy and idle time per step, and each kernel's share, recorded with
 # CUPTI; the Chrome traces to $OUT/traces), nodependent (trace's timed rows again with
-# QUARTET_DEPENDENT_LAUNCH=0, traced, to $OUT/train-nodependent.json and $OUT/traces-nodependent), concurrency (gpu-concurrency.sh: two quartet2 runs of the campaign's shape
+# QUARTET_DEPENDENT_LAUNCH=0, traced, to $OUT/train-nodependent.json and $OUT/traces-nodependent),
+# separate (bench's quartet2 rows again with QUARTET_QUANTIZE_BOTH_WAYS=separate: dY quantized by
+# two passes instead of the one-pass kernel, to $OUT/train-separate.json), concurrency (gpu-concurrency.sh: two quartet2 runs of the campaign's shape
 # on one GPU, about two minutes), or none. SECONDS: the whole command's budget; the campaign runs NAMEs
 # (started or resumed) in what is left of it, one lane per GPU, with diagnostics every 250 steps
 # and `quartet diagnose` on quartet2-s1 once it has finished (QUARTET_DIAGNOSTICS and
@@ -90,6 +92,13 @@ if [[ "$mode" == *nodependent* ]]; then  # the same as trace's timed rows, witho
   echo "train bench without dependent launches rc=$? in $(( $(date +%s) - t0 )) s"
   gzip -9f "$OUT"/traces-nodependent/*.trace.json 2>/dev/null
   print_timeline "$OUT/train-nodependent.json" 25 || tail -5 "$OUT/train-nodependent.log"
+fi
+if [[ "$mode" == *separate* ]]; then  # quartet2's step with dY quantized by two passes, not one
+  t0=$(date +%s)
+  QUARTET_QUANTIZE_BOTH_WAYS=separate ./quartet bench --only train --models 124m,1b --recipes quartet2 \
+    --json "$OUT/train-separate.json" > "$OUT/train-separate.log" 2>&1
+  echo "train bench with dY's quantizations separate rc=$? in $(( $(date +%s) - t0 )) s"
+  grep '"case":"train/' "$OUT/train-separate.log" | cut -c1-200
 fi
 if [[ "$mode" == *concurrency* ]]; then  # runs of the campaign's shape sharing one GPU
   t0=$(date +%s)

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <string_view>
 #include <cstring>
 #include <map>
 #include <type_traits>
@@ -921,13 +922,29 @@ bool fuses_both_ways(DType dtype, std::int64_t x_rows, std::int64_t x_cols, cons
   return blocks <= 0xFFFFFFFFll;  // the kernel divides block indices in 32 bits
 }
 
+namespace {
+
+// Whether the one-pass kernel may take the pair: unless the environment variable
+// QUARTET_QUANTIZE_BOTH_WAYS is "separate" (read at every call, so that a benchmark can time
+// both in one process; the bits are the same).
+bool both_ways_kernel_allowed() {
+  const char* env = std::getenv("QUARTET_QUANTIZE_BOTH_WAYS");
+  const std::string_view choice = env == nullptr ? std::string_view() : std::string_view(env);
+  if (choice.empty() || choice == "fused") return true;
+  if (choice == "separate") return false;
+  throw Error(message("QUARTET_QUANTIZE_BOTH_WAYS must be \"fused\" or \"separate\", got \"", choice, "\""));
+}
+
+}  // namespace
+
 std::pair<DeviceQuantized, DeviceQuantized> quantize_both_ways(const void* x, DType dtype, std::int64_t x_rows,
                                                                std::int64_t x_cols, const QuantizerSpec& row_spec,
                                                                const Rotation& row_rotation, const RandomContext& row_random,
                                                                const QuantizerSpec& col_spec, const Rotation& col_rotation,
                                                                const RandomContext& col_random, cudaStream_t stream,
                                                                bool emit_dequantized) {
-  if (!fuses_both_ways(dtype, x_rows, x_cols, row_spec, row_rotation, col_spec, col_rotation)) {
+  if (!both_ways_kernel_allowed() ||
+      !fuses_both_ways(dtype, x_rows, x_cols, row_spec, row_rotation, col_spec, col_rotation)) {
     DeviceQuantized rows =
         quantize(x, dtype, x_rows, x_cols, false, row_spec, row_rotation, row_random, stream, emit_dequantized);
     DeviceQuantized cols = quantize(x, dtype, x_rows, x_cols, true, col_spec, col_rotation, col_random, stream, emit_dequantized);
