@@ -25,5 +25,6 @@ std::vector<DeviceActivity> cuda_activity_stop() {
 
 void cuda_select_device(int) { throw Error("this build of quartet has no CUDA backend: it cannot drive a GPU"); }
 void* cuda_backend_stream(Backend&) { throw Error("this build of quartet has no CUDA backend"); }
+void cuda_spin(double) { throw Error("this build of quartet has no CUDA backend: there is no GPU to keep busy"); }
 
 }  // namespace quartet

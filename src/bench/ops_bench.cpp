@@ -11,11 +11,13 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <string>
 #include <vector>
 
 #include "bench/op_cases.h"
+#include "quartet/backend/cuda.h"
 #include "quartet/error.h"
 
 namespace quartet {
@@ -73,14 +75,23 @@ struct Timing {
 };
 
 // A warm-up run of every copy, then repetitions cycling through the copies until min_reps are
-// done and about budget_s seconds of GPU time are spent (at most max_reps): the median.
+// done and about budget_s seconds of GPU time are spent (at most max_reps): the median. Each
+// repetition is queued behind a GPU spin of twice the host's time to queue the first copy once
+// more (0.5 to 200 ms), as gpu_bench.cpp's cases are, so that the events time the device's work
+// and not the launch latency.
 Timing time_copies(const std::vector<ops::OpRun>& copies, int min_reps, int max_reps, double budget_s) {
   for (const ops::OpRun& c : copies) c.run();
   check_cuda(cudaDeviceSynchronize(), "the warm-up");
+  const auto issued = std::chrono::steady_clock::now();
+  copies.front().run();
+  const double host_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - issued).count();
+  check_cuda(cudaDeviceSynchronize(), "the warm-up");
+  const double spin_ms = std::min(std::max(2.0 * host_ms, 0.5), 200.0);
   EventTimer timer;
   std::vector<double> times;
   double spent_s = 0;
   for (int i = 0; i < max_reps && (i < min_reps || spent_s < budget_s); ++i) {
+    cuda_spin(spin_ms);
     const double ms = timer.milliseconds(copies[static_cast<std::size_t>(i) % copies.size()].run);
     times.push_back(ms);
     spent_s += ms * 1e-3;

@@ -274,6 +274,18 @@ TEST_F(FusedBackward, IsDeterministicAndAgreesWithTheSplitBackward) {
   // The two differ only in the order dQ's FP32 contributions are summed.
   EXPECT_LE(max_abs_diff(split.dqkv, fused.dqkv), std::ldexp(max_abs(x.dqkv), -8));
   EXPECT_NE(split.dqkv, std::vector<double>(split.dqkv.size(), 0.0));
+  // dK and dV come from the same products in both: the split kernels rotate dK back in their
+  // epilogue, the fused path through its FP32 buffer and the RoPE pass, with the same FP32
+  // operations, so their bits agree.
+  const std::int64_t width = s.qkv_width(), q_cols = s.q_width();
+  std::size_t differing = 0;
+  for (std::int64_t t = 0; t < s.tokens(); ++t) {
+    for (std::int64_t c = q_cols; c < width; ++c) {
+      const std::size_t i = static_cast<std::size_t>(t * width + c);
+      differing += split.dqkv[i] != fused.dqkv[i];
+    }
+  }
+  EXPECT_EQ(differing, 0u) << "dK and dV elements whose bits differ between split and fused";
 }
 
 TEST_F(FlashAttention, TheMmaForwardStaysSelectable) {

@@ -614,20 +614,19 @@ TEST_F(Cuda, QuantizeBothWaysIsTheTwoQuantizeCallsBitForBit) {
   gpu->raise_pending_errors();
 }
 
-// A non-finite element of x is reported by quantize_both_ways as by the two quantize calls: the
-// row-wise call's first offender (it is the first call), in x's coordinates, whichever of the
-// fused kernel's 128 x 128 blocks and grid-stride iterations holds it, for every kind of
-// offender; with two offenders, the transposed pass's first one is another element, which must
-// not win. A finite input whose rotated sums overflow is reported by neither.
 // QUARTET_QUANTIZE_BOTH_WAYS=separate makes quantize_both_ways the two calls (for timing the
 // one-pass kernel against them); the bits are the same; another value is an error naming it.
 TEST_F(Cuda, QuantizeBothWaysSwitchKeepsTheBits) {
+  struct Unset {
+    ~Unset() { unsetenv("QUARTET_QUANTIZE_BOTH_WAYS"); }
+  } unset_at_exit;
   const QuantizerSpec eden = QuantizerSpec::defaults(QuantizerKind::ms_eden_g16);
   const Rotation rot = Rotation::random(128, {5, 6, 7});
   auto [x_cpu, x_gpu] = pair({256, 384}, DType::bf16, random_values(256 * 384, 17));
   ASSERT_TRUE(cuda::fuses_both_ways(DType::bf16, 256, 384, eden, rot, eden, rot));
   const auto [row_f, col_f] = gpu->quantize_both_ways(x_gpu, eden, rot, {1, 1, 1}, eden, rot, {1, 2, 1});
   setenv("QUARTET_QUANTIZE_BOTH_WAYS", "separate", 1);
+  EXPECT_FALSE(cuda::fuses_both_ways(DType::bf16, 256, 384, eden, rot, eden, rot));
   const auto [row_s, col_s] = gpu->quantize_both_ways(x_gpu, eden, rot, {1, 1, 1}, eden, rot, {1, 2, 1});
   setenv("QUARTET_QUANTIZE_BOTH_WAYS", "both", 1);
   std::string message;
@@ -636,7 +635,6 @@ TEST_F(Cuda, QuantizeBothWaysSwitchKeepsTheBits) {
   } catch (const Error& e) {
     message = e.what();
   }
-  unsetenv("QUARTET_QUANTIZE_BOTH_WAYS");
   EXPECT_NE(message.find("QUARTET_QUANTIZE_BOTH_WAYS must be \"fused\" or \"separate\", got \"both\""),
             std::string::npos)
       << message;
@@ -644,6 +642,12 @@ TEST_F(Cuda, QuantizeBothWaysSwitchKeepsTheBits) {
   expect_same_quantized(gpu->download_quantized(col_f), gpu->download_quantized(col_s), "transposed");
 }
 
+
+// A non-finite element of x is reported by quantize_both_ways as by the two quantize calls: the
+// row-wise call's first offender (it is the first call), in x's coordinates, whichever of the
+// fused kernel's 128 x 128 blocks and grid-stride iterations holds it, for every kind of
+// offender; with two offenders, the transposed pass's first one is another element, which must
+// not win. A finite input whose rotated sums overflow is reported by neither.
 TEST_F(Cuda, QuantizeBothWaysReportsNonFiniteInputLikeTheTwoCalls) {
   struct Case {
     std::int64_t rows, cols;

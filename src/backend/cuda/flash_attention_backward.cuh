@@ -74,13 +74,12 @@ __device__ __forceinline__ std::uint32_t at_fragment_address(std::uint32_t tile,
   return tile + (kk * 16 + (lane & 7) + ((lane >> 4) << 3)) * row_bytes + (m0 + ((lane >> 3) & 1) * 8) * 2;
 }
 
-// One block of 64 keys (4 warps x 16 keys) of head `kvh`, batch `b`: dK and dV over every query
-// (Br at a time), and with WithDq each query block's dQ contribution added in order.
 // Row `pos` (its position in the sequence) of the gradient of rotated q or k, held as this
 // thread's accumulators (acc[dt][2r + e] is column 8 dt + 2c + e), scaled and rotated back by
-// RoPE's transpose into BF16 at dst: rope_kernel<true>'s FP32 operations in its order, on the
-// values the fused path stores in FP32, so both paths give the same bits. A column i < D/2 and
-// its partner i + D/2 sit in the same thread (tiles dt and dt + D/16).
+// RoPE's transpose into BF16 at dst: the FP32 product acc * scale, then rope_kernel<true>'s FP32
+// operations in its order, which is what the FP32 buffer and the RoPE pass computed (the fused
+// kernel's dK still goes that way, so split and fused give the same dK bits). A column i < D/2
+// and its partner i + D/2 sit in the same thread (tiles dt and dt + D/16).
 template <int D>
 __device__ __forceinline__ void store_unrotated_gradient_row(bf16* dst, const float (&acc)[D / 8][4], int r, int c,
                                                              const BackwardArgs& a, int pos) {
@@ -104,6 +103,8 @@ __device__ __forceinline__ void store_unrotated_gradient_row(bf16* dst, const fl
   }
 }
 
+// One block of 64 keys (4 warps x 16 keys) of head `kvh`, batch `b`: dK and dV over every query
+// (Br at a time), and with WithDq each query block's dQ contribution added in order.
 template <int D, bool WithDq>
 __device__ __forceinline__ void key_block_backward(const BackwardArgs& a, unsigned char* shared, int key_block, int kvh,
                                                    int b) {

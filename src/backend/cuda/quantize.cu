@@ -901,27 +901,6 @@ DeviceQuantized quantize(const void* x, DType dtype, std::int64_t x_rows, std::i
   return q;  // temporaries are released in stream order (device_alloc uses the stream-ordered allocator)
 }
 
-// fused_both_ways_kernel takes: BF16, MS-EDEN g16 both ways, rotations of one size that both
-// dimensions are multiples of, whole 16-groups along the rows (the row-wise pass reads no padding)
-// and, of what quantize would reject, nothing (that is left to the two calls, which say what is
-// wrong).
-bool fuses_both_ways(DType dtype, std::int64_t x_rows, std::int64_t x_cols, const QuantizerSpec& row_spec,
-                     const Rotation& row_rotation, const QuantizerSpec& col_spec, const Rotation& col_rotation) {
-  const int n = row_rotation.size;
-  if (dtype != DType::bf16 || row_spec.kind != QuantizerKind::ms_eden_g16 || col_spec.kind != QuantizerKind::ms_eden_g16 ||
-      col_rotation.size != n || !is_supported_rotation_size(n)) {
-    return false;
-  }
-  if (x_rows < 1 || x_cols < 1 || x_cols % kNvGroup != 0 || (n != 0 && (x_rows % n != 0 || x_cols % n != 0))) return false;
-  if (x_rows >= static_cast<std::int64_t>(kRotationSignRow) || x_cols >= static_cast<std::int64_t>(kRotationSignRow)) {
-    return false;
-  }
-  if (x_rows * x_cols >= (std::int64_t{1} << 40)) return false;
-  if (x_rows * ((x_cols / kNvGroup + kGroupsPerItem - 1) / kGroupsPerItem) >= kMaxRowwiseItems) return false;
-  const std::int64_t blocks = ((x_rows + kBothWaysC - 1) / kBothWaysC) * ((x_cols + kBothWaysR - 1) / kBothWaysR);
-  return blocks <= 0xFFFFFFFFll;  // the kernel divides block indices in 32 bits
-}
-
 namespace {
 
 // Whether the one-pass kernel may take the pair: unless the environment variable
@@ -937,14 +916,36 @@ bool both_ways_kernel_allowed() {
 
 }  // namespace
 
+// fused_both_ways_kernel takes: BF16, MS-EDEN g16 both ways, rotations of one size that both
+// dimensions are multiples of, whole 16-groups along the rows (the row-wise pass reads no padding)
+// and, of what quantize would reject, nothing (that is left to the two calls, which say what is
+// wrong).
+bool fuses_both_ways(DType dtype, std::int64_t x_rows, std::int64_t x_cols, const QuantizerSpec& row_spec,
+                     const Rotation& row_rotation, const QuantizerSpec& col_spec, const Rotation& col_rotation) {
+  const int n = row_rotation.size;
+  if (!both_ways_kernel_allowed()) return false;
+  if (dtype != DType::bf16 || row_spec.kind != QuantizerKind::ms_eden_g16 || col_spec.kind != QuantizerKind::ms_eden_g16 ||
+      col_rotation.size != n || !is_supported_rotation_size(n)) {
+    return false;
+  }
+  if (x_rows < 1 || x_cols < 1 || x_cols % kNvGroup != 0 || (n != 0 && (x_rows % n != 0 || x_cols % n != 0))) return false;
+  if (x_rows >= static_cast<std::int64_t>(kRotationSignRow) || x_cols >= static_cast<std::int64_t>(kRotationSignRow)) {
+    return false;
+  }
+  if (x_rows * x_cols >= (std::int64_t{1} << 40)) return false;
+  if (x_rows * ((x_cols / kNvGroup + kGroupsPerItem - 1) / kGroupsPerItem) >= kMaxRowwiseItems) return false;
+  const std::int64_t blocks = ((x_rows + kBothWaysC - 1) / kBothWaysC) * ((x_cols + kBothWaysR - 1) / kBothWaysR);
+  return blocks <= 0xFFFFFFFFll;  // the kernel divides block indices in 32 bits
+}
+
+
 std::pair<DeviceQuantized, DeviceQuantized> quantize_both_ways(const void* x, DType dtype, std::int64_t x_rows,
                                                                std::int64_t x_cols, const QuantizerSpec& row_spec,
                                                                const Rotation& row_rotation, const RandomContext& row_random,
                                                                const QuantizerSpec& col_spec, const Rotation& col_rotation,
                                                                const RandomContext& col_random, cudaStream_t stream,
                                                                bool emit_dequantized) {
-  if (!both_ways_kernel_allowed() ||
-      !fuses_both_ways(dtype, x_rows, x_cols, row_spec, row_rotation, col_spec, col_rotation)) {
+  if (!fuses_both_ways(dtype, x_rows, x_cols, row_spec, row_rotation, col_spec, col_rotation)) {
     DeviceQuantized rows =
         quantize(x, dtype, x_rows, x_cols, false, row_spec, row_rotation, row_random, stream, emit_dequantized);
     DeviceQuantized cols = quantize(x, dtype, x_rows, x_cols, true, col_spec, col_rotation, col_random, stream, emit_dequantized);

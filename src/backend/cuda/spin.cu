@@ -16,14 +16,17 @@ namespace quartet {
 namespace cuda {
 namespace {
 
-// Cycles of the SM clock per millisecond at 2 GHz, above any clock of the GPUs in use: at a
-// lower clock the spin only lasts longer, which is harmless before an untimed start.
-constexpr double kCyclesPerMs = 2.0e6;
+// The device's global timer in nanoseconds (not the SM clock, whose rate varies by GPU and load).
+__device__ __forceinline__ unsigned long long global_nanoseconds() {
+  unsigned long long ns;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(ns));
+  return ns;
+}
 
-__global__ void spin_kernel(long long cycles) {
+__global__ void spin_kernel(unsigned long long nanoseconds) {
   wait_for_upstream_grids();
-  const long long start = clock64();
-  while (clock64() - start < cycles) {
+  const unsigned long long start = global_nanoseconds();
+  while (global_nanoseconds() - start < nanoseconds) {
   }
 }
 
@@ -32,7 +35,7 @@ __global__ void spin_kernel(long long cycles) {
 
 void cuda_spin(double ms) {
   if (!(ms >= 0.0 && ms <= 1000.0)) throw Error("cuda_spin: ms must lie in [0, 1000]");
-  cuda::launch_dependent(cuda::spin_kernel, 1, 1, 0, nullptr, static_cast<long long>(std::ceil(ms * cuda::kCyclesPerMs)));
+  cuda::launch_dependent(cuda::spin_kernel, 1, 1, 0, nullptr, static_cast<unsigned long long>(std::ceil(ms * 1e6)));
   QUARTET_CUDA_LAUNCHED();
 }
 
