@@ -9,13 +9,13 @@
 
 #include <algorithm>
 #include <array>
-#include <chrono>
 #include <cmath>
 #include <functional>
 #include <random>
 
 #include "bench/gpu_clocks.h"
 #include "bench/ops_bench.h"
+#include "bench/spin_length.h"
 #include "bench/train_bench.h"
 #include "quartet/backend/cuda.h"
 #include "quartet/error.h"
@@ -28,15 +28,6 @@ namespace {
 void sync() {
   if (cudaDeviceSynchronize() != cudaSuccess) throw Error("benchmark: the GPU reported an error");
 }
-
-// Host milliseconds since `start`.
-double host_ms_since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
-}
-
-// The spin queued before a repetition: twice the host's time to queue it (measured on the last
-// warm-up), at least 0.5 ms and at most 200, as bench/torch_linear_bench.py takes its sleep.
-double spin_ms_for(double host_ms) { return std::min(std::max(2.0 * host_ms, 0.5), 200.0); }
 
 // Median milliseconds of each of `fns` on the device, timed with CUDA events around each
 // repetition: two warm-ups, then repetitions until both min_reps are done and about `budget_s`
@@ -52,9 +43,7 @@ std::vector<double> interleaved_median_ms(const std::vector<std::function<void(i
   sync();
   std::vector<double> spin_ms;
   for (const auto& fn : fns) {
-    const auto issued = std::chrono::steady_clock::now();
-    fn(0);
-    spin_ms.push_back(spin_ms_for(host_ms_since(issued)));
+    spin_ms.push_back(spin_ms_for_queueing([&] { fn(0); }));
     sync();
   }
   cudaEvent_t start = nullptr, stop = nullptr;

@@ -11,12 +11,12 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <string>
 #include <vector>
 
 #include "bench/op_cases.h"
+#include "bench/spin_length.h"
 #include "quartet/backend/cuda.h"
 #include "quartet/error.h"
 
@@ -82,11 +82,8 @@ struct Timing {
 Timing time_copies(const std::vector<ops::OpRun>& copies, int min_reps, int max_reps, double budget_s) {
   for (const ops::OpRun& c : copies) c.run();
   check_cuda(cudaDeviceSynchronize(), "the warm-up");
-  const auto issued = std::chrono::steady_clock::now();
-  copies.front().run();
-  const double host_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - issued).count();
+  const double spin_ms = spin_ms_for_queueing(copies.front().run);
   check_cuda(cudaDeviceSynchronize(), "the warm-up");
-  const double spin_ms = std::min(std::max(2.0 * host_ms, 0.5), 200.0);
   EventTimer timer;
   std::vector<double> times;
   double spent_s = 0;
