@@ -10,7 +10,8 @@
 # CUPTI; the Chrome traces to $OUT/traces), nodependent (trace's timed rows again with
 # QUARTET_DEPENDENT_LAUNCH=0, traced, to $OUT/train-nodependent.json and $OUT/traces-nodependent),
 # separate (bench's quartet2 rows again with QUARTET_QUANTIZE_BOTH_WAYS=separate: dY quantized by
-# two passes instead of the one-pass kernel, to $OUT/train-separate.json), concurrency (gpu-concurrency.sh: two quartet2 runs of the campaign's shape
+# two passes instead of the one-pass kernel, to $OUT/train-separate.json), quantize (`quartet
+# bench --only quantize`, every quantizer case, to $OUT/quantize-bench.json), concurrency (gpu-concurrency.sh: two quartet2 runs of the campaign's shape
 # on one GPU, about two minutes), or none. SECONDS: the whole command's budget; the campaign runs NAMEs
 # (started or resumed) in what is left of it, one lane per GPU, with diagnostics every 250 steps
 # and `quartet diagnose` on quartet2-s1 once it has finished (QUARTET_DIAGNOSTICS and
@@ -99,6 +100,12 @@ if [[ "$mode" == *separate* ]]; then  # quartet2's step with dY quantized by two
     --json "$OUT/train-separate.json" > "$OUT/train-separate.log" 2>&1
   echo "train bench with dY's quantizations separate rc=$? in $(( $(date +%s) - t0 )) s"
   grep '"case":"train/' "$OUT/train-separate.log" | cut -c1-200
+fi
+if [[ "$mode" == *quantize* ]]; then  # the quantizer cases, the one-pass dY kernel's among them
+  t0=$(date +%s)
+  ./quartet bench --only quantize --json "$OUT/quantize-bench.json" > "$OUT/quantize-bench.log" 2>&1
+  echo "quantize bench rc=$? in $(( $(date +%s) - t0 )) s"
+  grep -E '"case":"quantize/ms_eden_g16\+rht128/(both_ways|rowwise_then_transposed)' "$OUT/quantize-bench.log" | cut -c1-200
 fi
 if [[ "$mode" == *concurrency* ]]; then  # runs of the campaign's shape sharing one GPU
   t0=$(date +%s)
