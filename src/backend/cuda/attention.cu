@@ -16,7 +16,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
-#include <string_view>
 #include <tuple>
 #include <type_traits>
 #include <vector>
@@ -24,6 +23,7 @@
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/dependent_launch.cuh"
 #include "backend/cuda/device_memory.h"
+#include "backend/cuda/env_switch.h"
 #include "backend/cuda/device_real.cuh"
 #include "backend/cuda/flash_attention_backward.cuh"
 #include "backend/cuda/flash_attention_wgmma.cuh"
@@ -219,13 +219,7 @@ void launch_forward_shape(const flash::ForwardArgs& args, const Dims& d, cudaStr
 // otherwise eight warps (16 query rows each) per block on mma.sync, 128 keys per step at head
 // dim 128 and 64 at head dim 64, where the wider step was slower (docs/cuda.md, "Attention
 // block shapes").
-bool wgmma_forward_chosen() {
-  const char* env = std::getenv("QUARTET_ATTENTION_FORWARD");
-  const std::string_view choice = env == nullptr ? std::string_view() : std::string_view(env);
-  if (choice.empty() || choice == "wgmma") return true;
-  if (choice == "mma") return false;
-  throw Error(message("QUARTET_ATTENTION_FORWARD must be \"wgmma\" or \"mma\", got \"", choice, "\""));
-}
+bool wgmma_forward_chosen() { return env_keeps_usual("QUARTET_ATTENTION_FORWARD", "wgmma", "mma"); }
 
 template <int D>
 void launch_forward(const flash::ForwardArgs& args, const Dims& d, cudaStream_t stream) {
@@ -248,12 +242,7 @@ void launch_forward(const flash::ForwardArgs& args, const Dims& d, cudaStream_t 
 // fast at seq 1024; docs/cuda.md), fused when the environment variable
 // QUARTET_ATTENTION_BACKWARD is "fused" (read at every call, so that tests and benchmarks can
 // compare the two in one process).
-bool fused_backward() {
-  const char* choice = std::getenv("QUARTET_ATTENTION_BACKWARD");
-  if (choice == nullptr || *choice == '\0' || std::string_view(choice) == "split") return false;
-  if (std::string_view(choice) == "fused") return true;
-  throw Error(message("QUARTET_ATTENTION_BACKWARD must be \"split\" or \"fused\", got \"", choice, "\""));
-}
+bool fused_backward() { return !env_keeps_usual("QUARTET_ATTENTION_BACKWARD", "split", "fused"); }
 
 // Blocks of the fused kernel that fit on the device at once: it is persistent.
 template <int D>

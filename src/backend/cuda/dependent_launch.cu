@@ -1,20 +1,10 @@
-#include <cstdlib>
-#include <string>
-
 #include "backend/cuda/dependent_launch.cuh"
-#include "quartet/error.h"
+#include "backend/cuda/env_switch.h"
 
 namespace quartet::cuda {
 
 bool dependent_launch_enabled() {
-  static const bool enabled = [] {
-    const char* env = std::getenv("QUARTET_DEPENDENT_LAUNCH");
-    if (env == nullptr) return true;
-    const std::string value = env;
-    if (value == "1") return true;
-    if (value == "0") return false;
-    throw Error("QUARTET_DEPENDENT_LAUNCH must be 0 or 1, got '" + value + "'");
-  }();
+  static const bool enabled = env_keeps_usual("QUARTET_DEPENDENT_LAUNCH", "1", "0");
   return enabled;
 }
 

@@ -7,7 +7,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
-#include <string_view>
 #include <cstring>
 #include <map>
 #include <type_traits>
@@ -16,6 +15,7 @@
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/dependent_launch.cuh"
 #include "backend/cuda/device_memory.h"
+#include "backend/cuda/env_switch.h"
 #include "backend/cuda/message.h"
 #include "backend/cuda/device_real.cuh"
 #include "backend/cuda/quantize.h"
@@ -906,13 +906,7 @@ namespace {
 // Whether the one-pass kernel may take the pair: unless the environment variable
 // QUARTET_QUANTIZE_BOTH_WAYS is "separate" (read at every call, so that a benchmark can time
 // both in one process; the bits are the same).
-bool both_ways_kernel_allowed() {
-  const char* env = std::getenv("QUARTET_QUANTIZE_BOTH_WAYS");
-  const std::string_view choice = env == nullptr ? std::string_view() : std::string_view(env);
-  if (choice.empty() || choice == "fused") return true;
-  if (choice == "separate") return false;
-  throw Error(message("QUARTET_QUANTIZE_BOTH_WAYS must be \"fused\" or \"separate\", got \"", choice, "\""));
-}
+bool both_ways_kernel_allowed() { return env_keeps_usual("QUARTET_QUANTIZE_BOTH_WAYS", "fused", "separate"); }
 
 }  // namespace
 
