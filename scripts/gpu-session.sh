@@ -11,7 +11,9 @@
 # QUARTET_DEPENDENT_LAUNCH=0, traced, to $OUT/train-nodependent.json and $OUT/traces-nodependent),
 # separate (bench's quartet2 rows again with QUARTET_QUANTIZE_BOTH_WAYS=separate: dY quantized by
 # two passes instead of the one-pass kernel, to $OUT/train-separate.json), quantize (`quartet
-# bench --only quantize`, every quantizer case, to $OUT/quantize-bench.json), concurrency (gpu-concurrency.sh: two quartet2 runs of the campaign's shape
+# bench --only quantize`, every quantizer case, to $OUT/quantize-bench.json), gemm (`quartet bench
+# --only gemm`: cuBLAS BF16, the emulated NVFP4 GEMM and the NVFP4-operand kernel, to
+# $OUT/gemm-bench.json), concurrency (gpu-concurrency.sh: two quartet2 runs of the campaign's shape
 # on one GPU, about two minutes), or none. SECONDS: the whole command's budget; the campaign runs NAMEs
 # (started or resumed) in what is left of it, one lane per GPU, with diagnostics every 250 steps
 # and `quartet diagnose` on quartet2-s1 once it has finished (QUARTET_DIAGNOSTICS and
@@ -106,6 +108,12 @@ if [[ "$mode" == *quantize* ]]; then  # the quantizer cases, the one-pass dY ker
   ./quartet bench --only quantize --json "$OUT/quantize-bench.json" > "$OUT/quantize-bench.log" 2>&1
   echo "quantize bench rc=$? in $(( $(date +%s) - t0 )) s"
   grep -E '"case":"quantize/ms_eden_g16\+rht128/(both_ways|rowwise_then_transposed)' "$OUT/quantize-bench.log" | cut -c1-200
+fi
+if [[ "$mode" == *gemm* ]]; then  # the GEMM cases: cuBLAS BF16, the copies path, the NVFP4-operand kernel
+  t0=$(date +%s)
+  ./quartet bench --only gemm --json "$OUT/gemm-bench.json" > "$OUT/gemm-bench.log" 2>&1
+  echo "gemm bench rc=$? in $(( $(date +%s) - t0 )) s"
+  grep -E '"case":"gemm' "$OUT/gemm-bench.log" | cut -c1-220
 fi
 if [[ "$mode" == *concurrency* ]]; then  # runs of the campaign's shape sharing one GPU
   t0=$(date +%s)

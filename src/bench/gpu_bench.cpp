@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstdlib>
 #include <functional>
 #include <random>
 
@@ -221,7 +222,8 @@ nlohmann::json run_gpu_benchmarks(const GpuBenchOptions& o, const std::function<
     const std::int64_t gm = o.quick ? 4096 : 16384;
     const std::vector<std::array<std::int64_t, 2>> gemm_shapes =
         o.quick ? std::vector<std::array<std::int64_t, 2>>{{2816, 1024}}
-                : std::vector<std::array<std::int64_t, 2>>{{11008, 4096}, {4096, 11008}, {12288, 4096}, {6144, 2048}};
+                : std::vector<std::array<std::int64_t, 2>>{{11008, 4096}, {4096, 11008}, {12288, 4096}, {6144, 2048},
+                                                            {2304, 768}, {768, 3072}};  // the last two: 124m's
     for (const auto& [gn, gk] : gemm_shapes) {
       Tensor a = be->empty({gm, gk}, DType::bf16), b = be->empty({gn, gk}, DType::bf16), out = be->empty({gm, gn}, DType::bf16);
       be->upload(a, random_values(gm * gk, 7));
@@ -231,8 +233,15 @@ nlohmann::json run_gpu_benchmarks(const GpuBenchOptions& o, const std::function<
       // wrote one, is used up by the first GEMM), so this is the standalone emulated GEMM.
       const QuantizerSpec spec = QuantizerSpec::defaults(QuantizerKind::rtn);
       const QTensor qa = be->quantize(a, false, spec, Rotation::none(), {}), qb = be->quantize(b, false, spec, Rotation::none(), {});
+      // Third: the GEMM that reads A in NVFP4 (QUARTET_NVFP4_GEMM=fp4-operand; the copies path
+      // on GPUs it does not fit).
       const std::vector<double> medians = interleaved_median_ms(
-          {[&](int) { be->gemm(out, a, false, b, false, false); }, [&](int) { be->gemm_quantized(out, qa, qb, false); }},
+          {[&](int) { be->gemm(out, a, false, b, false, false); }, [&](int) { be->gemm_quantized(out, qa, qb, false); },
+           [&](int) {
+             setenv("QUARTET_NVFP4_GEMM", "fp4-operand", 1);
+             be->gemm_quantized(out, qa, qb, false);
+             unsetenv("QUARTET_NVFP4_GEMM");
+           }},
           min_reps, max_reps, budget);
       const double bf16_ms = medians[0], ms = medians[1];
       const double bf16_tflops = flops / (bf16_ms * 1e-3) / 1e12;
@@ -241,6 +250,9 @@ nlohmann::json run_gpu_benchmarks(const GpuBenchOptions& o, const std::function<
       note({{"case", fmt::format("gemm/{}x{}x{}", gm, gn, gk)}, {"median_ms", ms}, {"tflops", tflops},
             {"bf16_tflops", bf16_tflops}, {"ratio_to_bf16", tflops / bf16_tflops},
             {"path", be->name()}});  // the backend names its NVFP4 GEMM path (native or emulated)
+      const double fp4_tflops = flops / (medians[2] * 1e-3) / 1e12;
+      note({{"case", fmt::format("gemm_fp4_operand/{}x{}x{}", gm, gn, gk)}, {"median_ms", medians[2]}, {"tflops", fp4_tflops},
+            {"bf16_tflops", bf16_tflops}, {"ratio_to_bf16", fp4_tflops / bf16_tflops}, {"ratio_to_copies", fp4_tflops / tflops}});
     }
 
   }

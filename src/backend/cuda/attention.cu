@@ -22,6 +22,7 @@
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/dependent_launch.cuh"
+#include "backend/cuda/device_caps.h"
 #include "backend/cuda/device_memory.h"
 #include "backend/cuda/env_switch.h"
 #include "backend/cuda/device_real.cuh"
@@ -186,18 +187,6 @@ void set_common_args(Args& args, const std::shared_ptr<void>& qk, const Tensor& 
   args.out_stride = static_cast<std::int64_t>(d.heads) * d.head_dim;
   args.scale = 1.0f / std::sqrt(static_cast<float>(d.head_dim));
   args.scale_log2 = args.scale * 1.4426950408889634f;
-}
-
-// wgmma needs an sm_90 device (the sm_90a code): not Blackwell, whose code has no wgmma.
-bool device_has_wgmma() {
-  static const bool has = [] {
-    int device = 0, major = 0, minor = 0;
-    QUARTET_CUDA_CHECK(cudaGetDevice(&device));
-    QUARTET_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-    QUARTET_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
-    return major == 9 && minor == 0;
-  }();
-  return has;
 }
 
 template <int D, int Warps, int Keys>

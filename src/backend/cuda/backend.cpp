@@ -15,7 +15,9 @@
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/device_memory.h"
 #include "backend/cuda/elementwise.h"
+#include "backend/cuda/env_switch.h"
 #include "backend/cuda/gemm.h"
+#include "backend/cuda/gemm_fp4_operand.h"
 #include "backend/cuda/device_errors.h"
 #include "backend/cuda/op_profiler.h"
 #include "backend/cuda/ops.h"
@@ -267,6 +269,17 @@ class CudaBackend final : public Backend {
                           qa.padded_cols, alpha, accumulate ? one() : zero(), stream_)) {
         return;
       }
+    }
+    // A read as NVFP4 by the wgmma kernel (QUARTET_NVFP4_GEMM=fp4-operand, not yet the default):
+    // only B's BF16 copy is used, A's (if its quantizer wrote one) is released unread.
+    if (qa.format == ElementFormat::nvfp4 && !qa.square_blocks &&
+        !env_keeps_usual("QUARTET_NVFP4_GEMM", "copies", "fp4-operand") &&
+        gemm_fp4_operand_fits(qa.rows, qb.rows, qa.padded_cols)) {
+      const std::shared_ptr<void> db = take_dequantized(qb);
+      qa.dequantized = nullptr;
+      gemm_fp4_operand(out.raw(), out.dtype(), qa.codes.get(), qa.scales.get(), db.get(), qa.rows, qb.rows,
+                       qa.padded_cols, alpha, accumulate, stream_);
+      return;
     }
     // Exact emulation: code x block scale is exact in BF16; alpha = t_A t_B in the epilogue.
     // An operand whose quantizer already wrote it in BF16 is taken from there (and released).

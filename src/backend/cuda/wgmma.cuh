@@ -61,6 +61,13 @@ __device__ __forceinline__ void wgmma_wait_all() {
   asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
 #endif
 }
+// Waits until at most `Pending` committed groups of this warpgroup's products are unfinished.
+template <int Pending>
+__device__ __forceinline__ void wgmma_wait() {
+#if QUARTET_HAS_WGMMA
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(Pending) : "memory");
+#endif
+}
 // Writes by the generic proxy (cp.async, st.shared) made visible to wgmma's reads.
 __device__ __forceinline__ void fence_async_shared() {
 #if QUARTET_HAS_WGMMA
@@ -92,14 +99,16 @@ __device__ __forceinline__ void wgmma_m64n128k16_ss(float (&d)[16][4], std::uint
 }
 
 // d += A B, A [64 x 16] from registers (each warp's 16 rows as an mma.sync A fragment) and B
-// [16 x 128] MN-major in shared memory (rows of B contiguous: the transposed read).
+// [16 x 128] in shared memory: MN-major by default (rows of B contiguous: the transposed read),
+// K-major with BKMajor (columns of B contiguous, as a TN GEMM's second operand lies).
+template <bool BKMajor = false>
 __device__ __forceinline__ void wgmma_m64n128k16_rs(float (&d)[16][4], const std::uint32_t (&a)[4], std::uint64_t b) {
 #if QUARTET_HAS_WGMMA
   asm volatile(
       "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, {%64, %65, %66, %67}, %68, p, 1, 1, %70;\n}\n"
       : QUARTET_WGMMA_M64N128_ACCUMULATOR(d)
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1), "n"(BKMajor ? 0 : 1));
 #else
   (void)d, (void)a, (void)b;
   __trap();

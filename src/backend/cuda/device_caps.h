@@ -1,0 +1,9 @@
+// What the current device can run, asked of the driver once per process.
+#pragma once
+
+namespace quartet::cuda {
+
+// wgmma needs an sm_90 device (the sm_90a code): not Blackwell, whose code has no wgmma.
+bool device_has_wgmma();
+
+}  // namespace quartet::cuda

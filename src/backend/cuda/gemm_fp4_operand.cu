@@ -1,0 +1,268 @@
+// The NVFP4-operand GEMM (gemm_fp4_operand.h). One block of two warpgroups computes a 128 x 128
+// tile of out; k advances 64 at a time through a ring of shared-memory stages filled by cp.async
+// several tiles ahead: B's [128 x 64] BF16 tile in wgmma's 128-byte swizzle, and A's codes and
+// scales for the block's 128 rows (18 bytes a row a stage, against B's 128). Each warp turns its
+// 16 rows' codes into the A fragments of four m64n128k16 products (A from registers, B K-major
+// from shared memory) while the products of the tile before run: the fragments are double
+// buffered, and a stage is refilled only once the products that read it have finished.
+#include "backend/cuda/gemm_fp4_operand.h"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <limits>
+
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/dependent_launch.cuh"
+#include "backend/cuda/device_caps.h"
+#include "backend/cuda/message.h"
+#include "backend/cuda/tensor_core.cuh"
+#include "backend/cuda/wgmma.cuh"
+#include "quartet/error.h"
+
+namespace quartet::cuda {
+namespace {
+
+constexpr int kTileRows = 128, kTileCols = 128, kDepth = 64, kStages = 5, kThreads = 256;
+// A's codes are 32 bytes a row a stage, stored 48 apart so that the eight rows a warp reads at
+// once fall in different banks.
+constexpr int kCodePitch = 48;
+constexpr int kBStageBytes = kTileCols * kDepth * 2, kCodeStageBytes = kTileRows * kCodePitch, kScaleStageBytes = kTileRows * 4;
+constexpr int kSharedBytes = kStages * (kBStageBytes + kCodeStageBytes + kScaleStageBytes) + 1024;  // + alignment room
+
+struct Fp4OperandArgs {
+  const unsigned char* a_codes;
+  const unsigned char* a_scales;
+  const __nv_bfloat16* b;
+  void* out;
+  const float* alpha;
+  int m, n, k;
+  bool out_bf16, accumulate;
+};
+
+#if QUARTET_HAS_WGMMA  // the helpers of the kernel, whose body only sm_90a compiles
+
+__device__ __forceinline__ std::uint32_t byte_perm(std::uint32_t a, std::uint32_t b, std::uint32_t selector) {
+  return __byte_perm(a, b, selector);
+}
+
+__device__ __forceinline__ std::uint32_t bf16x2_mul(std::uint32_t a, std::uint32_t b) {
+  const __nv_bfloat162 p = __hmul2(*reinterpret_cast<const __nv_bfloat162*>(&a), *reinterpret_cast<const __nv_bfloat162*>(&b));
+  return *reinterpret_cast<const std::uint32_t*>(&p);
+}
+
+// Four E2M1 codes (the low 16 bits of `codes`: elements 0 and 1 in byte 0's low and high nibble,
+// 2 and 3 in byte 1's) times one scale (`scale2`: the BF16 pair (s, s)) as two BF16 pairs:
+// `first` = (e0, e1), `second` = (e2, e3). The products are exact: a code has at most two
+// significant bits, an E4M3 scale four, BF16 eight.
+__device__ __forceinline__ void dequantize_four(std::uint32_t codes, std::uint32_t scale2, std::uint32_t& first,
+                                                std::uint32_t& second) {
+  // The BF16 patterns of the magnitudes 0, 0.5, 1, 1.5, 2, 3, 4, 6 (0x0000, 0x3F00, 0x3F80,
+  // 0x3FC0, 0x4000, 0x4040, 0x4080, 0x40C0), split into low and high bytes: byte i of each
+  // 8-byte pair belongs to magnitude i, so one byte permutation looks up four codes.
+  constexpr std::uint32_t kLow0 = 0xC0800000u, kLow1 = 0xC0804000u, kHigh0 = 0x3F3F3F00u, kHigh1 = 0x40404040u;
+  const std::uint32_t magnitudes = codes & 0x7777u;
+  const std::uint32_t low = byte_perm(kLow0, kLow1, magnitudes);
+  std::uint32_t high = byte_perm(kHigh0, kHigh1, magnitudes);
+  // Each code's sign (its nibble's bit 3) to bit 7 of its byte: codes 0 and 2 from the codes
+  // shifted up by a nibble, 1 and 3 where they are.
+  high |= byte_perm(codes, codes << 4, 0x1504u) & 0x80808080u;
+  first = bf16x2_mul(byte_perm(low, high, 0x5140u), scale2);
+  second = bf16x2_mul(byte_perm(low, high, 0x7362u), scale2);
+}
+
+// The four E4M3 scales of one row's 64 k (one byte each) as BF16 pairs (s, s): E4M3 -> FP16 in
+// hardware, FP16 -> FP32 -> BF16 exactly (every E4M3 value is a BF16 value).
+__device__ __forceinline__ void scales_to_bf16_pairs(std::uint32_t scales, std::uint32_t (&pairs)[4]) {
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const unsigned short two = static_cast<unsigned short>(scales >> (16 * h));
+    std::uint32_t halves;
+    asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(halves) : "h"(two));
+    const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&halves));
+    const __nv_bfloat162 lo = __floats2bfloat162_rn(f.x, f.x), hi = __floats2bfloat162_rn(f.y, f.y);
+    pairs[2 * h] = *reinterpret_cast<const std::uint32_t*>(&lo);
+    pairs[2 * h + 1] = *reinterpret_cast<const std::uint32_t*>(&hi);
+  }
+}
+
+struct StageAddresses {
+  std::uint32_t b, codes, scales;  // shared-memory addresses of the ring's three regions
+  __device__ std::uint32_t b_at(int stage) const { return b + stage * kBStageBytes; }
+  __device__ std::uint32_t codes_at(int stage) const { return codes + stage * kCodeStageBytes; }
+  __device__ std::uint32_t scales_at(int stage) const { return scales + stage * kScaleStageBytes; }
+};
+
+// Queues the copies of k-tile `tile` into `stage`: rows past m or n read as zeros.
+__device__ __forceinline__ void load_stage(const Fp4OperandArgs& a, const StageAddresses& s, int stage, int tile, int m0,
+                                           int n0) {
+  const int tid = threadIdx.x;
+  const std::int64_t k0 = static_cast<std::int64_t>(tile) * kDepth;
+  // B: 128 rows of eight 16-byte chunks, the chunk index XORed with the row's low three bits.
+#pragma unroll
+  for (int i = tid; i < kTileCols * 8; i += kThreads) {
+    const int row = i / 8, chunk = i % 8;
+    const bool valid = n0 + row < a.n;
+    const __nv_bfloat16* src = a.b + (valid ? static_cast<std::int64_t>(n0 + row) * a.k : 0) + k0 + chunk * 8;
+    copy_async_16(s.b_at(stage) + row * 128 + ((chunk ^ (row & 7)) << 4), src, valid);
+  }
+  {  // A's codes: 128 rows of two 16-byte chunks
+    const int row = tid / 2, half = tid % 2;
+    const bool valid = m0 + row < a.m;
+    const unsigned char* src = a.a_codes + (valid ? static_cast<std::int64_t>(m0 + row) * (a.k / 2) : 0) + k0 / 2 + half * 16;
+    copy_async_16(s.codes_at(stage) + row * kCodePitch + half * 16, src, valid);
+  }
+  if (tid < kTileRows) {  // A's scales: four bytes a row
+    const bool valid = m0 + tid < a.m;
+    const unsigned char* src = a.a_scales + (valid ? static_cast<std::int64_t>(m0 + tid) * (a.k / 16) : 0) + k0 / 16;
+    copy_async_4(s.scales_at(stage) + tid * 4, src, valid);
+  }
+}
+
+// The A fragments of the four k16 steps of one stage for this thread's rows r and r + 8 of its
+// warp's 16 (mma.sync's A layout: fragment[j] = (row r, k 2c..2c+1), (r + 8, 2c..), (r, 2c+8..),
+// (r + 8, 2c+8..) of step j).
+__device__ __forceinline__ void load_a_fragments(const StageAddresses& s, int stage, int row, int c,
+                                                 std::uint32_t (&fragment)[4][4]) {
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {  // rows r and r + 8
+    const int r = row + 8 * half;
+    std::uint32_t words[8], scales[4];
+    const std::uint32_t codes = s.codes_at(stage) + r * kCodePitch;
+    asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(words[0]), "=r"(words[1]), "=r"(words[2]), "=r"(words[3]) : "r"(codes) : "memory");
+    asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(words[4]), "=r"(words[5]), "=r"(words[6]), "=r"(words[7]) : "r"(codes + 16) : "memory");
+    std::uint32_t packed;
+    asm volatile("ld.shared.u32 %0, [%1];" : "=r"(packed) : "r"(s.scales_at(stage) + r * 4) : "memory");
+    scales_to_bf16_pairs(packed, scales);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      // Step j's codes for k 2c, 2c+1 are byte c of word 2j; for k 2c+8, 2c+9, byte c of word 2j+1.
+      const std::uint32_t four = byte_perm(words[2 * j], words[2 * j + 1], static_cast<std::uint32_t>(c | ((4 + c) << 4)));
+      dequantize_four(four, scales[j], fragment[j][half], fragment[j][2 + half]);
+    }
+  }
+}
+
+#endif
+
+__global__ void __launch_bounds__(kThreads, 1) gemm_fp4_operand_kernel(const Fp4OperandArgs a) {
+  wait_for_upstream_grids();
+#if QUARTET_HAS_WGMMA
+  extern __shared__ __align__(1024) unsigned char shared[];
+  StageAddresses s;
+  s.b = (shared_address(shared) + 1023u) & ~1023u;
+  s.codes = s.b + kStages * kBStageBytes;
+  s.scales = s.codes + kStages * kCodeStageBytes;
+  const int m0 = blockIdx.y * kTileRows, n0 = blockIdx.x * kTileCols;
+  const int group = threadIdx.x / 128, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
+  const int tiles = a.k / kDepth;
+
+  // Tiles 0 .. kStages - 3 in flight before the loop; each iteration queues one more, so that the
+  // stage it refills was read by the products two tiles back, which have finished by then.
+#pragma unroll
+  for (int t = 0; t < kStages - 2; ++t) {
+    if (t < tiles) load_stage(a, s, t, t, m0, n0);
+    copy_async_commit();
+  }
+  float d[16][4];
+#pragma unroll
+  for (int j = 0; j < 16; ++j) d[j][0] = d[j][1] = d[j][2] = d[j][3] = 0.0f;
+  std::uint32_t fragments[2][4][4];
+  const int row = group * 64 + warp * 16 + g;
+
+  for (int t = 0; t < tiles; ++t) {
+    const int stage = t % kStages;
+    copy_async_wait<kStages - 3>();  // tile t has landed (this thread's copies)
+    fence_async_shared();
+    __syncthreads();                 // everyone's copies, and the products of tile t - 2 are done
+    if (t + kStages - 2 < tiles) load_stage(a, s, (t + kStages - 2) % kStages, t + kStages - 2, m0, n0);
+    copy_async_commit();
+
+    std::uint32_t(&fragment)[4][4] = fragments[t & 1];
+    load_a_fragments(s, stage, row, c, fragment);
+    fence_accumulator(d);
+    wgmma_fence();
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      wgmma_m64n128k16_rs<true>(d, fragment[j], swizzle128_descriptor(s.b_at(stage) + j * 32, 16, 1024));
+    }
+    wgmma_commit();
+    wgmma_wait<1>();  // tile t - 1's products: its fragments and its stage are free again
+    fence_accumulator(d);
+  }
+  wgmma_wait<0>();
+  fence_accumulator(d);
+
+  const float alpha = *a.alpha;
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int r = m0 + row + 8 * half;
+    if (r >= a.m) continue;
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+      const int col = n0 + 8 * j + 2 * c;
+      if (col >= a.n) continue;
+      const bool pair = col + 1 < a.n;
+      float v0 = alpha * d[j][2 * half], v1 = alpha * d[j][2 * half + 1];
+      const std::int64_t at = static_cast<std::int64_t>(r) * a.n + col;
+      if (a.out_bf16) {
+        __nv_bfloat16* out = static_cast<__nv_bfloat16*>(a.out) + at;
+        if (a.accumulate) {
+          v0 += __bfloat162float(out[0]);
+          if (pair) v1 += __bfloat162float(out[1]);
+        }
+        out[0] = __float2bfloat16_rn(v0);
+        if (pair) out[1] = __float2bfloat16_rn(v1);
+      } else {
+        float* out = static_cast<float*>(a.out) + at;
+        if (pair && (a.n % 2 == 0)) {  // 8-byte aligned
+          float2 v = make_float2(v0, v1);
+          if (a.accumulate) {
+            const float2 old = *reinterpret_cast<const float2*>(out);
+            v.x += old.x;
+            v.y += old.y;
+          }
+          *reinterpret_cast<float2*>(out) = v;
+        } else {
+          out[0] = a.accumulate ? out[0] + v0 : v0;
+          if (pair) out[1] = a.accumulate ? out[1] + v1 : v1;
+        }
+      }
+    }
+  }
+#else
+  __trap();
+#endif
+}
+
+}  // namespace
+
+bool gemm_fp4_operand_fits(std::int64_t m, std::int64_t n, std::int64_t k) {
+  constexpr std::int64_t kMax = std::numeric_limits<int>::max();
+  return m > 0 && n > 0 && k > 0 && k % kDepth == 0 && m <= kMax && n <= kMax && k <= kMax &&
+         (m + kTileRows - 1) / kTileRows <= 65535 && device_has_wgmma();
+}
+
+void gemm_fp4_operand(void* out, DType out_dtype, const void* a_codes, const void* a_scales, const void* b, std::int64_t m,
+                      std::int64_t n, std::int64_t k, const float* alpha, bool accumulate, cudaStream_t stream) {
+  if (!gemm_fp4_operand_fits(m, n, k)) {
+    throw Error(message("gemm_fp4_operand: ", m, " x ", n, " x ", k,
+                        " does not fit (an sm_90 GPU, k a multiple of 64, m and n positive)"));
+  }
+  if (out_dtype != DType::f32 && out_dtype != DType::bf16) {
+    throw Error(message("gemm_fp4_operand: the output must be f32 or bf16, got ", dtype_name(out_dtype)));
+  }
+  static const bool configured = [] {
+    QUARTET_CUDA_CHECK(cudaFuncSetAttribute(gemm_fp4_operand_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSharedBytes));
+    return true;
+  }();
+  (void)configured;
+  Fp4OperandArgs args{static_cast<const unsigned char*>(a_codes), static_cast<const unsigned char*>(a_scales),
+                      static_cast<const __nv_bfloat16*>(b), out, alpha, static_cast<int>(m), static_cast<int>(n),
+                      static_cast<int>(k), out_dtype == DType::bf16, accumulate};
+  const dim3 grid(static_cast<unsigned>((n + kTileCols - 1) / kTileCols), static_cast<unsigned>((m + kTileRows - 1) / kTileRows));
+  launch_dependent(gemm_fp4_operand_kernel, grid, kThreads, kSharedBytes, stream, args);
+  QUARTET_CUDA_LAUNCHED();
+}
+
+}  // namespace quartet::cuda
