@@ -233,13 +233,20 @@ nlohmann::json run_gpu_benchmarks(const GpuBenchOptions& o, const std::function<
       // wrote one, is used up by the first GEMM), so this is the standalone emulated GEMM.
       const QuantizerSpec spec = QuantizerSpec::defaults(QuantizerKind::rtn);
       const QTensor qa = be->quantize(a, false, spec, Rotation::none(), {}), qb = be->quantize(b, false, spec, Rotation::none(), {});
-      // Third: the GEMM that reads A in NVFP4 (QUARTET_NVFP4_GEMM=fp4-operand; the copies path
-      // on GPUs it does not fit).
+      // Third and fourth: the GEMM that reads A in NVFP4 (QUARTET_NVFP4_GEMM=fp4-operand; the
+      // copies path on GPUs it does not fit), with its two tile shapes.
       const std::vector<double> medians = interleaved_median_ms(
           {[&](int) { be->gemm(out, a, false, b, false, false); }, [&](int) { be->gemm_quantized(out, qa, qb, false); },
            [&](int) {
              setenv("QUARTET_NVFP4_GEMM", "fp4-operand", 1);
              be->gemm_quantized(out, qa, qb, false);
+             unsetenv("QUARTET_NVFP4_GEMM");
+           },
+           [&](int) {  // the same with 128 x 128 tiles
+             setenv("QUARTET_NVFP4_GEMM", "fp4-operand", 1);
+             setenv("QUARTET_FP4_OPERAND_TILE", "128x128", 1);
+             be->gemm_quantized(out, qa, qb, false);
+             unsetenv("QUARTET_FP4_OPERAND_TILE");
              unsetenv("QUARTET_NVFP4_GEMM");
            }},
           min_reps, max_reps, budget);
@@ -252,7 +259,12 @@ nlohmann::json run_gpu_benchmarks(const GpuBenchOptions& o, const std::function<
             {"path", be->name()}});  // the backend names its NVFP4 GEMM path (native or emulated)
       const double fp4_tflops = flops / (medians[2] * 1e-3) / 1e12;
       note({{"case", fmt::format("gemm_fp4_operand/{}x{}x{}", gm, gn, gk)}, {"median_ms", medians[2]}, {"tflops", fp4_tflops},
-            {"bf16_tflops", bf16_tflops}, {"ratio_to_bf16", fp4_tflops / bf16_tflops}, {"ratio_to_copies", fp4_tflops / tflops}});
+            {"bf16_tflops", bf16_tflops}, {"ratio_to_bf16", fp4_tflops / bf16_tflops}, {"ratio_to_copies", fp4_tflops / tflops},
+            {"tile", "128x256"}});
+      const double narrow_tflops = flops / (medians[3] * 1e-3) / 1e12;
+      note({{"case", fmt::format("gemm_fp4_operand_128x128/{}x{}x{}", gm, gn, gk)}, {"median_ms", medians[3]},
+            {"tflops", narrow_tflops}, {"bf16_tflops", bf16_tflops}, {"ratio_to_bf16", narrow_tflops / bf16_tflops},
+            {"ratio_to_copies", narrow_tflops / tflops}, {"tile", "128x128"}});
     }
 
   }

@@ -75,7 +75,8 @@ TEST_F(GemmFp4Operand, IsTheExactProductWithinTheSummationBound) {
   std::mt19937_64 gen(2026);
   for (const Case& c : cases) {
     const std::string what = std::to_string(c.m) + "x" + std::to_string(c.n) + "x" + std::to_string(c.k) +
-                             (c.bf16_out ? " bf16" : " f32") + (c.accumulate ? " accumulate" : "");
+                             (c.bf16_out ? " bf16" : " f32") + (c.accumulate ? " accumulate" : "") +
+                             ((&c - cases) % 2 == 1 ? " tile 128x128" : " tile 128x256");
     std::uniform_int_distribution<int> byte(0, 255), scale(0, 0x7E), exponent(-3, 3), mantissa(0, 127), coin(0, 1);
     std::vector<std::uint8_t> codes(static_cast<std::size_t>(c.m * c.k / 2)), scales(static_cast<std::size_t>(c.m * c.k / 16));
     for (auto& x : codes) x = static_cast<std::uint8_t>(byte(gen));
@@ -97,8 +98,12 @@ TEST_F(GemmFp4Operand, IsTheExactProductWithinTheSummationBound) {
     const auto d_codes = to_device(codes), d_scales = to_device(scales), d_b = to_device(b);
     const auto d_alpha = to_device(std::vector<float>{alpha});
     const auto d_out = c.bf16_out ? to_device(init_bf16) : to_device(init_f32);
+    // Half the cases on the narrower tile (QUARTET_FP4_OPERAND_TILE), the rest on the default.
+    const bool narrow = (&c - cases) % 2 == 1;
+    if (narrow) setenv("QUARTET_FP4_OPERAND_TILE", "128x128", 1);
     cuda::gemm_fp4_operand(d_out.get(), c.bf16_out ? DType::bf16 : DType::f32, d_codes.get(), d_scales.get(), d_b.get(),
                            c.m, c.n, c.k, static_cast<const float*>(d_alpha.get()), c.accumulate, nullptr);
+    unsetenv("QUARTET_FP4_OPERAND_TILE");
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess) << what;
     std::vector<double> got(init_f32.size());
     if (c.bf16_out) {
@@ -140,8 +145,10 @@ TEST_F(GemmFp4Operand, IsTheExactProductWithinTheSummationBound) {
 
     if (!c.accumulate) {  // no atomics: the same inputs give the same bits
       const auto again = to_device(std::vector<float>(got.size() * 2, 0.0f));
+      if (narrow) setenv("QUARTET_FP4_OPERAND_TILE", "128x128", 1);
       cuda::gemm_fp4_operand(again.get(), c.bf16_out ? DType::bf16 : DType::f32, d_codes.get(), d_scales.get(), d_b.get(),
                              c.m, c.n, c.k, static_cast<const float*>(d_alpha.get()), false, nullptr);
+      unsetenv("QUARTET_FP4_OPERAND_TILE");
       const std::size_t bytes = got.size() * (c.bf16_out ? 2 : 4);
       EXPECT_EQ(std::memcmp(to_host<std::uint8_t>(again, bytes).data(), to_host<std::uint8_t>(d_out, bytes).data(), bytes), 0)
           << what << ": a second run gave other bits";

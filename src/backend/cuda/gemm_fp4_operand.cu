@@ -1,10 +1,12 @@
-// The NVFP4-operand GEMM (gemm_fp4_operand.h). One block of two warpgroups computes a 128 x 128
-// tile of out; k advances 64 at a time through a ring of shared-memory stages filled by cp.async
-// several tiles ahead: B's [128 x 64] BF16 tile in wgmma's 128-byte swizzle, and A's codes and
-// scales for the block's 128 rows (18 bytes a row a stage, against B's 128). Each warp turns its
-// 16 rows' codes into the A fragments of four m64n128k16 products (A from registers, B K-major
-// from shared memory) while the products of the tile before run: the fragments are double
-// buffered, and a stage is refilled only once the products that read it have finished.
+// The NVFP4-operand GEMM (gemm_fp4_operand.h). One block of two warpgroups computes a 128 x 256
+// tile of out (or 128 x 128); k advances 64 at a time through a ring of shared-memory stages
+// filled by cp.async several tiles ahead: B's [256 x 64] BF16 tile in wgmma's 128-byte swizzle,
+// and A's codes and scales for the block's 128 rows (18 bytes a row a stage, against B's 128).
+// Each warp turns its 16 rows' codes into the A fragments of four k16 steps, each feeding one
+// m64n128k16 product per 128 columns (A from registers, B K-major from shared memory), while the
+// products of the tile before run: the fragments are double buffered, and a stage is refilled
+// only once the products that read it have finished. The wider tile spends the dequantization of
+// A on twice the products.
 #include "backend/cuda/gemm_fp4_operand.h"
 
 #include <cuda_bf16.h>
@@ -15,6 +17,7 @@
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/dependent_launch.cuh"
 #include "backend/cuda/device_caps.h"
+#include "backend/cuda/env_switch.h"
 #include "backend/cuda/message.h"
 #include "backend/cuda/tensor_core.cuh"
 #include "backend/cuda/wgmma.cuh"
@@ -23,12 +26,20 @@
 namespace quartet::cuda {
 namespace {
 
-constexpr int kTileRows = 128, kTileCols = 128, kDepth = 64, kStages = 5, kThreads = 256;
+constexpr int kTileRows = 128, kDepth = 64, kStages = 5, kThreads = 256;
 // A's codes are 32 bytes a row a stage, stored 48 apart so that the eight rows a warp reads at
 // once fall in different banks.
 constexpr int kCodePitch = 48;
-constexpr int kBStageBytes = kTileCols * kDepth * 2, kCodeStageBytes = kTileRows * kCodePitch, kScaleStageBytes = kTileRows * 4;
-constexpr int kSharedBytes = kStages * (kBStageBytes + kCodeStageBytes + kScaleStageBytes) + 1024;  // + alignment room
+constexpr int kCodeStageBytes = kTileRows * kCodePitch, kScaleStageBytes = kTileRows * 4;
+
+// A block's tile of out: 128 rows by 128 Halves columns, each warpgroup's 64 rows by one m64n128
+// product per half.
+template <int Halves>
+struct TileShape {
+  static constexpr int kCols = 128 * Halves;
+  static constexpr int kBStageBytes = kCols * kDepth * 2;
+  static constexpr int kSharedBytes = kStages * (kBStageBytes + kCodeStageBytes + kScaleStageBytes) + 1024;  // + alignment room
+};
 
 struct Fp4OperandArgs {
   const unsigned char* a_codes;
@@ -86,43 +97,65 @@ __device__ __forceinline__ void scales_to_bf16_pairs(std::uint32_t scales, std::
   }
 }
 
+template <int Halves>
 struct StageAddresses {
   std::uint32_t b, codes, scales;  // shared-memory addresses of the ring's three regions
-  __device__ std::uint32_t b_at(int stage) const { return b + stage * kBStageBytes; }
+  __device__ explicit StageAddresses(std::uint32_t base)
+      : b(base), codes(base + kStages * TileShape<Halves>::kBStageBytes), scales(codes + kStages * kCodeStageBytes) {}
+  __device__ std::uint32_t b_at(int stage) const { return b + stage * TileShape<Halves>::kBStageBytes; }
   __device__ std::uint32_t codes_at(int stage) const { return codes + stage * kCodeStageBytes; }
   __device__ std::uint32_t scales_at(int stage) const { return scales + stage * kScaleStageBytes; }
 };
 
-// Queues the copies of k-tile `tile` into `stage`: rows past m or n read as zeros.
-__device__ __forceinline__ void load_stage(const Fp4OperandArgs& a, const StageAddresses& s, int stage, int tile, int m0,
-                                           int n0) {
-  const int tid = threadIdx.x;
-  const std::int64_t k0 = static_cast<std::int64_t>(tile) * kDepth;
-  // B: 128 rows of eight 16-byte chunks, the chunk index XORed with the row's low three bits.
+// One thread's share of each stage's copies, its addresses worked out once: 4 Halves 16-byte
+// chunks of B (rows tid / 8 + 32 i, chunk tid % 8, at its 128-byte swizzle), one of A's codes
+// (row tid / 2, half tid % 2) and, for the first 128 threads, A's four scale bytes of row tid.
+// Rows past m or n read as zeros.
+template <int Halves>
+struct StageLoader {
+  static constexpr int kBChunks = 4 * Halves;
+  const __nv_bfloat16* b;
+  const unsigned char *codes, *scales;
+  std::int64_t b_stride;  // 32 rows of B
+  std::uint32_t b_offset, codes_offset, scales_offset, b_valid;
+  bool codes_valid, scales_valid, loads_scales;
+
+  __device__ StageLoader(const Fp4OperandArgs& a, int m0, int n0) {
+    const int tid = threadIdx.x, chunk = tid % 8;
+    b_valid = 0;
 #pragma unroll
-  for (int i = tid; i < kTileCols * 8; i += kThreads) {
-    const int row = i / 8, chunk = i % 8;
-    const bool valid = n0 + row < a.n;
-    const __nv_bfloat16* src = a.b + (valid ? static_cast<std::int64_t>(n0 + row) * a.k : 0) + k0 + chunk * 8;
-    copy_async_16(s.b_at(stage) + row * 128 + ((chunk ^ (row & 7)) << 4), src, valid);
+    for (int i = 0; i < kBChunks; ++i) b_valid |= (n0 + tid / 8 + 32 * i < a.n ? 1u : 0u) << i;
+    b_stride = static_cast<std::int64_t>(32) * a.k;
+    b = a.b + static_cast<std::int64_t>(n0 + tid / 8) * a.k + chunk * 8;  // not read where invalid
+    b_offset = (tid / 8) * 128 + ((chunk ^ ((tid / 8) & 7)) << 4);      // the same swizzle for every i
+    const int code_row = tid / 2;
+    codes_valid = m0 + code_row < a.m;
+    codes = a.a_codes + (codes_valid ? static_cast<std::int64_t>(m0 + code_row) * (a.k / 2) : 0) + (tid % 2) * 16;
+    codes_offset = code_row * kCodePitch + (tid % 2) * 16;
+    loads_scales = tid < kTileRows;
+    scales_valid = loads_scales && m0 + tid < a.m;
+    scales = a.a_scales + (scales_valid ? static_cast<std::int64_t>(m0 + tid) * (a.k / 16) : 0);
+    scales_offset = tid * 4;
   }
-  {  // A's codes: 128 rows of two 16-byte chunks
-    const int row = tid / 2, half = tid % 2;
-    const bool valid = m0 + row < a.m;
-    const unsigned char* src = a.a_codes + (valid ? static_cast<std::int64_t>(m0 + row) * (a.k / 2) : 0) + k0 / 2 + half * 16;
-    copy_async_16(s.codes_at(stage) + row * kCodePitch + half * 16, src, valid);
+
+  // Queues the copies of k-tile `tile` into `stage`.
+  __device__ __forceinline__ void load(const StageAddresses<Halves>& s, int stage, int tile) const {
+    const int k0 = tile * kDepth;
+#pragma unroll
+    for (int i = 0; i < kBChunks; ++i) {
+      const bool valid = (b_valid >> i) & 1u;
+      copy_async_16(s.b_at(stage) + i * 32 * 128 + b_offset, valid ? b + i * b_stride + k0 : b, valid);
+    }
+    copy_async_16(s.codes_at(stage) + codes_offset, codes + k0 / 2, codes_valid);
+    if (loads_scales) copy_async_4(s.scales_at(stage) + scales_offset, scales + k0 / 16, scales_valid);
   }
-  if (tid < kTileRows) {  // A's scales: four bytes a row
-    const bool valid = m0 + tid < a.m;
-    const unsigned char* src = a.a_scales + (valid ? static_cast<std::int64_t>(m0 + tid) * (a.k / 16) : 0) + k0 / 16;
-    copy_async_4(s.scales_at(stage) + tid * 4, src, valid);
-  }
-}
+};
 
 // The A fragments of the four k16 steps of one stage for this thread's rows r and r + 8 of its
 // warp's 16 (mma.sync's A layout: fragment[j] = (row r, k 2c..2c+1), (r + 8, 2c..), (r, 2c+8..),
 // (r + 8, 2c+8..) of step j).
-__device__ __forceinline__ void load_a_fragments(const StageAddresses& s, int stage, int row, int c,
+template <int Halves>
+__device__ __forceinline__ void load_a_fragments(const StageAddresses<Halves>& s, int stage, int row, int c,
                                                  std::uint32_t (&fragment)[4][4]) {
 #pragma unroll
   for (int half = 0; half < 2; ++half) {  // rows r and r + 8
@@ -143,55 +176,107 @@ __device__ __forceinline__ void load_a_fragments(const StageAddresses& s, int st
   }
 }
 
+// Keeps the compiler from reusing or moving a set of A fragments across this point.
+__device__ __forceinline__ void fence_fragments(std::uint32_t (&fragment)[4][4]) {
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) asm volatile("" : "+r"(fragment[j][e])::"memory");
+  }
+}
+
+// out[at] and, where `pair`, out[at + 1] (+)= v0, v1, in the output's type.
+__device__ __forceinline__ void store_pair(const Fp4OperandArgs& a, std::int64_t at, bool pair, float v0, float v1) {
+  if (a.out_bf16) {
+    __nv_bfloat16* out = static_cast<__nv_bfloat16*>(a.out) + at;
+    if (a.accumulate) {
+      v0 += __bfloat162float(out[0]);
+      if (pair) v1 += __bfloat162float(out[1]);
+    }
+    out[0] = __float2bfloat16_rn(v0);
+    if (pair) out[1] = __float2bfloat16_rn(v1);
+    return;
+  }
+  float* out = static_cast<float*>(a.out) + at;
+  if (pair && a.n % 2 == 0) {  // 8-byte aligned
+    float2 v = make_float2(v0, v1);
+    if (a.accumulate) {
+      const float2 old = *reinterpret_cast<const float2*>(out);
+      v.x += old.x;
+      v.y += old.y;
+    }
+    *reinterpret_cast<float2*>(out) = v;
+  } else {
+    out[0] = a.accumulate ? out[0] + v0 : v0;
+    if (pair) out[1] = a.accumulate ? out[1] + v1 : v1;
+  }
+}
+
 #endif
 
+template <int Halves>
 __global__ void __launch_bounds__(kThreads, 1) gemm_fp4_operand_kernel(const Fp4OperandArgs a) {
   wait_for_upstream_grids();
 #if QUARTET_HAS_WGMMA
   extern __shared__ __align__(1024) unsigned char shared[];
-  StageAddresses s;
-  s.b = (shared_address(shared) + 1023u) & ~1023u;
-  s.codes = s.b + kStages * kBStageBytes;
-  s.scales = s.codes + kStages * kCodeStageBytes;
-  const int m0 = blockIdx.y * kTileRows, n0 = blockIdx.x * kTileCols;
+  const StageAddresses<Halves> s((shared_address(shared) + 1023u) & ~1023u);
+  const int m0 = blockIdx.y * kTileRows, n0 = blockIdx.x * TileShape<Halves>::kCols;
   const int group = threadIdx.x / 128, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
   const int tiles = a.k / kDepth;
 
-  // Tiles 0 .. kStages - 3 in flight before the loop; each iteration queues one more, so that the
+  // Tiles 0 .. kStages - 3 in flight before the loop; each step queues one more, so that the
   // stage it refills was read by the products two tiles back, which have finished by then.
+  const StageLoader<Halves> loader(a, m0, n0);
 #pragma unroll
   for (int t = 0; t < kStages - 2; ++t) {
-    if (t < tiles) load_stage(a, s, t, t, m0, n0);
+    if (t < tiles) loader.load(s, t, t);
     copy_async_commit();
   }
-  float d[16][4];
+  float d[Halves][16][4];
 #pragma unroll
-  for (int j = 0; j < 16; ++j) d[j][0] = d[j][1] = d[j][2] = d[j][3] = 0.0f;
-  std::uint32_t fragments[2][4][4];
+  for (int h = 0; h < Halves; ++h)
+#pragma unroll
+    for (int j = 0; j < 16; ++j) d[h][j][0] = d[h][j][1] = d[h][j][2] = d[h][j][3] = 0.0f;
+  const auto fence_accumulators = [&] {
+#pragma unroll
+    for (int h = 0; h < Halves; ++h) fence_accumulator(d[h]);
+  };
   const int row = group * 64 + warp * 16 + g;
-
-  for (int t = 0; t < tiles; ++t) {
+  // The products read their A fragments from registers asynchronously, until a wait says they
+  // have finished: tile t's fragments must not be overwritten before the wait of step t + 1.
+  // Two sets, even and odd tiles, in a loop unrolled twice, keep them apart.
+  std::uint32_t even[4][4] = {}, odd[4][4] = {};
+  const auto step = [&](int t, std::uint32_t(&fragment)[4][4], std::uint32_t(&previous)[4][4]) {
     const int stage = t % kStages;
     copy_async_wait<kStages - 3>();  // tile t has landed (this thread's copies)
     fence_async_shared();
     __syncthreads();                 // everyone's copies, and the products of tile t - 2 are done
-    if (t + kStages - 2 < tiles) load_stage(a, s, (t + kStages - 2) % kStages, t + kStages - 2, m0, n0);
+    if (t + kStages - 2 < tiles) loader.load(s, (t + kStages - 2) % kStages, t + kStages - 2);
     copy_async_commit();
-
-    std::uint32_t(&fragment)[4][4] = fragments[t & 1];
     load_a_fragments(s, stage, row, c, fragment);
-    fence_accumulator(d);
+    fence_fragments(fragment);
+    fence_accumulators();
     wgmma_fence();
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
-      wgmma_m64n128k16_rs<true>(d, fragment[j], swizzle128_descriptor(s.b_at(stage) + j * 32, 16, 1024));
+#pragma unroll
+      for (int h = 0; h < Halves; ++h) {
+        wgmma_m64n128k16_rs<true>(d[h], fragment[j], swizzle128_descriptor(s.b_at(stage) + h * 128 * 128 + j * 32, 16, 1024));
+      }
     }
     wgmma_commit();
-    wgmma_wait<1>();  // tile t - 1's products: its fragments and its stage are free again
-    fence_accumulator(d);
+    wgmma_wait<1>();  // tile t - 1's products have finished: its fragments and its stage are free
+    fence_fragments(previous);
+    fence_accumulators();
+  };
+  for (int t = 0; t < tiles; t += 2) {
+    step(t, even, odd);
+    if (t + 1 < tiles) step(t + 1, odd, even);
   }
   wgmma_wait<0>();
-  fence_accumulator(d);
+  fence_fragments(even);
+  fence_fragments(odd);
+  fence_accumulators();
 
   const float alpha = *a.alpha;
 #pragma unroll
@@ -199,40 +284,33 @@ __global__ void __launch_bounds__(kThreads, 1) gemm_fp4_operand_kernel(const Fp4
     const int r = m0 + row + 8 * half;
     if (r >= a.m) continue;
 #pragma unroll
-    for (int j = 0; j < 16; ++j) {
-      const int col = n0 + 8 * j + 2 * c;
-      if (col >= a.n) continue;
-      const bool pair = col + 1 < a.n;
-      float v0 = alpha * d[j][2 * half], v1 = alpha * d[j][2 * half + 1];
-      const std::int64_t at = static_cast<std::int64_t>(r) * a.n + col;
-      if (a.out_bf16) {
-        __nv_bfloat16* out = static_cast<__nv_bfloat16*>(a.out) + at;
-        if (a.accumulate) {
-          v0 += __bfloat162float(out[0]);
-          if (pair) v1 += __bfloat162float(out[1]);
-        }
-        out[0] = __float2bfloat16_rn(v0);
-        if (pair) out[1] = __float2bfloat16_rn(v1);
-      } else {
-        float* out = static_cast<float*>(a.out) + at;
-        if (pair && (a.n % 2 == 0)) {  // 8-byte aligned
-          float2 v = make_float2(v0, v1);
-          if (a.accumulate) {
-            const float2 old = *reinterpret_cast<const float2*>(out);
-            v.x += old.x;
-            v.y += old.y;
-          }
-          *reinterpret_cast<float2*>(out) = v;
-        } else {
-          out[0] = a.accumulate ? out[0] + v0 : v0;
-          if (pair) out[1] = a.accumulate ? out[1] + v1 : v1;
-        }
+    for (int h = 0; h < Halves; ++h) {
+#pragma unroll
+      for (int j = 0; j < 16; ++j) {
+        const int col = n0 + 128 * h + 8 * j + 2 * c;
+        if (col >= a.n) continue;
+        store_pair(a, static_cast<std::int64_t>(r) * a.n + col, col + 1 < a.n, alpha * d[h][j][2 * half],
+                   alpha * d[h][j][2 * half + 1]);
       }
     }
   }
 #else
   __trap();
 #endif
+}
+
+template <int Halves>
+void launch_tiles(const Fp4OperandArgs& args, cudaStream_t stream) {
+  constexpr int bytes = TileShape<Halves>::kSharedBytes;
+  static const bool configured = [] {
+    QUARTET_CUDA_CHECK(cudaFuncSetAttribute(gemm_fp4_operand_kernel<Halves>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+    return true;
+  }();
+  (void)configured;
+  const dim3 grid(static_cast<unsigned>((args.n + TileShape<Halves>::kCols - 1) / TileShape<Halves>::kCols),
+                  static_cast<unsigned>((args.m + kTileRows - 1) / kTileRows));
+  launch_dependent(gemm_fp4_operand_kernel<Halves>, grid, kThreads, bytes, stream, args);
+  QUARTET_CUDA_LAUNCHED();
 }
 
 }  // namespace
@@ -252,17 +330,16 @@ void gemm_fp4_operand(void* out, DType out_dtype, const void* a_codes, const voi
   if (out_dtype != DType::f32 && out_dtype != DType::bf16) {
     throw Error(message("gemm_fp4_operand: the output must be f32 or bf16, got ", dtype_name(out_dtype)));
   }
-  static const bool configured = [] {
-    QUARTET_CUDA_CHECK(cudaFuncSetAttribute(gemm_fp4_operand_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSharedBytes));
-    return true;
-  }();
-  (void)configured;
   Fp4OperandArgs args{static_cast<const unsigned char*>(a_codes), static_cast<const unsigned char*>(a_scales),
                       static_cast<const __nv_bfloat16*>(b), out, alpha, static_cast<int>(m), static_cast<int>(n),
                       static_cast<int>(k), out_dtype == DType::bf16, accumulate};
-  const dim3 grid(static_cast<unsigned>((n + kTileCols - 1) / kTileCols), static_cast<unsigned>((m + kTileRows - 1) / kTileRows));
-  launch_dependent(gemm_fp4_operand_kernel, grid, kThreads, kSharedBytes, stream, args);
-  QUARTET_CUDA_LAUNCHED();
+  // 128 x 256 tiles unless QUARTET_FP4_OPERAND_TILE is "128x128" (read at every call, so that a
+  // benchmark can time both in one process).
+  if (env_keeps_usual("QUARTET_FP4_OPERAND_TILE", "128x256", "128x128")) {
+    launch_tiles<2>(args, stream);
+  } else {
+    launch_tiles<1>(args, stream);
+  }
 }
 
 }  // namespace quartet::cuda
