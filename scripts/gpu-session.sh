@@ -9,8 +9,8 @@
 # --trace-dir`: the device's busy and idle time per step, and each kernel's share, recorded with
 # CUPTI; the Chrome traces to $OUT/traces), nodependent (trace's timed rows again with
 # QUARTET_DEPENDENT_LAUNCH=0, traced, to $OUT/train-nodependent.json and $OUT/traces-nodependent),
-# separate (bench's quartet2 rows again with QUARTET_QUANTIZE_BOTH_WAYS=separate: dY quantized by
-# two passes instead of the one-pass kernel, to $OUT/train-separate.json), quantize (`quartet
+# onepass (bench's quartet2 rows again with QUARTET_QUANTIZE_BOTH_WAYS=fused: dY quantized by the
+# one-pass kernel instead of two passes, to $OUT/train-onepass.json), quantize (`quartet
 # bench --only quantize`, every quantizer case, to $OUT/quantize-bench.json), gemm (`quartet bench
 # --only gemm`: cuBLAS BF16, the emulated NVFP4 GEMM and the NVFP4-operand kernel, to
 # $OUT/gemm-bench.json), concurrency (gpu-concurrency.sh: two quartet2 runs of the campaign's shape
@@ -96,12 +96,12 @@ if [[ "$mode" == *nodependent* ]]; then  # the same as trace's timed rows, witho
   gzip -9f "$OUT"/traces-nodependent/*.trace.json 2>/dev/null
   print_timeline "$OUT/train-nodependent.json" 25 || tail -5 "$OUT/train-nodependent.log"
 fi
-if [[ "$mode" == *separate* ]]; then  # quartet2's step with dY quantized by two passes, not one
+if [[ "$mode" == *onepass* ]]; then  # quartet2's step with dY quantized by one pass, not two
   t0=$(date +%s)
-  QUARTET_QUANTIZE_BOTH_WAYS=separate ./quartet bench --only train --models 124m,1b --recipes quartet2 \
-    --json "$OUT/train-separate.json" > "$OUT/train-separate.log" 2>&1
-  echo "train bench with dY's quantizations separate rc=$? in $(( $(date +%s) - t0 )) s"
-  grep '"case":"train/' "$OUT/train-separate.log" | cut -c1-200
+  QUARTET_QUANTIZE_BOTH_WAYS=fused ./quartet bench --only train --models 124m,1b --recipes quartet2 \
+    --json "$OUT/train-onepass.json" > "$OUT/train-onepass.log" 2>&1
+  echo "train bench with dY's one-pass quantization rc=$? in $(( $(date +%s) - t0 )) s"
+  grep '"case":"train/' "$OUT/train-onepass.log" | cut -c1-200
 fi
 if [[ "$mode" == *quantize* ]]; then  # the quantizer cases, the one-pass dY kernel's among them
   t0=$(date +%s)

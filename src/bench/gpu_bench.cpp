@@ -163,7 +163,11 @@ nlohmann::json run_gpu_benchmarks(const GpuBenchOptions& o, const std::function<
       const auto x = [&](int i) -> const Tensor& { return inputs[static_cast<std::size_t>(i % 2)]; };
       const auto rng = [](std::uint32_t stream, int i) { return RandomContext{1, stream, static_cast<std::uint32_t>(i)}; };
       const std::vector<double> ms = interleaved_median_ms(
-          {[&](int i) { alone->quantize_both_ways(x(i), spec, rot, rng(1, i), spec, rot, rng(4, i)); },
+          {[&](int i) {
+             setenv("QUARTET_QUANTIZE_BOTH_WAYS", "fused", 1);  // the one-pass kernel (opt-in)
+             alone->quantize_both_ways(x(i), spec, rot, rng(1, i), spec, rot, rng(4, i));
+             unsetenv("QUARTET_QUANTIZE_BOTH_WAYS");
+           },
            [&](int i) {
              alone->quantize(x(i), false, spec, rot, rng(1, i));
              alone->quantize(x(i), true, spec, rot, rng(4, i));

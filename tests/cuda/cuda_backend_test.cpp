@@ -41,6 +41,15 @@ std::vector<double> random_values(std::size_t n, std::uint64_t seed, double scal
   return v;
 }
 
+// Sets an environment variable for a scope, and unsets it at the end.
+struct ScopedEnv {
+  const char* name;
+  ScopedEnv(const char* n, const char* value) : name(n) { setenv(n, value, 1); }
+  ~ScopedEnv() { unsetenv(name); }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+};
+
 class Cuda : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -545,6 +554,7 @@ constexpr QuantizerKind kEden = QuantizerKind::ms_eden_g16;
 // unequal rotation sizes, other quantizers (nvidia's pair). Once more with the grid capped at two
 // blocks, so that each block takes several 128 x 128 blocks (the prefetch, the barriers).
 TEST_F(Cuda, QuantizeBothWaysIsTheTwoQuantizeCallsBitForBit) {
+  const ScopedEnv one_pass("QUARTET_QUANTIZE_BOTH_WAYS", "fused");  // the one-pass kernel is opt-in
   const BothWaysCase cases[] = {
       {128, 128, 128, 128, DType::bf16, kEden, kEden, true},
       {256, 384, 128, 128, DType::bf16, kEden, kEden, true},
@@ -614,8 +624,9 @@ TEST_F(Cuda, QuantizeBothWaysIsTheTwoQuantizeCallsBitForBit) {
   gpu->raise_pending_errors();
 }
 
-// QUARTET_QUANTIZE_BOTH_WAYS=separate makes quantize_both_ways the two calls (for timing the
-// one-pass kernel against them); the bits are the same; another value is an error naming it.
+// quantize_both_ways is the two calls by default and the one-pass kernel with
+// QUARTET_QUANTIZE_BOTH_WAYS=fused (timed against each other by gpu-session.sh's onepass mode);
+// the bits are the same; another value is an error naming it.
 TEST_F(Cuda, QuantizeBothWaysSwitchKeepsTheBits) {
   struct Unset {
     ~Unset() { unsetenv("QUARTET_QUANTIZE_BOTH_WAYS"); }
@@ -623,11 +634,11 @@ TEST_F(Cuda, QuantizeBothWaysSwitchKeepsTheBits) {
   const QuantizerSpec eden = QuantizerSpec::defaults(QuantizerKind::ms_eden_g16);
   const Rotation rot = Rotation::random(128, {5, 6, 7});
   auto [x_cpu, x_gpu] = pair({256, 384}, DType::bf16, random_values(256 * 384, 17));
-  ASSERT_TRUE(cuda::fuses_both_ways(DType::bf16, 256, 384, eden, rot, eden, rot));
-  const auto [row_f, col_f] = gpu->quantize_both_ways(x_gpu, eden, rot, {1, 1, 1}, eden, rot, {1, 2, 1});
-  setenv("QUARTET_QUANTIZE_BOTH_WAYS", "separate", 1);
   EXPECT_FALSE(cuda::fuses_both_ways(DType::bf16, 256, 384, eden, rot, eden, rot));
   const auto [row_s, col_s] = gpu->quantize_both_ways(x_gpu, eden, rot, {1, 1, 1}, eden, rot, {1, 2, 1});
+  setenv("QUARTET_QUANTIZE_BOTH_WAYS", "fused", 1);
+  ASSERT_TRUE(cuda::fuses_both_ways(DType::bf16, 256, 384, eden, rot, eden, rot));
+  const auto [row_f, col_f] = gpu->quantize_both_ways(x_gpu, eden, rot, {1, 1, 1}, eden, rot, {1, 2, 1});
   setenv("QUARTET_QUANTIZE_BOTH_WAYS", "both", 1);
   std::string message;
   try {
@@ -635,7 +646,7 @@ TEST_F(Cuda, QuantizeBothWaysSwitchKeepsTheBits) {
   } catch (const Error& e) {
     message = e.what();
   }
-  EXPECT_NE(message.find("QUARTET_QUANTIZE_BOTH_WAYS must be \"fused\" or \"separate\", got \"both\""),
+  EXPECT_NE(message.find("QUARTET_QUANTIZE_BOTH_WAYS must be \"separate\" or \"fused\", got \"both\""),
             std::string::npos)
       << message;
   expect_same_quantized(gpu->download_quantized(row_f), gpu->download_quantized(row_s), "row-wise");
@@ -649,6 +660,7 @@ TEST_F(Cuda, QuantizeBothWaysSwitchKeepsTheBits) {
 // offender; with two offenders, the transposed pass's first one is another element, which must
 // not win. A finite input whose rotated sums overflow is reported by neither.
 TEST_F(Cuda, QuantizeBothWaysReportsNonFiniteInputLikeTheTwoCalls) {
+  const ScopedEnv one_pass("QUARTET_QUANTIZE_BOTH_WAYS", "fused");  // the one-pass kernel is opt-in
   struct Case {
     std::int64_t rows, cols;
     int rotation;

@@ -903,10 +903,11 @@ DeviceQuantized quantize(const void* x, DType dtype, std::int64_t x_rows, std::i
 
 namespace {
 
-// Whether the one-pass kernel may take the pair: unless the environment variable
-// QUARTET_QUANTIZE_BOTH_WAYS is "separate" (read at every call, so that a benchmark can time
-// both in one process; the bits are the same).
-bool both_ways_kernel_allowed() { return env_keeps_usual("QUARTET_QUANTIZE_BOTH_WAYS", "fused", "separate"); }
+// Whether the one-pass kernel may take the pair: only when the environment variable
+// QUARTET_QUANTIZE_BOTH_WAYS is "fused" (read at every call). The two calls are the default: on
+// an H100 the kernel was no faster (docs/cuda.md, "Both ways from one read") and holds one more
+// dY-sized buffer at the backward's peak; the bits are the same.
+bool both_ways_kernel_allowed() { return !env_keeps_usual("QUARTET_QUANTIZE_BOTH_WAYS", "separate", "fused"); }
 
 }  // namespace
 

@@ -67,7 +67,7 @@ std::pair<DeviceQuantized, DeviceQuantized> quantize_both_ways(const void* x, DT
                                                                const RandomContext& col_random, cudaStream_t stream,
                                                                bool emit_dequantized = false);
 // Whether quantize_both_ways reads x once for these arguments (tests: that the fused path runs);
-// false while the environment variable QUARTET_QUANTIZE_BOTH_WAYS is "separate".
+// false unless the environment variable QUARTET_QUANTIZE_BOTH_WAYS is "fused" (the two calls are the default).
 bool fuses_both_ways(DType dtype, std::int64_t x_rows, std::int64_t x_cols, const QuantizerSpec& row_spec,
                      const Rotation& row_rotation, const QuantizerSpec& col_spec, const Rotation& col_rotation);
 
