@@ -237,8 +237,9 @@ nlohmann::json run_gpu_benchmarks(const GpuBenchOptions& o, const std::function<
       // wrote one, is used up by the first GEMM), so this is the standalone emulated GEMM.
       const QuantizerSpec spec = QuantizerSpec::defaults(QuantizerKind::rtn);
       const QTensor qa = be->quantize(a, false, spec, Rotation::none(), {}), qb = be->quantize(b, false, spec, Rotation::none(), {});
-      // Third and fourth: the GEMM that reads A in NVFP4 (QUARTET_NVFP4_GEMM=fp4-operand; the
-      // copies path on GPUs it does not fit), with its two tile shapes.
+      // Third to fifth: the GEMM that reads A in NVFP4 (QUARTET_NVFP4_GEMM=fp4-operand; the
+      // copies path on GPUs it does not fit): the cp.async kernel with its two tile shapes, and
+      // the warp-specialised TMA kernel.
       const std::vector<double> medians = interleaved_median_ms(
           {[&](int) { be->gemm(out, a, false, b, false, false); }, [&](int) { be->gemm_quantized(out, qa, qb, false); },
            [&](int) {
@@ -251,6 +252,13 @@ nlohmann::json run_gpu_benchmarks(const GpuBenchOptions& o, const std::function<
              setenv("QUARTET_FP4_OPERAND_TILE", "128x128", 1);
              be->gemm_quantized(out, qa, qb, false);
              unsetenv("QUARTET_FP4_OPERAND_TILE");
+             unsetenv("QUARTET_NVFP4_GEMM");
+           },
+           [&](int) {  // the warp-specialised TMA kernel
+             setenv("QUARTET_NVFP4_GEMM", "fp4-operand", 1);
+             setenv("QUARTET_FP4_OPERAND_KERNEL", "tma", 1);
+             be->gemm_quantized(out, qa, qb, false);
+             unsetenv("QUARTET_FP4_OPERAND_KERNEL");
              unsetenv("QUARTET_NVFP4_GEMM");
            }},
           min_reps, max_reps, budget);
@@ -269,6 +277,10 @@ nlohmann::json run_gpu_benchmarks(const GpuBenchOptions& o, const std::function<
       note({{"case", fmt::format("gemm_fp4_operand_128x128/{}x{}x{}", gm, gn, gk)}, {"median_ms", medians[3]},
             {"tflops", narrow_tflops}, {"bf16_tflops", bf16_tflops}, {"ratio_to_bf16", narrow_tflops / bf16_tflops},
             {"ratio_to_copies", narrow_tflops / tflops}, {"tile", "128x128"}});
+      const double tma_tflops = flops / (medians[4] * 1e-3) / 1e12;
+      note({{"case", fmt::format("gemm_fp4_operand_tma/{}x{}x{}", gm, gn, gk)}, {"median_ms", medians[4]},
+            {"tflops", tma_tflops}, {"bf16_tflops", bf16_tflops}, {"ratio_to_bf16", tma_tflops / bf16_tflops},
+            {"ratio_to_copies", tma_tflops / tflops}, {"tile", "128x256"}});
     }
 
   }

@@ -67,16 +67,26 @@ struct Case {
 };
 
 // Random operands: every code byte, every finite non-negative E4M3 scale (subnormals and zero
-// included), BF16 values of both signs over a few binades; alpha not a power of two.
+// included), BF16 values of both signs over a few binades; alpha not a power of two. Each
+// kernel and tile on every case.
 TEST_F(GemmFp4Operand, IsTheExactProductWithinTheSummationBound) {
   const Case cases[] = {{128, 128, 64, false, false}, {200, 136, 192, false, false}, {1, 1, 64, false, false},
                         {257, 300, 1024, false, true}, {96, 130, 128, true, false}, {130, 64, 320, true, true},
                         {64, 384, 4096, false, false}, {640, 520, 512, false, false}};
+  // The kernels, chosen by the environment (gemm_fp4_operand.cu): the cp.async one with its two
+  // tiles, and the warp-specialised TMA one.
+  struct Variant {
+    const char* name;
+    const char* kernel;
+    const char* tile;
+  };
+  const Variant variants[] = {{"cp-async 128x256", "cp-async", "128x256"},
+                              {"cp-async 128x128", "cp-async", "128x128"},
+                              {"tma 128x256", "tma", "128x256"}};
   std::mt19937_64 gen(2026);
   for (const Case& c : cases) {
-    const std::string what = std::to_string(c.m) + "x" + std::to_string(c.n) + "x" + std::to_string(c.k) +
-                             (c.bf16_out ? " bf16" : " f32") + (c.accumulate ? " accumulate" : "") +
-                             ((&c - cases) % 2 == 1 ? " tile 128x128" : " tile 128x256");
+    const std::string shape = std::to_string(c.m) + "x" + std::to_string(c.n) + "x" + std::to_string(c.k) +
+                              (c.bf16_out ? " bf16" : " f32") + (c.accumulate ? " accumulate" : "");
     std::uniform_int_distribution<int> byte(0, 255), scale(0, 0x7E), exponent(-3, 3), mantissa(0, 127), coin(0, 1);
     std::vector<std::uint8_t> codes(static_cast<std::size_t>(c.m * c.k / 2)), scales(static_cast<std::size_t>(c.m * c.k / 16));
     for (auto& x : codes) x = static_cast<std::uint8_t>(byte(gen));
@@ -95,25 +105,7 @@ TEST_F(GemmFp4Operand, IsTheExactProductWithinTheSummationBound) {
       init_f32[i] = bf16_value(init_bf16[i]);
     }
 
-    const auto d_codes = to_device(codes), d_scales = to_device(scales), d_b = to_device(b);
-    const auto d_alpha = to_device(std::vector<float>{alpha});
-    const auto d_out = c.bf16_out ? to_device(init_bf16) : to_device(init_f32);
-    // Half the cases on the narrower tile (QUARTET_FP4_OPERAND_TILE), the rest on the default.
-    const bool narrow = (&c - cases) % 2 == 1;
-    if (narrow) setenv("QUARTET_FP4_OPERAND_TILE", "128x128", 1);
-    cuda::gemm_fp4_operand(d_out.get(), c.bf16_out ? DType::bf16 : DType::f32, d_codes.get(), d_scales.get(), d_b.get(),
-                           c.m, c.n, c.k, static_cast<const float*>(d_alpha.get()), c.accumulate, nullptr);
-    unsetenv("QUARTET_FP4_OPERAND_TILE");
-    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess) << what;
-    std::vector<double> got(init_f32.size());
-    if (c.bf16_out) {
-      const auto h = to_host<std::uint16_t>(d_out, got.size());
-      for (std::size_t i = 0; i < got.size(); ++i) got[i] = bf16_value(h[i]);
-    } else {
-      const auto h = to_host<float>(d_out, got.size());
-      for (std::size_t i = 0; i < got.size(); ++i) got[i] = h[i];
-    }
-
+    // The exact result and its tolerance, in FP64.
     std::vector<double> a(static_cast<std::size_t>(c.m * c.k));
     for (std::int64_t i = 0; i < c.m; ++i)
       for (std::int64_t l = 0; l < c.k; ++l) {
@@ -122,7 +114,7 @@ TEST_F(GemmFp4Operand, IsTheExactProductWithinTheSummationBound) {
         a[static_cast<std::size_t>(i * c.k + l)] =
             static_cast<double>(e2m1_decode(code)) * e4m3_decode(scales[static_cast<std::size_t>(i * c.k / 16 + l / 16)]);
       }
-    int bad = 0;
+    std::vector<double> expected(init_f32.size()), tolerance(init_f32.size());
     for (std::int64_t i = 0; i < c.m; ++i)
       for (std::int64_t j = 0; j < c.n; ++j) {
         double sum = 0, sum_abs = 0;
@@ -133,25 +125,50 @@ TEST_F(GemmFp4Operand, IsTheExactProductWithinTheSummationBound) {
         }
         const std::size_t at = static_cast<std::size_t>(i * c.n + j);
         const double init = c.accumulate ? init_f32[at] : 0.0;
-        const double expected = init + alpha * sum;
-        double tol = alpha * sum_abs * 2.0 * static_cast<double>(c.k) * std::ldexp(1.0, -24) +
-                     std::ldexp(std::fabs(alpha * sum) + std::fabs(init), -23) + 1e-30;
-        if (c.bf16_out) tol += std::ldexp(std::fabs(expected), -8);
-        if (std::fabs(got[at] - expected) > tol && ++bad <= 3) {
-          ADD_FAILURE() << what << " [" << i << ", " << j << "]: gpu " << got[at] << " exact " << expected << " tolerance " << tol;
+        expected[at] = init + alpha * sum;
+        tolerance[at] = alpha * sum_abs * 2.0 * static_cast<double>(c.k) * std::ldexp(1.0, -24) +
+                        std::ldexp(std::fabs(alpha * sum) + std::fabs(init), -23) + 1e-30 +
+                        (c.bf16_out ? std::ldexp(std::fabs(expected[at]), -8) : 0.0);
+      }
+
+    const auto d_codes = to_device(codes), d_scales = to_device(scales), d_b = to_device(b);
+    const auto d_alpha = to_device(std::vector<float>{alpha});
+    for (const Variant& v : variants) {
+      const std::string what = shape + " " + v.name;
+      setenv("QUARTET_FP4_OPERAND_KERNEL", v.kernel, 1);
+      setenv("QUARTET_FP4_OPERAND_TILE", v.tile, 1);
+      const auto run = [&](const std::shared_ptr<void>& out, bool accumulate) {
+        cuda::gemm_fp4_operand(out.get(), c.bf16_out ? DType::bf16 : DType::f32, d_codes.get(), d_scales.get(), d_b.get(),
+                               c.m, c.n, c.k, static_cast<const float*>(d_alpha.get()), accumulate, nullptr);
+      };
+      const auto d_out = c.bf16_out ? to_device(init_bf16) : to_device(init_f32);
+      run(d_out, c.accumulate);
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess) << what;
+      std::vector<double> got(init_f32.size());
+      if (c.bf16_out) {
+        const auto h = to_host<std::uint16_t>(d_out, got.size());
+        for (std::size_t i = 0; i < got.size(); ++i) got[i] = bf16_value(h[i]);
+      } else {
+        const auto h = to_host<float>(d_out, got.size());
+        for (std::size_t i = 0; i < got.size(); ++i) got[i] = h[i];
+      }
+      int bad = 0;
+      for (std::size_t at = 0; at < got.size(); ++at) {
+        if (std::fabs(got[at] - expected[at]) > tolerance[at] && ++bad <= 3) {
+          ADD_FAILURE() << what << " [" << at / static_cast<std::size_t>(c.n) << ", " << at % static_cast<std::size_t>(c.n)
+                        << "]: gpu " << got[at] << " exact " << expected[at] << " tolerance " << tolerance[at];
         }
       }
-    EXPECT_EQ(bad, 0) << what;
-
-    if (!c.accumulate) {  // no atomics: the same inputs give the same bits
-      const auto again = to_device(std::vector<float>(got.size() * 2, 0.0f));
-      if (narrow) setenv("QUARTET_FP4_OPERAND_TILE", "128x128", 1);
-      cuda::gemm_fp4_operand(again.get(), c.bf16_out ? DType::bf16 : DType::f32, d_codes.get(), d_scales.get(), d_b.get(),
-                             c.m, c.n, c.k, static_cast<const float*>(d_alpha.get()), false, nullptr);
+      EXPECT_EQ(bad, 0) << what;
+      if (!c.accumulate) {  // no atomics: the same inputs give the same bits
+        const auto again = to_device(std::vector<float>(got.size(), 0.0f));
+        run(again, false);
+        const std::size_t bytes = got.size() * (c.bf16_out ? 2 : 4);
+        EXPECT_EQ(std::memcmp(to_host<std::uint8_t>(again, bytes).data(), to_host<std::uint8_t>(d_out, bytes).data(), bytes), 0)
+            << what << ": a second run gave other bits";
+      }
       unsetenv("QUARTET_FP4_OPERAND_TILE");
-      const std::size_t bytes = got.size() * (c.bf16_out ? 2 : 4);
-      EXPECT_EQ(std::memcmp(to_host<std::uint8_t>(again, bytes).data(), to_host<std::uint8_t>(d_out, bytes).data(), bytes), 0)
-          << what << ": a second run gave other bits";
+      unsetenv("QUARTET_FP4_OPERAND_KERNEL");
     }
   }
 }

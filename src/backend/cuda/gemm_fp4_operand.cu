@@ -12,6 +12,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <cuda/ptx>
 #include <limits>
 
 #include "backend/cuda/cuda_check.h"
@@ -20,6 +21,7 @@
 #include "backend/cuda/env_switch.h"
 #include "backend/cuda/message.h"
 #include "backend/cuda/tensor_core.cuh"
+#include "backend/cuda/tensor_map.h"
 #include "backend/cuda/wgmma.cuh"
 #include "quartet/error.h"
 
@@ -151,28 +153,34 @@ struct StageLoader {
   }
 };
 
-// The A fragments of the four k16 steps of one stage for this thread's rows r and r + 8 of its
-// warp's 16 (mma.sync's A layout: fragment[j] = (row r, k 2c..2c+1), (r + 8, 2c..), (r, 2c+8..),
-// (r + 8, 2c+8..) of step j).
+// The A fragments of one stage's four k16 steps from one of this thread's rows (half 0: row r
+// of its warp's 16, half 1: row r + 8): its 32 code bytes at the shared-memory address `codes`
+// and its four E4M3 scales in `scale_bytes` (mma.sync's A layout: fragment[j] = (row r, k
+// 2c..2c+1), (r + 8, 2c..), (r, 2c+8..), (r + 8, 2c+8..) of step j).
+__device__ __forceinline__ void dequantize_row(std::uint32_t codes, std::uint32_t scale_bytes, int half, int c,
+                                               std::uint32_t (&fragment)[4][4]) {
+  std::uint32_t words[8], scales[4];
+  asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(words[0]), "=r"(words[1]), "=r"(words[2]), "=r"(words[3]) : "r"(codes) : "memory");
+  asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(words[4]), "=r"(words[5]), "=r"(words[6]), "=r"(words[7]) : "r"(codes + 16) : "memory");
+  scales_to_bf16_pairs(scale_bytes, scales);
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    // Step j's codes for k 2c, 2c+1 are byte c of word 2j; for k 2c+8, 2c+9, byte c of word 2j+1.
+    const std::uint32_t four = byte_perm(words[2 * j], words[2 * j + 1], static_cast<std::uint32_t>(c | ((4 + c) << 4)));
+    dequantize_four(four, scales[j], fragment[j][half], fragment[j][2 + half]);
+  }
+}
+
+// Both rows' fragments from a cp.async stage (codes kCodePitch apart, scales beside them).
 template <int Halves>
 __device__ __forceinline__ void load_a_fragments(const StageAddresses<Halves>& s, int stage, int row, int c,
                                                  std::uint32_t (&fragment)[4][4]) {
 #pragma unroll
-  for (int half = 0; half < 2; ++half) {  // rows r and r + 8
+  for (int half = 0; half < 2; ++half) {
     const int r = row + 8 * half;
-    std::uint32_t words[8], scales[4];
-    const std::uint32_t codes = s.codes_at(stage) + r * kCodePitch;
-    asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(words[0]), "=r"(words[1]), "=r"(words[2]), "=r"(words[3]) : "r"(codes) : "memory");
-    asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(words[4]), "=r"(words[5]), "=r"(words[6]), "=r"(words[7]) : "r"(codes + 16) : "memory");
-    std::uint32_t packed;
-    asm volatile("ld.shared.u32 %0, [%1];" : "=r"(packed) : "r"(s.scales_at(stage) + r * 4) : "memory");
-    scales_to_bf16_pairs(packed, scales);
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      // Step j's codes for k 2c, 2c+1 are byte c of word 2j; for k 2c+8, 2c+9, byte c of word 2j+1.
-      const std::uint32_t four = byte_perm(words[2 * j], words[2 * j + 1], static_cast<std::uint32_t>(c | ((4 + c) << 4)));
-      dequantize_four(four, scales[j], fragment[j][half], fragment[j][2 + half]);
-    }
+    std::uint32_t scale_bytes;
+    asm volatile("ld.shared.u32 %0, [%1];" : "=r"(scale_bytes) : "r"(s.scales_at(stage) + r * 4) : "memory");
+    dequantize_row(s.codes_at(stage) + r * kCodePitch, scale_bytes, half, c, fragment);
   }
 }
 
@@ -209,6 +217,28 @@ __device__ __forceinline__ void store_pair(const Fp4OperandArgs& a, std::int64_t
   } else {
     out[0] = a.accumulate ? out[0] + v0 : v0;
     if (pair) out[1] = a.accumulate ? out[1] + v1 : v1;
+  }
+}
+
+// This thread's outputs of a warpgroup's accumulators: rows r and r + 8, in each 128-column
+// half, columns 8j + 2c and 8j + 2c + 1, times alpha.
+template <int Halves>
+__device__ __forceinline__ void store_tile(const Fp4OperandArgs& a, float (&d)[Halves][16][4], int r, int n0, int c) {
+  const float alpha = *a.alpha;
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int row = r + 8 * half;
+    if (row >= a.m) continue;
+#pragma unroll
+    for (int h = 0; h < Halves; ++h) {
+#pragma unroll
+      for (int j = 0; j < 16; ++j) {
+        const int col = n0 + 128 * h + 8 * j + 2 * c;
+        if (col >= a.n) continue;
+        store_pair(a, static_cast<std::int64_t>(row) * a.n + col, col + 1 < a.n, alpha * d[h][j][2 * half],
+                   alpha * d[h][j][2 * half + 1]);
+      }
+    }
   }
 }
 
@@ -278,22 +308,148 @@ __global__ void __launch_bounds__(kThreads, 1) gemm_fp4_operand_kernel(const Fp4
   fence_fragments(odd);
   fence_accumulators();
 
-  const float alpha = *a.alpha;
+  store_tile(a, d, m0 + row, n0, c);
+#else
+  __trap();
+#endif
+}
+
+// The warp-specialised form (QUARTET_FP4_OPERAND_KERNEL=tma): a third warpgroup whose first
+// thread fills the stages with TMA copies (B's [256 x 64] box in the 128-byte swizzle, A's [128 x
+// 32-byte] code box), each stage handed over by mbarriers: `full` completes when its bytes have
+// landed, `empty` when all 256 consumer threads have seen the products that read it finish. The
+// consumer warpgroups run no copy instructions and no block-wide barrier; each reads its rows'
+// scales from global memory one tile ahead. The producer gives up registers (setmaxnreg) to the
+// consumers, whose 128 accumulators a thread need them.
+namespace tma {
+
+constexpr int kThreads = 384, kStages = 5, kCols = 256;
+constexpr int kBStageBytes = kCols * kDepth * 2, kCodeStageBytes = kTileRows * 32;
+constexpr int kSharedBytes = kStages * (kBStageBytes + kCodeStageBytes) + 2 * kStages * 8 + 1024;
+
+#if QUARTET_HAS_WGMMA
+struct Ring {
+  std::uint32_t b, codes, full, empty;  // shared-memory addresses: stages, then the barriers
+  __device__ explicit Ring(std::uint32_t base)
+      : b(base), codes(base + kStages * kBStageBytes), full(codes + kStages * kCodeStageBytes), empty(full + kStages * 8) {}
+};
+
+__device__ __forceinline__ std::uint64_t* barrier(std::uint32_t address) {
+  return static_cast<std::uint64_t*>(__cvta_shared_to_generic(address));
+}
+
+__device__ __forceinline__ void wait(std::uint32_t address, std::uint32_t parity) {
+  while (!::cuda::ptx::mbarrier_try_wait_parity(barrier(address), parity)) {
+  }
+}
+
+#endif
+
+}  // namespace tma
+
+__global__ void __launch_bounds__(tma::kThreads, 1)
+    gemm_fp4_operand_tma_kernel(const __grid_constant__ CUtensorMap b_map, const __grid_constant__ CUtensorMap codes_map,
+                                const Fp4OperandArgs a) {
+  wait_for_upstream_grids();
+#if QUARTET_HAS_WGMMA
+  extern __shared__ __align__(1024) unsigned char shared[];
+  const tma::Ring ring((shared_address(shared) + 1023u) & ~1023u);
+  const int m0 = blockIdx.y * kTileRows, n0 = blockIdx.x * tma::kCols;
+  const int tiles = a.k / kDepth;
+  if (threadIdx.x == 0) {
+    for (int i = 0; i < tma::kStages; ++i) {
+      ::cuda::ptx::mbarrier_init(tma::barrier(ring.full + 8 * i), 1);
+      ::cuda::ptx::mbarrier_init(tma::barrier(ring.empty + 8 * i), 256);
+    }
+    ::cuda::ptx::fence_mbarrier_init(::cuda::ptx::sem_release, ::cuda::ptx::scope_cluster);
+  }
+  __syncthreads();
+
+  if (threadIdx.x < 128) {  // the producer warpgroup
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n");
+    if (threadIdx.x != 0) return;
+    for (int t = 0; t < tiles; ++t) {
+      const int stage = t % tma::kStages;
+      tma::wait(ring.empty + 8 * stage, ((t / tma::kStages) & 1) ^ 1);  // a fresh barrier passes parity 1
+      std::uint64_t* full = tma::barrier(ring.full + 8 * stage);
+      ::cuda::ptx::mbarrier_arrive_expect_tx(::cuda::ptx::sem_release, ::cuda::ptx::scope_cta, ::cuda::ptx::space_shared, full,
+                                           tma::kBStageBytes + tma::kCodeStageBytes);
+      const std::int32_t b_at[2] = {t * kDepth, n0}, codes_at[2] = {t * kDepth / 2, m0};
+      ::cuda::ptx::cp_async_bulk_tensor(::cuda::ptx::space_cluster, ::cuda::ptx::space_global,
+                                      __cvta_shared_to_generic(ring.b + stage * tma::kBStageBytes), &b_map, b_at, full);
+      ::cuda::ptx::cp_async_bulk_tensor(::cuda::ptx::space_cluster, ::cuda::ptx::space_global,
+                                      __cvta_shared_to_generic(ring.codes + stage * tma::kCodeStageBytes), &codes_map,
+                                      codes_at, full);
+    }
+    return;
+  }
+
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
+  const int group = threadIdx.x / 128 - 1, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
+  const int row = group * 64 + warp * 16 + g;  // this thread's rows: row and row + 8 of the block's 128
+  // Its rows' scale words (four E4M3 bytes a k-tile), read from global memory one tile ahead.
+  const unsigned char* scale_rows[2];
+  bool scale_valid[2];
 #pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    const int r = m0 + row + 8 * half;
-    if (r >= a.m) continue;
+  for (int h = 0; h < 2; ++h) {
+    scale_valid[h] = m0 + row + 8 * h < a.m;
+    scale_rows[h] = a.a_scales + (scale_valid[h] ? static_cast<std::int64_t>(m0 + row + 8 * h) * (a.k / 16) : 0);
+  }
+  const auto scale_words = [&](int t, std::uint32_t (&w)[2]) {
 #pragma unroll
-    for (int h = 0; h < Halves; ++h) {
+    for (int h = 0; h < 2; ++h) {
+      w[h] = scale_valid[h] && t < tiles ? __ldg(reinterpret_cast<const unsigned int*>(scale_rows[h] + t * 4)) : 0u;
+    }
+  };
+  std::uint32_t scales_now[2], scales_next[2];
+  scale_words(0, scales_now);
+
+  float d[2][16][4];
 #pragma unroll
-      for (int j = 0; j < 16; ++j) {
-        const int col = n0 + 128 * h + 8 * j + 2 * c;
-        if (col >= a.n) continue;
-        store_pair(a, static_cast<std::int64_t>(r) * a.n + col, col + 1 < a.n, alpha * d[h][j][2 * half],
-                   alpha * d[h][j][2 * half + 1]);
+  for (int h = 0; h < 2; ++h)
+#pragma unroll
+    for (int j = 0; j < 16; ++j) d[h][j][0] = d[h][j][1] = d[h][j][2] = d[h][j][3] = 0.0f;
+  const auto fence_accumulators = [&] {
+    fence_accumulator(d[0]);
+    fence_accumulator(d[1]);
+  };
+  std::uint32_t even[4][4] = {}, odd[4][4] = {};
+  const auto step = [&](int t, std::uint32_t(&fragment)[4][4], std::uint32_t(&previous)[4][4]) {
+    const int stage = t % tma::kStages;
+    scale_words(t + 1, scales_next);
+    tma::wait(ring.full + 8 * stage, (t / tma::kStages) & 1);
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      dequantize_row(ring.codes + stage * tma::kCodeStageBytes + (row + 8 * h) * 32, scales_now[h], h, c, fragment);
+    }
+    fence_fragments(fragment);
+    fence_accumulators();
+    wgmma_fence();
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        wgmma_m64n128k16_rs<true>(
+            d[h], fragment[j], swizzle128_descriptor(ring.b + stage * tma::kBStageBytes + h * 128 * 128 + j * 32, 16, 1024));
       }
     }
+    wgmma_commit();
+    wgmma_wait<1>();  // tile t - 1's products have finished: its fragments and its stage are free
+    if (t > 0) ::cuda::ptx::mbarrier_arrive(tma::barrier(ring.empty + 8 * ((t - 1) % tma::kStages)));
+    fence_fragments(previous);
+    fence_accumulators();
+    scales_now[0] = scales_next[0];
+    scales_now[1] = scales_next[1];
+  };
+  for (int t = 0; t < tiles; t += 2) {
+    step(t, even, odd);
+    if (t + 1 < tiles) step(t + 1, odd, even);
   }
+  wgmma_wait<0>();
+  fence_fragments(even);
+  fence_fragments(odd);
+  fence_accumulators();
+  store_tile(a, d, m0 + row, n0, c);
 #else
   __trap();
 #endif
@@ -310,6 +466,23 @@ void launch_tiles(const Fp4OperandArgs& args, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>((args.n + TileShape<Halves>::kCols - 1) / TileShape<Halves>::kCols),
                   static_cast<unsigned>((args.m + kTileRows - 1) / kTileRows));
   launch_dependent(gemm_fp4_operand_kernel<Halves>, grid, kThreads, bytes, stream, args);
+  QUARTET_CUDA_LAUNCHED();
+}
+
+void launch_tma(const Fp4OperandArgs& args, const void* a_codes, const void* b, cudaStream_t stream) {
+  static const bool configured = [] {
+    QUARTET_CUDA_CHECK(cudaFuncSetAttribute(gemm_fp4_operand_tma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            tma::kSharedBytes));
+    return true;
+  }();
+  (void)configured;
+  const auto k = static_cast<std::uint64_t>(args.k), m = static_cast<std::uint64_t>(args.m), n = static_cast<std::uint64_t>(args.n);
+  const CUtensorMap b_map = tensor_map_2d(b, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, k, n, 2 * k, kDepth, tma::kCols,
+                                          CU_TENSOR_MAP_SWIZZLE_128B);
+  const CUtensorMap codes_map = tensor_map_2d(a_codes, CU_TENSOR_MAP_DATA_TYPE_UINT8, k / 2, m, k / 2, kDepth / 2, kTileRows,
+                                              CU_TENSOR_MAP_SWIZZLE_NONE);
+  const dim3 grid(static_cast<unsigned>((args.n + tma::kCols - 1) / tma::kCols), static_cast<unsigned>((args.m + kTileRows - 1) / kTileRows));
+  launch_dependent(gemm_fp4_operand_tma_kernel, grid, tma::kThreads, tma::kSharedBytes, stream, b_map, codes_map, args);
   QUARTET_CUDA_LAUNCHED();
 }
 
@@ -333,9 +506,12 @@ void gemm_fp4_operand(void* out, DType out_dtype, const void* a_codes, const voi
   Fp4OperandArgs args{static_cast<const unsigned char*>(a_codes), static_cast<const unsigned char*>(a_scales),
                       static_cast<const __nv_bfloat16*>(b), out, alpha, static_cast<int>(m), static_cast<int>(n),
                       static_cast<int>(k), out_dtype == DType::bf16, accumulate};
-  // 128 x 256 tiles unless QUARTET_FP4_OPERAND_TILE is "128x128" (read at every call, so that a
-  // benchmark can time both in one process).
-  if (env_keeps_usual("QUARTET_FP4_OPERAND_TILE", "128x256", "128x128")) {
+  // The cp.async kernel with 128 x 256 tiles, unless QUARTET_FP4_OPERAND_KERNEL is "tma" (the
+  // warp-specialised one) or QUARTET_FP4_OPERAND_TILE is "128x128" (both read at every call, so
+  // that a benchmark can time them in one process).
+  if (!env_keeps_usual("QUARTET_FP4_OPERAND_KERNEL", "cp-async", "tma")) {
+    launch_tma(args, a_codes, b, stream);
+  } else if (env_keeps_usual("QUARTET_FP4_OPERAND_TILE", "128x256", "128x128")) {
     launch_tiles<2>(args, stream);
   } else {
     launch_tiles<1>(args, stream);
