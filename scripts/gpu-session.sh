@@ -3,7 +3,8 @@
 # build, optionally measures, and gives the rest of its time to the fidelity campaign
 # (scripts/fidelity-30m.sh, docs/fidelity.md), so that one call does the most it can:
 #   bash .gpu/gpu-session.sh MODE SECONDS [NAME...]
-# MODE: a '+'-joined set of tests (cuda_tests, to $OUT/cuda-tests.log), bench (`quartet bench
+# MODE: a '+'-joined set of tests (cuda_tests, to $OUT/cuda-tests.log), gemmtests (only the
+# FP4-operand GEMM's tests, to $OUT/gemm-tests.log: a quick round of the kernel lab), bench (`quartet bench
 # --only train` at 124m and 1b for quartet2 and bf16) or fullbench (every recipe beside the
 # PyTorch reference), trace (`quartet bench --only train --models 124m --recipes quartet2
 # --trace-dir`: the device's busy and idle time per step, and each kernel's share, recorded with
@@ -58,7 +59,13 @@ for r in json.load(open(sys.argv[1]))["results"]:
         print(f"   busy {e['ms_per_step']:.3f} ms in {e['calls_per_step']:.0f}x {e['name'][:90]}")
 PY
 }
-if [[ "$mode" == *tests* ]]; then
+if [[ "$mode" == *gemmtests* ]]; then
+  t0=$(date +%s)
+  ./cuda_tests --gtest_brief=1 --gtest_filter='GemmFp4Operand.*' > "$OUT/gemm-tests.log" 2>&1
+  echo "gemm tests rc=$? in $(( $(date +%s) - t0 )) s"
+  tail -4 "$OUT/gemm-tests.log"
+fi
+if [[ "$mode" == *tests* && "${mode//gemmtests/}" == *tests* ]]; then
   t0=$(date +%s)
   QUARTET_BINARY=$PWD/quartet ./cuda_tests --gtest_brief=1 > "$OUT/cuda-tests.log" 2>&1
   rc=$?
@@ -109,7 +116,7 @@ if [[ "$mode" == *quantize* ]]; then  # the quantizer cases, the one-pass dY ker
   echo "quantize bench rc=$? in $(( $(date +%s) - t0 )) s"
   grep -E '"case":"quantize/ms_eden_g16\+rht128/(both_ways|rowwise_then_transposed)' "$OUT/quantize-bench.log" | cut -c1-200
 fi
-if [[ "$mode" == *gemm* ]]; then  # the GEMM cases: cuBLAS BF16, the copies path, the NVFP4-operand kernel
+if [[ "${mode//gemmtests/}" == *gemm* ]]; then  # the GEMM cases: cuBLAS BF16, the copies path, the NVFP4-operand kernel
   t0=$(date +%s)
   ./quartet bench --only gemm --json "$OUT/gemm-bench.json" > "$OUT/gemm-bench.log" 2>&1
   echo "gemm bench rc=$? in $(( $(date +%s) - t0 )) s"
