@@ -53,6 +53,20 @@ std::vector<T> to_host(const std::shared_ptr<void>& p, std::size_t n) {
   return host;
 }
 
+// Sets an environment variable for its lifetime and unsets it on the way out, also when an
+// ASSERT returns early or the call under test throws: a variant that fails must not leave the
+// kernel switch set for the tests after it (they would run the failing kernel unawares).
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) { setenv(name, value, 1); }
+  ~ScopedEnv() { unsetenv(name_); }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  const char* name_;
+};
+
 class GemmFp4Operand : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -135,8 +149,7 @@ TEST_F(GemmFp4Operand, IsTheExactProductWithinTheSummationBound) {
     const auto d_alpha = to_device(std::vector<float>{alpha});
     for (const Variant& v : variants) {
       const std::string what = shape + " " + v.name;
-      setenv("QUARTET_FP4_OPERAND_KERNEL", v.kernel, 1);
-      setenv("QUARTET_FP4_OPERAND_TILE", v.tile, 1);
+      const ScopedEnv kernel("QUARTET_FP4_OPERAND_KERNEL", v.kernel), tile("QUARTET_FP4_OPERAND_TILE", v.tile);
       const auto run = [&](const std::shared_ptr<void>& out, bool accumulate) {
         cuda::gemm_fp4_operand(out.get(), c.bf16_out ? DType::bf16 : DType::f32, d_codes.get(), d_scales.get(), d_b.get(),
                                c.m, c.n, c.k, static_cast<const float*>(d_alpha.get()), accumulate, nullptr);
@@ -167,8 +180,6 @@ TEST_F(GemmFp4Operand, IsTheExactProductWithinTheSummationBound) {
         EXPECT_EQ(std::memcmp(to_host<std::uint8_t>(again, bytes).data(), to_host<std::uint8_t>(d_out, bytes).data(), bytes), 0)
             << what << ": a second run gave other bits";
       }
-      unsetenv("QUARTET_FP4_OPERAND_TILE");
-      unsetenv("QUARTET_FP4_OPERAND_KERNEL");
     }
   }
 }
