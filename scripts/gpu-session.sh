@@ -61,13 +61,14 @@ PY
 }
 if [[ "$mode" == *gemmtests* ]]; then
   t0=$(date +%s)
-  ./cuda_tests --gtest_brief=1 --gtest_filter='GemmFp4Operand.*' > "$OUT/gemm-tests.log" 2>&1
+  # A kernel that hangs (a barrier never completing) is stopped, not left to eat the call.
+  timeout -k 10 120 ./cuda_tests --gtest_brief=1 --gtest_filter='GemmFp4Operand.*' > "$OUT/gemm-tests.log" 2>&1
   echo "gemm tests rc=$? in $(( $(date +%s) - t0 )) s"
   tail -4 "$OUT/gemm-tests.log"
 fi
 if [[ "$mode" == *tests* && "${mode//gemmtests/}" == *tests* ]]; then
   t0=$(date +%s)
-  QUARTET_BINARY=$PWD/quartet ./cuda_tests --gtest_brief=1 > "$OUT/cuda-tests.log" 2>&1
+  QUARTET_BINARY=$PWD/quartet timeout -k 10 400 ./cuda_tests --gtest_brief=1 > "$OUT/cuda-tests.log" 2>&1
   rc=$?
   echo "cuda_tests rc=$rc in $(( $(date +%s) - t0 )) s"
   tail -4 "$OUT/cuda-tests.log"
