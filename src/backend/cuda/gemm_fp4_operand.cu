@@ -193,6 +193,22 @@ __device__ __forceinline__ void fence_fragments(std::uint32_t (&fragment)[4][4])
   }
 }
 
+// The main loop both kernels share: step(t, fragments, previous) for each k-tile t, tiles t and t
+// + 1 on their own fragment sets (even and odd, the loop unrolled twice, so that a set is never
+// rewritten while the products that read it may still run), then the wait for the last products.
+template <class Step, class Fence>
+__device__ __forceinline__ void run_tiles(int tiles, Step& step, Fence& fence_accumulators) {
+  std::uint32_t even[4][4] = {}, odd[4][4] = {};
+  for (int t = 0; t < tiles; t += 2) {
+    step(t, even, odd);
+    if (t + 1 < tiles) step(t + 1, odd, even);
+  }
+  wgmma_wait<0>();
+  fence_fragments(even);
+  fence_fragments(odd);
+  fence_accumulators();
+}
+
 // out[at] and, where `pair`, out[at + 1] (+)= v0, v1, in the output's type.
 __device__ __forceinline__ void store_pair(const Fp4OperandArgs& a, std::int64_t at, bool pair, float v0, float v1) {
   if (a.out_bf16) {
@@ -274,8 +290,7 @@ __global__ void __launch_bounds__(kThreads, 1) gemm_fp4_operand_kernel(const Fp4
   const int row = group * 64 + warp * 16 + g;
   // The products read their A fragments from registers asynchronously, until a wait says they
   // have finished: tile t's fragments must not be overwritten before the wait of step t + 1.
-  // Two sets, even and odd tiles, in a loop unrolled twice, keep them apart.
-  std::uint32_t even[4][4] = {}, odd[4][4] = {};
+  // run_tiles keeps two sets apart, for even and odd tiles.
   const auto step = [&](int t, std::uint32_t(&fragment)[4][4], std::uint32_t(&previous)[4][4]) {
     const int stage = t % kStages;
     copy_async_wait<kStages - 3>();  // tile t has landed (this thread's copies)
@@ -299,14 +314,7 @@ __global__ void __launch_bounds__(kThreads, 1) gemm_fp4_operand_kernel(const Fp4
     fence_fragments(previous);
     fence_accumulators();
   };
-  for (int t = 0; t < tiles; t += 2) {
-    step(t, even, odd);
-    if (t + 1 < tiles) step(t + 1, odd, even);
-  }
-  wgmma_wait<0>();
-  fence_fragments(even);
-  fence_fragments(odd);
-  fence_accumulators();
+  run_tiles(tiles, step, fence_accumulators);
 
   store_tile(a, d, m0 + row, n0, c);
 #else
@@ -413,7 +421,6 @@ __global__ void __launch_bounds__(tma::kThreads, 1)
     fence_accumulator(d[0]);
     fence_accumulator(d[1]);
   };
-  std::uint32_t even[4][4] = {}, odd[4][4] = {};
   const auto step = [&](int t, std::uint32_t(&fragment)[4][4], std::uint32_t(&previous)[4][4]) {
     const int stage = t % tma::kStages;
     scale_words(t + 1, scales_next);
@@ -441,14 +448,7 @@ __global__ void __launch_bounds__(tma::kThreads, 1)
     scales_now[0] = scales_next[0];
     scales_now[1] = scales_next[1];
   };
-  for (int t = 0; t < tiles; t += 2) {
-    step(t, even, odd);
-    if (t + 1 < tiles) step(t + 1, odd, even);
-  }
-  wgmma_wait<0>();
-  fence_fragments(even);
-  fence_fragments(odd);
-  fence_accumulators();
+  run_tiles(tiles, step, fence_accumulators);
   store_tile(a, d, m0 + row, n0, c);
 #else
   __trap();
