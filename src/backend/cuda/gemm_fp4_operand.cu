@@ -193,6 +193,26 @@ __device__ __forceinline__ void fence_fragments(std::uint32_t (&fragment)[4][4])
   }
 }
 
+// One k-tile's products, d[h] += A B for each 128-column half h: the four k16 steps' fragments
+// against the stage's B tile at `b` (128-byte swizzle, K-major, halves 16 KiB apart); then the
+// wait until at most these are unfinished, so the tile before's fragments and stage are free.
+template <int Halves>
+__device__ __forceinline__ void multiply_stage(float (&d)[Halves][16][4], std::uint32_t (&fragment)[4][4], std::uint32_t b) {
+  fence_fragments(fragment);
+#pragma unroll
+  for (int h = 0; h < Halves; ++h) fence_accumulator(d[h]);
+  wgmma_fence();
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+#pragma unroll
+    for (int h = 0; h < Halves; ++h) {
+      wgmma_m64n128k16_rs<true>(d[h], fragment[j], swizzle128_descriptor(b + h * 128 * 128 + j * 32, 16, 1024));
+    }
+  }
+  wgmma_commit();
+  wgmma_wait<1>();
+}
+
 // The main loop both kernels share: step(t, fragments, previous) for each k-tile t, tiles t and t
 // + 1 on their own fragment sets (even and odd, the loop unrolled twice, so that a set is never
 // rewritten while the products that read it may still run), then the wait for the last products.
@@ -299,18 +319,7 @@ __global__ void __launch_bounds__(kThreads, 1) gemm_fp4_operand_kernel(const Fp4
     if (t + kStages - 2 < tiles) loader.load(s, (t + kStages - 2) % kStages, t + kStages - 2);
     copy_async_commit();
     load_a_fragments(s, stage, row, c, fragment);
-    fence_fragments(fragment);
-    fence_accumulators();
-    wgmma_fence();
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-#pragma unroll
-      for (int h = 0; h < Halves; ++h) {
-        wgmma_m64n128k16_rs<true>(d[h], fragment[j], swizzle128_descriptor(s.b_at(stage) + h * 128 * 128 + j * 32, 16, 1024));
-      }
-    }
-    wgmma_commit();
-    wgmma_wait<1>();  // tile t - 1's products have finished: its fragments and its stage are free
+    multiply_stage(d, fragment, s.b_at(stage));  // then tile t - 1's fragments and stage are free
     fence_fragments(previous);
     fence_accumulators();
   };
@@ -429,19 +438,7 @@ __global__ void __launch_bounds__(tma::kThreads, 1)
     for (int h = 0; h < 2; ++h) {
       dequantize_row(ring.codes + stage * tma::kCodeStageBytes + (row + 8 * h) * 32, scales_now[h], h, c, fragment);
     }
-    fence_fragments(fragment);
-    fence_accumulators();
-    wgmma_fence();
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        wgmma_m64n128k16_rs<true>(
-            d[h], fragment[j], swizzle128_descriptor(ring.b + stage * tma::kBStageBytes + h * 128 * 128 + j * 32, 16, 1024));
-      }
-    }
-    wgmma_commit();
-    wgmma_wait<1>();  // tile t - 1's products have finished: its fragments and its stage are free
+    multiply_stage(d, fragment, ring.b + stage * tma::kBStageBytes);  // then tile t - 1's are free
     if (t > 0) ::cuda::ptx::mbarrier_arrive(tma::barrier(ring.empty + 8 * ((t - 1) % tma::kStages)));
     fence_fragments(previous);
     fence_accumulators();
