@@ -25,6 +25,7 @@
 #include "quartet/error.h"
 #include "quartet/nn/linear.h"
 #include "quartet/nn/llama.h"
+#include "support/scoped_env.h"
 
 namespace quartet {
 namespace {
@@ -40,15 +41,6 @@ std::vector<double> random_values(std::size_t n, std::uint64_t seed, double scal
   }
   return v;
 }
-
-// Sets an environment variable for a scope, and unsets it at the end.
-struct ScopedEnv {
-  const char* name;
-  ScopedEnv(const char* n, const char* value) : name(n) { setenv(n, value, 1); }
-  ~ScopedEnv() { unsetenv(name); }
-  ScopedEnv(const ScopedEnv&) = delete;
-  ScopedEnv& operator=(const ScopedEnv&) = delete;
-};
 
 class Cuda : public ::testing::Test {
  protected:
@@ -554,7 +546,7 @@ constexpr QuantizerKind kEden = QuantizerKind::ms_eden_g16;
 // unequal rotation sizes, other quantizers (nvidia's pair). Once more with the grid capped at two
 // blocks, so that each block takes several 128 x 128 blocks (the prefetch, the barriers).
 TEST_F(Cuda, QuantizeBothWaysIsTheTwoQuantizeCallsBitForBit) {
-  const ScopedEnv one_pass("QUARTET_QUANTIZE_BOTH_WAYS", "fused");  // the one-pass kernel is opt-in
+  const testing::ScopedEnv one_pass("QUARTET_QUANTIZE_BOTH_WAYS", "fused");  // the one-pass kernel is opt-in
   const BothWaysCase cases[] = {
       {128, 128, 128, 128, DType::bf16, kEden, kEden, true},
       {256, 384, 128, 128, DType::bf16, kEden, kEden, true},
@@ -660,7 +652,7 @@ TEST_F(Cuda, QuantizeBothWaysSwitchKeepsTheBits) {
 // offender; with two offenders, the transposed pass's first one is another element, which must
 // not win. A finite input whose rotated sums overflow is reported by neither.
 TEST_F(Cuda, QuantizeBothWaysReportsNonFiniteInputLikeTheTwoCalls) {
-  const ScopedEnv one_pass("QUARTET_QUANTIZE_BOTH_WAYS", "fused");  // the one-pass kernel is opt-in
+  const testing::ScopedEnv one_pass("QUARTET_QUANTIZE_BOTH_WAYS", "fused");  // the one-pass kernel is opt-in
   struct Case {
     std::int64_t rows, cols;
     int rotation;

@@ -20,24 +20,13 @@
 #include "backend/cuda/gemm_fp4_operand.h"
 #include "quartet/backend/cuda.h"
 #include "quartet/error.h"
+#include "quartet/numerics/bf16.h"
 #include "quartet/numerics/e2m1.h"
 #include "quartet/numerics/e4m3.h"
+#include "support/scoped_env.h"
 
 namespace quartet {
 namespace {
-
-float bf16_value(std::uint16_t bits) {
-  const std::uint32_t w = static_cast<std::uint32_t>(bits) << 16;
-  float f;
-  std::memcpy(&f, &w, 4);
-  return f;
-}
-
-std::uint16_t bf16_bits_rne(float f) {
-  std::uint32_t w;
-  std::memcpy(&w, &f, 4);
-  return static_cast<std::uint16_t>((w + 0x7FFFu + ((w >> 16) & 1u)) >> 16);
-}
 
 template <class T>
 std::shared_ptr<void> to_device(const std::vector<T>& host) {
@@ -52,20 +41,6 @@ std::vector<T> to_host(const std::shared_ptr<void>& p, std::size_t n) {
   EXPECT_EQ(cudaMemcpy(host.data(), p.get(), n * sizeof(T), cudaMemcpyDeviceToHost), cudaSuccess);
   return host;
 }
-
-// Sets an environment variable for its lifetime and unsets it on the way out, also when an
-// ASSERT returns early or the call under test throws: a variant that fails must not leave the
-// kernel switch set for the tests after it (they would run the failing kernel unawares).
-class ScopedEnv {
- public:
-  ScopedEnv(const char* name, const char* value) : name_(name) { setenv(name, value, 1); }
-  ~ScopedEnv() { unsetenv(name_); }
-  ScopedEnv(const ScopedEnv&) = delete;
-  ScopedEnv& operator=(const ScopedEnv&) = delete;
-
- private:
-  const char* name_;
-};
 
 class GemmFp4Operand : public ::testing::Test {
  protected:
@@ -108,15 +83,15 @@ TEST_F(GemmFp4Operand, IsTheExactProductWithinTheSummationBound) {
     std::vector<std::uint16_t> b(static_cast<std::size_t>(c.n * c.k));
     for (auto& x : b) {
       const float v = std::ldexp(1.0f + static_cast<float>(mantissa(gen)) / 128.0f, exponent(gen)) * (coin(gen) ? -1.0f : 1.0f);
-      x = bf16_bits_rne(v);  // exact: 8 significant bits
+      x = bf16_bits(v);  // exact: 8 significant bits
     }
     const float alpha = 0.7f;
     std::vector<float> init_f32(static_cast<std::size_t>(c.m * c.n));
     std::vector<std::uint16_t> init_bf16(init_f32.size());
     std::normal_distribution<float> normal(0.0f, 50.0f);
     for (std::size_t i = 0; i < init_f32.size(); ++i) {
-      init_bf16[i] = bf16_bits_rne(normal(gen));
-      init_f32[i] = bf16_value(init_bf16[i]);
+      init_bf16[i] = bf16_bits(normal(gen));
+      init_f32[i] = bf16_to_float(init_bf16[i]);
     }
 
     // The exact result and its tolerance, in FP64.
@@ -133,7 +108,7 @@ TEST_F(GemmFp4Operand, IsTheExactProductWithinTheSummationBound) {
       for (std::int64_t j = 0; j < c.n; ++j) {
         double sum = 0, sum_abs = 0;
         for (std::int64_t l = 0; l < c.k; ++l) {
-          const double p = a[static_cast<std::size_t>(i * c.k + l)] * bf16_value(b[static_cast<std::size_t>(j * c.k + l)]);
+          const double p = a[static_cast<std::size_t>(i * c.k + l)] * bf16_to_float(b[static_cast<std::size_t>(j * c.k + l)]);
           sum += p;
           sum_abs += std::fabs(p);
         }
@@ -149,7 +124,7 @@ TEST_F(GemmFp4Operand, IsTheExactProductWithinTheSummationBound) {
     const auto d_alpha = to_device(std::vector<float>{alpha});
     for (const Variant& v : variants) {
       const std::string what = shape + " " + v.name;
-      const ScopedEnv kernel("QUARTET_FP4_OPERAND_KERNEL", v.kernel), tile("QUARTET_FP4_OPERAND_TILE", v.tile);
+      const testing::ScopedEnv kernel("QUARTET_FP4_OPERAND_KERNEL", v.kernel), tile("QUARTET_FP4_OPERAND_TILE", v.tile);
       const auto run = [&](const std::shared_ptr<void>& out, bool accumulate) {
         cuda::gemm_fp4_operand(out.get(), c.bf16_out ? DType::bf16 : DType::f32, d_codes.get(), d_scales.get(), d_b.get(),
                                c.m, c.n, c.k, static_cast<const float*>(d_alpha.get()), accumulate, nullptr);
@@ -160,7 +135,7 @@ TEST_F(GemmFp4Operand, IsTheExactProductWithinTheSummationBound) {
       std::vector<double> got(init_f32.size());
       if (c.bf16_out) {
         const auto h = to_host<std::uint16_t>(d_out, got.size());
-        for (std::size_t i = 0; i < got.size(); ++i) got[i] = bf16_value(h[i]);
+        for (std::size_t i = 0; i < got.size(); ++i) got[i] = bf16_to_float(h[i]);
       } else {
         const auto h = to_host<float>(d_out, got.size());
         for (std::size_t i = 0; i < got.size(); ++i) got[i] = h[i];

@@ -55,10 +55,6 @@ struct Fp4OperandArgs {
 
 #if QUARTET_HAS_WGMMA  // the helpers of the kernel, whose body only sm_90a compiles
 
-__device__ __forceinline__ std::uint32_t byte_perm(std::uint32_t a, std::uint32_t b, std::uint32_t selector) {
-  return __byte_perm(a, b, selector);
-}
-
 __device__ __forceinline__ std::uint32_t bf16x2_mul(std::uint32_t a, std::uint32_t b) {
   const __nv_bfloat162 p = __hmul2(*reinterpret_cast<const __nv_bfloat162*>(&a), *reinterpret_cast<const __nv_bfloat162*>(&b));
   return *reinterpret_cast<const std::uint32_t*>(&p);
@@ -75,13 +71,13 @@ __device__ __forceinline__ void dequantize_four(std::uint32_t codes, std::uint32
   // 8-byte pair belongs to magnitude i, so one byte permutation looks up four codes.
   constexpr std::uint32_t kLow0 = 0xC0800000u, kLow1 = 0xC0804000u, kHigh0 = 0x3F3F3F00u, kHigh1 = 0x40404040u;
   const std::uint32_t magnitudes = codes & 0x7777u;
-  const std::uint32_t low = byte_perm(kLow0, kLow1, magnitudes);
-  std::uint32_t high = byte_perm(kHigh0, kHigh1, magnitudes);
+  const std::uint32_t low = __byte_perm(kLow0, kLow1, magnitudes);
+  std::uint32_t high = __byte_perm(kHigh0, kHigh1, magnitudes);
   // Each code's sign (its nibble's bit 3) to bit 7 of its byte: codes 0 and 2 from the codes
   // shifted up by a nibble, 1 and 3 where they are.
-  high |= byte_perm(codes, codes << 4, 0x1504u) & 0x80808080u;
-  first = bf16x2_mul(byte_perm(low, high, 0x5140u), scale2);
-  second = bf16x2_mul(byte_perm(low, high, 0x7362u), scale2);
+  high |= __byte_perm(codes, codes << 4, 0x1504u) & 0x80808080u;
+  first = bf16x2_mul(__byte_perm(low, high, 0x5140u), scale2);
+  second = bf16x2_mul(__byte_perm(low, high, 0x7362u), scale2);
 }
 
 // The four E4M3 scales of one row's 64 k (one byte each) as BF16 pairs (s, s): E4M3 -> FP16 in
@@ -93,9 +89,8 @@ __device__ __forceinline__ void scales_to_bf16_pairs(std::uint32_t scales, std::
     std::uint32_t halves;
     asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(halves) : "h"(two));
     const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&halves));
-    const __nv_bfloat162 lo = __floats2bfloat162_rn(f.x, f.x), hi = __floats2bfloat162_rn(f.y, f.y);
-    pairs[2 * h] = *reinterpret_cast<const std::uint32_t*>(&lo);
-    pairs[2 * h + 1] = *reinterpret_cast<const std::uint32_t*>(&hi);
+    pairs[2 * h] = pack_bf16(f.x, f.x);
+    pairs[2 * h + 1] = pack_bf16(f.y, f.y);
   }
 }
 
@@ -166,7 +161,7 @@ __device__ __forceinline__ void dequantize_row(std::uint32_t codes, std::uint32_
 #pragma unroll
   for (int j = 0; j < 4; ++j) {
     // Step j's codes for k 2c, 2c+1 are byte c of word 2j; for k 2c+8, 2c+9, byte c of word 2j+1.
-    const std::uint32_t four = byte_perm(words[2 * j], words[2 * j + 1], static_cast<std::uint32_t>(c | ((4 + c) << 4)));
+    const std::uint32_t four = __byte_perm(words[2 * j], words[2 * j + 1], static_cast<std::uint32_t>(c | ((4 + c) << 4)));
     dequantize_four(four, scales[j], fragment[j][half], fragment[j][2 + half]);
   }
 }
