@@ -120,8 +120,9 @@ class FidelityScript(CampaignFixture):
         first, second = self.recorded()
         self.assertEqual(first[0], "train")
         self.assertNotIn("--resume", first)
-        for flag, value in [("--recipe", "bf16"), ("--seed", "1"), ("--model", "30m"), ("--steps", "2861"),
-                            ("--lr", "0.0012"), ("--seq", "512"), ("--batch", "128"), ("--grad-accum", "4")]:
+        for flag, value in [("--recipe", "bf16"), ("--seed", "1"), ("--model", "30m"), ("--steps", "2907"),
+                            ("--data-order", "shuffled"), ("--lr", "0.0012"), ("--seq", "512"), ("--batch", "128"),
+                            ("--grad-accum", "4")]:
             self.assertEqual(first[first.index(flag) + 1], value, flag)
         self.assertEqual(second[second.index("--recipe") + 1], "quartet2")
         self.assertEqual(second[second.index("--four-over-six") + 1], "off")
@@ -143,7 +144,7 @@ class FidelityScript(CampaignFixture):
         self.assertEqual(files["bf16-s1/metrics.jsonl"].count("\n"), 2, "both calls' metrics")
         # The 4-bit run's model is evaluated in BF16 once it has finished; the bf16 run's is not.
         (evaluated,) = self.recorded("eval")
-        self.assertEqual(evaluated[:2], ["eval", os.path.join(self.env["QUARTET_RUNS"], "fidelity-30m", "quartet2-no46-s3")])
+        self.assertEqual(evaluated[:2], ["eval", os.path.join(self.env["QUARTET_RUNS"], "fidelity-30m-shuffled", "quartet2-no46-s3")])
         self.assertEqual(evaluated[evaluated.index("--recipe") + 1], "bf16")
         self.assertIn("--json", evaluated)
         self.assertEqual(json.loads(files["quartet2-no46-s3/eval-bf16.json"])["recipe"], "bf16")
@@ -178,7 +179,7 @@ class FidelityScript(CampaignFixture):
         self.assertEqual([c[0] for c in self.recorded("train", "diagnose")], ["train", "train", "train", "diagnose", "train"],
                          "quartet2-s1 diagnosed after it finished; nvidia-s1, not named, not diagnosed")
         (diagnose,) = self.recorded("diagnose")
-        self.assertEqual(diagnose[:2], ["diagnose", os.path.join(self.env["QUARTET_RUNS"], "fidelity-30m", "quartet2-s1")])
+        self.assertEqual(diagnose[:2], ["diagnose", os.path.join(self.env["QUARTET_RUNS"], "fidelity-30m-shuffled", "quartet2-s1")])
         for flag, value in [("--device", "cuda"), ("--draws", "64"), ("--batch", "16"), ("--layers", "1,4")]:
             self.assertEqual(diagnose[diagnose.index(flag) + 1], value, flag)
         self.assertIn("--no-plot", diagnose, "the GPU machine has no gnuplot")
