@@ -14,7 +14,8 @@
 # one-pass kernel instead of two passes, to $OUT/train-onepass.json), quantize (`quartet
 # bench --only quantize`, every quantizer case, to $OUT/quantize-bench.json), gemm (`quartet bench
 # --only gemm`: cuBLAS BF16, the emulated NVFP4 GEMM and the NVFP4-operand kernel, to
-# $OUT/gemm-bench.json), concurrency (gpu-concurrency.sh: two quartet2 runs of the campaign's shape
+# $OUT/gemm-bench.json), gemmprofile (Nsight Compute on the TMA form of the NVFP4-operand kernel,
+# its first launch of the gemm bench, to $OUT/ncu-gemm-tma.txt), concurrency (gpu-concurrency.sh: two quartet2 runs of the campaign's shape
 # on one GPU, about two minutes), or none. SECONDS: the whole command's budget; the campaign runs NAMEs
 # (started or resumed) in what is left of it, one lane per GPU, with diagnostics every 250 steps
 # and `quartet diagnose` on quartet2-s1 once it has finished (QUARTET_DIAGNOSTICS and
@@ -117,11 +118,22 @@ if [[ "$mode" == *quantize* ]]; then  # the quantizer cases, the one-pass dY ker
   echo "quantize bench rc=$? in $(( $(date +%s) - t0 )) s"
   grep -E '"case":"quantize/ms_eden_g16\+rht128/(both_ways|rowwise_then_transposed)' "$OUT/quantize-bench.log" | cut -c1-200
 fi
-if [[ "${mode//gemmtests/}" == *gemm* ]]; then  # the GEMM cases: cuBLAS BF16, the copies path, the NVFP4-operand kernel
+gemm_modes=${mode//gemmtests/}
+if [[ "${gemm_modes//gemmprofile/}" == *gemm* ]]; then  # the GEMM cases: cuBLAS BF16, the copies path, the NVFP4-operand kernel
   t0=$(date +%s)
   ./quartet bench --only gemm --json "$OUT/gemm-bench.json" > "$OUT/gemm-bench.log" 2>&1
   echo "gemm bench rc=$? in $(( $(date +%s) - t0 )) s"
   grep -E '"case":"gemm' "$OUT/gemm-bench.log" | cut -c1-220
+fi
+if [[ "$mode" == *gemmprofile* ]]; then  # Nsight Compute on the TMA kernel's first launch (16384 x 11008 x 4096)
+  t0=$(date +%s)
+  ncu=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
+  timeout -k 10 300 "$ncu" --clock-control none -k regex:gemm_fp4_operand_tma_kernel -c 1 \
+    --section SpeedOfLight --section Occupancy --section LaunchStats --section SchedulerStats --section WarpStateStats \
+    --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis --section InstructionStats \
+    ./quartet bench --only gemm > "$OUT/ncu-gemm-tma.txt" 2>&1
+  echo "gemm profile rc=$? in $(( $(date +%s) - t0 )) s"
+  grep -E "Duration|Compute \(SM\) Throughput|Memory Throughput|L2 Cache Throughput|DRAM Throughput|Issue Slots Busy|Stall|Registers Per" "$OUT/ncu-gemm-tma.txt" | head -30
 fi
 if [[ "$mode" == *concurrency* ]]; then  # runs of the campaign's shape sharing one GPU
   t0=$(date +%s)

@@ -63,15 +63,19 @@ TEST_F(GemmFp4Operand, IsTheExactProductWithinTheSummationBound) {
                         {257, 300, 1024, false, true}, {96, 130, 128, true, false}, {130, 64, 320, true, true},
                         {64, 384, 4096, false, false}, {640, 520, 512, false, false}};
   // The kernels, chosen by the environment (gemm_fp4_operand.cu): the cp.async one with its two
-  // tiles, and the warp-specialised TMA one.
+  // tiles, and the warp-specialised TMA one, whose grid is persistent: once as wide as the device
+  // allows (a tile a block here), once two blocks wide (QUARTET_CUDA_MAX_BLOCKS), so that each
+  // block runs several tiles and its stages' barriers carry their phases from one to the next.
   struct Variant {
     const char* name;
     const char* kernel;
     const char* tile;
+    const char* max_blocks;
   };
-  const Variant variants[] = {{"cp-async 128x256", "cp-async", "128x256"},
-                              {"cp-async 128x128", "cp-async", "128x128"},
-                              {"tma 128x256", "tma", "128x256"}};
+  const Variant variants[] = {{"cp-async 128x256", "cp-async", "128x256", ""},
+                              {"cp-async 128x128", "cp-async", "128x128", ""},
+                              {"tma 128x256", "tma", "128x256", ""},
+                              {"tma 128x256, two blocks", "tma", "128x256", "2"}};
   std::mt19937_64 gen(2026);
   for (const Case& c : cases) {
     const std::string shape = std::to_string(c.m) + "x" + std::to_string(c.n) + "x" + std::to_string(c.k) +
@@ -124,7 +128,8 @@ TEST_F(GemmFp4Operand, IsTheExactProductWithinTheSummationBound) {
     const auto d_alpha = to_device(std::vector<float>{alpha});
     for (const Variant& v : variants) {
       const std::string what = shape + " " + v.name;
-      const testing::ScopedEnv kernel("QUARTET_FP4_OPERAND_KERNEL", v.kernel), tile("QUARTET_FP4_OPERAND_TILE", v.tile);
+      const testing::ScopedEnv kernel("QUARTET_FP4_OPERAND_KERNEL", v.kernel), tile("QUARTET_FP4_OPERAND_TILE", v.tile),
+          blocks("QUARTET_CUDA_MAX_BLOCKS", v.max_blocks);
       const auto run = [&](const std::shared_ptr<void>& out, bool accumulate) {
         cuda::gemm_fp4_operand(out.get(), c.bf16_out ? DType::bf16 : DType::f32, d_codes.get(), d_scales.get(), d_b.get(),
                                c.m, c.n, c.k, static_cast<const float*>(d_alpha.get()), accumulate, nullptr);

@@ -2,6 +2,9 @@
 
 #include <cuda_runtime_api.h>
 
+#include <map>
+#include <mutex>
+
 #include "backend/cuda/cuda_check.h"
 
 namespace quartet::cuda {
@@ -15,6 +18,21 @@ bool device_has_wgmma() {
     return major == 9 && minor == 0;
   }();
   return has;
+}
+
+int multiprocessors() {
+  static std::mutex mutex;
+  static std::map<int, int> counts;  // per device: a process may drive devices of different sizes
+  int device = 0;
+  QUARTET_CUDA_CHECK(cudaGetDevice(&device));
+  const std::lock_guard<std::mutex> lock(mutex);
+  auto it = counts.find(device);
+  if (it == counts.end()) {
+    int sms = 0;
+    QUARTET_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+    it = counts.emplace(device, sms).first;
+  }
+  return it->second;
 }
 
 }  // namespace quartet::cuda

@@ -1,5 +1,6 @@
 #include "backend/cuda/env_switch.h"
 
+#include <algorithm>
 #include <cstdlib>
 
 #include <fmt/format.h>
@@ -14,6 +15,17 @@ bool env_keeps_usual(const char* variable, std::string_view usual, std::string_v
   if (value.empty() || value == usual) return true;
   if (value == alternative) return false;
   throw Error(fmt::format("{} must be \"{}\" or \"{}\", got \"{}\"", variable, usual, alternative, value));
+}
+
+std::int64_t capped_blocks(std::int64_t blocks) {
+  const char* env = std::getenv("QUARTET_CUDA_MAX_BLOCKS");
+  if (env == nullptr || *env == '\0') return blocks;
+  char* end = nullptr;
+  const long long cap = std::strtoll(env, &end, 10);
+  if (end == env || *end != '\0' || cap < 1) {
+    throw Error(fmt::format("QUARTET_CUDA_MAX_BLOCKS must be a positive integer, got '{}'", env));
+  }
+  return std::min<std::int64_t>(blocks, cap);
 }
 
 }  // namespace quartet::cuda

@@ -13,12 +13,14 @@
 #include <cuda_fp16.h>
 
 #include <cuda/ptx>
+#include <algorithm>
 #include <limits>
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/dependent_launch.cuh"
 #include "backend/cuda/device_caps.h"
 #include "backend/cuda/env_switch.h"
+#include "backend/cuda/gemm_tile_order.h"
 #include "backend/cuda/message.h"
 #include "backend/cuda/tensor_core.cuh"
 #include "backend/cuda/tensor_map.h"
@@ -228,6 +230,16 @@ __device__ __forceinline__ void run_tiles(int tiles, Step& step, Fence& fence_ac
 __device__ __forceinline__ void store_pair(const Fp4OperandArgs& a, std::int64_t at, bool pair, float v0, float v1) {
   if (a.out_bf16) {
     __nv_bfloat16* out = static_cast<__nv_bfloat16*>(a.out) + at;
+    if (pair && a.n % 2 == 0) {  // 4-byte aligned: one store for the pair
+      float2 v = make_float2(v0, v1);
+      if (a.accumulate) {
+        const float2 old = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(out));
+        v.x += old.x;
+        v.y += old.y;
+      }
+      *reinterpret_cast<__nv_bfloat162*>(out) = __float22bfloat162_rn(v);
+      return;
+    }
     if (a.accumulate) {
       v0 += __bfloat162float(out[0]);
       if (pair) v1 += __bfloat162float(out[1]);
@@ -276,12 +288,14 @@ __device__ __forceinline__ void store_tile(const Fp4OperandArgs& a, float (&d)[H
 #endif
 
 template <int Halves>
-__global__ void __launch_bounds__(kThreads, 1) gemm_fp4_operand_kernel(const Fp4OperandArgs a) {
+__global__ void __launch_bounds__(kThreads, 1) gemm_fp4_operand_kernel(const Fp4OperandArgs a, const TileOrder order) {
   wait_for_upstream_grids();
 #if QUARTET_HAS_WGMMA
   extern __shared__ __align__(1024) unsigned char shared[];
   const StageAddresses<Halves> s((shared_address(shared) + 1023u) & ~1023u);
-  const int m0 = blockIdx.y * kTileRows, n0 = blockIdx.x * TileShape<Halves>::kCols;
+  int tile_row, tile_col;
+  order.at(blockIdx.x, tile_row, tile_col);
+  const int m0 = tile_row * kTileRows, n0 = tile_col * TileShape<Halves>::kCols;
   const int group = threadIdx.x / 128, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
   const int tiles = a.k / kDepth;
 
@@ -326,13 +340,16 @@ __global__ void __launch_bounds__(kThreads, 1) gemm_fp4_operand_kernel(const Fp4
 #endif
 }
 
-// The warp-specialised form (QUARTET_FP4_OPERAND_KERNEL=tma): a third warpgroup whose first
-// thread fills the stages with TMA copies (B's [256 x 64] box in the 128-byte swizzle, A's [128 x
-// 32-byte] code box), each stage handed over by mbarriers: `full` completes when its bytes have
-// landed, `empty` when all 256 consumer threads have seen the products that read it finish. The
-// consumer warpgroups run no copy instructions and no block-wide barrier; each reads its rows'
-// scales from global memory one tile ahead. The producer gives up registers (setmaxnreg) to the
-// consumers, whose 128 accumulators a thread need them.
+// The warp-specialised form (QUARTET_FP4_OPERAND_KERNEL=tma): a persistent grid, each block
+// taking the tiles of out in TileOrder's order, a grid's width apart. A third warpgroup, whose
+// first thread fills the stages with TMA copies (B's [256 x 64] box in the 128-byte swizzle, A's
+// [128 x 32-byte] code box), runs ahead across tiles: while the consumers store one tile, the
+// stages fill with the next one's. Each stage is handed over by mbarriers: `full` completes when
+// its bytes have landed, `empty` when all 256 consumer threads have seen the products that read it
+// finish; their phases run on over the block's k-tiles of every tile. The consumer warpgroups
+// run no copy instructions and no block-wide barrier; each reads its rows' scales from global
+// memory one tile ahead. The producer gives up registers (setmaxnreg) to the consumers, whose
+// 128 accumulators a thread need them.
 namespace tma {
 
 constexpr int kThreads = 384, kStages = 5, kCols = 256;
@@ -355,19 +372,41 @@ __device__ __forceinline__ void wait(std::uint32_t address, std::uint32_t parity
   }
 }
 
+// The producer: every k-tile of every tile of this block, in order, each into the next stage
+// once the consumers have freed it. `use` counts the stages' fillings over all tiles.
+__device__ __forceinline__ void produce(const CUtensorMap& b_map, const CUtensorMap& codes_map, const Ring& ring,
+                                        const TileOrder& order, int k_tiles) {
+  std::uint32_t use = 0;
+  for (std::int64_t i = blockIdx.x; i < order.count(); i += gridDim.x) {
+    int tile_row, tile_col;
+    order.at(i, tile_row, tile_col);
+    for (int t = 0; t < k_tiles; ++t, ++use) {
+      const std::uint32_t stage = use % kStages;
+      wait(ring.empty + 8 * stage, ((use / kStages) & 1) ^ 1);  // a fresh barrier passes parity 1
+      std::uint64_t* full = barrier(ring.full + 8 * stage);
+      ::cuda::ptx::mbarrier_arrive_expect_tx(::cuda::ptx::sem_release, ::cuda::ptx::scope_cta, ::cuda::ptx::space_shared, full,
+                                           kBStageBytes + kCodeStageBytes);
+      const std::int32_t b_at[2] = {t * kDepth, tile_col * kCols}, codes_at[2] = {t * kDepth / 2, tile_row * kTileRows};
+      ::cuda::ptx::cp_async_bulk_tensor(::cuda::ptx::space_cluster, ::cuda::ptx::space_global,
+                                      __cvta_shared_to_generic(ring.b + stage * kBStageBytes), &b_map, b_at, full);
+      ::cuda::ptx::cp_async_bulk_tensor(::cuda::ptx::space_cluster, ::cuda::ptx::space_global,
+                                      __cvta_shared_to_generic(ring.codes + stage * kCodeStageBytes), &codes_map, codes_at,
+                                      full);
+    }
+  }
+}
 #endif
 
 }  // namespace tma
 
 __global__ void __launch_bounds__(tma::kThreads, 1)
     gemm_fp4_operand_tma_kernel(const __grid_constant__ CUtensorMap b_map, const __grid_constant__ CUtensorMap codes_map,
-                                const Fp4OperandArgs a) {
+                                const Fp4OperandArgs a, const TileOrder order) {
   wait_for_upstream_grids();
 #if QUARTET_HAS_WGMMA
   extern __shared__ __align__(1024) unsigned char shared[];
   const tma::Ring ring((shared_address(shared) + 1023u) & ~1023u);
-  const int m0 = blockIdx.y * kTileRows, n0 = blockIdx.x * tma::kCols;
-  const int tiles = a.k / kDepth;
+  const int k_tiles = a.k / kDepth;
   if (threadIdx.x == 0) {
     for (int i = 0; i < tma::kStages; ++i) {
       ::cuda::ptx::mbarrier_init(tma::barrier(ring.full + 8 * i), 1);
@@ -379,69 +418,65 @@ __global__ void __launch_bounds__(tma::kThreads, 1)
 
   if (threadIdx.x < 128) {  // the producer warpgroup
     asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n");
-    if (threadIdx.x != 0) return;
-    for (int t = 0; t < tiles; ++t) {
-      const int stage = t % tma::kStages;
-      tma::wait(ring.empty + 8 * stage, ((t / tma::kStages) & 1) ^ 1);  // a fresh barrier passes parity 1
-      std::uint64_t* full = tma::barrier(ring.full + 8 * stage);
-      ::cuda::ptx::mbarrier_arrive_expect_tx(::cuda::ptx::sem_release, ::cuda::ptx::scope_cta, ::cuda::ptx::space_shared, full,
-                                           tma::kBStageBytes + tma::kCodeStageBytes);
-      const std::int32_t b_at[2] = {t * kDepth, n0}, codes_at[2] = {t * kDepth / 2, m0};
-      ::cuda::ptx::cp_async_bulk_tensor(::cuda::ptx::space_cluster, ::cuda::ptx::space_global,
-                                      __cvta_shared_to_generic(ring.b + stage * tma::kBStageBytes), &b_map, b_at, full);
-      ::cuda::ptx::cp_async_bulk_tensor(::cuda::ptx::space_cluster, ::cuda::ptx::space_global,
-                                      __cvta_shared_to_generic(ring.codes + stage * tma::kCodeStageBytes), &codes_map,
-                                      codes_at, full);
-    }
+    if (threadIdx.x == 0) tma::produce(b_map, codes_map, ring, order, k_tiles);
     return;
   }
 
   asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
   const int group = threadIdx.x / 128 - 1, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
-  const int row = group * 64 + warp * 16 + g;  // this thread's rows: row and row + 8 of the block's 128
-  // Its rows' scale words (four E4M3 bytes a k-tile), read from global memory one tile ahead.
-  const unsigned char* scale_rows[2];
-  bool scale_valid[2];
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    scale_valid[h] = m0 + row + 8 * h < a.m;
-    scale_rows[h] = a.a_scales + (scale_valid[h] ? static_cast<std::int64_t>(m0 + row + 8 * h) * (a.k / 16) : 0);
-  }
-  const auto scale_words = [&](int t, std::uint32_t (&w)[2]) {
+  const int row = group * 64 + warp * 16 + g;  // this thread's rows: row and row + 8 of a tile's 128
+  std::uint32_t first_use = 0;                 // the stages' fillings before this tile's first k-tile
+  for (std::int64_t i = blockIdx.x; i < order.count(); i += gridDim.x) {
+    int tile_row, tile_col;
+    order.at(i, tile_row, tile_col);
+    const int m0 = tile_row * kTileRows, n0 = tile_col * tma::kCols;
+    // This tile's rows' scale words (four E4M3 bytes a k-tile), read from global memory one
+    // k-tile ahead.
+    const unsigned char* scale_rows[2];
+    bool scale_valid[2];
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      w[h] = scale_valid[h] && t < tiles ? __ldg(reinterpret_cast<const unsigned int*>(scale_rows[h] + t * 4)) : 0u;
+      scale_valid[h] = m0 + row + 8 * h < a.m;
+      scale_rows[h] = a.a_scales + (scale_valid[h] ? static_cast<std::int64_t>(m0 + row + 8 * h) * (a.k / 16) : 0);
     }
-  };
-  std::uint32_t scales_now[2], scales_next[2];
-  scale_words(0, scales_now);
+    const auto scale_words = [&](int t, std::uint32_t (&w)[2]) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        w[h] = scale_valid[h] && t < k_tiles ? __ldg(reinterpret_cast<const unsigned int*>(scale_rows[h] + t * 4)) : 0u;
+      }
+    };
+    std::uint32_t scales_now[2], scales_next[2];
+    scale_words(0, scales_now);
 
-  float d[2][16][4];
+    float d[2][16][4];
 #pragma unroll
-  for (int h = 0; h < 2; ++h)
+    for (int h = 0; h < 2; ++h)
 #pragma unroll
-    for (int j = 0; j < 16; ++j) d[h][j][0] = d[h][j][1] = d[h][j][2] = d[h][j][3] = 0.0f;
-  const auto fence_accumulators = [&] {
-    fence_accumulator(d[0]);
-    fence_accumulator(d[1]);
-  };
-  const auto step = [&](int t, std::uint32_t(&fragment)[4][4], std::uint32_t(&previous)[4][4]) {
-    const int stage = t % tma::kStages;
-    scale_words(t + 1, scales_next);
-    tma::wait(ring.full + 8 * stage, (t / tma::kStages) & 1);
+      for (int j = 0; j < 16; ++j) d[h][j][0] = d[h][j][1] = d[h][j][2] = d[h][j][3] = 0.0f;
+    const auto fence_accumulators = [&] {
+      fence_accumulator(d[0]);
+      fence_accumulator(d[1]);
+    };
+    const auto step = [&](int t, std::uint32_t(&fragment)[4][4], std::uint32_t(&previous)[4][4]) {
+      const std::uint32_t use = first_use + t, stage = use % tma::kStages;
+      scale_words(t + 1, scales_next);
+      tma::wait(ring.full + 8 * stage, (use / tma::kStages) & 1);
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      dequantize_row(ring.codes + stage * tma::kCodeStageBytes + (row + 8 * h) * 32, scales_now[h], h, c, fragment);
-    }
-    multiply_stage(d, fragment, ring.b + stage * tma::kBStageBytes);  // then tile t - 1's are free
-    if (t > 0) ::cuda::ptx::mbarrier_arrive(tma::barrier(ring.empty + 8 * ((t - 1) % tma::kStages)));
-    fence_fragments(previous);
-    fence_accumulators();
-    scales_now[0] = scales_next[0];
-    scales_now[1] = scales_next[1];
-  };
-  run_tiles(tiles, step, fence_accumulators);
-  store_tile(a, d, m0 + row, n0, c);
+      for (int h = 0; h < 2; ++h) {
+        dequantize_row(ring.codes + stage * tma::kCodeStageBytes + (row + 8 * h) * 32, scales_now[h], h, c, fragment);
+      }
+      multiply_stage(d, fragment, ring.b + stage * tma::kBStageBytes);  // then k-tile t - 1's are free
+      if (t > 0) ::cuda::ptx::mbarrier_arrive(tma::barrier(ring.empty + 8 * ((use - 1) % tma::kStages)));
+      fence_fragments(previous);
+      fence_accumulators();
+      scales_now[0] = scales_next[0];
+      scales_now[1] = scales_next[1];
+    };
+    run_tiles(k_tiles, step, fence_accumulators);  // ends with every product finished
+    first_use += k_tiles;
+    ::cuda::ptx::mbarrier_arrive(tma::barrier(ring.empty + 8 * ((first_use - 1) % tma::kStages)));
+    store_tile(a, d, m0 + row, n0, c);
+  }
 #else
   __trap();
 #endif
@@ -455,9 +490,8 @@ void launch_tiles(const Fp4OperandArgs& args, cudaStream_t stream) {
     return true;
   }();
   (void)configured;
-  const dim3 grid(static_cast<unsigned>((args.n + TileShape<Halves>::kCols - 1) / TileShape<Halves>::kCols),
-                  static_cast<unsigned>((args.m + kTileRows - 1) / kTileRows));
-  launch_dependent(gemm_fp4_operand_kernel<Halves>, grid, kThreads, bytes, stream, args);
+  const TileOrder order = tile_order(args.m, args.n, args.k, kTileRows, TileShape<Halves>::kCols);
+  launch_dependent(gemm_fp4_operand_kernel<Halves>, dim3(static_cast<unsigned>(order.count())), kThreads, bytes, stream, args, order);
   QUARTET_CUDA_LAUNCHED();
 }
 
@@ -473,8 +507,10 @@ void launch_tma(const Fp4OperandArgs& args, const void* a_codes, const void* b, 
                                           CU_TENSOR_MAP_SWIZZLE_128B);
   const CUtensorMap codes_map = tensor_map_2d(a_codes, CU_TENSOR_MAP_DATA_TYPE_UINT8, k / 2, m, k / 2, kDepth / 2, kTileRows,
                                               CU_TENSOR_MAP_SWIZZLE_NONE);
-  const dim3 grid(static_cast<unsigned>((args.n + tma::kCols - 1) / tma::kCols), static_cast<unsigned>((args.m + kTileRows - 1) / kTileRows));
-  launch_dependent(gemm_fp4_operand_tma_kernel, grid, tma::kThreads, tma::kSharedBytes, stream, b_map, codes_map, args);
+  const TileOrder order = tile_order(args.m, args.n, args.k, kTileRows, tma::kCols);
+  const auto blocks = static_cast<unsigned>(capped_blocks(std::min<std::int64_t>(order.count(), multiprocessors())));
+  launch_dependent(gemm_fp4_operand_tma_kernel, dim3(blocks), tma::kThreads, tma::kSharedBytes, stream, b_map, codes_map, args,
+                   order);
   QUARTET_CUDA_LAUNCHED();
 }
 
@@ -482,8 +518,9 @@ void launch_tma(const Fp4OperandArgs& args, const void* a_codes, const void* b, 
 
 bool gemm_fp4_operand_fits(std::int64_t m, std::int64_t n, std::int64_t k) {
   constexpr std::int64_t kMax = std::numeric_limits<int>::max();
+  // The grid's x dimension holds a block per tile (the narrowest tile's count).
   return m > 0 && n > 0 && k > 0 && k % kDepth == 0 && m <= kMax && n <= kMax && k <= kMax &&
-         (m + kTileRows - 1) / kTileRows <= 65535 && device_has_wgmma();
+         ((m + kTileRows - 1) / kTileRows) * ((n + 127) / 128) <= kMax && device_has_wgmma();
 }
 
 void gemm_fp4_operand(void* out, DType out_dtype, const void* a_codes, const void* a_scales, const void* b, std::int64_t m,

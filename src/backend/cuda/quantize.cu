@@ -479,17 +479,7 @@ unsigned resident_blocks(Kernel kernel, std::int64_t work) {
     const std::int64_t blocks = std::int64_t{sms} * (per_sm > 0 ? per_sm : 1);
     it = capacity.emplace(key, std::min<std::int64_t>(blocks, max_resident_fused_blocks())).first;
   }
-  // QUARTET_CUDA_MAX_BLOCKS caps the grid, so that tests run the grid-stride loops (and the
-  // prefetch across iterations) on small inputs.
-  std::int64_t cap = it->second;
-  if (const char* env = std::getenv("QUARTET_CUDA_MAX_BLOCKS")) {
-    char* end = nullptr;
-    const long blocks = std::strtol(env, &end, 10);
-    if (end == env || *end != '\0' || blocks < 1) {
-      throw Error(message("QUARTET_CUDA_MAX_BLOCKS must be a positive integer, got '", env, "'"));
-    }
-    cap = std::min<std::int64_t>(cap, blocks);
-  }
+  const std::int64_t cap = capped_blocks(it->second);
   return static_cast<unsigned>(std::max<std::int64_t>(1, std::min(work, cap)));
 }
 
