@@ -10,7 +10,9 @@
 # --trace-dir`: the device's busy and idle time per step, and each kernel's share, recorded with
 # CUPTI; the Chrome traces to $OUT/traces), nodependent (trace's timed rows again with
 # QUARTET_DEPENDENT_LAUNCH=0, traced, to $OUT/train-nodependent.json and $OUT/traces-nodependent),
-# onepass (bench's quartet2 rows again with QUARTET_QUANTIZE_BOTH_WAYS=fused: dY quantized by the
+# fp4train (bench's quartet2 rows with the copies, then with QUARTET_NVFP4_GEMM=fp4-operand and
+# the TMA kernel: no BF16 copy of any GEMM's first operand, to $OUT/train-copies.json and
+# $OUT/train-fp4-operand.json), onepass (bench's quartet2 rows again with QUARTET_QUANTIZE_BOTH_WAYS=fused: dY quantized by the
 # one-pass kernel instead of two passes, to $OUT/train-onepass.json), quantize (`quartet
 # bench --only quantize`, every quantizer case, to $OUT/quantize-bench.json), gemm (`quartet bench
 # --only gemm`: cuBLAS BF16, the emulated NVFP4 GEMM and the NVFP4-operand kernel, to
@@ -111,6 +113,16 @@ if [[ "$mode" == *onepass* ]]; then  # quartet2's step with dY quantized by one 
     --json "$OUT/train-onepass.json" > "$OUT/train-onepass.log" 2>&1
   echo "train bench with dY's one-pass quantization rc=$? in $(( $(date +%s) - t0 )) s"
   grep '"case":"train/' "$OUT/train-onepass.log" | cut -c1-200
+fi
+if [[ "$mode" == *fp4train* ]]; then  # quartet2's step with every NVFP4 GEMM reading its first operand as FP4
+  t0=$(date +%s)
+  # Its baseline in the same call, the copies path, first (compare only rows of one call).
+  ./quartet bench --only train --models 124m,1b --recipes quartet2 \
+    --json "$OUT/train-copies.json" > "$OUT/train-copies.log" 2>&1
+  QUARTET_NVFP4_GEMM=fp4-operand QUARTET_FP4_OPERAND_KERNEL=tma ./quartet bench --only train --models 124m,1b \
+    --recipes quartet2 --json "$OUT/train-fp4-operand.json" > "$OUT/train-fp4-operand.log" 2>&1
+  echo "train bench, copies then the FP4-operand GEMM (TMA), rc=$? in $(( $(date +%s) - t0 )) s"
+  grep -h '"case":"train/' "$OUT/train-copies.log" "$OUT/train-fp4-operand.log" | cut -c1-200
 fi
 if [[ "$mode" == *quantize* ]]; then  # the quantizer cases, the one-pass dY kernel's among them
   t0=$(date +%s)

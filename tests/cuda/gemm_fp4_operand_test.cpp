@@ -219,6 +219,21 @@ TEST_F(GemmFp4Operand, BackendSwitchAgreesWithTheCopiesPath) {
         }
       }
     EXPECT_EQ(bad, 0) << what;
+
+    // Quantized while the switch is set, the operands carry no BF16 copies (the backend makes B's
+    // by a dequantization pass when a GEMM needs it): the same codes and scales, so the same bits
+    // through either GEMM as the operands quantized with their copies.
+    Tensor fp4_lazy = gpu->empty({m, n}, DType::f32), copies_lazy = gpu->empty({m, n}, DType::f32);
+    {
+      const testing::ScopedEnv fp4_operand("QUARTET_NVFP4_GEMM", "fp4-operand");
+      const QTensor la = gpu->quantize(ta, false, spec, rot, {4, 5, 6}), lb = gpu->quantize(tb, false, spec, rot, {4, 5, 7});
+      gpu->gemm_quantized(fp4_lazy, la, lb, false);
+      const QTensor la2 = gpu->quantize(ta, false, spec, rot, {4, 5, 6}), lb2 = gpu->quantize(tb, false, spec, rot, {4, 5, 7});
+      const testing::ScopedEnv copies_path("QUARTET_NVFP4_GEMM", "copies");
+      gpu->gemm_quantized(copies_lazy, la2, lb2, false);
+    }
+    EXPECT_EQ(gpu->download(fp4_lazy), f) << what << ": fp4-operand, operands quantized without copies";
+    EXPECT_EQ(gpu->download(copies_lazy), c) << what << ": copies path, operands quantized without copies";
   }
   setenv("QUARTET_NVFP4_GEMM", "fp8", 1);
   Tensor out = gpu->empty({m, n}, DType::f32);

@@ -271,7 +271,8 @@ class CudaBackend final : public Backend {
       }
     }
     // A read as NVFP4 by the wgmma kernel (QUARTET_NVFP4_GEMM=fp4-operand, not yet the default):
-    // only B's BF16 copy is used, A's (if its quantizer wrote one) is released unread.
+    // only B's BF16 copy is used (made here: writes_gemm_copy), A's (if a quantizer wrote one
+    // before the switch was set) is released unread.
     if (qa.format == ElementFormat::nvfp4 && !qa.square_blocks &&
         !env_keeps_usual("QUARTET_NVFP4_GEMM", "copies", "fp4-operand") &&
         gemm_fp4_operand_fits(qa.rows, qb.rows, qa.padded_cols)) {
@@ -294,7 +295,7 @@ class CudaBackend final : public Backend {
     expect_device(x, "quantize");
     if (x.ndim() != 2) throw Error(fmt::format("quantize: expected a 2-D tensor, got {}", shape_string(x.shape())));
     return wrap(cuda::quantize(x.raw(), x.dtype(), x.dim(0), x.dim(1), transpose, spec, rotation, random, stream_,
-                               fused_dequantize_));
+                               writes_gemm_copy(spec)));
   }
   std::pair<QTensor, QTensor> quantize_both_ways(const Tensor& x, const QuantizerSpec& row_spec,
                                                  const Rotation& row_rotation, const RandomContext& row_random,
@@ -304,14 +305,15 @@ class CudaBackend final : public Backend {
     expect_device(x, "quantize");
     if (x.ndim() != 2) throw Error(fmt::format("quantize: expected a 2-D tensor, got {}", shape_string(x.shape())));
     auto [rows, cols] = cuda::quantize_both_ways(x.raw(), x.dtype(), x.dim(0), x.dim(1), row_spec, row_rotation, row_random,
-                                                 col_spec, col_rotation, col_random, stream_, fused_dequantize_);
+                                                 col_spec, col_rotation, col_random, stream_,
+                                                 writes_gemm_copy(row_spec) && writes_gemm_copy(col_spec));
     return {wrap(std::move(rows)), wrap(std::move(cols))};
   }
   void drop_gemm_copy(const QTensor& q) override { unwrap(q).dequantized = nullptr; }
   QTensor requantize_transposed(const QTensor& q, const QuantizerSpec& spec, const Rotation& rotation,
                                 const RandomContext& random) override {
     QUARTET_OP_SCOPE("requantize_transposed");
-    return wrap(cuda::requantize_transposed(unwrap(q), spec, rotation, random, stream_, fused_dequantize_));
+    return wrap(cuda::requantize_transposed(unwrap(q), spec, rotation, random, stream_, writes_gemm_copy(spec)));
   }
   QTensor transpose_square_blocks(const QTensor& q) override {
     QUARTET_OP_SCOPE("transpose_square_blocks");
@@ -378,6 +380,17 @@ class CudaBackend final : public Backend {
     Tensor c = empty(t.shape(), DType::bf16);
     cuda::convert(t.raw(), t.dtype(), c.raw(), DType::bf16, t.numel(), stream_);
     return c;
+  }
+
+  // Whether a quantizer writes its operand's BF16 copy for the emulated GEMM as it goes. Not for
+  // NVFP4 operands while the GEMM reads its first operand in NVFP4 (QUARTET_NVFP4_GEMM=fp4-operand):
+  // the quantizer cannot tell which side of a GEMM its operand will be, so none writes a copy,
+  // and the second operand's is made by a dequantization pass when the GEMM needs it. The copies
+  // of the first operands (X forward, E and Eᵀ backward: most of the elements) are not written
+  // at all.
+  bool writes_gemm_copy(const QuantizerSpec& spec) const {
+    if (!fused_dequantize_) return false;
+    return quantizer_format(spec.kind) != ElementFormat::nvfp4 || env_keeps_usual("QUARTET_NVFP4_GEMM", "copies", "fp4-operand");
   }
 
   // The operand as BF16 e2m1 x block scale: what its quantizer wrote, or a dequantization pass.
