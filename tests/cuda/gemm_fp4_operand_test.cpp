@@ -14,10 +14,12 @@
 #include <cstring>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "backend/cuda/device_memory.h"
 #include "backend/cuda/gemm_fp4_operand.h"
+#include "backend/cuda/quantize.h"
 #include "quartet/backend/cuda.h"
 #include "quartet/error.h"
 #include "quartet/numerics/bf16.h"
@@ -61,7 +63,10 @@ struct Case {
 TEST_F(GemmFp4Operand, IsTheExactProductWithinTheSummationBound) {
   const Case cases[] = {{128, 128, 64, false, false}, {200, 136, 192, false, false}, {1, 1, 64, false, false},
                         {257, 300, 1024, false, true}, {96, 130, 128, true, false}, {130, 64, 320, true, true},
-                        {64, 384, 4096, false, false}, {640, 520, 512, false, false}};
+                        {64, 384, 4096, false, false}, {640, 520, 512, false, false},
+                        // Few k-tiles and many tiles: with two blocks, each runs several tiles of
+                        // one or two k-tiles, the producer several tiles ahead of the consumers.
+                        {600, 600, 64, false, false}, {300, 520, 128, true, false}};
   // The kernels, chosen by the environment (gemm_fp4_operand.cu): the cp.async one with its two
   // tiles, and the warp-specialised TMA one, whose grid is persistent: once as wide as the device
   // allows (a tile a block here), once two blocks wide (QUARTET_CUDA_MAX_BLOCKS), so that each
@@ -179,7 +184,8 @@ TEST_F(GemmFp4Operand, SaysWhatDoesNotFit) {
 
 // Through the backend: QUARTET_NVFP4_GEMM=fp4-operand gives the product of the quantized operands
 // that the BF16-copies path gives, within twice the bound (each within it of the exact sum), for
-// the forward's 4/6 operands and the backward's rotated MS-EDEN ones; an unknown value is named.
+// the forward's 4/6 operands and the backward's rotated MS-EDEN ones, also when the operands were
+// quantized under the switch (without BF16 copies); an unknown value is named.
 TEST_F(GemmFp4Operand, BackendSwitchAgreesWithTheCopiesPath) {
   auto gpu = make_cuda_backend();
   const std::int64_t m = 192, n = 160, k = 512;
@@ -199,12 +205,22 @@ TEST_F(GemmFp4Operand, BackendSwitchAgreesWithTheCopiesPath) {
     const std::string what = std::string(quantizer_name(s.kind));
     const QuantizerSpec spec = QuantizerSpec::defaults(s.kind);
     const Rotation rot = s.rotation ? Rotation::random(s.rotation, {1, 2, 3}) : Rotation::none();
-    const QTensor qa = gpu->quantize(ta, false, spec, rot, {4, 5, 6}), qb = gpu->quantize(tb, false, spec, rot, {4, 5, 7});
+    // Each GEMM on operands of its own (the same seeds: the same codes and scales), since a GEMM
+    // uses up the BF16 copies it reads. `passes`: the dequantization passes a GEMM ran (an sm_90
+    // GPU's NVFP4 GEMM is the emulated one).
+    const auto operands = [&] {
+      return std::pair{gpu->quantize(ta, false, spec, rot, {4, 5, 6}), gpu->quantize(tb, false, spec, rot, {4, 5, 7})};
+    };
+    const auto passes = [&](Tensor& out, const std::pair<QTensor, QTensor>& q, const char* path) {
+      const testing::ScopedEnv gemm("QUARTET_NVFP4_GEMM", path);
+      const std::uint64_t before = cuda::dequantization_passes();
+      gpu->gemm_quantized(out, q.first, q.second, false);
+      return cuda::dequantization_passes() - before;
+    };
     Tensor copies = gpu->empty({m, n}, DType::f32), fp4 = gpu->empty({m, n}, DType::f32);
-    gpu->gemm_quantized(copies, qa, qb, false);
-    setenv("QUARTET_NVFP4_GEMM", "fp4-operand", 1);
-    gpu->gemm_quantized(fp4, qa, qb, false);
-    unsetenv("QUARTET_NVFP4_GEMM");
+    EXPECT_EQ(passes(copies, operands(), "copies"), 0u) << what << ": the copies path on operands with their copies";
+    EXPECT_EQ(passes(fp4, operands(), "fp4-operand"), 0u) << what << ": the fp4-operand GEMM on operands with their copies";
+    const auto [qa, qb] = operands();
     const QuantizedTensor ha = gpu->download_quantized(qa), hb = gpu->download_quantized(qb);
     const std::vector<double> c = gpu->download(copies), f = gpu->download(fp4);
     int bad = 0;
@@ -220,34 +236,43 @@ TEST_F(GemmFp4Operand, BackendSwitchAgreesWithTheCopiesPath) {
       }
     EXPECT_EQ(bad, 0) << what;
 
-    // Quantized while the switch is set, the operands carry no BF16 copies (the backend makes B's
-    // by a dequantization pass when a GEMM needs it): the same codes and scales, so the same bits
-    // through either GEMM as the operands quantized with their copies.
-    Tensor fp4_lazy = gpu->empty({m, n}, DType::f32), copies_lazy = gpu->empty({m, n}, DType::f32);
+    // Quantized while the switch is set, the operands carry no BF16 copies: the fp4-operand GEMM
+    // makes B's by one dequantization pass, the copies path both by two, and the products are
+    // bit for bit those of the operands quantized with their copies.
+    std::pair<QTensor, QTensor> lazy, lazy2;
     {
       const testing::ScopedEnv fp4_operand("QUARTET_NVFP4_GEMM", "fp4-operand");
-      const QTensor la = gpu->quantize(ta, false, spec, rot, {4, 5, 6}), lb = gpu->quantize(tb, false, spec, rot, {4, 5, 7});
-      gpu->gemm_quantized(fp4_lazy, la, lb, false);
-      const QTensor la2 = gpu->quantize(ta, false, spec, rot, {4, 5, 6}), lb2 = gpu->quantize(tb, false, spec, rot, {4, 5, 7});
-      const testing::ScopedEnv copies_path("QUARTET_NVFP4_GEMM", "copies");
-      gpu->gemm_quantized(copies_lazy, la2, lb2, false);
+      lazy = operands();
+      lazy2 = operands();
     }
-    EXPECT_EQ(gpu->download(fp4_lazy), f) << what << ": fp4-operand, operands quantized without copies";
-    EXPECT_EQ(gpu->download(copies_lazy), c) << what << ": copies path, operands quantized without copies";
+    Tensor fp4_lazy = gpu->empty({m, n}, DType::f32), copies_lazy = gpu->empty({m, n}, DType::f32);
+    EXPECT_EQ(passes(fp4_lazy, lazy, "fp4-operand"), 1u) << what << ": the fp4-operand GEMM on operands without copies";
+    EXPECT_EQ(passes(copies_lazy, lazy2, "copies"), 2u) << what << ": the copies path on operands without copies";
+    const auto same_bits = [](const std::vector<double>& x, const std::vector<double>& y) {
+      return x.size() == y.size() && std::memcmp(x.data(), y.data(), x.size() * sizeof(double)) == 0;
+    };
+    EXPECT_TRUE(same_bits(gpu->download(fp4_lazy), f)) << what << ": fp4-operand, operands quantized without copies";
+    EXPECT_TRUE(same_bits(gpu->download(copies_lazy), c)) << what << ": copies path, operands quantized without copies";
   }
-  setenv("QUARTET_NVFP4_GEMM", "fp8", 1);
+  // An unknown value is named, by the GEMM (operands quantized before it is set) and by the
+  // quantizers, which read the switch too.
+  const QuantizerSpec rtn = QuantizerSpec::defaults(QuantizerKind::rtn);
+  const QTensor ra = gpu->quantize(ta, false, rtn, Rotation::none(), {}), rb = gpu->quantize(tb, false, rtn, Rotation::none(), {});
+  const testing::ScopedEnv fp8("QUARTET_NVFP4_GEMM", "fp8");
   Tensor out = gpu->empty({m, n}, DType::f32);
-  const QuantizerSpec spec = QuantizerSpec::defaults(QuantizerKind::rtn);
+  const std::string expected = "QUARTET_NVFP4_GEMM must be \"copies\" or \"fp4-operand\", got \"fp8\"";
   try {
-    gpu->gemm_quantized(out, gpu->quantize(ta, false, spec, Rotation::none(), {}), gpu->quantize(tb, false, spec, Rotation::none(), {}),
-                        false);
-    ADD_FAILURE() << "QUARTET_NVFP4_GEMM=fp8 was accepted";
+    gpu->gemm_quantized(out, ra, rb, false);
+    ADD_FAILURE() << "QUARTET_NVFP4_GEMM=fp8 was accepted by the GEMM";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("QUARTET_NVFP4_GEMM must be \"copies\" or \"fp4-operand\", got \"fp8\""),
-              std::string::npos)
-        << e.what();
+    EXPECT_NE(std::string(e.what()).find(expected), std::string::npos) << e.what();
   }
-  unsetenv("QUARTET_NVFP4_GEMM");
+  try {
+    (void)gpu->quantize(ta, false, rtn, Rotation::none(), {});
+    ADD_FAILURE() << "QUARTET_NVFP4_GEMM=fp8 was accepted by the quantizer";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(expected), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace

@@ -387,7 +387,8 @@ class CudaBackend final : public Backend {
   // the quantizer cannot tell which side of a GEMM its operand will be, so none writes a copy,
   // and the second operand's is made by a dequantization pass when the GEMM needs it. The copies
   // of the first operands (X forward, E and Eᵀ backward: most of the elements) are not written
-  // at all.
+  // at all. A GEMM that falls back to the copies path under the switch (A in square blocks, a
+  // reduction not a multiple of 64) then pays a dequantization pass for each operand.
   bool writes_gemm_copy(const QuantizerSpec& spec) const {
     if (!fused_dequantize_) return false;
     return quantizer_format(spec.kind) != ElementFormat::nvfp4 || env_keeps_usual("QUARTET_NVFP4_GEMM", "copies", "fp4-operand");
