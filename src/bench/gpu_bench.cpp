@@ -223,12 +223,14 @@ nlohmann::json run_gpu_benchmarks(const GpuBenchOptions& o, const std::function<
   if (o.wants("gemm")) {
     // GEMM: emulated NVFP4 (dequantize + BF16 tensor cores) against cuBLAS BF16, same shape;
     // the linear layers' largest shapes (tokens x out x in).
-    const std::int64_t gm = o.quick ? 4096 : 16384;
-    const std::vector<std::array<std::int64_t, 2>> gemm_shapes =
-        o.quick ? std::vector<std::array<std::int64_t, 2>>{{2816, 1024}}
-                : std::vector<std::array<std::int64_t, 2>>{{11008, 4096}, {4096, 11008}, {12288, 4096}, {6144, 2048},
-                                                            {2304, 768}, {768, 3072}};  // the last two: 124m's
-    for (const auto& [gn, gk] : gemm_shapes) {
+    // (m, n, k): tokens x out x in for the forward products; the last two are weight gradients
+    // of 124m's layers (out x in x tokens): few tiles of out, a long reduction.
+    const std::vector<std::array<std::int64_t, 3>> gemm_shapes =
+        o.quick ? std::vector<std::array<std::int64_t, 3>>{{4096, 2816, 1024}}
+                : std::vector<std::array<std::int64_t, 3>>{{16384, 11008, 4096}, {16384, 4096, 11008}, {16384, 12288, 4096},
+                                                            {16384, 6144, 2048},  {16384, 2304, 768},   {16384, 768, 3072},
+                                                            {2304, 768, 16384},   {768, 768, 16384}};
+    for (const auto& [gm, gn, gk] : gemm_shapes) {
       Tensor a = be->empty({gm, gk}, DType::bf16), b = be->empty({gn, gk}, DType::bf16), out = be->empty({gm, gn}, DType::bf16);
       be->upload(a, random_values(gm * gk, 7));
       be->upload(b, random_values(gn * gk, 8));
@@ -237,9 +239,9 @@ nlohmann::json run_gpu_benchmarks(const GpuBenchOptions& o, const std::function<
       // wrote one, is used up by the first GEMM), so this is the standalone emulated GEMM.
       const QuantizerSpec spec = QuantizerSpec::defaults(QuantizerKind::rtn);
       const QTensor qa = be->quantize(a, false, spec, Rotation::none(), {}), qb = be->quantize(b, false, spec, Rotation::none(), {});
-      // Third to fifth: the GEMM that reads A in NVFP4 (QUARTET_NVFP4_GEMM=fp4-operand; the
-      // copies path on GPUs it does not fit): the cp.async kernel with its two tile shapes, and
-      // the warp-specialised TMA kernel.
+      // Third to sixth: the GEMM that reads A in NVFP4 (QUARTET_NVFP4_GEMM=fp4-operand; the
+      // copies path on GPUs it does not fit): the cp.async kernel and the warp-specialised TMA
+      // kernel, each with its two tile shapes.
       const std::vector<double> medians = interleaved_median_ms(
           {[&](int) { be->gemm(out, a, false, b, false, false); }, [&](int) { be->gemm_quantized(out, qa, qb, false); },
            [&](int) {
@@ -258,6 +260,16 @@ nlohmann::json run_gpu_benchmarks(const GpuBenchOptions& o, const std::function<
              setenv("QUARTET_NVFP4_GEMM", "fp4-operand", 1);
              setenv("QUARTET_FP4_OPERAND_KERNEL", "tma", 1);
              be->gemm_quantized(out, qa, qb, false);
+             unsetenv("QUARTET_FP4_OPERAND_KERNEL");
+             unsetenv("QUARTET_NVFP4_GEMM");
+           },
+           [&](int) {  // the same with 128 x 128 tiles: more tiles, for the shapes whose waves of
+                       // 128 x 256 tiles leave many SMs idle
+             setenv("QUARTET_NVFP4_GEMM", "fp4-operand", 1);
+             setenv("QUARTET_FP4_OPERAND_KERNEL", "tma", 1);
+             setenv("QUARTET_FP4_OPERAND_TILE", "128x128", 1);
+             be->gemm_quantized(out, qa, qb, false);
+             unsetenv("QUARTET_FP4_OPERAND_TILE");
              unsetenv("QUARTET_FP4_OPERAND_KERNEL");
              unsetenv("QUARTET_NVFP4_GEMM");
            }},
@@ -281,6 +293,10 @@ nlohmann::json run_gpu_benchmarks(const GpuBenchOptions& o, const std::function<
       note({{"case", fmt::format("gemm_fp4_operand_tma/{}x{}x{}", gm, gn, gk)}, {"median_ms", medians[4]},
             {"tflops", tma_tflops}, {"bf16_tflops", bf16_tflops}, {"ratio_to_bf16", tma_tflops / bf16_tflops},
             {"ratio_to_copies", tma_tflops / tflops}, {"tile", "128x256"}});
+      const double tma_narrow_tflops = flops / (medians[5] * 1e-3) / 1e12;
+      note({{"case", fmt::format("gemm_fp4_operand_tma_128x128/{}x{}x{}", gm, gn, gk)}, {"median_ms", medians[5]},
+            {"tflops", tma_narrow_tflops}, {"bf16_tflops", bf16_tflops}, {"ratio_to_bf16", tma_narrow_tflops / bf16_tflops},
+            {"ratio_to_copies", tma_narrow_tflops / tflops}, {"tile", "128x128"}});
     }
 
   }

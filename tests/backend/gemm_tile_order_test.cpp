@@ -41,5 +41,27 @@ TEST(GemmTileOrder, BandsHoldAtMostTwelveMebibytesOfB) {
   EXPECT_EQ(tile_order(129, 257, 64, 128, 128).cols, 3);
 }
 
+TEST(GemmTileOrder, SplitKFillsTheSmsWithRunsOfAtLeastEightKTilesNoneEmpty) {
+  // 124m's weight gradients at 8192 tokens (128 k-tiles), 128 x 256 tiles, 132 SMs.
+  EXPECT_EQ(split_k(18, 128, 132).splits, 7);  // 768 x 768: 6 x 3 tiles, 7 runs of 19 k-tiles (the last 14)
+  EXPECT_EQ(split_k(18, 128, 132).k_tiles_per_split, 19);
+  EXPECT_EQ(split_k(54, 128, 132).splits, 2);  // 2304 x 768: 18 x 3 tiles, two runs of 64
+  EXPECT_EQ(split_k(54, 128, 132).k_tiles_per_split, 64);
+  EXPECT_EQ(split_k(3, 128, 132).splits, 16);  // a 384 x 256 output: runs of 8 at least
+  EXPECT_EQ(split_k(3, 128, 132).k_tiles_per_split, 8);
+  EXPECT_EQ(split_k(132, 128, 132).splits, 1);  // a wave of tiles already
+  EXPECT_EQ(split_k(5, 7, 132).splits, 1);     // too short to split
+  for (std::int64_t tiles : {1, 2, 3, 17, 54, 131}) {
+    for (int k_tiles : {1, 8, 15, 16, 17, 100, 128, 1000}) {
+      const SplitK s = split_k(tiles, k_tiles, 132);
+      ASSERT_GE(s.splits, 1);
+      EXPECT_LE(s.splits * tiles, std::max<std::int64_t>(132, tiles)) << tiles << " tiles, " << k_tiles << " k-tiles";
+      EXPECT_GE(static_cast<std::int64_t>(s.splits) * s.k_tiles_per_split, k_tiles);        // every k-tile in a run
+      EXPECT_LT(static_cast<std::int64_t>(s.splits - 1) * s.k_tiles_per_split, k_tiles);    // and no run empty
+      if (s.splits > 1) EXPECT_GE(s.k_tiles_per_split, 8) << tiles << " tiles, " << k_tiles << " k-tiles";
+    }
+  }
+}
+
 }  // namespace
 }  // namespace quartet::cuda

@@ -66,11 +66,14 @@ TEST_F(GemmFp4Operand, IsTheExactProductWithinTheSummationBound) {
                         {64, 384, 4096, false, false}, {640, 520, 512, false, false},
                         // Few k-tiles and many tiles: with two blocks, each runs several tiles of
                         // one or two k-tiles, the producer several tiles ahead of the consumers.
-                        {600, 600, 64, false, false}, {300, 520, 128, true, false}};
-  // The kernels, chosen by the environment (gemm_fp4_operand.cu): the cp.async one with its two
-  // tiles, and the warp-specialised TMA one, whose grid is persistent: once as wide as the device
-  // allows (a tile a block here), once two blocks wide (QUARTET_CUDA_MAX_BLOCKS), so that each
-  // block runs several tiles and its stages' barriers carry their phases from one to the next.
+                        {600, 600, 64, false, false}, {300, 520, 128, true, false},
+                        // Fewer tiles than SMs and a long k: the TMA kernel splits k (two tiles of
+                        // 128 x 256 in eight runs; a BF16 output accumulated over four).
+                        {192, 256, 4096, false, false}, {256, 200, 2048, true, true}};
+  // The kernels, chosen by the environment (gemm_fp4_operand.cu), each with both tiles: the
+  // cp.async one, and the warp-specialised TMA one, whose grid is persistent: once as wide as the
+  // device allows (a tile a block here), once two blocks wide (QUARTET_CUDA_MAX_BLOCKS), so that
+  // each block runs several tiles and its stages' barriers carry their phases from one to the next.
   struct Variant {
     const char* name;
     const char* kernel;
@@ -80,7 +83,9 @@ TEST_F(GemmFp4Operand, IsTheExactProductWithinTheSummationBound) {
   const Variant variants[] = {{"cp-async 128x256", "cp-async", "128x256", ""},
                               {"cp-async 128x128", "cp-async", "128x128", ""},
                               {"tma 128x256", "tma", "128x256", ""},
-                              {"tma 128x256, two blocks", "tma", "128x256", "2"}};
+                              {"tma 128x256, two blocks", "tma", "128x256", "2"},
+                              {"tma 128x128", "tma", "128x128", ""},
+                              {"tma 128x128, two blocks", "tma", "128x128", "2"}};
   std::mt19937_64 gen(2026);
   for (const Case& c : cases) {
     const std::string shape = std::to_string(c.m) + "x" + std::to_string(c.n) + "x" + std::to_string(c.k) +

@@ -19,6 +19,7 @@
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/dependent_launch.cuh"
 #include "backend/cuda/device_caps.h"
+#include "backend/cuda/device_memory.h"
 #include "backend/cuda/env_switch.h"
 #include "backend/cuda/gemm_tile_order.h"
 #include "backend/cuda/message.h"
@@ -53,6 +54,10 @@ struct Fp4OperandArgs {
   const float* alpha;
   int m, n, k;
   bool out_bf16, accumulate;
+  // Split-K (the TMA kernel; gemm_tile_order.h): with more than one run a tile, each run stores
+  // its FP32 product, without alpha, at partial + run * m * n, and a second pass sums them.
+  float* partial;
+  SplitK split;
 };
 
 #if QUARTET_HAS_WGMMA  // the helpers of the kernel, whose body only sm_90a compiles
@@ -264,10 +269,10 @@ __device__ __forceinline__ void store_pair(const Fp4OperandArgs& a, std::int64_t
 }
 
 // This thread's outputs of a warpgroup's accumulators: rows r and r + 8, in each 128-column
-// half, columns 8j + 2c and 8j + 2c + 1, times alpha.
+// half, columns 8j + 2c and 8j + 2c + 1, times `alpha`.
 template <int Halves>
-__device__ __forceinline__ void store_tile(const Fp4OperandArgs& a, float (&d)[Halves][16][4], int r, int n0, int c) {
-  const float alpha = *a.alpha;
+__device__ __forceinline__ void store_tile(const Fp4OperandArgs& a, float (&d)[Halves][16][4], int r, int n0, int c,
+                                           float alpha) {
 #pragma unroll
   for (int half = 0; half < 2; ++half) {
     const int row = r + 8 * half;
@@ -334,7 +339,7 @@ __global__ void __launch_bounds__(kThreads, 1) gemm_fp4_operand_kernel(const Fp4
   };
   run_tiles(tiles, step, fence_accumulators);
 
-  store_tile(a, d, m0 + row, n0, c);
+  store_tile(a, d, m0 + row, n0, c, *a.alpha);
 #else
   __trap();
 #endif
@@ -342,8 +347,8 @@ __global__ void __launch_bounds__(kThreads, 1) gemm_fp4_operand_kernel(const Fp4
 
 // The warp-specialised form (QUARTET_FP4_OPERAND_KERNEL=tma): a persistent grid, each block
 // taking the tiles of out in TileOrder's order, a grid's width apart. A third warpgroup, whose
-// first thread fills the stages with TMA copies (B's [256 x 64] box in the 128-byte swizzle, A's
-// [128 x 32-byte] code box), runs ahead across tiles: while the consumers store one tile, the
+// first thread fills the stages with TMA copies (B's [128 Halves x 64] box in the 128-byte
+// swizzle, A's [128 x 32-byte] code box), runs ahead across tiles: while the consumers store one tile, the
 // stages fill with the next one's. Each stage is handed over by mbarriers: `full` completes when
 // its bytes have landed, `empty` when all 256 consumer threads have seen the products that read it
 // finish; their phases run on over the block's k-tiles of every tile. The consumer warpgroups
@@ -352,12 +357,19 @@ __global__ void __launch_bounds__(kThreads, 1) gemm_fp4_operand_kernel(const Fp4
 // 128 accumulators a thread need them.
 namespace tma {
 
-constexpr int kThreads = 384, kStages = 5, kCols = 256;
-constexpr int kBStageBytes = kCols * kDepth * 2, kCodeStageBytes = kTileRows * 32;
-constexpr int kSharedBytes = kStages * (kBStageBytes + kCodeStageBytes) + 2 * kStages * 8 + 1024;
+constexpr int kThreads = 384, kStages = 5, kCodeStageBytes = kTileRows * 32;
+
+// A block's tile of out: 128 rows by 128 Halves columns (TileShape's, with this ring's bytes).
+template <int Halves>
+struct Shape {
+  static constexpr int kCols = TileShape<Halves>::kCols, kBStageBytes = TileShape<Halves>::kBStageBytes;
+  static constexpr int kSharedBytes = kStages * (kBStageBytes + kCodeStageBytes) + 2 * kStages * 8 + 1024;
+};
 
 #if QUARTET_HAS_WGMMA
+template <int Halves>
 struct Ring {
+  static constexpr int kBStageBytes = Shape<Halves>::kBStageBytes;
   std::uint32_t b, codes, full, empty;  // shared-memory addresses: stages, then the barriers
   __device__ explicit Ring(std::uint32_t base)
       : b(base), codes(base + kStages * kBStageBytes), full(codes + kStages * kCodeStageBytes), empty(full + kStages * 8) {}
@@ -372,21 +384,41 @@ __device__ __forceinline__ void wait(std::uint32_t address, std::uint32_t parity
   }
 }
 
-// The producer: every k-tile of every tile of this block, in order, each into the next stage
-// once the consumers have freed it. `use` counts the stages' fillings over all tiles.
-__device__ __forceinline__ void produce(const CUtensorMap& b_map, const CUtensorMap& codes_map, const Ring& ring,
-                                        const TileOrder& order, int k_tiles) {
+// A unit of work: a tile of out and one run of its k-tiles (all of them without split-K).
+struct Unit {
+  int tile_row, tile_col, run, k_begin, k_count;
+};
+
+__device__ __forceinline__ std::int64_t units(const TileOrder& order, const Fp4OperandArgs& a) {
+  return order.count() * a.split.splits;
+}
+
+__device__ __forceinline__ Unit unit_at(const TileOrder& order, const Fp4OperandArgs& a, std::int64_t u) {
+  Unit w;
+  w.run = static_cast<int>(u / order.count());
+  order.at(u % order.count(), w.tile_row, w.tile_col);
+  w.k_begin = w.run * a.split.k_tiles_per_split;
+  w.k_count = min(a.split.k_tiles_per_split, a.k / kDepth - w.k_begin);
+  return w;
+}
+
+// The producer: every k-tile of every unit of this block, in order, each into the next stage
+// once the consumers have freed it. `use` counts the stages' fillings over all units.
+template <int Halves>
+__device__ __forceinline__ void produce(const CUtensorMap& b_map, const CUtensorMap& codes_map, const Ring<Halves>& ring,
+                                        const TileOrder& order, const Fp4OperandArgs& a) {
+  constexpr int kBStageBytes = Shape<Halves>::kBStageBytes;
   std::uint32_t use = 0;
-  for (std::int64_t i = blockIdx.x; i < order.count(); i += gridDim.x) {
-    int tile_row, tile_col;
-    order.at(i, tile_row, tile_col);
-    for (int t = 0; t < k_tiles; ++t, ++use) {
+  for (std::int64_t u = blockIdx.x; u < units(order, a); u += gridDim.x) {
+    const Unit w = unit_at(order, a, u);
+    for (int i = 0; i < w.k_count; ++i, ++use) {
+      const int t = w.k_begin + i, tile_row = w.tile_row, tile_col = w.tile_col;
       const std::uint32_t stage = use % kStages;
       wait(ring.empty + 8 * stage, ((use / kStages) & 1) ^ 1);  // a fresh barrier passes parity 1
       std::uint64_t* full = barrier(ring.full + 8 * stage);
       ::cuda::ptx::mbarrier_arrive_expect_tx(::cuda::ptx::sem_release, ::cuda::ptx::scope_cta, ::cuda::ptx::space_shared, full,
                                            kBStageBytes + kCodeStageBytes);
-      const std::int32_t b_at[2] = {t * kDepth, tile_col * kCols}, codes_at[2] = {t * kDepth / 2, tile_row * kTileRows};
+      const std::int32_t b_at[2] = {t * kDepth, tile_col * Shape<Halves>::kCols}, codes_at[2] = {t * kDepth / 2, tile_row * kTileRows};
       ::cuda::ptx::cp_async_bulk_tensor(::cuda::ptx::space_cluster, ::cuda::ptx::space_global,
                                       __cvta_shared_to_generic(ring.b + stage * kBStageBytes), &b_map, b_at, full);
       ::cuda::ptx::cp_async_bulk_tensor(::cuda::ptx::space_cluster, ::cuda::ptx::space_global,
@@ -399,14 +431,15 @@ __device__ __forceinline__ void produce(const CUtensorMap& b_map, const CUtensor
 
 }  // namespace tma
 
+template <int Halves>
 __global__ void __launch_bounds__(tma::kThreads, 1)
     gemm_fp4_operand_tma_kernel(const __grid_constant__ CUtensorMap b_map, const __grid_constant__ CUtensorMap codes_map,
                                 const Fp4OperandArgs a, const TileOrder order) {
   wait_for_upstream_grids();
 #if QUARTET_HAS_WGMMA
   extern __shared__ __align__(1024) unsigned char shared[];
-  const tma::Ring ring((shared_address(shared) + 1023u) & ~1023u);
-  const int k_tiles = a.k / kDepth;
+  const tma::Ring<Halves> ring((shared_address(shared) + 1023u) & ~1023u);
+  constexpr int kBStageBytes = tma::Shape<Halves>::kBStageBytes;
   if (threadIdx.x == 0) {
     for (int i = 0; i < tma::kStages; ++i) {
       ::cuda::ptx::mbarrier_init(tma::barrier(ring.full + 8 * i), 1);
@@ -418,44 +451,44 @@ __global__ void __launch_bounds__(tma::kThreads, 1)
 
   if (threadIdx.x < 128) {  // the producer warpgroup
     asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n");
-    if (threadIdx.x == 0) tma::produce(b_map, codes_map, ring, order, k_tiles);
+    if (threadIdx.x == 0) tma::produce<Halves>(b_map, codes_map, ring, order, a);
     return;
   }
 
   asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
   const int group = threadIdx.x / 128 - 1, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
   const int row = group * 64 + warp * 16 + g;  // this thread's rows: row and row + 8 of a tile's 128
-  std::uint32_t first_use = 0;                 // the stages' fillings before this tile's first k-tile
-  for (std::int64_t i = blockIdx.x; i < order.count(); i += gridDim.x) {
-    int tile_row, tile_col;
-    order.at(i, tile_row, tile_col);
-    const int m0 = tile_row * kTileRows, n0 = tile_col * tma::kCols;
-    // This tile's rows' scale words (four E4M3 bytes a k-tile), read from global memory one
-    // k-tile ahead.
+  std::uint32_t first_use = 0;                 // the stages' fillings before this unit's first k-tile
+  for (std::int64_t u = blockIdx.x; u < tma::units(order, a); u += gridDim.x) {
+    const tma::Unit w = tma::unit_at(order, a, u);
+    const int m0 = w.tile_row * kTileRows, n0 = w.tile_col * tma::Shape<Halves>::kCols;
+    // This tile's rows' scale words (four E4M3 bytes a k-tile) from the unit's first k-tile on,
+    // read from global memory one k-tile ahead.
     const unsigned char* scale_rows[2];
     bool scale_valid[2];
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       scale_valid[h] = m0 + row + 8 * h < a.m;
-      scale_rows[h] = a.a_scales + (scale_valid[h] ? static_cast<std::int64_t>(m0 + row + 8 * h) * (a.k / 16) : 0);
+      scale_rows[h] = a.a_scales + (scale_valid[h] ? static_cast<std::int64_t>(m0 + row + 8 * h) * (a.k / 16) : 0) +
+                      static_cast<std::int64_t>(w.k_begin) * 4;
     }
-    const auto scale_words = [&](int t, std::uint32_t (&w)[2]) {
+    const auto scale_words = [&](int t, std::uint32_t (&words)[2]) {
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        w[h] = scale_valid[h] && t < k_tiles ? __ldg(reinterpret_cast<const unsigned int*>(scale_rows[h] + t * 4)) : 0u;
+        words[h] = scale_valid[h] && t < w.k_count ? __ldg(reinterpret_cast<const unsigned int*>(scale_rows[h] + t * 4)) : 0u;
       }
     };
     std::uint32_t scales_now[2], scales_next[2];
     scale_words(0, scales_now);
 
-    float d[2][16][4];
+    float d[Halves][16][4];
 #pragma unroll
-    for (int h = 0; h < 2; ++h)
+    for (int h = 0; h < Halves; ++h)
 #pragma unroll
       for (int j = 0; j < 16; ++j) d[h][j][0] = d[h][j][1] = d[h][j][2] = d[h][j][3] = 0.0f;
     const auto fence_accumulators = [&] {
-      fence_accumulator(d[0]);
-      fence_accumulator(d[1]);
+#pragma unroll
+      for (int h = 0; h < Halves; ++h) fence_accumulator(d[h]);
     };
     const auto step = [&](int t, std::uint32_t(&fragment)[4][4], std::uint32_t(&previous)[4][4]) {
       const std::uint32_t use = first_use + t, stage = use % tma::kStages;
@@ -465,21 +498,49 @@ __global__ void __launch_bounds__(tma::kThreads, 1)
       for (int h = 0; h < 2; ++h) {
         dequantize_row(ring.codes + stage * tma::kCodeStageBytes + (row + 8 * h) * 32, scales_now[h], h, c, fragment);
       }
-      multiply_stage(d, fragment, ring.b + stage * tma::kBStageBytes);  // then k-tile t - 1's are free
+      multiply_stage<Halves>(d, fragment, ring.b + stage * kBStageBytes);  // then k-tile t - 1's are free
       if (t > 0) ::cuda::ptx::mbarrier_arrive(tma::barrier(ring.empty + 8 * ((use - 1) % tma::kStages)));
       fence_fragments(previous);
       fence_accumulators();
       scales_now[0] = scales_next[0];
       scales_now[1] = scales_next[1];
     };
-    run_tiles(k_tiles, step, fence_accumulators);  // ends with every product finished
-    first_use += k_tiles;
+    run_tiles(w.k_count, step, fence_accumulators);  // ends with every product finished
+    first_use += w.k_count;
     ::cuda::ptx::mbarrier_arrive(tma::barrier(ring.empty + 8 * ((first_use - 1) % tma::kStages)));
-    store_tile(a, d, m0 + row, n0, c);
+    if (a.split.splits == 1) {
+      store_tile(a, d, m0 + row, n0, c, *a.alpha);
+    } else {  // this run's FP32 partial, summed and scaled by the reduce pass
+      Fp4OperandArgs partial = a;
+      partial.out = a.partial + static_cast<std::int64_t>(w.run) * a.m * a.n;
+      partial.out_bf16 = false;
+      partial.accumulate = false;
+      store_tile(partial, d, m0 + row, n0, c, 1.0f);
+    }
   }
 #else
   __trap();
 #endif
+}
+
+// Split-K's second pass: out (+)= alpha * (the runs' partials summed in run order).
+__global__ void gemm_fp4_operand_reduce_kernel(const Fp4OperandArgs a) {
+  wait_for_upstream_grids();
+  const std::int64_t total = static_cast<std::int64_t>(a.m) * a.n;
+  const float alpha = *a.alpha;
+  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    float sum = a.partial[i];
+    for (int run = 1; run < a.split.splits; ++run) sum += a.partial[run * total + i];
+    const float v = alpha * sum;
+    if (a.out_bf16) {
+      __nv_bfloat16* out = static_cast<__nv_bfloat16*>(a.out) + i;
+      *out = __float2bfloat16_rn(a.accumulate ? v + __bfloat162float(*out) : v);
+    } else {
+      float* out = static_cast<float*>(a.out) + i;
+      *out = a.accumulate ? *out + v : v;
+    }
+  }
 }
 
 template <int Halves>
@@ -495,23 +556,44 @@ void launch_tiles(const Fp4OperandArgs& args, cudaStream_t stream) {
   QUARTET_CUDA_LAUNCHED();
 }
 
+template <int Halves>
 void launch_tma(const Fp4OperandArgs& args, const void* a_codes, const void* b, cudaStream_t stream) {
+  using Shape = tma::Shape<Halves>;
   static const bool configured = [] {
-    QUARTET_CUDA_CHECK(cudaFuncSetAttribute(gemm_fp4_operand_tma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                            tma::kSharedBytes));
+    QUARTET_CUDA_CHECK(cudaFuncSetAttribute(gemm_fp4_operand_tma_kernel<Halves>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            Shape::kSharedBytes));
     return true;
   }();
   (void)configured;
   const auto k = static_cast<std::uint64_t>(args.k), m = static_cast<std::uint64_t>(args.m), n = static_cast<std::uint64_t>(args.n);
-  const CUtensorMap b_map = tensor_map_2d(b, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, k, n, 2 * k, kDepth, tma::kCols,
+  const CUtensorMap b_map = tensor_map_2d(b, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, k, n, 2 * k, kDepth, Shape::kCols,
                                           CU_TENSOR_MAP_SWIZZLE_128B);
   const CUtensorMap codes_map = tensor_map_2d(a_codes, CU_TENSOR_MAP_DATA_TYPE_UINT8, k / 2, m, k / 2, kDepth / 2, kTileRows,
                                               CU_TENSOR_MAP_SWIZZLE_NONE);
-  const TileOrder order = tile_order(args.m, args.n, args.k, kTileRows, tma::kCols);
-  const auto blocks = static_cast<unsigned>(capped_blocks(std::min<std::int64_t>(order.count(), multiprocessors())));
-  launch_dependent(gemm_fp4_operand_tma_kernel, dim3(blocks), tma::kThreads, tma::kSharedBytes, stream, b_map, codes_map, args,
-                   order);
+  const TileOrder order = tile_order(args.m, args.n, args.k, kTileRows, Shape::kCols);
+  const int sms = multiprocessors();
+  Fp4OperandArgs a = args;
+  a.split = split_k(order.count(), args.k / kDepth, sms);
+  // Stream-ordered on the default stream (device_memory.h): freed after the passes that use it.
+  std::shared_ptr<void> partial;
+  if (a.split.splits > 1) {
+    partial = device_alloc(static_cast<std::size_t>(a.split.splits) * static_cast<std::size_t>(args.m) *
+                           static_cast<std::size_t>(args.n) * sizeof(float));
+    a.partial = static_cast<float*>(partial.get());
+  }
+  const std::int64_t units = order.count() * a.split.splits;
+  const auto blocks = static_cast<unsigned>(capped_blocks(std::min<std::int64_t>(units, sms)));
+  launch_dependent(gemm_fp4_operand_tma_kernel<Halves>, dim3(blocks), tma::kThreads, Shape::kSharedBytes, stream, b_map,
+                   codes_map, a, order);
   QUARTET_CUDA_LAUNCHED();
+  if (a.split.splits > 1) {
+    constexpr int kReduceThreads = 256;
+    const std::int64_t total = static_cast<std::int64_t>(args.m) * args.n;
+    const auto reduce_blocks = static_cast<unsigned>(
+        capped_blocks(std::min<std::int64_t>((total + kReduceThreads - 1) / kReduceThreads, std::int64_t{sms} * 8)));
+    launch_dependent(gemm_fp4_operand_reduce_kernel, dim3(reduce_blocks), kReduceThreads, 0, stream, a);
+    QUARTET_CUDA_LAUNCHED();
+  }
 }
 
 }  // namespace
@@ -534,13 +616,18 @@ void gemm_fp4_operand(void* out, DType out_dtype, const void* a_codes, const voi
   }
   Fp4OperandArgs args{static_cast<const unsigned char*>(a_codes), static_cast<const unsigned char*>(a_scales),
                       static_cast<const __nv_bfloat16*>(b), out, alpha, static_cast<int>(m), static_cast<int>(n),
-                      static_cast<int>(k), out_dtype == DType::bf16, accumulate};
-  // The cp.async kernel with 128 x 256 tiles, unless QUARTET_FP4_OPERAND_KERNEL is "tma" (the
-  // warp-specialised one) or QUARTET_FP4_OPERAND_TILE is "128x128" (both read at every call, so
-  // that a benchmark can time them in one process).
+                      static_cast<int>(k), out_dtype == DType::bf16, accumulate, nullptr, SplitK{1, static_cast<int>(k / kDepth)}};
+  // The cp.async kernel unless QUARTET_FP4_OPERAND_KERNEL is "tma" (the warp-specialised one),
+  // with 128 x 256 tiles unless QUARTET_FP4_OPERAND_TILE is "128x128" (both read at every call,
+  // so that a benchmark can time them in one process).
+  const bool wide = env_keeps_usual("QUARTET_FP4_OPERAND_TILE", "128x256", "128x128");
   if (!env_keeps_usual("QUARTET_FP4_OPERAND_KERNEL", "cp-async", "tma")) {
-    launch_tma(args, a_codes, b, stream);
-  } else if (env_keeps_usual("QUARTET_FP4_OPERAND_TILE", "128x256", "128x128")) {
+    if (wide) {
+      launch_tma<2>(args, a_codes, b, stream);
+    } else {
+      launch_tma<1>(args, a_codes, b, stream);
+    }
+  } else if (wide) {
     launch_tiles<2>(args, stream);
   } else {
     launch_tiles<1>(args, stream);

@@ -37,4 +37,22 @@ inline TileOrder tile_order(std::int64_t m, std::int64_t n, std::int64_t k, int 
   return {rows, cols, static_cast<int>(std::clamp<std::int64_t>(band_bytes / tile_bytes, 1, cols))};
 }
 
+// Split-K, for outputs of fewer tiles than the GPU has SMs (a small model's weight gradients:
+// out x in tiles, tokens long): each tile's k-tiles are cut into `splits` runs of at most
+// `k_tiles_per_split`, every run a unit of work of its own writing an FP32 partial product, and
+// a second pass sums the partials in a fixed order (deterministic; no atomics). Units are taken
+// tile-major: unit u is tile u % tiles of the order, run u / tiles.
+struct SplitK {
+  int splits, k_tiles_per_split;
+};
+
+// As many runs a tile as fill the SMs once (no more than one per `min_run` k-tiles, so that a
+// run's products outweigh its pipeline's filling and its partial's store), none of them empty.
+inline SplitK split_k(std::int64_t tiles, int k_tiles, int sms, int min_run = 8) {
+  std::int64_t splits = tiles >= sms ? 1 : std::min<std::int64_t>(sms / tiles, k_tiles / min_run);
+  splits = std::max<std::int64_t>(splits, 1);
+  const int per = static_cast<int>((k_tiles + splits - 1) / splits);
+  return {(k_tiles + per - 1) / per, per};
+}
+
 }  // namespace quartet::cuda
