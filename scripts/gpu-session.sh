@@ -12,12 +12,13 @@
 # QUARTET_DEPENDENT_LAUNCH=0, traced, to $OUT/train-nodependent.json and $OUT/traces-nodependent),
 # fp4train (bench's quartet2 rows with the copies, then with QUARTET_NVFP4_GEMM=fp4-operand and
 # the TMA kernel: no BF16 copy of any GEMM's first operand, to $OUT/train-copies.json and
-# $OUT/train-fp4-operand.json), onepass (bench's quartet2 rows again with QUARTET_QUANTIZE_BOTH_WAYS=fused: dY quantized by the
+# $OUT/train-fp4-operand.json, their output to $OUT/train-fp4train.log), onepass (bench's quartet2 rows again with QUARTET_QUANTIZE_BOTH_WAYS=fused: dY quantized by the
 # one-pass kernel instead of two passes, to $OUT/train-onepass.json), quantize (`quartet
 # bench --only quantize`, every quantizer case, to $OUT/quantize-bench.json), gemm (`quartet bench
 # --only gemm`: cuBLAS BF16, the emulated NVFP4 GEMM and the NVFP4-operand kernel, to
 # $OUT/gemm-bench.json), gemmprofile (Nsight Compute on the TMA form of the NVFP4-operand kernel,
-# its first launch of the gemm bench, to $OUT/ncu-gemm-tma.txt), concurrency (gpu-concurrency.sh: two quartet2 runs of the campaign's shape
+# its first launch of the gemm bench, to $OUT/ncu-gemm-tma.txt; the SASS of the FP4-operand kernels
+# to $OUT/sass-gemm.txt), concurrency (gpu-concurrency.sh: two quartet2 runs of the campaign's shape
 # on one GPU, about two minutes), or none. SECONDS: the whole command's budget; the campaign runs NAMEs
 # (started or resumed) in what is left of it, one lane per GPU, with diagnostics every 250 steps
 # and `quartet diagnose` on quartet2-s1 once it has finished (QUARTET_DIAGNOSTICS and
@@ -117,12 +118,13 @@ fi
 if [[ "$mode" == *fp4train* ]]; then  # quartet2's step with every NVFP4 GEMM reading its first operand as FP4
   t0=$(date +%s)
   # Its baseline in the same call, the copies path, first (compare only rows of one call).
+  # One log for both (only so many files come back from a call).
   ./quartet bench --only train --models 124m,1b --recipes quartet2 \
-    --json "$OUT/train-copies.json" > "$OUT/train-copies.log" 2>&1
+    --json "$OUT/train-copies.json" > "$OUT/train-fp4train.log" 2>&1
   QUARTET_NVFP4_GEMM=fp4-operand QUARTET_FP4_OPERAND_KERNEL=tma ./quartet bench --only train --models 124m,1b \
-    --recipes quartet2 --json "$OUT/train-fp4-operand.json" > "$OUT/train-fp4-operand.log" 2>&1
+    --recipes quartet2 --json "$OUT/train-fp4-operand.json" >> "$OUT/train-fp4train.log" 2>&1
   echo "train bench, copies then the FP4-operand GEMM (TMA), rc=$? in $(( $(date +%s) - t0 )) s"
-  grep -h '"case":"train/' "$OUT/train-copies.log" "$OUT/train-fp4-operand.log" | cut -c1-200
+  grep -h '"case":"train/' "$OUT/train-fp4train.log" | cut -c1-200
 fi
 if [[ "$mode" == *quantize* ]]; then  # the quantizer cases, the one-pass dY kernel's among them
   t0=$(date +%s)
@@ -146,6 +148,10 @@ if [[ "$mode" == *gemmprofile* ]]; then  # Nsight Compute on the TMA kernel's fi
     ./quartet bench --only gemm > "$OUT/ncu-gemm-tma.txt" 2>&1
   echo "gemm profile rc=$? in $(( $(date +%s) - t0 )) s"
   grep -E "Duration|Compute \(SM\) Throughput|Memory Throughput|L2 Cache Throughput|DRAM Throughput|Issue Slots Busy|Stall|Registers Per" "$OUT/ncu-gemm-tma.txt" | head -30
+  # The kernels' SASS: where the 128 x 128 tiles' wgmma serialization (ptxas C7513) comes from.
+  SASS_KERNELS="tma_128x256:gemm_fp4_operand_tma_kernelILi2E tma_128x128:gemm_fp4_operand_tma_kernelILi1E cp_async_128x128:gemm_fp4_operand_kernelILi1E" \
+    OUT="$OUT" bash ./gpu-sass.sh ./quartet
+  mv "$OUT/sass.txt" "$OUT/sass-gemm.txt" 2>/dev/null
 fi
 if [[ "$mode" == *concurrency* ]]; then  # runs of the campaign's shape sharing one GPU
   t0=$(date +%s)

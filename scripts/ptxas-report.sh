@@ -4,7 +4,8 @@
 # pass through, e.g. an occupancy experiment:
 #   scripts/ptxas-report.sh -DQUARTET_FUSED_MIN_BLOCKS=4
 #   QUARTET_PTXAS_SOURCE=src/backend/cuda/attention.cu scripts/ptxas-report.sh
-# Prints one line per kernel: registers, stack bytes, spill store/load bytes, demangled name.
+# Prints one line per kernel: registers, stack bytes, spill store/load bytes, demangled name; then
+# ptxas's performance warnings (e.g. C7513, wgmma instructions serialized), each with its kernel.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NVCC=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
@@ -28,4 +29,9 @@ print("%5s %6s %7s %7s  %s" % ("regs", "stack", "spill_st", "spill_ld", "kernel"
 for r, n in sorted(zip(rows, names), key=lambda x: x[1]):
     n = n.replace("quartet::cuda::(anonymous namespace)::", "").replace("quartet::", "")
     print("%5s %6s %7s %7s  %s" % (r[0], r[1], r[2], r[3], n[:150]))
+warnings = re.findall(r"\((C\d+)\) Potential Performance Loss: (.*?) in the function '([^']+)'", text)
+for code, what, mangled in warnings:
+    name = subprocess.run(["c++filt", mangled], capture_output=True, text=True).stdout.strip()
+    name = name.replace("quartet::cuda::(anonymous namespace)::", "").replace("quartet::", "")
+    print("%s %s: %s" % (code, name[:150], what))
 PY

@@ -69,11 +69,15 @@ TEST_F(GemmFp4Operand, IsTheExactProductWithinTheSummationBound) {
                         {600, 600, 64, false, false}, {300, 520, 128, true, false},
                         // Fewer tiles than SMs and a long k: the TMA kernel splits k (two tiles of
                         // 128 x 256 in eight runs; a BF16 output accumulated over four).
-                        {192, 256, 4096, false, false}, {256, 200, 2048, true, true}};
+                        {192, 256, 4096, false, false}, {256, 200, 2048, true, true},
+                        // Runs of 9 and 8 k-tiles (the shorter last run, an odd run's tail), an odd
+                        // n (scalar partial stores), accumulated in FP32.
+                        {64, 257, 1088, false, true}};
   // The kernels, chosen by the environment (gemm_fp4_operand.cu), each with both tiles: the
   // cp.async one, and the warp-specialised TMA one, whose grid is persistent: once as wide as the
-  // device allows (a tile a block here), once two blocks wide (QUARTET_CUDA_MAX_BLOCKS), so that
-  // each block runs several tiles and its stages' barriers carry their phases from one to the next.
+  // device allows (a unit of work a block here), once two blocks wide (QUARTET_CUDA_MAX_BLOCKS), so
+  // that each block runs several units and its stages' barriers carry their phases from one to the
+  // next.
   struct Variant {
     const char* name;
     const char* kernel;
