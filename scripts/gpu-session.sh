@@ -148,7 +148,7 @@ if [[ "$mode" == *gemmprofile* ]]; then  # Nsight Compute on the TMA kernel's fi
     ./quartet bench --only gemm > "$OUT/ncu-gemm-tma.txt" 2>&1
   echo "gemm profile rc=$? in $(( $(date +%s) - t0 )) s"
   grep -E "Duration|Compute \(SM\) Throughput|Memory Throughput|L2 Cache Throughput|DRAM Throughput|Issue Slots Busy|Stall|Registers Per" "$OUT/ncu-gemm-tma.txt" | head -30
-  # The kernels' SASS: where the 128 x 128 tiles' wgmma serialization (ptxas C7513) comes from.
+  # The kernels' SASS (cuobjdump is on the GPU machine only): what each k-tile's loop issues.
   SASS_KERNELS="tma_128x256:gemm_fp4_operand_tma_kernelILi2E tma_128x128:gemm_fp4_operand_tma_kernelILi1E cp_async_128x128:gemm_fp4_operand_kernelILi1E" \
     OUT="$OUT" bash ./gpu-sass.sh ./quartet
   mv "$OUT/sass.txt" "$OUT/sass-gemm.txt" 2>/dev/null

@@ -206,9 +206,14 @@ __device__ __forceinline__ void multiply_stage(float (&d)[Halves][16][4], std::u
   wgmma_fence();
 #pragma unroll
   for (int j = 0; j < 4; ++j) {
+    if constexpr (Halves == 1) {  // as two m64n64 products, each fragment read twice (wgmma.cuh)
+      wgmma_m64n64k16_rs<0, true>(d[0], fragment[j], swizzle128_descriptor(b + j * 32, 16, 1024));
+      wgmma_m64n64k16_rs<8, true>(d[0], fragment[j], swizzle128_descriptor(b + 64 * 128 + j * 32, 16, 1024));
+    } else {
 #pragma unroll
-    for (int h = 0; h < Halves; ++h) {
-      wgmma_m64n128k16_rs<true>(d[h], fragment[j], swizzle128_descriptor(b + h * 128 * 128 + j * 32, 16, 1024));
+      for (int h = 0; h < Halves; ++h) {
+        wgmma_m64n128k16_rs<true>(d[h], fragment[j], swizzle128_descriptor(b + h * 128 * 128 + j * 32, 16, 1024));
+      }
     }
   }
   wgmma_commit();

@@ -36,6 +36,18 @@ namespace quartet::cuda {
   "+f"(d[14][0]), "+f"(d[14][1]), "+f"(d[14][2]), "+f"(d[14][3]), \
   "+f"(d[15][0]), "+f"(d[15][1]), "+f"(d[15][2]), "+f"(d[15][3])
 
+// The 32 accumulator registers of an m64n64 product, n-tiles o .. o + 7 of an m64n128
+// accumulator, as inline-asm operands %0..%31.
+#define QUARTET_WGMMA_M64N64_ACCUMULATOR(d, o) \
+  "+f"(d[(o) + 0][0]), "+f"(d[(o) + 0][1]), "+f"(d[(o) + 0][2]), "+f"(d[(o) + 0][3]), \
+  "+f"(d[(o) + 1][0]), "+f"(d[(o) + 1][1]), "+f"(d[(o) + 1][2]), "+f"(d[(o) + 1][3]), \
+  "+f"(d[(o) + 2][0]), "+f"(d[(o) + 2][1]), "+f"(d[(o) + 2][2]), "+f"(d[(o) + 2][3]), \
+  "+f"(d[(o) + 3][0]), "+f"(d[(o) + 3][1]), "+f"(d[(o) + 3][2]), "+f"(d[(o) + 3][3]), \
+  "+f"(d[(o) + 4][0]), "+f"(d[(o) + 4][1]), "+f"(d[(o) + 4][2]), "+f"(d[(o) + 4][3]), \
+  "+f"(d[(o) + 5][0]), "+f"(d[(o) + 5][1]), "+f"(d[(o) + 5][2]), "+f"(d[(o) + 5][3]), \
+  "+f"(d[(o) + 6][0]), "+f"(d[(o) + 6][1]), "+f"(d[(o) + 6][2]), "+f"(d[(o) + 6][3]), \
+  "+f"(d[(o) + 7][0]), "+f"(d[(o) + 7][1]), "+f"(d[(o) + 7][2]), "+f"(d[(o) + 7][3])
+
 // A descriptor of a shared-memory operand in the 128-byte swizzle mode: `address` its first
 // element (the tile's base 1024-byte aligned), `leading` and `stride` the byte offsets of the
 // PTX ISA's canonical layouts (K-major: stride = between groups of 8 rows, leading unused;
@@ -108,6 +120,25 @@ __device__ __forceinline__ void wgmma_m64n128k16_rs(float (&d)[16][4], const std
       "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
       "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, {%64, %65, %66, %67}, %68, p, 1, 1, %70;\n}\n"
       : QUARTET_WGMMA_M64N128_ACCUMULATOR(d)
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1), "n"(BKMajor ? 0 : 1));
+#else
+  (void)d, (void)a, (void)b;
+  __trap();
+#endif
+}
+
+// Half of wgmma_m64n128k16_rs: d's n-tiles Offset .. Offset + 7 (64 columns) += A B, B [16 x 64]
+// in shared memory. Two of these on one A fragment keep the fragment's registers in use across a
+// pair of products, where one m64n128 product each (the 128 x 128 FP4-operand tile) made ptxas
+// serialize the products (warning C7513).
+template <int Offset, bool BKMajor = false>
+__device__ __forceinline__ void wgmma_m64n64k16_rs(float (&d)[16][4], const std::uint32_t (&a)[4], std::uint64_t b) {
+  static_assert(Offset == 0 || Offset == 8, "an m64n128 accumulator has two m64n64 halves");
+#if QUARTET_HAS_WGMMA
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, %36, p, 1, 1, %38;\n}\n"
+      : QUARTET_WGMMA_M64N64_ACCUMULATOR(d, Offset)
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1), "n"(BKMajor ? 0 : 1));
 #else
   (void)d, (void)a, (void)b;
