@@ -1,12 +1,17 @@
-// The NVFP4-operand GEMM (gemm_fp4_operand.h). One block of two warpgroups computes a 128 x 256
-// tile of out (or 128 x 128); k advances 64 at a time through a ring of shared-memory stages
-// filled by cp.async several tiles ahead: B's [256 x 64] BF16 tile in wgmma's 128-byte swizzle,
-// and A's codes and scales for the block's 128 rows (18 bytes a row a stage, against B's 128).
-// Each warp turns its 16 rows' codes into the A fragments of four k16 steps, each feeding one
-// m64n128k16 product per 128 columns (A from registers, B K-major from shared memory), while the
-// products of the tile before run: the fragments are double buffered, and a stage is refilled
+// The NVFP4-operand GEMM (gemm_fp4_operand.h), in two forms that share the dequantization and
+// the products (multiply_stage, run_tiles). Both: a block of two consumer warpgroups computes a
+// 128 x 256 tile of out (or 128 x 128), k advancing 64 at a time through a ring of shared-memory
+// stages holding B's BF16 tile in wgmma's 128-byte swizzle and A's codes for the block's 128 rows;
+// each warp turns its 16 rows' codes into the A fragments of four k16 steps, each feeding the
+// products of its 128-column halves (A from registers, B K-major from shared memory), while the
+// products of the k-tile before run: the fragments are double buffered, and a stage is refilled
 // only once the products that read it have finished. The wider tile spends the dequantization of
-// A on twice the products.
+// A on twice the products. Tiles are taken in gemm_tile_order.h's banded order.
+// - The cp.async form (the default): a block per tile, every thread copying its share of each
+//   stage several k-tiles ahead, A's scales staged beside the codes.
+// - The warp-specialised form (QUARTET_FP4_OPERAND_KERNEL=tma, below): a persistent grid with a
+//   TMA producer warpgroup, mbarrier hand-over, and split-K where out has fewer tiles than SMs.
+// The output is stored from the accumulators' registers, alpha applied, in FP32 or BF16.
 #include "backend/cuda/gemm_fp4_operand.h"
 
 #include <cuda_bf16.h>
