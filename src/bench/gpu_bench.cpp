@@ -239,41 +239,31 @@ nlohmann::json run_gpu_benchmarks(const GpuBenchOptions& o, const std::function<
       // wrote one, is used up by the first GEMM), so this is the standalone emulated GEMM.
       const QuantizerSpec spec = QuantizerSpec::defaults(QuantizerKind::rtn);
       const QTensor qa = be->quantize(a, false, spec, Rotation::none(), {}), qb = be->quantize(b, false, spec, Rotation::none(), {});
-      // Third to sixth: the GEMM that reads A in NVFP4 (QUARTET_NVFP4_GEMM=fp4-operand; the
-      // copies path on GPUs it does not fit): the cp.async kernel and the warp-specialised TMA
-      // kernel, each with its two tile shapes.
-      const std::vector<double> medians = interleaved_median_ms(
-          {[&](int) { be->gemm(out, a, false, b, false, false); }, [&](int) { be->gemm_quantized(out, qa, qb, false); },
-           [&](int) {
-             setenv("QUARTET_NVFP4_GEMM", "fp4-operand", 1);
-             be->gemm_quantized(out, qa, qb, false);
-             unsetenv("QUARTET_NVFP4_GEMM");
-           },
-           [&](int) {  // the same with 128 x 128 tiles
-             setenv("QUARTET_NVFP4_GEMM", "fp4-operand", 1);
-             setenv("QUARTET_FP4_OPERAND_TILE", "128x128", 1);
-             be->gemm_quantized(out, qa, qb, false);
-             unsetenv("QUARTET_FP4_OPERAND_TILE");
-             unsetenv("QUARTET_NVFP4_GEMM");
-           },
-           [&](int) {  // the warp-specialised TMA kernel
-             setenv("QUARTET_NVFP4_GEMM", "fp4-operand", 1);
-             setenv("QUARTET_FP4_OPERAND_KERNEL", "tma", 1);
-             be->gemm_quantized(out, qa, qb, false);
-             unsetenv("QUARTET_FP4_OPERAND_KERNEL");
-             unsetenv("QUARTET_NVFP4_GEMM");
-           },
-           [&](int) {  // the same with 128 x 128 tiles: more tiles, for the shapes whose waves of
-                       // 128 x 256 tiles leave many SMs idle
-             setenv("QUARTET_NVFP4_GEMM", "fp4-operand", 1);
-             setenv("QUARTET_FP4_OPERAND_KERNEL", "tma", 1);
-             setenv("QUARTET_FP4_OPERAND_TILE", "128x128", 1);
-             be->gemm_quantized(out, qa, qb, false);
-             unsetenv("QUARTET_FP4_OPERAND_TILE");
-             unsetenv("QUARTET_FP4_OPERAND_KERNEL");
-             unsetenv("QUARTET_NVFP4_GEMM");
-           }},
-          min_reps, max_reps, budget);
+      // Then the GEMM that reads A in NVFP4 (QUARTET_NVFP4_GEMM=fp4-operand; the copies path on
+      // GPUs it does not fit): the cp.async kernel and the warp-specialised TMA kernel, each with
+      // its two tiles (128 x 128: more tiles, for the shapes whose waves of 128 x 256 tiles leave
+      // many SMs idle).
+      struct Fp4Variant {
+        const char *name, *kernel, *tile;
+      };
+      const Fp4Variant fp4_variants[] = {{"gemm_fp4_operand", "cp-async", "128x256"},
+                                         {"gemm_fp4_operand_128x128", "cp-async", "128x128"},
+                                         {"gemm_fp4_operand_tma", "tma", "128x256"},
+                                         {"gemm_fp4_operand_tma_128x128", "tma", "128x128"}};
+      std::vector<std::function<void(int)>> runs = {[&](int) { be->gemm(out, a, false, b, false, false); },
+                                                    [&](int) { be->gemm_quantized(out, qa, qb, false); }};
+      for (const Fp4Variant& v : fp4_variants) {
+        runs.push_back([&, v](int) {
+          setenv("QUARTET_NVFP4_GEMM", "fp4-operand", 1);
+          setenv("QUARTET_FP4_OPERAND_KERNEL", v.kernel, 1);
+          setenv("QUARTET_FP4_OPERAND_TILE", v.tile, 1);
+          be->gemm_quantized(out, qa, qb, false);
+          unsetenv("QUARTET_FP4_OPERAND_TILE");
+          unsetenv("QUARTET_FP4_OPERAND_KERNEL");
+          unsetenv("QUARTET_NVFP4_GEMM");
+        });
+      }
+      const std::vector<double> medians = interleaved_median_ms(runs, min_reps, max_reps, budget);
       const double bf16_ms = medians[0], ms = medians[1];
       const double bf16_tflops = flops / (bf16_ms * 1e-3) / 1e12;
       note({{"case", fmt::format("gemm_bf16/{}x{}x{}", gm, gn, gk)}, {"median_ms", bf16_ms}, {"tflops", bf16_tflops}});
@@ -281,22 +271,12 @@ nlohmann::json run_gpu_benchmarks(const GpuBenchOptions& o, const std::function<
       note({{"case", fmt::format("gemm/{}x{}x{}", gm, gn, gk)}, {"median_ms", ms}, {"tflops", tflops},
             {"bf16_tflops", bf16_tflops}, {"ratio_to_bf16", tflops / bf16_tflops},
             {"path", be->name()}});  // the backend names its NVFP4 GEMM path (native or emulated)
-      const double fp4_tflops = flops / (medians[2] * 1e-3) / 1e12;
-      note({{"case", fmt::format("gemm_fp4_operand/{}x{}x{}", gm, gn, gk)}, {"median_ms", medians[2]}, {"tflops", fp4_tflops},
-            {"bf16_tflops", bf16_tflops}, {"ratio_to_bf16", fp4_tflops / bf16_tflops}, {"ratio_to_copies", fp4_tflops / tflops},
-            {"tile", "128x256"}});
-      const double narrow_tflops = flops / (medians[3] * 1e-3) / 1e12;
-      note({{"case", fmt::format("gemm_fp4_operand_128x128/{}x{}x{}", gm, gn, gk)}, {"median_ms", medians[3]},
-            {"tflops", narrow_tflops}, {"bf16_tflops", bf16_tflops}, {"ratio_to_bf16", narrow_tflops / bf16_tflops},
-            {"ratio_to_copies", narrow_tflops / tflops}, {"tile", "128x128"}});
-      const double tma_tflops = flops / (medians[4] * 1e-3) / 1e12;
-      note({{"case", fmt::format("gemm_fp4_operand_tma/{}x{}x{}", gm, gn, gk)}, {"median_ms", medians[4]},
-            {"tflops", tma_tflops}, {"bf16_tflops", bf16_tflops}, {"ratio_to_bf16", tma_tflops / bf16_tflops},
-            {"ratio_to_copies", tma_tflops / tflops}, {"tile", "128x256"}});
-      const double tma_narrow_tflops = flops / (medians[5] * 1e-3) / 1e12;
-      note({{"case", fmt::format("gemm_fp4_operand_tma_128x128/{}x{}x{}", gm, gn, gk)}, {"median_ms", medians[5]},
-            {"tflops", tma_narrow_tflops}, {"bf16_tflops", bf16_tflops}, {"ratio_to_bf16", tma_narrow_tflops / bf16_tflops},
-            {"ratio_to_copies", tma_narrow_tflops / tflops}, {"tile", "128x128"}});
+      for (std::size_t i = 0; i < std::size(fp4_variants); ++i) {
+        const double variant_ms = medians[2 + i], variant_tflops = flops / (variant_ms * 1e-3) / 1e12;
+        note({{"case", fmt::format("{}/{}x{}x{}", fp4_variants[i].name, gm, gn, gk)}, {"median_ms", variant_ms},
+              {"tflops", variant_tflops}, {"bf16_tflops", bf16_tflops}, {"ratio_to_bf16", variant_tflops / bf16_tflops},
+              {"ratio_to_copies", variant_tflops / tflops}, {"tile", fp4_variants[i].tile}});
+      }
     }
 
   }

@@ -157,11 +157,6 @@ void check_flash_inputs(const AttentionShape& s, const Tensor& qkv, const char* 
   }
 }
 
-template <class Kernel>
-void allow_shared_bytes(Kernel kernel, int bytes) {
-  QUARTET_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
-}
-
 std::shared_ptr<void> rotated_qk(const Tensor& qkv, const Dims& d, const RopeTables& tables, cudaStream_t stream) {
   auto qk = device_alloc(static_cast<std::size_t>(d.tokens() * d.qk_width) * sizeof(bf16));
   const std::int64_t items = d.tokens() * (d.heads + d.kv_heads) * (d.head_dim / 16);
@@ -237,9 +232,8 @@ bool fused_backward() { return !env_keeps_usual("QUARTET_ATTENTION_BACKWARD", "s
 template <int D>
 int fused_backward_blocks() {
   static const int blocks = [] {
-    int device = 0, sms = 0, per_sm = 0;
-    QUARTET_CUDA_CHECK(cudaGetDevice(&device));
-    QUARTET_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+    int per_sm = 0;
+    const int sms = multiprocessors();
     QUARTET_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, flash::fused_backward_kernel<D>,
                                                                      flash::kKeyWarps * 32, flash::fused_shared_bytes<D>()));
     return sms * (per_sm > 0 ? per_sm : 1);

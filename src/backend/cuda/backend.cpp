@@ -273,8 +273,7 @@ class CudaBackend final : public Backend {
     // A read as NVFP4 by the wgmma kernel (QUARTET_NVFP4_GEMM=fp4-operand, not yet the default):
     // only B's BF16 copy is used (made here: writes_gemm_copy), A's (if a quantizer wrote one
     // before the switch was set) is released unread.
-    if (qa.format == ElementFormat::nvfp4 && !qa.square_blocks &&
-        !env_keeps_usual("QUARTET_NVFP4_GEMM", "copies", "fp4-operand") &&
+    if (qa.format == ElementFormat::nvfp4 && !qa.square_blocks && reads_fp4_operand() &&
         gemm_fp4_operand_fits(qa.rows, qb.rows, qa.padded_cols)) {
       const std::shared_ptr<void> db = take_dequantized(qb);
       qa.dequantized = nullptr;
@@ -390,9 +389,11 @@ class CudaBackend final : public Backend {
   // at all. A GEMM that falls back to the copies path under the switch (A in square blocks, a
   // reduction not a multiple of 64) then pays a dequantization pass for each operand.
   bool writes_gemm_copy(const QuantizerSpec& spec) const {
-    if (!fused_dequantize_) return false;
-    return quantizer_format(spec.kind) != ElementFormat::nvfp4 || env_keeps_usual("QUARTET_NVFP4_GEMM", "copies", "fp4-operand");
+    return fused_dequantize_ && (quantizer_format(spec.kind) != ElementFormat::nvfp4 || !reads_fp4_operand());
   }
+  // QUARTET_NVFP4_GEMM (read at every call, so that tests and benchmarks can compare both paths
+  // in one process): "fp4-operand", or "copies" (the default).
+  static bool reads_fp4_operand() { return !env_keeps_usual("QUARTET_NVFP4_GEMM", "copies", "fp4-operand"); }
 
   // The operand as BF16 e2m1 x block scale: what its quantizer wrote, or a dequantization pass.
   std::shared_ptr<void> take_dequantized(const DeviceQuantized& q) {

@@ -28,6 +28,12 @@ __device__ __forceinline__ void allow_downstream_launch() {
 #endif
 }
 
+// Lets `kernel` be launched with `bytes` of dynamic shared memory (above the 48 KiB default).
+template <class Kernel>
+void allow_shared_bytes(Kernel kernel, int bytes) {
+  QUARTET_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+}
+
 // Whether kernels that support it are launched as dependents: on unless the environment sets
 // QUARTET_DEPENDENT_LAUNCH=0 (to measure what it brings, or to rule it out).
 bool dependent_launch_enabled();

@@ -422,13 +422,14 @@ __device__ __forceinline__ void produce(const CUtensorMap& b_map, const CUtensor
   for (std::int64_t u = blockIdx.x; u < units(order, a); u += gridDim.x) {
     const Unit w = unit_at(order, a, u);
     for (int i = 0; i < w.k_count; ++i, ++use) {
-      const int t = w.k_begin + i, tile_row = w.tile_row, tile_col = w.tile_col;
+      const int t = w.k_begin + i;
       const std::uint32_t stage = use % kStages;
       wait(ring.empty + 8 * stage, ((use / kStages) & 1) ^ 1);  // a fresh barrier passes parity 1
       std::uint64_t* full = barrier(ring.full + 8 * stage);
       ::cuda::ptx::mbarrier_arrive_expect_tx(::cuda::ptx::sem_release, ::cuda::ptx::scope_cta, ::cuda::ptx::space_shared, full,
                                            kBStageBytes + kCodeStageBytes);
-      const std::int32_t b_at[2] = {t * kDepth, tile_col * Shape<Halves>::kCols}, codes_at[2] = {t * kDepth / 2, tile_row * kTileRows};
+      const std::int32_t b_at[2] = {t * kDepth, w.tile_col * Shape<Halves>::kCols},
+                         codes_at[2] = {t * kDepth / 2, w.tile_row * kTileRows};
       ::cuda::ptx::cp_async_bulk_tensor(::cuda::ptx::space_cluster, ::cuda::ptx::space_global,
                                       __cvta_shared_to_generic(ring.b + stage * kBStageBytes), &b_map, b_at, full);
       ::cuda::ptx::cp_async_bulk_tensor(::cuda::ptx::space_cluster, ::cuda::ptx::space_global,
@@ -556,10 +557,7 @@ __global__ void gemm_fp4_operand_reduce_kernel(const Fp4OperandArgs a) {
 template <int Halves>
 void launch_tiles(const Fp4OperandArgs& args, cudaStream_t stream) {
   constexpr int bytes = TileShape<Halves>::kSharedBytes;
-  static const bool configured = [] {
-    QUARTET_CUDA_CHECK(cudaFuncSetAttribute(gemm_fp4_operand_kernel<Halves>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
-    return true;
-  }();
+  static const bool configured = (allow_shared_bytes(gemm_fp4_operand_kernel<Halves>, bytes), true);
   (void)configured;
   const TileOrder order = tile_order(args.m, args.n, args.k, kTileRows, TileShape<Halves>::kCols);
   launch_dependent(gemm_fp4_operand_kernel<Halves>, dim3(static_cast<unsigned>(order.count())), kThreads, bytes, stream, args, order);
@@ -567,18 +565,14 @@ void launch_tiles(const Fp4OperandArgs& args, cudaStream_t stream) {
 }
 
 template <int Halves>
-void launch_tma(const Fp4OperandArgs& args, const void* a_codes, const void* b, cudaStream_t stream) {
+void launch_tma(const Fp4OperandArgs& args, cudaStream_t stream) {
   using Shape = tma::Shape<Halves>;
-  static const bool configured = [] {
-    QUARTET_CUDA_CHECK(cudaFuncSetAttribute(gemm_fp4_operand_tma_kernel<Halves>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                            Shape::kSharedBytes));
-    return true;
-  }();
+  static const bool configured = (allow_shared_bytes(gemm_fp4_operand_tma_kernel<Halves>, Shape::kSharedBytes), true);
   (void)configured;
   const auto k = static_cast<std::uint64_t>(args.k), m = static_cast<std::uint64_t>(args.m), n = static_cast<std::uint64_t>(args.n);
-  const CUtensorMap b_map = tensor_map_2d(b, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, k, n, 2 * k, kDepth, Shape::kCols,
+  const CUtensorMap b_map = tensor_map_2d(args.b, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, k, n, 2 * k, kDepth, Shape::kCols,
                                           CU_TENSOR_MAP_SWIZZLE_128B);
-  const CUtensorMap codes_map = tensor_map_2d(a_codes, CU_TENSOR_MAP_DATA_TYPE_UINT8, k / 2, m, k / 2, kDepth / 2, kTileRows,
+  const CUtensorMap codes_map = tensor_map_2d(args.a_codes, CU_TENSOR_MAP_DATA_TYPE_UINT8, k / 2, m, k / 2, kDepth / 2, kTileRows,
                                               CU_TENSOR_MAP_SWIZZLE_NONE);
   const TileOrder order = tile_order(args.m, args.n, args.k, kTileRows, Shape::kCols);
   const int sms = multiprocessors();
@@ -633,9 +627,9 @@ void gemm_fp4_operand(void* out, DType out_dtype, const void* a_codes, const voi
   const bool wide = env_keeps_usual("QUARTET_FP4_OPERAND_TILE", "128x256", "128x128");
   if (!env_keeps_usual("QUARTET_FP4_OPERAND_KERNEL", "cp-async", "tma")) {
     if (wide) {
-      launch_tma<2>(args, a_codes, b, stream);
+      launch_tma<2>(args, stream);
     } else {
-      launch_tma<1>(args, a_codes, b, stream);
+      launch_tma<1>(args, stream);
     }
   } else if (wide) {
     launch_tiles<2>(args, stream);

@@ -14,6 +14,7 @@
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/dependent_launch.cuh"
+#include "backend/cuda/device_caps.h"
 #include "backend/cuda/device_memory.h"
 #include "backend/cuda/env_switch.h"
 #include "backend/cuda/message.h"
@@ -455,8 +456,8 @@ unsigned max_resident_fused_blocks() {
   QUARTET_CUDA_CHECK(cudaGetDevice(&device));
   auto it = bound.find(device);
   if (it == bound.end()) {
-    int sms = 0, threads_per_sm = 0;
-    QUARTET_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+    const int sms = multiprocessors();
+    int threads_per_sm = 0;
     QUARTET_CUDA_CHECK(cudaDeviceGetAttribute(&threads_per_sm, cudaDevAttrMaxThreadsPerMultiProcessor, device));
     it = bound.emplace(device, static_cast<unsigned>(sms * std::max(threads_per_sm / kFusedThreads, 1))).first;
   }
@@ -473,10 +474,9 @@ unsigned resident_blocks(Kernel kernel, std::int64_t work) {
   const std::pair<int, const void*> key{device, reinterpret_cast<const void*>(kernel)};
   auto it = capacity.find(key);
   if (it == capacity.end()) {
-    int sms = 0, per_sm = 0;
-    QUARTET_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+    int per_sm = 0;
     QUARTET_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kFusedThreads, 0));
-    const std::int64_t blocks = std::int64_t{sms} * (per_sm > 0 ? per_sm : 1);
+    const std::int64_t blocks = std::int64_t{multiprocessors()} * (per_sm > 0 ? per_sm : 1);
     it = capacity.emplace(key, std::min<std::int64_t>(blocks, max_resident_fused_blocks())).first;
   }
   const std::int64_t cap = capped_blocks(it->second);
