@@ -19,7 +19,10 @@
 # $OUT/gemm-bench.json), gemmprofile (Nsight Compute on the TMA form of the NVFP4-operand kernel,
 # its first launch of the gemm bench, to $OUT/ncu-gemm-tma.txt; the SASS of the FP4-operand kernels
 # to $OUT/sass-gemm.txt), concurrency (gpu-concurrency.sh: two quartet2 runs of the campaign's shape
-# on one GPU, about two minutes), or none. SECONDS: the whole command's budget; the campaign runs NAMEs
+# on one GPU, about two minutes), attnbwd (the attention operation bench and a bf16 1b train bench with
+# QUARTET_ATTENTION_BACKWARD=split and =wgmma alternating, to $OUT/attention-*.json and
+# attention-bwd.log), or none. More than six output files come back packed in $OUT/session.tar.gz.
+# SECONDS: the whole command's budget; the campaign runs NAMEs
 # (started or resumed) in what is left of it, one lane per GPU, with diagnostics every 250 steps
 # and `quartet diagnose` on quartet2-s1 once it has finished (QUARTET_DIAGNOSTICS and
 # QUARTET_DIAGNOSE override these; scripts/fidelity-30m.sh). When the CUDA tests fail, no campaign
@@ -153,12 +156,38 @@ if [[ "$mode" == *gemmprofile* ]]; then  # Nsight Compute on the TMA kernel's fi
     OUT="$OUT" bash ./gpu-sass.sh ./quartet
   mv "$OUT/sass.txt" "$OUT/sass-gemm.txt" 2>/dev/null
 fi
+if [[ "$mode" == *attnbwd* ]]; then  # the attention backward on mma.sync (split) and on wgmma, alternating
+  t0=$(date +%s)
+  for round in 1 2; do
+    for kernels in split wgmma; do
+      QUARTET_ATTENTION_BACKWARD=$kernels ./quartet bench --only ops --ops attention \
+        --json "$OUT/attention-$kernels-$round.json" >> "$OUT/attention-bwd.log" 2>&1
+      echo "attention ops bench ($kernels, round $round) rc=$?" | tee -a "$OUT/attention-bwd.log"
+    done
+  done
+  # Each backward at 1b in a whole bf16 training step, the same alternation's last pair.
+  for kernels in split wgmma; do
+    QUARTET_ATTENTION_BACKWARD=$kernels ./quartet bench --only train --models 1b --recipes bf16 \
+      --json "$OUT/attention-train-$kernels.json" >> "$OUT/attention-bwd.log" 2>&1
+    echo "bf16 1b train bench ($kernels) rc=$?" | tee -a "$OUT/attention-bwd.log"
+  done
+  echo "attention backward comparison in $(( $(date +%s) - t0 )) s"
+  grep -h -E '"case":"(ops/attention|train/)' "$OUT"/attention-*.json 2>/dev/null | cut -c1-200 ||
+    grep -h '"case"' "$OUT/attention-bwd.log" | cut -c1-200
+fi
 if [[ "$mode" == *concurrency* ]]; then  # runs of the campaign's shape sharing one GPU
   t0=$(date +%s)
   # Three measurements of about 40 s; at most 420 s, whatever hangs (its runs are stopped too).
   timeout -k 20 420 bash ./gpu-concurrency.sh quartet2 2 60 > "$OUT/concurrency.log" 2>&1
   echo "concurrency rc=$? in $(( $(date +%s) - t0 )) s"
   cat "$OUT/concurrency.txt" 2>/dev/null
+fi
+# Only so many files come back from a call: more than six go back as one archive.
+shopt -s nullglob
+outputs=("$OUT"/*)
+shopt -u nullglob
+if [ "${#outputs[@]}" -gt 6 ]; then
+  (cd "$OUT" && tar czf session.tar.gz --remove-files -- *) && echo "gpu-session: ${#outputs[@]} outputs packed into session.tar.gz"
 fi
 left=$(( budget - ($(date +%s) - call_start) ))
 # A campaign run trained by a build that fails its tests would cost a session and prove nothing.

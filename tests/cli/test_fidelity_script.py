@@ -26,6 +26,11 @@ if args[0] == "eval":  # the JSON line of `quartet eval --json`
         sys.exit(1)
     print(json.dumps({"recipe": args[args.index("--recipe") + 1], "loss": 3.5}))
     sys.exit(0)
+if args[0] == "bench":  # a result row naming the section and the attention backward chosen
+    with open(args[args.index("--json") + 1], "w") as f:
+        json.dump({"results": [{"case": args[args.index("--only") + 1],
+                                "backward": os.environ.get("QUARTET_ATTENTION_BACKWARD")}]}, f)
+    sys.exit(0)
 out = args[args.index("--out") + 1]
 if "CUDA_VISIBLE_DEVICES" in os.environ:
     with open(os.environ["CALLS"] + ".gpus", "a") as f:
@@ -382,6 +387,22 @@ class GpuSessionScript(CampaignFixture):
         self.assertIn("concurrency rc=1", p.stdout)
         with open(os.path.join(out, "concurrency.txt")) as f:
             self.assertIn("shared: run 2 failed: quartet train: error: out of memory", f.read())
+
+    def test_attention_backwards_alternate_and_many_outputs_come_back_as_one_archive(self):
+        p, out = self.session_call("attnbwd", "600")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        benches = self.recorded("bench")
+        self.assertEqual([b[b.index("--only") + 1] for b in benches], ["ops"] * 4 + ["train"] * 2)
+        # Seven outputs: packed into one archive, nothing left beside it.
+        self.assertEqual(os.listdir(out), ["session.tar.gz"])
+        self.assertIn("7 outputs packed into session.tar.gz", p.stdout)
+        with tarfile.open(os.path.join(out, "session.tar.gz")) as tar:
+            files = {m.name: tar.extractfile(m).read().decode() for m in tar.getmembers() if m.isfile()}
+        self.assertIn("attention-bwd.log", files)
+        for name, backward in [("attention-split-1.json", "split"), ("attention-wgmma-1.json", "wgmma"),
+                               ("attention-split-2.json", "split"), ("attention-wgmma-2.json", "wgmma"),
+                               ("attention-train-split.json", "split"), ("attention-train-wgmma.json", "wgmma")]:
+            self.assertEqual(json.loads(files[name])["results"][0]["backward"], backward, name)
 
     def test_bad_arguments_are_refused_before_any_work(self):
         for args, fragment in [((), "usage"), (("tests",), "usage"), (("tests", "ten"), "whole number")]:

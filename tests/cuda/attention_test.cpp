@@ -288,6 +288,53 @@ TEST_F(FusedBackward, IsDeterministicAndAgreesWithTheSplitBackward) {
   EXPECT_EQ(differing, 0u) << "dK and dV elements whose bits differ between split and fused";
 }
 
+// The backward on warpgroup products (QUARTET_ATTENTION_BACKWARD=wgmma: head dim 128 on an sm_90
+// GPU, the split kernels elsewhere) must meet the same bounds and be deterministic.
+class WgmmaBackward : public FlashAttention {
+ protected:
+  void SetUp() override {
+    FlashAttention::SetUp();
+    setenv("QUARTET_ATTENTION_BACKWARD", "wgmma", 1);
+  }
+  void TearDown() override { unsetenv("QUARTET_ATTENTION_BACKWARD"); }
+};
+
+TEST_F(WgmmaBackward, MatchesTheReferenceAcrossShapes) {
+  // seq 1; ragged seqs; grouped-query heads (the key kernel walks every head of its group);
+  // a block of 128 keys whose second warpgroup sees no query of the first query block; peaked
+  // scores; several key and query blocks.
+  check({1, 1, 2, 1, 128}, 1.0, 50);
+  check({2, 77, 4, 4, 128}, 1.0, 51);
+  check({3, 130, 4, 2, 128}, 1.0, 52);
+  check({1, 150, 2, 2, 128}, 3.0, 53);
+  check({1, 600, 4, 1, 128}, 1.0, 54);
+}
+
+TEST_F(WgmmaBackward, IsDeterministicAndAgreesWithTheSplitBackward) {
+  const AttentionShape s{2, 1000, 8, 2, 128};
+  const auto qkv = normal_values(static_cast<std::size_t>(s.tokens() * s.qkv_width()), 55, 1.0);
+  const auto dout = normal_values(static_cast<std::size_t>(s.tokens() * s.q_width()), 56, 1.0);
+  const Outputs wgmma = run(*gpu, s, qkv, dout), again = run(*gpu, s, qkv, dout);
+  EXPECT_EQ(wgmma.dqkv, again.dqkv) << "the same inputs give the same gradient bits";
+  EXPECT_NE(wgmma.dqkv, std::vector<double>(wgmma.dqkv.size(), 0.0));
+  unsetenv("QUARTET_ATTENTION_BACKWARD");
+  const Outputs split = run(*gpu, s, qkv, dout), x = run(*ref, s, qkv, dout);
+  // Both sum the same BF16 products in FP32, in other orders, so a probability or dS can round
+  // to a neighbouring BF16 value: the two agree within the reference bound of each.
+  const double bound = 4 * max_abs_diff(split.dqkv, x.dqkv) + std::ldexp(max_abs(x.dqkv), -9);
+  EXPECT_LE(max_abs_diff(wgmma.dqkv, split.dqkv), bound);
+}
+
+TEST_F(WgmmaBackward, HeadDim64RunsTheSplitKernels) {
+  const AttentionShape s{2, 200, 4, 2, 64};
+  const auto qkv = normal_values(static_cast<std::size_t>(s.tokens() * s.qkv_width()), 57, 1.0);
+  const auto dout = normal_values(static_cast<std::size_t>(s.tokens() * s.q_width()), 58, 1.0);
+  const Outputs wgmma = run(*gpu, s, qkv, dout);
+  unsetenv("QUARTET_ATTENTION_BACKWARD");
+  const Outputs split = run(*gpu, s, qkv, dout);
+  EXPECT_EQ(wgmma.dqkv, split.dqkv) << "head dim 64 has no wgmma backward: the split kernels, bit for bit";
+}
+
 TEST_F(FlashAttention, TheMmaForwardStaysSelectable) {
   // Head dim 128 runs on wgmma where the GPU has it; the mma.sync kernel must keep its bounds.
   setenv("QUARTET_ATTENTION_FORWARD", "mma", 1);
@@ -318,6 +365,7 @@ TEST_F(FusedBackward, RefusesAnUnknownChoice) {
     FAIL() << "an unknown backward was accepted";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("atomic"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("\"split\", \"fused\", \"wgmma\""), std::string::npos) << e.what();
   }
 }
 

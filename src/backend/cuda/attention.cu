@@ -5,8 +5,9 @@
 // its output, the log-sum-exp and the rotated q and k (as the backward of PyTorch's attention
 // keeps its rotated inputs: a RoPE pass more per layer costs more time than the buffer costs
 // memory); the backward pass computes rowsum(dO * O) and runs the backward kernels
-// (flash_attention_backward.cuh), whose split form rotates dQ and dK back in its epilogues; the
-// fused form leaves them in FP32 for a RoPE pass.
+// (flash_attention_backward.cuh; on warpgroup products flash_attention_backward_wgmma.cuh), whose
+// split forms rotate dQ and dK back in their epilogues; the fused form leaves them in FP32 for a
+// RoPE pass.
 //
 // Numerics against the CPU, which keeps rotated q and k and the probabilities in FP32: here q, k
 // and the probabilities are rounded to BF16 before each tensor-core product (FP32 accumulation,
@@ -27,6 +28,7 @@
 #include "backend/cuda/env_switch.h"
 #include "backend/cuda/device_real.cuh"
 #include "backend/cuda/flash_attention_backward.cuh"
+#include "backend/cuda/flash_attention_backward_wgmma.cuh"
 #include "backend/cuda/flash_attention_wgmma.cuh"
 #include "backend/cuda/message.h"
 #include "backend/cuda/ops.h"
@@ -222,11 +224,17 @@ void launch_forward(const flash::ForwardArgs& args, const Dims& d, cudaStream_t 
   launch_forward_shape<D, 8, D == 128 ? 128 : 64>(args, d, stream);
 }
 
-// The backward kernels (flash_attention_backward.cuh): split by default (faster at seq 2048, as
-// fast at seq 1024; docs/cuda.md), fused when the environment variable
-// QUARTET_ATTENTION_BACKWARD is "fused" (read at every call, so that tests and benchmarks can
-// compare the two in one process).
-bool fused_backward() { return !env_keeps_usual("QUARTET_ATTENTION_BACKWARD", "split", "fused"); }
+// The backward kernels, chosen by the environment variable QUARTET_ATTENTION_BACKWARD (read at
+// every call, so that tests and benchmarks can compare them in one process): "split" (the
+// default: dK/dV and dQ kernels on mma.sync, flash_attention_backward.cuh; faster than fused at
+// seq 2048, as fast at seq 1024, docs/cuda.md), "fused" (one persistent kernel adding dQ in
+// order), or "wgmma" (the split kernels on warpgroup products, flash_attention_backward_wgmma.cuh;
+// head dim 128 on an sm_90 GPU, the split kernels elsewhere).
+enum class BackwardKernels { split, fused, wgmma };
+
+BackwardKernels backward_kernels() {
+  return static_cast<BackwardKernels>(env_choice("QUARTET_ATTENTION_BACKWARD", {"split", "fused", "wgmma"}));
+}
 
 // Blocks of the fused kernel that fit on the device at once: it is persistent.
 template <int D>
@@ -239,6 +247,19 @@ int fused_backward_blocks() {
     return sms * (per_sm > 0 ? per_sm : 1);
   }();
   return blocks;
+}
+
+void launch_backward_wgmma(const flash::BackwardArgs& args, const Dims& d, cudaStream_t stream) {
+  constexpr int key_bytes = flash::key_gradient_wgmma_shared_bytes(), query_bytes = flash::query_gradient_wgmma_shared_bytes();
+  static const bool configured = (allow_shared_bytes(flash::key_gradient_wgmma_kernel, key_bytes),
+                                  allow_shared_bytes(flash::query_gradient_wgmma_kernel, query_bytes), true);
+  (void)configured;
+  const dim3 query_grid((d.seq + flash::kWgmmaQueryBlock - 1) / flash::kWgmmaQueryBlock, d.heads, d.batch);
+  launch_dependent(flash::query_gradient_wgmma_kernel, query_grid, flash::kWgmmaBackwardThreads, query_bytes, stream, args);
+  QUARTET_CUDA_LAUNCHED();
+  const dim3 key_grid((d.seq + flash::kWgmmaKeyBlock - 1) / flash::kWgmmaKeyBlock, d.kv_heads, d.batch);
+  launch_dependent(flash::key_gradient_wgmma_kernel, key_grid, flash::kWgmmaBackwardThreads, key_bytes, stream, args);
+  QUARTET_CUDA_LAUNCHED();
 }
 
 template <int D>
@@ -332,7 +353,9 @@ void attention_backward(Tensor& dqkv, const Tensor& dout, const Tensor& qkv, con
   }
   QUARTET_CUDA_LAUNCHED();
 
-  const bool fused = fused_backward();
+  const BackwardKernels kernels = backward_kernels();  // checked at every head dim
+  const bool fused = kernels == BackwardKernels::fused;
+  const bool wgmma = kernels == BackwardKernels::wgmma && d.head_dim == 128 && device_has_wgmma();
   bf16* const dq_out = static_cast<bf16*>(dqkv.raw());
   bf16* const dk_out = dq_out + static_cast<std::int64_t>(d.heads) * d.head_dim;
   flash::BackwardArgs args{};
@@ -354,7 +377,9 @@ void attention_backward(Tensor& dqkv, const Tensor& dout, const Tensor& qkv, con
     args.rope_cos = ptr<float>(tables.cos);
     args.rope_sin = ptr<float>(tables.sin);
   }
-  if (d.head_dim == 64) {
+  if (wgmma) {
+    launch_backward_wgmma(args, d, stream);
+  } else if (d.head_dim == 64) {
     launch_backward<64>(args, fused, d, stream);
   } else {
     launch_backward<128>(args, fused, d, stream);

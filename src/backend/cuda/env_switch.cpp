@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <string>
 
 #include <fmt/format.h>
 
@@ -15,6 +16,20 @@ bool env_keeps_usual(const char* variable, std::string_view usual, std::string_v
   if (value.empty() || value == usual) return true;
   if (value == alternative) return false;
   throw Error(fmt::format("{} must be \"{}\" or \"{}\", got \"{}\"", variable, usual, alternative, value));
+}
+
+int env_choice(const char* variable, std::initializer_list<std::string_view> values) {
+  const char* env = std::getenv(variable);
+  const std::string_view value = env == nullptr ? std::string_view() : std::string_view(env);
+  if (value.empty()) return 0;
+  int index = 0;
+  for (const std::string_view v : values) {
+    if (value == v) return index;
+    ++index;
+  }
+  std::string accepted;
+  for (const std::string_view v : values) accepted += fmt::format("{}\"{}\"", accepted.empty() ? "" : ", ", v);
+  throw Error(fmt::format("{} must be one of {}, got \"{}\"", variable, accepted, value));
 }
 
 std::int64_t capped_blocks(std::int64_t blocks) {

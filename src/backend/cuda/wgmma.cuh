@@ -1,8 +1,9 @@
-// Hopper warpgroup matrix products (wgmma, sm_90a only): the m64n128k16 BF16 products with FP32
-// accumulation that flash_attention_wgmma.cuh issues, shared-memory matrix descriptors for
-// 128-byte-swizzled tiles, and the fences their asynchrony needs. The accumulator of a warpgroup
-// is float[16][4] per thread: n-tile j holds (row g, cols 8j + 2c, 2c + 1) and (row g + 8, the
-// same cols) of its warp's 16 rows, the layout of mma.sync's C fragments (tensor_core.cuh).
+// Hopper warpgroup matrix products (wgmma, sm_90a only): the m64n128k16 and m64n64k16 BF16
+// products with FP32 accumulation that the flash-attention and FP4-operand kernels issue,
+// shared-memory matrix descriptors for 128-byte-swizzled tiles, and the fences their asynchrony
+// needs. The accumulator of an m64nN product is float[N / 8][4] per thread: n-tile j holds
+// (row g, cols 8j + 2c, 2c + 1) and (row g + 8, the same cols) of its warp's 16 rows, the layout
+// of mma.sync's C fragments (tensor_core.cuh).
 #pragma once
 
 #include <cstdint>
@@ -87,9 +88,10 @@ __device__ __forceinline__ void fence_async_shared() {
 #endif
 }
 // Keeps the compiler from moving reads or writes of an accumulator across a wgmma fence or wait.
-__device__ __forceinline__ void fence_accumulator(float (&d)[16][4]) {
+template <int NTiles>
+__device__ __forceinline__ void fence_accumulator(float (&d)[NTiles][4]) {
 #pragma unroll
-  for (int j = 0; j < 16; ++j) {
+  for (int j = 0; j < NTiles; ++j) {
 #pragma unroll
     for (int e = 0; e < 4; ++e) asm volatile("" : "+f"(d[j][e])::"memory");
   }
@@ -103,6 +105,21 @@ __device__ __forceinline__ void wgmma_m64n128k16_ss(float (&d)[16][4], std::uint
       "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
       "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 0, 0;\n}\n"
       : QUARTET_WGMMA_M64N128_ACCUMULATOR(d)
+      : "l"(a), "l"(b), "r"(accumulate));
+#else
+  (void)d, (void)a, (void)b, (void)accumulate;
+  __trap();
+#endif
+}
+
+// d (+)= A B for an m64n64 accumulator of its own (float[8][4]), A [64 x 16] and B [16 x 64] both
+// K-major in shared memory; d is overwritten when `accumulate` is 0.
+__device__ __forceinline__ void wgmma_m64n64k16_ss(float (&d)[8][4], std::uint64_t a, std::uint64_t b, int accumulate) {
+#if QUARTET_HAS_WGMMA
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
+      : QUARTET_WGMMA_M64N64_ACCUMULATOR(d, 0)
       : "l"(a), "l"(b), "r"(accumulate));
 #else
   (void)d, (void)a, (void)b, (void)accumulate;
