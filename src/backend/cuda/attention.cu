@@ -228,8 +228,8 @@ void launch_forward(const flash::ForwardArgs& args, const Dims& d, cudaStream_t 
 // every call, so that tests and benchmarks can compare them in one process): "split" (the
 // default: dK/dV and dQ kernels on mma.sync, flash_attention_backward.cuh; faster than fused at
 // seq 2048, as fast at seq 1024, docs/cuda.md), "fused" (one persistent kernel adding dQ in
-// order), or "wgmma" (the split kernels on warpgroup products, flash_attention_backward_wgmma.cuh;
-// head dim 128 on an sm_90 GPU, the split kernels elsewhere).
+// order), or "wgmma" (the split kernels on warpgroup products, flash_attention_backward_wgmma.cuh,
+// on an sm_90 GPU; the split kernels elsewhere).
 enum class BackwardKernels { split, fused, wgmma };
 
 BackwardKernels backward_kernels() {
@@ -249,16 +249,18 @@ int fused_backward_blocks() {
   return blocks;
 }
 
+template <int D>
 void launch_backward_wgmma(const flash::BackwardArgs& args, const Dims& d, cudaStream_t stream) {
-  constexpr int key_bytes = flash::key_gradient_wgmma_shared_bytes(), query_bytes = flash::query_gradient_wgmma_shared_bytes();
-  static const bool configured = (allow_shared_bytes(flash::key_gradient_wgmma_kernel, key_bytes),
-                                  allow_shared_bytes(flash::query_gradient_wgmma_kernel, query_bytes), true);
+  constexpr int key_bytes = flash::key_gradient_wgmma_shared_bytes<D>();
+  constexpr int query_bytes = flash::query_gradient_wgmma_shared_bytes<D>();
+  static const bool configured = (allow_shared_bytes(flash::key_gradient_wgmma_kernel<D>, key_bytes),
+                                  allow_shared_bytes(flash::query_gradient_wgmma_kernel<D>, query_bytes), true);
   (void)configured;
   const dim3 query_grid((d.seq + flash::kWgmmaQueryBlock - 1) / flash::kWgmmaQueryBlock, d.heads, d.batch);
-  launch_dependent(flash::query_gradient_wgmma_kernel, query_grid, flash::kWgmmaBackwardThreads, query_bytes, stream, args);
+  launch_dependent(flash::query_gradient_wgmma_kernel<D>, query_grid, flash::kWgmmaBackwardThreads, query_bytes, stream, args);
   QUARTET_CUDA_LAUNCHED();
   const dim3 key_grid((d.seq + flash::kWgmmaKeyBlock - 1) / flash::kWgmmaKeyBlock, d.kv_heads, d.batch);
-  launch_dependent(flash::key_gradient_wgmma_kernel, key_grid, flash::kWgmmaBackwardThreads, key_bytes, stream, args);
+  launch_dependent(flash::key_gradient_wgmma_kernel<D>, key_grid, flash::kWgmmaBackwardThreads, key_bytes, stream, args);
   QUARTET_CUDA_LAUNCHED();
 }
 
@@ -355,7 +357,7 @@ void attention_backward(Tensor& dqkv, const Tensor& dout, const Tensor& qkv, con
 
   const BackwardKernels kernels = backward_kernels();  // checked at every head dim
   const bool fused = kernels == BackwardKernels::fused;
-  const bool wgmma = kernels == BackwardKernels::wgmma && d.head_dim == 128 && device_has_wgmma();
+  const bool wgmma = kernels == BackwardKernels::wgmma && device_has_wgmma();
   bf16* const dq_out = static_cast<bf16*>(dqkv.raw());
   bf16* const dk_out = dq_out + static_cast<std::int64_t>(d.heads) * d.head_dim;
   flash::BackwardArgs args{};
@@ -377,8 +379,10 @@ void attention_backward(Tensor& dqkv, const Tensor& dout, const Tensor& qkv, con
     args.rope_cos = ptr<float>(tables.cos);
     args.rope_sin = ptr<float>(tables.sin);
   }
-  if (wgmma) {
-    launch_backward_wgmma(args, d, stream);
+  if (wgmma && d.head_dim == 64) {
+    launch_backward_wgmma<64>(args, d, stream);
+  } else if (wgmma) {
+    launch_backward_wgmma<128>(args, d, stream);
   } else if (d.head_dim == 64) {
     launch_backward<64>(args, fused, d, stream);
   } else {

@@ -1,5 +1,5 @@
 // The split backward of flash attention (flash_attention_backward.cuh) on Hopper's warpgroup
-// products (wgmma, sm_90a), head dim 128: the same two kernels and the same seven products per
+// products (wgmma, sm_90a), head dims 64 and 128: the same two kernels and the same seven products per
 // block pair, with each warpgroup of four warps issuing its products as asynchronous chains that
 // read Q, K, V and dO straight from shared memory (WgmmaTile, 128-byte swizzle) and P and dS
 // from registers. Deterministic like the mma.sync kernels: every sum has a fixed order.
@@ -7,7 +7,7 @@
 // - dK and dV: a block of 128 keys, 64 per warpgroup, walks the query blocks (64 queries) from
 //   the diagonal on, for every query head of its key/value head:
 //   S^T = K Q^T and dP^T = V dO^T (m64n64, both operands from shared memory), P^T and dS^T in
-//   registers, then dV += P^T dO and dK += dS^T Q (m64n128, P^T and dS^T as A fragments, dO and
+//   registers, then dV += P^T dO and dK += dS^T Q (m64nD, P^T and dS^T as A fragments, dO and
 //   Q read transposed by the descriptor, as the forward reads V).
 // - dQ: a block of 128 queries, 64 per warpgroup, walks the key blocks (64 keys) up to the
 //   diagonal: S = Q K^T, dP = dO V^T, dS in registers, dQ += dS K.
@@ -28,45 +28,57 @@ inline constexpr int kWgmmaKeyBlock = 64 * kWgmmaBackwardGroups, kWgmmaKeyStepQu
 // dQ: queries per block (64 per warpgroup) and keys per step.
 inline constexpr int kWgmmaQueryBlock = 64 * kWgmmaBackwardGroups, kWgmmaQueryStepKeys = 64;
 
+template <int D>
 constexpr int key_gradient_wgmma_shared_bytes() {
   // K and V, double-buffered Q and dO, double-buffered lse and delta, and room to align to 1024.
-  return 2 * WgmmaTile<kWgmmaKeyBlock>::kBytes + 4 * WgmmaTile<kWgmmaKeyStepQueries>::kBytes +
+  return 2 * WgmmaTile<kWgmmaKeyBlock, D>::kBytes + 4 * WgmmaTile<kWgmmaKeyStepQueries, D>::kBytes +
          4 * kWgmmaKeyStepQueries * 4 + 1024;
 }
 
+template <int D>
 constexpr int query_gradient_wgmma_shared_bytes() {
   // Q and dO, double-buffered K and V, and room to align to 1024.
-  return 2 * WgmmaTile<kWgmmaQueryBlock>::kBytes + 4 * WgmmaTile<kWgmmaQueryStepKeys>::kBytes + 1024;
+  return 2 * WgmmaTile<kWgmmaQueryBlock, D>::kBytes + 4 * WgmmaTile<kWgmmaQueryStepKeys, D>::kBytes + 1024;
 }
 
-// One chain of eight k16 steps over the head dim: d = A B^T with A rows [a_row0, a_row0 + 64) of
-// tile `a` and B the 64 rows of tile `b`, both [rows][128] WgmmaTiles (K-major).
-template <int ARows, int BRows>
+// One chain of D / 16 k16 steps over the head dim: d = A B^T with A rows [a_row0, a_row0 + 64) of
+// tile `a` and B the 64 rows of tile `b`, both [rows][D] WgmmaTiles (K-major).
+template <int D, int ARows, int BRows>
 __device__ __forceinline__ void wgmma_scores(float (&d)[8][4], std::uint32_t a, int a_row0, std::uint32_t b) {
   static_assert(BRows == 64, "an m64n64 product");
 #pragma unroll
-  for (int kk = 0; kk < 8; ++kk) {
+  for (int kk = 0; kk < D / 16; ++kk) {
     const std::uint32_t column = (kk & 3) * 32;  // 16 columns of a 64-column half
-    const std::uint64_t ad = swizzle128_descriptor(a + (kk >> 2) * WgmmaTile<ARows>::kHalfBytes + a_row0 * 128 + column, 16, 1024);
-    const std::uint64_t bd = swizzle128_descriptor(b + (kk >> 2) * WgmmaTile<BRows>::kHalfBytes + column, 16, 1024);
+    const std::uint64_t ad =
+        swizzle128_descriptor(a + (kk >> 2) * WgmmaTile<ARows, D>::kHalfBytes + a_row0 * 128 + column, 16, 1024);
+    const std::uint64_t bd = swizzle128_descriptor(b + (kk >> 2) * WgmmaTile<BRows, D>::kHalfBytes + column, 16, 1024);
     wgmma_m64n64k16_ss(d, ad, bd, kk > 0 ? 1 : 0);
   }
 }
 
-// d += A B over 64 k-rows: A as four register fragments (k16 steps), B a [64][128] WgmmaTile read
-// transposed (MN-major: its two 64-column halves a half tile apart, 8-row groups 1024 bytes apart).
-__device__ __forceinline__ void wgmma_accumulate_64(float (&d)[16][4], const std::uint32_t (&a)[4][4], std::uint32_t b) {
+// d += A B over 64 k-rows: A as four register fragments (k16 steps), B a [64][D] WgmmaTile read
+// transposed (MN-major: its 64-column halves a half tile apart, 8-row groups 1024 bytes apart).
+template <int D>
+__device__ __forceinline__ void wgmma_accumulate_64(float (&d)[D / 8][4], const std::uint32_t (&a)[4][4], std::uint32_t b) {
 #pragma unroll
   for (int kk = 0; kk < 4; ++kk) {
-    wgmma_m64n128k16_rs(d, a[kk], swizzle128_descriptor(b + kk * 16 * 128, WgmmaTile<64>::kHalfBytes, 1024));
+    const std::uint64_t bd = swizzle128_descriptor(b + kk * 16 * 128, WgmmaTile<64, D>::kHalfBytes, 1024);
+    if constexpr (D == 128) {
+      wgmma_m64n128k16_rs(d, a[kk], bd);
+    } else {
+      wgmma_m64n64k16_rs<0>(d, a[kk], bd);
+    }
   }
 }
 
+// One block per SM at either head dim: bounded to two at head dim 64 (128 registers), the kernel
+// spilled 500 bytes (172 registers unbounded).
+template <int D>
 __global__ void __launch_bounds__(kWgmmaBackwardThreads, 1) key_gradient_wgmma_kernel(const BackwardArgs a) {
   wait_for_upstream_grids();
-  constexpr int D = 128, Bc = kWgmmaKeyBlock, Br = kWgmmaKeyStepQueries, kThreads = kWgmmaBackwardThreads;
-  using KTile = WgmmaTile<Bc>;
-  using QTile = WgmmaTile<Br>;
+  constexpr int Bc = kWgmmaKeyBlock, Br = kWgmmaKeyStepQueries, kThreads = kWgmmaBackwardThreads;
+  using KTile = WgmmaTile<Bc, D>;
+  using QTile = WgmmaTile<Br, D>;
   extern __shared__ __align__(1024) unsigned char shared[];
   const std::uint32_t k_tile = (shared_address(shared) + 1023u) & ~1023u, v_tile = k_tile + KTile::kBytes;
   const std::uint32_t q_tiles = v_tile + KTile::kBytes, do_tiles = q_tiles + 2 * QTile::kBytes;
@@ -76,8 +88,8 @@ __global__ void __launch_bounds__(kWgmmaBackwardThreads, 1) key_gradient_wgmma_k
   const int key_block = static_cast<int>(blockIdx.x), kvh = static_cast<int>(blockIdx.y), b = static_cast<int>(blockIdx.z);
   const int key0 = key_block * Bc;
   const std::int64_t token0 = static_cast<std::int64_t>(b) * a.seq;
-  load_wgmma_tile_async<Bc, kThreads>(k_tile, a.k + token0 * a.qk_stride + kvh * D, a.qk_stride, key0, a.seq);
-  load_wgmma_tile_async<Bc, kThreads>(v_tile, a.v + token0 * a.v_stride + kvh * D, a.v_stride, key0, a.seq);
+  load_wgmma_tile_async<Bc, kThreads, D>(k_tile, a.k + token0 * a.qk_stride + kvh * D, a.qk_stride, key0, a.seq);
+  load_wgmma_tile_async<Bc, kThreads, D>(v_tile, a.v + token0 * a.v_stride + kvh * D, a.v_stride, key0, a.seq);
   copy_async_commit();
 
   // Work items: (query head of the group, query block) with query blocks from the diagonal on.
@@ -85,9 +97,10 @@ __global__ void __launch_bounds__(kWgmmaBackwardThreads, 1) key_gradient_wgmma_k
   const int per_head = q_blocks - first_q_block, items = a.group * per_head;
   const auto load_item = [&](int item, int buf) {
     const int h = kvh * a.group + item / per_head, q0 = (first_q_block + item % per_head) * Br;
-    load_wgmma_tile_async<Br, kThreads>(q_tiles + buf * QTile::kBytes, a.q + token0 * a.qk_stride + h * D, a.qk_stride, q0, a.seq);
-    load_wgmma_tile_async<Br, kThreads>(do_tiles + buf * QTile::kBytes, a.dout + token0 * a.out_stride + h * D, a.out_stride,
-                                        q0, a.seq);
+    load_wgmma_tile_async<Br, kThreads, D>(q_tiles + buf * QTile::kBytes, a.q + token0 * a.qk_stride + h * D, a.qk_stride,
+                                           q0, a.seq);
+    load_wgmma_tile_async<Br, kThreads, D>(do_tiles + buf * QTile::kBytes, a.dout + token0 * a.out_stride + h * D,
+                                           a.out_stride, q0, a.seq);
     const std::int64_t stats = (static_cast<std::int64_t>(b) * a.heads + h) * a.seq;
     for (int i = threadIdx.x; i < Br; i += kThreads) {
       const bool valid = q0 + i < a.seq;  // a padding query's probabilities are exp2(-inf) = 0
@@ -98,9 +111,9 @@ __global__ void __launch_bounds__(kWgmmaBackwardThreads, 1) key_gradient_wgmma_k
   load_item(0, 0);
   copy_async_commit();
 
-  float dk[16][4], dv[16][4];
+  float dk[D / 8][4], dv[D / 8][4];
 #pragma unroll
-  for (int i = 0; i < 16; ++i) {
+  for (int i = 0; i < D / 8; ++i) {
     dk[i][0] = dk[i][1] = dk[i][2] = dk[i][3] = 0.0f;
     dv[i][0] = dv[i][1] = dv[i][2] = dv[i][3] = 0.0f;
   }
@@ -125,11 +138,16 @@ __global__ void __launch_bounds__(kWgmmaBackwardThreads, 1) key_gradient_wgmma_k
     if (q0 + Br - 1 >= group_key0) {  // some query of the block sees some key of this warpgroup
       // S^T = K Q^T and dP^T = V dO^T, this warpgroup's 64 keys x Br queries.
       float s[8][4], dp[8][4];
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {  // overwritten by the first product; set so that no code reads them unset
+        s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
+        dp[i][0] = dp[i][1] = dp[i][2] = dp[i][3] = 0.0f;
+      }
       fence_accumulator(s);
       fence_accumulator(dp);
       wgmma_fence();
-      wgmma_scores<Bc, Br>(s, k_tile, group * 64, q_tile);
-      wgmma_scores<Bc, Br>(dp, v_tile, group * 64, do_tile);
+      wgmma_scores<D, Bc, Br>(s, k_tile, group * 64, q_tile);
+      wgmma_scores<D, Bc, Br>(dp, v_tile, group * 64, do_tile);
       wgmma_commit();
       wgmma_wait_all();
       fence_accumulator(s);
@@ -158,8 +176,8 @@ __global__ void __launch_bounds__(kWgmmaBackwardThreads, 1) key_gradient_wgmma_k
       fence_accumulator(dv);
       fence_accumulator(dk);
       wgmma_fence();
-      wgmma_accumulate_64(dv, pf, do_tile);
-      wgmma_accumulate_64(dk, dsf, q_tile);
+      wgmma_accumulate_64<D>(dv, pf, do_tile);
+      wgmma_accumulate_64<D>(dk, dsf, q_tile);
       wgmma_commit();
       wgmma_wait_all();
       fence_accumulator(dv);
@@ -175,18 +193,20 @@ __global__ void __launch_bounds__(kWgmmaBackwardThreads, 1) key_gradient_wgmma_k
     if (key >= a.seq) continue;
     bf16* dv_row = a.dv + (token0 + key) * a.dv_stride + kvh * D;
 #pragma unroll
-    for (int dt = 0; dt < 16; ++dt) {
+    for (int dt = 0; dt < D / 8; ++dt) {
       *reinterpret_cast<std::uint32_t*>(dv_row + dt * 8 + 2 * c) = pack_bf16(dv[dt][2 * r], dv[dt][2 * r + 1]);
     }
     store_unrotated_gradient_row<D>(a.dk_unrotated + (token0 + key) * a.dv_stride + kvh * D, dk, r, c, a, key);
   }
 }
 
-__global__ void __launch_bounds__(kWgmmaBackwardThreads, 1) query_gradient_wgmma_kernel(const BackwardArgs a) {
+// At head dim 64 two blocks an SM (bounded to 128 registers: 8 bytes of spills).
+template <int D>
+__global__ void __launch_bounds__(kWgmmaBackwardThreads, D == 64 ? 2 : 1) query_gradient_wgmma_kernel(const BackwardArgs a) {
   wait_for_upstream_grids();
-  constexpr int D = 128, Br = kWgmmaQueryBlock, Bc = kWgmmaQueryStepKeys, kThreads = kWgmmaBackwardThreads;
-  using QTile = WgmmaTile<Br>;
-  using KTile = WgmmaTile<Bc>;
+  constexpr int Br = kWgmmaQueryBlock, Bc = kWgmmaQueryStepKeys, kThreads = kWgmmaBackwardThreads;
+  using QTile = WgmmaTile<Br, D>;
+  using KTile = WgmmaTile<Bc, D>;
   extern __shared__ __align__(1024) unsigned char shared[];
   const std::uint32_t q_tile = (shared_address(shared) + 1023u) & ~1023u, do_tile = q_tile + QTile::kBytes;
   const std::uint32_t k_tiles = do_tile + QTile::kBytes, v_tiles = k_tiles + 2 * KTile::kBytes;
@@ -198,11 +218,11 @@ __global__ void __launch_bounds__(kWgmmaBackwardThreads, 1) query_gradient_wgmma
   const std::int64_t token0 = static_cast<std::int64_t>(b) * a.seq;
   const bf16* k = a.k + token0 * a.qk_stride + kvh * D;
   const bf16* v = a.v + token0 * a.v_stride + kvh * D;
-  load_wgmma_tile_async<Br, kThreads>(q_tile, a.q + token0 * a.qk_stride + h * D, a.qk_stride, q0, a.seq);
-  load_wgmma_tile_async<Br, kThreads>(do_tile, a.dout + token0 * a.out_stride + h * D, a.out_stride, q0, a.seq);
+  load_wgmma_tile_async<Br, kThreads, D>(q_tile, a.q + token0 * a.qk_stride + h * D, a.qk_stride, q0, a.seq);
+  load_wgmma_tile_async<Br, kThreads, D>(do_tile, a.dout + token0 * a.out_stride + h * D, a.out_stride, q0, a.seq);
   copy_async_commit();
-  load_wgmma_tile_async<Bc, kThreads>(k_tiles, k, a.qk_stride, 0, a.seq);
-  load_wgmma_tile_async<Bc, kThreads>(v_tiles, v, a.v_stride, 0, a.seq);
+  load_wgmma_tile_async<Bc, kThreads, D>(k_tiles, k, a.qk_stride, 0, a.seq);
+  load_wgmma_tile_async<Bc, kThreads, D>(v_tiles, v, a.v_stride, 0, a.seq);
   copy_async_commit();
   const int key_blocks = min((a.seq + Bc - 1) / Bc, (q0 + Br - 1) / Bc + 1);
 
@@ -215,16 +235,16 @@ __global__ void __launch_bounds__(kWgmmaBackwardThreads, 1) query_gradient_wgmma
     lse_log2[r] = row < a.seq ? a.lse[stats + row] * 1.4426950408889634f : INFINITY;
     delta[r] = row < a.seq ? a.delta[stats + row] : 0.0f;
   }
-  float dq[16][4];
+  float dq[D / 8][4];
 #pragma unroll
-  for (int i = 0; i < 16; ++i) dq[i][0] = dq[i][1] = dq[i][2] = dq[i][3] = 0.0f;
+  for (int i = 0; i < D / 8; ++i) dq[i][0] = dq[i][1] = dq[i][2] = dq[i][3] = 0.0f;
 
   for (int j = 0; j < key_blocks; ++j) {
     const std::uint32_t k_tile = k_tiles + (j & 1) * KTile::kBytes, v_tile = v_tiles + (j & 1) * KTile::kBytes;
     if (j + 1 < key_blocks) {
       const std::uint32_t next = ((j + 1) & 1) * KTile::kBytes;
-      load_wgmma_tile_async<Bc, kThreads>(k_tiles + next, k, a.qk_stride, (j + 1) * Bc, a.seq);
-      load_wgmma_tile_async<Bc, kThreads>(v_tiles + next, v, a.v_stride, (j + 1) * Bc, a.seq);
+      load_wgmma_tile_async<Bc, kThreads, D>(k_tiles + next, k, a.qk_stride, (j + 1) * Bc, a.seq);
+      load_wgmma_tile_async<Bc, kThreads, D>(v_tiles + next, v, a.v_stride, (j + 1) * Bc, a.seq);
       copy_async_commit();
       copy_async_wait<1>();
     } else {
@@ -236,11 +256,16 @@ __global__ void __launch_bounds__(kWgmmaBackwardThreads, 1) query_gradient_wgmma
     if (key0 <= group_row0 + 63) {  // some key of the block is visible to some row of this warpgroup
       // S = Q K^T and dP = dO V^T, this warpgroup's 64 queries x Bc keys.
       float s[8][4], dp[8][4];
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {  // overwritten by the first product; set so that no code reads them unset
+        s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
+        dp[i][0] = dp[i][1] = dp[i][2] = dp[i][3] = 0.0f;
+      }
       fence_accumulator(s);
       fence_accumulator(dp);
       wgmma_fence();
-      wgmma_scores<Br, Bc>(s, q_tile, group * 64, k_tile);
-      wgmma_scores<Br, Bc>(dp, do_tile, group * 64, v_tile);
+      wgmma_scores<D, Br, Bc>(s, q_tile, group * 64, k_tile);
+      wgmma_scores<D, Br, Bc>(dp, do_tile, group * 64, v_tile);
       wgmma_commit();
       wgmma_wait_all();
       fence_accumulator(s);
@@ -260,7 +285,7 @@ __global__ void __launch_bounds__(kWgmmaBackwardThreads, 1) query_gradient_wgmma
       for (int kk = 0; kk < 4; ++kk) c_to_a_fragment(dsf[kk], dp[2 * kk], dp[2 * kk + 1]);
       fence_accumulator(dq);
       wgmma_fence();
-      wgmma_accumulate_64(dq, dsf, k_tile);
+      wgmma_accumulate_64<D>(dq, dsf, k_tile);
       wgmma_commit();
       wgmma_wait_all();
       fence_accumulator(dq);

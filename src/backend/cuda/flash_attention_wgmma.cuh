@@ -11,31 +11,32 @@
 
 namespace quartet::cuda::flash {
 
-// A [Rows x 128] BF16 tile as two [Rows x 64] halves of 128-byte rows whose 16-byte chunks are
-// XOR-swizzled with the row's low three bits: wgmma's 128-byte swizzle when the tile is
+// A [Rows x Cols] BF16 tile (Cols 64 or 128) as [Rows x 64] halves of 128-byte rows whose 16-byte
+// chunks are XOR-swizzled with the row's low three bits: wgmma's 128-byte swizzle when the tile is
 // 1024-byte aligned (the hardware applies the XOR to address bits 4-6 from bits 7-9).
-template <int Rows>
+template <int Rows, int Cols = 128>
 struct WgmmaTile {
-  static constexpr int kHalfBytes = Rows * 128, kBytes = 2 * kHalfBytes;
+  static_assert(Cols == 64 || Cols == 128, "one or two 64-column halves");
+  static constexpr int kHalves = Cols / 64, kHalfBytes = Rows * 128, kBytes = kHalves * kHalfBytes;
 
-  __device__ static std::uint32_t offset(int row, int chunk) {  // chunk: 0..15 across the 128 columns
+  __device__ static std::uint32_t offset(int row, int chunk) {  // chunk: 0 .. Cols / 8 - 1
     return static_cast<std::uint32_t>((chunk >> 3) * kHalfBytes + row * 128 + (((chunk & 7) ^ (row & 7)) << 4));
   }
 };
 
-// Rows [row0, row0 + Rows) of a matrix with 128 columns into a WgmmaTile; rows at or beyond
+// Rows [row0, row0 + Rows) of a matrix with Cols columns into a WgmmaTile; rows at or beyond
 // `rows` are zero-filled.
-template <int Rows, int Threads>
+template <int Rows, int Threads, int Cols = 128>
 __device__ __forceinline__ void load_wgmma_tile_async(std::uint32_t tile, const bf16* base, std::int64_t stride, int row0,
                                                       int rows) {
-  constexpr int kChunks = Rows * 16;
+  constexpr int kRowChunks = Cols / 8, kChunks = Rows * kRowChunks;
   static_assert(kChunks % Threads == 0, "every thread copies the same number of chunks");
 #pragma unroll
   for (int i = threadIdx.x; i < kChunks; i += Threads) {
-    const int r = i / 16, chunk = i % 16;
+    const int r = i / kRowChunks, chunk = i % kRowChunks;
     const bool valid = row0 + r < rows;
     const bf16* src = base + (valid ? static_cast<std::int64_t>(row0 + r) * stride : 0) + chunk * 8;
-    copy_async_16(tile + WgmmaTile<Rows>::offset(r, chunk), src, valid);
+    copy_async_16(tile + WgmmaTile<Rows, Cols>::offset(r, chunk), src, valid);
   }
 }
 

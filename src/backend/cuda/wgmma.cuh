@@ -144,13 +144,13 @@ __device__ __forceinline__ void wgmma_m64n128k16_rs(float (&d)[16][4], const std
 #endif
 }
 
-// Half of wgmma_m64n128k16_rs: d's n-tiles Offset .. Offset + 7 (64 columns) += A B, B [16 x 64]
-// in shared memory. Two of these on one A fragment keep the fragment's registers in use across a
-// pair of products, where one m64n128 product each (the 128 x 128 FP4-operand tile) made ptxas
-// serialize the products (warning C7513).
-template <int Offset, bool BKMajor = false>
-__device__ __forceinline__ void wgmma_m64n64k16_rs(float (&d)[16][4], const std::uint32_t (&a)[4], std::uint64_t b) {
-  static_assert(Offset == 0 || Offset == 8, "an m64n128 accumulator has two m64n64 halves");
+// d's n-tiles Offset .. Offset + 7 (64 columns) += A B, B [16 x 64] in shared memory: the whole
+// of an m64n64 accumulator (float[8][4]), or half of an m64n128 one. Two of these on one A
+// fragment keep the fragment's registers in use across a pair of products, where one m64n128
+// product each (the 128 x 128 FP4-operand tile) made ptxas serialize the products (warning C7513).
+template <int Offset, bool BKMajor = false, int NTiles>
+__device__ __forceinline__ void wgmma_m64n64k16_rs(float (&d)[NTiles][4], const std::uint32_t (&a)[4], std::uint64_t b) {
+  static_assert(Offset % 8 == 0 && Offset + 8 <= NTiles, "64 columns of the accumulator");
 #if QUARTET_HAS_WGMMA
   asm volatile(
       "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
