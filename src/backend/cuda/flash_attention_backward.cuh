@@ -74,6 +74,57 @@ __device__ __forceinline__ std::uint32_t at_fragment_address(std::uint32_t tile,
   return tile + (kk * 16 + (lane & 7) + ((lane >> 4) << 3)) * row_bytes + (m0 + ((lane >> 3) & 1) * 8) * 2;
 }
 
+// P^T and dS^T of a key-major block (rows: this thread's keys my_key0 + g and + 8; columns: the
+// queries q0 + 8 nt + 2c (+1), whose log2-domain log-sum-exp and delta are lse_log2[] and delta[]
+// by their index in the block): s becomes P^T = exp(S^T scale - lse), zero where the query precedes
+// the key, and dp becomes dS^T = P^T (dP^T - delta).
+template <int NTiles>
+__device__ __forceinline__ void key_major_probabilities(float (&s)[NTiles][4], float (&dp)[NTiles][4], int q0, int my_key0,
+                                                        int g, int c, float scale_log2, const float* lse_log2,
+                                                        const float* delta) {
+#pragma unroll
+  for (int nt = 0; nt < NTiles; ++nt) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int qi = nt * 8 + 2 * c + (e & 1), query = q0 + qi, key = my_key0 + g + (e >> 1) * 8;
+      const float p = query >= key ? exp2f(fmaf(s[nt][e], scale_log2, -lse_log2[qi])) : 0.0f;
+      s[nt][e] = p;
+      dp[nt][e] = p * (dp[nt][e] - delta[qi]);
+    }
+  }
+}
+
+// dS of a query-major block (rows: this thread's queries my_row0 + g and + 8, with their
+// log2-domain log-sum-exp and delta; columns: the keys key0 + 8 nt + 2c (+1)): dp becomes
+// dS = P (dP - delta), P = exp(S scale - lse), zero where the key follows the query.
+template <int NTiles>
+__device__ __forceinline__ void query_major_gradient(const float (&s)[NTiles][4], float (&dp)[NTiles][4], int key0,
+                                                     int my_row0, int g, int c, float scale_log2,
+                                                     const float (&lse_log2)[2], const float (&delta)[2]) {
+#pragma unroll
+  for (int nt = 0; nt < NTiles; ++nt) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int r = e >> 1, key = key0 + nt * 8 + 2 * c + (e & 1), row = my_row0 + g + 8 * r;
+      const float p = key <= row ? exp2f(fmaf(s[nt][e], scale_log2, -lse_log2[r])) : 0.0f;
+      dp[nt][e] = p * (dp[nt][e] - delta[r]);
+    }
+  }
+}
+
+// The log2-domain log-sum-exp and delta of this thread's query rows my_row0 + g and + 8 of head h
+// (+infinity and 0 past the sequence, so that a padding row's probabilities are 0).
+__device__ __forceinline__ void query_row_stats(const BackwardArgs& a, int b, int h, int my_row0, int g,
+                                                float (&lse_log2)[2], float (&delta)[2]) {
+  const std::int64_t stats = (static_cast<std::int64_t>(b) * a.heads + h) * a.seq;
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int row = my_row0 + g + 8 * r;
+    lse_log2[r] = row < a.seq ? a.lse[stats + row] * 1.4426950408889634f : INFINITY;
+    delta[r] = row < a.seq ? a.delta[stats + row] : 0.0f;
+  }
+}
+
 // Row `pos` (its position in the sequence) of the gradient of rotated q or k, held as this
 // thread's accumulators (acc[dt][2r + e] is column 8 dt + 2c + e), scaled and rotated back by
 // RoPE's transpose into BF16 at dst: the FP32 product acc * scale, then rope_kernel<true>'s FP32
@@ -191,18 +242,7 @@ __device__ __forceinline__ void key_block_backward(const BackwardArgs& a, unsign
           mma_bf16(dp[2 * np + 1], vf, dof[2], dof[3]);
         }
       }
-      // P^T = exp(S^T scale - lse[query]), zero where the query precedes the key;
-      // dS^T = P^T (dP^T - delta[query]).
-#pragma unroll
-      for (int nt = 0; nt < Br / 8; ++nt) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int qi = nt * 8 + 2 * c + (e & 1), query = q0 + qi, key = my_key0 + g + (e >> 1) * 8;
-          const float p = query >= key ? exp2f(fmaf(s[nt][e], a.scale_log2, -lse_log2[qi])) : 0.0f;
-          s[nt][e] = p;
-          dp[nt][e] = p * (dp[nt][e] - delta[qi]);
-        }
-      }
+      key_major_probabilities(s, dp, q0, my_key0, g, c, a.scale_log2, lse_log2, delta);
     }
 
     // With WithDq: the order of this query block's dQ additions (the diagonal key block writes,
@@ -414,13 +454,7 @@ __global__ void __launch_bounds__(kQueryWarps * 32) query_gradient_kernel(const 
 
   const int my_row0 = q0 + warp * 16;
   float lse_log2[2], delta[2];
-  const std::int64_t stats = (static_cast<std::int64_t>(b) * a.heads + h) * a.seq;
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    const int row = my_row0 + g + 8 * r;
-    lse_log2[r] = row < a.seq ? a.lse[stats + row] * 1.4426950408889634f : INFINITY;
-    delta[r] = row < a.seq ? a.delta[stats + row] : 0.0f;
-  }
+  query_row_stats(a, b, h, my_row0, g, lse_log2, delta);
   float dq[D / 8][4];
 #pragma unroll
   for (int i = 0; i < D / 8; ++i) dq[i][0] = dq[i][1] = dq[i][2] = dq[i][3] = 0.0f;
@@ -461,15 +495,7 @@ __global__ void __launch_bounds__(kQueryWarps * 32) query_gradient_kernel(const 
           mma_bf16(dp[2 * np + 1], dof, vf[2], vf[3]);
         }
       }
-#pragma unroll
-      for (int nt = 0; nt < Bc / 8; ++nt) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int r = e >> 1, key = key0 + nt * 8 + 2 * c + (e & 1), row = my_row0 + g + 8 * r;
-          const float p = key <= row ? exp2f(fmaf(s[nt][e], a.scale_log2, -lse_log2[r])) : 0.0f;
-          dp[nt][e] = p * (dp[nt][e] - delta[r]);
-        }
-      }
+      query_major_gradient(s, dp, key0, my_row0, g, c, a.scale_log2, lse_log2, delta);
       // dQ += dS K.
 #pragma unroll
       for (int kk = 0; kk < Bc / 16; ++kk) {

@@ -56,6 +56,27 @@ __device__ __forceinline__ void wgmma_scores(float (&d)[8][4], std::uint32_t a, 
   }
 }
 
+// Two score chains of one warpgroup, issued together and waited for: s = A_s B_s^T and
+// dp = A_dp B_dp^T (wgmma_scores), A rows [a_row0, a_row0 + 64).
+template <int D, int ARows, int BRows>
+__device__ __forceinline__ void wgmma_score_pair(float (&s)[8][4], float (&dp)[8][4], std::uint32_t a_s, std::uint32_t a_dp,
+                                                 int a_row0, std::uint32_t b_s, std::uint32_t b_dp) {
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {  // overwritten by the first product; set so that no code reads them unset
+    s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
+    dp[i][0] = dp[i][1] = dp[i][2] = dp[i][3] = 0.0f;
+  }
+  fence_accumulator(s);
+  fence_accumulator(dp);
+  wgmma_fence();
+  wgmma_scores<D, ARows, BRows>(s, a_s, a_row0, b_s);
+  wgmma_scores<D, ARows, BRows>(dp, a_dp, a_row0, b_dp);
+  wgmma_commit();
+  wgmma_wait_all();
+  fence_accumulator(s);
+  fence_accumulator(dp);
+}
+
 // d += A B over 64 k-rows: A as four register fragments (k16 steps), B a [64][D] WgmmaTile read
 // transposed (MN-major: its 64-column halves a half tile apart, 8-row groups 1024 bytes apart).
 template <int D>
@@ -138,32 +159,8 @@ __global__ void __launch_bounds__(kWgmmaBackwardThreads, 1) key_gradient_wgmma_k
     if (q0 + Br - 1 >= group_key0) {  // some query of the block sees some key of this warpgroup
       // S^T = K Q^T and dP^T = V dO^T, this warpgroup's 64 keys x Br queries.
       float s[8][4], dp[8][4];
-#pragma unroll
-      for (int i = 0; i < 8; ++i) {  // overwritten by the first product; set so that no code reads them unset
-        s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
-        dp[i][0] = dp[i][1] = dp[i][2] = dp[i][3] = 0.0f;
-      }
-      fence_accumulator(s);
-      fence_accumulator(dp);
-      wgmma_fence();
-      wgmma_scores<D, Bc, Br>(s, k_tile, group * 64, q_tile);
-      wgmma_scores<D, Bc, Br>(dp, v_tile, group * 64, do_tile);
-      wgmma_commit();
-      wgmma_wait_all();
-      fence_accumulator(s);
-      fence_accumulator(dp);
-      // P^T = exp(S^T scale - lse[query]), zero where the query precedes the key;
-      // dS^T = P^T (dP^T - delta[query]).
-#pragma unroll
-      for (int nt = 0; nt < 8; ++nt) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int qi = nt * 8 + 2 * c + (e & 1), query = q0 + qi, key = my_key0 + g + (e >> 1) * 8;
-          const float p = query >= key ? exp2f(fmaf(s[nt][e], a.scale_log2, -lse_log2[qi])) : 0.0f;
-          s[nt][e] = p;
-          dp[nt][e] = p * (dp[nt][e] - delta[qi]);
-        }
-      }
+      wgmma_score_pair<D, Bc, Br>(s, dp, k_tile, v_tile, group * 64, q_tile, do_tile);
+      key_major_probabilities(s, dp, q0, my_key0, g, c, a.scale_log2, lse_log2, delta);
       // dV += P^T dO, dK += dS^T Q (the scale is applied at the end). Every A fragment is made
       // before the first product reads any (a register written between the products of a
       // chain makes ptxas serialize them).
@@ -228,13 +225,7 @@ __global__ void __launch_bounds__(kWgmmaBackwardThreads, D == 64 ? 2 : 1) query_
 
   const int group_row0 = q0 + group * 64, my_row0 = group_row0 + (warp % 4) * 16;
   float lse_log2[2], delta[2];
-  const std::int64_t stats = (static_cast<std::int64_t>(b) * a.heads + h) * a.seq;
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    const int row = my_row0 + g + 8 * r;
-    lse_log2[r] = row < a.seq ? a.lse[stats + row] * 1.4426950408889634f : INFINITY;
-    delta[r] = row < a.seq ? a.delta[stats + row] : 0.0f;
-  }
+  query_row_stats(a, b, h, my_row0, g, lse_log2, delta);
   float dq[D / 8][4];
 #pragma unroll
   for (int i = 0; i < D / 8; ++i) dq[i][0] = dq[i][1] = dq[i][2] = dq[i][3] = 0.0f;
@@ -256,29 +247,8 @@ __global__ void __launch_bounds__(kWgmmaBackwardThreads, D == 64 ? 2 : 1) query_
     if (key0 <= group_row0 + 63) {  // some key of the block is visible to some row of this warpgroup
       // S = Q K^T and dP = dO V^T, this warpgroup's 64 queries x Bc keys.
       float s[8][4], dp[8][4];
-#pragma unroll
-      for (int i = 0; i < 8; ++i) {  // overwritten by the first product; set so that no code reads them unset
-        s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
-        dp[i][0] = dp[i][1] = dp[i][2] = dp[i][3] = 0.0f;
-      }
-      fence_accumulator(s);
-      fence_accumulator(dp);
-      wgmma_fence();
-      wgmma_scores<D, Br, Bc>(s, q_tile, group * 64, k_tile);
-      wgmma_scores<D, Br, Bc>(dp, do_tile, group * 64, v_tile);
-      wgmma_commit();
-      wgmma_wait_all();
-      fence_accumulator(s);
-      fence_accumulator(dp);
-#pragma unroll
-      for (int nt = 0; nt < 8; ++nt) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int r = e >> 1, key = key0 + nt * 8 + 2 * c + (e & 1), row = my_row0 + g + 8 * r;
-          const float p = key <= row ? exp2f(fmaf(s[nt][e], a.scale_log2, -lse_log2[r])) : 0.0f;
-          dp[nt][e] = p * (dp[nt][e] - delta[r]);
-        }
-      }
+      wgmma_score_pair<D, Br, Bc>(s, dp, q_tile, do_tile, group * 64, k_tile, v_tile);
+      query_major_gradient(s, dp, key0, my_row0, g, c, a.scale_log2, lse_log2, delta);
       // dQ += dS K: dS as A fragments, K read transposed.
       std::uint32_t dsf[4][4];
 #pragma unroll
