@@ -19,7 +19,7 @@
 # $OUT/gemm-bench.json), gemmprofile (Nsight Compute on the TMA form of the NVFP4-operand kernel,
 # its first launch of the gemm bench, to $OUT/ncu-gemm-tma.txt; the SASS of the FP4-operand kernels
 # to $OUT/sass-gemm.txt), concurrency (gpu-concurrency.sh: two quartet2 runs of the campaign's shape
-# on one GPU, about two minutes), attnbwd (the attention operation bench and a bf16 1b train bench with
+# on one GPU, about two minutes), attnbwd (the attention operation bench and bf16 train benches with
 # QUARTET_ATTENTION_BACKWARD=split and =wgmma alternating, to $OUT/attention-*.json and
 # attention-bwd.log), or none. More than six output files come back packed in $OUT/session.tar.gz.
 # SECONDS: the whole command's budget; the campaign runs NAMEs
@@ -165,11 +165,11 @@ if [[ "$mode" == *attnbwd* ]]; then  # the attention backward on mma.sync (split
       echo "attention ops bench ($kernels, round $round) rc=$?" | tee -a "$OUT/attention-bwd.log"
     done
   done
-  # Each backward at 1b in a whole bf16 training step, the same alternation's last pair.
+  # Each backward in whole bf16 training steps (head dim 64 at 124m, 128 at 1b).
   for kernels in split wgmma; do
-    QUARTET_ATTENTION_BACKWARD=$kernels ./quartet bench --only train --models 1b --recipes bf16 \
+    QUARTET_ATTENTION_BACKWARD=$kernels ./quartet bench --only train --models 124m,1b --recipes bf16 \
       --json "$OUT/attention-train-$kernels.json" >> "$OUT/attention-bwd.log" 2>&1
-    echo "bf16 1b train bench ($kernels) rc=$?" | tee -a "$OUT/attention-bwd.log"
+    echo "bf16 train bench ($kernels) rc=$?" | tee -a "$OUT/attention-bwd.log"
   done
   echo "attention backward comparison in $(( $(date +%s) - t0 )) s"
   grep -h -E '"case":"(ops/attention|train/)' "$OUT"/attention-*.json 2>/dev/null | cut -c1-200 ||
