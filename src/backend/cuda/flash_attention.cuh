@@ -196,8 +196,11 @@ __global__ void __launch_bounds__(Warps * 32) forward_kernel(const ForwardArgs a
 
   load_tile_async<Br, D, kThreads>(q_tile, q, a.qk_stride, q0, a.seq);
   copy_async_commit();
-  load_tile_async<Bc, D, kThreads>(k_tiles, k, a.qk_stride, 0, a.seq);
-  load_tile_async<Bc, D, kThreads>(v_tiles, v, a.v_stride, 0, a.seq);
+  const auto load_kv = [&](int j, int buf) {  // key block j into buffer buf
+    load_tile_async<Bc, D, kThreads>(k_tiles + buf * KTile::kBytes, k, a.qk_stride, j * Bc, a.seq);
+    load_tile_async<Bc, D, kThreads>(v_tiles + buf * KTile::kBytes, v, a.v_stride, j * Bc, a.seq);
+  };
+  load_kv(0, 0);
   copy_async_commit();
   // Keys up to the block's last row (causal), within the sequence.
   const int key_blocks = min((a.seq + Bc - 1) / Bc, (q0 + Br - 1) / Bc + 1);
@@ -216,15 +219,7 @@ __global__ void __launch_bounds__(Warps * 32) forward_kernel(const ForwardArgs a
 
   for (int j = 0; j < key_blocks; ++j) {
     const std::uint32_t k_tile = k_tiles + (j & 1) * KTile::kBytes, v_tile = v_tiles + (j & 1) * KTile::kBytes;
-    if (j + 1 < key_blocks) {
-      const std::uint32_t next = ((j + 1) & 1) * KTile::kBytes;
-      load_tile_async<Bc, D, kThreads>(k_tiles + next, k, a.qk_stride, (j + 1) * Bc, a.seq);
-      load_tile_async<Bc, D, kThreads>(v_tiles + next, v, a.v_stride, (j + 1) * Bc, a.seq);
-      copy_async_commit();
-      copy_async_wait<1>();
-    } else {
-      copy_async_wait<0>();
-    }
+    prefetch_next_and_wait(j, key_blocks, load_kv);
     __syncthreads();
 
     const int key0 = j * Bc;

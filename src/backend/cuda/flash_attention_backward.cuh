@@ -204,13 +204,7 @@ __device__ __forceinline__ void key_block_backward(const BackwardArgs& a, unsign
 
   for (int item = 0; item < items; ++item) {
     const int buf = item & 1;
-    if (item + 1 < items) {
-      load_item(item + 1, buf ^ 1);
-      copy_async_commit();
-      copy_async_wait<1>();
-    } else {
-      copy_async_wait<0>();
-    }
+    prefetch_next_and_wait(item, items, load_item);
     __syncthreads();
     const int h = kvh * a.group + item / per_head, q0 = (first_q_block + item % per_head) * Br;
     const std::uint32_t q_tile = q_tiles + buf * QTile::kBytes, do_tile = do_tiles + buf * QTile::kBytes;
@@ -447,8 +441,11 @@ __global__ void __launch_bounds__(kQueryWarps * 32) query_gradient_kernel(const 
   load_tile_async<Br, D, kThreads>(q_tile, a.q + token0 * a.qk_stride + h * D, a.qk_stride, q0, a.seq);
   load_tile_async<Br, D, kThreads>(do_tile, a.dout + token0 * a.out_stride + h * D, a.out_stride, q0, a.seq);
   copy_async_commit();
-  load_tile_async<Bc, D, kThreads>(k_tiles, k, a.qk_stride, 0, a.seq);
-  load_tile_async<Bc, D, kThreads>(v_tiles, v, a.v_stride, 0, a.seq);
+  const auto load_kv = [&](int j, int buf) {  // key block j into buffer buf
+    load_tile_async<Bc, D, kThreads>(k_tiles + buf * KTile::kBytes, k, a.qk_stride, j * Bc, a.seq);
+    load_tile_async<Bc, D, kThreads>(v_tiles + buf * KTile::kBytes, v, a.v_stride, j * Bc, a.seq);
+  };
+  load_kv(0, 0);
   copy_async_commit();
   const int key_blocks = min((a.seq + Bc - 1) / Bc, (q0 + Br - 1) / Bc + 1);
 
@@ -461,15 +458,7 @@ __global__ void __launch_bounds__(kQueryWarps * 32) query_gradient_kernel(const 
 
   for (int j = 0; j < key_blocks; ++j) {
     const std::uint32_t k_tile = k_tiles + (j & 1) * KTile::kBytes, v_tile = v_tiles + (j & 1) * KTile::kBytes;
-    if (j + 1 < key_blocks) {
-      const std::uint32_t next = ((j + 1) & 1) * KTile::kBytes;
-      load_tile_async<Bc, D, kThreads>(k_tiles + next, k, a.qk_stride, (j + 1) * Bc, a.seq);
-      load_tile_async<Bc, D, kThreads>(v_tiles + next, v, a.v_stride, (j + 1) * Bc, a.seq);
-      copy_async_commit();
-      copy_async_wait<1>();
-    } else {
-      copy_async_wait<0>();
-    }
+    prefetch_next_and_wait(j, key_blocks, load_kv);
     __syncthreads();
     const int key0 = j * Bc;
     if (key0 <= my_row0 + 15) {

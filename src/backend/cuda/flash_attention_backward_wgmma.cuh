@@ -93,7 +93,7 @@ __device__ __forceinline__ void wgmma_accumulate_64(float (&d)[D / 8][4], const 
 }
 
 // One block per SM at either head dim: bounded to two at head dim 64 (128 registers), the kernel
-// spilled 500 bytes (172 registers unbounded).
+// spills (docs/results/ptxas-attention-key-wgmma-two-blocks-sm90a.txt; 172 registers unbounded).
 template <int D>
 __global__ void __launch_bounds__(kWgmmaBackwardThreads, 1) key_gradient_wgmma_kernel(const BackwardArgs a) {
   wait_for_upstream_grids();
@@ -101,7 +101,7 @@ __global__ void __launch_bounds__(kWgmmaBackwardThreads, 1) key_gradient_wgmma_k
   using KTile = WgmmaTile<Bc, D>;
   using QTile = WgmmaTile<Br, D>;
   extern __shared__ __align__(1024) unsigned char shared[];
-  const std::uint32_t k_tile = (shared_address(shared) + 1023u) & ~1023u, v_tile = k_tile + KTile::kBytes;
+  const std::uint32_t k_tile = shared_address_aligned_1024(shared), v_tile = k_tile + KTile::kBytes;
   const std::uint32_t q_tiles = v_tile + KTile::kBytes, do_tiles = q_tiles + 2 * QTile::kBytes;
   float* row_stats = reinterpret_cast<float*>(shared + (do_tiles + 2 * QTile::kBytes - shared_address(shared)));
   const int group = threadIdx.x / 128, warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
@@ -142,13 +142,7 @@ __global__ void __launch_bounds__(kWgmmaBackwardThreads, 1) key_gradient_wgmma_k
 
   for (int item = 0; item < items; ++item) {
     const int buf = item & 1;
-    if (item + 1 < items) {
-      load_item(item + 1, buf ^ 1);
-      copy_async_commit();
-      copy_async_wait<1>();
-    } else {
-      copy_async_wait<0>();
-    }
+    prefetch_next_and_wait(item, items, load_item);
     fence_async_shared();
     __syncthreads();
     const int q0 = (first_q_block + item % per_head) * Br;
@@ -197,7 +191,7 @@ __global__ void __launch_bounds__(kWgmmaBackwardThreads, 1) key_gradient_wgmma_k
   }
 }
 
-// At head dim 64 two blocks an SM (bounded to 128 registers: 8 bytes of spills).
+// At head dim 64 two blocks an SM (bounded to 128 registers, without spills).
 template <int D>
 __global__ void __launch_bounds__(kWgmmaBackwardThreads, D == 64 ? 2 : 1) query_gradient_wgmma_kernel(const BackwardArgs a) {
   wait_for_upstream_grids();
@@ -205,7 +199,7 @@ __global__ void __launch_bounds__(kWgmmaBackwardThreads, D == 64 ? 2 : 1) query_
   using QTile = WgmmaTile<Br, D>;
   using KTile = WgmmaTile<Bc, D>;
   extern __shared__ __align__(1024) unsigned char shared[];
-  const std::uint32_t q_tile = (shared_address(shared) + 1023u) & ~1023u, do_tile = q_tile + QTile::kBytes;
+  const std::uint32_t q_tile = shared_address_aligned_1024(shared), do_tile = q_tile + QTile::kBytes;
   const std::uint32_t k_tiles = do_tile + QTile::kBytes, v_tiles = k_tiles + 2 * KTile::kBytes;
   const int group = threadIdx.x / 128, warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
 
@@ -218,8 +212,11 @@ __global__ void __launch_bounds__(kWgmmaBackwardThreads, D == 64 ? 2 : 1) query_
   load_wgmma_tile_async<Br, kThreads, D>(q_tile, a.q + token0 * a.qk_stride + h * D, a.qk_stride, q0, a.seq);
   load_wgmma_tile_async<Br, kThreads, D>(do_tile, a.dout + token0 * a.out_stride + h * D, a.out_stride, q0, a.seq);
   copy_async_commit();
-  load_wgmma_tile_async<Bc, kThreads, D>(k_tiles, k, a.qk_stride, 0, a.seq);
-  load_wgmma_tile_async<Bc, kThreads, D>(v_tiles, v, a.v_stride, 0, a.seq);
+  const auto load_kv = [&](int j, int buf) {  // key block j into buffer buf
+    load_wgmma_tile_async<Bc, kThreads, D>(k_tiles + buf * KTile::kBytes, k, a.qk_stride, j * Bc, a.seq);
+    load_wgmma_tile_async<Bc, kThreads, D>(v_tiles + buf * KTile::kBytes, v, a.v_stride, j * Bc, a.seq);
+  };
+  load_kv(0, 0);
   copy_async_commit();
   const int key_blocks = min((a.seq + Bc - 1) / Bc, (q0 + Br - 1) / Bc + 1);
 
@@ -232,15 +229,7 @@ __global__ void __launch_bounds__(kWgmmaBackwardThreads, D == 64 ? 2 : 1) query_
 
   for (int j = 0; j < key_blocks; ++j) {
     const std::uint32_t k_tile = k_tiles + (j & 1) * KTile::kBytes, v_tile = v_tiles + (j & 1) * KTile::kBytes;
-    if (j + 1 < key_blocks) {
-      const std::uint32_t next = ((j + 1) & 1) * KTile::kBytes;
-      load_wgmma_tile_async<Bc, kThreads, D>(k_tiles + next, k, a.qk_stride, (j + 1) * Bc, a.seq);
-      load_wgmma_tile_async<Bc, kThreads, D>(v_tiles + next, v, a.v_stride, (j + 1) * Bc, a.seq);
-      copy_async_commit();
-      copy_async_wait<1>();
-    } else {
-      copy_async_wait<0>();
-    }
+    prefetch_next_and_wait(j, key_blocks, load_kv);
     fence_async_shared();
     __syncthreads();
     const int key0 = j * Bc;

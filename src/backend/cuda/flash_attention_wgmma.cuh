@@ -54,7 +54,7 @@ __global__ void __launch_bounds__(kWgmmaThreads) forward_wgmma_kernel(const Forw
   using QTile = WgmmaTile<Br>;
   using KTile = WgmmaTile<Bc>;
   extern __shared__ __align__(1024) unsigned char shared[];
-  const std::uint32_t q_tile = (shared_address(shared) + 1023u) & ~1023u;
+  const std::uint32_t q_tile = shared_address_aligned_1024(shared);
   const std::uint32_t k_tiles = q_tile + QTile::kBytes, v_tiles = k_tiles + 2 * KTile::kBytes;
   const int group = threadIdx.x / 128, warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
 
@@ -68,8 +68,11 @@ __global__ void __launch_bounds__(kWgmmaThreads) forward_wgmma_kernel(const Forw
 
   load_wgmma_tile_async<Br, kWgmmaThreads>(q_tile, q, a.qk_stride, q0, a.seq);
   copy_async_commit();
-  load_wgmma_tile_async<Bc, kWgmmaThreads>(k_tiles, k, a.qk_stride, 0, a.seq);
-  load_wgmma_tile_async<Bc, kWgmmaThreads>(v_tiles, v, a.v_stride, 0, a.seq);
+  const auto load_kv = [&](int j, int buf) {  // key block j into buffer buf
+    load_wgmma_tile_async<Bc, kWgmmaThreads>(k_tiles + buf * KTile::kBytes, k, a.qk_stride, j * Bc, a.seq);
+    load_wgmma_tile_async<Bc, kWgmmaThreads>(v_tiles + buf * KTile::kBytes, v, a.v_stride, j * Bc, a.seq);
+  };
+  load_kv(0, 0);
   copy_async_commit();
   const int key_blocks = min((a.seq + Bc - 1) / Bc, (q0 + Br - 1) / Bc + 1);
 
@@ -81,15 +84,7 @@ __global__ void __launch_bounds__(kWgmmaThreads) forward_wgmma_kernel(const Forw
 
   for (int j = 0; j < key_blocks; ++j) {
     const std::uint32_t k_tile = k_tiles + (j & 1) * KTile::kBytes, v_tile = v_tiles + (j & 1) * KTile::kBytes;
-    if (j + 1 < key_blocks) {
-      const std::uint32_t next = ((j + 1) & 1) * KTile::kBytes;
-      load_wgmma_tile_async<Bc, kWgmmaThreads>(k_tiles + next, k, a.qk_stride, (j + 1) * Bc, a.seq);
-      load_wgmma_tile_async<Bc, kWgmmaThreads>(v_tiles + next, v, a.v_stride, (j + 1) * Bc, a.seq);
-      copy_async_commit();
-      copy_async_wait<1>();
-    } else {
-      copy_async_wait<0>();
-    }
+    prefetch_next_and_wait(j, key_blocks, load_kv);
     fence_async_shared();
     __syncthreads();
 

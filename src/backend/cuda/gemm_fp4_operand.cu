@@ -307,7 +307,7 @@ __global__ void __launch_bounds__(kThreads, 1) gemm_fp4_operand_kernel(const Fp4
   wait_for_upstream_grids();
 #if QUARTET_HAS_WGMMA
   extern __shared__ __align__(1024) unsigned char shared[];
-  const StageAddresses<Halves> s((shared_address(shared) + 1023u) & ~1023u);
+  const StageAddresses<Halves> s(shared_address_aligned_1024(shared));
   int tile_row, tile_col;
   order.at(blockIdx.x, tile_row, tile_col);
   const int m0 = tile_row * kTileRows, n0 = tile_col * TileShape<Halves>::kCols;
@@ -449,7 +449,7 @@ __global__ void __launch_bounds__(tma::kThreads, 1)
   wait_for_upstream_grids();
 #if QUARTET_HAS_WGMMA
   extern __shared__ __align__(1024) unsigned char shared[];
-  const tma::Ring<Halves> ring((shared_address(shared) + 1023u) & ~1023u);
+  const tma::Ring<Halves> ring(shared_address_aligned_1024(shared));
   constexpr int kBStageBytes = tma::Shape<Halves>::kBStageBytes;
   if (threadIdx.x == 0) {
     for (int i = 0; i < tma::kStages; ++i) {

@@ -17,6 +17,12 @@ __device__ __forceinline__ std::uint32_t shared_address(const void* p) {
   return static_cast<std::uint32_t>(__cvta_generic_to_shared(p));
 }
 
+// The first 1024-byte-aligned shared address at or after p: where a tile in the 128-byte swizzle
+// must start (wgmma's descriptors and TMA apply the XOR from address bits 7-9).
+__device__ __forceinline__ std::uint32_t shared_address_aligned_1024(const void* p) {
+  return (shared_address(p) + 1023u) & ~1023u;
+}
+
 // 16 bytes global -> shared, bypassing L1; zero-filled when !valid (src is not read then).
 __device__ __forceinline__ void copy_async_16(std::uint32_t dst, const void* src, bool valid) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0));
@@ -29,6 +35,20 @@ __device__ __forceinline__ void copy_async_commit() { asm volatile("cp.async.com
 template <int Pending>
 __device__ __forceinline__ void copy_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(Pending));
+}
+
+// The step of a double-buffered cp.async loop before iteration i of n: queues iteration i + 1's
+// copies (load(i + 1, buffer (i + 1) & 1)) and waits until this thread's copies of iteration i
+// have landed (the caller's barrier then makes them every thread's).
+template <class Load>
+__device__ __forceinline__ void prefetch_next_and_wait(int i, int n, Load&& load) {
+  if (i + 1 < n) {
+    load(i + 1, (i + 1) & 1);
+    copy_async_commit();
+    copy_async_wait<1>();
+  } else {
+    copy_async_wait<0>();
+  }
 }
 
 // Four 8x8 b16 matrices; lane l gives the address of row l % 8 of matrix l / 8.
