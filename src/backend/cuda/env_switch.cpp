@@ -10,14 +10,6 @@
 
 namespace quartet::cuda {
 
-bool env_keeps_usual(const char* variable, std::string_view usual, std::string_view alternative) {
-  const char* env = std::getenv(variable);
-  const std::string_view value = env == nullptr ? std::string_view() : std::string_view(env);
-  if (value.empty() || value == usual) return true;
-  if (value == alternative) return false;
-  throw Error(fmt::format("{} must be \"{}\" or \"{}\", got \"{}\"", variable, usual, alternative, value));
-}
-
 int env_choice(const char* variable, std::initializer_list<std::string_view> values) {
   const char* env = std::getenv(variable);
   const std::string_view value = env == nullptr ? std::string_view() : std::string_view(env);
@@ -28,8 +20,17 @@ int env_choice(const char* variable, std::initializer_list<std::string_view> val
     ++index;
   }
   std::string accepted;
-  for (const std::string_view v : values) accepted += fmt::format("{}\"{}\"", accepted.empty() ? "" : ", ", v);
-  throw Error(fmt::format("{} must be one of {}, got \"{}\"", variable, accepted, value));
+  index = 0;
+  for (const std::string_view v : values) {
+    const char* separator = index == 0 ? "" : values.size() == 2 ? " or " : ", ";
+    accepted += fmt::format("{}\"{}\"", separator, v);
+    ++index;
+  }
+  throw Error(fmt::format("{} must be {}{}, got \"{}\"", variable, values.size() == 2 ? "" : "one of ", accepted, value));
+}
+
+bool env_keeps_usual(const char* variable, std::string_view usual, std::string_view alternative) {
+  return env_choice(variable, {usual, alternative}) == 0;
 }
 
 std::int64_t capped_blocks(std::int64_t blocks) {
